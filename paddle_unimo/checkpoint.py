@@ -1,0 +1,156 @@
+"""Checkpoints: PaddleNLP folder layout, strict loading, and the original English UNIMO name map.
+
+A model folder holds ``config.json`` (PaddleNLP's name; the older ``model_config.json`` is read too),
+``model_state.pdparams`` and the tokenizer files, so a downloaded ``unimo-text-1.0*`` folder loads as is.
+
+Loading is strict: every missing, unexpected or wrongly shaped tensor is listed in one error. The only
+tolerated differences are ``lm_head.decoder_weight`` (an alias of the tied word embedding that PaddleNLP
+writes twice) and, for a head-less ``UNIMOModel``, the ``lm_head.*`` tensors of an LM checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Dict, Iterable, Mapping, Tuple
+
+import numpy as np
+import paddle
+
+from .config import UNIMOConfig
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAMES = ("config.json", "model_config.json")
+WEIGHTS_NAME = "model_state.pdparams"
+TIED_ALIAS = "lm_head.decoder_weight"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def find_config(path: str) -> str:
+    for name in CONFIG_NAMES:
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.join(path, name)
+    raise FileNotFoundError(f"{path}: no {' or '.join(CONFIG_NAMES)} (is this a model folder?)")
+
+
+def load_state(path: str) -> Dict[str, np.ndarray]:
+    weights = os.path.join(path, WEIGHTS_NAME) if os.path.isdir(path) else path
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"{weights}: weights file not found")
+    return {k: np.asarray(v) for k, v in paddle.load(weights, return_numpy=True).items()}
+
+
+def check_state(model: paddle.nn.Layer, state: Mapping[str, np.ndarray], source: str,
+                optional: Iterable[str] = ()) -> None:
+    """Raises one CheckpointError listing every missing, unexpected and wrongly shaped tensor."""
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    optional = set(optional)
+    missing = sorted(k for k in expected if k not in state and k not in optional)
+    unexpected = sorted(k for k in state if k not in expected)
+    wrong = sorted(f"{k}: checkpoint {list(state[k].shape)} vs model {expected[k]}"
+                   for k in expected if k in state and list(state[k].shape) != expected[k])
+    problems = [f"{title} ({len(items)}):\n    " + "\n    ".join(items)
+                for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+                if items]
+    if problems:
+        raise CheckpointError(f"{source}: checkpoint does not match the model\n  " + "\n  ".join(problems))
+
+
+def set_state(model: paddle.nn.Layer, state: Mapping[str, np.ndarray], source: str,
+              optional: Iterable[str] = ()) -> None:
+    check_state(model, state, source, optional)
+    params = model.state_dict()
+    for name, value in state.items():
+        params[name].set_value(paddle.to_tensor(value).astype(params[name].dtype))
+
+
+def load_pretrained(cls, path: str, **config_overrides):
+    """Builds ``cls`` from a PaddleNLP-layout folder and loads its weights strictly."""
+    config = UNIMOConfig.from_file(find_config(path))
+    if config_overrides:
+        config = config.replace(**config_overrides)
+    with paddle.utils.unique_name.guard():
+        model = cls(config)
+    state = load_state(path)
+    is_base = getattr(cls, "base_model_prefix", None) == "unimo" and not hasattr(model, "unimo")
+    if is_base and any(k.startswith("unimo.") for k in state):
+        dropped = sorted(k for k in state if k.startswith("lm_head."))
+        if dropped:
+            logger.info("%s: head-less UNIMOModel does not use %d lm_head tensors", path, len(dropped))
+        state = {k[len("unimo."):]: v for k, v in state.items() if k.startswith("unimo.")}
+    set_state(model, state, os.path.join(path, WEIGHTS_NAME), optional=[TIED_ALIAS])
+    model.eval()
+    return model
+
+
+def save_pretrained(model, path: str) -> None:
+    """Writes config.json and model_state.pdparams, each to a temporary file renamed into place."""
+    os.makedirs(path, exist_ok=True)
+    model.config.save(os.path.join(path, "config.json"))
+    target = os.path.join(path, WEIGHTS_NAME)
+    paddle.save(model.state_dict(), target + ".tmp")
+    os.replace(target + ".tmp", target)
+
+
+# ---- original English UNIMO (static graph, one legacy file per parameter) ---------------------------------
+
+_LAYER = r"encoder_layer_(\d+)_"
+ORIGINAL_NAME_RULES: Tuple[Tuple[str, str], ...] = (
+    (r"word_embedding", "unimo.embeddings.word_embeddings.weight"),
+    (r"pos_embedding", "unimo.embeddings.position_embeddings.weight"),
+    (r"pre_encoder_layer_norm_scale", "unimo.encoder_norm.weight"),
+    (r"pre_encoder_layer_norm_bias", "unimo.encoder_norm.bias"),
+    (r"image_emb\.w_0", "unimo.region_embeddings.image_emb.weight"),
+    (r"image_emb\.b_0", "unimo.region_embeddings.image_emb.bias"),
+    (r"image_loc\.w_0", "unimo.region_embeddings.image_loc.weight"),
+    (r"image_loc\.b_0", "unimo.region_embeddings.image_loc.bias"),
+    (r"v_pre_encoder_layer_norm_scale", "unimo.region_embeddings.layer_norm.weight"),
+    (r"v_pre_encoder_layer_norm_bias", "unimo.region_embeddings.layer_norm.bias"),
+    (_LAYER + r"multi_head_att_(query|key|value|output)_fc\.([wb])_0", "unimo.encoder.layers.{0}.self_attn.{1}.{2}"),
+    (_LAYER + r"post_att_layer_norm_(scale|bias)", "unimo.encoder.layers.{0}.norm1.{1}"),
+    (_LAYER + r"ffn_fc_0\.([wb])_0", "unimo.encoder.layers.{0}.linear1.{1}"),
+    (_LAYER + r"ffn_fc_1\.([wb])_0", "unimo.encoder.layers.{0}.linear2.{1}"),
+    (_LAYER + r"post_ffn_layer_norm_(scale|bias)", "unimo.encoder.layers.{0}.norm2.{1}"),
+    (r"pooled_fc_text\.([wb])_0", "unimo.text_pooler.{0}"),
+    (r"pooled_fc_image\.([wb])_0", "unimo.image_pooler.{0}"),
+    (r"mask_lm_trans_fc\.([wb])_0", "lm_head.transform.{0}"),
+    (r"mask_lm_trans_layer_norm_(scale|bias)", "lm_head.layer_norm.{0}"),
+    (r"mask_lm_out_fc\.b_0", "lm_head.decoder_bias"),
+)
+_PART_NAMES = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "output": "out_proj", "w": "weight",
+               "b": "bias", "scale": "weight"}
+# Files a training run leaves beside the parameters: optimizer moments, accumulators, the learning rate.
+OPTIMIZER_STATE = re.compile(r"(_moment[12]_\d+|_beta[12]_pow_acc_\d+|^learning_rate_\d+|@LR_DECAY_COUNTER@"
+                             r"|^loss_scaling_\d+|^num_(bad|good)_steps_\d+)$")
+
+
+def original_to_paddle_name(name: str) -> str | None:
+    """Maps one original static-graph parameter name to its paddle_unimo name (None if not a model part)."""
+    for pattern, template in ORIGINAL_NAME_RULES:
+        m = re.fullmatch(pattern, name)
+        if m:
+            return template.format(*(_PART_NAMES.get(g, g) for g in m.groups()))
+    return None
+
+
+def map_original_state(arrays: Mapping[str, np.ndarray], source: str, allow_unused: str | None = None):
+    """Renames original arrays; returns (state, skipped optimizer files). Unknown names are an error."""
+    state, skipped, unknown = {}, [], []
+    for name, value in sorted(arrays.items()):
+        target = original_to_paddle_name(name)
+        if target is not None:
+            state[target] = value
+        elif OPTIMIZER_STATE.search(name) or (allow_unused and re.fullmatch(allow_unused, name)):
+            skipped.append(name)
+        elif name == "mask_lm_out_fc.w_0":
+            unknown.append(f"{name} (an untied LM output matrix; paddle_unimo ties it to word_embedding)")
+        else:
+            unknown.append(name)
+    if unknown:
+        raise CheckpointError(f"{source}: {len(unknown)} parameter files have no paddle_unimo name:\n    "
+                              + "\n    ".join(unknown) + "\n  (pass --allow-unused REGEX to leave task heads out)")
+    return state, skipped

@@ -1,0 +1,152 @@
+"""Typed UNIMO configuration and the named presets of both released model families.
+
+Two families share one architecture (UNIMO paper, section 2; UNIMO_FACTS.md sections 1-2):
+
+* PaddleNLP ``unimo-text-1.0*`` (Chinese): ReLU, post-LN, 4 token types, positions start at 0 and
+  restart at 0 for the target; [CLS] is the bos and [MASK] the eos.
+* The original English UNIMO: GELU, post-LN, no token types, RoBERTa-style positions starting at 2,
+  and region inputs (2048-d feature + 5-d location).
+
+Unknown keys raise: a typo in a config must never be silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Dict
+
+# Keys PaddleNLP writes into config.json / model_config.json that describe bookkeeping, not the model.
+PADDLENLP_BOOKKEEPING_KEYS = frozenset({
+    "architectures", "model_type", "init_class", "paddlenlp_version", "dtype", "transformers_version",
+    "use_cache", "return_dict", "output_attentions", "output_hidden_states", "use_return_dict",
+    "tensor_parallel_degree", "tensor_parallel_rank", "tensor_parallel_output", "chunk_size_feed_forward",
+    "num_choices", "classifier_dropout", "problem_type", "_name_or_path",
+})
+
+# Keys of the original English config JSON that configure pretraining or task heads, not the encoder.
+ORIGINAL_NON_MODEL_KEYS = frozenset({
+    "sent_type_vocab_size", "task_type_vocab_size", "max_obj_len", "image_attr_size", "image_predict_feature",
+    "image_predict_class", "image_use_attr", "image_use_soft_label", "use_neg_lm_loss", "fusion_method",
+    "similarity_method", "txt_mask_ratio", "vl_mask_ratio", "scenegraph_mask_ratio", "overlap_ratio",
+    "num_labels", "max_pixel_len", "max_pixel_position_embeddings",
+})
+
+REGION_LOCATION_SIZE = 5  # [x1/W, y1/H, x2/W, y2/H, area fraction]
+
+
+@dataclass
+class UNIMOConfig:
+    vocab_size: int = 18000
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "relu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    normalize_before: bool = False
+    max_position_embeddings: int = 513
+    type_vocab_size: int = 4  # 0: no token-type embedding (original English UNIMO)
+    initializer_range: float = 0.02
+    unk_token_id: int = 17963
+    pad_token_id: int = 0
+    bos_token_id: int = 1  # [CLS]
+    eos_token_id: int = 3  # [MASK] ends a generated sequence in both families
+    mask_token_id: int = 3
+    position_start: int = 0  # first position id of each block: 0 for unimo-text, 2 for English UNIMO
+    image_embedding_size: int = 0  # 0: text-only model without region embeddings
+    max_img_len: int = 0  # regions per image the model was trained with, including the global feature
+    image_class_size: int = 0  # detector classes (incl. background) for region classification
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            expected = {"int": int, "float": (int, float), "bool": bool, "str": str}[f.type]
+            if isinstance(value, bool) and f.type != "bool" or not isinstance(value, expected):
+                raise TypeError(f"UNIMOConfig.{f.name} must be {f.type}, got {value!r}")
+            if f.type == "float":
+                setattr(self, f.name, float(value))
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act not in ("relu", "gelu"):
+            raise ValueError(f"hidden_act must be 'relu' or 'gelu', got {self.hidden_act!r}")
+
+    # ---- dict / file round trips -------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any], ignore=frozenset(), source: str = "config") -> "UNIMOConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(k for k in values if k not in known and k not in ignore)
+        if unknown:
+            raise KeyError(f"{source}: unknown UNIMOConfig keys {unknown}; known: {sorted(known)}")
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "UNIMOConfig":
+        return self.from_dict({**self.to_dict(), **changes}, source="replace()")
+
+    @classmethod
+    def from_paddlenlp_dict(cls, values: Dict[str, Any], source: str = "config") -> "UNIMOConfig":
+        """Reads PaddleNLP's config.json, or the older model_config.json with nested ``init_args``."""
+        values = dict(values)
+        for nested in values.pop("init_args", []):
+            if isinstance(nested, dict):
+                values = {**nested, **values}
+        return cls.from_dict(values, ignore=PADDLENLP_BOOKKEEPING_KEYS, source=source)
+
+    @classmethod
+    def from_original_json(cls, path: str) -> "UNIMOConfig":
+        """Reads an original English UNIMO config (``model_files/config/unimo_*_en.json``)."""
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+        values = {**PRESETS["unimo-base-en"].to_dict(), **values}
+        values["intermediate_size"] = 4 * values["hidden_size"]  # hard-coded d_inner_hid in the original
+        return cls.from_dict(values, ignore=ORIGINAL_NON_MODEL_KEYS, source=path)
+
+    @classmethod
+    def from_file(cls, path: str) -> "UNIMOConfig":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_paddlenlp_dict(json.load(f), source=path)
+
+    def save(self, path: str) -> None:
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"architectures": ["UNIMOLMHeadModel"], "model_type": "unimo", **self.to_dict()},
+                      f, indent=2, ensure_ascii=False)
+        os.replace(tmp, path)
+
+    @property
+    def has_regions(self) -> bool:
+        return self.image_embedding_size > 0
+
+
+def _english(**size) -> UNIMOConfig:
+    return UNIMOConfig(vocab_size=50265, hidden_act="gelu", max_position_embeddings=514, type_vocab_size=0,
+                       unk_token_id=3, pad_token_id=1, bos_token_id=0, eos_token_id=50264, mask_token_id=50264,
+                       position_start=2, image_embedding_size=2048, image_class_size=1601, **size)
+
+
+PRESETS: Dict[str, UNIMOConfig] = {
+    "unimo-text-1.0": UNIMOConfig(),
+    "unimo-text-1.0-large": UNIMOConfig(vocab_size=12800, hidden_size=1024, num_hidden_layers=24,
+                                        num_attention_heads=16, intermediate_size=4096,
+                                        max_position_embeddings=512, unk_token_id=12088),
+    "unimo-base-en": _english(max_img_len=37),
+    "unimo-large-en": _english(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                               intermediate_size=4096, max_img_len=101),
+    # Oddly sized so that a wrong transpose or head split fails loudly; regions on, so every path runs.
+    "tiny": UNIMOConfig(vocab_size=99, hidden_size=36, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=37, max_position_embeddings=128, unk_token_id=0, pad_token_id=2,
+                        bos_token_id=3, eos_token_id=4, mask_token_id=4, image_embedding_size=24,
+                        max_img_len=11, image_class_size=7),
+}
+
+
+def get_preset(name: str, **overrides) -> UNIMOConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name].replace(**overrides)

@@ -1,0 +1,292 @@
+"""The UNIMO model on paddle.nn: one transformer over image regions and text (UNIMO paper, section 2).
+
+Input layout is ``[regions; text]`` (regions first, as in the original ``'vl'``/``'vol'`` inputs). Regions
+are embedded by two projections (2048-d feature, 5-d location) summed and normalised by their own
+LayerNorm; text by word + position (+ token type) embeddings and the ``encoder_norm`` LayerNorm.
+
+Parameter names follow PaddleNLP's ``UNIMOLMHeadModel`` so that a ``unimo-text-1.0*`` folder loads
+as it is; ``checkpoint.py`` maps the original static-graph names onto them.
+
+Attention masks: ``attention_mask`` is either bool/int ("may attend", built by ``masks.py``) or float
+(an additive bias, PaddleNLP's meaning). Shapes (B, Lk) for key padding, (B, Lq, Lk) or (B, 1, Lq, Lk).
+It is turned into an additive bias once, in ``attention_bias``.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from . import masks
+from .config import REGION_LOCATION_SIZE, UNIMOConfig
+
+MASKED_BIAS = -1e4  # the original's (mask - 1) * 1e4 and PaddleNLP's -1e4; finite, so fp16-safe
+KVCache = List[Tuple[paddle.Tensor, paddle.Tensor]]  # per layer (k, v), each (B, nh, T, hd)
+
+
+def attention_bias(attention_mask: Optional[paddle.Tensor], dtype) -> Optional[paddle.Tensor]:
+    """bool/int "may attend" -> additive float bias; float is taken as an additive bias already."""
+    if attention_mask is None:
+        return None
+    if attention_mask.ndim == 2:  # (B, Lk): key validity
+        attention_mask = attention_mask.unsqueeze([1, 2])
+    elif attention_mask.ndim == 3:  # (B, Lq, Lk)
+        attention_mask = attention_mask.unsqueeze(1)
+    if attention_mask.dtype == paddle.bool or "int" in str(attention_mask.dtype):
+        attend = attention_mask.astype("bool")
+        return paddle.where(attend, paddle.zeros([1], dtype), paddle.full([1], MASKED_BIAS, dtype))
+    return attention_mask.astype(dtype)
+
+
+class UNIMOEmbeddings(nn.Layer):
+    def __init__(self, config: UNIMOConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        if config.type_vocab_size > 0:
+            self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+
+    def forward(self, input_ids, token_type_ids, position_ids, inputs_embeds=None):
+        x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        x = x + self.position_embeddings(position_ids)
+        if hasattr(self, "token_type_embeddings"):
+            if token_type_ids is None:
+                token_type_ids = paddle.zeros_like(position_ids)
+            x = x + self.token_type_embeddings(token_type_ids)
+        return x
+
+
+class RegionEmbeddings(nn.Layer):
+    """image_emb(feature) + image_loc(location), then the visual LayerNorm (``v_pre_encoder``)."""
+
+    def __init__(self, config: UNIMOConfig):
+        super().__init__()
+        self.image_emb = nn.Linear(config.image_embedding_size, config.hidden_size)
+        self.image_loc = nn.Linear(REGION_LOCATION_SIZE, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size)
+
+    def forward(self, region_feats, region_locs):  # (B, R, D), (B, R, 5) -> (B, R, H)
+        return self.layer_norm(self.image_emb(region_feats) + self.image_loc(region_locs))
+
+
+class SelfAttention(nn.Layer):
+    def __init__(self, config: UNIMOConfig):
+        super().__init__()
+        h = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = h // self.num_heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(h, h) for _ in range(4))
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def _heads(self, x):  # (B, L, H) -> (B, nh, L, hd)
+        return x.reshape([0, 0, self.num_heads, self.head_dim]).transpose([0, 2, 1, 3])
+
+    def forward(self, x, bias, cache=None):
+        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        if cache is not None:
+            k = paddle.concat([cache[0], k], axis=2)  # (B, nh, T + L, hd)
+            v = paddle.concat([cache[1], v], axis=2)
+        scores = paddle.matmul(q * self.head_dim ** -0.5, k, transpose_y=True)  # (B, nh, L, T + L)
+        if bias is not None:
+            scores = scores + bias
+        weights = self.dropout(F.softmax(scores, axis=-1))
+        out = paddle.matmul(weights, v).transpose([0, 2, 1, 3])  # (B, L, nh, hd)
+        return self.out_proj(out.reshape([0, 0, self.num_heads * self.head_dim])), (k, v)
+
+
+class EncoderLayer(nn.Layer):
+    """Transformer layer, post-LN (both released families) or pre-LN (``normalize_before``)."""
+
+    def __init__(self, config: UNIMOConfig):
+        super().__init__()
+        h = config.hidden_size
+        self.normalize_before = config.normalize_before
+        self.self_attn = SelfAttention(config)
+        self.linear1 = nn.Linear(h, config.intermediate_size)
+        self.linear2 = nn.Linear(config.intermediate_size, h)
+        self.norm1, self.norm2 = nn.LayerNorm(h), nn.LayerNorm(h)
+        self.dropout1 = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout2 = nn.Dropout(config.hidden_dropout_prob)
+        self.activation = getattr(F, config.hidden_act)
+
+    def forward(self, x, bias, cache=None):
+        h = self.norm1(x) if self.normalize_before else x
+        h, kv = self.self_attn(h, bias, cache)
+        x = x + self.dropout1(h)
+        if not self.normalize_before:
+            x = self.norm1(x)
+        h = self.norm2(x) if self.normalize_before else x
+        x = x + self.dropout2(self.linear2(self.activation(self.linear1(h))))
+        if not self.normalize_before:
+            x = self.norm2(x)
+        return x, kv
+
+
+class Encoder(nn.Layer):
+    def __init__(self, config: UNIMOConfig):
+        super().__init__()
+        self.layers = nn.LayerList([EncoderLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, x, bias, cache: Optional[KVCache] = None):
+        new_cache = []
+        for i, layer in enumerate(self.layers):
+            x, kv = layer(x, bias, None if cache is None else cache[i])
+            new_cache.append(kv)
+        return x, new_cache
+
+
+class UNIMOPretrainedModel(nn.Layer):
+    """Weight initialisation and the PaddleNLP-layout ``from_pretrained``/``save_pretrained``."""
+
+    base_model_prefix = "unimo"
+
+    def __init__(self, config: UNIMOConfig):
+        super().__init__()
+        self.config = config
+
+    def init_weights(self):
+        """normal(0, initializer_range) for Linear and Embedding weights, as both released families."""
+        std = self.config.initializer_range
+        for layer in self.sublayers(include_self=True):
+            if isinstance(layer, (nn.Linear, nn.Embedding)):
+                layer.weight.set_value(paddle.normal(0.0, std, layer.weight.shape).astype(layer.weight.dtype))
+            if isinstance(layer, nn.Linear) and layer.bias is not None:
+                layer.bias.set_value(paddle.zeros_like(layer.bias))
+
+    @classmethod
+    def from_pretrained(cls, path: str, **config_overrides):
+        from .checkpoint import load_pretrained
+        return load_pretrained(cls, path, **config_overrides)
+
+    def save_pretrained(self, path: str) -> None:
+        from .checkpoint import save_pretrained
+        save_pretrained(self, path)
+
+
+class UNIMOModel(UNIMOPretrainedModel):
+    """Encoder over ``[regions; text]``. Returns hidden states (B, R + L, H) (and the KV cache)."""
+
+    def __init__(self, config: UNIMOConfig):
+        super().__init__(config)
+        self.embeddings = UNIMOEmbeddings(config)
+        self.encoder_norm = nn.LayerNorm(config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        if config.has_regions:
+            self.region_embeddings = RegionEmbeddings(config)
+            self.text_pooler = nn.Linear(config.hidden_size, config.hidden_size)
+            self.image_pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        self.encoder = Encoder(config)
+        self.init_weights()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def _default_inputs(self, input_ids, position_ids, region_valid, cache, num_regions):
+        """PaddleNLP's defaults: positions skip left padding; every non-pad key and valid region is seen."""
+        cfg = self.config
+        if position_ids is None:
+            past = 0 if cache is None else cache[0][0].shape[2]
+            position_ids = masks.default_position_ids(input_ids, cfg.pad_token_id, cfg.position_start, past)
+        if cache is not None:
+            return position_ids, None
+        valid = input_ids != cfg.pad_token_id
+        if num_regions:
+            if region_valid is None:
+                region_valid = paddle.ones([input_ids.shape[0], num_regions], dtype="bool")
+            valid = paddle.concat([region_valid.astype("bool"), valid], axis=1)
+        return position_ids, masks.may_attend(valid, paddle.zeros_like(valid, dtype="int64"))
+
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, attention_mask=None,
+                use_cache: bool = False, cache: Optional[KVCache] = None, region_feats=None, region_locs=None,
+                region_valid=None, inputs_embeds=None):
+        """
+        input_ids       (B, L) int64, or None for image-only input
+        position_ids    (B, L) int64; default: position_start + index, skipping left padding
+        token_type_ids  (B, L) int64; default 0 (ignored by models without token types)
+        attention_mask  see the module docstring; default: bidirectional over non-pad tokens and valid regions
+        region_feats    (B, R, D) float, zero-padded;  region_locs (B, R, 5);  region_valid (B, R) bool
+        cache           KV cache from a previous call; then only new text tokens are given
+        """
+        parts = []
+        if region_feats is not None:
+            parts.append(self.region_embeddings(region_feats, region_locs))
+        if input_ids is not None or inputs_embeds is not None:
+            ids = input_ids if input_ids is not None else paddle.zeros(inputs_embeds.shape[:2], "int64")
+            if position_ids is None or attention_mask is None:
+                default_pos, default_mask = self._default_inputs(
+                    ids, position_ids, region_valid, cache, 0 if region_feats is None else region_feats.shape[1])
+                position_ids = default_pos if position_ids is None else position_ids
+                attention_mask = default_mask if attention_mask is None else attention_mask
+            text = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+            parts.append(self.encoder_norm(text))
+        elif attention_mask is None and region_valid is not None:
+            attention_mask = masks.may_attend(region_valid.astype("bool"),
+                                              paddle.zeros(region_valid.shape, "int64"))
+        if not parts:
+            raise ValueError("UNIMOModel needs input_ids/inputs_embeds, region_feats, or both")
+        x = self.dropout(paddle.concat(parts, axis=1) if len(parts) > 1 else parts[0])
+        hidden, new_cache = self.encoder(x, attention_bias(attention_mask, x.dtype), cache)
+        return (hidden, new_cache) if use_cache else hidden
+
+    def pooled_outputs(self, hidden, num_regions: int):
+        """ReLU(fc(first token)) of the text and of the image stream (the global region feature)."""
+        text = F.relu(self.text_pooler(hidden[:, num_regions])) if hidden.shape[1] > num_regions else None
+        image = F.relu(self.image_pooler(hidden[:, 0])) if num_regions else None
+        return text, image
+
+
+class UNIMOLMHead(nn.Layer):
+    """transform -> activation -> LayerNorm -> tied word-embedding projection + bias."""
+
+    def __init__(self, config: UNIMOConfig, embedding_weight):
+        super().__init__()
+        self.transform = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = getattr(F, config.hidden_act)
+        self.layer_norm = nn.LayerNorm(config.hidden_size)
+        self.decoder_weight = embedding_weight
+        self.decoder_bias = self.create_parameter([config.vocab_size], is_bias=True)
+
+    def forward(self, hidden, masked_positions=None):
+        if masked_positions is not None:  # flat indices into (B * L)
+            hidden = paddle.gather(hidden.reshape([-1, hidden.shape[-1]]), masked_positions)
+        h = self.layer_norm(self.activation(self.transform(hidden)))
+        return paddle.matmul(h, self.decoder_weight, transpose_y=True) + self.decoder_bias
+
+
+class UNIMOLMHeadModel(UNIMOPretrainedModel):
+    """UNIMO with the tied LM head; a drop-in for ``paddlenlp.transformers.UNIMOLMHeadModel``.
+
+    ``forward`` returns logits; ``(loss, logits)`` with ``labels``; ``(logits, cache)`` with ``use_cache``.
+    """
+
+    def __init__(self, config: UNIMOConfig):
+        super().__init__(config)
+        self.unimo = UNIMOModel(config)
+        self.lm_head = UNIMOLMHead(config, self.unimo.embeddings.word_embeddings.weight)
+        self.init_weights()
+
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, attention_mask=None,
+                masked_positions=None, use_cache: bool = False, cache: Optional[KVCache] = None, labels=None,
+                region_feats=None, region_locs=None, region_valid=None, inputs_embeds=None):
+        out = self.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache, cache,
+                         region_feats, region_locs, region_valid, inputs_embeds)
+        hidden, new_cache = out if use_cache else (out, None)
+        if region_feats is not None and masked_positions is None:
+            hidden = hidden[:, region_feats.shape[1]:]  # logits for the text part only
+        logits = self.lm_head(hidden, masked_positions)
+        if labels is not None:  # mean over the labelled tokens (paddle's "mean" would count -100 ones too)
+            labels = labels.reshape([-1])
+            per_token = F.cross_entropy(logits.reshape([-1, self.config.vocab_size]), labels, ignore_index=-100,
+                                        reduction="none")
+            loss = per_token.sum() / paddle.clip((labels != -100).astype(per_token.dtype).sum(), min=1.0)
+            return loss, logits
+        return (logits, new_cache) if use_cache else logits
+
+    def generate(self, input_ids, **kwargs):
+        from .generation import generate
+        return generate(self, input_ids, **kwargs)
+
+
+UNIMOForMaskedLM = UNIMOForConditionalGeneration = UNIMOLMHeadModel

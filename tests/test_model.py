@@ -1,0 +1,122 @@
+"""Model behaviour beyond the paddlenlp parity: regions, configs, defaults."""
+import json
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_unimo import PRESETS, UNIMOConfig, UNIMOLMHeadModel, UNIMOModel, get_preset, masks
+
+from conftest import shared_path
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    paddle.seed(11)
+    model = UNIMOModel(get_preset("tiny"))
+    model.eval()
+    return model
+
+
+def region_inputs(rng, real, padded, dim=24):
+    feats = np.zeros((1, real + padded, dim), "float32")
+    locs = np.zeros((1, real + padded, 5), "float32")
+    feats[0, :real] = rng.standard_normal((real, dim))
+    locs[0, :real] = rng.random((real, 5))
+    valid = np.zeros((1, real + padded), bool)
+    valid[0, :real] = True
+    return feats, locs, valid
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_region_outputs_do_not_depend_on_padding(tiny, seed):
+    rng = np.random.default_rng(seed)
+    real = 3 + seed
+    ids = paddle.to_tensor(rng.integers(5, 99, (1, 6)))
+    caption_rank = masks.ranks(0, 6)[None]
+    outputs = []
+    for padded in (0, 1, 4, 9):
+        feats, locs, valid = region_inputs(np.random.default_rng(seed + 100), real, padded)
+        region_rank = np.zeros((1, real + padded), "int64")
+        attend = masks.may_attend(np.concatenate([valid, np.ones((1, 6), bool)], 1),
+                                  np.concatenate([region_rank, caption_rank], 1))
+        t = paddle.to_tensor
+        both = tiny(ids, attention_mask=t(attend), region_feats=t(feats), region_locs=t(locs)).numpy()
+        image_only = tiny(region_feats=t(feats), region_locs=t(locs), region_valid=t(valid)).numpy()
+        defaults = tiny(ids, region_feats=t(feats), region_locs=t(locs), region_valid=t(valid)).numpy()
+        outputs.append((np.concatenate([both[:, :real], both[:, real + padded:]], 1), image_only[:, :real],
+                        np.concatenate([defaults[:, :real], defaults[:, real + padded:]], 1)))
+    for other in outputs[1:]:
+        for a, b in zip(outputs[0], other):
+            np.testing.assert_allclose(b, a, atol=1e-5, rtol=0)
+    # captioning mask: regions never see the caption, so region outputs equal the image-only ones
+    np.testing.assert_allclose(outputs[0][0][:, :real], outputs[0][1], atol=1e-5, rtol=0)
+    # ... and the bidirectional default lets regions see the text, which changes them
+    assert np.abs(outputs[0][2][:, :real] - outputs[0][1]).max() > 1e-3
+
+
+def test_padding_changes_outputs_without_a_mask(tiny):
+    """Guards the test above: unmasked zero regions do change the outputs."""
+    rng = np.random.default_rng(0)
+    feats, locs, _ = region_inputs(rng, 3, 4)
+    t = paddle.to_tensor
+    masked = tiny(region_feats=t(feats), region_locs=t(locs), region_valid=t(np.arange(7)[None] < 3)).numpy()
+    unmasked = tiny(region_feats=t(feats), region_locs=t(locs)).numpy()
+    assert np.abs(masked[:, :3] - unmasked[:, :3]).max() > 1e-3
+
+
+def test_float_and_bool_masks_mean_the_same(tiny):
+    rng = np.random.default_rng(1)
+    ids = paddle.to_tensor(rng.integers(5, 99, (2, 7)))
+    attend = masks.may_attend(rng.random((2, 7)) > 0.2, np.sort(rng.integers(0, 3, (2, 7)), 1))
+    attend[:, :, 0] = True  # every row sees at least one key
+    bias = np.where(attend, 0.0, -1e4).astype("float32")[:, None]
+    a = tiny(ids, attention_mask=paddle.to_tensor(attend)).numpy()
+    b = tiny(ids, attention_mask=paddle.to_tensor(bias)).numpy()
+    c = tiny(ids, attention_mask=paddle.to_tensor(attend.astype("int64"))).numpy()
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+
+
+def test_lm_loss_ignores_minus_100_and_matches_manual(tiny):
+    paddle.seed(3)
+    model = UNIMOLMHeadModel(get_preset("tiny"))
+    model.eval()
+    ids = paddle.to_tensor([[3, 10, 11, 1, 3, 12, 13, 4]])
+    labels = np.full((1, 8), -100)
+    labels[0, 4:7] = [12, 13, 4]
+    loss, logits = model(ids, labels=paddle.to_tensor(labels))
+    logp = paddle.nn.functional.log_softmax(logits, -1).numpy()[0]
+    manual = -np.mean([logp[4 + i, label] for i, label in enumerate([12, 13, 4])])
+    np.testing.assert_allclose(float(loss), manual, rtol=1e-5)
+
+
+def test_presets_match_the_released_configs():
+    for name, file in (("unimo-base-en", "unimo_base_en.json"), ("unimo-large-en", "unimo_large_en.json")):
+        assert UNIMOConfig.from_original_json(str(shared_path("unimo_en", file))) == PRESETS[name]
+    pnlp = pytest.importorskip("paddlenlp.transformers")
+    ref = pnlp.UNIMOConfig()
+    ours = PRESETS["unimo-text-1.0"]
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "hidden_act", "max_position_embeddings", "type_vocab_size", "unk_token_id", "pad_token_id",
+                "bos_token_id", "eos_token_id", "mask_token_id", "normalize_before"):
+        assert getattr(ours, key) == getattr(ref, key), key
+    from paddlenlp.transformers.unimo.configuration import UNIMO_PRETRAINED_INIT_CONFIGURATION as INIT
+    large = INIT["unimo-text-1.0-large"]
+    for key, value in large.items():
+        if hasattr(PRESETS["unimo-text-1.0-large"], key):
+            assert getattr(PRESETS["unimo-text-1.0-large"], key) == value, key
+
+
+def test_config_is_strict(tmp_path):
+    with pytest.raises(KeyError, match="hiden_size"):
+        UNIMOConfig.from_dict({"hiden_size": 3})
+    with pytest.raises(TypeError, match="num_hidden_layers"):
+        UNIMOConfig(num_hidden_layers="2")
+    with pytest.raises(KeyError, match="known"):
+        get_preset("unimo-huge")
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"init_args": [{"vocab_size": 50, "hidden_size": 8, "num_attention_heads": 2}],
+                                "init_class": "UNIMOLMHeadModel"}))
+    cfg = UNIMOConfig.from_file(str(path))
+    assert (cfg.vocab_size, cfg.hidden_size) == (50, 8)

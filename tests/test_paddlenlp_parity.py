@@ -1,0 +1,127 @@
+"""Our UNIMOLMHeadModel against paddlenlp's on the same random weights, saved by paddlenlp itself."""
+import numpy as np
+import paddle
+import pytest
+
+from paddle_unimo import UNIMOLMHeadModel, masks
+from paddle_unimo.generation import generate
+
+from conftest import shared_path
+
+paddlenlp = pytest.importorskip("paddlenlp.transformers")
+
+# Fixture vocab ids: [UNK]0 [SEP]1 [PAD]2 [CLS]3 [MASK]4, then 13 CJK characters.
+SPECIAL = dict(unk_token_id=0, pad_token_id=2, bos_token_id=3, eos_token_id=4, mask_token_id=4)
+CONFIGS = {
+    "tiny": dict(vocab_size=99, hidden_size=36, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37),
+    "768x2": dict(vocab_size=300, hidden_size=768, num_hidden_layers=2, num_attention_heads=12,
+                  intermediate_size=3072),
+    "tiny-preln-gelu": dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                            intermediate_size=37, hidden_act="gelu", normalize_before=True),
+}
+EXAMPLES = [  # (source, title, target)
+    ("欢迎使用百度飞桨", "深度", "学习框架"),
+    ("百度", None, "飞桨深度学习框架欢迎使用"),
+    ("欢迎使用百度飞桨深度学习框架欢迎使用百度飞桨深度学习框架", "框架", "使用"),
+]
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return paddlenlp.UNIMOTokenizer(str(shared_path("unimo_zh_fixture", "vocab.zh.unimo.txt")))
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def models(request, tmp_path_factory):
+    paddle.seed(7)
+    ref = paddlenlp.UNIMOLMHeadModel(paddlenlp.UNIMOConfig(**CONFIGS[request.param], **SPECIAL))
+    ref.eval()
+    folder = tmp_path_factory.mktemp(request.param)
+    ref.save_pretrained(str(folder))
+    return ref, UNIMOLMHeadModel.from_pretrained(str(folder))
+
+
+def encode_batch(tokenizer, examples, decoding=False):
+    """gen_encode each example, left-padded to one length, as the 千言 baseline batches them."""
+    def encode(max_seq_len=64, pad=False):
+        return [tokenizer.gen_encode(s, title=t, target=None if decoding else g, max_seq_len=max_seq_len,
+                                     max_title_len=8, max_target_len=16, pad_to_max_seq_len=pad,
+                                     add_start_token_for_decoding=decoding) for s, t, g in examples]
+    encoded = encode()
+    lengths = {len(e["input_ids"]) for e in encoded}
+    if len(lengths) > 1:
+        encoded = encode(max(lengths), pad=True)
+    batch = {k: paddle.to_tensor(np.stack([np.asarray(e[k]) for e in encoded]))
+             for k in ("input_ids", "token_type_ids", "position_ids")}
+    batch["attention_mask"] = paddle.to_tensor(np.stack([e["attention_mask"] for e in encoded])[:, None])
+    return batch
+
+
+@pytest.mark.parametrize("subset", [[0], [1], [2], [0, 1, 2]], ids=["short", "mid", "long", "mixed-batch"])
+def test_logits_equal_with_paddlenlp_float_mask(models, tokenizer, subset):
+    ref, ours = models
+    batch = encode_batch(tokenizer, [EXAMPLES[i] for i in subset])
+    expected = ref(**batch).numpy()
+    got = ours(**batch).numpy()
+    assert np.abs(expected).max() > 0.1  # the comparison is not between two near-zero tensors
+    np.testing.assert_allclose(got, expected, atol=TOL, rtol=0)
+
+
+def test_logits_equal_with_our_mask_rule(models, tokenizer):
+    """The same sequences laid out by masks.seq2seq_inputs (right padding, bool mask) give the same
+    logits at every real position as paddlenlp on its own left-padded float-mask layout."""
+    ref, ours = models
+    ref_batch = encode_batch(tokenizer, EXAMPLES)
+    ids = ref_batch["input_ids"].numpy()
+    types = ref_batch["token_type_ids"].numpy()
+    real = ids != SPECIAL["pad_token_id"]
+    sources = [row[r & (t == 0)] for row, r, t in zip(ids, real, types)]
+    targets = [row[r & (t == 1)] for row, r, t in zip(ids, real, types)]
+    batch = masks.seq2seq_inputs(sources, targets, SPECIAL["pad_token_id"], position_start=0)
+    np.testing.assert_array_equal(batch["position_ids"][batch["valid"]], ref_batch["position_ids"].numpy()[real])
+    got = ours(**{k: paddle.to_tensor(v) for k, v in batch.items() if k != "valid"}).numpy()
+    expected = ref(**ref_batch).numpy()
+    np.testing.assert_allclose(got[batch["valid"]], expected[real], atol=TOL, rtol=0)
+
+
+def test_cached_incremental_decoding_equals_full_forward(models, tokenizer):
+    _, ours = models
+    batch = masks.seq2seq_inputs([[3, 5, 6, 7, 8, 1], [3, 9, 1]], [[3, 10, 11, 12, 13], [3, 14, 15, 16, 17]],
+                                 SPECIAL["pad_token_id"], position_start=0)
+    full = ours(**{k: paddle.to_tensor(v) for k, v in batch.items() if k != "valid"}).numpy()
+    # Incremental: each source alone (no padding), then the target one token at a time.
+    for b, src_len in enumerate([6, 3]):
+        ids = paddle.to_tensor(batch["input_ids"][b:b + 1])
+        pos = paddle.to_tensor(batch["position_ids"][b:b + 1])
+        types = paddle.to_tensor(batch["token_type_ids"][b:b + 1])
+        logits, cache = ours(ids[:, :src_len], types[:, :src_len], pos[:, :src_len], use_cache=True)
+        for j in range(src_len, src_len + 5):
+            row = paddle.ones([1, j + 1], "bool")
+            logits, cache = ours(ids[:, j:j + 1], types[:, j:j + 1], pos[:, j:j + 1], masks.decoding_row(row),
+                                 use_cache=True, cache=cache)
+            np.testing.assert_allclose(logits.numpy()[0, 0], full[b, j], atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("eos_bias", [0.0, 6.0], ids=["no-eos", "early-eos"])
+def test_greedy_ids_identical(models, tokenizer, eos_bias):
+    ref, ours = models
+    if eos_bias:
+        for model in (ref, ours):
+            bias = model.lm_head.decoder_bias.numpy()
+            bias[SPECIAL["eos_token_id"]] += eos_bias
+            model.lm_head.decoder_bias.set_value(bias)
+    try:
+        batch = encode_batch(tokenizer, EXAMPLES, decoding=True)
+        expected, _ = ref.generate(**batch, max_length=12, min_length=2, decode_strategy="greedy_search",
+                                   eos_token_id=SPECIAL["eos_token_id"], use_fast=False)
+        got, _ = generate(ours, **batch, max_length=12, min_length=2, eos_token_id=SPECIAL["eos_token_id"])
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
+        if eos_bias:
+            assert (got.numpy() == SPECIAL["eos_token_id"]).any()
+    finally:
+        if eos_bias:
+            for model in (ref, ours):
+                bias = model.lm_head.decoder_bias.numpy()
+                bias[SPECIAL["eos_token_id"]] -= eos_bias
+                model.lm_head.decoder_bias.set_value(bias)

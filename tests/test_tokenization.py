@@ -1,0 +1,114 @@
+"""Both tokenizers on the real texts in ../shared/data, against independent implementations."""
+import json
+import unicodedata
+
+import pytest
+
+from paddle_unimo import GptBpeTokenizer, WordPieceTokenizer, load_tokenizer
+from paddle_unimo.tokenization import write_vocab
+
+from conftest import shared_path
+
+paddlenlp = pytest.importorskip("paddlenlp.transformers")
+
+
+def english_texts():
+    squad = json.loads(shared_path("squad", "sample.json").read_text(encoding="utf-8"))["data"]
+    texts = [item[k] for item in squad for k in ("question", "context")]
+    for line in shared_path("xsum", "sample.json").read_text(encoding="utf-8").splitlines():
+        item = json.loads(line)
+        texts += [item["document"], item["summary"]]
+    return texts
+
+
+def chinese_texts():
+    texts = []
+    for line in shared_path("dureader_qg", "sample.jsonl").read_text(encoding="utf-8").splitlines():
+        item = json.loads(line)
+        texts += [item["context"], item["answer"], item["question"]]
+    for line in shared_path("advertisegen", "dev_part1.jsonl").read_text(encoding="utf-8").splitlines():
+        item = json.loads(line)
+        texts += [item["content"], item["summary"]]
+    for line in shared_path("lcsts", "val_part1.tsv").read_text(encoding="utf-8").splitlines():
+        texts += line.split("\t")
+    return texts
+
+
+@pytest.fixture(scope="module")
+def english():
+    return GptBpeTokenizer.from_dir(str(shared_path("unimo_en")), prefix="unimo_en.")
+
+
+def test_english_special_ids_and_known_roberta_ids(english):
+    assert (english.cls_token_id, english.pad_token_id, english.sep_token_id, english.unk_token_id,
+            english.mask_token_id) == (0, 1, 2, 3, 50264)
+    assert english.vocab_size == 50265
+    assert english.encode("Hello world") == [31414, 232]  # RoBERTa/fairseq ids of the same dictionary
+    assert english.encode(" the.") == [5, 4]
+
+
+def test_english_matches_gpt2_bpe_reference_and_round_trips(english):
+    ref = paddlenlp.GPTTokenizer(vocab_file=str(shared_path("unimo_en", "unimo_en.encoder.json")),
+                                 merges_file=str(shared_path("unimo_en", "unimo_en.vocab.bpe")))
+    texts = english_texts()
+    assert len(texts) >= 40
+    for text in texts:
+        tokens = english.tokenize(text)
+        assert tokens == [str(i) for i in ref.convert_tokens_to_ids(ref.tokenize(text))]
+        ids = english.encode(text)
+        assert all(0 <= i < 50265 for i in ids) and english.unk_token_id not in ids
+        assert english.decode(ids) == text
+        assert english.decode([english.cls_token_id] + ids + [english.mask_token_id]) == text
+
+
+@pytest.fixture(scope="module")
+def chinese_vocab(tmp_path_factory):
+    texts = chinese_texts()
+    tokenizer = WordPieceTokenizer.build_char_vocab(texts)
+    path = tmp_path_factory.mktemp("zh") / "vocab.txt"
+    write_vocab(tokenizer.vocab, str(path))
+    return texts, tokenizer, path
+
+
+def test_chinese_wordpiece_equals_paddlenlp_unimo_tokenizer(chinese_vocab):
+    texts, ours, path = chinese_vocab
+    ref = paddlenlp.UNIMOTokenizer(str(path))
+    assert len(texts) > 1500
+    for text in texts:
+        assert ours.tokenize(text) == ref.tokenize(text)
+        assert ours.encode(text) == ref.convert_tokens_to_ids(ref.tokenize(text))
+
+
+def test_chinese_decode_round_trip_on_normalised_text(chinese_vocab):
+    texts, ours, _ = chinese_vocab
+    for text in texts[:300]:
+        ids = ours.encode(text)
+        assert ours.unk_token_id not in ids
+        # the basic tokenizer lower-cases, strips accents and drops spaces: compare normalised, spaceless text
+        normalised = "".join(c for c in unicodedata.normalize("NFD", text.lower()) if unicodedata.category(c) != "Mn")
+        assert ours.decode(ids).replace(" ", "") == "".join(normalised.split())
+
+
+def test_fixture_vocab_and_folder_round_trip(tmp_path):
+    tok = WordPieceTokenizer.from_vocab_file(str(shared_path("unimo_zh_fixture", "vocab.zh.unimo.txt")))
+    assert (tok.unk_token_id, tok.sep_token_id, tok.pad_token_id, tok.cls_token_id, tok.mask_token_id) == \
+        (0, 1, 2, 3, 4)
+    assert (tok.bos_token_id, tok.eos_token_id) == (3, 4)
+    assert tok.encode("欢迎使用百度飞桨深度学习框架") == [5, 6, 7, 8, 9, 10, 11, 12, 13, 10, 14, 15, 16, 17]
+    assert tok.encode("欢迎x") == [5, 6, 0]
+    tok.save_pretrained(str(tmp_path))
+    again = load_tokenizer(str(tmp_path))
+    assert isinstance(again, WordPieceTokenizer) and again.vocab == tok.vocab
+
+
+def test_english_folder_round_trip(english, tmp_path):
+    english.save_pretrained(str(tmp_path))
+    again = load_tokenizer(str(tmp_path))
+    assert isinstance(again, GptBpeTokenizer) and again.encode("A small test.") == english.encode("A small test.")
+
+
+def test_bad_vocab_line_names_file_and_line(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_text("[UNK]\t0\n[SEP]\tone\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"vocab.txt:2"):
+        WordPieceTokenizer.from_vocab_file(str(path))

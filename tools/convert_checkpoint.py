@@ -1,0 +1,61 @@
+"""Convert an original English UNIMO checkpoint into a paddle_unimo / PaddleNLP-layout model folder.
+
+    python tools/convert_checkpoint.py --params unimo_base_en/params --config unimo_base_en.json \
+        --out models/unimo-base-en --dict-dir model_files/dict
+
+The source is the folder of legacy static-graph parameter files (one file per parameter: ``word_embedding``,
+``encoder_layer_0_multi_head_att_query_fc.w_0``, ``image_emb.w_0``, ...) from the released tarballs.
+Every file must map onto a parameter, be optimizer state (skipped and counted), or match --allow-unused;
+every model parameter must be present. The LM head is kept when the checkpoint has one.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddle_unimo import GptBpeTokenizer, UNIMOConfig, UNIMOLMHeadModel, UNIMOModel  # noqa: E402
+from paddle_unimo.checkpoint import TIED_ALIAS, map_original_state, set_state  # noqa: E402
+from paddle_unimo.legacy_io import read_dense_tensor  # noqa: E402
+
+
+def read_param_dir(path: str):
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: parameter folder not found")
+    names = sorted(n for n in os.listdir(path) if not n.startswith(".") and os.path.isfile(os.path.join(path, n)))
+    if not names:
+        raise FileNotFoundError(f"{path}: no parameter files")
+    return {name: read_dense_tensor(os.path.join(path, name)) for name in names}
+
+
+def convert(params: str, config_path: str, out: str, dict_dir: str | None = None, allow_unused: str | None = None):
+    config = UNIMOConfig.from_original_json(config_path)
+    state, skipped = map_original_state(read_param_dir(params), params, allow_unused)
+    with_head = any(k.startswith("lm_head.") for k in state)
+    model = UNIMOLMHeadModel(config) if with_head else UNIMOModel(config)
+    if not with_head:
+        state = {k[len("unimo."):]: v for k, v in state.items()}
+    set_state(model, state, params, optional=[TIED_ALIAS])
+    model.save_pretrained(out)
+    if dict_dir:
+        GptBpeTokenizer.from_dir(dict_dir, prefix="unimo_en.").save_pretrained(out)
+    print(f"converted {len(state)} tensors from {params} into {out} "
+          f"({'UNIMOLMHeadModel' if with_head else 'UNIMOModel'}); skipped {len(skipped)} non-model files")
+    return model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", required=True, help="folder of legacy parameter files")
+    parser.add_argument("--config", required=True, help="original unimo_{base,large}_en.json")
+    parser.add_argument("--out", required=True, help="output model folder")
+    parser.add_argument("--dict-dir", help="folder with unimo_en.vocab.txt, unimo_en.encoder.json, unimo_en.vocab.bpe")
+    parser.add_argument("--allow-unused", help="regex of parameter files to leave out (e.g. task heads 'cls_out_.*')")
+    args = parser.parse_args(argv)
+    convert(args.params, args.config, args.out, args.dict_dir, args.allow_unused)
+
+
+if __name__ == "__main__":
+    main()
