@@ -46,14 +46,14 @@ def decoding_row(valid_keys):
     return valid_keys[:, None, :]
 
 
-def default_position_ids(input_ids, pad_id: int, start: int, past: int = 0):
-    """PaddleNLP's default positions on a paddle tensor: ``start + index``, not counting left padding.
+def default_position_ids(valid, start: int, past: int = 0):
+    """PaddleNLP's default positions on paddle tensors: ``start + index``, not counting left padding.
 
-    ``past`` is the number of tokens already in the KV cache.
+    ``valid`` (B, L) bool marks non-pad tokens; ``past`` is the number of tokens already in the KV cache.
     """
     import paddle  # local: the rest of this module is numpy-only
-    num_pad = (input_ids == pad_id).astype("int64").sum(axis=-1, keepdim=True)
-    steps = paddle.arange(past, past + input_ids.shape[1], dtype="int64").unsqueeze(0)
+    num_pad = (~valid).astype("int64").sum(axis=-1, keepdim=True)
+    steps = paddle.arange(past, past + valid.shape[1], dtype="int64").unsqueeze(0)
     return start + paddle.clip(steps - num_pad, min=0)
 
 

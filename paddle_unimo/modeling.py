@@ -183,49 +183,36 @@ class UNIMOModel(UNIMOPretrainedModel):
     def get_input_embeddings(self):
         return self.embeddings.word_embeddings
 
-    def _default_inputs(self, input_ids, position_ids, region_valid, cache, num_regions):
-        """PaddleNLP's defaults: positions skip left padding; every non-pad key and valid region is seen."""
-        cfg = self.config
-        if position_ids is None:
-            past = 0 if cache is None else cache[0][0].shape[2]
-            position_ids = masks.default_position_ids(input_ids, cfg.pad_token_id, cfg.position_start, past)
-        if cache is not None:
-            return position_ids, None
-        valid = input_ids != cfg.pad_token_id
-        if num_regions:
-            if region_valid is None:
-                region_valid = paddle.ones([input_ids.shape[0], num_regions], dtype="bool")
-            valid = paddle.concat([region_valid.astype("bool"), valid], axis=1)
-        return position_ids, masks.may_attend(valid, paddle.zeros_like(valid, dtype="int64"))
-
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, attention_mask=None,
                 use_cache: bool = False, cache: Optional[KVCache] = None, region_feats=None, region_locs=None,
                 region_valid=None, inputs_embeds=None):
         """
         input_ids       (B, L) int64, or None for image-only input
-        position_ids    (B, L) int64; default: position_start + index, skipping left padding
+        position_ids    (B, L) int64; default (PaddleNLP's): position_start + index, not counting left padding
         token_type_ids  (B, L) int64; default 0 (ignored by models without token types)
         attention_mask  see the module docstring; default: bidirectional over non-pad tokens and valid regions
+                        (with a cache: every cached key)
         region_feats    (B, R, D) float, zero-padded;  region_locs (B, R, 5);  region_valid (B, R) bool
         cache           KV cache from a previous call; then only new text tokens are given
         """
-        parts = []
+        parts, valid = [], []
         if region_feats is not None:
             parts.append(self.region_embeddings(region_feats, region_locs))
+            valid.append(paddle.ones(region_feats.shape[:2], "bool") if region_valid is None
+                         else region_valid.astype("bool"))
         if input_ids is not None or inputs_embeds is not None:
-            ids = input_ids if input_ids is not None else paddle.zeros(inputs_embeds.shape[:2], "int64")
-            if position_ids is None or attention_mask is None:
-                default_pos, default_mask = self._default_inputs(
-                    ids, position_ids, region_valid, cache, 0 if region_feats is None else region_feats.shape[1])
-                position_ids = default_pos if position_ids is None else position_ids
-                attention_mask = default_mask if attention_mask is None else attention_mask
-            text = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
-            parts.append(self.encoder_norm(text))
-        elif attention_mask is None and region_valid is not None:
-            attention_mask = masks.may_attend(region_valid.astype("bool"),
-                                              paddle.zeros(region_valid.shape, "int64"))
+            text_valid = (input_ids != self.config.pad_token_id if input_ids is not None
+                          else paddle.ones(inputs_embeds.shape[:2], "bool"))
+            if position_ids is None:
+                past = 0 if cache is None else cache[0][0].shape[2]
+                position_ids = masks.default_position_ids(text_valid, self.config.position_start, past)
+            parts.append(self.encoder_norm(self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)))
+            valid.append(text_valid)
         if not parts:
             raise ValueError("UNIMOModel needs input_ids/inputs_embeds, region_feats, or both")
+        if attention_mask is None and cache is None:
+            keys = paddle.concat(valid, axis=1)
+            attention_mask = masks.may_attend(keys, paddle.zeros(keys.shape, "int64"))
         x = self.dropout(paddle.concat(parts, axis=1) if len(parts) > 1 else parts[0])
         hidden, new_cache = self.encoder(x, attention_bias(attention_mask, x.dtype), cache)
         return (hidden, new_cache) if use_cache else hidden

@@ -56,7 +56,7 @@ def test_rule_same_on_paddle_and_numpy():
 
 def test_default_positions_skip_left_padding():
     ids = paddle.to_tensor([[2, 2, 5, 6, 7], [5, 6, 7, 8, 9]])
-    pos = masks.default_position_ids(ids, pad_id=2, start=2).numpy()
+    pos = masks.default_position_ids(ids != 2, start=2).numpy()
     np.testing.assert_array_equal(pos, [[2, 2, 2, 3, 4], [2, 3, 4, 5, 6]])
-    pos = masks.default_position_ids(ids[:, -1:], pad_id=2, start=0, past=5).numpy()
+    pos = masks.default_position_ids(ids[:, -1:] != 2, start=0, past=5).numpy()
     np.testing.assert_array_equal(pos, [[5], [5]])  # only the new tokens are seen: callers pass positions

@@ -120,3 +120,12 @@ def test_config_is_strict(tmp_path):
                                 "init_class": "UNIMOLMHeadModel"}))
     cfg = UNIMOConfig.from_file(str(path))
     assert (cfg.vocab_size, cfg.hidden_size) == (50, 8)
+
+
+def test_inputs_embeds_equal_input_ids_and_default_positions_skip_left_padding(tiny):
+    ids = paddle.to_tensor([[2, 2, 3, 10, 11, 1], [3, 12, 13, 14, 15, 1]])  # pad id 2, left padding
+    by_ids = tiny(ids).numpy()
+    explicit = tiny(ids, position_ids=paddle.to_tensor([[0, 0, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5]])).numpy()
+    np.testing.assert_array_equal(by_ids, explicit)
+    second = tiny(inputs_embeds=tiny.embeddings.word_embeddings(ids[1:])).numpy()
+    np.testing.assert_allclose(second, by_ids[1:], atol=1e-6, rtol=0)
