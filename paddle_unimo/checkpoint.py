@@ -63,6 +63,10 @@ def check_state(model: paddle.nn.Layer, state: Mapping[str, np.ndarray], source:
 def set_state(model: paddle.nn.Layer, state: Mapping[str, np.ndarray], source: str,
               optional: Iterable[str] = ()) -> None:
     check_state(model, state, source, optional)
+    tied = "unimo.embeddings.word_embeddings.weight"
+    if TIED_ALIAS in state and tied in state and not np.array_equal(state[TIED_ALIAS], state[tied]):
+        raise CheckpointError(f"{source}: {TIED_ALIAS} differs from {tied}; paddle_unimo ties the LM output "
+                              "matrix to the word embeddings and cannot load an untied head")
     params = model.state_dict()
     for name, value in state.items():
         params[name].set_value(paddle.to_tensor(value).astype(params[name].dtype))

@@ -207,6 +207,15 @@ def test_strict_loading_lists_every_problem(tmp_path):
         assert part in message
 
 
+def test_untied_lm_head_is_refused(tmp_path):
+    UNIMOLMHeadModel(get_preset("tiny")).save_pretrained(str(tmp_path))
+    state = paddle.load(str(tmp_path / "model_state.pdparams"))
+    state["lm_head.decoder_weight"] = state["lm_head.decoder_weight"] + 1.0
+    paddle.save(state, str(tmp_path / "model_state.pdparams"))
+    with pytest.raises(CheckpointError, match="untied"):
+        UNIMOLMHeadModel.from_pretrained(str(tmp_path))
+
+
 def test_save_load_round_trip_and_base_model_from_lm_folder(tmp_path):
     paddle.seed(2)
     model = UNIMOLMHeadModel(get_preset("tiny"))
