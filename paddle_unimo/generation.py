@@ -1,32 +1,46 @@
-"""Decoding with the KV cache: the source is encoded once, then one token per step.
+"""Batched decoding with the KV cache: greedy, beam search and sampling.
 
-Conventions of both UNIMO families: generation starts after the target's [CLS] and stops at the eos
-([MASK]). Like PaddleNLP's ``generate``, ``max_length``/``min_length`` count new tokens, the logits of
-[UNK], [PAD] and [CLS] are never chosen, and finished rows are filled with the pad id.
-Returns ``(ids (B, T), scores (B, 1))``; a score is the mean log-probability of the generated tokens.
+Each source is encoded once (``prefill``); beams and return sequences then share copies of its cache, and
+every step feeds one token per row. Conventions of both UNIMO families: generation starts after the
+target's [CLS] and stops at the eos ([MASK]). As in PaddleNLP's ``generate``:
+* ``max_length``/``min_length`` count new tokens; [UNK], [PAD] and [CLS] are never generated;
+* beam search keeps ``num_beams`` finished hypotheses per source, scored
+  ``sum_logprob / ((length + 5) / 6) ** length_penalty`` (GNMT); with ``early_stopping`` a source is done as
+  soon as it has ``num_beams`` of them, otherwise when no open beam can beat the worst one;
+* a finished row is followed by the eos (when it fits) and then pad ids.
+
+Constraints over the *generated* tokens: ``no_repeat_ngram_size`` (3 is the original UNIMO's trigram
+blocking) and ``repetition_penalty`` (a generated token's logit is divided by it when positive and multiplied
+when negative). Sampling: ``temperature``, then ``top_k``, then ``top_p``, drawn from a numpy generator
+seeded with ``seed`` (None: fresh randomness every call), so a seeded run is reproducible.
+
+Returns ``(ids (B * num_return_sequences, T), scores (B * num_return_sequences, 1))``. Scores: mean
+log-probability for greedy and sampling, the length-penalised hypothesis score for beam search.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import paddle
 
 from . import masks
 from .modeling import MASKED_BIAS
 
 NEVER = -1e9  # logit of tokens that are never generated
+STRATEGIES = ("greedy_search", "beam_search", "sampling")
 
 
 @dataclass
 class DecodeState:
-    """What one more step needs: the cache and where the next token stands."""
-    cache: list
-    valid_keys: paddle.Tensor  # (B, Lk) bool: keys the next token may attend to
-    position: paddle.Tensor  # (B, 1) int64: position id of the last token
-    token_type: paddle.Tensor  # (B, 1) int64: token type of the last token
+    """What one more step needs, one row per hypothesis."""
+    cache: object  # the stepper's KV cache
+    valid_keys: paddle.Tensor  # (N, Lk) bool: keys the next token may attend to
+    position: paddle.Tensor  # (N, 1) int64: position id of the last token
+    token_type: paddle.Tensor  # (N, 1) int64: token type of the last token
 
 
-def _last_row_keys(attention_mask, input_ids, pad_id) -> paddle.Tensor:
+def last_row_keys(attention_mask, input_ids, pad_id) -> paddle.Tensor:
     """Keys the last input token sees, as bool (B, Lk); the next token sees these and itself."""
     if attention_mask is None:
         return input_ids != pad_id
@@ -38,29 +52,43 @@ def _last_row_keys(attention_mask, input_ids, pad_id) -> paddle.Tensor:
     return row > MASKED_BIAS / 2
 
 
-def prefill(model, input_ids, token_type_ids=None, position_ids=None, attention_mask=None):
-    """Encodes the whole input once; returns the last position's logits and the decode state."""
-    cfg = model.config
-    if position_ids is None:
-        position_ids = masks.default_position_ids(input_ids != cfg.pad_token_id, cfg.position_start)
-    if token_type_ids is None:
-        token_type_ids = paddle.zeros_like(input_ids)
-    hidden, cache = model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True)
-    state = DecodeState(cache, _last_row_keys(attention_mask, input_ids, cfg.pad_token_id),
-                        position_ids[:, -1:], token_type_ids[:, -1:])
-    return model.lm_head(hidden[:, -1]), state  # the LM head only where the next token is predicted
+class ModelStepper:
+    """Runs a dynamic-mode ``UNIMOLMHeadModel``; the cache is its list of per-layer (k, v)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.config = model.config
+
+    def prefill(self, input_ids, token_type_ids, position_ids, attention_mask):
+        hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True)
+        state = DecodeState(cache, last_row_keys(attention_mask, input_ids, self.config.pad_token_id),
+                            position_ids[:, -1:], token_type_ids[:, -1:])
+        return self.model.lm_head(hidden[:, -1]), state  # the LM head only where the next token is predicted
+
+    def step(self, tokens, state: DecodeState):
+        logits, state.cache = self.model(tokens, state.token_type, state.position,
+                                         masks.decoding_row(state.valid_keys), use_cache=True, cache=state.cache)
+        return logits[:, -1]
+
+    @staticmethod
+    def select_cache(cache, index):
+        return [(paddle.index_select(k, index), paddle.index_select(v, index)) for k, v in cache]
 
 
-def step(model, tokens, state: DecodeState):
-    """Feeds one new token per row (B, 1); returns its logits (B, V) and updates ``state``."""
+def select_rows(stepper, state: DecodeState, index) -> DecodeState:
+    """Keeps rows ``index`` (N',) of the state: expands sources into beams, or reorders beams."""
+    return DecodeState(stepper.select_cache(state.cache, index), paddle.index_select(state.valid_keys, index),
+                       paddle.index_select(state.position, index), paddle.index_select(state.token_type, index))
+
+
+def advance(stepper, tokens, state: DecodeState):
+    """Feeds one token per row (N, 1) at the next position; returns its logits (N, V)."""
     state.position = state.position + 1
-    if int(state.position.max()) >= model.config.max_position_embeddings:
+    if int(state.position.max()) >= stepper.config.max_position_embeddings:
         raise ValueError(f"position {int(state.position.max())} exceeds max_position_embeddings "
-                         f"{model.config.max_position_embeddings}; lower max_length")
+                         f"{stepper.config.max_position_embeddings}; lower max_length")
     state.valid_keys = paddle.concat([state.valid_keys, paddle.ones([tokens.shape[0], 1], "bool")], axis=1)
-    logits, state.cache = model(tokens, state.token_type, state.position, masks.decoding_row(state.valid_keys),
-                                use_cache=True, cache=state.cache)
-    return logits[:, -1]
+    return stepper.step(tokens, state)
 
 
 def log_softmax(logits):
@@ -69,46 +97,210 @@ def log_softmax(logits):
     return logits - paddle.logsumexp(logits, axis=-1, keepdim=True)
 
 
-def never_generated(logits, cfg, step_index: int, min_length: int, eos_id: int):
-    """Masks [UNK]/[PAD]/[CLS] always, and the eos until ``min_length`` tokens exist."""
-    banned = [cfg.unk_token_id, cfg.pad_token_id, cfg.bos_token_id] + ([eos_id] if step_index < min_length else [])
-    column = paddle.zeros([logits.shape[-1]], logits.dtype)
-    column[banned] = NEVER
-    return logits + column
+@dataclass
+class Constraints:
+    min_length: int
+    eos: int
+    banned: tuple  # ids never generated: [UNK], [PAD], [CLS]
+    no_repeat_ngram_size: int = 0
+    repetition_penalty: float = 1.0
+
+    def never(self, logits):
+        """Bans [UNK]/[PAD]/[CLS] from the raw logits, so they are out of the softmax too (PaddleNLP's
+        ``adjust_logits_during_generation``)."""
+        column = np.zeros(logits.shape[-1], "float32")
+        column[list(self.banned)] = NEVER
+        return logits.astype("float32") + paddle.to_tensor(column)
+
+    def apply(self, scores, generated: np.ndarray, step: int):
+        """Constrains ``scores`` (N, V) given ``generated`` (N, step): bans the eos before ``min_length`` and
+        whatever repeats an n-gram, and applies the repetition penalty."""
+        if step < self.min_length:
+            column = np.zeros(scores.shape[-1], "float32")
+            column[self.eos] = NEVER
+            scores = scores + paddle.to_tensor(column)
+        if self.repetition_penalty != 1.0 and step:
+            seen = paddle.to_tensor(generated)
+            picked = paddle.take_along_axis(scores, seen, axis=-1)
+            picked = paddle.where(picked < 0, picked * self.repetition_penalty, picked / self.repetition_penalty)
+            scores = paddle.put_along_axis(scores, seen, picked, axis=-1)
+        n = self.no_repeat_ngram_size
+        if n and step >= n - 1:
+            ban = np.zeros(scores.shape, "float32")
+            for row, tokens in enumerate(generated.tolist()):
+                prefix = tuple(tokens[step - n + 1:]) if n > 1 else ()
+                for i in range(step - n + 1):
+                    if tuple(tokens[i:i + n - 1]) == prefix:
+                        ban[row, tokens[i + n - 1]] = NEVER
+            scores = scores + paddle.to_tensor(ban)
+        return scores
+
+
+class BeamHypotheses:
+    """Finished hypotheses of one source, the best ``num_beams`` kept (PaddleNLP's rule, see module doc)."""
+
+    def __init__(self, num_beams: int, length_penalty: float, early_stopping: bool):
+        self.num_beams, self.length_penalty, self.early_stopping = num_beams, length_penalty, early_stopping
+        self.beams = []  # (score, tokens)
+        self.worst = 1e9
+
+    def add(self, tokens, sum_logprob: float):
+        score = sum_logprob / ((len(tokens) + 5) / 6) ** self.length_penalty
+        if len(self.beams) < self.num_beams or score > self.worst:
+            self.beams.append((score, list(tokens)))
+            if len(self.beams) > self.num_beams:
+                ranked = sorted((s, i) for i, (s, _) in enumerate(self.beams))
+                del self.beams[ranked[0][1]]
+                self.worst = ranked[1][0]
+            else:
+                self.worst = min(score, self.worst)
+
+    def is_done(self, best_sum_logprob: float, length: int) -> bool:
+        if len(self.beams) < self.num_beams:
+            return False
+        if self.early_stopping:
+            return True
+        return self.worst >= best_sum_logprob / ((length + 5) / 6) ** self.length_penalty
+
+    def best(self, n: int):
+        return sorted(self.beams, key=lambda b: b[0])[::-1][:n]
+
+
+def _pad_rows(rows, pad: int, eos: int, max_length: int, close_with_eos: bool) -> np.ndarray:
+    """Stacks token lists; a finished row gets the eos when it fits, then pads."""
+    rows = [list(r) + ([eos] if close_with_eos and len(r) < max_length else []) for r in rows]
+    return masks.pad_batch([np.asarray(r, "int64") for r in rows], pad) if rows else np.zeros((0, 0), "int64")
+
+
+def beam_search(stepper, logits, state, cons: Constraints, num_beams: int, max_length: int,
+                length_penalty: float, early_stopping: bool, num_return: int, pad: int):
+    batch, vocab = logits.shape
+    rows = paddle.arange(batch).repeat_interleave(num_beams)
+    state, logits = select_rows(stepper, state, rows), paddle.index_select(logits, rows)
+    beam_scores = np.zeros((batch, num_beams), "float32")
+    beam_scores[:, 1:] = NEVER  # only the first copy of each source starts a beam
+    beam_scores = beam_scores.reshape(-1)
+    generated = np.zeros((batch * num_beams, 0), "int64")
+    hyps = [BeamHypotheses(num_beams, length_penalty, early_stopping) for _ in range(batch)]
+    done = np.zeros(batch, bool)
+    for t in range(max_length):
+        scores = cons.apply(log_softmax(cons.never(logits)), generated, t) + paddle.to_tensor(beam_scores)[:, None]
+        top_scores, top_ids = paddle.topk(scores.reshape([batch, num_beams * vocab]), 2 * num_beams, axis=1)
+        top_scores, top_ids = top_scores.numpy(), top_ids.numpy()
+        next_scores = np.zeros((batch, num_beams), "float32")
+        next_tokens = np.full((batch, num_beams), pad, "int64")
+        sources = np.tile(np.arange(batch)[:, None] * num_beams, (1, num_beams))
+        for b in np.flatnonzero(~done):
+            kept = 0
+            for rank, (score, flat) in enumerate(zip(top_scores[b], top_ids[b])):
+                source, token = b * num_beams + flat // vocab, flat % vocab
+                if token == cons.eos:
+                    if rank < num_beams:
+                        hyps[b].add(generated[source], float(score))
+                    continue
+                next_scores[b, kept], next_tokens[b, kept], sources[b, kept] = score, token, source
+                kept += 1
+                if kept == num_beams:
+                    break
+            done[b] = hyps[b].is_done(float(top_scores[b].max()), t)
+        sources = sources.reshape(-1)
+        generated = np.concatenate([generated[sources], next_tokens.reshape(-1, 1)], axis=1)
+        beam_scores = next_scores.reshape(-1)
+        if done.all() or t == max_length - 1:
+            break
+        state = select_rows(stepper, state, paddle.to_tensor(sources))
+        logits = advance(stepper, paddle.to_tensor(next_tokens.reshape(-1, 1)), state)
+    for b in np.flatnonzero(~done):
+        for k in range(num_beams):
+            hyps[b].add(generated[b * num_beams + k], float(beam_scores[b * num_beams + k]))
+    best = [hyp for h in hyps for hyp in h.best(num_return)]
+    ids = _pad_rows([tokens for _, tokens in best], pad, cons.eos, max_length, close_with_eos=True)
+    return ids, np.asarray([[score] for score, _ in best], "float32")
+
+
+def sample_or_greedy(stepper, logits, state, cons: Constraints, max_length: int, pad: int, sampling: dict | None):
+    rng = np.random.default_rng(sampling["seed"]) if sampling else None
+    n = logits.shape[0]
+    finished = np.zeros(n, bool)
+    total, length = np.zeros(n, "float32"), np.zeros(n, "float32")
+    generated = np.zeros((n, 0), "int64")
+    for t in range(max_length):
+        scores = cons.never(logits)
+        logp = log_softmax(scores)
+        scores = cons.apply(scores, generated, t)
+        token = _sample(scores, rng, **{k: v for k, v in sampling.items() if k != "seed"}) if sampling \
+            else paddle.argmax(scores, axis=-1).numpy()
+        token_logp = np.take_along_axis(logp.numpy(), token[:, None], axis=-1)[:, 0]
+        token = np.where(finished, pad, token)
+        total += np.where(finished, 0.0, token_logp)
+        length += ~finished
+        generated = np.concatenate([generated, token[:, None]], axis=1)
+        finished |= token == cons.eos
+        if finished.all() or t == max_length - 1:
+            break
+        logits = advance(stepper, paddle.to_tensor(token[:, None]), state)
+    return generated, (total / np.maximum(length, 1.0))[:, None]
+
+
+def _sample(scores, rng, temperature: float, top_k: int, top_p: float) -> np.ndarray:
+    logits = scores.numpy().astype("float64") / max(temperature, 1e-6)
+    if top_k and top_k < logits.shape[-1]:
+        kth = np.sort(logits, axis=-1)[:, -top_k][:, None]
+        logits = np.where(logits < kth, -np.inf, logits)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    if top_p < 1.0:
+        order = np.argsort(-probs, axis=-1)
+        sorted_probs = np.take_along_axis(probs, order, axis=-1)
+        drop = np.cumsum(sorted_probs, axis=-1) - sorted_probs >= top_p  # keep the smallest set reaching top_p
+        np.put_along_axis(probs, order, np.where(drop, 0.0, sorted_probs), axis=-1)
+        probs /= probs.sum(-1, keepdims=True)
+    u = rng.random(probs.shape[0])[:, None]
+    return np.minimum((np.cumsum(probs, axis=-1) < u).sum(-1), probs.shape[-1] - 1)
 
 
 @paddle.no_grad()
 def generate(model, input_ids, token_type_ids=None, position_ids=None, attention_mask=None, max_length: int = 20,
-             min_length: int = 0, decode_strategy: str = "greedy_search", eos_token_id: int | None = None,
-             pad_token_id: int | None = None, **unsupported):
+             min_length: int = 0, decode_strategy: str = "greedy_search", num_beams: int = 1,
+             length_penalty: float = 1.0, early_stopping: bool = False, top_k: int = 0, top_p: float = 1.0,
+             temperature: float = 1.0, seed: int | None = None, no_repeat_ngram_size: int = 0,
+             repetition_penalty: float = 1.0, num_return_sequences: int = 1, eos_token_id: int | None = None,
+             pad_token_id: int | None = None, stepper=None, use_fast: bool = False, **unsupported):
+    """Generates continuations of ``input_ids`` (B, L); see the module docstring. ``model`` may be None
+    when a ``stepper`` (e.g. the exported Paddle Inference one) is given."""
     if unsupported:
         raise TypeError(f"generate() got unsupported arguments {sorted(unsupported)}")
-    if decode_strategy != "greedy_search":
-        raise ValueError(f"decode_strategy {decode_strategy!r} is not available; known: ['greedy_search']")
-    cfg = model.config
+    if decode_strategy not in STRATEGIES:
+        raise ValueError(f"unknown decode_strategy {decode_strategy!r}; known: {list(STRATEGIES)}")
+    beam = decode_strategy == "beam_search"
+    if beam and num_return_sequences > num_beams:
+        raise ValueError(f"num_return_sequences {num_return_sequences} > num_beams {num_beams}")
+    stepper = stepper or ModelStepper(model)
+    cfg = stepper.config
     eos = cfg.eos_token_id if eos_token_id is None else eos_token_id
     pad = cfg.pad_token_id if pad_token_id is None else pad_token_id
-    was_training = model.training
-    model.eval()
-    logits, state = prefill(model, input_ids, token_type_ids, position_ids, attention_mask)
-    batch = input_ids.shape[0]
-    finished = paddle.zeros([batch, 1], "bool")
-    total = paddle.zeros([batch, 1], "float32")
-    length = paddle.zeros([batch, 1], "float32")
-    out = []
-    for t in range(max_length):
-        logp = log_softmax(never_generated(logits, cfg, t, min_length, eos).astype("float32"))
-        token = paddle.argmax(logp, axis=-1, keepdim=True)
-        token_logp = paddle.take_along_axis(logp, token, axis=-1)
-        token = paddle.where(finished, paddle.full_like(token, pad), token)
-        total += paddle.where(finished, paddle.zeros_like(token_logp), token_logp)
-        length += (~finished).astype("float32")
-        out.append(token)
-        finished = finished | (token == eos)
-        if bool(finished.all()) or t == max_length - 1:
-            break
-        logits = step(model, token, state)
-    if was_training:
-        model.train()
-    ids = paddle.concat(out, axis=1) if out else paddle.zeros([batch, 0], "int64")
-    return ids, total / paddle.clip(length, min=1.0)
+    cons = Constraints(min_length, eos, (cfg.unk_token_id, cfg.pad_token_id, cfg.bos_token_id),
+                       no_repeat_ngram_size, repetition_penalty)
+    if position_ids is None:
+        position_ids = masks.default_position_ids(input_ids != cfg.pad_token_id, cfg.position_start)
+    if token_type_ids is None:
+        token_type_ids = paddle.zeros_like(input_ids)
+    was_training = model is not None and model.training
+    if model is not None:
+        model.eval()
+    try:
+        logits, state = stepper.prefill(input_ids, token_type_ids, position_ids, attention_mask)
+        if beam:
+            ids, scores = beam_search(stepper, logits, state, cons, num_beams, max_length, length_penalty,
+                                      early_stopping, num_return_sequences, pad)
+        else:
+            if num_return_sequences > 1:
+                rows = paddle.arange(input_ids.shape[0]).repeat_interleave(num_return_sequences)
+                state, logits = select_rows(stepper, state, rows), paddle.index_select(logits, rows)
+            sampling = dict(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p) \
+                if decode_strategy == "sampling" else None
+            ids, scores = sample_or_greedy(stepper, logits, state, cons, max_length, pad, sampling)
+    finally:
+        if was_training:
+            model.train()
+    return paddle.to_tensor(ids), paddle.to_tensor(scores)

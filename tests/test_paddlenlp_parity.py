@@ -13,11 +13,13 @@ paddlenlp = pytest.importorskip("paddlenlp.transformers")
 # Fixture vocab ids: [UNK]0 [SEP]1 [PAD]2 [CLS]3 [MASK]4, then 13 CJK characters.
 SPECIAL = dict(unk_token_id=0, pad_token_id=2, bos_token_id=3, eos_token_id=4, mask_token_id=4)
 CONFIGS = {
-    "tiny": dict(vocab_size=99, hidden_size=36, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37),
+    # initializer_range 0.3: larger logits, so that decoding depends on the source and eos biases matter
+    "tiny": dict(vocab_size=99, hidden_size=36, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                 initializer_range=0.3),
     "768x2": dict(vocab_size=300, hidden_size=768, num_hidden_layers=2, num_attention_heads=12,
                   intermediate_size=3072),
     "tiny-preln-gelu": dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                            intermediate_size=37, hidden_act="gelu", normalize_before=True),
+                            intermediate_size=37, hidden_act="gelu", normalize_before=True, initializer_range=0.3),
 }
 EXAMPLES = [  # (source, title, target)
     ("欢迎使用百度飞桨", "深度", "学习框架"),
@@ -125,3 +127,41 @@ def test_greedy_ids_identical(models, tokenizer, eos_bias):
                 bias = model.lm_head.decoder_bias.numpy()
                 bias[SPECIAL["eos_token_id"]] -= eos_bias
                 model.lm_head.decoder_bias.set_value(bias)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(num_beams=3, length_penalty=1.2, max_length=10),
+    dict(num_beams=6, length_penalty=1.2, max_length=12, min_length=3),  # the 千言 baseline's beam and penalty
+    dict(num_beams=4, length_penalty=0.6, max_length=8, early_stopping=True, num_return_sequences=2),
+], ids=["beam3", "beam6-min3", "beam4-early-n2"])
+@pytest.mark.parametrize("eos_bias", [0.0, 1.0, 2.0, 3.0])
+def test_beam_search_ids_identical(models, tokenizer, settings, eos_bias):
+    ref, ours = models
+    for model in (ref, ours):  # shifts the eos logit so that hypotheses finish at different steps
+        bias = model.lm_head.decoder_bias.numpy()
+        bias[SPECIAL["eos_token_id"]] = eos_bias
+        model.lm_head.decoder_bias.set_value(bias)
+    batch = encode_batch(tokenizer, EXAMPLES, decoding=True)
+    expected, expected_scores = ref.generate(**batch, decode_strategy="beam_search", use_fast=False,
+                                             eos_token_id=SPECIAL["eos_token_id"], **settings)
+    got, scores = generate(ours, **batch, decode_strategy="beam_search", eos_token_id=SPECIAL["eos_token_id"],
+                           **settings)
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    np.testing.assert_allclose(scores.numpy(), expected_scores.numpy(), atol=1e-4, rtol=1e-5)
+
+
+def test_beam_search_outputs_vary(models, tokenizer):
+    """Guards the equality above: across eos biases the outputs differ in length and content."""
+    _, ours = models
+    batch = encode_batch(tokenizer, EXAMPLES, decoding=True)
+    seen = set()
+    for eos_bias in (0.0, 1.0, 2.0, 3.0):
+        bias = ours.lm_head.decoder_bias.numpy()
+        bias[SPECIAL["eos_token_id"]] = eos_bias
+        ours.lm_head.decoder_bias.set_value(bias)
+        got, _ = generate(ours, **batch, decode_strategy="beam_search", num_beams=3, length_penalty=1.2,
+                          max_length=10, eos_token_id=SPECIAL["eos_token_id"])
+        seen.update(tuple(row) for row in got.numpy().tolist())
+    bias[SPECIAL["eos_token_id"]] = 0.0
+    ours.lm_head.decoder_bias.set_value(bias)
+    assert len(seen) >= 4
