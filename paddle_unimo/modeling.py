@@ -26,6 +26,12 @@ MASKED_BIAS = -1e4  # the original's (mask - 1) * 1e4 and PaddleNLP's -1e4; fini
 KVCache = List[Tuple[paddle.Tensor, paddle.Tensor]]  # per layer (k, v), each (B, nh, T, hd)
 
 
+def log_softmax(logits):
+    """log-softmax over the last axis. paddle 3.3.1's CPU ``F.log_softmax`` kernel is far slower than this
+    form: 80 ms against 0.4 ms forward on (4, 18000), 20 s against 0.13 s forward+backward on (512, 18000)."""
+    return logits - paddle.logsumexp(logits, axis=-1, keepdim=True)
+
+
 def attention_bias(attention_mask: Optional[paddle.Tensor], dtype) -> Optional[paddle.Tensor]:
     """bool/int "may attend" -> additive float bias; float is taken as an additive bias already."""
     if attention_mask is None:
@@ -36,7 +42,7 @@ def attention_bias(attention_mask: Optional[paddle.Tensor], dtype) -> Optional[p
         attention_mask = attention_mask.unsqueeze(1)
     if attention_mask.dtype == paddle.bool or "int" in str(attention_mask.dtype):
         attend = attention_mask.astype("bool")
-        return paddle.where(attend, paddle.zeros([1], dtype), paddle.full([1], MASKED_BIAS, dtype))
+        return (attend.astype(dtype) - 1.0) * -MASKED_BIAS  # exactly 0 or MASKED_BIAS; exports without warnings
     return attention_mask.astype(dtype)
 
 

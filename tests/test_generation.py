@@ -4,7 +4,8 @@ import paddle
 import pytest
 
 from paddle_unimo import UNIMOLMHeadModel, get_preset, masks
-from paddle_unimo.generation import generate, log_softmax
+from paddle_unimo.generation import generate
+from paddle_unimo.modeling import log_softmax
 
 EOS = 4
 

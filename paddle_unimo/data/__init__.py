@@ -1,0 +1,1 @@
+"""Readers, encoders and collators: raw files -> examples -> batches."""

@@ -1,0 +1,307 @@
+"""Export a ``UNIMOLMHeadModel`` for Paddle Inference, and decode with the exported programs.
+
+An export folder holds two static programs, the two calls ``generate`` makes of its stepper:
+
+* ``prefill.json`` / ``prefill.pdiparams``: ``(input_ids, token_type_ids, position_ids, attention_mask)``
+  -> ``(logits, k_cache, v_cache)``. The mask is bool "may attend" (N, L, L); the logits are those of the last
+  position (N, V); each cache stacks the layers: (num_layers, N, num_heads, L, head_dim).
+* ``step.json`` / ``step.pdiparams``: ``(tokens, token_type, position, attention_mask, k_cache, v_cache)``
+  -> ``(logits, k_cache, v_cache)`` for one new token per row: ids (N, 1), mask (N, 1, T + 1) over the T
+  cached keys and the new token; the returned caches hold T + 1 keys.
+* ``config.json`` (the model's), ``export.json`` (input and output names, in order, of both programs) and
+  the tokenizer files when a tokenizer was given, so that the folder alone is enough to deploy.
+
+The programs take text only (no image regions); batch size and lengths are dynamic. ``InferenceStepper``
+runs them with Paddle Inference on CPU and plugs into ``generate``, so greedy, beam search and sampling
+work without the model's Python code::
+
+    import paddle
+    from paddle_unimo import load_tokenizer, masks
+    from paddle_unimo.export import InferenceStepper
+    from paddle_unimo.generation import generate
+
+    folder = "OUT/inference"                       # written by tools/export_model.py
+    tokenizer, stepper = load_tokenizer(folder), InferenceStepper(folder)
+    cfg = stepper.config
+    sources = [tokenizer.build_inputs_with_special_tokens(tokenizer.encode(t)) for t in ["...", "..."]]
+    batch = masks.seq2seq_inputs(sources, [[cfg.bos_token_id]] * len(sources), cfg.pad_token_id,
+                                 cfg.position_start, left_pad=True)
+    inputs = {k: paddle.to_tensor(v) for k, v in batch.items() if k != "valid"}
+    ids, scores = generate(None, **inputs, stepper=stepper, decode_strategy="beam_search", num_beams=5,
+                           max_length=50)
+    texts = [tokenizer.decode(row) for row in ids.numpy().tolist()]
+"""
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import re
+import shutil
+import uuid
+import warnings
+from typing import Dict, List
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+from paddle.static import InputSpec
+
+from . import masks
+from .config import UNIMOConfig
+from .generation import DecodeState, last_row_keys
+from .modeling import MASKED_BIAS
+
+PROGRAMS = ("prefill", "step")
+OUTPUTS = ("logits", "k_cache", "v_cache")
+MANIFEST = "export.json"
+
+
+def stack_cache(cache):
+    """Per-layer [(k, v)] -> (k, v), each (num_layers, N, num_heads, T, head_dim)."""
+    return paddle.stack([k for k, _ in cache]), paddle.stack([v for _, v in cache])
+
+
+class Prefill(nn.Layer):
+    """Encodes the inputs once; returns the next-token logits and the stacked KV cache."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, token_type_ids, position_ids, attention_mask):
+        hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True)
+        return (self.model.lm_head(hidden[:, -1]), *stack_cache(cache))  # the head only where it is needed
+
+
+class Step(nn.Layer):
+    """Feeds one token per row on top of the stacked KV cache."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, token_type, position, attention_mask, k_cache, v_cache):
+        cache = [(k_cache[i], v_cache[i]) for i in range(self.model.config.num_hidden_layers)]
+        logits, cache = self.model(tokens, token_type, position, attention_mask, use_cache=True, cache=cache)
+        return (logits[:, -1], *stack_cache(cache))
+
+
+def input_specs(config: UNIMOConfig, dtype: str = "float32") -> Dict[str, List[InputSpec]]:
+    """The inputs of both programs; None marks the dynamic batch and length axes."""
+    heads = config.num_attention_heads
+    cache = [config.num_hidden_layers, None, heads, None, config.hidden_size // heads]
+    ids = [None, None]
+    return {
+        "prefill": [InputSpec(ids, "int64", "input_ids"), InputSpec(ids, "int64", "token_type_ids"),
+                    InputSpec(ids, "int64", "position_ids"), InputSpec([None, None, None], "bool", "attention_mask")],
+        "step": [InputSpec([None, 1], "int64", "tokens"), InputSpec([None, 1], "int64", "token_type"),
+                 InputSpec([None, 1], "int64", "position"), InputSpec([None, 1, None], "bool", "attention_mask"),
+                 InputSpec(cache, dtype, "k_cache"), InputSpec(cache, dtype, "v_cache")],
+    }
+
+
+def _write_export(model, folder: str, tokenizer) -> None:
+    dtype = str(model.lm_head.decoder_bias.dtype).split(".")[-1]
+    specs = input_specs(model.config, dtype)
+    # paddle.jit.save refuses a feed that no output depends on: keep the unused token-type inputs of a model
+    # without token types (English UNIMO) so that both families take the same inputs
+    keep_unused = not model.config.type_vocab_size
+    for name, wrapper in (("prefill", Prefill(model)), ("step", Step(model))):
+        static = paddle.jit.to_static(wrapper, input_spec=specs[name], full_graph=True)
+        with warnings.catch_warnings():  # paddle.jit.save's own code asks PIR values for .place (3.3.1)
+            warnings.filterwarnings("ignore", message="Tensor do not have 'place' interface")
+            paddle.jit.save(static, os.path.join(folder, name), skip_prune_program=keep_unused)
+    _share_identical(os.path.join(folder, "prefill.pdiparams"), os.path.join(folder, "step.pdiparams"))
+    with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as f:
+        json.dump(_manifest(specs), f, indent=1)
+    model.config.save(os.path.join(folder, "config.json"))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+
+
+def _manifest(specs: Dict[str, List[InputSpec]]) -> dict:
+    """What a deployer needs to feed the programs without this package: names, shapes (-1: dynamic), dtypes."""
+    def describe(spec):
+        return {"name": spec.name, "shape": [-1 if d is None else d for d in spec.shape],
+                "dtype": str(spec.dtype).split(".")[-1]}
+    programs = {name: {"inputs": [describe(s) for s in specs[name]], "outputs": list(OUTPUTS)} for name in PROGRAMS}
+    return {"paddle_version": paddle.__version__, **programs}
+
+
+def _share_identical(first: str, second: str) -> None:
+    """Hard-links ``second`` to ``first`` when their bytes are equal: both programs use the same weights,
+    so this halves the export on disk. Where links are not supported the two copies stay."""
+    if not filecmp.cmp(first, second, shallow=False):
+        return
+    try:
+        os.link(first, second + ".link")
+        os.replace(second + ".link", second)
+    except OSError:
+        pass
+
+
+def _check_replaceable(out_dir: str) -> None:
+    """Only an empty folder or a previous export is replaced: a mistyped --out must not eat a model folder."""
+    if not os.path.exists(out_dir):
+        return
+    if not os.path.isdir(out_dir):
+        raise FileExistsError(f"{out_dir} exists and is not a folder")
+    if os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, MANIFEST)):
+        raise FileExistsError(f"{out_dir} is not empty and holds no previous export ({MANIFEST}); "
+                              "refusing to replace it")
+
+
+def _move_into_place(tmp: str, out_dir: str) -> None:
+    if not os.path.exists(out_dir):
+        os.rename(tmp, out_dir)
+        return
+    old = tmp + ".old"  # the previous export stays whole until the new one is in place
+    os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        os.rename(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_model(model, out_dir: str, tokenizer=None) -> str:
+    """Writes the prefill and step programs, config and tokenizer into ``out_dir`` (see the module doc).
+
+    Everything is written into a temporary folder beside ``out_dir`` that is renamed into place at the end,
+    so a failure never leaves a half-written export. The model is left in the train/eval mode it was in.
+    """
+    out_dir = os.path.abspath(out_dir)
+    _check_replaceable(out_dir)
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    # not mkdtemp: its 0700 would become the export's mode; mkdir follows the umask like any other folder
+    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.{uuid.uuid4().hex[:12]}.tmp")
+    os.mkdir(tmp)
+    was_training = model.training
+    model.eval()  # dropout is traced into the program as it is at export time
+    try:
+        _write_export(model, tmp, tokenizer)
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if was_training:
+            model.train()
+    return out_dir
+
+
+# ---- running an export -----------------------------------------------------------------------------------
+
+def _numpy(x) -> np.ndarray:
+    return x.numpy() if isinstance(x, paddle.Tensor) else np.asarray(x)
+
+
+def _tensor(x) -> paddle.Tensor:
+    return x if isinstance(x, paddle.Tensor) else paddle.to_tensor(x)
+
+
+def prefill_mask(attention_mask, input_ids, pad_id: int) -> np.ndarray:
+    """Whatever ``generate`` got as ``attention_mask`` -> the bool "may attend" (N, L, L) the program takes.
+
+    None: bidirectional over non-pad tokens (the model's default); bool/int (N, L, L) as it is; PaddleNLP's
+    float additive (N, 1, L, L): attendable where above MASKED_BIAS / 2; (N, L) key validity: every row.
+    """
+    input_ids = _tensor(input_ids)
+    n, length = input_ids.shape
+    if attention_mask is None:
+        valid = input_ids != pad_id
+        return masks.may_attend(valid, paddle.zeros(valid.shape, "int64")).numpy()
+    mask = _tensor(attention_mask)
+    if mask.ndim == 4:
+        if mask.shape[1] != 1:
+            raise ValueError(f"a 4-D attention_mask must have one head axis (N, 1, L, L), got {mask.shape}")
+        mask = mask[:, 0]
+    if mask.dtype == paddle.bool or "int" in str(mask.dtype):
+        mask = mask.astype("bool")
+    else:
+        mask = mask > MASKED_BIAS / 2
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(1).expand([n, length, length])
+    if mask.shape != [n, length, length]:
+        raise ValueError(f"attention_mask shape {mask.shape} does not fit input_ids {[n, length]}")
+    return mask.numpy()
+
+
+def _map_outputs(found: List[str], expected: List[str], program: str) -> Dict[str, str]:
+    """Predictor output name -> our name. paddle 3.3.1 names unnamed PIR outputs ``fetch_name_<position>``,
+    so a position is read from the name, never assumed from the listing order."""
+    if sorted(found) == sorted(expected):
+        return {name: name for name in found}
+    positions = [re.fullmatch(r"fetch_name_(\d+)", name) for name in found]
+    if all(positions) and sorted(int(m.group(1)) for m in positions) == list(range(len(expected))):
+        return {name: expected[int(m.group(1))] for name, m in zip(found, positions)}
+    raise ValueError(f"{program}: outputs {found} do not match the expected {expected}")
+
+
+class Program:
+    """One exported program under Paddle Inference on CPU, fed and read by name."""
+
+    def __init__(self, folder: str, name: str, outputs: List[str], num_threads: int):
+        config = paddle.inference.Config(os.path.join(folder, name + ".json"),
+                                         os.path.join(folder, name + ".pdiparams"))
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(num_threads)
+        config.disable_glog_info()
+        self.name = name
+        self.predictor = paddle.inference.create_predictor(config)
+        self.inputs = self.predictor.get_input_names()
+        self.outputs = _map_outputs(self.predictor.get_output_names(), outputs, name)
+
+    def __call__(self, **feeds) -> Dict[str, np.ndarray]:
+        for name in self.inputs:
+            if name not in feeds:
+                raise KeyError(f"{self.name}: input {name!r} not given (have {sorted(feeds)})")
+            value = np.ascontiguousarray(_numpy(feeds[name]))
+            handle = self.predictor.get_input_handle(name)
+            handle.reshape(list(value.shape))
+            handle.copy_from_cpu(value)
+        self.predictor.run()
+        return {ours: self.predictor.get_output_handle(theirs).copy_to_cpu() for theirs, ours in self.outputs.items()}
+
+
+class InferenceStepper:
+    """The decoding stepper of an export folder (see ``generation.generate(..., stepper=)``).
+
+    The KV cache is the pair of stacked numpy arrays (num_layers, N, num_heads, T, head_dim).
+    """
+
+    def __init__(self, folder: str, num_threads: int | None = None):
+        self.folder = folder
+        self.config = UNIMOConfig.from_file(os.path.join(folder, "config.json"))
+        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
+            manifest = json.load(f)
+        threads = num_threads or len(os.sched_getaffinity(0))  # the cores this process may use, not all
+        self.programs = {name: Program(folder, name, manifest[name]["outputs"], threads) for name in PROGRAMS}
+
+    def prefill(self, input_ids, token_type_ids, position_ids, attention_mask):
+        input_ids, token_type_ids, position_ids = map(_tensor, (input_ids, token_type_ids, position_ids))
+        if attention_mask is not None:
+            attention_mask = _tensor(attention_mask)
+        out = self.programs["prefill"](
+            input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
+            attention_mask=prefill_mask(attention_mask, input_ids, self.config.pad_token_id))
+        state = DecodeState((out["k_cache"], out["v_cache"]),
+                            last_row_keys(attention_mask, input_ids, self.config.pad_token_id),
+                            position_ids[:, -1:], token_type_ids[:, -1:])
+        return paddle.to_tensor(out["logits"]), state
+
+    def step(self, tokens, state: DecodeState):
+        k_cache, v_cache = state.cache
+        out = self.programs["step"](tokens=tokens, token_type=state.token_type, position=state.position,
+                                    attention_mask=masks.decoding_row(state.valid_keys),
+                                    k_cache=k_cache, v_cache=v_cache)
+        state.cache = (out["k_cache"], out["v_cache"])
+        return paddle.to_tensor(out["logits"])
+
+    @staticmethod
+    def select_cache(cache, index):
+        index = _numpy(index).astype("int64")
+        return tuple(np.take(part, index, axis=1) for part in cache)

@@ -1,0 +1,285 @@
+"""The one training loop, shared by every fine-tuning task and by pretraining.
+
+It owns: AdamW with linear warmup and decay (weight decay off for biases and norms), gradient clipping and
+accumulation, mixed precision (fp16/bf16 with dynamic loss scaling on GPU; reported inactive on CPU),
+evaluation every N steps keeping the best checkpoint, exact resume, data parallelism through fleet when
+launched with several processes, VisualDL scalars and a progress bar.
+
+What a task gives it: the examples, ``make_batch(items) -> dict of numpy arrays``, ``loss_fn(model, batch)
+-> dict`` with a ``"loss"`` tensor, and optionally ``evaluate(model) -> dict`` of metrics.
+
+Exact resume: the data order of epoch e is a permutation seeded by ``seed + e``; dropout is reseeded from
+``seed`` and the micro-batch index before every forward; the checkpoint holds the model, the optimizer
+(with its scheduler) and the micro-batch position. A resumed run therefore takes the same batches with the
+same dropout masks as an uninterrupted one. Checkpoints are written to a temporary folder then renamed.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+
+logger = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint"
+BEST = "best"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    max_steps: int = -1  # optimizer steps; -1: epochs decide
+    batch_size: int = 16  # per process and micro-batch
+    lr: float = 5e-5
+    warmup: float = 0.02  # a fraction of all steps (< 1) or a number of steps
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.1
+    accumulate: int = 1
+    amp: bool = False
+    amp_level: str = "O1"
+    amp_dtype: str = "float16"
+    init_loss_scaling: float = 32768.0
+    eval_steps: int = 0  # 0: evaluate at the end of every epoch
+    save_steps: int = 0  # 0: save at every evaluation
+    logging_steps: int = 10
+    seed: int = 42
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise KeyError(f"unknown train keys {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def linear_warmup_decay(total_steps: int, warmup: float):
+    warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return factor
+
+
+def amp_active(cfg: TrainConfig) -> bool:
+    """fp16/bf16 autocast needs a GPU: on CPU it would change nothing, so it is reported and skipped."""
+    if not cfg.amp:
+        return False
+    if paddle.is_compiled_with_cuda() and paddle.device.get_device().startswith("gpu"):
+        return True
+    logger.warning("mixed precision (%s %s) requested but inactive: no %s kernels on %s; training in fp32",
+                   cfg.amp_level, cfg.amp_dtype, cfg.amp_dtype, paddle.device.get_device())
+    return False
+
+
+def save_dir_atomically(path: str, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` fills a temporary folder that then replaces ``path``; a crash leaves the old one."""
+    tmp, old = path + ".tmp", path + ".old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    write(tmp)
+    if os.path.exists(path):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class Trainer:
+    def __init__(self, model, cfg: TrainConfig, examples: Sequence, make_batch: Callable[[list], dict],
+                 loss_fn: Callable, out_dir: str, evaluate: Optional[Callable] = None, metric: str = "loss",
+                 greater_is_better: bool = False, save_extra: Optional[Callable[[str], None]] = None):
+        self.cfg, self.examples, self.make_batch, self.loss_fn = cfg, list(examples), make_batch, loss_fn
+        self.out_dir, self.evaluate, self.metric, self.greater = out_dir, evaluate, metric, greater_is_better
+        self.save_extra = save_extra
+        self.world, self.rank = dist.get_world_size(), dist.get_rank()
+        self.model = model
+        self.global_batch = cfg.batch_size * self.world
+        self.per_epoch = math.ceil(len(self.examples) / self.global_batch)
+        micro_total = self.per_epoch * cfg.epochs
+        self.total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(micro_total / cfg.accumulate)
+        self.scheduler = paddle.optimizer.lr.LambdaDecay(cfg.lr, linear_warmup_decay(self.total_steps, cfg.warmup))
+        decay = {p.name for n, p in model.named_parameters() if "bias" not in n and "norm" not in n}
+        self.optimizer = paddle.optimizer.AdamW(
+            learning_rate=self.scheduler, beta1=cfg.beta1, beta2=cfg.beta2, epsilon=cfg.eps,
+            parameters=model.parameters(), weight_decay=cfg.weight_decay,
+            apply_decay_param_fun=lambda name: name in decay,
+            grad_clip=paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip) if cfg.grad_clip > 0 else None)
+        self.amp = amp_active(cfg)
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=cfg.init_loss_scaling) if self.amp else None
+        if self.amp and cfg.amp_level == "O2":
+            self.model, self.optimizer = paddle.amp.decorate(self.model, self.optimizer, level="O2",
+                                                             dtype=cfg.amp_dtype)
+        self.train_model = self.model
+        if self.world > 1:
+            from paddle.distributed import fleet
+            fleet.init(is_collective=True)
+            self.train_model = fleet.distributed_model(self.model)
+            self.optimizer = fleet.distributed_optimizer(self.optimizer)
+        self.state = {"micro": 0, "step": 0, "best": None, "history": []}
+        self.writer = None
+
+    # ---- data order ---------------------------------------------------------------------------------
+    def micro_batch(self, micro: int) -> list:
+        """Examples of micro-batch ``micro`` for this rank: a slice of the epoch's seeded permutation."""
+        epoch, index = divmod(micro, self.per_epoch)
+        order = np.random.default_rng(self.cfg.seed + epoch).permutation(len(self.examples))
+        chunk = order[index * self.global_batch:(index + 1) * self.global_batch]
+        return [self.examples[i] for i in chunk[self.rank::self.world]]
+
+    # ---- checkpoints --------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        if self.rank != 0:
+            return
+
+        def write(tmp):
+            paddle.save(self.model.state_dict(), os.path.join(tmp, "model_state.pdparams"))
+            paddle.save(self.optimizer.state_dict(), os.path.join(tmp, "optimizer.pdopt"))
+            with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as f:
+                json.dump(self.state, f, indent=1)
+        save_dir_atomically(os.path.join(self.out_dir, CHECKPOINT), write)
+
+    def resume(self) -> bool:
+        path = os.path.join(self.out_dir, CHECKPOINT)
+        if not os.path.isdir(path) and os.path.isdir(path + ".old"):
+            path += ".old"  # a crash between the two renames of save_dir_atomically
+        if not os.path.isfile(os.path.join(path, "trainer_state.json")):
+            return False
+        self.model.set_state_dict(paddle.load(os.path.join(path, "model_state.pdparams")))
+        self.optimizer.set_state_dict(paddle.load(os.path.join(path, "optimizer.pdopt")))
+        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
+            self.state = json.load(f)
+        logger.info("resumed from %s at step %d", path, self.state["step"])
+        return True
+
+    def save_model(self, name: str) -> None:
+        """A loadable model folder (``from_pretrained``), with the tokenizer via ``save_extra``."""
+        if self.rank != 0:
+            return
+
+        def write(tmp):
+            self.model.save_pretrained(tmp)
+            if self.save_extra:
+                self.save_extra(tmp)
+        save_dir_atomically(os.path.join(self.out_dir, name), write)
+
+    def save_best(self, metrics: Dict[str, float]) -> None:
+        value = metrics[self.metric]
+        best = self.state["best"]
+        if best is not None and (value <= best if self.greater else value >= best):
+            return
+        self.state["best"] = value
+        self.save_model(BEST)
+        logger.info("new best %s %.4f at step %d", self.metric, value, self.state["step"])
+
+    # ---- the loop -----------------------------------------------------------------------------------
+    def run_evaluation(self) -> Optional[dict]:
+        if self.evaluate is None:
+            return None
+        metrics = self.evaluate(self.model) if self.rank == 0 else None
+        self.model.train()
+        if metrics is not None:
+            self.state["history"].append({"step": self.state["step"], **metrics})
+            self.log_scalars({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+            self.save_best(metrics)
+        if self.world > 1:
+            dist.barrier()
+        return metrics
+
+    def log_scalars(self, values: Dict[str, float]) -> None:
+        if self.rank != 0:
+            return
+        if self.writer is None:
+            from visualdl import LogWriter
+            self.writer = LogWriter(logdir=os.path.join(self.out_dir, "vdl"))
+        for key, value in values.items():
+            self.writer.add_scalar(key, float(value), self.state["step"])
+
+    def forward_backward(self, batch: dict) -> dict:
+        autocast = paddle.amp.auto_cast(level=self.cfg.amp_level, dtype=self.cfg.amp_dtype) if self.amp \
+            else contextlib.nullcontext()
+        with autocast:
+            out = self.loss_fn(self.train_model, batch)
+        loss = out["loss"] / self.cfg.accumulate
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        return out
+
+    def optimizer_step(self) -> None:
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.clear_grad()
+        self.scheduler.step()
+        self.state["step"] += 1
+
+    def train(self, resume: bool = True, stop_after: int = -1) -> dict:
+        """Trains to the end (or, for tests of resuming, returns after ``stop_after`` optimizer steps)."""
+        if resume:
+            self.resume()
+        self.model.train()
+        cfg = self.cfg
+        bar = None
+        if cfg.progress and self.rank == 0:
+            from tqdm import tqdm
+            bar = tqdm(total=self.total_steps, initial=self.state["step"], desc="train", dynamic_ncols=True,
+                       mininterval=1.0, disable=None)  # disable=None: no bar when stderr is not a terminal
+        tokens, started, losses = 0, time.perf_counter(), []
+        while self.state["step"] < self.total_steps:
+            micro = self.state["micro"]
+            paddle.seed(cfg.seed * 1_000_003 + micro)  # dropout depends only on the position: exact resume
+            batch = {k: paddle.to_tensor(v) for k, v in self.make_batch(self.micro_batch(micro)).items()}
+            out = self.forward_backward(batch)
+            losses.append(float(out["loss"]))
+            tokens += int(out.get("tokens", 0))
+            self.state["micro"] = micro + 1
+            if self.state["micro"] % cfg.accumulate:
+                continue
+            self.optimizer_step()
+            step = self.state["step"]
+            if step % cfg.logging_steps == 0 or step == self.total_steps:
+                mean_loss = float(np.mean(losses))
+                rate = tokens / max(time.perf_counter() - started, 1e-9)
+                lr = self.optimizer.get_lr()
+                self.state["history"].append({"step": step, "loss": mean_loss, "lr": lr})
+                self.log_scalars({"train/loss": mean_loss, "train/lr": lr, "train/tokens_per_s": rate})
+                logger.info("step %d/%d loss %.4f lr %.3g %.0f tok/s", step, self.total_steps, mean_loss, lr, rate)
+                if bar:
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
+                tokens, started, losses = 0, time.perf_counter(), []
+            if bar:
+                bar.update(1)
+            epoch_end = self.state["micro"] % self.per_epoch == 0
+            if (cfg.eval_steps and step % cfg.eval_steps == 0) or (not cfg.eval_steps and epoch_end) \
+                    or step == self.total_steps:
+                self.run_evaluation()
+            if (cfg.save_steps and step % cfg.save_steps == 0) or (not cfg.save_steps and (
+                    (cfg.eval_steps and step % cfg.eval_steps == 0) or epoch_end)) or step == self.total_steps:
+                self.save_checkpoint()
+            if step == stop_after:
+                break
+        if bar:
+            bar.close()
+        if self.evaluate is None and self.state["step"] == self.total_steps:
+            self.save_model(BEST)  # nothing to compare: the final model is the one to keep
+        if self.writer:
+            self.writer.close()
+        return self.state

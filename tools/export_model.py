@@ -1,0 +1,54 @@
+"""Export a trained model folder for Paddle Inference (CPU, dynamic batch and length).
+
+    python tools/export_model.py --model OUT/best --out OUT/inference
+
+``--model`` is a paddle_unimo / PaddleNLP-layout folder (config.json + model_state.pdparams, tokenizer files
+optional). ``--out`` receives prefill.json/.pdiparams, step.json/.pdiparams, export.json, config.json and the
+tokenizer files; ``paddle_unimo.export.InferenceStepper(out)`` decodes with them (see that module's doc).
+An existing ``--out`` is replaced only if it is empty or a previous export.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddle_unimo import UNIMOLMHeadModel, load_tokenizer  # noqa: E402
+from paddle_unimo.export import export_model  # noqa: E402
+
+
+def load_optional_tokenizer(model_dir: str):
+    """The folder's tokenizer, or None for a folder with weights only (the export then has none either).
+    A broken tokenizer (e.g. encoder.json without vocab.bpe) is an error, not a silent export without one."""
+    names = os.listdir(model_dir)
+    if "encoder.json" in names or any(n.endswith("vocab.txt") for n in names):
+        return load_tokenizer(model_dir)
+    return None
+
+
+def folder_bytes(path: str) -> int:
+    """Bytes on disk, a hard-linked file (the two programs' shared weights) counted once."""
+    sizes = {}
+    for name in os.listdir(path):
+        info = os.stat(os.path.join(path, name))
+        sizes[(info.st_dev, info.st_ino)] = info.st_size
+    return sum(sizes.values())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model folder (config.json + model_state.pdparams)")
+    parser.add_argument("--out", required=True, help="export folder to write")
+    args = parser.parse_args(argv)
+    model = UNIMOLMHeadModel.from_pretrained(args.model)
+    tokenizer = load_optional_tokenizer(args.model)
+    out = export_model(model, args.out, tokenizer)
+    print(f"exported {args.model} to {out} ({folder_bytes(out) / 2 ** 20:.1f} MiB, "
+          f"{'with' if tokenizer else 'without'} tokenizer)")
+    return out
+
+
+if __name__ == "__main__":
+    main()
