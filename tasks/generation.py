@@ -88,8 +88,11 @@ class GenerationTask:
                                       data_cfg.get("max_title_len", 0) if spec.fields.title else 0)
 
     def read(self, path: str, need_target: bool = True):
-        examples, report = read_examples(path, self.spec.fields, need_target, self.data_cfg.get("skip_bad", False))
-        return examples, report
+        return self.read_file(path, self.spec, self.data_cfg, need_target)
+
+    @staticmethod
+    def read_file(path: str, spec: TaskSpec, data_cfg: dict, need_target: bool = True):
+        return read_examples(path, spec.fields, need_target, data_cfg.get("skip_bad", False))
 
     def make_batch(self, encoded):
         return training_batch(encoded, self.model.config.pad_token_id, self.model.config.position_start)

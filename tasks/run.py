@@ -24,7 +24,7 @@ sys.path.insert(0, ROOT)
 import yaml  # noqa: E402
 
 import paddle_unimo  # noqa: E402,F401  (CPU thread settings before paddle loads)
-from paddle_unimo.data.seq2seq import Example, read_examples  # noqa: E402
+from paddle_unimo.data.seq2seq import Example  # noqa: E402
 from paddle_unimo.metrics import build_value_vocabulary  # noqa: E402
 from paddle_unimo.training import TrainConfig  # noqa: E402
 from tasks.generation import (GenerationTask, build_model, describe, get_task, mean_loss_curve,  # noqa: E402
@@ -74,7 +74,11 @@ def setup_logging(out_dir: str) -> None:
     os.makedirs(out_dir, exist_ok=True)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
+    for old in [h for h in root.handlers if getattr(h, "paddle_unimo_run", False)]:
+        root.removeHandler(old)  # a previous run in this process (tests, the demo)
+        old.close()
     handler = logging.FileHandler(os.path.join(out_dir, "train.log"), encoding="utf-8")
+    handler.paddle_unimo_run = True
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
                for h in root.handlers):
@@ -89,9 +93,8 @@ def data_dir(args, config) -> str:
 def finetune(args, config) -> dict:
     spec = get_task(config["task"])
     folder = data_dir(args, config)
-    skip = config["data"].get("skip_bad", False)
-    train, train_report = read_examples(os.path.join(folder, config["data"]["train"]), spec.fields, True, skip)
-    dev, dev_report = read_examples(os.path.join(folder, config["data"]["dev"]), spec.fields, True, skip)
+    train, train_report = GenerationTask.read_file(os.path.join(folder, config["data"]["train"]), spec, config["data"])
+    dev, dev_report = GenerationTask.read_file(os.path.join(folder, config["data"]["dev"]), spec, config["data"])
     model, tokenizer = build_model(args.model, config["model"], train)
     task = GenerationTask(spec, model, tokenizer, config["data"], config["decode"])
     train_cfg = TrainConfig.from_dict(config["train"])

@@ -151,10 +151,33 @@ class Trainer:
 
         def write(tmp):
             paddle.save(self.model.state_dict(), os.path.join(tmp, "model_state.pdparams"))
-            paddle.save(self.optimizer.state_dict(), os.path.join(tmp, "optimizer.pdopt"))
+            paddle.save(self.optimizer_state(), os.path.join(tmp, "optimizer.pdopt"))
             with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as f:
                 json.dump(self.state, f, indent=1)
         save_dir_atomically(os.path.join(self.out_dir, CHECKPOINT), write)
+
+    def _renames(self, to_structured: bool):
+        """Optimizer accumulators are keyed by parameter names (``linear_3.w_0_moment1_0``) that depend on
+        how many layers the process built before; checkpoints key them by structured names instead."""
+        pairs = [(p.name + "_", n + "_") for n, p in self.model.named_parameters()]
+        return pairs if to_structured else [(b, a) for a, b in pairs]
+
+    def _rename(self, state: dict, to_structured: bool) -> dict:
+        renames = self._renames(to_structured)
+        out = {}
+        for key, value in state.items():
+            for old, new in renames:
+                if key.startswith(old):
+                    key = new + key[len(old):]
+                    break
+            out[key] = self._rename(value, to_structured) if isinstance(value, dict) else value  # master_weights
+        return out
+
+    def optimizer_state(self) -> dict:
+        return self._rename(self.optimizer.state_dict(), to_structured=True)
+
+    def load_optimizer_state(self, state: dict) -> None:
+        self.optimizer.set_state_dict(self._rename(state, to_structured=False))
 
     def resume(self) -> bool:
         path = os.path.join(self.out_dir, CHECKPOINT)
@@ -163,7 +186,7 @@ class Trainer:
         if not os.path.isfile(os.path.join(path, "trainer_state.json")):
             return False
         self.model.set_state_dict(paddle.load(os.path.join(path, "model_state.pdparams")))
-        self.optimizer.set_state_dict(paddle.load(os.path.join(path, "optimizer.pdopt")))
+        self.load_optimizer_state(paddle.load(os.path.join(path, "optimizer.pdopt")))
         with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
             self.state = json.load(f)
         logger.info("resumed from %s at step %d", path, self.state["step"])

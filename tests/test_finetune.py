@@ -1,0 +1,168 @@
+"""Fine-tuning end to end: wiring on the real samples, exact resume, export, the CLI's errors."""
+import json
+import logging
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_unimo import UNIMOLMHeadModel, load_tokenizer
+from paddle_unimo.data.seq2seq import DataError, decoding_batch
+from paddle_unimo.export import InferenceStepper, export_model
+from paddle_unimo.generation import generate
+from paddle_unimo.training import TrainConfig
+from tasks import run
+from tasks.generation import GenerationTask, build_model, get_task, write_atomically
+
+from conftest import shared_path
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "tasks", "configs", "{}_tiny.yaml")
+# Memorising 64 examples: no dropout, no label smoothing, a high learning rate, greedy decoding.
+WIRING = ["-o", "train.eval_steps=100000", "-o", "decode.decode_strategy=greedy_search", "-o", "train.lr=3e-3",
+          "-o", "train.progress=false", "-o", "train.label_smoothing=0.0",
+          "-o", "model.overrides.hidden_dropout_prob=0.0", "-o", "model.overrides.attention_probs_dropout_prob=0.0"]
+
+
+def sample(task, n=64):
+    """64 real examples; for AdvertiseGen the 64 with the shortest copy, to keep the test short."""
+    if task == "dureader_qg":
+        return [line for line in shared_path("dureader_qg", "sample.jsonl").read_text("utf-8").splitlines()][:n], "json"
+    if task == "advertisegen":
+        lines = shared_path("advertisegen", "dev_part1.jsonl").read_text("utf-8").splitlines()
+        return sorted(lines, key=lambda line: len(json.loads(line)["summary"]))[:n], "json"
+    return shared_path("lcsts", "val_part1.tsv").read_text("utf-8").splitlines()[:n], "tsv"
+
+
+@pytest.mark.parametrize("task, extra", [
+    ("dureader_qg", ["-o", "train.epochs=60"]),
+    ("advertisegen", ["-o", "train.epochs=80", "-o", "data.max_target_len=96", "-o", "decode.max_length=96"]),
+    ("lcsts_new", ["-o", "train.epochs=60"]),
+])
+def test_tiny_model_reproduces_64_real_training_examples(tmp_path, task, extra):
+    lines, ext = sample(task)
+    for split in ("train", "dev"):  # evaluated on the training examples themselves
+        (tmp_path / f"{split}.{ext}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    run.main(["finetune", "--config", CONFIG.format(task), "--data", str(tmp_path), "--out", str(out),
+              "-o", f"data.train=train.{ext}", "-o", f"data.dev=dev.{ext}", *WIRING, *extra])
+    metrics = json.loads((out / "metrics.json").read_text("utf-8"))
+    assert metrics["examples"] == 64 and metrics["bleu4"] >= 90.0, metrics["bleu4"]
+    curve = [loss for _, loss in metrics["loss_curve"]]
+    assert curve[-1] < 0.2 * curve[0]
+    assert "loss" in (out / "train.log").read_text("utf-8")
+    assert any(name.startswith("vdlrecords") for name in os.listdir(out / "vdl"))
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text("utf-8").splitlines()]
+    assert len(predictions) == 64 and all(p["prediction"] for p in predictions)
+
+
+def demo_task(config_overrides=None, out=None):
+    config = run.load_config(CONFIG.format("dureader_qg"), config_overrides)
+    spec = get_task("dureader_qg")
+    folder = os.path.join(ROOT, config["data"]["default_dir"])
+    train, _ = GenerationTask.read_file(os.path.join(folder, "train.json"), spec, config["data"])
+    dev, _ = GenerationTask.read_file(os.path.join(folder, "dev.json"), spec, config["data"])
+    model, tokenizer = build_model(None, config["model"], train)
+    return GenerationTask(spec, model, tokenizer, config["data"], config["decode"]), config, train[:48], dev[:8]
+
+
+def params(model):
+    return {k: v.numpy().copy() for k, v in model.state_dict().items()}
+
+
+def test_resumed_run_ends_with_the_same_parameters(tmp_path):
+    """Dropout on, two epochs with a shuffled order, a checkpoint every 2 steps: stopping after 5 steps and
+    resuming in a new trainer gives the parameters of the uninterrupted run."""
+    overrides = ["train.epochs=2", "train.batch_size=8", "train.save_steps=2", "train.eval_steps=100000",
+                 "train.progress=false", "train.logging_steps=1"]
+    runs = {}
+    for name, stops in (("straight", [-1]), ("interrupted", [5, -1])):
+        for stop in stops:
+            task, config, train, dev = demo_task(overrides)
+            trainer = task.trainer(train, [], TrainConfig.from_dict(config["train"]), str(tmp_path / name))
+            state = trainer.train(resume=True, stop_after=stop)
+        runs[name] = (params(task.model), state)
+    (a, state_a), (b, state_b) = runs["straight"], runs["interrupted"]
+    assert state_a["step"] == state_b["step"] == 12
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    task, config, train, dev = demo_task(overrides)  # a fresh model differs: the comparison can fail
+    assert any(not np.array_equal(a[k], v) for k, v in params(task.model).items())
+
+
+def test_amp_on_cpu_is_reported_and_changes_nothing(tmp_path, caplog):
+    results = []
+    for amp in ("false", "true"):
+        task, config, train, dev = demo_task(["train.max_steps=3", f"train.amp={amp}", "train.progress=false",
+                                              "train.eval_steps=100000"])
+        with caplog.at_level(logging.WARNING):
+            task.trainer(train, [], TrainConfig.from_dict(config["train"]), str(tmp_path / amp)).train()
+        results.append(params(task.model))
+    assert "mixed precision (O1 float16) requested but inactive" in caplog.text
+    for key in results[0]:
+        np.testing.assert_array_equal(results[0][key], results[1][key])
+
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    run.main(["finetune", "--config", CONFIG.format("dureader_qg"), "--out", str(out), "-o", "train.max_steps=60",
+              "-o", "train.eval_steps=100000", "-o", "train.progress=false", "-o", "decode.num_beams=3"])
+    return out
+
+
+def test_export_gives_the_same_ids_on_the_demo_data(demo_model, tmp_path):
+    model = UNIMOLMHeadModel.from_pretrained(str(demo_model / "best"))
+    tokenizer = load_tokenizer(str(demo_model / "best"))
+    export_model(model, str(tmp_path / "inference"), tokenizer)
+    stepper = InferenceStepper(str(tmp_path / "inference"))
+    task, config, _, dev = demo_task()
+    task.model, task.tokenizer = model, tokenizer
+    task.encoder.tok = tokenizer
+    items = task.encoder.encode_all(dev[:16] if len(dev) > 8 else dev, with_target=False)
+    batch = {k: paddle.to_tensor(v) for k, v in decoding_batch(items, model.config.pad_token_id, 0).items()}
+    for settings in (dict(), dict(decode_strategy="beam_search", num_beams=4, length_penalty=1.2, min_length=2)):
+        dynamic, _ = generate(model, **batch, max_length=20, **settings)
+        exported, _ = generate(None, **batch, max_length=20, stepper=stepper, **settings)
+        np.testing.assert_array_equal(exported.numpy(), dynamic.numpy())
+        assert (dynamic.numpy() == tokenizer.eos_token_id).any()  # trained outputs end with the eos
+
+
+def test_predict_and_evaluate_commands(demo_model, tmp_path):
+    out = tmp_path / "pred"
+    result = run.main(["predict", "--config", CONFIG.format("dureader_qg"), "--model", str(demo_model / "best"),
+                       "--out", str(out), "-o", "decode.num_beams=3"])
+    again = run.main(["evaluate", "--config", CONFIG.format("dureader_qg"), "--out", str(out)])
+    assert result["bleu4"] == pytest.approx(again["bleu4"]) and 0 <= again["bleu4"] <= 100
+    finetuned = json.loads((demo_model / "metrics.json").read_text("utf-8"))
+    assert finetuned["bleu4"] == pytest.approx(result["bleu4"])  # same model, same dev data, same decoding
+
+
+def test_cli_errors_are_clear_and_leave_no_outputs(tmp_path):
+    with pytest.raises(KeyError, match="unknown key"):
+        run.load_config(CONFIG.format("dureader_qg"), ["train.learning_rate=1e-3"])
+    with pytest.raises(ValueError, match="expected a number"):
+        run.load_config(CONFIG.format("dureader_qg"), ["train.lr=fast"])
+    assert run.load_config(CONFIG.format("dureader_qg"), ["train.lr=3e-3"])["train"]["lr"] == 0.003
+    data = tmp_path / "data"
+    data.mkdir()
+    good = json.dumps({"context": "青石镇人口3万", "answer": "3万", "question": "青石镇人口多少"}, ensure_ascii=False)
+    (data / "train.json").write_text("\n".join([good] * 20 + ['{"context": "x", "answer": "y"}']) + "\n", "utf-8")
+    (data / "dev.json").write_text(good + "\n", "utf-8")
+    args = ["finetune", "--config", CONFIG.format("dureader_qg"), "--data", str(data), "--out", str(tmp_path / "o"),
+            "-o", "train.max_steps=2", "-o", "train.progress=false"]
+    with pytest.raises(DataError, match=r"train.json:21: missing field 'question'"):
+        run.main(args)
+    assert not (tmp_path / "o" / "metrics.json").exists()
+    metrics = run.main(args + ["--skip-bad"])
+    assert metrics["skipped_lines"] == 1
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    path = str(tmp_path / "metrics.json")
+    write_atomically(path, "old")
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        write_atomically(path, "new")
+    assert open(path, encoding="utf-8").read() == "old"

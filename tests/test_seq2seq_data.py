@@ -1,0 +1,102 @@
+"""Readers, encoding and collators of the generation tasks."""
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from paddle_unimo import WordPieceTokenizer
+from paddle_unimo.data.seq2seq import (DataError, Example, Fields, Seq2SeqEncoder, decoding_batch, postprocess,
+                                       read_examples, training_batch)
+
+QG = Fields(source="context", title="answer", target="question", id="id")
+LCSTS = Fields(source="content", target="summary", id="id")
+
+
+def write_lines(path, lines):
+    path.write_bytes(b"".join(line if isinstance(line, bytes) else line.encode("utf-8") + b"\n" for line in lines))
+    return str(path)
+
+
+GOOD = json.dumps({"context": "青石镇人口3万", "answer": "3万", "question": "青石镇人口多少", "id": 7}, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('{"context": "a", "answer": "b", "question": ', "malformed JSON"),
+    ('{"context": "a", "question": "q"}', "missing field 'answer'"),
+    ('{"context": "a", "answer": "b", "question": "  "}', "empty target 'question'"),
+    ('{"context": "a", "answer": "b", "question": 5}', "field 'question' must be a string"),
+    ('[1, 2]', "expected a JSON object"),
+    ('{"context": "\xe9"}'.encode("latin-1") + b"\n", "not UTF-8"),
+])
+def test_bad_lines_name_file_and_line(tmp_path, bad, message):
+    path = write_lines(tmp_path / "train.json", [GOOD, "", bad, GOOD])
+    with pytest.raises(DataError) as err:
+        read_examples(path, QG)
+    assert str(err.value).startswith(f"{path}:3: ") and message in str(err.value)
+    examples, report = read_examples(path, QG, skip_bad=True)
+    assert len(examples) == 2 and len(report.skipped) == 1 and report.skipped[0].startswith(f"{path}:3:")
+    assert examples[0].id == "7" and examples[0].title == "3万"
+
+
+def test_prediction_input_needs_no_target_and_lcsts_tsv(tmp_path):
+    path = write_lines(tmp_path / "test.json", ['{"context": "c", "answer": "a", "id": 1}'])
+    (example,), _ = read_examples(path, QG, need_target=False)
+    assert example.target is None
+    tsv = write_lines(tmp_path / "val.tsv", ["标题一\t正文一", "标题二\t正文二", "只有一列"])
+    with pytest.raises(DataError, match=r"val.tsv:3: expected 'summary<TAB>content'"):
+        read_examples(tsv, LCSTS)
+    examples, report = read_examples(tsv, LCSTS, skip_bad=True)
+    assert [(e.source, e.target) for e in examples] == [("正文一", "标题一"), ("正文二", "标题二")]
+
+
+@pytest.fixture()
+def tokenizer():
+    return WordPieceTokenizer.build_char_vocab(["青石镇人口多少万", "abc"])
+
+
+def test_encoding_matches_gen_encode_layout_and_counts_truncation(tokenizer, caplog):
+    t = tokenizer
+    enc = Seq2SeqEncoder(t, max_seq_len=12, max_target_len=5, max_title_len=3)
+    e = Example("1", "青石镇人口多少万", "人口多少", title="青石镇")
+    with caplog.at_level(logging.WARNING):
+        (out,) = enc.encode_all([e], where="train.json")
+    cls, sep, mask = t.cls_token_id, t.sep_token_id, t.mask_token_id
+    assert out.target_ids == [cls] + t.encode("人口多")[:3] + [mask]  # max_target_len - 2 tokens
+    assert out.source_ids == [cls] + t.encode("青石") + [sep] + t.encode("青石") + [sep]
+    assert len(out.source_ids) + len(out.target_ids) == 12
+    assert enc.truncated == {"source": 1, "title": 1, "target": 1}
+    assert "train.json: truncated 1 sources, 1 titles, 1 targets" in caplog.text
+    with pytest.raises(ValueError, match="no room"):
+        Seq2SeqEncoder(t, max_seq_len=8, max_target_len=5, max_title_len=3)
+
+
+def test_training_batch_labels_are_the_next_target_tokens(tokenizer):
+    enc = Seq2SeqEncoder(tokenizer, 32, 10)
+    items = enc.encode_all([Example("1", "青石镇", "人口"), Example("2", "多少万人口", "青石")])
+    batch = training_batch(items, tokenizer.pad_token_id, position_start=0)
+    flat = batch["input_ids"].reshape(-1)
+    length = batch["input_ids"].shape[1]
+    # every masked position predicts the token that follows it inside the target
+    np.testing.assert_array_equal(flat[batch["masked_positions"] + 1], batch["labels"])
+    assert list(batch["labels"][:3]) == tokenizer.encode("人口") + [tokenizer.mask_token_id]
+    rows = batch["masked_positions"] // length
+    assert list(np.bincount(rows)) == [3, 3]
+    # a target position sees the source and the target before it, never after
+    b, j = divmod(int(batch["masked_positions"][0]), length)
+    assert batch["attention_mask"][b, j, :j + 1].all() and not batch["attention_mask"][b, j, j + 1:].any()
+
+
+def test_decoding_batch_is_left_padded_and_ends_with_cls(tokenizer):
+    enc = Seq2SeqEncoder(tokenizer, 32, 10)
+    items = enc.encode_all([Example("1", "青石镇", None), Example("2", "多少万人口", None)], with_target=False)
+    batch = decoding_batch(items, tokenizer.pad_token_id, 0)
+    assert (batch["input_ids"][:, -1] == tokenizer.cls_token_id).all()
+    assert batch["input_ids"][0, 0] == tokenizer.pad_token_id
+    assert list(batch["position_ids"][0, -2:]) == [4, 0]  # [SEP] ends the source, [CLS] restarts at 0
+
+
+def test_postprocess_stops_at_eos_and_drops_unk(tokenizer):
+    t = tokenizer
+    ids = t.encode("人口") + [t.unk_token_id] + t.encode("多少") + [t.mask_token_id] + t.encode("万")
+    assert postprocess(t, ids) == "人口多少"
