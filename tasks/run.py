@@ -57,8 +57,13 @@ def coerce(key: str, value, old):
             return float(value)
         except (TypeError, ValueError):
             raise ValueError(f"override {key!r}: expected a number, got {value!r}") from None
-    if isinstance(old, bool) and not isinstance(value, bool) or isinstance(old, int) and not isinstance(old, bool) \
-            and not isinstance(value, int):
+    if isinstance(old, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(old, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = True
+    if not ok:
         raise ValueError(f"override {key!r}: expected {type(old).__name__}, got {value!r}")
     return value
 
@@ -100,6 +105,8 @@ def finetune(args, config) -> dict:
     train_cfg = TrainConfig.from_dict(config["train"])
     trainer = task.trainer(train, dev, train_cfg, args.out, config["eval"].get("max_examples", 0))
     state = trainer.train(resume=not args.no_resume)
+    if trainer.rank != 0:
+        return state  # with several processes, rank 0 alone decodes and writes the outputs
     best = paddle_unimo.UNIMOLMHeadModel.from_pretrained(os.path.join(args.out, "best"))
     predictions = task.predict(dev, best)
     vocabulary = build_value_vocabulary(e.source for e in train) if spec.name == "advertisegen" else None
