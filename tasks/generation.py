@@ -75,7 +75,7 @@ def seq2seq_loss(model, batch, label_smoothing: float):
     logits = model(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], batch["attention_mask"],
                    masked_positions=batch["masked_positions"])
     loss = label_smoothed_cross_entropy(logits, batch["labels"], label_smoothing)
-    return {"loss": loss, "tokens": int(batch["labels"].shape[0])}
+    return {"loss": loss}
 
 
 class GenerationTask:
@@ -121,7 +121,7 @@ class GenerationTask:
         return Trainer(self.model, train_cfg, encoded, self.make_batch,
                        lambda model, batch: seq2seq_loss(model, batch, train_cfg.label_smoothing), out_dir,
                        evaluate=evaluate if dev else None, metric="bleu4", greater_is_better=True,
-                       save_extra=self.tokenizer.save_pretrained)
+                       save_extra=self.tokenizer.save_pretrained, count=lambda batch: len(batch["labels"]))
 
 
 def score(task: str, examples: Sequence[Example], predictions: Sequence[str], value_vocabulary=None) -> dict:

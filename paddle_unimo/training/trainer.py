@@ -6,7 +6,12 @@ evaluation every N steps keeping the best checkpoint, exact resume, data paralle
 launched with several processes, VisualDL scalars and a progress bar.
 
 What a task gives it: the examples, ``make_batch(items) -> dict of numpy arrays``, ``loss_fn(model, batch)
--> dict`` with a ``"loss"`` tensor, and optionally ``evaluate(model) -> dict`` of metrics.
+-> dict`` with a ``"loss"`` tensor (a mean over the batch's items, e.g. target tokens), ``count(batch) -> int``
+(how many items that mean is over) and optionally ``evaluate(model) -> dict`` of metrics.
+
+The loss of an optimizer step is the mean over every item of the step: across its ``accumulate``
+micro-batches and across processes. So N processes with batch B train exactly like one process with
+batch N * B (the global item count is summed over ranks before the backward passes).
 
 Exact resume: the data order of epoch e is a permutation seeded by ``seed + e``; dropout is reseeded from
 ``seed`` and the micro-batch index before every forward; the checkpoint holds the model, the optimizer
@@ -105,14 +110,20 @@ def save_dir_atomically(path: str, write: Callable[[str], None]) -> None:
 class Trainer:
     def __init__(self, model, cfg: TrainConfig, examples: Sequence, make_batch: Callable[[list], dict],
                  loss_fn: Callable, out_dir: str, evaluate: Optional[Callable] = None, metric: str = "loss",
-                 greater_is_better: bool = False, save_extra: Optional[Callable[[str], None]] = None):
+                 greater_is_better: bool = False, save_extra: Optional[Callable[[str], None]] = None,
+                 count: Callable[[dict], int] = lambda batch: 1):
         self.cfg, self.examples, self.make_batch, self.loss_fn = cfg, list(examples), make_batch, loss_fn
+        self.count = count
         self.out_dir, self.evaluate, self.metric, self.greater = out_dir, evaluate, metric, greater_is_better
         self.save_extra = save_extra
         self.world, self.rank = dist.get_world_size(), dist.get_rank()
         self.model = model
         self.global_batch = cfg.batch_size * self.world
-        self.per_epoch = math.ceil(len(self.examples) / self.global_batch)
+        # a last, partial global batch is kept when every process gets at least one example of it
+        full, rest = divmod(len(self.examples), self.global_batch)
+        self.per_epoch = full + (rest >= self.world)
+        if not self.per_epoch:
+            raise ValueError(f"{len(self.examples)} examples are fewer than the {self.world} processes")
         micro_total = self.per_epoch * cfg.epochs
         self.total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(micro_total / cfg.accumulate)
         self.scheduler = paddle.optimizer.lr.LambdaDecay(cfg.lr, linear_warmup_decay(self.total_steps, cfg.warmup))
@@ -235,14 +246,28 @@ class Trainer:
         for key, value in values.items():
             self.writer.add_scalar(key, float(value), self.state["step"])
 
-    def forward_backward(self, batch: dict) -> dict:
-        autocast = paddle.amp.auto_cast(level=self.cfg.amp_level, dtype=self.cfg.amp_dtype) if self.amp \
-            else contextlib.nullcontext()
-        with autocast:
-            out = self.loss_fn(self.train_model, batch)
-        loss = out["loss"] / self.cfg.accumulate
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
-        return out
+    def accumulate_gradients(self):
+        """Forward/backward of the step's micro-batches, each weighted by its share of the step's items
+        over all processes; returns (local mean loss, local item count)."""
+        micros = range(self.state["micro"], self.state["micro"] + self.cfg.accumulate)
+        batches = [self.make_batch(self.micro_batch(m)) for m in micros]
+        counts = [self.count(b) for b in batches]
+        total = paddle.to_tensor(float(sum(counts)))
+        if self.world > 1:
+            dist.all_reduce(total)  # data parallelism averages gradients over ranks: undo that, then divide
+        scale = self.world / max(float(total), 1.0)
+        loss_sum = 0.0
+        for micro, batch, count in zip(micros, batches, counts):
+            paddle.seed(self.cfg.seed * 1_000_003 + micro)  # dropout depends only on the position: exact resume
+            autocast = paddle.amp.auto_cast(level=self.cfg.amp_level, dtype=self.cfg.amp_dtype) if self.amp \
+                else contextlib.nullcontext()
+            with autocast:
+                out = self.loss_fn(self.train_model, {k: paddle.to_tensor(v) for k, v in batch.items()})
+            loss = out["loss"] * (count * scale)
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss_sum += float(out["loss"]) * count
+        self.state["micro"] = micros[-1] + 1
+        return loss_sum / max(sum(counts), 1), sum(counts)
 
     def optimizer_step(self) -> None:
         if self.scaler:
@@ -267,15 +292,9 @@ class Trainer:
                        mininterval=1.0, disable=None)  # disable=None: no bar when stderr is not a terminal
         tokens, started, losses = 0, time.perf_counter(), []
         while self.state["step"] < self.total_steps:
-            micro = self.state["micro"]
-            paddle.seed(cfg.seed * 1_000_003 + micro)  # dropout depends only on the position: exact resume
-            batch = {k: paddle.to_tensor(v) for k, v in self.make_batch(self.micro_batch(micro)).items()}
-            out = self.forward_backward(batch)
-            losses.append(float(out["loss"]))
-            tokens += int(out.get("tokens", 0))
-            self.state["micro"] = micro + 1
-            if self.state["micro"] % cfg.accumulate:
-                continue
+            loss, count = self.accumulate_gradients()
+            losses.append(loss)
+            tokens += count
             self.optimizer_step()
             step = self.state["step"]
             if step % cfg.logging_steps == 0 or step == self.total_steps:
@@ -290,7 +309,7 @@ class Trainer:
                 tokens, started, losses = 0, time.perf_counter(), []
             if bar:
                 bar.update(1)
-            epoch_end = self.state["micro"] % self.per_epoch == 0
+            epoch_end = self.state["micro"] // self.per_epoch > (self.state["micro"] - cfg.accumulate) // self.per_epoch
             if (cfg.eval_steps and step % cfg.eval_steps == 0) or (not cfg.eval_steps and epoch_end) \
                     or step == self.total_steps:
                 self.run_evaluation()
