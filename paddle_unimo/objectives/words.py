@@ -1,0 +1,178 @@
+"""Text units shared by the text objectives: special ids, whole-word boundaries and span sampling.
+
+UNIMO paper section 2.3 (language learning): the smallest masked unit is a semantically complete word or
+phrase. A text example therefore carries its token ids *and* its word starts (the index of each word's first
+token), so that English WordPiece (``##`` continuation pieces), GPT-2 BPE (a piece without a leading space
+continues the previous word) and Chinese (jieba words) all give the same input to the objectives.
+
+Span sampling (``sample_spans``) chooses non-overlapping runs of whole maskable words until a token budget is
+met; the objectives differ only in how they draw a span's length (SpanBERT's clipped geometric for the
+bidirectional MLM, a uniform length for seq2seq).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, FrozenSet, List, Sequence, Tuple
+
+import numpy as np
+
+Span = Tuple[int, int, int]  # (first word, number of words, drawn length in words)
+
+
+@dataclass(frozen=True)
+class TextSpecials:
+    """Ids the text objectives need. ``special_ids`` are never masked, never chosen as random tokens."""
+    cls_id: int
+    sep_id: int
+    pad_id: int
+    mask_id: int
+    vocab_size: int
+    special_ids: FrozenSet[int] = field(default_factory=frozenset)
+
+    def __post_init__(self):
+        ids = frozenset(self.special_ids) | {self.cls_id, self.sep_id, self.pad_id, self.mask_id}
+        object.__setattr__(self, "special_ids", ids)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, vocab_size: int = 0) -> "TextSpecials":
+        """From a ``paddle_unimo.tokenization.Tokenizer``; ``vocab_size`` defaults to the tokenizer's."""
+        return cls(tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id, tokenizer.mask_token_id,
+                   vocab_size or tokenizer.vocab_size, frozenset(tokenizer.special_ids))
+
+    def random_candidates(self) -> np.ndarray:
+        """Every id a "random token" replacement may take: the vocabulary minus the special ids."""
+        ids = np.arange(self.vocab_size, dtype=np.int64)
+        return ids[~np.isin(ids, np.fromiter(self.special_ids, np.int64))]
+
+
+@dataclass
+class TextExample:
+    """One text: content token ids (no [CLS]/[SEP] around it) and the index of each word's first token."""
+    token_ids: List[int]
+    word_starts: List[int]
+
+    def __post_init__(self):
+        starts = sorted(set(int(s) for s in self.word_starts) | ({0} if self.token_ids else set()))
+        if starts and (starts[0] < 0 or starts[-1] >= len(self.token_ids)):
+            raise ValueError(f"word_starts {starts[:5]}... outside 0..{len(self.token_ids) - 1}")
+        self.word_starts = starts
+
+
+def wordpiece_word_starts(tokens: Sequence[str]) -> List[int]:
+    """A ``##`` piece continues the previous word."""
+    return [i for i, t in enumerate(tokens) if i == 0 or not t.startswith("##")]
+
+
+def gpt2_word_starts(tokens: Sequence[str], tokenizer) -> List[int]:
+    """GPT-2 pieces (``GptBpeTokenizer`` tokens, i.e. GPT-2 ids as strings): a piece starts a word when it
+    begins with a space (or other whitespace) byte; otherwise it continues the previous word, as fairseq's
+    whole-word masking does. Non-GPT-2 tokens (``[SEP]``, ...) start a word."""
+    space = {tokenizer.byte_encoder[b] for b in b" \t\n\r"}
+    starts = []
+    for i, t in enumerate(tokens):
+        piece = tokenizer.decoder[int(t)] if t.isdigit() else None
+        if i == 0 or piece is None or piece[:1] in space:
+            starts.append(i)
+    return starts
+
+
+def chinese_word_starts(text: str, tokenizer) -> List[int]:
+    """Word starts of ``tokenizer.tokenize(text)`` from jieba's segmentation of ``text``.
+
+    Each jieba word is tokenized on its own; when the pieces concatenate to the tokens of the whole text
+    (the usual case) every jieba word start that is not a ``##`` piece is a word start. When they do not
+    (jieba cut inside a tokenizer word), the text falls back to the WordPiece rule.
+    """
+    import jieba  # local: jieba loads its dictionary on first use
+    jieba.setLogLevel(logging.WARNING)
+    tokens = tokenizer.tokenize(text)
+    starts, pieces = [], []
+    for word in jieba.lcut(text):
+        word_tokens = tokenizer.tokenize(word)
+        if word_tokens:
+            starts.append(len(pieces))
+            pieces.extend(word_tokens)
+    if pieces != tokens:
+        return wordpiece_word_starts(tokens)
+    return [s for s in starts if s == 0 or not tokens[s].startswith("##")]
+
+
+def text_example(text: str, tokenizer, chinese: bool = False) -> TextExample:
+    """A ``TextExample`` with word starts from jieba (``chinese``), GPT-2 spaces or WordPiece ``##``."""
+    tokens = tokenizer.tokenize(text)
+    if chinese:
+        starts = chinese_word_starts(text, tokenizer)
+    elif getattr(tokenizer, "family", "") == "gpt2_bpe":
+        starts = gpt2_word_starts(tokens, tokenizer)
+    else:
+        starts = wordpiece_word_starts(tokens)
+    return TextExample(tokenizer.convert_tokens_to_ids(tokens), starts)
+
+
+def word_table(ids: np.ndarray, word_starts: Sequence[int], special_ids) -> Tuple[np.ndarray, np.ndarray,
+                                                                                     np.ndarray]:
+    """Words of a token sequence: (start, length, maskable) arrays, one entry per word.
+
+    Every special token is a word of its own and is not maskable, so a span never touches one.
+    """
+    special = np.isin(ids, np.fromiter(special_ids, np.int64))
+    is_start = np.zeros(len(ids) + 1, bool)
+    is_start[list(word_starts)] = True
+    is_start[:-1] |= special
+    is_start[1:-1] |= special[:-1]  # the token after a special one starts a word
+    is_start[0], is_start[-1] = True, True
+    bounds = np.flatnonzero(is_start)
+    starts, lengths = bounds[:-1], np.diff(bounds)
+    return starts, lengths, ~special[starts]
+
+
+def stochastic_round(rng: np.random.Generator, x: float) -> int:
+    """floor(x) or ceil(x) with E[result] = x, so token budgets are unbiased on short texts."""
+    base = int(np.floor(x))
+    return base + int(rng.random() < x - base)
+
+
+def _fitting_starts(free: np.ndarray, length: int) -> np.ndarray:
+    """Words where ``length`` consecutive free words begin."""
+    if length > len(free):
+        return np.zeros(0, np.int64)
+    run = np.concatenate([[0], np.cumsum(free)])
+    return np.flatnonzero(run[length:] - run[:-length] == length)
+
+
+def sample_spans(rng: np.random.Generator, word_lengths: np.ndarray, maskable: np.ndarray, budget: int,
+                 draw_length: Callable[[np.random.Generator], int], max_redraws: int = 100) -> List[Span]:
+    """Non-overlapping spans of whole maskable words holding about ``budget`` tokens, in sampling order, as
+    (first word, number of words, drawn length). Only the last span can be shorter than its drawn length.
+
+    Each round draws a length (in words) and a start uniformly among the places where that many free words
+    fit (a length that fits nowhere is redrawn). Sampling ends inside a span when the budget is reached, or
+    before a word that would overshoot the budget by more than stopping undershoots it; the very first word is
+    always kept, so a positive budget masks at least one word.
+    """
+    free = np.asarray(maskable, bool).copy()
+    spans, chosen = [], 0
+    while chosen < budget and free.any():
+        length = draw_length(rng)
+        starts = _fitting_starts(free, length)
+        for _ in range(max_redraws):
+            if starts.size:
+                break
+            length = draw_length(rng)
+            starts = _fitting_starts(free, length)
+        if not starts.size:
+            length, starts = 1, np.flatnonzero(free)
+        first, taken = int(rng.choice(starts)), 0
+        for w in range(first, first + length):
+            size = int(word_lengths[w])
+            if chosen and chosen + size - budget > budget - chosen:
+                budget = chosen  # stopping here is nearer the budget than taking the word: sampling ends
+                break
+            chosen, taken = chosen + size, taken + 1
+            if chosen >= budget:
+                break
+        if taken:
+            free[first:first + taken] = False
+            spans.append((first, taken, length))
+    return spans

@@ -1,0 +1,351 @@
+"""Pretraining objectives: masking statistics over many seeded samples, hand-checked cases, and each loss
+training the tiny model."""
+import math
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_unimo import GptBpeTokenizer, UNIMOLMHeadModel, WordPieceTokenizer, get_preset
+from paddle_unimo.data.regions import RegionRecord, collate_regions
+from paddle_unimo.objectives import OBJECTIVES, get_objective
+from paddle_unimo.objectives import cmcl, region, seq2seq_lm, span_mlm
+from paddle_unimo.objectives.words import (TextExample, TextSpecials, chinese_word_starts, gpt2_word_starts,
+                                           text_example)
+
+from conftest import shared_path
+
+# The tiny preset's ids: [UNK]0 [SEP]1 [PAD]2 [CLS]3 [MASK]4. A larger vocabulary for the statistics, so that a
+# "random" replacement almost never equals the original token.
+SPECIALS = TextSpecials(cls_id=3, sep_id=1, pad_id=2, mask_id=4, vocab_size=1000, special_ids=frozenset({0}))
+TINY_SPECIALS = TextSpecials(cls_id=3, sep_id=1, pad_id=2, mask_id=4, vocab_size=99, special_ids=frozenset({0}))
+
+
+def synthetic_texts(rng, n, vocab=1000, words=(20, 80)):
+    """Texts of 1-3-token words; some hold a [SEP] or [UNK] word inside, which must never be masked."""
+    texts = []
+    for _ in range(n):
+        lengths = rng.choice([1, 1, 1, 2, 3], size=rng.integers(*words))
+        ids = rng.integers(5, vocab, size=lengths.sum())
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        if rng.random() < 0.3:
+            w = rng.integers(1, len(starts))
+            ids[starts[w]:starts[w] + lengths[w]] = rng.choice([0, 1])  # a special word
+        texts.append(TextExample(ids.tolist(), starts.tolist()))
+    return texts
+
+
+def masked_runs(flags):
+    """(start, end) of every maximal run of True."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def assert_whole_words(flags, word_starts, length):
+    """Every run of flagged tokens starts at a word start and ends where the next word starts."""
+    bounds = set(word_starts) | {length}
+    for begin, end in masked_runs(flags):
+        assert begin in bounds and end in bounds, (begin, end, sorted(bounds))
+
+
+# ---- span MLM ------------------------------------------------------------------------------------------
+
+def test_clipped_geometric_expectation():
+    # P(l) = 0.2 * 0.8^(l-1) / Z for l = 1..10, Z = 1 - 0.8^10 = 0.892626; sum_l l P(l) = 3.7971 (SpanBERT: 3.8)
+    probs = span_mlm.span_length_probs(0.2, 10)
+    z = 1 - 0.8 ** 10
+    exact = sum(l * 0.2 * 0.8 ** (l - 1) for l in range(1, 11)) / z
+    assert np.allclose(probs, [0.2 * 0.8 ** (l - 1) / z for l in range(1, 11)])
+    assert exact == pytest.approx(3.797097, abs=1e-6)
+
+
+def test_span_mlm_statistics_over_2000_texts():
+    rng = np.random.default_rng(0)
+    texts = synthetic_texts(rng, 2000)
+    cfg = span_mlm.SpanMLMConfig(SPECIALS)
+    results = [span_mlm.mask_text(t, cfg, rng) for t in texts]
+    special = np.array(sorted(SPECIALS.special_ids))
+    maskable = sum(int((~np.isin(t.token_ids, special)).sum()) for t in texts)
+    masked = sum(len(r.positions) for r in results)
+    assert abs(masked / maskable - 0.15) < 0.006
+    # Span lengths: every span but a text's last-sampled one has its drawn length; the number of spans
+    # is a stopping time, so (Wald) the sum of drawn lengths over the number of spans estimates the mean.
+    spans = [s for r in results for s in r.spans]
+    assert all(s[2] == s[3] for r in results for s in r.spans[:-1])
+    exact = sum(l * 0.2 * 0.8 ** (l - 1) for l in range(1, 11)) / (1 - 0.8 ** 10)
+    assert np.mean([s[3] for s in spans]) == pytest.approx(exact, rel=0.04)
+    # 80/10/10 at the token level (a span is replaced as a whole)
+    kind = np.concatenate([np.where(r.input_ids[r.positions] == SPECIALS.mask_id, 0,
+                                    np.where(r.input_ids[r.positions] == r.labels, 2, 1)) for r in results])
+    assert np.bincount(kind, minlength=3) / len(kind) == pytest.approx([0.8, 0.1, 0.1], abs=0.02)
+    for t, r in zip(texts, results):
+        assert not np.isin(r.labels, special).any()  # no special token is ever masked
+        replaced = r.positions[(r.input_ids[r.positions] != r.labels)]
+        assert not np.isin(r.input_ids[replaced], list(SPECIALS.special_ids - {SPECIALS.mask_id})).any()
+        flags = np.zeros(len(r.input_ids), bool)
+        flags[r.positions] = True
+        starts = [0] + [s + 1 for s in t.word_starts] + [len(r.input_ids) - 1]
+        assert_whole_words(flags, starts, len(r.input_ids))
+
+
+def test_span_mlm_batch_never_touches_padding_or_specials():
+    rng = np.random.default_rng(1)
+    texts = synthetic_texts(rng, 400, words=(3, 60))
+    cfg = span_mlm.SpanMLMConfig(SPECIALS, max_seq_len=48)
+    for i in range(0, len(texts), 50):
+        batch = span_mlm.make_batch(texts[i:i + 50], cfg, rng)
+        ids, pos = batch["input_ids"], batch["masked_positions"]
+        B, L = ids.shape
+        valid = batch["attention_mask"][:, 0, :]  # bidirectional: row 0 is the key validity
+        assert batch["attention_mask"].shape == (B, L, L) and (batch["attention_mask"] == valid[:, None, :]).all()
+        assert valid.reshape(-1)[pos].all()  # never a padded position
+        assert not np.isin(batch["labels"], list(SPECIALS.special_ids)).any()
+        assert (ids[:, 0] == SPECIALS.cls_id).all() and L <= 48
+        lengths = valid.sum(1)
+        assert (batch["position_ids"][valid] == np.concatenate([np.arange(n) for n in lengths])).all()
+        rows = pos // L
+        assert (np.bincount(rows, minlength=B) >= 1).all()  # every text has at least one masked word
+
+
+def test_word_starts_of_wordpiece_gpt2_and_jieba():
+    wp = WordPieceTokenizer.build_char_vocab(["我爱北京天安门 hello"])
+    assert wp.tokenize("我爱北京天安门hello") == list("我爱北京天安门h") + ["##e", "##l", "##l", "##o"]
+    # jieba: 我 / 爱 / 北京 / 天安门 / hello; "hello" is one word, its ## pieces never start one
+    assert chinese_word_starts("我爱北京天安门hello", wp) == [0, 1, 2, 4, 7]
+    assert text_example("hello hello", wp).word_starts == [0, 5]
+    gpt = GptBpeTokenizer.from_dir(str(shared_path("unimo_en")), prefix="unimo_en.")
+    tokens = gpt.tokenize("Hello world, unbelievable tokenization!")
+    starts = gpt2_word_starts(tokens, gpt)
+    bounds = starts + [len(tokens)]
+    words = [gpt.convert_tokens_to_string(tokens[a:b]) for a, b in zip(bounds, bounds[1:])]
+    assert words == ["Hello", " world,", " unbelievable", " tokenization!"] and len(tokens) > len(words)
+
+
+def test_chinese_texts_mask_whole_jieba_words():
+    import jieba
+    lines = shared_path("lcsts", "sample.tsv").read_text(encoding="utf-8").splitlines()
+    texts = [line.split("\t")[1] for line in lines]
+    tok = WordPieceTokenizer.build_char_vocab(texts)
+    specials = TextSpecials.from_tokenizer(tok)
+    cfg = span_mlm.SpanMLMConfig(specials)
+    rng = np.random.default_rng(2)
+    for text in texts:
+        example = text_example(text, tok, chinese=True)
+        words = [w for w in jieba.lcut(text) if tok.tokenize(w)]
+        assert len(example.word_starts) == len(words) < len(example.token_ids)  # multi-character words exist
+        for _ in range(20):
+            r = span_mlm.mask_text(example, cfg, rng)
+            flags = np.zeros(len(r.input_ids), bool)
+            flags[r.positions] = True
+            assert_whole_words(flags, [0] + [s + 1 for s in example.word_starts] + [len(r.input_ids) - 1],
+                               len(r.input_ids))
+
+
+# ---- seq2seq LM ----------------------------------------------------------------------------------------
+
+def test_reconstruct_hand_example():
+    # text a b c d e f g h (ids 10..17); spans "b c" at 1 and "f g" at 5 move to the target
+    source = [3, 10, 13, 14, 17, 1]
+    target = [3, 11, 12, 15, 16, 4]
+    assert seq2seq_lm.reconstruct(source, target, [(1, 2), (5, 2)]) == list(range(10, 18))
+
+
+def test_seq2seq_statistics_and_exact_reconstruction_over_2000_texts():
+    rng = np.random.default_rng(3)
+    texts = synthetic_texts(rng, 2000)
+    cfg = seq2seq_lm.Seq2SeqLMConfig(SPECIALS)
+    special = list(SPECIALS.special_ids)
+    chosen = maskable = 0
+    for t in texts:
+        enc, spans = seq2seq_lm.corrupt(t, cfg, rng)
+        assert enc.source_ids[0] == enc.target_ids[0] == SPECIALS.cls_id
+        assert enc.source_ids[-1] == SPECIALS.sep_id and enc.target_ids[-1] == SPECIALS.mask_id
+        assert seq2seq_lm.reconstruct(enc.source_ids, enc.target_ids, spans) == t.token_ids
+        body = enc.target_ids[1:-1]
+        assert not np.isin(body, special).any()
+        flags = np.zeros(len(t.token_ids), bool)
+        for begin, size in spans:
+            assert not flags[begin:begin + size].any()  # no overlap
+            flags[begin:begin + size] = True
+            words = sum(1 for s in t.word_starts if begin <= s < begin + size)
+            assert 1 <= words <= cfg.max_span_words
+        assert_whole_words(flags, t.word_starts, len(t.token_ids))
+        chosen += len(body)
+        maskable += int((~np.isin(t.token_ids, special)).sum())
+    assert abs(chosen / maskable - 0.25) < 0.006
+
+
+def test_seq2seq_batch_predicts_the_next_target_token():
+    rng = np.random.default_rng(4)
+    cfg = seq2seq_lm.Seq2SeqLMConfig(SPECIALS)
+    batch = seq2seq_lm.make_batch(synthetic_texts(rng, 8), cfg, rng)
+    flat = batch["input_ids"].reshape(-1)
+    assert (flat[batch["masked_positions"] + 1] == batch["labels"]).all()
+    assert (batch["token_type_ids"].reshape(-1)[batch["masked_positions"]] == 1).all()
+    assert (batch["labels"] == SPECIALS.mask_id).sum() == 8  # one eos per text
+
+
+# ---- regions -------------------------------------------------------------------------------------------
+
+# Five boxes, anchor A; IoU with A worked out by hand:
+#   B [1,1,11,11]:   inter 9*9 = 81, union 100 + 100 - 81 = 119 -> 0.681
+#   C [5,0,15,10]:   inter 5*10 = 50, union 150 -> 0.333
+#   D [20,20,30,30]: no overlap -> 0
+#   E = A but not valid (padding) -> never masked
+#   F [2,2,8,8]:     inside A, inter 36, union 100 -> 0.36
+BOXES = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10], [2, 2, 8, 8]],
+                 np.float32)
+VALID = np.array([True, True, True, True, False, True])
+ANCHOR_A = np.array([True, False, False, False, False, False])
+
+
+def test_iou_and_overlap_masking_by_hand():
+    assert region.iou(BOXES[:1], BOXES[1:]).ravel() == pytest.approx([81 / 119, 1 / 3, 0, 1, 0.36])
+    assert np.flatnonzero(region.overlap_mask(BOXES, ANCHOR_A, VALID, 0.4)).tolist() == [0, 1]  # A, B
+    assert np.flatnonzero(region.overlap_mask(BOXES, ANCHOR_A, VALID, 0.3)).tolist() == [0, 1, 2, 5]  # A B C F
+    anchor_d = np.array([False, False, False, True, False, False])
+    assert np.flatnonzero(region.overlap_mask(BOXES, anchor_d, VALID, 0.3)).tolist() == [3]
+    assert not region.overlap_mask(BOXES, ~VALID, VALID, 0.3).any()  # an invalid anchor masks nothing
+
+
+def random_record(rng, name, num_boxes, dim=24, classes=7):
+    xy = rng.uniform(0, 60, size=(num_boxes, 2))
+    wh = rng.uniform(5, 40, size=(num_boxes, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    logits = rng.normal(size=(num_boxes, classes))
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    return RegionRecord(name, 100, 100, boxes, rng.normal(size=(num_boxes, dim)).astype(np.float32), probs)
+
+
+def test_region_masks_never_touch_global_row_or_padding():
+    rng = np.random.default_rng(5)
+    cfg = region.RegionConfig(max_img_len=11)
+    for step in range(50):
+        examples = [region.RegionExample(random_record(rng, f"{step}-{i}", int(rng.integers(0, 16))))
+                    for i in range(4)]
+        examples[0] = region.RegionExample(random_record(rng, f"{step}-0", 6))
+        original = collate_regions([e.record for e in examples], 11)
+        batch = region.make_batch(examples, cfg, rng)
+        masked, valid = batch["region_masked"], batch["region_valid"]
+        assert not masked[:, 0].any() and not (masked & ~valid).any()
+        assert masked[0].any()  # an image with regions has at least one anchor
+        assert (batch["region_feats"][masked] == 0).all()
+        kept = ~masked
+        kept[:, 0] = False  # row 0, the global mean, is recomputed over the visible regions (tested below)
+        assert (batch["region_feats"][kept] == original["region_feats"][kept]).all()
+        assert (batch["region_locs"] == original["region_locs"]).all()
+        assert (batch["region_targets"] == original["region_feats"][masked]).all()
+        assert (batch["region_target_probs"] == original["region_class_probs"][masked]).all()
+        assert (np.flatnonzero(masked.reshape(-1)) == batch["region_masked_positions"]).all()
+        assert "input_ids" not in batch and batch["attention_mask"].shape[1:] == (valid.shape[1],) * 2
+
+
+def test_region_with_text_keeps_the_text_visible():
+    rng = np.random.default_rng(6)
+    cfg = region.RegionConfig(max_img_len=11, specials=TINY_SPECIALS)
+    examples = [region.RegionExample(random_record(rng, "a", 8), [10, 11, 12]),
+                region.RegionExample(random_record(rng, "b", 3), None)]
+    batch = region.make_batch(examples, cfg, rng)
+    R = batch["region_feats"].shape[1]
+    assert batch["input_ids"].tolist() == [[3, 10, 11, 12, 1], [2, 2, 2, 2, 2]]
+    keys = np.concatenate([batch["region_valid"], batch["input_ids"] != 2], axis=1)
+    assert batch["attention_mask"].shape == (2, R + 5, R + 5)
+    assert (batch["attention_mask"] == keys[:, None, :]).all()
+
+
+# ---- CMCL ----------------------------------------------------------------------------------------------
+
+def test_cmcl_loss_matches_a_hand_computation():
+    # tau = 0.5 and sim = tau * ln(e), so that exp(sim / tau) = e:
+    #   row 0: e = [4, 1, 1], positive {0}:    -ln(4 / 6) = ln 1.5
+    #   row 1: e = [2, 2, 4], positives {1, 2}: -ln(6 / 8) = ln(4 / 3)
+    #   row 2: e = [1, 3, 2], positive {2}:    -ln(2 / 6) = ln 3
+    #   mean = (ln 1.5 + ln(4/3) + ln 3) / 3 = ln(6) / 3 = 0.5972532
+    e = np.array([[4, 1, 1], [2, 2, 4], [1, 3, 2]], np.float64)
+    sim = (0.5 * np.log(e)).astype(np.float32)
+    positive = np.array([[1, 0, 0], [0, 1, 1], [0, 0, 1]], bool)
+    assert float(cmcl.cmcl_loss(sim, positive, 0.5)) == pytest.approx(0.5972532, abs=1e-6)
+    # a padded column changes nothing, however large its similarity
+    padded = np.concatenate([sim, np.full((3, 1), 0.99, np.float32)], axis=1)
+    valid = np.concatenate([np.ones((3, 3), bool), np.zeros((3, 1), bool)], axis=1)
+    positive4 = np.concatenate([positive, np.ones((3, 1), bool)], axis=1)
+    assert float(cmcl.cmcl_loss(padded, positive4, 0.5, valid)) == pytest.approx(0.5972532, abs=1e-6)
+
+
+def cmcl_examples(rng):
+    return [cmcl.CMCLExample(random_record(rng, "a", 5), [10, 11], positive_texts=[[12, 13, 14]],
+                             positive_images=[random_record(rng, "a2", 4)], negative_texts=[[10, 15]]),
+            cmcl.CMCLExample(random_record(rng, "b", 7), [20, 21, 22]),
+            cmcl.CMCLExample(random_record(rng, "c", 2), [30], negative_texts=[[31], [32, 33]])]
+
+
+def test_cmcl_batch_layout():
+    batch = cmcl.make_batch(cmcl_examples(np.random.default_rng(7)), cmcl.CMCLConfig(TINY_SPECIALS, 11))
+    # images: a, b, c, a2; texts: a, b, c, a+, a-, c-1, c-2
+    assert batch["region_feats"].shape[0] == 4 and batch["text_input_ids"].shape[0] == 7
+    assert batch["pair_image"].tolist() == [[0, 0, 3, 0, 0, 0], [1, 1, 1, 0, 0, 0], [2, 2, 2, 2, 2, 0]]
+    assert batch["pair_text"].tolist() == [[0, 3, 0, 4, 1, 2], [1, 0, 2, 0, 0, 0], [2, 5, 6, 0, 1, 0]]
+    assert batch["pair_positive"].tolist() == [[True, True, True, False, False, False],
+                                               [True, False, False, False, False, False],
+                                               [True, False, False, False, False, False]]
+    assert batch["pair_valid"].sum(1).tolist() == [6, 3, 5] and float(batch["tau"]) == pytest.approx(0.1)
+
+
+# ---- losses on the tiny model --------------------------------------------------------------------------
+
+def build_batch(name, rng):
+    if name in ("span_mlm", "seq2seq_lm"):
+        cfg_type = span_mlm.SpanMLMConfig if name == "span_mlm" else seq2seq_lm.Seq2SeqLMConfig
+        texts = synthetic_texts(rng, 6, vocab=99, words=(8, 20))
+        return get_objective(name).make_batch(texts, cfg_type(TINY_SPECIALS, max_seq_len=40), rng)
+    if name == "region":
+        examples = [region.RegionExample(random_record(rng, f"r{i}", 9), [10 + i, 11, 12] if i % 2 else None)
+                    for i in range(4)]
+        return region.make_batch(examples, region.RegionConfig(11, specials=TINY_SPECIALS), rng)
+    return cmcl.make_batch(cmcl_examples(rng), cmcl.CMCLConfig(TINY_SPECIALS, 11), rng)
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_loss_trains_the_tiny_model(name):
+    paddle.seed(0)
+    config = get_preset("tiny", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = UNIMOLMHeadModel(config)
+    objective = get_objective(name)
+    heads = objective.make_heads(config) if objective.make_heads else None
+    params = model.parameters() + (heads.parameters() if heads is not None else [])
+    optimizer = paddle.optimizer.AdamW(learning_rate=3e-3, parameters=params)
+    batch = build_batch(name, np.random.default_rng(8))
+    losses = []
+    for _ in range(6):
+        out = objective.loss(model, batch, heads)
+        assert out["loss"].shape == [] and math.isfinite(float(out["loss"]))
+        out["loss"].backward()
+        assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.parameters())
+        optimizer.step()
+        optimizer.clear_grad()
+        losses.append(float(out["loss"]))
+    assert losses[-1] < losses[0], losses
+    assert objective.count(batch) > 0
+
+
+def test_registry_fails_loudly():
+    assert set(OBJECTIVES) == {"span_mlm", "seq2seq_lm", "region", "cmcl"}
+    with pytest.raises(KeyError, match=r"unknown objective 'x'; known: \['cmcl', 'region', 'seq2seq_lm', 'span_mlm'\]"):
+        get_objective("x")
+
+
+def test_region_global_row_is_the_mean_of_visible_regions():
+    from paddle_unimo.data.regions import RegionRecord
+    from paddle_unimo.objectives import region as region_obj
+    rng = np.random.default_rng(0)
+    records = []
+    for n in (6, 9):
+        xy = rng.random((n, 2)) * 50
+        boxes = np.concatenate([xy, xy + 10 + rng.random((n, 2)) * 40], axis=1).astype("float32")
+        records.append(RegionRecord(f"im{n}", 100, 100, boxes, rng.standard_normal((n, 24)).astype("float32")))
+    batch = region_obj.make_batch([region_obj.RegionExample(r) for r in records], region_obj.RegionConfig(max_img_len=11), rng)
+    for b in range(2):
+        visible = batch["region_valid"][b] & ~batch["region_masked"][b]
+        visible[0] = False
+        assert batch["region_masked"][b].any()
+        np.testing.assert_allclose(batch["region_feats"][b, 0], batch["region_feats"][b][visible].mean(0), atol=1e-6)
