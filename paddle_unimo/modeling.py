@@ -134,8 +134,14 @@ class Encoder(nn.Layer):
     def __init__(self, config: UNIMOConfig):
         super().__init__()
         self.layers = nn.LayerList([EncoderLayer(config) for _ in range(config.num_hidden_layers)])
+        self.recompute = False  # set by the trainer: recompute layers in the backward pass to save memory
 
     def forward(self, x, bias, cache: Optional[KVCache] = None):
+        if self.recompute and self.training and cache is None:
+            from paddle.distributed.fleet.utils import recompute
+            for layer in self.layers:
+                x = recompute(lambda h, layer=layer: layer(h, bias)[0], x)
+            return x, []
         new_cache = []
         for i, layer in enumerate(self.layers):
             x, kv = layer(x, bias, None if cache is None else cache[i])

@@ -5,6 +5,8 @@
 * ``GptBpeTokenizer``: original English UNIMO. GPT-2 byte-level BPE (``encoder.json`` + ``vocab.bpe``);
   each GPT-2 id, as a string, is then looked up in ``unimo_en.vocab.txt`` whose line number is the id.
   Specials: [CLS]=0, [PAD]=1, [SEP]=2, [UNK]=3, [MASK]=50264.
+* ``SentencePieceTokenizer``: a SentencePiece model trained for pretraining from scratch
+  (``tools/train_tokenizer.py --kind sentencepiece``); ``spm.model``, pieces as the vocabulary.
 
 Both families use [CLS] as the bos and [MASK] as the eos of generation (UNIMO_FACTS.md sections 1-2).
 """
@@ -322,6 +324,47 @@ class GptBpeTokenizer(Tokenizer):
         _write_json({"tokenizer_class": "GptBpeTokenizer"}, os.path.join(path, TOKENIZER_CONFIG))
 
 
+# ---- SentencePiece models trained from scratch (tools/train_tokenizer.py) ------------------------------
+
+class SentencePieceTokenizer(Tokenizer):
+    """A SentencePiece model (``spm.model``); its pieces, by id, are the vocabulary.
+
+    ``tokenize`` gives SentencePiece pieces (``\u2581`` marks a preceding space); a character the model does
+    not know comes out as itself and maps to [UNK]. ``convert_tokens_to_string`` is SentencePiece's decoding,
+    so ``decode(encode(text))`` is ``text`` after the model's normalisation (NFKC, whitespace runs squeezed).
+    """
+    family = "sentencepiece"
+    MODEL_FILE = "spm.model"
+
+    def __init__(self, model_proto: bytes):
+        import sentencepiece as spm  # local: only this tokenizer needs it
+        self.model_proto = bytes(model_proto)
+        self.sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+        self.vocab = {self.sp.id_to_piece(i): i for i in range(self.sp.get_piece_size())}
+        self._init_specials()
+
+    @classmethod
+    def from_dir(cls, path: str) -> "SentencePieceTokenizer":
+        with open(os.path.join(path, cls.MODEL_FILE), "rb") as f:
+            return cls(f.read())
+
+    def tokenize(self, text: str) -> List[str]:
+        return self.sp.encode(text, out_type=str)
+
+    def convert_tokens_to_string(self, tokens: Sequence[str]) -> str:
+        return self.sp.decode_pieces(list(tokens))
+
+    def save_pretrained(self, path: str) -> None:
+        """``spm.model``, ``vocab.txt`` (piece<TAB>id, for reading only) and ``tokenizer_config.json``."""
+        os.makedirs(path, exist_ok=True)
+        model_path = os.path.join(path, self.MODEL_FILE)
+        with open(model_path + ".tmp", "wb") as f:
+            f.write(self.model_proto)
+        os.replace(model_path + ".tmp", model_path)
+        write_vocab(self.vocab, os.path.join(path, "vocab.txt"))
+        _write_json({"tokenizer_class": "SentencePieceTokenizer"}, os.path.join(path, TOKENIZER_CONFIG))
+
+
 def _write_json(obj, path: str) -> None:
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(obj, f, ensure_ascii=False, indent=2)
@@ -329,9 +372,12 @@ def _write_json(obj, path: str) -> None:
 
 
 def load_tokenizer(path: str) -> Tokenizer:
-    """The tokenizer of a model folder: GPT-2 BPE if it has ``encoder.json``, else WordPiece ``*vocab.txt``."""
+    """The tokenizer of a model folder: GPT-2 BPE if it has ``encoder.json``, SentencePiece if it has
+    ``spm.model``, else WordPiece ``*vocab.txt``."""
     if os.path.isfile(os.path.join(path, "encoder.json")):
         return GptBpeTokenizer.from_dir(path)
+    if os.path.isfile(os.path.join(path, SentencePieceTokenizer.MODEL_FILE)):
+        return SentencePieceTokenizer.from_dir(path)
     candidates = ["vocab.txt"] + sorted(n for n in os.listdir(path) if n.endswith("vocab.txt"))
     for name in candidates:
         if os.path.isfile(os.path.join(path, name)):
@@ -341,4 +387,5 @@ def load_tokenizer(path: str) -> Tokenizer:
                 with open(cfg, encoding="utf-8") as f:
                     lower = json.load(f).get("do_lower_case", True)
             return WordPieceTokenizer.from_vocab_file(os.path.join(path, name), lower)
-    raise FileNotFoundError(f"{path}: no tokenizer files (vocab.txt, or encoder.json + vocab.bpe + vocab.txt)")
+    raise FileNotFoundError(f"{path}: no tokenizer files (vocab.txt, spm.model, or encoder.json + vocab.bpe + "
+                            "vocab.txt)")

@@ -55,20 +55,24 @@ def write_atomically(path: str, text: str) -> None:
     os.replace(path + ".tmp", path)
 
 
-def build_model(model_dir: Optional[str], model_cfg: dict, train_examples: Sequence[Example]):
-    """From a checkpoint folder, or the preset with a character vocabulary built from the training data."""
+def build_model(model_dir: Optional[str], model_cfg: dict, texts: Sequence[str]):
+    """From a checkpoint folder, or the preset with a character vocabulary built from ``texts``."""
     if model_dir:
         return UNIMOLMHeadModel.from_pretrained(model_dir), load_tokenizer(model_dir)
-    texts = [t for e in train_examples for t in (e.source, e.title, e.target) if t]
-    tokenizer = WordPieceTokenizer.build_char_vocab(texts)
+    vocab_dir = model_cfg.get("vocab_dir")  # a trained tokenizer (tools/train_tokenizer.py)
+    tokenizer = load_tokenizer(vocab_dir) if vocab_dir else WordPieceTokenizer.build_char_vocab(texts)
     config = get_preset(model_cfg["preset"], **model_cfg.get("overrides", {})).replace(
         vocab_size=tokenizer.vocab_size, unk_token_id=tokenizer.unk_token_id, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.eos_token_id,
         mask_token_id=tokenizer.mask_token_id)
-    logger.info("no MODEL given: preset %s with a %d-token character vocabulary from the training data",
-                model_cfg["preset"], tokenizer.vocab_size)
+    logger.info("no MODEL given: preset %s with a %d-token %s", model_cfg["preset"], tokenizer.vocab_size,
+                f"vocabulary from {vocab_dir}" if vocab_dir else "character vocabulary from the training data")
     paddle.seed(0)
     return UNIMOLMHeadModel(config), tokenizer
+
+
+def example_texts(examples: Sequence[Example]) -> List[str]:
+    return [t for e in examples for t in (e.source, e.title, e.target) if t]
 
 
 def seq2seq_loss(model, batch, label_smoothing: float):

@@ -27,8 +27,8 @@ import paddle_unimo  # noqa: E402,F401  (CPU thread settings before paddle loads
 from paddle_unimo.data.seq2seq import Example  # noqa: E402
 from paddle_unimo.metrics import build_value_vocabulary  # noqa: E402
 from paddle_unimo.training import TrainConfig  # noqa: E402
-from tasks.generation import (GenerationTask, build_model, describe, get_task, mean_loss_curve,  # noqa: E402
-                              score, write_atomically, write_predictions)
+from tasks.generation import (GenerationTask, build_model, describe, example_texts, get_task,  # noqa: E402
+                              mean_loss_curve, score, write_atomically, write_predictions)
 
 logger = logging.getLogger("paddle_unimo")
 
@@ -100,7 +100,7 @@ def finetune(args, config) -> dict:
     folder = data_dir(args, config)
     train, train_report = GenerationTask.read_file(os.path.join(folder, config["data"]["train"]), spec, config["data"])
     dev, dev_report = GenerationTask.read_file(os.path.join(folder, config["data"]["dev"]), spec, config["data"])
-    model, tokenizer = build_model(args.model, config["model"], train)
+    model, tokenizer = build_model(args.model, config["model"], example_texts(train))
     task = GenerationTask(spec, model, tokenizer, config["data"], config["decode"])
     train_cfg = TrainConfig.from_dict(config["train"])
     trainer = task.trainer(train, dev, train_cfg, args.out, config["eval"].get("max_examples", 0))

@@ -13,7 +13,7 @@ from paddle_unimo.export import InferenceStepper, export_model
 from paddle_unimo.generation import generate
 from paddle_unimo.training import TrainConfig
 from tasks import run
-from tasks.generation import GenerationTask, build_model, get_task, write_atomically
+from tasks.generation import GenerationTask, build_model, example_texts, get_task, write_atomically
 
 from conftest import shared_path
 
@@ -63,7 +63,7 @@ def demo_task(config_overrides=None, out=None):
     folder = os.path.join(ROOT, config["data"]["default_dir"])
     train, _ = GenerationTask.read_file(os.path.join(folder, "train.json"), spec, config["data"])
     dev, _ = GenerationTask.read_file(os.path.join(folder, "dev.json"), spec, config["data"])
-    model, tokenizer = build_model(None, config["model"], train)
+    model, tokenizer = build_model(None, config["model"], example_texts(train))
     return GenerationTask(spec, model, tokenizer, config["data"], config["decode"]), config, train[:48], dev[:8]
 
 

@@ -35,6 +35,8 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
+from ..modeling import Encoder
+
 logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint"
 BEST = "best"
@@ -63,6 +65,7 @@ class TrainConfig:
     logging_steps: int = 10
     seed: int = 42
     progress: bool = True
+    recompute: bool = False  # recompute each encoder layer in the backward pass: less memory, more time
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -111,19 +114,26 @@ class Trainer:
     def __init__(self, model, cfg: TrainConfig, examples: Sequence, make_batch: Callable[[list], dict],
                  loss_fn: Callable, out_dir: str, evaluate: Optional[Callable] = None, metric: str = "loss",
                  greater_is_better: bool = False, save_extra: Optional[Callable[[str], None]] = None,
-                 count: Callable[[dict], int] = lambda batch: 1):
+                 count: Callable[[dict], int] = lambda batch: 1, sampler: Optional[Callable[[int], object]] = None,
+                 find_unused_parameters: bool = False, tensor_inputs: bool = True):
         self.cfg, self.examples, self.make_batch, self.loss_fn = cfg, list(examples), make_batch, loss_fn
-        self.count = count
+        self.count, self.sampler = count, sampler
+        self.tensor_inputs = tensor_inputs  # False: loss_fn gets the numpy batch (objectives convert it themselves)
         self.out_dir, self.evaluate, self.metric, self.greater = out_dir, evaluate, metric, greater_is_better
         self.save_extra = save_extra
         self.world, self.rank = dist.get_world_size(), dist.get_rank()
         self.model = model
         self.global_batch = cfg.batch_size * self.world
-        # a last, partial global batch is kept when every process gets at least one example of it
-        full, rest = divmod(len(self.examples), self.global_batch)
-        self.per_epoch = full + (rest >= self.world)
-        if not self.per_epoch:
-            raise ValueError(f"{len(self.examples)} examples are fewer than the {self.world} processes")
+        if sampler is not None:  # the caller draws every micro-batch itself (pretraining's corpus mixture)
+            if cfg.max_steps <= 0:
+                raise ValueError("a trainer with a sampler needs train.max_steps")
+            self.per_epoch = cfg.max_steps * cfg.accumulate
+        else:
+            # a last, partial global batch is kept when every process gets at least one example of it
+            full, rest = divmod(len(self.examples), self.global_batch)
+            self.per_epoch = full + (rest >= self.world)
+            if not self.per_epoch:
+                raise ValueError(f"{len(self.examples)} examples are fewer than the {self.world} processes")
         micro_total = self.per_epoch * cfg.epochs
         self.total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(micro_total / cfg.accumulate)
         self.scheduler = paddle.optimizer.lr.LambdaDecay(cfg.lr, linear_warmup_decay(self.total_steps, cfg.warmup))
@@ -138,18 +148,25 @@ class Trainer:
         if self.amp and cfg.amp_level == "O2":
             self.model, self.optimizer = paddle.amp.decorate(self.model, self.optimizer, level="O2",
                                                              dtype=cfg.amp_dtype)
+        for layer in self.model.sublayers(include_self=True):
+            if isinstance(layer, Encoder):
+                layer.recompute = cfg.recompute
         self.train_model = self.model
         if self.world > 1:
             from paddle.distributed import fleet
-            fleet.init(is_collective=True)
+            strategy = fleet.DistributedStrategy()
+            strategy.find_unused_parameters = find_unused_parameters  # objectives that use part of the model
+            fleet.init(is_collective=True, strategy=strategy)
             self.train_model = fleet.distributed_model(self.model)
             self.optimizer = fleet.distributed_optimizer(self.optimizer)
-        self.state = {"micro": 0, "step": 0, "best": None, "history": []}
+        self.state = {"micro": 0, "step": 0, "best": None, "history": [], "nonfinite_skipped": 0}
         self.writer = None
 
     # ---- data order ---------------------------------------------------------------------------------
     def micro_batch(self, micro: int) -> list:
         """Examples of micro-batch ``micro`` for this rank: a slice of the epoch's seeded permutation."""
+        if self.sampler is not None:
+            return self.sampler(micro)
         epoch, index = divmod(micro, self.per_epoch)
         order = np.random.default_rng(self.cfg.seed + epoch).permutation(len(self.examples))
         chunk = order[index * self.global_batch:(index + 1) * self.global_batch]
@@ -262,14 +279,31 @@ class Trainer:
             autocast = paddle.amp.auto_cast(level=self.cfg.amp_level, dtype=self.cfg.amp_dtype) if self.amp \
                 else contextlib.nullcontext()
             with autocast:
-                out = self.loss_fn(self.train_model, {k: paddle.to_tensor(v) for k, v in batch.items()})
+                if self.tensor_inputs:
+                    batch = {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+                out = self.loss_fn(self.train_model, batch)
             loss = out["loss"] * (count * scale)
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             loss_sum += float(out["loss"]) * count
+            self.last_output = out
         self.state["micro"] = micros[-1] + 1
         return loss_sum / max(sum(counts), 1), sum(counts)
 
-    def optimizer_step(self) -> None:
+    def gradients_finite(self) -> bool:
+        """With data parallelism the gradients are already averaged, so every rank decides alike."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return all(bool(paddle.isfinite(g).all()) for g in grads)
+
+    def optimizer_step(self, loss: float) -> None:
+        if not self.scaler and not (math.isfinite(loss) and self.gradients_finite()):
+            # a non-finite loss or gradient: skip the update (data and schedule still advance) and count it
+            self.state["nonfinite_skipped"] += 1
+            logger.warning("step %d: non-finite loss or gradient, update skipped (%d so far)",
+                           self.state["step"] + 1, self.state["nonfinite_skipped"])
+            self.optimizer.clear_grad()
+            self.scheduler.step()
+            self.state["step"] += 1
+            return
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -290,19 +324,26 @@ class Trainer:
             from tqdm import tqdm
             bar = tqdm(total=self.total_steps, initial=self.state["step"], desc="train", dynamic_ncols=True,
                        mininterval=1.0, disable=None)  # disable=None: no bar when stderr is not a terminal
-        tokens, started, losses = 0, time.perf_counter(), []
+        tokens, started, losses, window = 0, time.perf_counter(), [], {}
         while self.state["step"] < self.total_steps:
             loss, count = self.accumulate_gradients()
             losses.append(loss)
             tokens += count
-            self.optimizer_step()
+            self.optimizer_step(loss)
             step = self.state["step"]
+            name = self.last_output.get("name")
+            if name:  # one curve per objective (pretraining mixes several), averaged per logging window
+                window.setdefault(name, []).append(loss)
             if step % cfg.logging_steps == 0 or step == self.total_steps:
                 mean_loss = float(np.mean(losses))
                 rate = tokens / max(time.perf_counter() - started, 1e-9)
                 lr = self.optimizer.get_lr()
                 self.state["history"].append({"step": step, "loss": mean_loss, "lr": lr})
-                self.log_scalars({"train/loss": mean_loss, "train/lr": lr, "train/tokens_per_s": rate})
+                self.log_scalars({"train/loss": mean_loss, "train/lr": lr, "train/tokens_per_s": rate,
+                                  **{f"train/{n}_loss": float(np.mean(v)) for n, v in window.items()}})
+                self.state.setdefault("objective_losses", []).extend(
+                    [step, n, float(np.mean(v))] for n, v in sorted(window.items()))
+                window = {}
                 logger.info("step %d/%d loss %.4f lr %.3g %.0f tok/s", step, self.total_steps, mean_loss, lr, rate)
                 if bar:
                     bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
