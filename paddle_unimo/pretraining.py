@@ -131,14 +131,17 @@ class Mixture:
         corpus, objective = self.pairs[rng.choice(len(self.pairs), p=self.weights)]
         size = self.batch_size * self.world
         chosen = rng.choice(len(corpus.items), size=size, replace=len(corpus.items) < size)
-        mine = chosen[self.rank::self.world]
-        return {"objective": objective, "micro": micro,
-                "examples": [objective_example(corpus, objective, corpus.items[i]) for i in mine]}
+        slots = range(self.rank, size, self.world)  # this process's places in the global batch
+        return {"objective": objective, "micro": micro, "slots": list(slots),
+                "examples": [objective_example(corpus, objective, corpus.items[chosen[s]]) for s in slots]}
 
     def make_batch(self, drawn: dict) -> dict:
+        """The objective's batch; each example masked by a generator seeded by its place in the global batch,
+        so that N processes see exactly the batches one process would (CMCL's in-batch negatives excepted:
+        they are the other pairs of the same process)."""
         name = drawn["objective"]
-        rng = np.random.default_rng([self.seed, drawn["micro"], self.rank, 1])
-        batch = get_objective(name).make_batch(drawn["examples"], self.configs[name], rng)
+        rngs = [np.random.default_rng([self.seed, drawn["micro"], slot, 1]) for slot in drawn["slots"]]
+        batch = get_objective(name).make_batch(drawn["examples"], self.configs[name], rngs)
         return {**batch, "objective": name}
 
 

@@ -63,6 +63,7 @@ def main(argv=None):
     parser.add_argument("--vocab", help="start from scratch with this tokenizer folder")
     parser.add_argument("--out", required=True)
     parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument("--stop-after", type=int, default=-1, help="stop after N steps, as if killed (tests)")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.override)
     setup_logging(args.out)
@@ -86,7 +87,7 @@ def main(argv=None):
                       args.out, save_extra=tokenizer.save_pretrained, sampler=mixture,
                       count=lambda batch: get_objective(batch["objective"]).count(batch), find_unused_parameters=True,
                       tensor_inputs=False)
-    state = trainer.train(resume=not args.no_resume)
+    state = trainer.train(resume=not args.no_resume, stop_after=args.stop_after)
     if trainer.rank == 0:
         curves = defaultdict(list)
         for step, name, loss in state.get("objective_losses", []):

@@ -29,7 +29,7 @@ import paddle.nn as nn
 from .. import masks
 from ..data.regions import RegionRecord, collate_regions
 from ..modeling import log_softmax
-from .words import TextSpecials, stochastic_round
+from .words import TextSpecials, example_rngs, stochastic_round
 
 __all__ = ["RegionConfig", "RegionExample", "RegionHeads", "iou", "overlap_mask", "make_batch", "loss", "count"]
 
@@ -115,7 +115,9 @@ def make_batch(examples: Sequence[RegionExample], cfg: RegionConfig, rng: np.ran
     """
     regions = collate_regions([e.record for e in examples], cfg.max_img_len)
     feats, valid = regions["region_feats"], regions["region_valid"]
-    masked = np.stack([_choose_masked(regions["region_locs"][b], valid[b], cfg, rng) for b in range(len(examples))])
+    rngs = example_rngs(rng, len(examples))
+    masked = np.stack([_choose_masked(regions["region_locs"][b], valid[b], cfg, rngs[b])
+                       for b in range(len(examples))])
     if not masked.any():
         raise ValueError("region.make_batch: no image in the batch has a region to mask")
     batch = {"region_targets": feats[masked].copy()}

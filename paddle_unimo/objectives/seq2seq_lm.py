@@ -20,7 +20,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..data.seq2seq import Encoded, training_batch
-from .words import TextExample, TextSpecials, sample_spans, stochastic_round, word_table
+from .words import TextExample, TextSpecials, example_rngs, sample_spans, stochastic_round, word_table
 
 __all__ = ["Seq2SeqLMConfig", "TextExample", "corrupt", "reconstruct", "make_batch", "loss", "count"]
 TokenSpan = Tuple[int, int]  # (first token in the original content, number of tokens)
@@ -80,7 +80,7 @@ def make_batch(examples: Sequence[TextExample], cfg: Seq2SeqLMConfig, rng: np.ra
       masked_positions  (N,) int64  flat index into B * L of every position that predicts a target token
       labels            (N,) int64  the next target token (the final [MASK] = eos included)
     """
-    items = [corrupt(e, cfg, rng)[0] for e in examples]
+    items = [corrupt(e, cfg, r)[0] for e, r in zip(examples, example_rngs(rng, len(examples)))]
     return training_batch(items, cfg.specials.pad_id, cfg.position_start)
 
 

@@ -20,7 +20,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .. import masks
-from .words import TextExample, TextSpecials, chinese_word_starts, sample_spans, stochastic_round, word_table
+from .words import (TextExample, TextSpecials, chinese_word_starts, example_rngs, sample_spans, stochastic_round,
+                    word_table)
 
 __all__ = ["SpanMLMConfig", "TextExample", "chinese_word_starts", "span_length_probs", "mask_text",
            "make_batch", "loss", "count"]
@@ -95,7 +96,7 @@ def make_batch(examples: Sequence[TextExample], cfg: SpanMLMConfig, rng: np.rand
       labels            (N,) int64    its original id
     """
     candidates = cfg.specials.random_candidates()
-    texts = [mask_text(e, cfg, rng, candidates) for e in examples]
+    texts = [mask_text(e, cfg, r, candidates) for e, r in zip(examples, example_rngs(rng, len(examples)))]
     lengths = [len(t.input_ids) for t in texts]
     valid = masks.pad_batch([np.ones(n, bool) for n in lengths], False)
     length = valid.shape[1]

@@ -127,6 +127,17 @@ def word_table(ids: np.ndarray, word_starts: Sequence[int], special_ids) -> Tupl
     return starts, lengths, ~special[starts]
 
 
+def example_rngs(rng, count: int) -> list:
+    """One generator per example: ``rng`` itself for every example, or ``rng`` when it already is a list of
+    per-example generators. Per-example generators make an example's masking independent of which process
+    and which batch it lands in, so N processes mask exactly as one process does."""
+    if isinstance(rng, (list, tuple)):
+        if len(rng) != count:
+            raise ValueError(f"{len(rng)} generators for {count} examples")
+        return list(rng)
+    return [rng] * count
+
+
 def stochastic_round(rng: np.random.Generator, x: float) -> int:
     """floor(x) or ceil(x) with E[result] = x, so token budgets are unbiased on short texts."""
     base = int(np.floor(x))

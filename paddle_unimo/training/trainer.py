@@ -300,7 +300,7 @@ class Trainer:
             self.state["nonfinite_skipped"] += 1
             logger.warning("step %d: non-finite loss or gradient, update skipped (%d so far)",
                            self.state["step"] + 1, self.state["nonfinite_skipped"])
-            self.optimizer.clear_grad()
+            self.optimizer.clear_grad(set_to_zero=False)
             self.scheduler.step()
             self.state["step"] += 1
             return
@@ -309,7 +309,9 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
-        self.optimizer.clear_grad()
+        # None, not zeros: a parameter unused by a step (another objective's) gets no momentum update, as after
+        # a resume, where it has no gradient yet
+        self.optimizer.clear_grad(set_to_zero=False)
         self.scheduler.step()
         self.state["step"] += 1
 
