@@ -7,12 +7,16 @@ PADDLE ?= paddlepaddle==3.3.1
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo finetune predict evaluate export convert benchmark clean
+.PHONY: install test test-all demo finetune predict evaluate export convert benchmark extract-regions \
+	benchmark-regions convert-regions pretrain train-tokenizer clean
 
-$(STAMP): requirements.txt
+# requirements-nodeps.txt holds packages whose metadata pins would break the environment (paddledet pins
+# numpy<1.24): installed without their declared deps, after their real needs from requirements.txt.
+$(STAMP): requirements.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
 	grep -v '^paddlepaddle==' requirements.txt > $(VENV)/requirements.txt
 	$(PY) -m pip install -q -r $(VENV)/requirements.txt "$(PADDLE)"
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	echo "$(PADDLE)" > $(STAMP)
 
 install:
@@ -62,6 +66,40 @@ convert: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) tools/benchmark_cpu.py
+
+# ---- image regions (bottom-up-attention style, PaddleDetection Faster R-CNN) into a region store:
+#      make extract-regions IMAGES=dir OUT=dir [WEIGHTS=file.pdparams | RANDOM_WEIGHTS=1] [ARCH=c4|fpn]
+#      [EXTRACT_ARGS="--conf 0.2 --min-boxes 10 --max-boxes 100 --short-side 600 --max-side 1000"]
+ARCH ?= c4
+extract-regions: $(STAMP)
+	$(if $(IMAGES),,$(error extract-regions needs IMAGES=<image folder or list file>))
+	$(if $(filter command line environment,$(origin OUT)),,$(error extract-regions needs OUT=<store folder>))
+	$(PY) tools/extract_regions.py --images "$(IMAGES)" --out "$(OUT)" --arch $(ARCH) \
+		$(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(RANDOM_WEIGHTS),--random-weights) $(EXTRACT_ARGS)
+
+benchmark-regions: $(STAMP)
+	$(PY) tools/benchmark_regions.py
+
+# make convert-regions FORMAT=bottom_up_tsv|unimo_caption|unimo_retrieval|unimo_ve IN="files or folders" OUT=store
+convert-regions: $(STAMP)
+	$(PY) tools/convert_regions.py --format "$(FORMAT)" --input $(IN) --out "$(OUT)"
+
+# ---- pretraining. Default: the embedded mini corpus, the tiny preset, 2 processes on CPU (gloo).
+#      make pretrain [CONFIG=tasks/configs/pretrain_tiny.yaml] [NPROC=2] [OUT=out/pretrain] [MODEL=dir] [O="..."]
+#      A GPU node: make pretrain CONFIG=my_pretrain.yaml NPROC=8 (see README for several nodes).
+NPROC ?= 2
+PRETRAIN_CONFIG = $(if $(filter command line environment,$(origin CONFIG)),$(CONFIG),tasks/configs/pretrain_tiny.yaml)
+PRETRAIN_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),out/pretrain)
+pretrain: $(STAMP)
+	$(PY) tasks/pretrain_mini.py --out "$(PRETRAIN_OUT)/mini"
+	$(PY) -m paddle.distributed.launch --nproc_per_node $(NPROC) --log_dir "$(PRETRAIN_OUT)/launch" \
+		tasks/pretrain.py --config "$(PRETRAIN_CONFIG)" --out "$(PRETRAIN_OUT)" $(if $(MODEL),--model "$(MODEL)") \
+		$(OVERRIDES)
+
+# make train-tokenizer INPUT="corpus.txt more.txt.gz" TOKENIZER_OUT=dir [KIND=wordpiece|sentencepiece] [VOCAB_SIZE=8000]
+train-tokenizer: $(STAMP)
+	$(PY) tools/train_tokenizer.py --input $(INPUT) --out "$(TOKENIZER_OUT)" --kind $(or $(KIND),wordpiece) \
+		--vocab-size $(or $(VOCAB_SIZE),8000)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,263 @@
+"""Region extraction with PaddleDetection: the paddle-3 compat layer, box selection, the extract_regions tool.
+
+The detector runs with seeded random weights on small images and few proposals, so the values are meaningless
+but reproducible; the tests check invariants (boxes inside the image, probabilities summing to 1, feature
+size, counts) and exact equality between runs.
+"""
+import inspect
+import json
+import os
+import re
+import shutil
+import sys
+
+import cv2
+import numpy as np
+import paddle
+import pytest
+
+from conftest import shared_path
+from paddle_unimo.data.regions import RegionStore
+from paddle_unimo.regions import detector as det
+from paddle_unimo.regions import paddledet_compat as compat
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+import extract_regions  # noqa: E402
+
+SMALL = ["--random-weights", "--short-side", "128", "--max-side", "160", "--proposals", "12"]
+NAMES = ["000000014439.jpg", "000000087038.jpg", "000000570688.jpg", "39006.jpg", "orange_71.jpg"]
+
+
+def summary(capsys) -> dict:
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("extract_regions:")][-1]
+    return {k: int(v) for v, k in re.findall(r"(\d+) (done|skipped|failed)", line)}
+
+
+def records(out):
+    store = RegionStore(out)
+    return {i: store.get(i) for i in store.ids()}
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k].image_w, a[k].image_h) == (b[k].image_w, b[k].image_h)
+        for name in ("boxes", "features", "class_probs"):
+            np.testing.assert_array_equal(getattr(a[k], name), getattr(b[k], name), err_msg=f"{k} {name}")
+
+
+# ---- the compat layer ----------------------------------------------------------------------------------
+
+def original_source(patch):
+    fn = compat._resolve(patch)[3]
+    return inspect.getsource(getattr(fn, compat._MARK, None) or fn)
+
+
+def test_compat_patches_the_reviewed_sources_and_is_idempotent():
+    compat.apply()
+    assert compat.is_applied() and compat.apply() == []
+    for patch in compat.PATCHES:
+        fn = compat._resolve(patch)[3]
+        text = inspect.getsource(fn)  # served from linecache: the patched text
+        for old, new in patch.edits:
+            assert new in text and old not in text
+    target_layer = sys.modules["ppdet.modeling.proposal_generator.target_layer"]
+    assert getattr(target_layer.generate_proposal_target, compat._MARK, None) is not None
+
+
+def test_compat_refuses_a_mismatched_source(monkeypatch):
+    patch = compat.PATCHES[0]
+    source = original_source(patch)
+    assert compat.patched_source(patch, source) != source
+    old = patch.edits[0][0]
+    changed = source.replace(old, old.replace("[1])", "[2])"))
+    with pytest.raises(RuntimeError, match=re.escape(patch.name)) as err:
+        compat.patched_source(patch, changed)
+    assert "sha256" in str(err.value) and "occurs 0 times" in str(err.value)
+    doubled = source + "\n" + source  # every edited line now twice
+    with pytest.raises(RuntimeError, match="occurs 2 times"):
+        compat.patched_source(patch, doubled)
+    monkeypatch.setattr(sys.modules["ppdet.version"], "full_version", "2.7.0")
+    with pytest.raises(RuntimeError, match="paddledet 2.7.0 is installed"):
+        compat.apply()
+
+
+# ---- box selection (pure numpy) ------------------------------------------------------------------------
+
+BOXES = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [0, 0, 10, 9]], np.float32)[:, None]
+PROBS = np.array([[0.6, 0.1, 0.3], [0.5, 0.4, 0.1], [0.1, 0.05, 0.85], [0.05, 0.3, 0.65]], np.float32)
+
+
+@pytest.mark.parametrize("min_boxes,max_boxes,keep,best", [
+    (1, 10, [0, 1], [0, 1]),  # box 1 loses class 0 to box 0 (IoU .81) but wins class 1; box 3 loses both
+    (3, 10, [0, 1, 2], [0, 1, 0]),
+    (4, 10, [0, 1, 2, 3], [0, 1, 0, 0]),  # box 3 survives no class: confidence 0, taken last
+    (1, 1, [0], [0]),
+])
+def test_select_regions_follows_generate_tsv(min_boxes, max_boxes, keep, best):
+    cfg = det.ExtractorConfig(conf_threshold=0.2, nms_iou=0.3, min_boxes=min_boxes, max_boxes=max_boxes)
+    got_keep, got_best = det.select_regions(BOXES, PROBS, cfg)
+    assert got_keep.tolist() == keep and got_best.tolist() == best
+
+
+def test_score_floor_is_exact_above_it():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 80, (60, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (60, 2))], 1).astype(np.float32)[:, None]
+    probs = rng.dirichlet(np.full(31, 0.3), 60).astype(np.float32)
+    full, _ = det.best_scores(boxes, probs, 0.3, 0.0)
+    for floor in (0.2, 0.05):
+        part, _ = det.best_scores(boxes, probs, 0.3, floor)
+        above = full >= floor
+        assert above.sum() > 5
+        np.testing.assert_array_equal(part[above], full[above])
+        assert (part[~above] < floor).all()
+
+
+# ---- the detector --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def c4():
+    cfg = det.ExtractorConfig(short_side=128, max_side=160, proposals=12)
+    return det.RegionExtractor(cfg, random_weights=True)
+
+
+def test_zero_proposals_give_one_whole_image_region(c4, monkeypatch):
+    image, _ = det.read_image(str(shared_path("images", NAMES[0])))
+    empty = ([paddle.zeros([0, 4])], paddle.to_tensor([0], "int32"), None)
+    monkeypatch.setattr(c4.model.rpn_head, "forward", lambda *a, **k: empty)
+    record, notes = c4.extract(image, "x")
+    assert notes == ["no proposals: one whole-image box"]
+    np.testing.assert_allclose(record.boxes, [[0, 0, 640, 404]], atol=1e-3)
+    assert record.features.shape == (1, 2048) and abs(record.class_probs.sum() - 1) < 1e-5
+
+
+def test_regressed_boxes_stay_in_the_image(c4, monkeypatch):
+    image, _ = det.read_image(str(shared_path("images", NAMES[1])))
+    monkeypatch.setattr(c4.cfg, "regress_boxes", True)
+    record, _ = c4.extract(image, "y")
+    assert record.num_boxes == 10
+    assert (record.boxes >= 0).all()
+    assert (record.boxes[:, [0, 2]] <= 640).all() and (record.boxes[:, [1, 3]] <= 480).all()
+
+
+def test_fpn_gives_1024_d_features():
+    cfg = det.ExtractorConfig(arch="fpn", short_side=100, max_side=150, proposals=12, min_boxes=4, max_boxes=6,
+                              conf_threshold=0.0)
+    image, _ = det.read_image(str(shared_path("images", NAMES[2])))
+    assert det.preprocess(image, cfg)[0].shape == (1, 3, 128, 160)  # 100x133 padded to multiples of 32
+    record, _ = det.RegionExtractor(cfg, random_weights=True).extract(image, "z")
+    assert record.features.shape == (6, 1024) and record.class_probs.shape == (6, 1601)  # conf 0: max_boxes
+
+
+def test_weights_load_strictly(tmp_path):
+    model = paddle.nn.Sequential(paddle.nn.Linear(3, 4), paddle.nn.Linear(4, 2))
+    state = model.state_dict()
+    good = str(tmp_path / "good.pdparams")
+    paddle.save(state, good)
+    det.load_weights(model, good)
+    bad = {k: v for k, v in state.items() if k != "1.bias"}
+    bad["2.weight"], bad["0.bias"] = paddle.zeros([2]), paddle.zeros([5])
+    paddle.save(bad, str(tmp_path / "bad.pdparams"))
+    with pytest.raises(ValueError) as err:
+        det.load_weights(model, str(tmp_path / "bad.pdparams"))
+    message = str(err.value)
+    assert "1 missing (first: ['1.bias'])" in message and "1 unexpected (first: ['2.weight'])" in message
+    assert "0.bias: file [5] vs model [4]" in message
+
+
+# ---- the tool ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    images = shared_path("images")
+    out = tmp_path_factory.mktemp("regions") / "store"
+    assert extract_regions.main(["--images", str(images), "--out", str(out)] + SMALL) == 0
+    return images, out
+
+
+def test_store_holds_valid_regions(first_run):
+    images, out = first_run
+    got = records(out)
+    assert sorted(got) == NAMES
+    for name, rec in got.items():
+        h, w = cv2.imread(str(images / name)).shape[:2]
+        assert (rec.image_w, rec.image_h) == (w, h)
+        assert rec.num_boxes == 10  # 12 proposals, random probabilities < conf: min_boxes
+        assert (rec.boxes >= 0).all() and (rec.boxes[:, [0, 2]] <= w).all() and (rec.boxes[:, [1, 3]] <= h).all()
+        assert (rec.boxes[:, 2:] >= rec.boxes[:, :2]).all()
+        assert rec.features.shape == (10, 2048) and np.isfinite(rec.features).all()
+        assert rec.class_probs.shape == (10, 1601)
+        np.testing.assert_allclose(rec.class_probs.sum(1), 1.0, atol=1e-5)
+    settings = json.loads((out / "extraction.json").read_text())
+    assert settings["random_weights"] is True and "MEANINGLESS" in settings["warning"]
+    assert (out / "errors.jsonl").read_text() == ""
+
+
+def test_resumed_rerun_skips_finished_images_and_equals_first_run(first_run, tmp_path, capsys):
+    images, reference = first_run
+    out = tmp_path / "store"
+    (tmp_path / "two.txt").write_text("\n".join(str(images / n) for n in NAMES[:2]) + "\n")
+    assert extract_regions.main(["--images", str(tmp_path / "two.txt"), "--out", str(out)] + SMALL) == 0
+    assert summary(capsys) == {"done": 2, "skipped": 0, "failed": 0}
+    shard = (out / "shard-000001.bin").read_bytes()
+    assert extract_regions.main(["--images", str(images), "--out", str(out)] + SMALL) == 0
+    assert summary(capsys) == {"done": 3, "skipped": 2, "failed": 0}
+    assert (out / "shard-000001.bin").read_bytes() == shard
+    assert_same(records(out), records(reference))  # same seed: identical values, also across processes
+    with pytest.raises(SystemExit, match="other settings"):
+        extract_regions.main(["--images", str(images), "--out", str(out)] + SMALL + ["--conf", "0.3"])
+
+
+def test_bad_images_are_converted_or_listed(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in NAMES[:2]:
+        shutil.copy(shared_path("images", name), images / name)
+    color = cv2.imread(str(images / NAMES[0]))
+    cv2.imwrite(str(images / "gray.png"), cv2.cvtColor(color, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(images / "tiny.png"), color[100:110, 200:210])
+    (images / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
+    (images / "empty.jpg").write_bytes(b"")
+    os.symlink(str(tmp_path / "nowhere.jpg"), images / "missing.jpg")
+    out = tmp_path / "store"
+    assert extract_regions.main(["--images", str(images), "--out", str(out)] + SMALL) == 0
+    assert summary(capsys) == {"done": 4, "skipped": 0, "failed": 3}
+    errors = {os.path.basename(e["image"]): e["reason"]
+              for e in map(json.loads, (out / "errors.jsonl").read_text().splitlines())}
+    assert errors == {"corrupt.jpg": "cv2 cannot decode it (corrupt or not an image)", "empty.jpg": "empty file",
+                      "missing.jpg": "broken symlink"}
+    got = records(out)
+    assert sorted(got) == sorted(NAMES[:2] + ["gray.png", "tiny.png"])
+    tiny = got["tiny.png"]
+    assert (tiny.image_w, tiny.image_h) == (10, 10) and 1 <= tiny.num_boxes <= 10
+    assert (tiny.boxes >= 0).all() and (tiny.boxes <= 10).all()
+    assert got["gray.png"].num_boxes >= 1 and got["gray.png"].image_w == 640
+    listed = tmp_path / "list.txt"
+    listed.write_text("images/tiny.png\nimages/gone.jpg\n")  # relative to the list's folder
+    # exit status 0: one image was skipped, so not every image failed
+    assert extract_regions.main(["--images", str(listed), "--out", str(out)] + SMALL) == 0
+    assert summary(capsys) == {"done": 0, "skipped": 1, "failed": 1}
+    assert json.loads((out / "errors.jsonl").read_text())["reason"] == "missing file"
+    assert len(RegionStore(out)) == 4
+
+
+def test_interrupted_run_keeps_finished_images(first_run, tmp_path, monkeypatch, capsys):
+    images, reference = first_run
+    out = tmp_path / "store"
+    real, calls = det.RegionExtractor.extract, []
+
+    def stop_at_third(self, image, image_id):
+        calls.append(image_id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, image, image_id)
+
+    monkeypatch.setattr(det.RegionExtractor, "extract", stop_at_third)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C: the unflushed batch (2 < --flush-every) is still written
+        extract_regions.main(["--images", str(images), "--out", str(out)] + SMALL)
+    assert RegionStore(out).ids() == NAMES[:2]
+    monkeypatch.setattr(det.RegionExtractor, "extract", real)
+    assert extract_regions.main(["--images", str(images), "--out", str(out)] + SMALL) == 0
+    assert summary(capsys) == {"done": 3, "skipped": 2, "failed": 0}
+    assert_same(records(out), records(reference))
