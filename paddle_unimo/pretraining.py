@@ -20,6 +20,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from .augment.records import to_example
 from .data.regions import RegionStore
 from .objectives import TextSpecials, get_objective, text_example
 from .objectives.cmcl import CMCLExample
@@ -35,7 +36,7 @@ class Corpus:
     kind: str  # text | image | pair
     objectives: List[str]
     ratio: float
-    items: list = field(default_factory=list)  # TextExample | RegionRecord | (RegionRecord, caption ids, extras)
+    items: list = field(default_factory=list)  # TextExample | RegionRecord | CMCLExample
 
     def __post_init__(self):
         allowed = {"text": TEXT_OBJECTIVES, "image": IMAGE_OBJECTIVES, "pair": PAIR_OBJECTIVES}.get(self.kind)
@@ -67,21 +68,20 @@ def read_text_lines(path: str, fields: Sequence[str] = ()) -> List[str]:
     return out
 
 
-def read_captions(path: str, store: RegionStore, tokenizer) -> list:
-    """(image, caption ids, cmcl extras) for every caption whose image is in the store."""
+def read_captions(path: str, store: RegionStore, tokenizer) -> List[CMCLExample]:
+    """CMCL examples of a captions file in ``tools/build_cmcl_data.py``'s format (``image_id``, ``caption``,
+    ``positive_texts``/``negative_texts`` as ``{"text": ...}``, ``positive_images`` as ``{"image_id": ...}``)."""
     items = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-                image = store.get(str(record["image_id"]))
-            except (json.JSONDecodeError, KeyError) as e:
-                raise ValueError(f"{path}:{line_no}: {e}") from None
-            extras = {k: [tokenizer.encode(t) for t in record.get(k, [])] for k in ("positive_texts", "negative_texts")}
-            extras["positive_images"] = [store.get(str(i)) for i in record.get("positive_images", []) if str(i) in store]
-            items.append((image, tokenizer.encode(record["caption"]), extras))
+                row = json.loads(line)
+                items.append(to_example({"positive_texts": [], "positive_images": [], "negative_texts": [], **row},
+                                        tokenizer, store))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{line_no}: {type(e).__name__}: {e}") from None
     return items
 
 
@@ -107,11 +107,7 @@ def objective_example(corpus: Corpus, objective: str, item):
         return item
     if corpus.kind == "image":
         return RegionExample(item)
-    image, caption, extras = item
-    if objective == "region":
-        return RegionExample(image, caption)
-    return CMCLExample(image, caption, positive_texts=extras["positive_texts"],
-                       positive_images=extras["positive_images"], negative_texts=extras["negative_texts"])
+    return RegionExample(item.image, item.text_ids) if objective == "region" else item  # item: a CMCLExample
 
 
 class Mixture:

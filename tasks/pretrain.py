@@ -41,7 +41,7 @@ def corpus_texts(corpora, out: str):
             texts += [t for p in spec["paths"] for t in read_text_lines(os.path.join(ROOT, p), spec.get("fields", ()))]
         elif spec["kind"] == "pair":
             texts += [t for t in read_text_lines(resolve(spec["captions"], out), ("caption",))]
-            texts += [t for rec in read_jsonl(resolve(spec["captions"], out))
+            texts += [t["text"] for rec in read_jsonl(resolve(spec["captions"], out))
                       for k in ("positive_texts", "negative_texts") for t in rec.get(k, [])]
     return texts
 

@@ -47,10 +47,11 @@ def caption(rng, classes, colours) -> dict:
     rel = RELATIONS[int(rng.integers(len(RELATIONS)))]
     other_colour = COLOURS[(colours[i] + 1 + int(rng.integers(len(COLOURS) - 1))) % len(COLOURS)]
     other_class = CLASSES[(classes[j] + 1 + int(rng.integers(len(CLASSES) - 1))) % len(CLASSES)]
-    return {"caption": f"a {a[0]} {a[1]} {rel} a {b[0]} {b[1]}",
-            "positive_texts": [f"there is a {a[0]} {a[1]} {rel} the {b[0]} {b[1]}"],
-            "negative_texts": [f"a {other_colour} {a[1]} {rel} a {b[0]} {b[1]}",
-                               f"a {a[0]} {a[1]} {rel} a {b[0]} {other_class}"]}
+    return {"caption": f"a {a[0]} {a[1]} {rel} a {b[0]} {b[1]}",  # rows as tools/build_cmcl_data.py writes them
+            "positive_texts": [{"text": f"there is a {a[0]} {a[1]} {rel} the {b[0]} {b[1]}", "source": "paraphrase"}],
+            "positive_images": [],
+            "negative_texts": [{"text": f"a {other_colour} {a[1]} {rel} a {b[0]} {b[1]}", "kind": "attribute"},
+                               {"text": f"a {a[0]} {a[1]} {rel} a {b[0]} {other_class}", "kind": "object"}]}
 
 
 def main(argv=None):
@@ -68,7 +69,8 @@ def main(argv=None):
     for index in range(args.images):
         record, classes, colours = make_image(rng, index, args.dim, prototypes)
         records.append(record)
-        lines.append(json.dumps({"image_id": record.image_id, **caption(rng, classes, colours)}))
+        lines.append(json.dumps({"image_id": record.image_id, "caption_id": f"{record.image_id}-0",
+                                 **caption(rng, classes, colours)}))
     store.append(records, skip_existing=True)
     path = os.path.join(args.out, "captions.jsonl")
     with open(path + ".tmp", "w", encoding="utf-8") as f:

@@ -1,0 +1,151 @@
+"""The CMCL data file: captions in, one JSON line per caption out, and back into ``CMCLExample``.
+
+Input (``read_captions``): JSON lines ``{"image_id", "caption_id", "caption"}``; ids may be strings or
+integers (COCO's are integers) and are kept as strings, the key type of ``RegionStore``.
+
+Output row (``build_rows``; one per caption, in input order)::
+
+    {"image_id": "139", "caption_id": "c1", "caption": "a man riding a red bike",
+     "positive_texts":  [{"text": ..., "source": "paraphrase"},
+                         {"text": ..., "source": "retrieved", "caption_id": ..., "image_id": ..., "score": 0.41}],
+     "positive_images": [{"image_id": ..., "score": 0.5}],
+     "negative_texts":  [{"text": ..., "kind": "attribute", "type": "colour", "old": "red", "new": "blue"}]}
+
+The three lists are exactly ``objectives.cmcl.CMCLExample``'s ``positive_texts`` (X+ sentence rewrites and
+X^T retrieved texts), ``positive_images`` (X^I) and ``negative_texts`` (X-). Texts are stored as text, not
+token ids, so one file serves any tokenizer; ``to_example`` tokenizes them and reads the images from a
+``RegionStore`` when a batch is built.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
+
+from ..data.seq2seq import DataError
+from ..objectives.cmcl import CMCLExample
+from .retrieval import nearest_images, nearest_texts, region_labels
+from .rewrite import KINDS, make_negatives
+from .scene_graph import parse
+
+__all__ = ["read_captions", "store_image_neighbours", "build_rows", "summarize", "write_jsonl", "read_rows",
+           "to_example"]
+_FIELDS = ("image_id", "caption_id", "caption")
+
+
+def _as_id(value, name: str, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
+        raise DataError(f"{where}: {name} must be a non-empty string or an integer, got {value!r}")
+    return str(value)
+
+
+def read_captions(path) -> List[Dict[str, str]]:
+    """The captions file; ``DataError`` naming ``file:line`` on bad JSON, a missing or empty field, a
+    duplicate caption_id. Blank lines are skipped."""
+    rows, first_seen = [], {}
+    with open(path, "r", encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, 1):
+            where = f"{os.fspath(path)}:{lineno}"
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(obj, dict) or any(k not in obj for k in _FIELDS):
+                missing = [k for k in _FIELDS if not isinstance(obj, dict) or k not in obj]
+                raise DataError(f"{where}: expected an object with {list(_FIELDS)}; missing {missing}")
+            caption = obj["caption"]
+            if not isinstance(caption, str) or not caption.strip():
+                raise DataError(f"{where}: caption must be a non-empty string, got {caption!r}")
+            row = {"image_id": _as_id(obj["image_id"], "image_id", where),
+                   "caption_id": _as_id(obj["caption_id"], "caption_id", where), "caption": caption.strip()}
+            seen = first_seen.setdefault(row["caption_id"], lineno)
+            if seen != lineno:
+                raise DataError(f"{where}: caption_id {row['caption_id']!r} repeats line {seen}")
+            rows.append(row)
+    return rows
+
+
+def store_image_neighbours(store, k: int, background: Optional[int]) -> Dict[str, List[dict]]:
+    """Image id -> its ``k`` nearest images of ``store`` by region-label Jaccard (``retrieval.nearest_images``).
+    Reads every record of the store once."""
+    ids, labels = [], []
+    for record in store:
+        ids.append(record.image_id)
+        labels.append(region_labels(record, background))
+    near = nearest_images(labels, k)
+    return {ids[i]: [{"image_id": ids[j], "score": round(score, 6)} for j, score in row] for i, row in enumerate(near)}
+
+
+def _negatives(caption: Dict[str, str], n: int, seed: int) -> List[dict]:
+    """``n`` rewrites from an rng seeded by (seed, caption_id): a caption's negatives do not depend on the
+    other captions of the file."""
+    rng = random.Random(f"{seed}:{caption['caption_id']}")
+    return [{"text": r.text, "kind": r.kind, "type": r.type, "old": r.old, "new": r.new}
+            for r in make_negatives(parse(caption["caption"]), n, rng)]
+
+
+def build_rows(captions: Sequence[Dict[str, str]], negatives: int, retrieved_texts: int, seed: int,
+               paraphrases: Optional[Dict[str, List[str]]] = None,
+               image_neighbours: Optional[Dict[str, List[dict]]] = None) -> List[dict]:
+    """One output row per caption (see the module docstring). ``image_neighbours`` maps an image id to its
+    retrieved images ``[{"image_id", "score"}]``; captions of other images get none."""
+    paraphrases, image_neighbours = paraphrases or {}, image_neighbours or {}
+    texts = nearest_texts([c["caption"] for c in captions], [c["image_id"] for c in captions], retrieved_texts)
+    rows = []
+    for c, near in zip(captions, texts):
+        positives = [{"text": p, "source": "paraphrase"} for p in paraphrases.get(c["caption_id"], [])
+                     if p != c["caption"]]
+        positives += [{"text": captions[j]["caption"], "source": "retrieved", "caption_id": captions[j]["caption_id"],
+                       "image_id": captions[j]["image_id"], "score": round(score, 6)} for j, score in near]
+        rows.append({**c, "positive_texts": positives,
+                     "positive_images": list(image_neighbours.get(c["image_id"], [])),
+                     "negative_texts": _negatives(c, negatives, seed)})
+    return rows
+
+
+def summarize(rows: Sequence[dict]) -> dict:
+    """Counts for the tool's summary line."""
+    graphs = [parse(r["caption"]) for r in rows]
+    kinds = {k: sum(n["kind"] == k for r in rows for n in r["negative_texts"]) for k in KINDS}
+    return {"captions": len(rows), "images": len({r["image_id"] for r in rows}),
+            "parsed_with_object": sum(bool(g.objects) for g in graphs),
+            "parsed_with_relation": sum(bool(g.objects) and bool(g.relations) for g in graphs),
+            "negatives": kinds,
+            "captions_without_negatives": sum(not r["negative_texts"] for r in rows),
+            "paraphrases": sum(p["source"] == "paraphrase" for r in rows for p in r["positive_texts"]),
+            "retrieved_texts": sum(p["source"] == "retrieved" for r in rows for p in r["positive_texts"]),
+            "retrieved_images": sum(len(r["positive_images"]) for r in rows)}
+
+
+def write_jsonl(path, rows: Iterable[dict]) -> None:
+    """Writes ``path.tmp`` then renames it over ``path``: readers never see a half-written file."""
+    tmp = os.fspath(path) + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_rows(path) -> Iterator[dict]:
+    """The rows of a file written by ``write_jsonl`` (``DataError`` naming ``file:line`` on bad JSON)."""
+    with open(path, "r", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{os.fspath(path)}:{lineno}: not valid JSON ({err.msg})") from None
+
+
+def to_example(row: dict, tokenizer, store) -> CMCLExample:
+    """A ``CMCLExample``: texts through ``tokenizer.encode`` (content ids, no [CLS]/[SEP]), images from
+    ``store`` (a ``RegionStore`` or any mapping-like object with ``get(image_id)``)."""
+    return CMCLExample(image=store.get(row["image_id"]), text_ids=tokenizer.encode(row["caption"]),
+                       positive_texts=[tokenizer.encode(p["text"]) for p in row["positive_texts"]],
+                       positive_images=[store.get(p["image_id"]) for p in row["positive_images"]],
+                       negative_texts=[tokenizer.encode(n["text"]) for n in row["negative_texts"]])

@@ -1,0 +1,89 @@
+"""Build the CMCL positives, hard negatives and retrieved texts/images for a captions file (UNIMO paper §2.1).
+
+    python tools/build_cmcl_data.py --captions captions.jsonl --out cmcl.jsonl --paraphrases backtrans.tsv \
+        --regions regions/coco --background first --negatives 4 --retrieved-texts 2 --retrieved-images 2 --seed 0
+
+Input: JSON lines ``{"image_id", "caption_id", "caption"}``. ``--paraphrases``: ``caption_id<TAB>paraphrase``
+lines (back-translations or paraphrases made offline). ``--regions``: a ``RegionStore`` folder whose
+``class_probs`` give each image's region labels; ``--background`` says which column is background: ``first``
+for bottom-up-attention and original UNIMO files, ``last`` for ``tools/extract_regions.py`` (paddledet
+order), ``none`` when there is none.
+
+Output: one JSON line per caption with ``positive_texts``, ``positive_images`` and ``negative_texts``
+(``paddle_unimo/augment/records.py`` documents the row; ``records.to_example`` turns a row into the
+``CMCLExample`` of ``paddle_unimo/objectives/cmcl.py``), written to a temporary file and renamed. Negatives
+are seeded per caption by (--seed, caption_id), so they do not change when other captions are added.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddle_unimo.augment.records import (build_rows, read_captions, store_image_neighbours,  # noqa: E402
+                                          summarize, write_jsonl)
+from paddle_unimo.augment.rewrite import read_paraphrases  # noqa: E402
+from paddle_unimo.data.regions import RegionStore  # noqa: E402
+
+_BACKGROUND = {"first": 0, "last": -1, "none": None}
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--captions", required=True, help="JSON lines {image_id, caption_id, caption}")
+    parser.add_argument("--out", required=True, help="output JSON lines, one row per caption")
+    parser.add_argument("--paraphrases", help="TSV caption_id<TAB>paraphrase (sentence-level positives)")
+    parser.add_argument("--regions", help="RegionStore folder with class_probs, for image retrieval")
+    parser.add_argument("--background", choices=sorted(_BACKGROUND), default="first",
+                        help="background column of class_probs: first in stores written by extract_regions.py "
+                             "and converted from bottom-up-attention files (default)")
+    parser.add_argument("--negatives", type=_non_negative, default=4, help="hard negatives per caption")
+    parser.add_argument("--retrieved-texts", type=_non_negative, default=2, help="TF-IDF neighbours per caption")
+    parser.add_argument("--retrieved-images", type=_non_negative, default=None,
+                        help="region-label neighbours per image (default 2 with --regions, else 0)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.retrieved_images is None:
+        args.retrieved_images = 2 if args.regions else 0
+    if args.retrieved_images and not args.regions:
+        parser.error("--retrieved-images needs --regions (a RegionStore with class_probs)")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    captions = read_captions(args.captions)
+    paraphrases = read_paraphrases(args.paraphrases, {c["caption_id"] for c in captions}) if args.paraphrases \
+        else {}
+    neighbours, missing = {}, 0
+    if args.regions:
+        store = RegionStore(args.regions)
+        if store.num_classes is None:
+            raise ValueError(f"{args.regions}: the store has no class_probs, so images have no region labels")
+        neighbours = store_image_neighbours(store, args.retrieved_images, _BACKGROUND[args.background])
+        missing = len({c["image_id"] for c in captions if c["image_id"] not in store})
+    rows = build_rows(captions, args.negatives, args.retrieved_texts, args.seed, paraphrases, neighbours)
+    write_jsonl(args.out, rows)
+    summary = {**summarize(rows), "images_not_in_store": missing}
+    neg = summary["negatives"]
+    print(f"{summary['captions']} captions of {summary['images']} images -> {args.out}: "
+          f"negatives object {neg['object']}, attribute {neg['attribute']}, relation {neg['relation']} "
+          f"({summary['captions_without_negatives']} captions with none); positives: paraphrases "
+          f"{summary['paraphrases']}, retrieved texts {summary['retrieved_texts']}; retrieved images "
+          f"{summary['retrieved_images']}" + (f" ({missing} images not in the store)" if args.regions else "")
+          + f"; parsed: {summary['parsed_with_object']} with an object, "
+          f"{summary['parsed_with_relation']} with a relation")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
