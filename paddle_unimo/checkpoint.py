@@ -158,3 +158,60 @@ def map_original_state(arrays: Mapping[str, np.ndarray], source: str, allow_unus
         raise CheckpointError(f"{source}: {len(unknown)} parameter files have no paddle_unimo name:\n    "
                               + "\n    ".join(unknown) + "\n  (pass --allow-unused REGEX to leave task heads out)")
     return state, skipped
+
+
+# ---- initialising from a RoBERTa-like checkpoint (PaddleNLP layout) -----------------------------------------
+
+ROBERTA_NAME_RULES: Tuple[Tuple[str, str], ...] = (
+    (r"embeddings\.(word|position|token_type)_embeddings\.weight", "unimo.embeddings.{0}_embeddings.weight"),
+    (r"embeddings\.layer_norm\.(weight|bias)", "unimo.encoder_norm.{0}"),
+    (r"encoder\.layers\.(\d+)\.(.+)", "unimo.encoder.layers.{0}.{1}"),  # the same paddle.nn layer names
+    (r"pooler\.dense\.(weight|bias)", "unimo.text_pooler.{0}"),
+)
+ROBERTA_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                       "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+                       "type_vocab_size", "initializer_range", "pad_token_id")
+
+
+def roberta_to_paddle_name(name: str) -> str | None:
+    name = name[len("roberta."):] if name.startswith("roberta.") else name
+    for pattern, template in ROBERTA_NAME_RULES:
+        m = re.fullmatch(pattern, name)
+        if m:
+            return template.format(*m.groups())
+    return None
+
+
+def init_from_roberta(path: str, **config_overrides):
+    """A ``UNIMOLMHeadModel`` whose encoder comes from a PaddleNLP RoBERTa-like folder (``model_type`` roberta
+    or bert with the same layer names). Positions start at ``pad_token_id + 1`` for RoBERTa, 0 for BERT.
+
+    An initialisation, not a load: the parts RoBERTa lacks (region embeddings, image pooler, the LM head's
+    transform) keep their fresh initialisation and are returned by name; every RoBERTa tensor must map onto a
+    parameter of the same shape, else the error lists them all. Returns (model, newly initialised names).
+    """
+    from .modeling import UNIMOLMHeadModel
+    import json
+    with open(find_config(path), encoding="utf-8") as f:
+        source = json.load(f)
+    values = {k: source[k] for k in ROBERTA_CONFIG_KEYS if k in source}
+    # RoBERTa numbers positions from padding_idx + 1; BERT-style models from 0
+    values["position_start"] = values.get("pad_token_id", 1) + 1 if source.get("model_type") == "roberta" else 0
+    config = UNIMOConfig.from_dict({**values, **config_overrides}, source=path)
+    model = UNIMOLMHeadModel(config)
+    state, unknown = {}, []
+    for name, value in load_state(path).items():
+        target = roberta_to_paddle_name(name)
+        if target is None:
+            if not name.startswith(("lm_head.", "cls.")):  # a pretraining head of the source model
+                unknown.append(name)
+            continue
+        state[target] = value
+    if unknown:
+        raise CheckpointError(f"{path}: tensors with no paddle_unimo name: {sorted(unknown)}")
+    expected = model.state_dict()
+    fresh = sorted(k for k in expected if k not in state and k != TIED_ALIAS)
+    check_state(model, state, path, optional=fresh + [TIED_ALIAS])
+    set_state(model, state, path, optional=fresh + [TIED_ALIAS])
+    logger.info("%s: initialised %d tensors from RoBERTa; new: %s", path, len(state), fresh)
+    return model, fresh

@@ -5,7 +5,8 @@
         --config tasks/configs/pretrain_tiny.yaml --out out/pretrain
 
 Corpus paths in the config are relative to the repository; ``{out}`` stands for ``--out``. ``--model DIR``
-starts from a checkpoint folder (e.g. one converted by tools/convert_checkpoint.py); ``--vocab DIR`` from
+starts from a checkpoint folder (e.g. one converted by tools/convert_checkpoint.py), or from the encoder of
+a PaddleNLP RoBERTa/BERT folder (its tokenizer, or ``--vocab``; regions and heads start fresh); ``--vocab DIR`` from
 scratch with a trained tokenizer (tools/train_tokenizer.py); with neither, from scratch with a character
 vocabulary built from the corpora. ``OUT`` gets ``checkpoint/`` (exact resume: run the same command again),
 ``best/`` (the model folder plus ``pretraining_heads.pdparams``), ``train.log``, ``vdl/`` (a scalar per
@@ -25,6 +26,8 @@ sys.path.insert(0, ROOT)
 import paddle.distributed as dist  # noqa: E402
 
 import paddle_unimo  # noqa: E402,F401  (CPU thread settings before paddle loads)
+from paddle_unimo import load_tokenizer  # noqa: E402
+from paddle_unimo.checkpoint import find_config, init_from_roberta  # noqa: E402
 from paddle_unimo.objectives import get_objective  # noqa: E402
 from paddle_unimo.pretraining import (Mixture, PretrainModel, load_corpus, objective_configs,  # noqa: E402
                                       read_text_lines)
@@ -49,6 +52,22 @@ def corpus_texts(corpora, out: str):
 def read_jsonl(path):
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def model_type(folder: str) -> str:
+    with open(find_config(folder), encoding="utf-8") as f:
+        return json.load(f).get("model_type", "unimo")
+
+
+def roberta_init(args, config):
+    """The encoder from a RoBERTa/BERT folder; regions, the image pooler and the LM head start fresh."""
+    tokenizer = load_tokenizer(args.vocab or args.model)
+    region = {k: v for k, v in config["model"]["overrides"].items() if k.startswith(("image_", "max_img"))}
+    ids = dict(unk_token_id=tokenizer.unk_token_id, pad_token_id=tokenizer.pad_token_id,
+               bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.mask_token_id,
+               mask_token_id=tokenizer.mask_token_id)
+    model, _ = init_from_roberta(args.model, **region, **ids)
+    return model, tokenizer
 
 
 def resolve(path: str, out: str) -> str:
@@ -77,7 +96,10 @@ def main(argv=None):
                                      "(the mini corpus is made by tasks/pretrain_mini.py)")
     if args.vocab:
         config["model"]["vocab_dir"] = args.vocab
-    model, tokenizer = build_model(args.model, config["model"], corpus_texts(config["corpora"], out))
+    if args.model and model_type(args.model) in ("roberta", "bert"):
+        model, tokenizer = roberta_init(args, config)
+    else:
+        model, tokenizer = build_model(args.model, config["model"], corpus_texts(config["corpora"], out))
     corpora = [load_corpus(spec, tokenizer, ROOT, chinese=config.get("chinese", False)) for spec in config["corpora"]]
     names = sorted({o for c in corpora for o in c.objectives})
     train_cfg = TrainConfig.from_dict(config["train"])

@@ -226,3 +226,26 @@ def test_save_load_round_trip_and_base_model_from_lm_folder(tmp_path):
     np.testing.assert_array_equal(again(ids).numpy(), model(ids).numpy())
     base = UNIMOModel.from_pretrained(str(tmp_path))
     np.testing.assert_array_equal(base(ids).numpy(), model.unimo(ids).numpy())
+
+
+def test_init_from_a_roberta_checkpoint(tmp_path):
+    pnlp = pytest.importorskip("paddlenlp.transformers")
+    from paddle_unimo.checkpoint import init_from_roberta
+    paddle.seed(4)
+    ref = pnlp.RobertaModel(pnlp.RobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
+                                               num_attention_heads=4, intermediate_size=37,
+                                               max_position_embeddings=64, type_vocab_size=2, pad_token_id=1,
+                                               layer_norm_eps=1e-5))
+    ref.eval()
+    ref.save_pretrained(str(tmp_path))
+    model, fresh = init_from_roberta(str(tmp_path), image_embedding_size=24, image_class_size=7, max_img_len=11)
+    model.eval()
+    assert model.config.position_start == 2 and model.config.type_vocab_size == 2
+    assert "unimo.region_embeddings.image_emb.weight" in fresh and "lm_head.transform.weight" in fresh
+    assert not any(k.startswith("unimo.encoder.layers") for k in fresh)
+    ids = paddle.to_tensor([[0, 5, 6, 7, 8, 2], [0, 9, 10, 2, 1, 1]])
+    expected = ref(ids)[0].numpy()  # RoBERTa numbers positions from pad + 1 and masks its padding
+    real = ids.numpy() != 1
+    positions = paddle.to_tensor(np.where(real, np.cumsum(real, axis=1) + 1, 1))  # right padding: explicit
+    got = model.unimo(ids, position_ids=positions).numpy()
+    np.testing.assert_allclose(got[real], expected[real], atol=1e-5, rtol=0)
