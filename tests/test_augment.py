@@ -341,4 +341,4 @@ def test_rows_become_cmcl_examples_and_a_batch(tmp_path):
     for b, (row, e) in enumerate(zip(rows, examples)):
         n_pos = 1 + len(e.positive_texts) + len(e.positive_images)
         assert batch["pair_positive"][b].sum() == n_pos
-        assert batch["pair_valid"][b].sum() == n_pos + len(e.negative_texts) + len(rows) - 1
+        assert batch["pair_valid"][b].sum() == n_pos + len(e.negative_texts)  # in-batch negatives: in loss

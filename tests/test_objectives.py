@@ -283,12 +283,32 @@ def test_cmcl_batch_layout():
     batch = cmcl.make_batch(cmcl_examples(np.random.default_rng(7)), cmcl.CMCLConfig(TINY_SPECIALS, 11))
     # images: a, b, c, a2; texts: a, b, c, a+, a-, c-1, c-2
     assert batch["region_feats"].shape[0] == 4 and batch["text_input_ids"].shape[0] == 7
-    assert batch["pair_image"].tolist() == [[0, 0, 3, 0, 0, 0], [1, 1, 1, 0, 0, 0], [2, 2, 2, 2, 2, 0]]
-    assert batch["pair_text"].tolist() == [[0, 3, 0, 4, 1, 2], [1, 0, 2, 0, 0, 0], [2, 5, 6, 0, 1, 0]]
-    assert batch["pair_positive"].tolist() == [[True, True, True, False, False, False],
-                                               [True, False, False, False, False, False],
-                                               [True, False, False, False, False, False]]
-    assert batch["pair_valid"].sum(1).tolist() == [6, 3, 5] and float(batch["tau"]) == pytest.approx(0.1)
+    # in-batch negatives are scored in ``loss`` against the anchor texts of every process, not listed here
+    assert batch["pair_image"].tolist() == [[0, 0, 3, 0], [1, 0, 0, 0], [2, 2, 2, 0]]
+    assert batch["pair_text"].tolist() == [[0, 3, 0, 4], [1, 0, 0, 0], [2, 5, 6, 0]]
+    assert batch["pair_positive"].tolist() == [[True, True, True, False], [True, False, False, False],
+                                               [True, False, False, False]]
+    assert batch["pair_valid"].sum(1).tolist() == [4, 1, 3] and float(batch["tau"]) == pytest.approx(0.1)
+
+
+def test_cmcl_loss_counts_every_other_anchor_as_a_negative():
+    """One process: the loss equals cmcl_loss over the full candidate list with the in-batch negatives."""
+    rng = np.random.default_rng(8)
+    paddle.seed(2)
+    model = UNIMOLMHeadModel(get_preset("tiny", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    model.eval()
+    batch = cmcl.make_batch(cmcl_examples(rng), cmcl.CMCLConfig(TINY_SPECIALS, 11))
+    pairs, in_batch, own = cmcl.similarity(model, batch)
+    pairs, in_batch = pairs.numpy(), in_batch.numpy()
+    rows, positives, valids = [], [], []
+    for b in range(3):  # the old layout: the row's candidates, then every other anchor's text
+        k = batch["pair_valid"][b].sum()
+        others = [j for j in range(3) if j != b]
+        rows.append(np.concatenate([pairs[b, :k], in_batch[b, others], np.zeros(4 - k)]))
+        positives.append(np.concatenate([batch["pair_positive"][b, :k], [False] * 2, [False] * (4 - k)]))
+        valids.append(np.concatenate([[True] * (k + 2), [False] * (4 - k)]))
+    expected = float(cmcl.cmcl_loss(np.stack(rows).astype("float32"), np.stack(positives), 0.1, np.stack(valids)))
+    assert float(cmcl.loss(model, batch)["loss"]) == pytest.approx(expected, rel=1e-5)
 
 
 # ---- losses on the tiny model --------------------------------------------------------------------------

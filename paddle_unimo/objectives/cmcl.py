@@ -15,8 +15,12 @@ Batch layout: for each anchor pair i (image V_i, text W_i) the candidate pairs a
                back-translations, and TF-IDF-retrieved similar texts: X+ and XT); (V, W_i) for each retrieved
                similar image V of i (XI);
     negatives: (V_i, W) for each hard-negative rewrite W of i (scene-graph object/attribute/relation
-               replacement: X-); (V_i, W_j) for every other anchor j of the batch (in-batch negatives).
+               replacement: X-); (V_i, W_j) for every other anchor j of the *global* batch (in-batch
+               negatives).
 Rows have different numbers of candidates; the (B, K) candidate matrices are padded, ``pair_valid`` False.
+The in-batch negatives are not in those matrices: ``loss`` scores every anchor image against the anchor
+texts of all processes, gathered with their gradients, so N processes compute exactly the loss (and the
+gradients) of one process holding the whole batch.
 """
 from __future__ import annotations
 
@@ -101,7 +105,6 @@ def _candidates(examples: Sequence[CMCLExample]):
         for ids in e.negative_texts:
             row.append((i, len(texts), False))
             texts.append(ids)
-        row.extend((i, j, False) for j in range(len(examples)) if j != i)
         rows.append(row)
     return images, texts, rows
 
@@ -116,6 +119,7 @@ def make_batch(examples: Sequence[CMCLExample], cfg: CMCLConfig, rng: np.random.
       text_input_ids, text_token_type_ids, text_position_ids  (T, L) int64  [CLS] text [SEP], anchor texts first
       text_attention_mask                      (T, L, L) bool  bidirectional over the non-pad tokens
       pair_image, pair_text                    (B, K) int64  image / text index of each candidate, 0 if padded
+                                               (in-batch negatives excluded: see the module docstring)
       pair_positive                            (B, K) bool   True for positives (column 0 is the aligned pair)
       pair_valid                               (B, K) bool   False on padding
       tau                                      () float32    the temperature, so that ``loss`` needs no config
@@ -139,8 +143,35 @@ def count(batch: Dict[str, np.ndarray]) -> int:
     return int(batch["pair_valid"].shape[0])
 
 
+class _GatherWithGrad(paddle.autograd.PyLayer):
+    """All processes' rows, concatenated in rank order; the backward pass returns to each process the summed
+    gradient of its own rows, so that the loss of every process trains every process's anchors."""
+
+    @staticmethod
+    def forward(ctx, x):
+        import paddle.distributed as dist
+        parts = []
+        dist.all_gather(parts, x)
+        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
+        return paddle.concat(parts, axis=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        import paddle.distributed as dist
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
+def gather_anchors(x):
+    """(B, H) -> (world * B, H): the anchors of every process (each process holds the same B)."""
+    import paddle.distributed as dist
+    return _GatherWithGrad.apply(x) if dist.get_world_size() > 1 else x
+
+
 def similarity(model, batch: Dict[str, np.ndarray]):
-    """(B, K) cosine similarity of every candidate pair, from separate image and text forwards."""
+    """Cosine similarities from separate image and text forwards: the candidate pairs (B, K), and every
+    anchor image against the anchor texts of all processes (B, world * B) with the column of its own text."""
     t = {k: paddle.to_tensor(v) for k, v in batch.items() if k != "tau"}
     num_regions = batch["region_feats"].shape[1]
     image_hidden = model.unimo(None, None, None, t["image_attention_mask"], region_feats=t["region_feats"],
@@ -152,14 +183,22 @@ def similarity(model, batch: Dict[str, np.ndarray]):
     image, text = F.normalize(image, axis=-1), F.normalize(text, axis=-1)
     pair_image = paddle.gather(image, t["pair_image"].reshape([-1]))  # (B * K, H)
     pair_text = paddle.gather(text, t["pair_text"].reshape([-1]))
-    return (pair_image * pair_text).sum(axis=-1).reshape(batch["pair_image"].shape)
+    pairs = (pair_image * pair_text).sum(axis=-1).reshape(batch["pair_image"].shape)
+    anchors = batch["pair_image"].shape[0]  # anchor images and texts come first
+    in_batch = paddle.matmul(image[:anchors], gather_anchors(text[:anchors]), transpose_y=True)  # (B, world * B)
+    import paddle.distributed as dist
+    own = paddle.arange(anchors) + dist.get_rank() * anchors if dist.get_world_size() > 1 else paddle.arange(anchors)
+    return pairs, in_batch, own
 
 
 def loss(model, batch: Dict[str, np.ndarray], heads=None) -> dict:
     """CMCL loss at the batch's ``tau``; ``accuracy``: anchors whose best-scoring candidate is a positive.
     ``heads`` is unused (the poolers belong to the model)."""
-    sim = similarity(model, batch)
-    positive, valid = paddle.to_tensor(batch["pair_positive"]), paddle.to_tensor(batch["pair_valid"])
+    pairs, in_batch, own = similarity(model, batch)
+    others = paddle.arange(in_batch.shape[1]).unsqueeze(0) != own.unsqueeze(1)  # the aligned pair is in ``pairs``
+    sim = paddle.concat([pairs, in_batch], axis=1)
+    positive = paddle.concat([paddle.to_tensor(batch["pair_positive"]), paddle.zeros(in_batch.shape, "bool")], 1)
+    valid = paddle.concat([paddle.to_tensor(batch["pair_valid"]), others], axis=1)
     value = cmcl_loss(sim, positive, float(batch["tau"]), valid)
     best = paddle.where(valid, sim, paddle.full_like(sim, -2.0)).argmax(axis=1)
     accuracy = float(paddle.take_along_axis(positive.astype("float32"), best.unsqueeze(1), axis=1).mean())
