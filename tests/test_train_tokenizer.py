@@ -147,3 +147,15 @@ def test_failed_run_keeps_the_previous_output(tmp_path):
     train_tokenizer.main(["--input", str(good), "--out", str(out), "--overwrite", "--no-cjk-continuations"])
     assert (out / "vocab.txt").read_text(encoding="utf-8") != before
     assert sorted(os.listdir(tmp_path)) == ["good.txt", "vocab"]
+
+
+
+def test_sentencepiece_words_are_whole_masking_units(tmp_path):
+    from paddle_unimo.objectives import text_example
+    lines = [f"the quick brown fox number {i} jumps over the lazy dog" for i in range(200)]
+    from paddle_unimo.tokenization_training import train_sentencepiece
+    tokenizer = train_sentencepiece(lines, vocab_size=60, model_type="bpe")
+    example = text_example("the quickest brownish foxes", tokenizer)
+    pieces = tokenizer.tokenize("the quickest brownish foxes")
+    words = [pieces[a:b] for a, b in zip(example.word_starts, example.word_starts[1:] + [len(pieces)])]
+    assert ["".join(w).replace("\u2581", "") for w in words] == ["the", "quickest", "brownish", "foxes"]

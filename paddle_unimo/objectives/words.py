@@ -64,6 +64,11 @@ def wordpiece_word_starts(tokens: Sequence[str]) -> List[int]:
     return [i for i, t in enumerate(tokens) if i == 0 or not t.startswith("##")]
 
 
+def sentencepiece_word_starts(tokens: Sequence[str]) -> List[int]:
+    """A SentencePiece piece starts a word when it begins with the ``\u2581`` space marker."""
+    return [i for i, t in enumerate(tokens) if i == 0 or t.startswith("\u2581")]
+
+
 def gpt2_word_starts(tokens: Sequence[str], tokenizer) -> List[int]:
     """GPT-2 pieces (``GptBpeTokenizer`` tokens, i.e. GPT-2 ids as strings): a piece starts a word when it
     begins with a space (or other whitespace) byte; otherwise it continues the previous word, as fairseq's
@@ -105,6 +110,8 @@ def text_example(text: str, tokenizer, chinese: bool = False) -> TextExample:
         starts = chinese_word_starts(text, tokenizer)
     elif getattr(tokenizer, "family", "") == "gpt2_bpe":
         starts = gpt2_word_starts(tokens, tokenizer)
+    elif getattr(tokenizer, "family", "") == "sentencepiece":
+        starts = sentencepiece_word_starts(tokens)
     else:
         starts = wordpiece_word_starts(tokens)
     return TextExample(tokenizer.convert_tokens_to_ids(tokens), starts)
