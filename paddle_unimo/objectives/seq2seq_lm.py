@@ -20,7 +20,8 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..data.seq2seq import Encoded, training_batch
-from .words import TextExample, TextSpecials, example_rngs, sample_spans, stochastic_round, word_table
+from .words import (TextExample, TextSpecials, example_rngs, predicted_token_count, predicted_token_loss,
+                    sample_spans, stochastic_round, word_table)
 
 __all__ = ["Seq2SeqLMConfig", "TextExample", "corrupt", "reconstruct", "make_batch", "loss", "count"]
 TokenSpan = Tuple[int, int]  # (first token in the original content, number of tokens)
@@ -84,18 +85,9 @@ def make_batch(examples: Sequence[TextExample], cfg: Seq2SeqLMConfig, rng: np.ra
     return training_batch(items, cfg.specials.pad_id, cfg.position_start)
 
 
-def count(batch: Dict[str, np.ndarray]) -> int:
-    """The loss is a mean over this many items: the predicted target tokens."""
-    return int(batch["labels"].shape[0])
+count = predicted_token_count
 
 
 def loss(model, batch: Dict[str, np.ndarray], heads=None) -> dict:
-    """Next-token cross-entropy over the targets (no label smoothing in pretraining); ``heads`` unused."""
-    import paddle
-    from ..training.losses import label_smoothed_cross_entropy
-    t = {k: paddle.to_tensor(v) for k, v in batch.items()}
-    hidden = model.unimo(t["input_ids"], t["token_type_ids"], t["position_ids"], t["attention_mask"])
-    logits = model.lm_head(hidden, t["masked_positions"])  # (N, V)
-    value = label_smoothed_cross_entropy(logits, t["labels"])
-    accuracy = float((logits.argmax(axis=-1) == t["labels"]).astype("float32").mean())
-    return {"loss": value, "accuracy": accuracy, "num_targets": count(batch)}
+    """Next-token cross-entropy over the targets; ``heads`` unused."""
+    return predicted_token_loss(model, batch)

@@ -20,8 +20,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .. import masks
-from .words import (TextExample, TextSpecials, chinese_word_starts, example_rngs, sample_spans, stochastic_round,
-                    word_table)
+from .words import (TextExample, TextSpecials, chinese_word_starts, example_rngs, predicted_token_count,
+                    predicted_token_loss, sample_spans, stochastic_round, word_table)
 
 __all__ = ["SpanMLMConfig", "TextExample", "chinese_word_starts", "span_length_probs", "mask_text",
            "make_batch", "loss", "count"]
@@ -113,18 +113,9 @@ def make_batch(examples: Sequence[TextExample], cfg: SpanMLMConfig, rng: np.rand
     }
 
 
-def count(batch: Dict[str, np.ndarray]) -> int:
-    """The loss is a mean over this many items: the masked tokens."""
-    return int(batch["labels"].shape[0])
+count = predicted_token_count
 
 
 def loss(model, batch: Dict[str, np.ndarray], heads=None) -> dict:
-    """Cross-entropy of the LM head at the masked positions; ``heads`` is unused (no extra heads)."""
-    import paddle
-    from ..training.losses import label_smoothed_cross_entropy
-    t = {k: paddle.to_tensor(v) for k, v in batch.items()}
-    hidden = model.unimo(t["input_ids"], t["token_type_ids"], t["position_ids"], t["attention_mask"])
-    logits = model.lm_head(hidden, t["masked_positions"])  # (N, V)
-    value = label_smoothed_cross_entropy(logits, t["labels"])
-    accuracy = float((logits.argmax(axis=-1) == t["labels"]).astype("float32").mean())
-    return {"loss": value, "accuracy": accuracy, "num_masked": count(batch)}
+    """Cross-entropy of the LM head at the masked positions; ``heads`` unused."""
+    return predicted_token_loss(model, batch)

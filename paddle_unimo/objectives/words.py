@@ -194,3 +194,21 @@ def sample_spans(rng: np.random.Generator, word_lengths: np.ndarray, maskable: n
             free[first:first + taken] = False
             spans.append((first, taken, length))
     return spans
+
+
+def predicted_token_count(batch) -> int:
+    """The text objectives' loss is a mean over this many items: the predicted tokens."""
+    return int(batch["labels"].shape[0])
+
+
+def predicted_token_loss(model, batch) -> dict:
+    """Cross-entropy of the LM head at ``masked_positions`` against ``labels`` (span MLM's masked tokens,
+    seq2seq LM's next target tokens); no label smoothing in pretraining."""
+    import paddle
+    from ..training.losses import label_smoothed_cross_entropy
+    t = {k: paddle.to_tensor(v) for k, v in batch.items()}
+    hidden = model.unimo(t["input_ids"], t["token_type_ids"], t["position_ids"], t["attention_mask"])
+    logits = model.lm_head(hidden, t["masked_positions"])  # (N, V)
+    value = label_smoothed_cross_entropy(logits, t["labels"])
+    accuracy = float((logits.argmax(axis=-1) == t["labels"]).astype("float32").mean())
+    return {"loss": value, "accuracy": accuracy, "num_predicted": predicted_token_count(batch)}
