@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, fields
 from typing import Any, Dict
+
+from .fileio import write_json
 
 # Keys PaddleNLP writes into config.json / model_config.json that describe bookkeeping, not the model.
 PADDLENLP_BOOKKEEPING_KEYS = frozenset({
@@ -113,11 +114,7 @@ class UNIMOConfig:
             return cls.from_paddlenlp_dict(json.load(f), source=path)
 
     def save(self, path: str) -> None:
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"architectures": ["UNIMOLMHeadModel"], "model_type": "unimo", **self.to_dict()},
-                      f, indent=2, ensure_ascii=False)
-        os.replace(tmp, path)
+        write_json(path, {"architectures": ["UNIMOLMHeadModel"], "model_type": "unimo", **self.to_dict()}, indent=2)
 
     @property
     def has_regions(self) -> bool:

@@ -99,20 +99,26 @@ class Constraints:
     no_repeat_ngram_size: int = 0
     repetition_penalty: float = 1.0
 
+    def _column(self, vocab_size: int, ids) -> paddle.Tensor:
+        """(V,) bias: NEVER at ``ids``, 0 elsewhere; built once per decoding, not at every step."""
+        key = (vocab_size, tuple(ids))
+        cache = self.__dict__.setdefault("_columns", {})
+        if key not in cache:
+            column = np.zeros(vocab_size, "float32")
+            column[list(ids)] = NEVER
+            cache[key] = paddle.to_tensor(column)
+        return cache[key]
+
     def never(self, logits):
         """Bans [UNK]/[PAD]/[CLS] from the raw logits, so they are out of the softmax too (PaddleNLP's
         ``adjust_logits_during_generation``)."""
-        column = np.zeros(logits.shape[-1], "float32")
-        column[list(self.banned)] = NEVER
-        return logits.astype("float32") + paddle.to_tensor(column)
+        return logits.astype("float32") + self._column(logits.shape[-1], self.banned)
 
     def apply(self, scores, generated: np.ndarray, step: int):
         """Constrains ``scores`` (N, V) given ``generated`` (N, step): bans the eos before ``min_length`` and
         whatever repeats an n-gram, and applies the repetition penalty."""
         if step < self.min_length:
-            column = np.zeros(scores.shape[-1], "float32")
-            column[self.eos] = NEVER
-            scores = scores + paddle.to_tensor(column)
+            scores = scores + self._column(scores.shape[-1], (self.eos,))
         if self.repetition_penalty != 1.0 and step:
             seen = paddle.to_tensor(generated)
             picked = paddle.take_along_axis(scores, seen, axis=-1)
@@ -224,7 +230,7 @@ def sample_or_greedy(stepper, logits, state, cons: Constraints, max_length: int,
         scores = cons.apply(scores, generated, t)
         token = _sample(scores, rng, **{k: v for k, v in sampling.items() if k != "seed"}) if sampling \
             else paddle.argmax(scores, axis=-1).numpy()
-        token_logp = np.take_along_axis(logp.numpy(), token[:, None], axis=-1)[:, 0]
+        token_logp = paddle.take_along_axis(logp, paddle.to_tensor(token[:, None]), axis=-1).numpy()[:, 0]
         token = np.where(finished, pad, token)
         total += np.where(finished, 0.0, token_logp)
         length += ~finished

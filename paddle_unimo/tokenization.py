@@ -22,6 +22,8 @@ from typing import Dict, Iterable, List, Sequence
 
 import regex
 
+from .fileio import atomic_write, write_json
+
 SPECIAL_TOKENS = ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]")  # order of a vocabulary built from data
 TOKENIZER_CONFIG = "tokenizer_config.json"
 
@@ -45,11 +47,7 @@ def read_vocab(path: str) -> Dict[str, int]:
 
 
 def write_vocab(vocab: Dict[str, int], path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for token, index in sorted(vocab.items(), key=lambda kv: kv[1]):
-            f.write(f"{token}\t{index}\n")
-    os.replace(tmp, path)
+    atomic_write(path, (f"{token}\t{index}\n" for token, index in sorted(vocab.items(), key=lambda kv: kv[1])))
 
 
 class Tokenizer(abc.ABC):
@@ -236,8 +234,8 @@ class WordPieceTokenizer(Tokenizer):
     def save_pretrained(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
         write_vocab(self.vocab, os.path.join(path, "vocab.txt"))
-        _write_json({"tokenizer_class": "UNIMOTokenizer", "do_lower_case": self.do_lower_case},
-                    os.path.join(path, TOKENIZER_CONFIG))
+        write_json(os.path.join(path, TOKENIZER_CONFIG),
+                   {"tokenizer_class": "UNIMOTokenizer", "do_lower_case": self.do_lower_case})
 
 
 # ---- original English UNIMO: GPT-2 byte-level BPE -----------------------------------------------------
@@ -321,7 +319,7 @@ class GptBpeTokenizer(Tokenizer):
         for src, name in zip(self.files, self.FILES):
             if os.path.abspath(src) != os.path.abspath(os.path.join(path, name)):
                 shutil.copyfile(src, os.path.join(path, name))
-        _write_json({"tokenizer_class": "GptBpeTokenizer"}, os.path.join(path, TOKENIZER_CONFIG))
+        write_json(os.path.join(path, TOKENIZER_CONFIG), {"tokenizer_class": "GptBpeTokenizer"})
 
 
 # ---- SentencePiece models trained from scratch (tools/train_tokenizer.py) ------------------------------
@@ -357,18 +355,9 @@ class SentencePieceTokenizer(Tokenizer):
     def save_pretrained(self, path: str) -> None:
         """``spm.model``, ``vocab.txt`` (piece<TAB>id, for reading only) and ``tokenizer_config.json``."""
         os.makedirs(path, exist_ok=True)
-        model_path = os.path.join(path, self.MODEL_FILE)
-        with open(model_path + ".tmp", "wb") as f:
-            f.write(self.model_proto)
-        os.replace(model_path + ".tmp", model_path)
+        atomic_write(os.path.join(path, self.MODEL_FILE), self.model_proto)
         write_vocab(self.vocab, os.path.join(path, "vocab.txt"))
-        _write_json({"tokenizer_class": "SentencePieceTokenizer"}, os.path.join(path, TOKENIZER_CONFIG))
-
-
-def _write_json(obj, path: str) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=2)
-    os.replace(path + ".tmp", path)
+        write_json(os.path.join(path, TOKENIZER_CONFIG), {"tokenizer_class": "SentencePieceTokenizer"})
 
 
 def load_tokenizer(path: str) -> Tokenizer:

@@ -28,9 +28,8 @@ from __future__ import annotations
 import gzip
 import heapq
 import io
-import os
 from collections import Counter
-from typing import Dict, Iterable, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, Sequence, Tuple
 
 from .tokenization import (SPECIAL_TOKENS, SentencePieceTokenizer, Tokenizer, WordPieceTokenizer, _is_cjk,
                            basic_tokenize)

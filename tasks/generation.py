@@ -18,6 +18,7 @@ import paddle
 from paddle_unimo import UNIMOLMHeadModel, WordPieceTokenizer, get_preset, load_tokenizer
 from paddle_unimo.data.seq2seq import (Example, Fields, Seq2SeqEncoder, decoding_batch, postprocess, read_examples,
                                        training_batch)
+from paddle_unimo.fileio import atomic_write
 from paddle_unimo.generation import generate
 from paddle_unimo.metrics import bleu4, consistency_report, distinct_n, rouge
 from paddle_unimo.training import TrainConfig, Trainer, label_smoothed_cross_entropy
@@ -46,13 +47,6 @@ def get_task(name: str) -> TaskSpec:
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; known: {sorted(TASKS)}")
     return TASKS[name]
-
-
-def write_atomically(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
 
 
 def build_model(model_dir: Optional[str], model_cfg: dict, texts: Sequence[str]):
@@ -143,8 +137,8 @@ def write_predictions(out_dir: str, examples: Sequence[Example], predictions: Se
     rows = [json.dumps({"id": e.id, "source": e.source, "title": e.title, "target": e.target, "prediction": p},
                        ensure_ascii=False) for e, p in zip(examples, predictions)]
     path = os.path.join(out_dir, "predictions.jsonl")
-    write_atomically(path, "\n".join(rows) + "\n")
-    write_atomically(os.path.join(out_dir, "predictions.txt"), "\n".join(predictions) + "\n")
+    atomic_write(path, "\n".join(rows) + "\n")
+    atomic_write(os.path.join(out_dir, "predictions.txt"), "\n".join(predictions) + "\n")
     return path
 
 

@@ -28,11 +28,12 @@ import paddle.distributed as dist  # noqa: E402
 import paddle_unimo  # noqa: E402,F401  (CPU thread settings before paddle loads)
 from paddle_unimo import load_tokenizer  # noqa: E402
 from paddle_unimo.checkpoint import find_config, init_from_roberta  # noqa: E402
+from paddle_unimo.fileio import atomic_write  # noqa: E402
 from paddle_unimo.objectives import get_objective  # noqa: E402
 from paddle_unimo.pretraining import (Mixture, PretrainModel, load_corpus, objective_configs,  # noqa: E402
                                       read_text_lines)
 from paddle_unimo.training import TrainConfig, Trainer  # noqa: E402
-from tasks.generation import build_model, write_atomically  # noqa: E402
+from tasks.generation import build_model  # noqa: E402
 from tasks.run import load_config, setup_logging  # noqa: E402
 
 
@@ -116,7 +117,7 @@ def main(argv=None):
             curves[name].append([step, round(loss, 5)])
         metrics = {"steps": state["step"], "nonfinite_skipped": state["nonfinite_skipped"], "objectives": names,
                    "corpora": {c.name: len(c.items) for c in corpora}, "loss_curves": curves}
-        write_atomically(os.path.join(args.out, "metrics.json"), json.dumps(metrics, indent=1))
+        atomic_write(os.path.join(args.out, "metrics.json"), json.dumps(metrics, indent=1))
     return state
 
 

@@ -22,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from paddle_unimo.data.regions import RegionRecord, RegionStore  # noqa: E402
+from paddle_unimo.fileio import atomic_write  # noqa: E402
 
 CLASSES = ["ball", "box", "cat", "dog", "car", "tree"]  # class i + 1; column 0 is the background
 COLOURS = ["red", "blue", "green", "yellow"]
@@ -73,9 +74,7 @@ def main(argv=None):
                                  **caption(rng, classes, colours)}))
     store.append(records, skip_existing=True)
     path = os.path.join(args.out, "captions.jsonl")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(path + ".tmp", path)
+    atomic_write(path, "\n".join(lines) + "\n")
     print(f"mini corpus: {len(store)} images with regions in {store.path if hasattr(store, 'path') else args.out}, "
           f"{len(lines)} captions in {path}")
 

@@ -25,10 +25,11 @@ import yaml  # noqa: E402
 
 import paddle_unimo  # noqa: E402,F401  (CPU thread settings before paddle loads)
 from paddle_unimo.data.seq2seq import Example  # noqa: E402
+from paddle_unimo.fileio import atomic_write  # noqa: E402
 from paddle_unimo.metrics import build_value_vocabulary  # noqa: E402
 from paddle_unimo.training import TrainConfig  # noqa: E402
 from tasks.generation import (GenerationTask, build_model, describe, example_texts, get_task,  # noqa: E402
-                              mean_loss_curve, score, write_atomically, write_predictions)
+                              mean_loss_curve, score, write_predictions)
 
 logger = logging.getLogger("paddle_unimo")
 
@@ -115,7 +116,7 @@ def finetune(args, config) -> dict:
                    loss_curve=mean_loss_curve(state["history"]), skipped_lines=len(train_report.skipped) +
                    len(dev_report.skipped), truncated=dict(task.encoder.truncated),
                    predictions=write_predictions(args.out, dev, predictions))
-    write_atomically(os.path.join(args.out, "metrics.json"), json.dumps(metrics, ensure_ascii=False, indent=1))
+    atomic_write(os.path.join(args.out, "metrics.json"), json.dumps(metrics, ensure_ascii=False, indent=1))
     logger.info("%s dev: %s -> %s", spec.name, describe(metrics), os.path.join(args.out, "metrics.json"))
     return metrics
 
@@ -133,7 +134,7 @@ def predict(args, config) -> dict:
     result = {"task": spec.name, "input": path, "predictions": out, "skipped_lines": len(report.skipped)}
     if all(e.target for e in examples):
         result.update(score(spec.name, examples, predictions))
-    write_atomically(os.path.join(args.out, "metrics.json"), json.dumps(result, ensure_ascii=False, indent=1))
+    atomic_write(os.path.join(args.out, "metrics.json"), json.dumps(result, ensure_ascii=False, indent=1))
     logger.info("%d predictions -> %s %s", len(predictions), out, describe(result))
     return result
 
@@ -155,7 +156,7 @@ def evaluate(args, config) -> dict:
         raise SystemExit(f"{path}:{missing[0]}: no target to score against ({len(missing)} such lines)")
     examples = [Example(str(r.get("id")), r["source"], r["target"], r.get("title")) for r in rows]
     metrics = score(spec.name, examples, [r["prediction"] for r in rows])
-    write_atomically(os.path.join(args.out, "metrics.json"), json.dumps(metrics, ensure_ascii=False, indent=1))
+    atomic_write(os.path.join(args.out, "metrics.json"), json.dumps(metrics, ensure_ascii=False, indent=1))
     logger.info("%s: %s", path, describe(metrics))
     return metrics
 

@@ -10,10 +10,11 @@ import pytest
 from paddle_unimo import UNIMOLMHeadModel, load_tokenizer
 from paddle_unimo.data.seq2seq import DataError, decoding_batch
 from paddle_unimo.export import InferenceStepper, export_model
+from paddle_unimo.fileio import atomic_write
 from paddle_unimo.generation import generate
 from paddle_unimo.training import TrainConfig
 from tasks import run
-from tasks.generation import GenerationTask, build_model, example_texts, get_task, write_atomically
+from tasks.generation import GenerationTask, build_model, example_texts, get_task
 
 from conftest import shared_path
 
@@ -161,8 +162,9 @@ def test_cli_errors_are_clear_and_leave_no_outputs(tmp_path):
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     path = str(tmp_path / "metrics.json")
-    write_atomically(path, "old")
+    atomic_write(path, "old")
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
-        write_atomically(path, "new")
+        atomic_write(path, "new")
     assert open(path, encoding="utf-8").read() == "old"
+    assert os.listdir(tmp_path) == ["metrics.json"]  # no temporary file left behind

@@ -23,7 +23,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddle_unimo.augment.records import (build_rows, read_captions, store_image_neighbours,  # noqa: E402
-                                          summarize, write_jsonl)
+                                          summarize)
+from paddle_unimo.fileio import write_jsonl  # noqa: E402
 from paddle_unimo.augment.rewrite import read_paraphrases  # noqa: E402
 from paddle_unimo.data.regions import RegionStore  # noqa: E402
 

@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import paddle_unimo  # noqa: E402,F401  (fast CPU settings before paddle loads)
 from paddle_unimo.data.regions import RegionStore  # noqa: E402
+from paddle_unimo.fileio import write_json  # noqa: E402
 from paddle_unimo.regions.detector import ExtractorConfig, ImageError, RegionExtractor, read_image  # noqa: E402
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -110,10 +111,7 @@ def check_settings(out: str, settings: dict) -> None:
         if diff:
             raise SystemExit(f"{out} was extracted with other settings ({path}); use another --out. "
                              f"Differences (stored, now): {diff}")
-    os.makedirs(out, exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(settings, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_json(path, settings)
 
 
 class Run:

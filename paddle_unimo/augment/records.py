@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 from ..data.seq2seq import DataError
 from ..objectives.cmcl import CMCLExample
@@ -29,7 +29,7 @@ from .retrieval import nearest_images, nearest_texts, region_labels
 from .rewrite import KINDS, make_negatives
 from .scene_graph import parse
 
-__all__ = ["read_captions", "store_image_neighbours", "build_rows", "summarize", "write_jsonl", "read_rows",
+__all__ = ["read_captions", "store_image_neighbours", "build_rows", "summarize", "read_rows",
            "to_example"]
 _FIELDS = ("image_id", "caption_id", "caption")
 
@@ -118,17 +118,6 @@ def summarize(rows: Sequence[dict]) -> dict:
             "paraphrases": sum(p["source"] == "paraphrase" for r in rows for p in r["positive_texts"]),
             "retrieved_texts": sum(p["source"] == "retrieved" for r in rows for p in r["positive_texts"]),
             "retrieved_images": sum(len(r["positive_images"]) for r in rows)}
-
-
-def write_jsonl(path, rows: Iterable[dict]) -> None:
-    """Writes ``path.tmp`` then renames it over ``path``: readers never see a half-written file."""
-    tmp = os.fspath(path) + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_rows(path) -> Iterator[dict]:

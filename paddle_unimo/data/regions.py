@@ -26,6 +26,8 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from ..fileio import atomic_write
+
 FORMAT = "paddle_unimo.region_store"
 VERSION = 1
 INDEX = "index.json"
@@ -145,31 +147,6 @@ def collate_regions(records: Sequence[RegionRecord], max_img_len: int, *, global
         batch["region_class_probs"] = probs
     batch["num_regions"] = valid.sum(axis=1).astype(np.int64)
     return batch
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: str, chunks) -> None:
-    """Writes the byte chunks to ``path.tmp``, syncs it and renames it over ``path``."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        for chunk in ([chunks] if isinstance(chunks, bytes) else chunks):
-            f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path) or ".")
 
 
 class _Shard:
@@ -308,19 +285,19 @@ class RegionStore:
         self._remove_orphans()
         seq = 1 + max([int(s.name.split("-")[1]) for s in self._shards], default=0)
         name = f"shard-{seq:06d}"
-        _atomic_write(os.path.join(self.path, name + ".bin"), (
+        atomic_write(os.path.join(self.path, name + ".bin"), (
             np.ascontiguousarray(a, dtype=_DTYPE).tobytes()
             for r in fresh for a in (r.boxes, r.features, r.class_probs) if a is not None))
         table = {"ids": [r.image_id for r in fresh], "num_boxes": [r.num_boxes for r in fresh],
                  "image_w": [r.image_w for r in fresh], "image_h": [r.image_h for r in fresh],
                  "has_probs": [r.class_probs is not None for r in fresh]}
-        _atomic_write(os.path.join(self.path, name + ".json"), json.dumps(table).encode("utf-8"))
+        atomic_write(os.path.join(self.path, name + ".json"), json.dumps(table).encode("utf-8"))
         shard = _Shard(name, table, feature_dim, num_classes)
         entries = [{"name": s.name, "num_records": len(s.ids), "bytes": s.nbytes} for s in self._shards + [shard]]
         index = {"format": FORMAT, "version": VERSION, "dtype": _DTYPE.str, "box_dim": 4,
                  "feature_dim": feature_dim, "num_classes": num_classes, "num_records": len(self) + len(fresh),
                  "shards": entries}
-        _atomic_write(os.path.join(self.path, INDEX), json.dumps(index, indent=1).encode("utf-8"))
+        atomic_write(os.path.join(self.path, INDEX), json.dumps(index, indent=1).encode("utf-8"))
         self._feature_dim, self._num_classes = feature_dim, num_classes
         self._add_shard(shard)
 

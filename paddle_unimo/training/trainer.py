@@ -292,7 +292,7 @@ class Trainer:
     def gradients_finite(self) -> bool:
         """With data parallelism the gradients are already averaged, so every rank decides alike."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        return all(bool(paddle.isfinite(g).all()) for g in grads)
+        return bool(paddle.stack([paddle.isfinite(g).all() for g in grads]).all()) if grads else True
 
     def optimizer_step(self, loss: float) -> None:
         if not self.scaler and not (math.isfinite(loss) and self.gradients_finite()):

@@ -17,8 +17,10 @@ import json
 import os
 import re
 import sys
-import tempfile
 import random
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from paddle_unimo.fileio import write_jsonl  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 N_TRAIN, N_DEV = 240, 40
@@ -261,20 +263,6 @@ def generate(task, seed):
         for i, row in enumerate(rows):
             row["id"] = i
     return {s: [{k: row[k] for k in fields} for row in rows] for s, rows in splits.items()}
-
-
-def write_jsonl(path, rows):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 NUM = re.compile(r"\d+(?:\.\d+)?")
