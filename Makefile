@@ -12,25 +12,29 @@ STAMP := $(VENV)/.installed
 
 # requirements-nodeps.txt holds packages whose metadata pins would break the environment (paddledet pins
 # numpy<1.24): installed without their declared deps, after their real needs from requirements.txt.
-$(STAMP): requirements.txt requirements-nodeps.txt
+# The project itself is installed editable (pyproject.toml) so that `import paddle_unimo`, `tasks` and `tools`
+# work from any folder and the console scripts exist.
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	grep -v '^paddlepaddle==' requirements.txt > $(VENV)/requirements.txt
 	$(PY) -m pip install -q -r $(VENV)/requirements.txt "$(PADDLE)"
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	echo "$(PADDLE)" > $(STAMP)
 
 install:
 	rm -f $(STAMP)
 	$(MAKE) $(STAMP) PADDLE="$(PADDLE)"
 
+# PADDLE_UNIMO_RUN_SLOW=1 (set by .ci/run) adds the tests marked slow, as `make test-all` does.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 1,$(PADDLE_UNIMO_RUN_SLOW)),-m "")
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m ""
 
-# ---- 千言 generation: make finetune TASK=dureader_qg|advertisegen|lcsts_new [MODEL=dir] [DATA=dir] [OUT=dir]
-#      [O="train.lr=3e-5 decode.num_beams=4"]; without MODEL the tiny preset and the bundled demo data.
+# ---- tasks (tasks/registry.py): make finetune TASK=dureader_qg|advertisegen|lcsts_new [MODEL=dir] [DATA=dir]
+#      [OUT=dir] [O="train.lr=3e-5 decode.num_beams=4"]; without MODEL the tiny preset and the bundled demo data.
 TASK ?= dureader_qg
 SIZE ?= $(if $(MODEL),base,tiny)
 CONFIG ?= tasks/configs/$(TASK)_$(SIZE).yaml
@@ -42,30 +46,33 @@ demo: $(STAMP)
 		$(if $(MODEL),--model "$(MODEL)")
 
 finetune: $(STAMP)
-	$(PY) -m tasks.run finetune --config $(CONFIG) --out "$(OUT)" $(if $(MODEL),--model "$(MODEL)") \
+	$(PY) -m tasks.run finetune --task $(TASK) --config $(CONFIG) --out "$(OUT)" $(if $(MODEL),--model "$(MODEL)") \
 		$(if $(DATA),--data "$(DATA)") $(OVERRIDES)
 
 # make predict [MODEL=$(OUT)/best] [INPUT=file] -> $(OUT)/predict
 predict: $(STAMP)
-	$(PY) -m tasks.run predict --config $(CONFIG) --out "$(OUT)/predict" --model "$(or $(MODEL),$(OUT)/best)" \
+	$(PY) -m tasks.run predict --task $(TASK) --config $(CONFIG) --out "$(OUT)/predict" \
+		--model "$(or $(MODEL),$(OUT)/best)" \
 		$(if $(DATA),--data "$(DATA)") $(if $(INPUT),--input "$(INPUT)") $(OVERRIDES)
 
-# make evaluate [PRED=$(OUT)/predict/predictions.jsonl]
+# make evaluate [PRED=$(OUT)/predict/predictions.jsonl] [REFS=reference file; default: the dev file]
+#      -> $(OUT)/predict/eval/metrics.json
 evaluate: $(STAMP)
-	$(PY) -m tasks.run evaluate --config $(CONFIG) --out "$(OUT)/predict" \
-		--predictions "$(or $(PRED),$(OUT)/predict/predictions.jsonl)"
+	$(PY) -m tasks.run evaluate --task $(TASK) --config $(CONFIG) --out "$(OUT)/predict" \
+		--predictions "$(or $(PRED),$(OUT)/predict/predictions.jsonl)" $(if $(DATA),--data "$(DATA)") \
+		$(if $(REFS),--references "$(REFS)")
 
 # make export [MODEL=$(OUT)/best] -> $(OUT)/inference (Paddle Inference: prefill/step .json + .pdiparams)
 export: $(STAMP)
-	$(PY) tools/export_model.py --model "$(or $(MODEL),$(OUT)/best)" --out "$(OUT)/inference"
+	$(PY) -m tools.export_model --model "$(or $(MODEL),$(OUT)/best)" --out "$(OUT)/inference"
 
 # make convert PARAMS=unimo_base_en/params CONFIG=unimo_base_en.json OUT=models/unimo-base-en [DICT=model_files/dict]
 convert: $(STAMP)
-	$(PY) tools/convert_checkpoint.py --params "$(PARAMS)" --config "$(CONFIG)" --out "$(OUT)" \
+	$(PY) -m tools.convert_checkpoint --params "$(PARAMS)" --config "$(CONFIG)" --out "$(OUT)" \
 		$(if $(DICT),--dict-dir "$(DICT)")
 
 benchmark: $(STAMP)
-	$(PY) tools/benchmark_cpu.py
+	$(PY) -m tools.benchmark_cpu
 
 # ---- image regions (bottom-up-attention style, PaddleDetection Faster R-CNN) into a region store:
 #      make extract-regions IMAGES=dir OUT=dir [WEIGHTS=file.pdparams | RANDOM_WEIGHTS=1] [ARCH=c4|fpn]
@@ -74,15 +81,17 @@ ARCH ?= c4
 extract-regions: $(STAMP)
 	$(if $(IMAGES),,$(error extract-regions needs IMAGES=<image folder or list file>))
 	$(if $(filter command line environment,$(origin OUT)),,$(error extract-regions needs OUT=<store folder>))
-	$(PY) tools/extract_regions.py --images "$(IMAGES)" --out "$(OUT)" --arch $(ARCH) \
+	$(PY) -m tools.extract_regions --images "$(IMAGES)" --out "$(OUT)" --arch $(ARCH) \
 		$(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(RANDOM_WEIGHTS),--random-weights) $(EXTRACT_ARGS)
 
+# make benchmark-regions IMAGES=dir
 benchmark-regions: $(STAMP)
-	$(PY) tools/benchmark_regions.py
+	$(if $(IMAGES),,$(error benchmark-regions needs IMAGES=<image folder or list file>))
+	$(PY) -m tools.benchmark_regions --images "$(IMAGES)"
 
 # make convert-regions FORMAT=bottom_up_tsv|unimo_caption|unimo_retrieval|unimo_ve IN="files or folders" OUT=store
 convert-regions: $(STAMP)
-	$(PY) tools/convert_regions.py --format "$(FORMAT)" --input $(IN) --out "$(OUT)"
+	$(PY) -m tools.convert_regions --format "$(FORMAT)" --input $(IN) --out "$(OUT)"
 
 # ---- pretraining. Default: the embedded mini corpus, the tiny preset, 2 processes on CPU (gloo).
 #      make pretrain [CONFIG=tasks/configs/pretrain_tiny.yaml] [NPROC=2] [OUT=out/pretrain] [MODEL=dir] [O="..."]
@@ -91,14 +100,14 @@ NPROC ?= 2
 PRETRAIN_CONFIG = $(if $(filter command line environment,$(origin CONFIG)),$(CONFIG),tasks/configs/pretrain_tiny.yaml)
 PRETRAIN_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),out/pretrain)
 pretrain: $(STAMP)
-	$(PY) tasks/pretrain_mini.py --out "$(PRETRAIN_OUT)/mini"
+	$(PY) -m tasks.pretrain_mini --out "$(PRETRAIN_OUT)/mini"
 	$(PY) -m paddle.distributed.launch --nproc_per_node $(NPROC) --log_dir "$(PRETRAIN_OUT)/launch" \
 		tasks/pretrain.py --config "$(PRETRAIN_CONFIG)" --out "$(PRETRAIN_OUT)" $(if $(MODEL),--model "$(MODEL)") \
 		$(OVERRIDES)
 
 # make train-tokenizer INPUT="corpus.txt more.txt.gz" TOKENIZER_OUT=dir [KIND=wordpiece|sentencepiece] [VOCAB_SIZE=8000]
 train-tokenizer: $(STAMP)
-	$(PY) tools/train_tokenizer.py --input $(INPUT) --out "$(TOKENIZER_OUT)" --kind $(or $(KIND),wordpiece) \
+	$(PY) -m tools.train_tokenizer --input $(INPUT) --out "$(TOKENIZER_OUT)" --kind $(or $(KIND),wordpiece) \
 		--vocab-size $(or $(VOCAB_SIZE),8000)
 
 clean:

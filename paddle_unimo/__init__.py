@@ -1,20 +1,52 @@
 """paddle_unimo: UNIMO (Li et al., ACL 2021) on PaddlePaddle -- one transformer over text and image regions.
 
-Importing the package before paddle sets ``MKL_DEBUG_CPU_TYPE=5`` and ``OMP_NUM_THREADS=<cores>`` unless
-the user set them: paddle's bundled MKL otherwise runs a slow single-threaded path on AMD CPUs
-(``tools/benchmark_cpu.py`` measures the difference).
+Importing the package changes nothing in the environment and does not import paddle; the model classes are
+loaded on first use. Entry points call ``cpu_defaults()`` first, before paddle is imported: paddle's bundled
+MKL otherwise runs a slow single-threaded path on AMD CPUs (``tools/benchmark_cpu.py`` measures it).
 """
+from __future__ import annotations
+
+import importlib
+import logging
 import os
 import sys
+from typing import Dict
 
-if "paddle" not in sys.modules:
-    os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
-    os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+_LAZY = {
+    "PRESETS": "config", "UNIMOConfig": "config", "get_preset": "config",
+    "UNIMOModel": "modeling", "UNIMOLMHeadModel": "modeling", "UNIMOForMaskedLM": "modeling",
+    "UNIMOForConditionalGeneration": "modeling",
+    "GptBpeTokenizer": "tokenization", "WordPieceTokenizer": "tokenization", "load_tokenizer": "tokenization",
+}
+__all__ = ["cpu_count", "cpu_defaults", *_LAZY]
 
-from .config import PRESETS, UNIMOConfig, get_preset  # noqa: E402
-from .modeling import (UNIMOForConditionalGeneration, UNIMOForMaskedLM, UNIMOLMHeadModel,  # noqa: E402
-                       UNIMOModel)
-from .tokenization import GptBpeTokenizer, WordPieceTokenizer, load_tokenizer  # noqa: E402
 
-__all__ = ["PRESETS", "UNIMOConfig", "get_preset", "UNIMOModel", "UNIMOLMHeadModel", "UNIMOForMaskedLM",
-           "UNIMOForConditionalGeneration", "GptBpeTokenizer", "WordPieceTokenizer", "load_tokenizer"]
+def cpu_count() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one), else all of them."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def cpu_defaults() -> Dict[str, str]:
+    """Sets ``MKL_DEBUG_CPU_TYPE=5`` and ``OMP_NUM_THREADS=<cores>`` unless the user set them; returns what it
+    set. They only act when set before paddle is imported: a call after that logs a warning and sets nothing."""
+    wanted = {"MKL_DEBUG_CPU_TYPE": "5", "OMP_NUM_THREADS": str(cpu_count())}
+    missing = {k: v for k, v in wanted.items() if k not in os.environ}
+    if not missing:
+        return {}
+    if "paddle" in sys.modules:
+        logging.getLogger(__name__).warning(
+            "cpu_defaults() called after paddle was imported: %s not set, CPU matmul may be several times slower",
+            ", ".join(sorted(missing)))
+        return {}
+    os.environ.update(missing)
+    return missing
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

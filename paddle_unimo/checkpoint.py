@@ -18,6 +18,7 @@ import numpy as np
 import paddle
 
 from .config import UNIMOConfig
+from .fileio import atomic_save, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +93,10 @@ def load_pretrained(cls, path: str, **config_overrides):
 
 
 def save_pretrained(model, path: str) -> None:
-    """Writes config.json and model_state.pdparams, each to a temporary file renamed into place."""
-    os.makedirs(path, exist_ok=True)
+    """Writes config.json (``UNIMOConfig.save``, through ``fileio.write_json``) and model_state.pdparams
+    (``fileio.atomic_save``), each to a temporary file renamed into place."""
     model.config.save(os.path.join(path, "config.json"))
-    target = os.path.join(path, WEIGHTS_NAME)
-    paddle.save(model.state_dict(), target + ".tmp")
-    os.replace(target + ".tmp", target)
+    atomic_save(os.path.join(path, WEIGHTS_NAME), lambda tmp: paddle.save(model.state_dict(), tmp))
 
 
 # ---- original English UNIMO (static graph, one legacy file per parameter) ---------------------------------
@@ -191,9 +190,7 @@ def init_from_roberta(path: str, **config_overrides):
     parameter of the same shape, else the error lists them all. Returns (model, newly initialised names).
     """
     from .modeling import UNIMOLMHeadModel
-    import json
-    with open(find_config(path), encoding="utf-8") as f:
-        source = json.load(f)
+    source = read_json(find_config(path), "model config")
     values = {k: source[k] for k in ROBERTA_CONFIG_KEYS if k in source}
     # RoBERTa numbers positions from padding_idx + 1; BERT-style models from 0
     values["position_start"] = values.get("pad_token_id", 1) + 1 if source.get("model_type") == "roberta" else 0

@@ -1,6 +1,6 @@
 """Typed UNIMO configuration and the named presets of both released model families.
 
-Two families share one architecture (UNIMO paper, section 2; UNIMO_FACTS.md sections 1-2):
+Two families share one architecture (UNIMO paper, section 2; PaddlePaddle/Research NLP/UNIMO and PaddleNLP ``unimo``):
 
 * PaddleNLP ``unimo-text-1.0*`` (Chinese): ReLU, post-LN, 4 token types, positions start at 0 and
   restart at 0 for the target; [CLS] is the bos and [MASK] the eos.
@@ -12,11 +12,11 @@ Unknown keys raise: a typo in a config must never be silently ignored.
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Dict
 
-from .fileio import write_json
+from .fileio import read_json, write_json
+from .typed import bounded, check_fields, from_dict
 
 # Keys PaddleNLP writes into config.json / model_config.json that describe bookkeeping, not the model.
 PADDLENLP_BOOKKEEPING_KEYS = frozenset({
@@ -39,50 +39,41 @@ REGION_LOCATION_SIZE = 5  # [x1/W, y1/H, x2/W, y2/H, area fraction]
 
 @dataclass
 class UNIMOConfig:
-    vocab_size: int = 18000
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "relu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
+    vocab_size: int = bounded(18000, min=1)
+    hidden_size: int = bounded(768, min=1)
+    num_hidden_layers: int = bounded(12, min=0)
+    num_attention_heads: int = bounded(12, min=1)
+    intermediate_size: int = bounded(3072, min=1)
+    hidden_act: str = bounded("relu", choices=("relu", "gelu"))
+    hidden_dropout_prob: float = bounded(0.1, min=0.0, max=1.0)
+    attention_probs_dropout_prob: float = bounded(0.1, min=0.0, max=1.0)
     normalize_before: bool = False
-    max_position_embeddings: int = 513
-    type_vocab_size: int = 4  # 0: no token-type embedding (original English UNIMO)
-    initializer_range: float = 0.02
-    unk_token_id: int = 17963
-    pad_token_id: int = 0
-    bos_token_id: int = 1  # [CLS]
-    eos_token_id: int = 3  # [MASK] ends a generated sequence in both families
-    mask_token_id: int = 3
-    position_start: int = 0  # first position id of each block: 0 for unimo-text, 2 for English UNIMO
-    image_embedding_size: int = 0  # 0: text-only model without region embeddings
-    max_img_len: int = 0  # regions per image the model was trained with, including the global feature
-    image_class_size: int = 0  # detector classes (incl. background) for region classification
+    max_position_embeddings: int = bounded(513, min=1)
+    type_vocab_size: int = bounded(4, min=0)  # 0: no token-type embedding (original English UNIMO)
+    initializer_range: float = bounded(0.02, min=0.0)
+    unk_token_id: int = bounded(17963, min=0)
+    pad_token_id: int = bounded(0, min=0)
+    bos_token_id: int = bounded(1, min=0)  # [CLS]
+    eos_token_id: int = bounded(3, min=0)  # [MASK] ends a generated sequence in both families
+    mask_token_id: int = bounded(3, min=0)
+    position_start: int = bounded(0, min=0)  # first position id of each block: 0 for unimo-text, 2 for English UNIMO
+    image_embedding_size: int = bounded(0, min=0)  # 0: text-only model without region embeddings
+    max_img_len: int = bounded(0, min=0)  # regions per image the model was trained with, including the global feature
+    image_class_size: int = bounded(0, min=0)  # detector classes (incl. background) for region classification
+    # IoU above which a region is masked with an overlapping masked anchor in visual pretraining (the original
+    # config's overlap_ratio: 0.4 base, 0.3 large)
+    overlap_ratio: float = bounded(0.4, min=0.0, max=1.0)
 
     def __post_init__(self):
-        for f in fields(self):
-            value = getattr(self, f.name)
-            expected = {"int": int, "float": (int, float), "bool": bool, "str": str}[f.type]
-            if isinstance(value, bool) and f.type != "bool" or not isinstance(value, expected):
-                raise TypeError(f"UNIMOConfig.{f.name} must be {f.type}, got {value!r}")
-            if f.type == "float":
-                setattr(self, f.name, float(value))
+        check_fields(self, "UNIMOConfig")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by "
                              f"num_attention_heads {self.num_attention_heads}")
-        if self.hidden_act not in ("relu", "gelu"):
-            raise ValueError(f"hidden_act must be 'relu' or 'gelu', got {self.hidden_act!r}")
 
     # ---- dict / file round trips -------------------------------------------------------------------
     @classmethod
     def from_dict(cls, values: Dict[str, Any], ignore=frozenset(), source: str = "config") -> "UNIMOConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(k for k in values if k not in known and k not in ignore)
-        if unknown:
-            raise KeyError(f"{source}: unknown UNIMOConfig keys {unknown}; known: {sorted(known)}")
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return from_dict(cls, values, source, ignore=ignore)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -102,16 +93,13 @@ class UNIMOConfig:
     @classmethod
     def from_original_json(cls, path: str) -> "UNIMOConfig":
         """Reads an original English UNIMO config (``model_files/config/unimo_*_en.json``)."""
-        with open(path, encoding="utf-8") as f:
-            values = json.load(f)
-        values = {**PRESETS["unimo-base-en"].to_dict(), **values}
+        values = {**PRESETS["unimo-base-en"].to_dict(), **read_json(path, "model config")}
         values["intermediate_size"] = 4 * values["hidden_size"]  # hard-coded d_inner_hid in the original
-        return cls.from_dict(values, ignore=ORIGINAL_NON_MODEL_KEYS, source=path)
+        return cls.from_dict(values, ignore=ORIGINAL_NON_MODEL_KEYS, source=f"{path}:")
 
     @classmethod
     def from_file(cls, path: str) -> "UNIMOConfig":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_paddlenlp_dict(json.load(f), source=path)
+        return cls.from_paddlenlp_dict(read_json(path, "model config"), source=f"{path}:")
 
     def save(self, path: str) -> None:
         write_json(path, {"architectures": ["UNIMOLMHeadModel"], "model_type": "unimo", **self.to_dict()}, indent=2)
@@ -134,7 +122,7 @@ PRESETS: Dict[str, UNIMOConfig] = {
                                         max_position_embeddings=512, unk_token_id=12088),
     "unimo-base-en": _english(max_img_len=37),
     "unimo-large-en": _english(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                               intermediate_size=4096, max_img_len=101),
+                               intermediate_size=4096, max_img_len=101, overlap_ratio=0.3),
     # Oddly sized so that a wrong transpose or head split fails loudly; regions on, so every path runs.
     "tiny": UNIMOConfig(vocab_size=99, hidden_size=36, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=37, max_position_embeddings=128, unk_token_id=0, pad_token_id=2,

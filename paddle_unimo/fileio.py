@@ -1,11 +1,80 @@
-"""The one way files are written: to a temporary name beside the target, synced, then renamed over it, so a
-reader (or a crash) never sees a half-written file."""
+"""The one I/O layer: the ``DataError`` every reader raises, the JSON-lines reader, and atomic writers of
+files and folders.
+
+Readers name the place of a problem as ``file:line``; files saved by Windows editors start with a UTF-8 byte
+order mark, which is accepted. Writers write to a temporary name beside the target, sync it and rename it
+over the target, so a reader (or a crash) never sees a half-written file or folder.
+"""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Iterable, Union
+import shutil
+import uuid
+from typing import Callable, Iterable, Iterator, Tuple, Union
 
+BOM = "\ufeff"
+
+
+class DataError(ValueError):
+    """Bad input data or configuration; the message starts with ``file:line`` (or ``file``) and says what."""
+
+
+def read_text_lines(path) -> Iterator[Tuple[str, str]]:
+    """``(file:line, text)`` for every non-blank line of a UTF-8 file, without its line ending; a leading byte
+    order mark is dropped. Bytes that are not UTF-8 are a ``DataError`` naming the line."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, not a file")
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            where = f"{path}:{line_no}"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{where}: not UTF-8 ({e.reason} at byte {e.start})") from None
+            if line_no == 1 and text.startswith(BOM):
+                text = text[1:]
+            text = text.rstrip("\r\n")
+            if text.strip():
+                yield where, text
+
+
+def parse_json_line(where: str, text: str, kind: type = dict):
+    """One JSON value of a JSON-lines file; a ``DataError`` naming ``where`` when malformed or not ``kind``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: malformed JSON ({e.msg}, column {e.colno})") from None
+    if kind is not None and not isinstance(value, kind):
+        raise DataError(f"{where}: expected a JSON {'object' if kind is dict else kind.__name__}, "
+                        f"got {type(value).__name__}")
+    return value
+
+
+def read_jsonl(path, kind: type = dict) -> Iterator[Tuple[str, object]]:
+    """``(file:line, object)`` for every non-blank line of a JSON-lines file (objects unless ``kind`` says
+    otherwise; None accepts any JSON value)."""
+    for where, text in read_text_lines(path):
+        yield where, parse_json_line(where, text, kind)
+
+
+def read_json(path, what: str = "JSON file"):
+    """A whole JSON file; a malformed or missing one is a ``DataError`` naming the file."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: malformed {what} ({e.msg}, column {e.colno})") from None
+
+
+# ---- writing ---------------------------------------------------------------------------------------------
 
 def _fsync_dir(path: str) -> None:
     try:
@@ -40,9 +109,65 @@ def atomic_write(path, data: Union[str, bytes, Iterable[Union[str, bytes]]]) -> 
     _fsync_dir(os.path.dirname(path) or ".")
 
 
+def atomic_save(path, write: Callable[[str], None]) -> None:
+    """``write(tmp_path)`` writes a file (e.g. ``paddle.save``) that is then renamed over ``path``."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def write_json(path, obj, indent: int = 1) -> None:
     atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=indent))
 
 
 def write_jsonl(path, rows: Iterable[dict]) -> None:
     atomic_write(path, (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+@contextlib.contextmanager
+def atomic_dir(path):
+    """Yields a new temporary folder beside ``path``; on success it replaces ``path`` (the old folder stays
+    whole, as ``path.old``, until the new one is in place), on failure it is removed and ``path`` is untouched.
+
+    The temporary folder is made with ``os.mkdir`` so it gets the usual mode (umask), not mkdtemp's 0700.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    os.mkdir(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path + ".old"  # a crash between the two renames leaves the previous folder here (see recover_dir)
+    had_old = os.path.exists(path)
+    if had_old:
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        if had_old:
+            os.rename(old, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if had_old:
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(parent)
+
+
+def recover_dir(path) -> str:
+    """``path``, or ``path.old`` when a crash between the two renames of ``atomic_dir`` left only that."""
+    path = os.fspath(path)
+    if not os.path.isdir(path) and os.path.isdir(path + ".old"):
+        return path + ".old"
+    return path

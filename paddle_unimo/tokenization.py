@@ -8,12 +8,11 @@
 * ``SentencePieceTokenizer``: a SentencePiece model trained for pretraining from scratch
   (``tools/train_tokenizer.py --kind sentencepiece``); ``spm.model``, pieces as the vocabulary.
 
-Both families use [CLS] as the bos and [MASK] as the eos of generation (UNIMO_FACTS.md sections 1-2).
+Both families use [CLS] as the bos and [MASK] as the eos of generation (PaddlePaddle/Research NLP/UNIMO; PaddleNLP ``unimo``).
 """
 from __future__ import annotations
 
 import abc
-import json
 import os
 import shutil
 import unicodedata
@@ -22,27 +21,24 @@ from typing import Dict, Iterable, List, Sequence
 
 import regex
 
-from .fileio import atomic_write, write_json
+from .fileio import DataError, atomic_save, atomic_write, read_json, read_text_lines, write_json
 
 SPECIAL_TOKENS = ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]")  # order of a vocabulary built from data
 TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 def read_vocab(path: str) -> Dict[str, int]:
-    """``token<TAB>index`` lines, or one token per line (the index is then the line number)."""
+    """``token<TAB>index`` lines, or one token per line (the index is then the line number, counted from 0).
+    UTF-8 with an optional byte order mark; blank lines are skipped but still count for the line number."""
     vocab = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f):
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            token, sep, index = line.rpartition("\t")
-            if not sep:
-                token, index = line, line_no
-            try:
-                vocab[token] = int(index)
-            except ValueError:
-                raise ValueError(f"{path}:{line_no + 1}: expected 'token<TAB>index', got {line!r}") from None
+    for where, line in read_text_lines(path):
+        token, sep, index = line.rpartition("\t")
+        if not sep:
+            token, index = line, int(where.rpartition(":")[2]) - 1
+        try:
+            vocab[token] = int(index)
+        except ValueError:
+            raise DataError(f"{where}: expected 'token<TAB>index', got {line!r}") from None
     return vocab
 
 
@@ -265,11 +261,10 @@ class GptBpeTokenizer(Tokenizer):
     def __init__(self, vocab_file: str, encoder_json_file: str, vocab_bpe_file: str):
         self.files = (vocab_file, encoder_json_file, vocab_bpe_file)
         self.vocab = read_vocab(vocab_file)
-        with open(encoder_json_file, encoding="utf-8") as f:
-            self.encoder: Dict[str, int] = json.load(f)
+        self.encoder: Dict[str, int] = read_json(encoder_json_file, "GPT-2 encoder.json")
         self.decoder = {i: t for t, i in self.encoder.items()}
-        with open(vocab_bpe_file, encoding="utf-8") as f:
-            merges = [tuple(line.split()) for line in f.read().split("\n")[1:] if line.strip()]
+        merges = [tuple(line.split()) for where, line in read_text_lines(vocab_bpe_file)
+                  if not where.endswith(":1")]  # line 1 is the "#version" header
         self.bpe_ranks = {pair: rank for rank, pair in enumerate(merges)}
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
@@ -318,7 +313,7 @@ class GptBpeTokenizer(Tokenizer):
         os.makedirs(path, exist_ok=True)
         for src, name in zip(self.files, self.FILES):
             if os.path.abspath(src) != os.path.abspath(os.path.join(path, name)):
-                shutil.copyfile(src, os.path.join(path, name))
+                atomic_save(os.path.join(path, name), lambda tmp, src=src: shutil.copyfile(src, tmp))
         write_json(os.path.join(path, TOKENIZER_CONFIG), {"tokenizer_class": "GptBpeTokenizer"})
 
 
@@ -373,8 +368,7 @@ def load_tokenizer(path: str) -> Tokenizer:
             lower = True
             cfg = os.path.join(path, TOKENIZER_CONFIG)
             if os.path.isfile(cfg):
-                with open(cfg, encoding="utf-8") as f:
-                    lower = json.load(f).get("do_lower_case", True)
+                lower = read_json(cfg, "tokenizer config").get("do_lower_case", True)
             return WordPieceTokenizer.from_vocab_file(os.path.join(path, name), lower)
     raise FileNotFoundError(f"{path}: no tokenizer files (vocab.txt, spm.model, or encoder.json + vocab.bpe + "
                             "vocab.txt)")

@@ -31,6 +31,7 @@ import io
 from collections import Counter
 from typing import Dict, Iterable, Iterator, Sequence, Tuple
 
+from .fileio import DataError
 from .tokenization import (SPECIAL_TOKENS, SentencePieceTokenizer, Tokenizer, WordPieceTokenizer, _is_cjk,
                            basic_tokenize)
 
@@ -41,8 +42,10 @@ class Corpus:
     """Non-empty lines of UTF-8 text files (``.gz`` too), stripped; a leading BOM is dropped.
 
     Iterating yields the training lines (one pass reads the files again); every ``held_out_every``-th
-    non-empty line goes to ``held_out`` instead. A line that is not UTF-8 raises ``ValueError`` naming
-    ``file:line``, or with ``skip_bad`` is skipped and counted in ``skipped``.
+    non-empty line goes to ``held_out`` instead. A line that is not UTF-8 raises ``DataError`` naming
+    ``file:line``, or with ``skip_bad`` is skipped and counted in ``skipped``: web-crawled corpora hold a few
+    such lines, which is why this reader decodes line by line instead of using ``fileio.read_text_lines``
+    (which stops at the first).
     """
 
     def __init__(self, paths: Sequence[str], skip_bad: bool = False, held_out_every: int = HELD_OUT_EVERY):
@@ -56,7 +59,7 @@ class Corpus:
             try:
                 yield from f
             except (gzip.BadGzipFile, EOFError) as exc:
-                raise ValueError(f"{path}: broken gzip file ({exc})") from None
+                raise DataError(f"{path}: broken gzip file ({exc})") from None
 
     def _read(self, path: str) -> Iterator[str]:
         for line_no, raw in enumerate(self._raw_lines(path), 1):
@@ -64,7 +67,7 @@ class Corpus:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 if not self.skip_bad:
-                    raise ValueError(f"{path}:{line_no}: not UTF-8 ({exc.reason} at byte {exc.start}); "
+                    raise DataError(f"{path}:{line_no}: not UTF-8 ({exc.reason} at byte {exc.start}); "
                                      "--skip-bad skips such lines") from None
                 self.skipped += 1
                 continue

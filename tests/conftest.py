@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PPNLP_HOME", os.path.join(tempfile.gettempdir(), "paddle_unimo_ppnlp_home"))
-import paddle_unimo  # noqa: E402,F401  (sets MKL_DEBUG_CPU_TYPE / OMP_NUM_THREADS before paddle loads)
+import paddle_unimo  # noqa: E402
+
+paddle_unimo.cpu_defaults()  # MKL_DEBUG_CPU_TYPE / OMP_NUM_THREADS, before any test imports paddle
 
 SHARED_DATA = Path(os.environ.get("PADDLE_UNIMO_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -22,3 +24,18 @@ def shared_path(*parts) -> Path:
             pytest.fail(message + " (PADDLE_UNIMO_REQUIRE_SHARED=1)")
         pytest.skip(message + "; set PADDLE_UNIMO_SHARED_DATA to its folder")
     return path
+
+
+def loss_and_gradients(loss, layer):
+    """(loss value, {parameter name: gradient}) after ``loss.backward()``, for equivalence tests."""
+    return float(loss), {n: p.grad.numpy().copy() for n, p in layer.named_parameters() if p.grad is not None}
+
+
+def assert_same_loss_and_gradients(first, second, atol=1e-6):
+    """Two (loss, gradients) runs agree: the same loss, the same parameters with gradients, equal gradients."""
+    import numpy as np
+    (loss_a, grads_a), (loss_b, grads_b) = first, second
+    assert loss_b == pytest.approx(loss_a, rel=1e-6) and loss_a > 1.0
+    assert set(grads_b) == set(grads_a) and len(grads_a) > 20
+    for name, grad in grads_a.items():
+        np.testing.assert_allclose(grads_b[name], grad, atol=atol, err_msg=name)

@@ -8,8 +8,6 @@ documented rules (nearest-object attachment, "of" hands the subject to its head,
 """
 import json
 import random
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,12 +17,11 @@ from paddle_unimo.augment import lexicon as lx
 from paddle_unimo.augment import records, retrieval, rewrite
 from paddle_unimo.augment.scene_graph import noun_lemma, parse, tokenize
 from paddle_unimo.data.regions import RegionRecord, RegionStore
-from paddle_unimo.data.seq2seq import DataError
+from paddle_unimo.fileio import DataError
 from paddle_unimo.objectives import cmcl
 from paddle_unimo.objectives.words import TextSpecials
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import build_cmcl_data  # noqa: E402
+from tools import build_cmcl_data
 
 CAPTIONS = [
     ("a young man riding a red bike down a city street", ["man", "bike", "street"],
@@ -276,7 +273,7 @@ def test_tool_end_to_end(tmp_path, capsys):
     store = RegionStore(tmp_path / "regions")
     store.append([_record(str(k), v) for k, v in zip(range(1, 6), ([1, 2], [1, 2, 3], [2], [4, 0], [3]))])
     out = tmp_path / "cmcl.jsonl"
-    summary = build_cmcl_data.main(["--captions", str(captions), "--out", str(out), "--paraphrases",
+    summary = build_cmcl_data.run(["--captions", str(captions), "--out", str(out), "--paraphrases",
                                     str(tmp_path / "p.tsv"), "--regions", str(tmp_path / "regions"),
                                     "--background", "first", "--negatives", "3", "--retrieved-texts", "2",
                                     "--retrieved-images", "2", "--seed", "7"])
@@ -311,7 +308,7 @@ def test_tool_rejects_bad_input(tmp_path):
     out = str(tmp_path / "o.jsonl")
     with pytest.raises(SystemExit):
         build_cmcl_data.main(["--captions", str(captions), "--out", out, "--retrieved-images", "2"])
-    cases = {'{"image_id": 1, "caption_id": "a"\n': "not valid JSON",
+    cases = {'{"image_id": 1, "caption_id": "a"\n': "malformed JSON",
              '{"image_id": 1, "caption": "a dog"}\n': r"missing \['caption_id'\]",
              '{"image_id": 1, "caption_id": "a", "caption": " "}\n': "caption must be a non-empty string",
              '{"image_id": 1.5, "caption_id": "a", "caption": "a dog"}\n': "image_id must be",
@@ -342,3 +339,26 @@ def test_rows_become_cmcl_examples_and_a_batch(tmp_path):
         n_pos = 1 + len(e.positive_texts) + len(e.positive_images)
         assert batch["pair_positive"][b].sum() == n_pos
         assert batch["pair_valid"][b].sum() == n_pos + len(e.negative_texts)  # in-batch negatives: in loss
+
+
+def test_captions_and_rows_files_accept_a_byte_order_mark_and_name_bad_bytes(tmp_path):
+    path = tmp_path / "captions.jsonl"
+    first = '{"image_id": 139, "caption_id": "c1", "caption": " a red bike "}\n'
+    path.write_bytes(b"\xef\xbb\xbf" + first.encode() + b'{"image_id": 1, "caption_id": "c2", "caption": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=f"^{path}:2: not UTF-8"):
+        records.read_captions(path)
+    path.write_bytes(b"\xef\xbb\xbf" + first.encode())
+    assert records.read_captions(path) == [{"image_id": "139", "caption_id": "c1", "caption": "a red bike"}]
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes(b"\xef\xbb\xbf" + json.dumps({"caption_id": "c1", "negative_texts": []}).encode() + b"\n\n[]\n")
+    with pytest.raises(DataError, match=f"^{rows}:3: expected a JSON object, got list"):
+        list(records.read_rows(rows))
+    rows.write_bytes(b"\xef\xbb\xbf" + json.dumps({"caption_id": "c1", "negative_texts": []}).encode() + b"\n")
+    assert list(records.read_rows(rows)) == [{"caption_id": "c1", "negative_texts": []}]
+
+
+def test_tool_main_returns_an_exit_status(tmp_path):
+    captions, lines = _captions_file(tmp_path)
+    out = tmp_path / "cmcl.jsonl"
+    assert build_cmcl_data.main(["--captions", str(captions), "--out", str(out), "--negatives", "1"]) == 0
+    assert [r["caption_id"] for r in records.read_rows(out)] == [x["caption_id"] for x in lines]

@@ -2,7 +2,6 @@
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import paddle
@@ -13,8 +12,7 @@ from paddle_unimo import UNIMOLMHeadModel, UNIMOModel, get_preset, masks
 from paddle_unimo.checkpoint import CheckpointError, original_to_paddle_name
 from paddle_unimo.legacy_io import LegacyFormatError, read_dense_tensor
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
-import convert_checkpoint  # noqa: E402
+from tools import convert_checkpoint
 
 
 def save_legacy(array, path, lod=None):
@@ -249,3 +247,21 @@ def test_init_from_a_roberta_checkpoint(tmp_path):
     positions = paddle.to_tensor(np.where(real, np.cumsum(real, axis=1) + 1, 1))  # right padding: explicit
     got = model.unimo(ids, position_ids=positions).numpy()
     np.testing.assert_allclose(got[real], expected[real], atol=1e-5, rtol=0)
+
+
+def test_failed_save_keeps_the_previous_weights(tmp_path, monkeypatch):
+    from paddle_unimo import checkpoint
+    model = UNIMOModel(get_preset("tiny"))
+    model.save_pretrained(str(tmp_path))
+    before = (tmp_path / checkpoint.WEIGHTS_NAME).read_bytes()
+    real_save = paddle.save
+
+    def failing_save(obj, path, *args, **kwargs):
+        real_save(obj, path, *args, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(paddle, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        model.save_pretrained(str(tmp_path))
+    assert (tmp_path / checkpoint.WEIGHTS_NAME).read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["config.json", checkpoint.WEIGHTS_NAME]  # no temporary file left

@@ -21,8 +21,7 @@ from paddle_unimo.data.regions import RegionStore
 from paddle_unimo.regions import detector as det
 from paddle_unimo.regions import paddledet_compat as compat
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
-import extract_regions  # noqa: E402
+from tools import extract_regions
 
 SMALL = ["--random-weights", "--short-side", "128", "--max-side", "160", "--proposals", "12"]
 NAMES = ["000000014439.jpg", "000000087038.jpg", "000000570688.jpg", "39006.jpg", "orange_71.jpg"]
@@ -261,3 +260,11 @@ def test_interrupted_run_keeps_finished_images(first_run, tmp_path, monkeypatch,
     assert extract_regions.main(["--images", str(images), "--out", str(out)] + SMALL) == 0
     assert summary(capsys) == {"done": 3, "skipped": 2, "failed": 0}
     assert_same(records(out), records(reference))
+
+
+def test_list_file_accepts_a_byte_order_mark_and_windows_line_ends(tmp_path):
+    listed = tmp_path / "list.txt"
+    listed.write_bytes(b"\xef\xbb\xbfa.jpg\r\n# a comment\r\n\r\nsub/b.png\r\nc/a.jpg\r\n")
+    items, bad = extract_regions.list_images(str(listed))
+    assert items == [("a.jpg", str(tmp_path / "a.jpg")), ("b.png", str(tmp_path / "sub" / "b.png"))]
+    assert bad == [(str(tmp_path / "c" / "a.jpg"), f"duplicate image_id 'a.jpg' (also {tmp_path / 'a.jpg'})")]

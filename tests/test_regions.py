@@ -1,8 +1,8 @@
 """Region records, the sharded store, the region file formats and the region collate."""
 import base64
+import gzip
 import logging
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -12,10 +12,9 @@ from paddle_unimo.data.region_formats import (CaptionText, VEText, convert_to_st
                                               read_unimo_caption, read_unimo_retrieval, read_unimo_ve,
                                               write_bottom_up_tsv)
 from paddle_unimo.data.regions import RegionRecord, RegionStore, collate_regions, region_locations
-from paddle_unimo.data.seq2seq import DataError
+from paddle_unimo.fileio import DataError
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
-import convert_regions  # noqa: E402
+from tools import convert_regions
 
 D, C = 7, 5  # odd sizes so that a transposed read fails loudly
 
@@ -262,6 +261,46 @@ def test_bad_tsv_line_names_file_and_line(tmp_path, rng, line, message):
         list(read_bottom_up_tsv(str(path)))
 
 
+def test_tsv_byte_order_mark_gzip_and_encoding_errors(tmp_path, rng):
+    recs = [make_record(rng, "img-a", 2, probs=True), make_record(rng, "img-b", 3)]
+    plain, packed = tmp_path / "feats.tsv", tmp_path / "feats.tsv.gz"
+    assert write_bottom_up_tsv(str(packed), recs) == 2 and write_bottom_up_tsv(str(plain), recs) == 2
+    assert gzip.decompress(packed.read_bytes()) == plain.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["feats.tsv", "feats.tsv.gz"]  # no temporary file left
+    header = "image_id\timage_w\timage_h\tnum_boxes\tboxes\tfeatures\tcls_prob\n".encode()
+    for body in (b"\xef\xbb\xbf" + plain.read_bytes(), b"\xef\xbb\xbf" + header + plain.read_bytes()):
+        plain.write_bytes(body)  # a byte order mark before the first record, or before a header
+        packed.write_bytes(gzip.compress(body))
+        for path in (plain, packed):
+            read = list(read_bottom_up_tsv(str(path)))
+            assert [r.image_id for r in read] == ["img-a", "img-b"]
+            assert_same(read[0], recs[0])
+    plain.write_bytes(body + b"caf\xe9\t1\n")
+    packed.write_bytes(gzip.compress(body + b"caf\xe9\t1\n"))
+    for path in (plain, packed):
+        with pytest.raises(DataError, match=f"^{path}:4: not UTF-8"):
+            list(read_bottom_up_tsv(str(path)))
+    packed.write_bytes(gzip.compress(body)[:-12])
+    with pytest.raises(DataError, match=f"^{packed}: broken gzip file"):
+        list(read_bottom_up_tsv(str(packed)))
+    with pytest.raises(DataError, match=f"^{tmp_path}: is a folder"):
+        list(read_unimo_ve(str(tmp_path)))
+
+
+def test_failed_tsv_write_keeps_the_previous_file(tmp_path, rng):
+    path = tmp_path / "feats.tsv"
+    write_bottom_up_tsv(str(path), [make_record(rng, "old", 2)])
+    before = path.read_bytes()
+
+    def records():
+        yield make_record(rng, "new", 2)
+        raise RuntimeError("reader died")
+
+    with pytest.raises(RuntimeError, match="reader died"):
+        write_bottom_up_tsv(str(path), records())
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["feats.tsv"]
+
+
 def original_visual(boxes, feats, w, h):
     """What the original readers build: [mean of all boxes; boxes] and [[0,0,1,1,1]; unclipped locations]."""
     loc = np.zeros((len(boxes), 5), np.float32)
@@ -326,8 +365,8 @@ def test_unimo_ve_reader_and_convert_tool(tmp_path, rng):
     assert text == VEText("2248275300.jpg", "d17", 2, [0, 5, 2], [0, 0, 0], [2, 3, 4]) and text2.label == 0
 
     out = tmp_path / "store"
-    assert convert_regions.main(["--format", "unimo_ve", "--input", str(path), "--out", str(out)]) == \
+    assert convert_regions.run(["--format", "unimo_ve", "--input", str(path), "--out", str(out)]) == \
         {"read": 2, "added": 1, "skipped": 1}
-    assert convert_regions.main(["--format", "unimo_ve", "--input", str(tmp_path / "ve.txt"), "--out", str(out)]) == \
+    assert convert_regions.run(["--format", "unimo_ve", "--input", str(tmp_path / "ve.txt"), "--out", str(out)]) == \
         {"read": 2, "added": 0, "skipped": 2}
     assert_same(RegionStore(out).get("2248275300.jpg"), rec)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from paddle_unimo import WordPieceTokenizer
-from paddle_unimo.data.seq2seq import (DataError, Example, Fields, Seq2SeqEncoder, decoding_batch, postprocess,
-                                       read_examples, training_batch)
+from paddle_unimo.data.seq2seq import (Example, Fields, Seq2SeqEncoder, decoding_batch, postprocess, read_examples,
+                                       training_batch)
+from paddle_unimo.fileio import DataError
 
 QG = Fields(source="context", title="answer", target="question", id="id")
 LCSTS = Fields(source="content", target="summary", id="id")
@@ -27,7 +28,6 @@ GOOD = json.dumps({"context": "青石镇人口3万", "answer": "3万", "question
     ('{"context": "a", "answer": "b", "question": "  "}', "empty target 'question'"),
     ('{"context": "a", "answer": "b", "question": 5}', "field 'question' must be a string"),
     ('[1, 2]', "expected a JSON object"),
-    ('{"context": "\xe9"}'.encode("latin-1") + b"\n", "not UTF-8"),
 ])
 def test_bad_lines_name_file_and_line(tmp_path, bad, message):
     path = write_lines(tmp_path / "train.json", [GOOD, "", bad, GOOD])
@@ -35,19 +35,71 @@ def test_bad_lines_name_file_and_line(tmp_path, bad, message):
         read_examples(path, QG)
     assert str(err.value).startswith(f"{path}:3: ") and message in str(err.value)
     examples, report = read_examples(path, QG, skip_bad=True)
-    assert len(examples) == 2 and len(report.skipped) == 1 and report.skipped[0].startswith(f"{path}:3:")
-    assert examples[0].id == "7" and examples[0].title == "3万"
+    assert [(e.id, e.title, e.line) for e in examples] == [("7", "3万", 1), ("7", "3万", 4)]
+    (skip,) = report.skipped
+    assert (skip["file"], skip["line"]) == (path, 3) and message in skip["reason"]
+    assert not skip["reason"].startswith(path)  # the place is in "file" and "line", not repeated in the reason
+    assert (report.read, report.lines) == (2, 4)
+
+
+def test_every_skipped_line_is_listed_with_its_reason(tmp_path, caplog):
+    path = write_lines(tmp_path / "train.json", [
+        '{"context": "a", "question": "q"}', GOOD, "not json", "", GOOD, '{"context": " ", "answer": "b", '
+        '"question": "q"}', "  ", "\t"])
+    with caplog.at_level(logging.WARNING):
+        examples, report = read_examples(path, QG, skip_bad=True)
+    assert [e.line for e in examples] == [2, 5]
+    assert [(s["file"], s["line"]) for s in report.skipped] == [(path, 1), (path, 3), (path, 6)]
+    assert [s["reason"].split(" (")[0] for s in report.skipped] == [
+        "missing field 'answer'", "malformed JSON", "empty source 'context'"]
+    assert report.lines == 6  # the last non-blank line; the whitespace-only lines 7-8 do not count
+    assert f"{path}: skipped 3 bad lines (first: line 1: missing field 'answer'" in caplog.text
+
+
+def test_bytes_not_utf8_stop_the_read_even_with_skip_bad(tmp_path):
+    bad = '{"context": "\xe9"}'.encode("latin-1") + b"\n"
+    path = write_lines(tmp_path / "train.json", [GOOD, bad, GOOD])
+    for skip_bad in (False, True):
+        with pytest.raises(DataError, match=rf"^{path}:2: not UTF-8"):
+            read_examples(path, QG, skip_bad=skip_bad)
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = write_lines(tmp_path / "train.json", [b"\xef\xbb\xbf" + GOOD.encode("utf-8") + b"\r\n", GOOD])
+    examples, report = read_examples(path, QG)
+    assert [(e.id, e.source, e.target, e.title, e.line) for e in examples] == [
+        ("7", "青石镇人口3万", "青石镇人口多少", "3万", 1), ("7", "青石镇人口3万", "青石镇人口多少", "3万", 2)]
+    tsv = write_lines(tmp_path / "train.tsv", ["\ufeff标题一\t正文一", "标题二\t正文二"])
+    examples, _ = read_examples(tsv, LCSTS)
+    assert [(e.target, e.source, e.id, e.line) for e in examples] == [("标题一", "正文一", "1", 1),
+                                                                      ("标题二", "正文二", "2", 2)]
+
+
+def test_folder_missing_and_empty_files_name_the_file(tmp_path):
+    with pytest.raises(DataError, match=rf"^{tmp_path}: is a folder"):
+        read_examples(str(tmp_path), QG)
+    with pytest.raises(DataError, match=rf"^{tmp_path}/nope.json: file not found"):
+        read_examples(str(tmp_path / "nope.json"), QG)
+    for name, lines in (("empty.json", []), ("blank.json", ["", "  ", "\r"])):
+        path = write_lines(tmp_path / name, lines)
+        with pytest.raises(DataError, match=rf"^{path}: empty file"):
+            read_examples(path, QG, skip_bad=True)
+    path = write_lines(tmp_path / "all_bad.json", ["{}", "[]"])
+    with pytest.raises(DataError, match=rf"^{path}: no usable examples \(2 bad lines skipped\)"):
+        read_examples(path, QG, skip_bad=True)
 
 
 def test_prediction_input_needs_no_target_and_lcsts_tsv(tmp_path):
     path = write_lines(tmp_path / "test.json", ['{"context": "c", "answer": "a", "id": 1}'])
     (example,), _ = read_examples(path, QG, need_target=False)
-    assert example.target is None
+    assert (example.target, example.line) == (None, 1)
     tsv = write_lines(tmp_path / "val.tsv", ["标题一\t正文一", "标题二\t正文二", "只有一列"])
     with pytest.raises(DataError, match=r"val.tsv:3: expected 'summary<TAB>content'"):
         read_examples(tsv, LCSTS)
     examples, report = read_examples(tsv, LCSTS, skip_bad=True)
     assert [(e.source, e.target) for e in examples] == [("正文一", "标题一"), ("正文二", "标题二")]
+    assert report.skipped == [{"file": tsv, "line": 3, "reason": "expected 'summary<TAB>content', got 1 columns"}]
+    assert Example("1", "s", "t").line == 0  # built in code, not read from a file
 
 
 @pytest.fixture()

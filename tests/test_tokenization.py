@@ -5,7 +5,8 @@ import unicodedata
 import pytest
 
 from paddle_unimo import GptBpeTokenizer, WordPieceTokenizer, load_tokenizer
-from paddle_unimo.tokenization import write_vocab
+from paddle_unimo.fileio import DataError
+from paddle_unimo.tokenization import read_vocab, write_vocab
 
 from conftest import shared_path
 
@@ -112,3 +113,32 @@ def test_bad_vocab_line_names_file_and_line(tmp_path):
     path.write_text("[UNK]\t0\n[SEP]\tone\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"vocab.txt:2"):
         WordPieceTokenizer.from_vocab_file(str(path))
+
+
+def test_files_with_a_byte_order_mark_load(tmp_path):
+    """Editors on Windows start UTF-8 files with a byte order mark; it is not part of the first token."""
+    path = tmp_path / "vocab.txt"
+    path.write_bytes("\ufeff[PAD]\t2\n[UNK]\t0\n\n[SEP]\t1\n[CLS]\t3\n[MASK]\t4\n中\t5\n".encode("utf-8"))
+    (tmp_path / "tokenizer_config.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"do_lower_case": False}).encode())
+    tok = load_tokenizer(str(tmp_path))
+    assert tok.vocab == {"[PAD]": 2, "[UNK]": 0, "[SEP]": 1, "[CLS]": 3, "[MASK]": 4, "中": 5}
+    assert tok.do_lower_case is False and tok.encode("中") == [5]
+    path.write_bytes("\ufeff[UNK]\n\n[SEP]\n[PAD]\r\n".encode("utf-8"))
+    assert read_vocab(str(path)) == {"[UNK]": 0, "[SEP]": 2, "[PAD]": 3}  # index = line number, blank lines count
+
+
+def test_vocab_that_is_not_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_bytes(b"[UNK]\t0\n\xd6\xd0\t1\n")  # GBK
+    with pytest.raises(DataError, match=rf"^{path}:2: not UTF-8"):
+        WordPieceTokenizer.from_vocab_file(str(path))
+
+
+def test_english_files_with_a_byte_order_mark_load(english, tmp_path):
+    english.save_pretrained(str(tmp_path))
+    for name in ("encoder.json", "vocab.bpe", "vocab.txt"):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    again = load_tokenizer(str(tmp_path))
+    text = "A small test of byte-level BPE."
+    assert again.encode(text) == english.encode(text) and again.bpe_ranks == english.bpe_ranks

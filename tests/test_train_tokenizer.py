@@ -4,20 +4,19 @@ import gzip
 import json
 import os
 import re
-import sys
 import unicodedata
 from collections import Counter
 
 import pytest
 
 from paddle_unimo import WordPieceTokenizer, load_tokenizer
+from paddle_unimo.fileio import DataError
 from paddle_unimo.tokenization import SPECIAL_TOKENS, _is_cjk, basic_tokenize, read_vocab
 from paddle_unimo.tokenization_training import Corpus, SentencePieceTokenizer, wordpiece_vocab
 
 from conftest import shared_path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
-import train_tokenizer  # noqa: E402
+from tools import train_tokenizer
 
 VOCAB_SIZE = 8000
 
@@ -39,7 +38,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def wordpiece(corpus, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("wp") / "vocab")
-    summary = train_tokenizer.main(["--input", corpus["path"], "--out", out, "--vocab-size", str(VOCAB_SIZE)])
+    summary = train_tokenizer.run(["--input", corpus["path"], "--out", out, "--vocab-size", str(VOCAB_SIZE)])
     return load_tokenizer(out), summary
 
 
@@ -94,7 +93,7 @@ def test_wordpiece_splits_english_words_into_pieces_that_decode_back(wordpiece, 
 @pytest.mark.parametrize("model_type", ["unigram", "bpe"])
 def test_sentencepiece_specials_and_round_trip(corpus, tmp_path, model_type):
     out = str(tmp_path / "spm")
-    summary = train_tokenizer.main(["--input", corpus["path"], "--out", out, "--kind", "sentencepiece",
+    summary = train_tokenizer.run(["--input", corpus["path"], "--out", out, "--kind", "sentencepiece",
                                     "--sp-model-type", model_type, "--vocab-size", "3000",
                                     "--sp-character-coverage", "1.0"])
     tokenizer = SentencePieceTokenizer.from_dir(out)
@@ -118,7 +117,7 @@ def test_bad_utf8_names_file_line_and_leaves_no_output(tmp_path):
     empty.write_text("\n \n", encoding="utf-8")
     out = tmp_path / "vocab"
     for kind in ("wordpiece", "sentencepiece"):
-        with pytest.raises(ValueError, match=re.escape(f"{bad}:3: not UTF-8")):
+        with pytest.raises(DataError, match=re.escape(f"{bad}:3: not UTF-8")):
             train_tokenizer.main(["--input", str(empty), str(bad), "--out", str(out), "--kind", kind])
         with pytest.raises(ValueError, match="empty corpus"):
             train_tokenizer.main(["--input", str(empty), "--out", str(out), "--kind", kind])
@@ -127,16 +126,23 @@ def test_bad_utf8_names_file_line_and_leaves_no_output(tmp_path):
     gz = tmp_path / "bad.txt.gz"
     with gzip.open(gz, "wb") as f:
         f.write(bad.read_bytes())
-    summary = train_tokenizer.main(["--input", str(gz), "--out", str(out), "--skip-bad"])
+    summary = train_tokenizer.run(["--input", str(gz), "--out", str(out), "--skip-bad"])
     assert (summary["lines"], summary["skipped"]) == (2, 1)
     assert "行" in load_tokenizer(str(out)).vocab
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_failed_run_keeps_the_previous_output(tmp_path):
     good = tmp_path / "good.txt"
     good.write_text("hello world\n你好\n", encoding="utf-8")
     out = tmp_path / "vocab"
-    train_tokenizer.main(["--input", str(good), "--out", str(out)])
+    assert train_tokenizer.main(["--input", str(good), "--out", str(out)]) == 0  # an exit status, for the script
+    assert oct(os.stat(out).st_mode & 0o777) == oct(0o777 & ~current_umask())  # a folder like any new one
     before = (out / "vocab.txt").read_text(encoding="utf-8")
     with pytest.raises(FileExistsError, match="--overwrite"):
         train_tokenizer.main(["--input", str(good), "--out", str(out)])

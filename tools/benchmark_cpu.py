@@ -1,7 +1,7 @@
 """CPU benchmark: paddle_unimo against paddlenlp's UNIMOLMHeadModel on the same weights, in one process,
-and the effect of the MKL/OpenMP variables that importing paddle_unimo sets.
+and the effect of the MKL/OpenMP variables that ``paddle_unimo.cpu_defaults()`` sets.
 
-    python tools/benchmark_cpu.py [--layers 12] [--batch 4] [--src-len 96] [--new-tokens 20] [--beams 6]
+    python -m tools.benchmark_cpu [--layers 12] [--batch 4] [--src-len 96] [--new-tokens 20] [--beams 6]
 
 Measures forward, greedy and beam-search generation (tokens/s) and a training step (AdamW, label smoothing
 0.1, batch 8 x 128 tokens with a 32-token target) on the unimo-text-1.0 shape with random weights.
@@ -16,8 +16,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import paddle_unimo
 
 MATMUL = """
 import time, paddle
@@ -44,7 +43,7 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--batch", type=int, default=4)
@@ -53,38 +52,53 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--beams", type=int, default=6)
     parser.add_argument("--skip-train", action="store_true")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    cores = str(len(os.sched_getaffinity(0)))
+
+def report_matmul() -> None:
+    """Matmul speed in fresh processes, without and with the variables of ``cpu_defaults``."""
+    cores = str(paddle_unimo.cpu_count())
     plain = matmul_gflops({})
     tuned = matmul_gflops({"MKL_DEBUG_CPU_TYPE": "5", "OMP_NUM_THREADS": cores})
     print(f"matmul 2048^3 fp32: default {plain:.1f} GFLOP/s, with MKL_DEBUG_CPU_TYPE=5 OMP_NUM_THREADS={cores} "
           f"{tuned:.1f} GFLOP/s -> x{tuned / plain:.2f}")
 
+
+def build_models(layers: int):
+    """paddlenlp's model (unimo-text-1.0 shape, random weights) and ours loaded from its saved folder."""
     import tempfile
 
-    import numpy as np
     import paddle
-
-    import paddle_unimo  # noqa: F401  (sets the variables before paddlenlp imports paddle's kernels)
-    from paddle_unimo import UNIMOLMHeadModel
-    from paddle_unimo.generation import generate
     from paddlenlp.transformers import UNIMOConfig as RefConfig
     from paddlenlp.transformers import UNIMOLMHeadModel as RefModel
 
+    from paddle_unimo import UNIMOLMHeadModel
+
     paddle.seed(0)
-    ref = RefModel(RefConfig(num_hidden_layers=args.layers))  # unimo-text-1.0 shape
+    ref = RefModel(RefConfig(num_hidden_layers=layers))
     ref.eval()
     with tempfile.TemporaryDirectory() as folder:
         ref.save_pretrained(folder)
         ours = UNIMOLMHeadModel.from_pretrained(folder)
+    return ref, ours
+
+
+def make_inputs(batch: int, src_len: int) -> dict:
+    import numpy as np
+    import paddle
+
     rng = np.random.default_rng(0)
-    ids = paddle.to_tensor(rng.integers(5, 17000, (args.batch, args.src_len)))
+    ids = paddle.to_tensor(rng.integers(5, 17000, (batch, src_len)))
     ids[:, -1] = 1  # the target's [CLS]: decoding starts here
     # Explicit inputs: paddlenlp's default-position path fails on paddle 3 (expand_as on a shape tensor).
-    inputs = dict(input_ids=ids, token_type_ids=paddle.zeros_like(ids),
-                  position_ids=paddle.arange(args.src_len).expand([args.batch, args.src_len]),
-                  attention_mask=paddle.zeros([args.batch, 1, 1, args.src_len]))
+    return dict(input_ids=ids, token_type_ids=paddle.zeros_like(ids),
+                position_ids=paddle.arange(src_len).expand([batch, src_len]),
+                attention_mask=paddle.zeros([batch, 1, 1, src_len]))
+
+
+def report_forward(ref, ours, inputs, args) -> None:
+    import paddle
+
     with paddle.no_grad():
         diff = float((ours(**inputs) - ref(**inputs)).abs().max())
         t_ref = best_of(lambda: ref(**inputs).numpy(), args.repeats)
@@ -92,28 +106,38 @@ def main(argv=None):
     print(f"forward {args.batch}x{args.src_len}, {args.layers} layers x768: paddlenlp {t_ref:.3f}s, ours {t_ours:.3f}s "
           f"-> x{t_ref / t_ours:.2f} (max |logit diff| {diff:.2e})")
 
-    kwargs = dict(max_length=args.new_tokens, min_length=args.new_tokens)
-    r_ids = ref.generate(**inputs, decode_strategy="greedy_search", use_fast=False, **kwargs)[0]
-    o_ids = generate(ours, **inputs, **kwargs)[0]
-    same = bool((r_ids.numpy() == o_ids.numpy()).all())
-    t_ref = best_of(lambda: ref.generate(**inputs, decode_strategy="greedy_search", use_fast=False, **kwargs),
-                    args.repeats)
-    t_ours = best_of(lambda: generate(ours, **inputs, **kwargs), args.repeats)
-    tokens = args.batch * args.new_tokens
-    print(f"greedy {args.new_tokens} new tokens x {args.batch}: paddlenlp {tokens / t_ref:.1f} tok/s, "
-          f"ours {tokens / t_ours:.1f} tok/s -> x{t_ref / t_ours:.2f} (identical ids: {same})")
 
-    beam = dict(kwargs, decode_strategy="beam_search", num_beams=args.beams, length_penalty=1.2)
-    same = bool((ref.generate(**inputs, use_fast=False, **beam)[0].numpy()
-                 == generate(ours, **inputs, **beam)[0].numpy()).all())
-    t_ref = best_of(lambda: ref.generate(**inputs, use_fast=False, **beam), 1)
-    t_ours = best_of(lambda: generate(ours, **inputs, **beam), 1)
-    print(f"beam {args.beams}, {args.new_tokens} new tokens x {args.batch}: paddlenlp {tokens / t_ref:.2f} tok/s, "
-          f"ours {tokens / t_ours:.2f} tok/s -> x{t_ref / t_ours:.2f} (identical ids: {same})")
+def report_decoding(ref, ours, inputs, args) -> None:
+    """Greedy and beam search: tokens/s of both, and whether they chose the same ids."""
+    from paddle_unimo.generation import generate
+
+    tokens = args.batch * args.new_tokens
+    greedy = dict(max_length=args.new_tokens, min_length=args.new_tokens)
+    beam = dict(greedy, decode_strategy="beam_search", num_beams=args.beams, length_penalty=1.2)
+    for name, kwargs, repeats in ((f"greedy {args.new_tokens}", greedy, args.repeats),
+                                  (f"beam {args.beams}, {args.new_tokens}", beam, 1)):
+        ref_kwargs = {"decode_strategy": "greedy_search", **kwargs, "use_fast": False}
+        same = bool((ref.generate(**inputs, **ref_kwargs)[0].numpy()
+                     == generate(ours, **inputs, **kwargs)[0].numpy()).all())
+        t_ref = best_of(lambda: ref.generate(**inputs, **ref_kwargs), repeats)
+        t_ours = best_of(lambda: generate(ours, **inputs, **kwargs), repeats)
+        print(f"{name} new tokens x {args.batch}: paddlenlp {tokens / t_ref:.2f} tok/s, "
+              f"ours {tokens / t_ours:.2f} tok/s -> x{t_ref / t_ours:.2f} (identical ids: {same})")
+
+
+def main(argv=None) -> int:
+    paddle_unimo.cpu_defaults()
+    args = parse_args(argv)
+    report_matmul()
+    ref, ours = build_models(args.layers)
+    inputs = make_inputs(args.batch, args.src_len)
+    report_forward(ref, ours, inputs, args)
+    report_decoding(ref, ours, inputs, args)
     if not args.skip_train:
         t_ref, t_ours = train_step_times(ref, ours, args.repeats)
         print(f"train step 8x128 (32 target tokens each): paddlenlp {t_ref:.2f}s, ours {t_ours:.2f}s "
               f"-> x{t_ref / t_ours:.2f}")
+    return 0
 
 
 def train_step_times(ref, ours, repeats: int):
@@ -124,7 +148,7 @@ def train_step_times(ref, ours, repeats: int):
     import paddle.nn.functional as F
 
     from paddle_unimo.data.seq2seq import Encoded, training_batch
-    from paddle_unimo.training import label_smoothed_cross_entropy
+    from paddle_unimo.losses import label_smoothed_cross_entropy
 
     rng = np.random.default_rng(1)
     items = [Encoded(rng.integers(5, 17000, 96).tolist(), rng.integers(5, 17000, 32).tolist()) for _ in range(8)]
@@ -159,4 +183,4 @@ def train_step_times(ref, ours, repeats: int):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

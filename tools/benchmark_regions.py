@@ -1,6 +1,6 @@
 """CPU speed of region extraction (tools/extract_regions.py) for the C4 and FPN detectors, random weights.
 
-    python tools/benchmark_regions.py [--images ../shared/data/images] [--proposals 300] [--short-side 600]
+    python -m tools.benchmark_regions --images path/to/images [--proposals 300] [--short-side 600]
 
 Prints images/s and where the time goes: backbone + RPN (once per image) versus the RoI box head (once per
 proposal; C4 runs the whole ResNet res5 stage per RoI, FPN two fully connected layers) and box selection.
@@ -15,19 +15,15 @@ import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import paddle_unimo  # noqa: E402,F401  (fast CPU settings before paddle loads)
-from paddle_unimo.regions.detector import ExtractorConfig, RegionExtractor, read_image  # noqa: E402
-
-DEFAULT_IMAGES = os.path.join(os.path.dirname(ROOT), "shared", "data", "images")
+import paddle_unimo
+# detector imports paddle inside its functions, so main's cpu_defaults() still comes first
+from paddle_unimo.regions.detector import ExtractorConfig, RegionExtractor, read_image
 
 
 def parse_args(argv=None):
     d = ExtractorConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", default=DEFAULT_IMAGES)
+    p.add_argument("--images", required=True, help="folder of .jpg/.jpeg/.png images")
     p.add_argument("--archs", nargs="+", default=["c4", "fpn"], choices=["c4", "fpn"])
     p.add_argument("--proposals", type=int, default=d.proposals)
     p.add_argument("--short-side", type=int, default=d.short_side)
@@ -61,6 +57,7 @@ def measure(arch: str, images, args) -> dict:
 
 
 def main(argv=None) -> int:
+    paddle_unimo.cpu_defaults()
     args = parse_args(argv)
     images = load_images(args.images)
     print(f"{len(images)} images from {args.images}; short side {args.short_side}, max side {args.max_side}, "

@@ -1,6 +1,6 @@
 """Build the CMCL positives, hard negatives and retrieved texts/images for a captions file (UNIMO paper §2.1).
 
-    python tools/build_cmcl_data.py --captions captions.jsonl --out cmcl.jsonl --paraphrases backtrans.tsv \
+    python -m tools.build_cmcl_data --captions captions.jsonl --out cmcl.jsonl --paraphrases backtrans.tsv \
         --regions regions/coco --background first --negatives 4 --retrieved-texts 2 --retrieved-images 2 --seed 0
 
 Input: JSON lines ``{"image_id", "caption_id", "caption"}``. ``--paraphrases``: ``caption_id<TAB>paraphrase``
@@ -17,16 +17,13 @@ are seeded per caption by (--seed, caption_id), so they do not change when other
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from paddle_unimo.augment.records import (build_rows, read_captions, store_image_neighbours,  # noqa: E402
-                                          summarize)
-from paddle_unimo.fileio import write_jsonl  # noqa: E402
-from paddle_unimo.augment.rewrite import read_paraphrases  # noqa: E402
-from paddle_unimo.data.regions import RegionStore  # noqa: E402
+import paddle_unimo
+from paddle_unimo.augment.records import build_rows, read_captions, store_image_neighbours, summarize
+from paddle_unimo.augment.rewrite import read_paraphrases
+from paddle_unimo.data.regions import RegionStore
+from paddle_unimo.fileio import write_jsonl
 
 _BACKGROUND = {"first": 0, "last": -1, "none": None}
 
@@ -60,7 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> dict:
+def run(argv=None) -> dict:
+    """Builds and writes the file; returns the counts of the summary line (``records.summarize``)."""
     args = parse_args(argv)
     captions = read_captions(args.captions)
     paraphrases = read_paraphrases(args.paraphrases, {c["caption_id"] for c in captions}) if args.paraphrases \
@@ -86,5 +84,11 @@ def main(argv=None) -> dict:
     return summary
 
 
+def main(argv=None) -> int:
+    paddle_unimo.cpu_defaults()
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Convert an original English UNIMO checkpoint into a paddle_unimo / PaddleNLP-layout model folder.
 
-    python tools/convert_checkpoint.py --params unimo_base_en/params --config unimo_base_en.json \
+    python -m tools.convert_checkpoint --params unimo_base_en/params --config unimo_base_en.json \
         --out models/unimo-base-en --dict-dir model_files/dict
 
 The source is the folder of legacy static-graph parameter files (one file per parameter: ``word_embedding``,
@@ -14,11 +14,8 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from paddle_unimo import GptBpeTokenizer, UNIMOConfig, UNIMOLMHeadModel, UNIMOModel  # noqa: E402
-from paddle_unimo.checkpoint import TIED_ALIAS, map_original_state, set_state  # noqa: E402
-from paddle_unimo.legacy_io import read_dense_tensor  # noqa: E402
+import paddle_unimo
+from paddle_unimo.legacy_io import read_dense_tensor
 
 
 def read_param_dir(path: str):
@@ -31,6 +28,10 @@ def read_param_dir(path: str):
 
 
 def convert(params: str, config_path: str, out: str, dict_dir: str | None = None, allow_unused: str | None = None):
+    """The converted model, also saved to ``out`` (with the tokenizer files of ``dict_dir`` when given)."""
+    from paddle_unimo import GptBpeTokenizer, UNIMOConfig, UNIMOLMHeadModel, UNIMOModel  # these import paddle
+    from paddle_unimo.checkpoint import TIED_ALIAS, map_original_state, set_state
+
     config = UNIMOConfig.from_original_json(config_path)
     state, skipped = map_original_state(read_param_dir(params), params, allow_unused)
     with_head = any(k.startswith("lm_head.") for k in state)
@@ -46,7 +47,8 @@ def convert(params: str, config_path: str, out: str, dict_dir: str | None = None
     return model
 
 
-def main(argv=None):
+def main(argv=None) -> int:
+    paddle_unimo.cpu_defaults()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", required=True, help="folder of legacy parameter files")
     parser.add_argument("--config", required=True, help="original unimo_{base,large}_en.json")
@@ -55,7 +57,8 @@ def main(argv=None):
     parser.add_argument("--allow-unused", help="regex of parameter files to leave out (e.g. task heads 'cls_out_.*')")
     args = parser.parse_args(argv)
     convert(args.params, args.config, args.out, args.dict_dir, args.allow_unused)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Convert region-feature files into a paddle_unimo RegionStore folder.
 
-    python tools/convert_regions.py --format bottom_up_tsv --input feats.tsv --out regions/
+    python -m tools.convert_regions --format bottom_up_tsv --input feats.tsv --out regions/
 
 Formats (see paddle_unimo/data/region_formats.py): bottom_up_tsv (bottom-up-attention generate_tsv.py),
 unimo_caption, unimo_retrieval, unimo_ve (the original UNIMO fine-tuning files). --input takes files or
@@ -13,10 +13,9 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from paddle_unimo.data.region_formats import READERS, convert_to_store  # noqa: E402
-from paddle_unimo.data.regions import RegionStore  # noqa: E402
+import paddle_unimo
+from paddle_unimo.data.region_formats import READERS, convert_to_store
+from paddle_unimo.data.regions import RegionStore
 
 
 def input_files(paths):
@@ -48,7 +47,8 @@ def convert(fmt: str, inputs, out: str, batch_size: int = 256, skip_existing: bo
     return totals
 
 
-def main(argv=None):
+def run(argv=None) -> dict:
+    """Parses the command line and converts; returns ``{"read", "added", "skipped"}`` over all inputs."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--format", required=True, choices=sorted(READERS))
     parser.add_argument("--input", required=True, nargs="+", help="input files or folders")
@@ -65,5 +65,11 @@ def main(argv=None):
     return convert(args.format, args.input, args.out, args.batch_size, not args.error_on_duplicate, args.hw)
 
 
+def main(argv=None) -> int:
+    paddle_unimo.cpu_defaults()
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Export a trained model folder for Paddle Inference (CPU, dynamic batch and length).
 
-    python tools/export_model.py --model OUT/best --out OUT/inference
+    python -m tools.export_model --model OUT/best --out OUT/inference
 
 ``--model`` is a paddle_unimo / PaddleNLP-layout folder (config.json + model_state.pdparams, tokenizer files
 optional). ``--out`` receives prefill.json/.pdiparams, step.json/.pdiparams, export.json, config.json and the
@@ -13,10 +13,8 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from paddle_unimo import UNIMOLMHeadModel, load_tokenizer  # noqa: E402
-from paddle_unimo.export import export_model  # noqa: E402
+import paddle_unimo
+from paddle_unimo.tokenization import load_tokenizer
 
 
 def load_optional_tokenizer(model_dir: str):
@@ -37,11 +35,15 @@ def folder_bytes(path: str) -> int:
     return sum(sizes.values())
 
 
-def main(argv=None):
+def run(argv=None) -> str:
+    """Parses the command line and exports; returns the export folder."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model folder (config.json + model_state.pdparams)")
     parser.add_argument("--out", required=True, help="export folder to write")
     args = parser.parse_args(argv)
+    from paddle_unimo import UNIMOLMHeadModel  # these import paddle
+    from paddle_unimo.export import export_model
+
     model = UNIMOLMHeadModel.from_pretrained(args.model)
     tokenizer = load_optional_tokenizer(args.model)
     out = export_model(model, args.out, tokenizer)
@@ -50,5 +52,11 @@ def main(argv=None):
     return out
 
 
+def main(argv=None) -> int:
+    paddle_unimo.cpu_defaults()
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Extract UNIMO image regions (bottom-up-attention style) with a PaddleDetection Faster R-CNN.
 
-    python tools/extract_regions.py --images ../shared/data/images --out out/regions --random-weights
+    python -m tools.extract_regions --images path/to/images --out out/regions --random-weights
 
 ``--images`` is a folder (its image files, sorted by name) or a list file (one path per line, relative paths
 taken from the list's folder). Each image becomes up to ``--max-boxes`` regions in the region store ``--out``
@@ -22,12 +22,11 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import paddle_unimo  # noqa: E402,F401  (fast CPU settings before paddle loads)
-from paddle_unimo.data.regions import RegionStore  # noqa: E402
-from paddle_unimo.fileio import write_json  # noqa: E402
-from paddle_unimo.regions.detector import ExtractorConfig, ImageError, RegionExtractor, read_image  # noqa: E402
+import paddle_unimo
+from paddle_unimo.data.regions import RegionStore
+from paddle_unimo.fileio import read_json, read_text_lines, write_json
+# detector imports paddle inside its functions, so main's cpu_defaults() still comes first
+from paddle_unimo.regions.detector import ExtractorConfig, ImageError, RegionExtractor, read_image
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 RANDOM_WARNING = ("RANDOM WEIGHTS: these region features, boxes and class probabilities come from an "
@@ -76,9 +75,8 @@ def list_images(source: str):
         paths = [os.path.join(source, n) for n in names]
     elif os.path.isfile(source):
         base = os.path.dirname(os.path.abspath(source))
-        with open(source, encoding="utf-8") as f:
-            lines = [line.strip() for line in f]
-        paths = [os.path.join(base, line) for line in lines if line and not line.startswith("#")]
+        lines = [line.strip() for _, line in read_text_lines(source)]
+        paths = [os.path.join(base, line) for line in lines if not line.startswith("#")]
     else:
         raise SystemExit(f"--images {source}: no such folder or list file")
     items, bad, seen = [], [], {}
@@ -104,8 +102,7 @@ def check_settings(out: str, settings: dict) -> None:
     """Write OUT/extraction.json, or refuse when the store was filled with other settings."""
     path = os.path.join(out, "extraction.json")
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            old = json.load(f)
+        old = read_json(path, "extraction settings")
         diff = {k: (old.get(k), v) for k, v in settings.items()
                 if k not in _NOT_COMPARED and old.get(k) != v}
         if diff:
@@ -168,6 +165,7 @@ def loud_warning(message: str) -> None:
 
 
 def main(argv=None) -> int:
+    paddle_unimo.cpu_defaults()
     from tqdm import tqdm
     args = parse_args(argv)
     if args.random_weights:

@@ -1,6 +1,6 @@
 """Train a tokenizer vocabulary on a text corpus, for pretraining from scratch.
 
-    python tools/train_tokenizer.py --input corpus.txt [more files] --out vocab_dir --kind wordpiece --vocab-size 8000
+    python -m tools.train_tokenizer --input corpus.txt [more files] --out vocab_dir --kind wordpiece --vocab-size 8000
 
 Inputs are UTF-8 text files (``.gz`` too), one document or sentence per line; empty lines are skipped. A line
 that is not UTF-8 stops the run with its ``file:line`` (``--skip-bad`` skips and counts such lines instead).
@@ -23,44 +23,21 @@ import argparse
 import contextlib
 import math
 import os
-import shutil
 import sys
-import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from paddle_unimo.tokenization_training import (HELD_OUT_EVERY, Corpus, coverage, train_sentencepiece,  # noqa: E402
+import paddle_unimo
+from paddle_unimo.fileio import atomic_dir
+from paddle_unimo.tokenization_training import (HELD_OUT_EVERY, Corpus, coverage, train_sentencepiece,
                                                 train_wordpiece)
 
 
 @contextlib.contextmanager
 def atomic_output_dir(out: str, overwrite: bool = False):
-    """Yields a temporary folder next to ``out``, renamed to ``out`` on success and removed on failure."""
-    out = os.path.abspath(out)
+    """``fileio.atomic_dir(out)``, refused up front when ``out`` exists and ``overwrite`` is not set."""
     if os.path.exists(out) and not overwrite:
-        raise FileExistsError(f"{out} exists; --overwrite replaces it")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=os.path.dirname(out))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like any new folder
-    try:
+        raise FileExistsError(f"{os.path.abspath(out)} exists; --overwrite replaces it")
+    with atomic_dir(out) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    previous = tmp + ".old" if os.path.exists(out) else None
-    if previous:
-        os.rename(out, previous)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        if previous:
-            os.rename(previous, out)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if previous:
-        shutil.rmtree(previous)
 
 
 def train(args) -> dict:
@@ -86,7 +63,8 @@ def train(args) -> dict:
     return summary
 
 
-def main(argv=None) -> dict:
+def run(argv=None) -> dict:
+    """Parses the command line and trains; returns the summary (``train``)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", nargs="+", required=True, help="text files, one document or sentence per line")
     p.add_argument("--out", required=True, help="output tokenizer folder")
@@ -108,5 +86,11 @@ def main(argv=None) -> dict:
     return train(p.parse_args(argv))
 
 
+def main(argv=None) -> int:
+    paddle_unimo.cpu_defaults()
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

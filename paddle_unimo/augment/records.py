@@ -18,13 +18,10 @@ token ids, so one file serves any tokenizer; ``to_example`` tokenizes them and r
 """
 from __future__ import annotations
 
-import json
-import os
 import random
 from typing import Dict, Iterator, List, Optional, Sequence
 
-from ..data.seq2seq import DataError
-from ..objectives.cmcl import CMCLExample
+from ..fileio import DataError, read_jsonl
 from .retrieval import nearest_images, nearest_texts, region_labels
 from .rewrite import KINDS, make_negatives
 from .scene_graph import parse
@@ -42,29 +39,22 @@ def _as_id(value, name: str, where: str) -> str:
 
 def read_captions(path) -> List[Dict[str, str]]:
     """The captions file; ``DataError`` naming ``file:line`` on bad JSON, a missing or empty field, a
-    duplicate caption_id. Blank lines are skipped."""
+    duplicate caption_id. Blank lines are skipped, a UTF-8 byte order mark is accepted."""
     rows, first_seen = [], {}
-    with open(path, "r", encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
-            where = f"{os.fspath(path)}:{lineno}"
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(obj, dict) or any(k not in obj for k in _FIELDS):
-                missing = [k for k in _FIELDS if not isinstance(obj, dict) or k not in obj]
-                raise DataError(f"{where}: expected an object with {list(_FIELDS)}; missing {missing}")
-            caption = obj["caption"]
-            if not isinstance(caption, str) or not caption.strip():
-                raise DataError(f"{where}: caption must be a non-empty string, got {caption!r}")
-            row = {"image_id": _as_id(obj["image_id"], "image_id", where),
-                   "caption_id": _as_id(obj["caption_id"], "caption_id", where), "caption": caption.strip()}
-            seen = first_seen.setdefault(row["caption_id"], lineno)
-            if seen != lineno:
-                raise DataError(f"{where}: caption_id {row['caption_id']!r} repeats line {seen}")
-            rows.append(row)
+    for where, obj in read_jsonl(path):
+        missing = [k for k in _FIELDS if k not in obj]
+        if missing:
+            raise DataError(f"{where}: expected an object with {list(_FIELDS)}; missing {missing}")
+        caption = obj["caption"]
+        if not isinstance(caption, str) or not caption.strip():
+            raise DataError(f"{where}: caption must be a non-empty string, got {caption!r}")
+        row = {"image_id": _as_id(obj["image_id"], "image_id", where),
+               "caption_id": _as_id(obj["caption_id"], "caption_id", where), "caption": caption.strip()}
+        line_no = where.rpartition(":")[2]
+        seen = first_seen.setdefault(row["caption_id"], line_no)
+        if seen != line_no:
+            raise DataError(f"{where}: caption_id {row['caption_id']!r} repeats line {seen}")
+        rows.append(row)
     return rows
 
 
@@ -121,19 +111,16 @@ def summarize(rows: Sequence[dict]) -> dict:
 
 
 def read_rows(path) -> Iterator[dict]:
-    """The rows of a file written by ``write_jsonl`` (``DataError`` naming ``file:line`` on bad JSON)."""
-    with open(path, "r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{os.fspath(path)}:{lineno}: not valid JSON ({err.msg})") from None
+    """The rows of a file written by ``build_rows`` + ``fileio.write_jsonl`` (``DataError`` naming
+    ``file:line`` on bad JSON)."""
+    for _, row in read_jsonl(path):
+        yield row
 
 
-def to_example(row: dict, tokenizer, store) -> CMCLExample:
+def to_example(row: dict, tokenizer, store):
     """A ``CMCLExample``: texts through ``tokenizer.encode`` (content ids, no [CLS]/[SEP]), images from
     ``store`` (a ``RegionStore`` or any mapping-like object with ``get(image_id)``)."""
+    from ..objectives.cmcl import CMCLExample  # here: the objectives import paddle, building the file does not
     return CMCLExample(image=store.get(row["image_id"]), text_ids=tokenizer.encode(row["caption"]),
                        positive_texts=[tokenizer.encode(p["text"]) for p in row["positive_texts"]],
                        positive_images=[store.get(p["image_id"]) for p in row["positive_images"]],

@@ -27,7 +27,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..data.seq2seq import DataError
+from ..fileio import DataError, read_text_lines
 from . import lexicon as lx
 from .scene_graph import SceneGraph, Span
 
@@ -160,25 +160,17 @@ def read_paraphrases(path: Union[str, os.PathLike], known_ids: Optional[Iterable
     """
     known = None if known_ids is None else set(known_ids)
     out: Dict[str, List[str]] = {}
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            where = f"{os.fspath(path)}:{lineno}"
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as err:
-                raise DataError(f"{where}: not UTF-8 ({err.reason} at byte {err.start})") from None
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) != 2:
-                raise DataError(f"{where}: expected 'caption_id<TAB>paraphrase' (2 tab-separated fields), "
-                                f"got {len(fields)}")
-            caption_id, text = fields[0].strip(), fields[1].strip()
-            if not caption_id or not text:
-                raise DataError(f"{where}: empty {'caption id' if not caption_id else 'paraphrase'}")
-            if known is not None and caption_id not in known:
-                raise DataError(f"{where}: caption id {caption_id!r} is not in the captions file")
-            texts = out.setdefault(caption_id, [])
-            if text not in texts:
-                texts.append(text)
+    for where, line in read_text_lines(path):
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise DataError(f"{where}: expected 'caption_id<TAB>paraphrase' (2 tab-separated fields), "
+                            f"got {len(fields)}")
+        caption_id, text = fields[0].strip(), fields[1].strip()
+        if not caption_id or not text:
+            raise DataError(f"{where}: empty {'caption id' if not caption_id else 'paraphrase'}")
+        if known is not None and caption_id not in known:
+            raise DataError(f"{where}: caption id {caption_id!r} is not in the captions file")
+        texts = out.setdefault(caption_id, [])
+        if text not in texts:
+            texts.append(text)
     return out

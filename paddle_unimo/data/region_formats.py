@@ -2,10 +2,11 @@
 
 Every reader yields ``RegionRecord`` (``regions.py``); where a line also carries text, the reader yields
 ``(RegionRecord, text)`` pairs so that the captions are not lost. Bad input raises ``DataError`` naming
-``file:line``. ``.gz`` files are read transparently. Lines are split on their separator directly (these files
-never quote), so ``csv.field_size_limit`` does not apply.
+``file:line``. Files are read with ``paddle_unimo.fileio.read_text_lines`` (UTF-8, a byte order mark
+accepted); ``.gz`` files are read transparently, by the same rules. Lines are split on their separator
+directly (these files never quote), so ``csv.field_size_limit`` does not apply.
 
-Formats (UNIMO_FACTS.md section 1 "Data formats"; arrays are base64 of float32 bytes, row-major):
+Formats (the readers of PaddlePaddle/Research NLP/UNIMO and bottom-up-attention; arrays are base64 of float32 bytes, row-major):
 
 - ``bottom_up_tsv``: ``peteanderson80/bottom-up-attention`` ``tools/generate_tsv.py``; tab-separated, no header,
   ``image_id, image_w, image_h, num_boxes, boxes (n,4), features (n,D)`` and optionally ``cls_prob (n,C)``.
@@ -32,8 +33,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from ..fileio import DataError, atomic_save, read_text_lines
 from .regions import RegionRecord, RegionStore
-from .seq2seq import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -61,18 +62,27 @@ class VEText:
     pos_ids: List[int]
 
 
-def _open(path: str, mode: str = "rt"):
-    opener = gzip.open if str(path).endswith(".gz") else open
-    return opener(path, mode, encoding="utf-8", newline="")
+def _gzip_text_lines(path: str) -> Iterator[Tuple[str, str]]:
+    """``fileio.read_text_lines`` for a ``.gz`` file: the same lines, byte order mark and errors."""
+    try:
+        with gzip.open(path, "rb") as f:
+            for line_no, raw in enumerate(f, 1):
+                where = f"{path}:{line_no}"
+                try:
+                    text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{where}: not UTF-8 ({e.reason} at byte {e.start})") from None
+                if text.strip():
+                    yield where, text
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise DataError(f"{path}: broken gzip file ({e})") from None
 
 
 def _lines(path: str, sep: str) -> Iterator[Tuple[str, List[str]]]:
     """(``file:line``, fields) of every non-blank line."""
-    with _open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield f"{path}:{line_no}", line.split(sep)
+    lines = _gzip_text_lines(path) if str(path).endswith(".gz") else read_text_lines(path)
+    for where, line in lines:
+        yield where, line.split(sep)
 
 
 def _int(value: str, name: str, where: str) -> int:
@@ -140,14 +150,21 @@ def read_bottom_up_tsv(path: str) -> Iterator[RegionRecord]:
 
 
 def write_bottom_up_tsv(path: str, records: Iterable[RegionRecord]) -> int:
-    """Writes records in the bottom-up TSV layout (cls_prob as a 7th field when present); returns the count."""
+    """Writes records in the bottom-up TSV layout (cls_prob as a 7th field when present), gzip-compressed when
+    ``path`` ends in ``.gz``, to a temporary file renamed over ``path``; returns the count."""
     count = 0
-    with _open(path, "wt") as f:
-        for r in records:
-            fields = [r.image_id, str(r.image_w), str(r.image_h), str(r.num_boxes), _encode(r.boxes),
-                      _encode(r.features)] + ([_encode(r.class_probs)] if r.class_probs is not None else [])
-            f.write("\t".join(fields) + "\n")
-            count += 1
+
+    def write(tmp: str) -> None:
+        nonlocal count
+        opener = gzip.open if str(path).endswith(".gz") else open
+        with opener(tmp, "wt", encoding="utf-8", newline="") as f:
+            for r in records:
+                fields = [r.image_id, str(r.image_w), str(r.image_h), str(r.num_boxes), _encode(r.boxes),
+                          _encode(r.features)] + ([_encode(r.class_probs)] if r.class_probs is not None else [])
+                f.write("\t".join(fields) + "\n")
+                count += 1
+
+    atomic_save(path, write)
     return count
 
 

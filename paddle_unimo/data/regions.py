@@ -1,7 +1,7 @@
 """Image regions: the record type, a sharded on-disk store, the 5-d location and the batch collate.
 
-UNIMO sees an image as up to 100 bottom-up-attention regions (UNIMO paper section 2.1; UNIMO_FACTS.md section
-1 "Image region input"): a 2048-d feature, a location ``[x1/W, y1/H, x2/W, y2/H, (x2-x1)(y2-y1)/(W*H)]`` and
+UNIMO sees an image as up to 100 bottom-up-attention regions (UNIMO paper section 2.1; the image
+readers of PaddlePaddle/Research NLP/UNIMO): a 2048-d feature, a location ``[x1/W, y1/H, x2/W, y2/H, (x2-x1)(y2-y1)/(W*H)]`` and
 the detector's class distribution. The visual sequence is ``[global, box_1 .. box_n]``; the global row is the
 mean region feature with location ``[0, 0, 1, 1, 1]``.
 
@@ -18,7 +18,6 @@ the next ``append``. ``get`` reads one record's byte range (seek + read), never 
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, read_json, write_json
 
 FORMAT = "paddle_unimo.region_store"
 VERSION = 1
@@ -242,8 +241,7 @@ class RegionStore:
         path = os.path.join(self.path, INDEX)
         if not os.path.exists(path):
             return None
-        with open(path, "r", encoding="utf-8") as f:
-            index = json.load(f)
+        index = read_json(path, "region store index")
         if index.get("format") != FORMAT:
             raise ValueError(f"{path}: not a {FORMAT} index (format={index.get('format')!r})")
         if index.get("version") != VERSION:
@@ -259,8 +257,8 @@ class RegionStore:
         self._feature_dim, self._num_classes = index["feature_dim"], index["num_classes"]
         for entry in index["shards"]:
             table_path = os.path.join(self.path, entry["name"] + ".json")
-            with open(table_path, "r", encoding="utf-8") as f:
-                shard = _Shard(entry["name"], json.load(f), self._feature_dim, self._num_classes)
+            shard = _Shard(entry["name"], read_json(table_path, "region store shard table"), self._feature_dim,
+                           self._num_classes)
             if len(shard.ids) != entry["num_records"] or shard.nbytes != entry["bytes"]:
                 raise ValueError(f"{table_path}: {len(shard.ids)} records / {shard.nbytes} bytes, but {INDEX} "
                                  f"says {entry['num_records']} / {entry['bytes']}")
@@ -291,13 +289,13 @@ class RegionStore:
         table = {"ids": [r.image_id for r in fresh], "num_boxes": [r.num_boxes for r in fresh],
                  "image_w": [r.image_w for r in fresh], "image_h": [r.image_h for r in fresh],
                  "has_probs": [r.class_probs is not None for r in fresh]}
-        atomic_write(os.path.join(self.path, name + ".json"), json.dumps(table).encode("utf-8"))
+        write_json(os.path.join(self.path, name + ".json"), table, indent=None)
         shard = _Shard(name, table, feature_dim, num_classes)
         entries = [{"name": s.name, "num_records": len(s.ids), "bytes": s.nbytes} for s in self._shards + [shard]]
         index = {"format": FORMAT, "version": VERSION, "dtype": _DTYPE.str, "box_dim": 4,
                  "feature_dim": feature_dim, "num_classes": num_classes, "num_records": len(self) + len(fresh),
                  "shards": entries}
-        atomic_write(os.path.join(self.path, INDEX), json.dumps(index, indent=1).encode("utf-8"))
+        write_json(os.path.join(self.path, INDEX), index)
         self._feature_dim, self._num_classes = feature_dim, num_classes
         self._add_shard(shard)
 

@@ -1,11 +1,12 @@
 """Seq2seq data for generation fine-tuning: readers of the 千言 files, encoding, and the training/decoding
-collators (UNIMO_FACTS.md sections 2-3).
+collators (PaddleNLP's 千言 baselines and ``UNIMOTokenizer.gen_encode``).
 
 Files are JSON lines, or the original LCSTS TSV ``summary<TAB>content``. A task names which fields are the
 source, the optional title and the target (DuReaderQG: context / answer / question).
 
-Bad input names the file and line: malformed JSON, a missing field, an empty target, bytes that are not
-UTF-8. With ``skip_bad`` such lines are skipped and counted instead.
+Files are read through ``paddle_unimo.fileio`` (a UTF-8 byte order mark is accepted). Bad input names the
+file and line: malformed JSON, a missing field, an empty target, bytes that are not UTF-8. With ``skip_bad``
+bad records are skipped and each is listed, with its line and reason, in the ``ReadReport``.
 
 Encoding follows PaddleNLP's ``gen_encode``: ``[CLS] title [SEP] source [SEP]`` then ``[CLS] target
 [MASK]`` ([MASK] is the eos). Documented truncation: the title keeps ``max_title_len - 1`` tokens, the target
@@ -14,21 +15,18 @@ reported once per file as a warning.
 """
 from __future__ import annotations
 
-import json
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from .. import masks
+from ..fileio import DataError, parse_json_line, read_text_lines
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
-
-
-class DataError(ValueError):
-    """Bad input data; the message starts with ``file:line``."""
 
 
 @dataclass(frozen=True)
@@ -45,33 +43,30 @@ class Example:
     source: str
     target: Optional[str]
     title: Optional[str] = None
+    line: int = 0  # 1-based line of the file it was read from; 0 when built in code
 
 
 @dataclass
 class ReadReport:
+    """What ``read_examples`` did with a file: ``lines`` is the number of its last non-blank line, ``read``
+    the examples kept, ``skipped`` one ``{"file", "line", "reason"}`` per line left out with ``skip_bad``."""
     path: str
     read: int = 0
-    skipped: List[str] = field(default_factory=list)  # "file:line: reason"
+    lines: int = 0
+    skipped: List[Dict[str, object]] = field(default_factory=list)
 
 
-def _parse_line(raw: bytes, where: str, fields: Fields, tsv: bool, need_target: bool, line_no: int) -> Example:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{where}: not UTF-8 ({e.reason} at byte {e.start})") from None
-    text = text.rstrip("\r\n")
-    if tsv:
-        parts = text.split("\t")
-        if len(parts) != 2:
-            raise DataError(f"{where}: expected 'summary<TAB>content', got {len(parts)} columns")
-        record = {fields.target: parts[0], fields.source: parts[1]}
-    else:
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: malformed JSON ({e.msg}, column {e.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+def _record(where: str, text: str, fields: Fields, tsv: bool) -> dict:
+    if not tsv:
+        return parse_json_line(where, text)
+    parts = text.split("\t")
+    if len(parts) != 2:
+        raise DataError(f"{where}: expected 'summary<TAB>content', got {len(parts)} columns")
+    return {fields.target: parts[0], fields.source: parts[1]}
+
+
+def _parse_line(where: str, text: str, fields: Fields, tsv: bool, need_target: bool, line_no: int) -> Example:
+    record = _record(where, text, fields, tsv)
     needed = [fields.source] + ([fields.title] if fields.title else []) + ([fields.target] if need_target else [])
     for name in needed:
         if name not in record:
@@ -84,28 +79,43 @@ def _parse_line(raw: bytes, where: str, fields: Fields, tsv: bool, need_target: 
     if not record[fields.source].strip():
         raise DataError(f"{where}: empty source '{fields.source}'")
     ident = str(record.get(fields.id, line_no)) if fields.id else str(line_no)
-    return Example(ident, record[fields.source], target, record.get(fields.title) if fields.title else None)
+    title = record.get(fields.title) if fields.title else None
+    return Example(ident, record[fields.source], target, title, line=line_no)
 
 
 def read_examples(path: str, fields: Fields, need_target: bool = True, skip_bad: bool = False):
-    """Reads a JSONL (or LCSTS ``.tsv``) file; returns (examples, ReadReport)."""
+    """Reads a JSONL (or LCSTS ``.tsv``) file; returns (examples, ReadReport).
+
+    A bad record (malformed JSON, a missing, non-string or empty field, a wrong column count) is a
+    ``DataError`` starting ``file:line: ``, or with ``skip_bad`` an entry of ``ReadReport.skipped``. Bytes that
+    are not UTF-8 stop the read even with ``skip_bad``: they mean the file has another encoding (GBK, for a
+    Chinese data set), in which nearly every line would be skipped. A missing file, a folder, a file without
+    a non-blank line and a file without one usable example are ``DataError`` naming the file.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"{path}: file not found")
     tsv = path.endswith(".tsv")
     examples, report = [], ReadReport(path)
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                examples.append(_parse_line(raw, f"{path}:{line_no}", fields, tsv, need_target, line_no))
-            except DataError as e:
-                if not skip_bad:
-                    raise
-                report.skipped.append(str(e))
+    for where, text in read_text_lines(path):
+        report.lines = int(where.rpartition(":")[2])
+        try:
+            examples.append(_parse_line(where, text, fields, tsv, need_target, report.lines))
+        except DataError as e:
+            if not skip_bad:
+                raise
+            message, prefix = str(e), f"{where}: "
+            reason = message[len(prefix):] if message.startswith(prefix) else message
+            report.skipped.append({"file": path, "line": report.lines, "reason": reason})
     report.read = len(examples)
+    if not report.lines:
+        raise DataError(f"{path}: empty file (no non-blank line)")
     if report.skipped:
-        logger.warning("%s: skipped %d bad lines (first: %s)", path, len(report.skipped), report.skipped[0])
+        first = report.skipped[0]
+        logger.warning("%s: skipped %d bad lines (first: line %d: %s)", path, len(report.skipped), first["line"],
+                       first["reason"])
     if not examples:
-        raise DataError(f"{path}: no usable examples")
+        raise DataError(f"{path}: no usable examples ({len(report.skipped)} bad lines skipped)")
     return examples, report
 
 

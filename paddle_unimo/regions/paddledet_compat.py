@@ -4,7 +4,7 @@ Paddle 3 returns 0-D tensors where paddle 2.x returned shape-[1] tensors. paddle
 shape in a few lines of its two-stage detector code: a shape-[1] tensor used as a ``range()`` bound
 (``TypeError: only 0-dimensional arrays can be converted to Python scalars``) and 0-D tensors collected in a
 list that is then ``paddle.concat``-ed (``ValueError: (InvalidArgument) The axis is expected to be in range of
-[0, 0)``). See ../shared/reference/DEPENDENCIES.md, "paddledet 2.6.0".
+[0, 0)``). Seen with paddledet 2.6.0 on paddle 3.3.1.
 
 How: for each function below we hold the sha256 of its reviewed paddledet 2.6.0 source and the exact lines to
 rewrite. ``apply()`` checks the installed version, checks that the source hash matches and that every line to
