@@ -13,7 +13,9 @@ An export folder holds two static programs, the two calls ``generate`` makes of 
 
 The programs take text only (no image regions); batch size and lengths are dynamic. ``InferenceStepper``
 runs them with Paddle Inference on CPU and plugs into ``generate``, so greedy, beam search and sampling
-work without the model's Python code::
+work without the model's Python code. It takes every mask form the dynamic model takes (``masks``: bool/int
+or PaddleNLP's float additive, (N, L), (N, L, L), (N, 1, L, L), (N, 1, 1, L)) and refuses empty inputs with
+a ValueError before they reach Paddle Inference::
 
     import paddle
     from paddle_unimo import load_tokenizer, masks
@@ -34,11 +36,8 @@ work without the model's Python code::
 from __future__ import annotations
 
 import filecmp
-import json
 import os
 import re
-import shutil
-import uuid
 import warnings
 from typing import Dict, List
 
@@ -47,10 +46,10 @@ import paddle
 import paddle.nn as nn
 from paddle.static import InputSpec
 
-from . import masks
+from . import cpu_count, masks
 from .config import UNIMOConfig
-from .generation import DecodeState, last_row_keys
-from .modeling import MASKED_BIAS
+from .fileio import atomic_dir, read_json, write_json
+from .generation import DecodeState, check_inputs, last_row_keys
 
 PROGRAMS = ("prefill", "step")
 OUTPUTS = ("logits", "k_cache", "v_cache")
@@ -113,8 +112,7 @@ def _write_export(model, folder: str, tokenizer) -> None:
             warnings.filterwarnings("ignore", message="Tensor do not have 'place' interface")
             paddle.jit.save(static, os.path.join(folder, name), skip_prune_program=keep_unused)
     _share_identical(os.path.join(folder, "prefill.pdiparams"), os.path.join(folder, "step.pdiparams"))
-    with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as f:
-        json.dump(_manifest(specs), f, indent=1)
+    write_json(os.path.join(folder, MANIFEST), _manifest(specs))
     model.config.save(os.path.join(folder, "config.json"))
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
@@ -152,41 +150,20 @@ def _check_replaceable(out_dir: str) -> None:
                               "refusing to replace it")
 
 
-def _move_into_place(tmp: str, out_dir: str) -> None:
-    if not os.path.exists(out_dir):
-        os.rename(tmp, out_dir)
-        return
-    old = tmp + ".old"  # the previous export stays whole until the new one is in place
-    os.rename(out_dir, old)
-    try:
-        os.rename(tmp, out_dir)
-    except BaseException:
-        os.rename(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def export_model(model, out_dir: str, tokenizer=None) -> str:
     """Writes the prefill and step programs, config and tokenizer into ``out_dir`` (see the module doc).
 
-    Everything is written into a temporary folder beside ``out_dir`` that is renamed into place at the end,
-    so a failure never leaves a half-written export. The model is left in the train/eval mode it was in.
+    Everything is written into a temporary folder beside ``out_dir`` that replaces it only at the end
+    (``fileio.atomic_dir``), so a failure never leaves a half-written export and keeps a previous one whole.
+    The model is left in the train/eval mode it was in.
     """
     out_dir = os.path.abspath(out_dir)
     _check_replaceable(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    # not mkdtemp: its 0700 would become the export's mode; mkdir follows the umask like any other folder
-    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.{uuid.uuid4().hex[:12]}.tmp")
-    os.mkdir(tmp)
     was_training = model.training
     model.eval()  # dropout is traced into the program as it is at export time
     try:
-        _write_export(model, tmp, tokenizer)
-        _move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_dir(out_dir) as tmp:
+            _write_export(model, tmp, tokenizer)
     finally:
         if was_training:
             model.train()
@@ -206,27 +183,18 @@ def _tensor(x) -> paddle.Tensor:
 def prefill_mask(attention_mask, input_ids, pad_id: int) -> np.ndarray:
     """Whatever ``generate`` got as ``attention_mask`` -> the bool "may attend" (N, L, L) the program takes.
 
-    None: bidirectional over non-pad tokens (the model's default); bool/int (N, L, L) as it is; PaddleNLP's
-    float additive (N, 1, L, L): attendable where above MASKED_BIAS / 2; (N, L) key validity: every row.
+    None: bidirectional over non-pad tokens (the model's default); any form the model accepts
+    (``masks.may_attend_bool``): bool/int or PaddleNLP's float additive, (N, L), (N, L, L), (N, 1, L, L) or a
+    row shared by every query (N, 1, 1, L).
     """
     input_ids = _tensor(input_ids)
     n, length = input_ids.shape
     if attention_mask is None:
         valid = input_ids != pad_id
         return masks.may_attend(valid, paddle.zeros(valid.shape, "int64")).numpy()
-    mask = _tensor(attention_mask)
-    if mask.ndim == 4:
-        if mask.shape[1] != 1:
-            raise ValueError(f"a 4-D attention_mask must have one head axis (N, 1, L, L), got {mask.shape}")
-        mask = mask[:, 0]
-    if mask.dtype == paddle.bool or "int" in str(mask.dtype):
-        mask = mask.astype("bool")
-    else:
-        mask = mask > MASKED_BIAS / 2
-    if mask.ndim == 2:
-        mask = mask.unsqueeze(1).expand([n, length, length])
-    if mask.shape != [n, length, length]:
-        raise ValueError(f"attention_mask shape {mask.shape} does not fit input_ids {[n, length]}")
+    mask = masks.may_attend_bool(_tensor(attention_mask), num_queries=length)
+    if list(mask.shape) != [n, length, length]:
+        raise ValueError(f"attention_mask shape {list(attention_mask.shape)} does not fit input_ids {[n, length]}")
     return mask.numpy()
 
 
@@ -276,15 +244,17 @@ class InferenceStepper:
     def __init__(self, folder: str, num_threads: int | None = None):
         self.folder = folder
         self.config = UNIMOConfig.from_file(os.path.join(folder, "config.json"))
-        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
-            manifest = json.load(f)
-        threads = num_threads or len(os.sched_getaffinity(0))  # the cores this process may use, not all
+        manifest = read_json(os.path.join(folder, MANIFEST), "export manifest")
+        threads = num_threads or cpu_count()  # the cores this process may use, not all
         self.programs = {name: Program(folder, name, manifest[name]["outputs"], threads) for name in PROGRAMS}
 
     def prefill(self, input_ids, token_type_ids, position_ids, attention_mask):
+        """Checks the inputs (``generation.check_inputs``: Paddle Inference crashes on empty ones), then
+        encodes them."""
         input_ids, token_type_ids, position_ids = map(_tensor, (input_ids, token_type_ids, position_ids))
         if attention_mask is not None:
             attention_mask = _tensor(attention_mask)
+        check_inputs(input_ids, attention_mask, self.config.pad_token_id, "InferenceStepper.prefill")
         out = self.programs["prefill"](
             input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
             attention_mask=prefill_mask(attention_mask, input_ids, self.config.pad_token_id))

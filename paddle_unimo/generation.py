@@ -20,15 +20,42 @@ log-probability for greedy and sampling, the length-penalised hypothesis score f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import paddle
 
 from . import masks
-from .modeling import MASKED_BIAS, log_softmax
+from .typed import ConfigError, bounded, check
+from .modeling import log_softmax
 
 NEVER = -1e9  # logit of tokens that are never generated
 STRATEGIES = ("greedy_search", "beam_search", "sampling")
+
+
+@dataclass
+class DecodeConfig:
+    """The decoding settings of ``generate`` as one checked config (a task's ``decode`` section)."""
+    decode_strategy: str = bounded("greedy_search", choices=STRATEGIES)
+    num_beams: int = bounded(1, min=1)
+    length_penalty: float = 1.0
+    early_stopping: bool = False
+    min_length: int = bounded(0, min=0)
+    max_length: int = bounded(20, min=1)
+    no_repeat_ngram_size: int = bounded(0, min=0)
+    repetition_penalty: float = bounded(1.0, above=0.0)
+    top_k: int = bounded(0, min=0)
+    top_p: float = bounded(1.0, above=0.0, max=1.0)
+    temperature: float = bounded(1.0, above=0.0)
+    seed: Optional[int] = None
+    num_return_sequences: int = bounded(1, min=1)
+
+    def validate(self, where: str) -> None:
+        if self.min_length > self.max_length:
+            raise ConfigError(f"{where}.min_length: {self.min_length} is above max_length {self.max_length}")
+        if self.decode_strategy == "beam_search" and self.num_return_sequences > self.num_beams:
+            raise ConfigError(f"{where}.num_return_sequences: {self.num_return_sequences} is above num_beams "
+                              f"{self.num_beams} (beam search returns at most num_beams sequences)")
 
 
 @dataclass
@@ -44,12 +71,38 @@ def last_row_keys(attention_mask, input_ids, pad_id) -> paddle.Tensor:
     """Keys the last input token sees, as bool (B, Lk); the next token sees these and itself."""
     if attention_mask is None:
         return input_ids != pad_id
-    if attention_mask.ndim == 4:
-        attention_mask = attention_mask[:, 0]
-    row = attention_mask if attention_mask.ndim == 2 else attention_mask[:, -1]
-    if row.dtype == paddle.bool or "int" in str(row.dtype):
-        return row.astype("bool")
-    return row > MASKED_BIAS / 2
+    return masks.may_attend_bool(attention_mask)[:, -1]
+
+
+def check_inputs(input_ids, attention_mask, pad_id: int, where: str = "generate()") -> None:
+    """Refuses, with a ValueError, what no kernel should see: no rows, no tokens, a row that holds only pads
+    or ends with one (decoding continues after the last position, so sources are padded on the left), a
+    mask that does not fit ``input_ids``, or a last token that may attend to no key."""
+    ids = input_ids if isinstance(input_ids, paddle.Tensor) else paddle.to_tensor(np.asarray(input_ids))
+    shape = list(ids.shape)
+    if len(shape) != 2:
+        raise ValueError(f"{where}: input_ids must be (B, L), got shape {shape}")
+    if shape[0] == 0:
+        raise ValueError(f"{where}: input_ids has no rows (batch size 0); give at least one source")
+    if shape[1] == 0:
+        raise ValueError(f"{where}: input_ids has length 0; every row needs a source (and the target's start "
+                         "token)")
+    real = (ids != pad_id).numpy()
+    for rows, what in ((~real.any(axis=1), f"hold only pad tokens (pad id {pad_id})"),
+                       (~real[:, -1], f"end with the pad id {pad_id}; pad sources on the left")):
+        if rows.any():
+            raise ValueError(f"{where}: rows {np.flatnonzero(rows)[:10].tolist()} of input_ids {what}")
+    if attention_mask is None:
+        return
+    mask = masks.may_attend_bool(attention_mask if isinstance(attention_mask, paddle.Tensor)
+                                 else paddle.to_tensor(np.asarray(attention_mask)))
+    if mask.shape[0] != shape[0] or mask.shape[2] != shape[1] or mask.shape[1] not in (1, shape[1]):
+        raise ValueError(f"{where}: attention_mask of shape {list(attention_mask.shape)} does not fit "
+                         f"input_ids of shape {shape}")
+    blind = ~mask[:, -1].any(axis=-1).numpy()
+    if blind.any():
+        raise ValueError(f"{where}: in rows {np.flatnonzero(blind)[:10].tolist()} the attention_mask lets the "
+                         "last token attend to no key")
 
 
 class ModelStepper:
@@ -270,13 +323,13 @@ def generate(model, input_ids, token_type_ids=None, position_ids=None, attention
     when a ``stepper`` (e.g. the exported Paddle Inference one) is given."""
     if unsupported:
         raise TypeError(f"generate() got unsupported arguments {sorted(unsupported)}")
-    if decode_strategy not in STRATEGIES:
-        raise ValueError(f"unknown decode_strategy {decode_strategy!r}; known: {list(STRATEGIES)}")
+    check(DecodeConfig(decode_strategy, num_beams, length_penalty, early_stopping, min_length, max_length,
+                       no_repeat_ngram_size, repetition_penalty, top_k, top_p, temperature, seed,
+                       num_return_sequences), "generate()")
     beam = decode_strategy == "beam_search"
-    if beam and num_return_sequences > num_beams:
-        raise ValueError(f"num_return_sequences {num_return_sequences} > num_beams {num_beams}")
     stepper = stepper or ModelStepper(model)
     cfg = stepper.config
+    check_inputs(input_ids, attention_mask, cfg.pad_token_id)
     eos = cfg.eos_token_id if eos_token_id is None else eos_token_id
     pad = cfg.pad_token_id if pad_token_id is None else pad_token_id
     cons = Constraints(min_length, eos, (cfg.unk_token_id, cfg.pad_token_id, cfg.bos_token_id),

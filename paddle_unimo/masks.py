@@ -1,4 +1,6 @@
-"""The one attention-mask rule of UNIMO, and its position ids. Pure numpy/paddle functions, no layers.
+"""The one attention-mask rule of UNIMO, the meaning of every mask form, and default position ids.
+Pure numpy/paddle functions, no layers; paddle is imported inside the functions that need it, so the data
+layer can use this module without paddle.
 
 Every position gets a *rank*: 0 for bidirectional context (image regions, object tags, a source text,
 a text being masked-LM'ed) and 1..T for the tokens of a causal target. Then
@@ -6,13 +8,17 @@ a text being masked-LM'ed) and 1..T for the tokens of a causal target. Then
     may_attend[b, i, j] = valid[b, j] & (rank[b, j] <= rank[b, i])
 
 * bidirectional (MLM, classification, retrieval, image-only): all ranks 0;
-* seq2seq (UniLM, UNIMO_FACTS.md section 1): source 0, target 1..T -- every token sees the source, the
-  target is causal and the source never sees the target;
+* seq2seq (UniLM; the original ``seq2seq_reader.py`` of PaddlePaddle/Research NLP/UNIMO): source 0,
+  target 1..T -- every token sees the source, the target is causal and the source never sees the target;
 * captioning: regions and object tags 0, caption 1..T;
 * padding: ``valid`` is False for padded keys;
 * incremental decoding: a new token has a rank above every key, so its row is ``valid`` of the keys.
 
-The data layer carries the bool "may attend" mask; the model turns it into an additive bias once.
+Accepted mask forms (``may_attend_bool`` and ``additive_bias`` read all of them): shape (B, Lk) key validity,
+(B, Lq, Lk), or (B, 1, Lq, Lk) with a single head axis (Lq may be 1: the row is shared by every query). The
+dtype gives the meaning: bool or int is "may attend" (the data layer's form); float is an additive bias as in
+PaddleNLP and paddle.nn (0 where attending, ``MASKED_BIAS`` or below where not). The model turns a mask into
+an additive bias exactly once, at its boundary.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 CONTEXT_RANK = 0
+MASKED_BIAS = -1e4  # the original's (mask - 1) * 1e4 and PaddleNLP's -1e4; finite, so fp16-safe
 
 
 def ranks(num_context: int, num_causal: int = 0) -> np.ndarray:
@@ -46,15 +53,58 @@ def decoding_row(valid_keys):
     return valid_keys[:, None, :]
 
 
-def default_position_ids(valid, start: int, past: int = 0):
-    """PaddleNLP's default positions on paddle tensors: ``start + index``, not counting left padding.
+def _is_float(mask) -> bool:
+    import paddle  # local: the rest of this module is numpy-only
+    return not (mask.dtype == paddle.bool or "int" in str(mask.dtype))
 
-    ``valid`` (B, L) bool marks non-pad tokens; ``past`` is the number of tokens already in the KV cache.
+
+def _with_head_axis(mask):
+    """Any accepted form -> (B, 1, Lq, Lk), Lq possibly 1; a head axis other than 1 is refused."""
+    if mask.ndim == 2:  # (B, Lk): key validity, shared by every query
+        return mask.unsqueeze([1, 2])
+    if mask.ndim == 3:  # (B, Lq, Lk)
+        return mask.unsqueeze(1)
+    if mask.ndim == 4 and mask.shape[1] in (1, -1):  # -1: a dynamic axis while exporting
+        return mask
+    raise ValueError(f"attention_mask must be (B, Lk), (B, Lq, Lk) or (B, 1, Lq, Lk), got shape {mask.shape}")
+
+
+def additive_bias(attention_mask, dtype):
+    """Any accepted mask form (see the module docstring) -> the additive bias (B, 1, Lq, Lk) of ``dtype``:
+    exactly 0 or ``MASKED_BIAS`` for a bool/int mask, the float mask itself otherwise. None stays None."""
+    if attention_mask is None:
+        return None
+    mask = _with_head_axis(attention_mask)
+    if _is_float(mask):
+        return mask.astype(dtype)
+    return (mask.astype("bool").astype(dtype) - 1.0) * -MASKED_BIAS  # a product, not a select: exports cleanly
+
+
+def may_attend_bool(attention_mask, num_queries: int | None = None):
+    """Any accepted mask form -> bool "may attend" (B, Lq, Lk). A float mask attends where it is above
+    ``MASKED_BIAS / 2`` (PaddleNLP pads with -1e4 or -1e9). A row shared by every query ((B, Lk), or Lq = 1)
+    is repeated to ``num_queries`` rows when that is given, else kept as one row."""
+    mask = _with_head_axis(attention_mask)[:, 0]
+    mask = mask > MASKED_BIAS / 2 if _is_float(mask) else mask.astype("bool")
+    if num_queries is not None and mask.shape[1] == 1 and num_queries != 1:
+        mask = mask.expand([mask.shape[0], num_queries, mask.shape[2]])
+    return mask
+
+
+def default_position_ids(valid, start: int, past=0):
+    """Default positions on paddle tensors: ``start + past + i`` for the i-th real token of a row, whether
+    the row is padded on the left, on the right or both; a pad takes its preceding real token's position
+    (``start + past`` before the first).
+
+    ``valid`` (B, L) bool marks the real (non-pad) tokens; ``past`` is the number of real tokens already in
+    the KV cache, an int or an int tensor (B,). For a left-padded row this is exactly PaddleNLP's default
+    ``relu(arange(L) - num_pad)``.
     """
     import paddle  # local: the rest of this module is numpy-only
-    num_pad = (~valid).astype("int64").sum(axis=-1, keepdim=True)
-    steps = paddle.arange(past, past + valid.shape[1], dtype="int64").unsqueeze(0)
-    return start + paddle.clip(steps - num_pad, min=0)
+    index = paddle.cumsum(valid.astype("int64"), axis=-1) - 1  # (B, L): index among the row's real tokens
+    if isinstance(past, paddle.Tensor):
+        past = past.astype("int64").reshape([-1, 1])
+    return start + past + paddle.clip(index, min=0)
 
 
 def block_positions(block_lengths: Sequence[int], start: int) -> np.ndarray:

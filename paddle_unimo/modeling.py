@@ -9,7 +9,9 @@ as it is; ``checkpoint.py`` maps the original static-graph names onto them.
 
 Attention masks: ``attention_mask`` is either bool/int ("may attend", built by ``masks.py``) or float
 (an additive bias, PaddleNLP's meaning). Shapes (B, Lk) for key padding, (B, Lq, Lk) or (B, 1, Lq, Lk).
-It is turned into an additive bias once, in ``attention_bias``.
+``masks.additive_bias`` turns it into an additive bias once, at the top of ``UNIMOModel.forward``.
+
+Initialisation from scratch follows the original UNIMO (see ``UNIMOPretrainedModel.init_weights``).
 """
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ import paddle.nn.functional as F
 from . import masks
 from .config import REGION_LOCATION_SIZE, UNIMOConfig
 
-MASKED_BIAS = -1e4  # the original's (mask - 1) * 1e4 and PaddleNLP's -1e4; finite, so fp16-safe
 KVCache = List[Tuple[paddle.Tensor, paddle.Tensor]]  # per layer (k, v), each (B, nh, T, hd)
 
 
@@ -32,18 +33,16 @@ def log_softmax(logits):
     return logits - paddle.logsumexp(logits, axis=-1, keepdim=True)
 
 
-def attention_bias(attention_mask: Optional[paddle.Tensor], dtype) -> Optional[paddle.Tensor]:
-    """bool/int "may attend" -> additive float bias; float is taken as an additive bias already."""
+def cached_real_tokens(cache: Optional[KVCache], attention_mask):
+    """Real tokens in the KV cache, per row: the cached keys some new token may attend to (every cached key
+    without a mask). 0 without a cache."""
+    if cache is None:
+        return 0
+    past = cache[0][0].shape[2]
     if attention_mask is None:
-        return None
-    if attention_mask.ndim == 2:  # (B, Lk): key validity
-        attention_mask = attention_mask.unsqueeze([1, 2])
-    elif attention_mask.ndim == 3:  # (B, Lq, Lk)
-        attention_mask = attention_mask.unsqueeze(1)
-    if attention_mask.dtype == paddle.bool or "int" in str(attention_mask.dtype):
-        attend = attention_mask.astype("bool")
-        return (attend.astype(dtype) - 1.0) * -MASKED_BIAS  # exactly 0 or MASKED_BIAS; exports without warnings
-    return attention_mask.astype(dtype)
+        return past
+    attend = masks.may_attend_bool(attention_mask)[:, :, :past]  # (B, Lq, past)
+    return attend.any(axis=1).astype("int64").sum(axis=-1)
 
 
 class UNIMOEmbeddings(nn.Layer):
@@ -134,7 +133,7 @@ class Encoder(nn.Layer):
     def __init__(self, config: UNIMOConfig):
         super().__init__()
         self.layers = nn.LayerList([EncoderLayer(config) for _ in range(config.num_hidden_layers)])
-        self.recompute = False  # set by the trainer: recompute layers in the backward pass to save memory
+        self.recompute = False  # see UNIMOPretrainedModel.set_recompute
 
     def forward(self, x, bias, cache: Optional[KVCache] = None):
         if self.recompute and self.training and cache is None:
@@ -158,14 +157,35 @@ class UNIMOPretrainedModel(nn.Layer):
         super().__init__()
         self.config = config
 
-    def init_weights(self):
-        """normal(0, initializer_range) for Linear and Embedding weights, as both released families."""
+    def init_weights(self, root: Optional[nn.Layer] = None) -> None:
+        """From-scratch initialisation of ``root`` (default: the whole model) as the original UNIMO
+        (PaddlePaddle/Research NLP/UNIMO, ``src/model/unimo_finetune.py``): every fc and embedding weight is
+        fluid's ``TruncatedNormal(scale=initializer_range)``, a normal of std ``initializer_range`` cut at two
+        std (``paddle.nn.initializer.TruncatedNormal(0, std, a=-2 std, b=2 std)``), every fc bias 0, every
+        LayerNorm scale 1 and bias 0 -- except the LM head's LayerNorm bias (the original's
+        ``mask_lm_trans_layer_norm_bias``), which starts at 1.0. PaddleNLP's unimo-text draws an untruncated
+        normal instead; a loaded checkpoint overwrites all of it."""
         std = self.config.initializer_range
-        for layer in self.sublayers(include_self=True):
+        truncated = nn.initializer.TruncatedNormal(0.0, std, a=-2.0 * std, b=2.0 * std)
+        layers = (self if root is None else root).sublayers(include_self=True)
+        for layer in layers:
             if isinstance(layer, (nn.Linear, nn.Embedding)):
-                layer.weight.set_value(paddle.normal(0.0, std, layer.weight.shape).astype(layer.weight.dtype))
-            if isinstance(layer, nn.Linear) and layer.bias is not None:
+                truncated(layer.weight)
+            if isinstance(layer, (nn.Linear, nn.LayerNorm)) and layer.bias is not None:
                 layer.bias.set_value(paddle.zeros_like(layer.bias))
+            if isinstance(layer, nn.LayerNorm) and layer.weight is not None:
+                layer.weight.set_value(paddle.ones_like(layer.weight))
+        for head in (layer for layer in layers if isinstance(layer, UNIMOLMHead)):
+            head.layer_norm.bias.set_value(paddle.ones_like(head.layer_norm.bias))
+
+    def set_recompute(self, flag: bool) -> None:
+        """Recompute each encoder layer in the backward pass instead of keeping its activations: less memory,
+        about one more forward pass of time, the same loss and gradients. Training only; never with a cache."""
+        if not isinstance(flag, bool):
+            raise TypeError(f"set_recompute takes true or false, got {flag!r}")
+        for layer in self.sublayers(include_self=True):
+            if isinstance(layer, Encoder):
+                layer.recompute = flag
 
     @classmethod
     def from_pretrained(cls, path: str, **config_overrides):
@@ -200,7 +220,9 @@ class UNIMOModel(UNIMOPretrainedModel):
                 region_valid=None, inputs_embeds=None):
         """
         input_ids       (B, L) int64, or None for image-only input
-        position_ids    (B, L) int64; default (PaddleNLP's): position_start + index, not counting left padding
+        position_ids    (B, L) int64; default position_start + index among the row's real (non-pad) tokens,
+                        counting the real tokens of the cache (``masks.default_position_ids``; a cache that
+                        holds image regions needs explicit positions)
         token_type_ids  (B, L) int64; default 0 (ignored by models without token types)
         attention_mask  see the module docstring; default: bidirectional over non-pad tokens and valid regions
                         (with a cache: every cached key)
@@ -216,8 +238,8 @@ class UNIMOModel(UNIMOPretrainedModel):
             text_valid = (input_ids != self.config.pad_token_id if input_ids is not None
                           else paddle.ones(inputs_embeds.shape[:2], "bool"))
             if position_ids is None:
-                past = 0 if cache is None else cache[0][0].shape[2]
-                position_ids = masks.default_position_ids(text_valid, self.config.position_start, past)
+                position_ids = masks.default_position_ids(text_valid, self.config.position_start,
+                                                          cached_real_tokens(cache, attention_mask))
             parts.append(self.encoder_norm(self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)))
             valid.append(text_valid)
         if not parts:
@@ -226,7 +248,7 @@ class UNIMOModel(UNIMOPretrainedModel):
             keys = paddle.concat(valid, axis=1)
             attention_mask = masks.may_attend(keys, paddle.zeros(keys.shape, "int64"))
         x = self.dropout(paddle.concat(parts, axis=1) if len(parts) > 1 else parts[0])
-        hidden, new_cache = self.encoder(x, attention_bias(attention_mask, x.dtype), cache)
+        hidden, new_cache = self.encoder(x, masks.additive_bias(attention_mask, x.dtype), cache)
         return (hidden, new_cache) if use_cache else hidden
 
     def pooled_outputs(self, hidden, num_regions: int):
@@ -264,7 +286,7 @@ class UNIMOLMHeadModel(UNIMOPretrainedModel):
         super().__init__(config)
         self.unimo = UNIMOModel(config)
         self.lm_head = UNIMOLMHead(config, self.unimo.embeddings.word_embeddings.weight)
-        self.init_weights()
+        self.init_weights(self.lm_head)  # self.unimo initialised itself
 
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, attention_mask=None,
                 masked_positions=None, use_cache: bool = False, cache: Optional[KVCache] = None, labels=None,

@@ -5,13 +5,15 @@ Three kinds of corpus, each listing its objectives and a mixing ratio:
   image  a region feature store (``paddle_unimo.data.regions``)           -> region
   pair   captions (JSON lines ``{"image_id", "caption", ...}``) + a store -> region (image+text), cmcl
 
+A corpus entry of the config (``CorpusSpec``) is checked before anything is read: a missing or unknown key,
+an unknown kind or a ratio that is not a positive number is an error naming the corpus and the key.
+
 Every micro-batch uses one (corpus, objective) pair, drawn with probability ``ratio / len(objectives)`` from a
 generator seeded by the run's seed and the micro-batch index, so every process draws the same pair; the
 examples are drawn the same way and each process takes its slice of the global batch.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
@@ -20,14 +22,16 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from . import fileio
 from .augment.records import to_example
 from .data.regions import RegionStore
 from .objectives import TextSpecials, get_objective, text_example
 from .objectives.cmcl import CMCLExample
 from .objectives.region import RegionExample
+from .typed import ConfigError, bounded, from_dict, join
 
 HEADS_FILE = "pretraining_heads.pdparams"
-TEXT_OBJECTIVES, IMAGE_OBJECTIVES, PAIR_OBJECTIVES = {"span_mlm", "seq2seq_lm"}, {"region"}, {"region", "cmcl"}
+KIND_OBJECTIVES = {"text": {"span_mlm", "seq2seq_lm"}, "image": {"region"}, "pair": {"region", "cmcl"}}
 
 
 @dataclass
@@ -39,7 +43,7 @@ class Corpus:
     items: list = field(default_factory=list)  # TextExample | RegionRecord | CMCLExample
 
     def __post_init__(self):
-        allowed = {"text": TEXT_OBJECTIVES, "image": IMAGE_OBJECTIVES, "pair": PAIR_OBJECTIVES}.get(self.kind)
+        allowed = KIND_OBJECTIVES.get(self.kind)
         if allowed is None:
             raise ValueError(f"corpus {self.name!r}: unknown kind {self.kind!r}; known: text, image, pair")
         wrong = sorted(set(self.objectives) - allowed)
@@ -49,56 +53,93 @@ class Corpus:
             raise ValueError(f"corpus {self.name!r} is empty")
 
 
+@dataclass
+class CorpusSpec:
+    """One entry of the config's ``corpora`` list; paths are relative to the ``root`` given to load_corpus."""
+    name: str
+    kind: str = bounded(choices=("text", "image", "pair"))
+    objectives: List[str]
+    ratio: float = bounded(above=0.0)
+    paths: List[str] = field(default_factory=list)  # text: .txt files or JSON lines
+    fields: List[str] = field(default_factory=list)  # text: the string fields of JSON lines (none: plain text)
+    regions: str = ""  # image, pair: a region feature store
+    captions: str = ""  # pair: JSON lines of captions (tools/build_cmcl_data.py)
+
+    def validate(self, where: str) -> None:
+        corpus = where.rstrip(":")
+        needed = {"text": ("paths",), "image": ("regions",), "pair": ("captions", "regions")}[self.kind]
+        for key in needed:
+            if not getattr(self, key):
+                raise ConfigError(f"{corpus}: missing key {key} (a {self.kind} corpus needs {', '.join(needed)})")
+        if not self.objectives:
+            raise ConfigError(f"{join(where, 'objectives')}: empty; give at least one objective")
+        wrong = sorted(set(self.objectives) - KIND_OBJECTIVES[self.kind])
+        if wrong:
+            raise ConfigError(f"{join(where, 'objectives')}: a {self.kind} corpus cannot train {wrong}; it can: "
+                              f"{sorted(KIND_OBJECTIVES[self.kind])}")
+
+
+def corpus_spec(spec) -> CorpusSpec:
+    """The checked ``CorpusSpec`` of a config entry; errors read ``corpus 'name': key: what``."""
+    name = spec.get("name") if isinstance(spec, dict) else None
+    where = f"corpus {name!r}:" if isinstance(name, str) else f"corpus {spec!r}:"
+    return from_dict(CorpusSpec, spec, where)
+
+
 def read_text_lines(path: str, fields: Sequence[str] = ()) -> List[str]:
-    """Non-empty lines of a text file, or the named string fields of a JSON-lines file."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            if not fields:
-                out.append(line)
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: malformed JSON ({e.msg})") from None
-            out.extend(record[k] for k in fields if isinstance(record.get(k), str) and record[k].strip())
-    return out
+    """The non-blank lines (stripped) of a text file, or the non-blank string ``fields`` of each object of a
+    JSON-lines file. A malformed line is a ``fileio.DataError`` naming ``file:line``."""
+    if not fields:
+        return [text.strip() for _, text in fileio.read_text_lines(path)]
+    return [record[k] for _, record in fileio.read_jsonl(path) for k in fields
+            if isinstance(record.get(k), str) and record[k].strip()]
+
+
+CAPTION_LISTS = {"positive_texts": "text", "negative_texts": "text", "positive_images": "image_id"}
+
+
+def _caption_row(where: str, row: dict) -> dict:
+    """A captions row with its optional lists filled in; a missing key or a malformed list is a DataError."""
+    for key in ("image_id", "caption"):
+        if key not in row:
+            raise fileio.DataError(f"{where}: missing key {key!r}")
+    row = {**{key: [] for key in CAPTION_LISTS}, **row}
+    for key, inner in CAPTION_LISTS.items():
+        if not isinstance(row[key], list) or not all(isinstance(x, dict) and inner in x for x in row[key]):
+            raise fileio.DataError(f"{where}: {key} must be a list of {{{inner!r}: ...}} objects")
+    return row
 
 
 def read_captions(path: str, store: RegionStore, tokenizer) -> List[CMCLExample]:
     """CMCL examples of a captions file in ``tools/build_cmcl_data.py``'s format (``image_id``, ``caption``,
-    ``positive_texts``/``negative_texts`` as ``{"text": ...}``, ``positive_images`` as ``{"image_id": ...}``)."""
+    ``positive_texts``/``negative_texts`` as ``{"text": ...}``, ``positive_images`` as ``{"image_id": ...}``).
+    A malformed line, a missing key or an image not in ``store`` is a ``fileio.DataError`` naming ``file:line``."""
     items = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                items.append(to_example({"positive_texts": [], "positive_images": [], "negative_texts": [], **row},
-                                        tokenizer, store))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{line_no}: {type(e).__name__}: {e}") from None
+    for where, row in fileio.read_jsonl(path):
+        row = _caption_row(where, row)
+        try:
+            items.append(to_example(row, tokenizer, store))
+        except KeyError as e:  # an image id the store does not hold
+            raise fileio.DataError(f"{where}: {e.args[0] if e.args else e}") from None
+        except (TypeError, ValueError) as e:
+            raise fileio.DataError(f"{where}: {type(e).__name__}: {e}") from None
     return items
 
 
 def load_corpus(spec: dict, tokenizer, root: str = "", chinese: bool = False) -> Corpus:
-    """A corpus from its config entry: name, kind, path(s), objectives, ratio (+ fields, regions)."""
+    """A corpus from its config entry (``CorpusSpec``), checked before any file is read."""
+    spec = corpus_spec(spec)
     path = lambda p: os.path.join(root, p)  # noqa: E731
-    kind = spec["kind"]
-    if kind == "text":
-        lines = [t for p in spec["paths"] for t in read_text_lines(path(p), spec.get("fields", ()))]
+    if spec.kind == "text":
+        lines = [t for p in spec.paths for t in read_text_lines(path(p), spec.fields)]
         items = [text_example(t, tokenizer, chinese=chinese) for t in lines]
         items = [e for e in items if e.token_ids]
-    elif kind == "image":
-        store = RegionStore(path(spec["regions"]))
+    elif spec.kind == "image":
+        store = RegionStore(path(spec.regions))
         items = [store.get(i) for i in store.ids()]
     else:
-        items = read_captions(path(spec["captions"]), RegionStore(path(spec["regions"])), tokenizer)
-    return Corpus(spec["name"], kind, list(spec["objectives"]), float(spec["ratio"]), items)
+        items = read_captions(path(spec.captions), RegionStore(path(spec.regions)), tokenizer)
+    return Corpus(spec.name, spec.kind, list(spec.objectives), spec.ratio, items)
 
 
 def objective_example(corpus: Corpus, objective: str, item):
@@ -162,6 +203,11 @@ class PretrainModel(nn.Layer):
         out = get_objective(name).loss(self.model, tensors, self.heads[name] if name in self.heads else None)
         return {**out, "name": name}
 
+    def set_recompute(self, flag: bool) -> None:
+        """Recompute the encoder layers in the backward pass (``UNIMOPretrainedModel.set_recompute``); the
+        heads are small and keep their activations."""
+        self.model.set_recompute(flag)
+
     def save_pretrained(self, path: str) -> None:
         """The UNIMO model folder (loadable by ``UNIMOLMHeadModel.from_pretrained``) and the heads beside it."""
         self.model.save_pretrained(path)
@@ -169,20 +215,18 @@ class PretrainModel(nn.Layer):
 
 
 def objective_configs(names: Sequence[str], overrides: Dict[str, dict], tokenizer, model_config) -> Dict[str, object]:
-    """Each objective's config: the specials of the tokenizer, lengths of the model, then the YAML values."""
+    """Each objective's config: the specials of the tokenizer, the model's position start and region
+    ``overlap_ratio``, then the YAML ``objectives.<name>`` values, checked (``typed.from_dict``). Region rows
+    (``max_img_len``) keep the objectives' pretraining default of 101 unless the YAML sets them: the model
+    preset's ``max_img_len`` is its fine-tuning length (37 for unimo-base-en)."""
     specials = TextSpecials(cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id,
                             pad_id=tokenizer.pad_token_id, mask_id=tokenizer.mask_token_id,
                             vocab_size=model_config.vocab_size, special_ids=frozenset(tokenizer.special_ids))
+    model_values = {"specials": specials, "position_start": model_config.position_start,
+                    "overlap_ratio": model_config.overlap_ratio}
     configs = {}
     for name in names:
         cls = get_objective(name).config
-        fields = set(cls.__dataclass_fields__)
-        values = {"specials": specials, "position_start": model_config.position_start,
-                  "max_img_len": model_config.max_img_len}
-        values = {k: v for k, v in values.items() if k in fields}
-        extra = dict(overrides.get(name, {}))
-        unknown = sorted(set(extra) - fields)
-        if unknown:
-            raise KeyError(f"objective {name!r}: unknown keys {unknown}; known: {sorted(fields)}")
-        configs[name] = cls(**{**values, **extra})
+        values = {k: v for k, v in model_values.items() if k in cls.__dataclass_fields__}
+        configs[name] = from_dict(cls, {**values, **overrides.get(name, {})}, f"objectives.{name}")
     return configs

@@ -1,6 +1,5 @@
 """Paddle Inference export: the exported prefill/step programs decode exactly like the dynamic model."""
 import os
-import sys
 
 import numpy as np
 import paddle
@@ -10,8 +9,7 @@ from paddle_unimo import UNIMOLMHeadModel, WordPieceTokenizer, get_preset, load_
 from paddle_unimo.export import InferenceStepper, export_model, stack_cache
 from paddle_unimo.generation import ModelStepper, advance, generate
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
-import export_model as export_tool  # noqa: E402
+from tools import export_model as export_tool
 
 PAD, CLS, EOS = 2, 3, 4  # the tiny preset's ids
 SOURCES = [[CLS, 10, 11, 12, 1], [CLS, 20, 1], [CLS, 30, 31, 32, 33, 34, 35, 1], [CLS, 40, 41, 1],
@@ -38,7 +36,7 @@ def finish_steps(ids):
 
 
 # (seed, eos bias): with 3.0 and 4.0 greedy and beam outputs of this batch end at several different steps
-@pytest.fixture(scope="module", params=[(1, 3.0), (1, 4.0), (0, 0.0)], ids=["eos3", "eos4", "long"])
+@pytest.fixture(scope="module", params=[(0, 3.0), (0, 4.0), (0, 0.0)], ids=["eos3", "eos4", "long"])
 def exported(request, tmp_path_factory):
     model = make_model(*request.param)
     folder = export_model(model, tmp_path_factory.mktemp("export") / "inference")
@@ -50,11 +48,21 @@ def additive(mask):
     return paddle.where(mask, paddle.zeros([1]), paddle.full([1], -1e4)).unsqueeze(1)
 
 
-@pytest.mark.parametrize("mask_form", ["bool", "float", "none"])
+def mask_forms(b):
+    """Every mask form the dynamic model accepts, for the batch ``b``: its seq2seq mask as bool (N, L, L),
+    (N, 1, L, L), int and PaddleNLP's float (N, 1, L, L); the key validity as bool (N, L) and as PaddleNLP's
+    default float (N, 1, 1, L)."""
+    valid = b["input_ids"] != PAD
+    return {"bool": b["attention_mask"], "bool4": b["attention_mask"].unsqueeze(1),
+            "int": b["attention_mask"].astype("int64"), "float": additive(b["attention_mask"]),
+            "keys_bool": valid, "keys_float": ((~valid).astype("float32") * -1e4).unsqueeze([1, 2]), "none": None}
+
+
+@pytest.mark.parametrize("mask_form", ["bool", "bool4", "int", "float", "keys_bool", "keys_float", "none"])
 def test_prefill_and_step_match_dynamic_mode(exported, mask_form):
     model, stepper = exported
     b = left_padded(SOURCES)
-    mask = {"bool": b["attention_mask"], "float": additive(b["attention_mask"]), "none": None}[mask_form]
+    mask = mask_forms(b)[mask_form]
     args = (b["input_ids"], b["token_type_ids"], b["position_ids"], mask)
     with paddle.no_grad():
         ref_logits, ref_state = ModelStepper(model).prefill(*args)
@@ -126,3 +134,38 @@ def test_tool_exports_a_model_folder_with_its_tokenizer(tmp_path):
     b = left_padded(SOURCES[:2])
     ids, _ = generate(None, **b, max_length=6, stepper=InferenceStepper(str(out)))
     np.testing.assert_array_equal(ids.numpy(), generate(model, **b, max_length=6)[0].numpy())
+
+
+@pytest.mark.parametrize("mask_form", ["bool4", "keys_bool", "keys_float"])
+def test_generate_through_the_export_takes_every_mask_form(exported, mask_form):
+    model, stepper = exported
+    b = left_padded(SOURCES[:3])
+    mask = mask_forms(b)[mask_form]
+    inputs = dict(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], position_ids=b["position_ids"],
+                  attention_mask=mask)
+    ref_ids, _ = generate(model, **inputs, max_length=8, **dict(BEAM, num_beams=3))
+    ids, _ = generate(None, **inputs, max_length=8, stepper=stepper, **dict(BEAM, num_beams=3))
+    np.testing.assert_array_equal(ids.numpy(), ref_ids.numpy())
+    if mask_form.startswith("keys"):  # key validity = no mask: bidirectional over the non-pad tokens
+        none_ids, _ = generate(None, **{**inputs, "attention_mask": None}, max_length=8, stepper=stepper,
+                               **dict(BEAM, num_beams=3))
+        np.testing.assert_array_equal(ids.numpy(), none_ids.numpy())
+
+
+@pytest.mark.parametrize("case", ["no rows", "no tokens", "a row of pads"])
+def test_exported_stepper_refuses_empty_inputs(exported, case):
+    """Paddle Inference crashes the process on empty inputs: they are refused before they reach it."""
+    _, stepper = exported
+    b = left_padded(SOURCES[:2])
+    ids, types, pos = (b[k].numpy() for k in ("input_ids", "token_type_ids", "position_ids"))
+    pads = ids.copy()
+    pads[0] = PAD
+    select = {"no rows": (slice(0, 0), slice(None)), "no tokens": (slice(None), slice(0, 0)),
+              "a row of pads": (slice(None), slice(None))}[case]
+    ids = pads if case == "a row of pads" else ids
+    args = [paddle.to_tensor(x[select]) for x in (ids, types, pos)]
+    message = {"no rows": "no rows", "no tokens": "length 0", "a row of pads": "only pad"}[case]
+    with pytest.raises(ValueError, match=message):
+        stepper.prefill(*args, None)
+    with pytest.raises(ValueError, match=message):
+        generate(None, *args, stepper=stepper, max_length=3)

@@ -38,7 +38,7 @@ def test_beam_search_with_one_beam_equals_greedy(seed):
 
 
 def test_min_and_max_length_hold():
-    model = make_model(1, eos_bias=6.0)  # the eos is the favourite at every step
+    model = make_model(1, eos_bias=10.0)  # the eos is the favourite at every step
     batch = decoding_batch(1)
     ids, _ = generate(model, **batch, max_length=10, min_length=4)
     np.testing.assert_array_equal(ids.numpy()[:, 4], [EOS] * 3)
@@ -126,7 +126,52 @@ def test_log_softmax_equals_paddle_kernel():
 def test_unknown_strategy_and_arguments_are_refused():
     model = make_model(0)
     batch = decoding_batch(0)
-    with pytest.raises(ValueError, match="known"):
+    with pytest.raises(ValueError, match=r"decode_strategy: 'contrastive' is not one of \['greedy_search', "
+                                         r"'beam_search', 'sampling'\]"):
         generate(model, **batch, decode_strategy="contrastive")
     with pytest.raises(TypeError, match="num_beam_groups"):
         generate(model, **batch, num_beam_groups=2)
+
+
+def empty_inputs(batch):
+    """Inputs no kernel should see, each with the words its error must contain."""
+    ids = batch["input_ids"].numpy()
+    all_pad = ids.copy()
+    all_pad[1] = 2
+    right_padded = masks.seq2seq_inputs([[3, 5, 6, 1], [3, 7, 1]], [[3], [3]], pad_id=2, position_start=0)
+    blind = batch["attention_mask"].numpy().copy()
+    blind[0, -1] = False
+    t = paddle.to_tensor
+    return {
+        "no rows": (dict(input_ids=t(ids[:0])), "no rows"),
+        "no tokens": (dict(input_ids=t(ids[:, :0])), "length 0"),
+        "a row of pads": (dict(input_ids=t(all_pad)), r"rows \[1\] of input_ids hold only pad"),
+        "right padding": (dict(input_ids=t(right_padded["input_ids"])), "pad sources on the left"),
+        "mask of another length": (dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"][:, :, 1:]),
+                                   "does not fit"),
+        "a blind last token": (dict(input_ids=batch["input_ids"], attention_mask=t(blind)), "attend to no key"),
+    }
+
+
+@pytest.mark.parametrize("case", ["no rows", "no tokens", "a row of pads", "right padding", "mask of another length",
+                                  "a blind last token"])
+def test_inputs_no_kernel_should_see_are_refused(case):
+    model = make_model(0)
+    inputs, message = empty_inputs(decoding_batch(0))[case]
+    for strategy in ("greedy_search", "beam_search"):
+        with pytest.raises(ValueError, match=message):
+            generate(model, **inputs, decode_strategy=strategy, num_beams=2, max_length=3)
+
+
+def test_paddlenlp_shared_row_float_mask_decodes_as_the_bool_key_mask():
+    """PaddleNLP's default mask form, float (B, 1, 1, L) with -1e4 at pads, decodes exactly as the bool (B, L)
+    key validity and as no mask (bidirectional over the non-pad tokens)."""
+    model = make_model(5)
+    batch = decoding_batch(5)
+    valid = batch["input_ids"] != 2
+    additive = ((~valid).astype("float32") * -1e4).unsqueeze([1, 2])
+    outputs = [generate(model, batch["input_ids"], batch["token_type_ids"], batch["position_ids"], mask,
+                        max_length=6, decode_strategy="beam_search", num_beams=3)[0].numpy()
+               for mask in (additive, valid, None)]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    np.testing.assert_array_equal(outputs[0], outputs[2])

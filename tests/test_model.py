@@ -6,8 +6,9 @@ import paddle
 import pytest
 
 from paddle_unimo import PRESETS, UNIMOConfig, UNIMOLMHeadModel, UNIMOModel, get_preset, masks
+from paddle_unimo.typed import ConfigError
 
-from conftest import shared_path
+from conftest import assert_same_loss_and_gradients, loss_and_gradients, shared_path
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +110,9 @@ def test_presets_match_the_released_configs():
 
 
 def test_config_is_strict(tmp_path):
-    with pytest.raises(KeyError, match="hiden_size"):
+    with pytest.raises(ConfigError, match="unknown key hiden_size"):
         UNIMOConfig.from_dict({"hiden_size": 3})
-    with pytest.raises(TypeError, match="num_hidden_layers"):
+    with pytest.raises(ConfigError, match="num_hidden_layers"):
         UNIMOConfig(num_hidden_layers="2")
     with pytest.raises(KeyError, match="known"):
         get_preset("unimo-huge")
@@ -129,3 +130,82 @@ def test_inputs_embeds_equal_input_ids_and_default_positions_skip_left_padding(t
     np.testing.assert_array_equal(by_ids, explicit)
     second = tiny(inputs_embeds=tiny.embeddings.word_embeddings(ids[1:])).numpy()
     np.testing.assert_allclose(second, by_ids[1:], atol=1e-6, rtol=0)
+
+
+def test_default_positions_make_right_and_left_padding_equal(tiny):
+    """The same sequences, right- or left-padded, without position_ids: equal hidden states at real tokens."""
+    rows = [[3, 10, 11, 12, 13, 1], [3, 14, 1], [3, 15, 16, 1]]
+    right = masks.pad_batch([np.asarray(r) for r in rows], 2)
+    left = masks.pad_batch([np.asarray(r) for r in rows], 2, left=True)
+    by_right, by_left = tiny(paddle.to_tensor(right)).numpy(), tiny(paddle.to_tensor(left)).numpy()
+    real_right, real_left = right != 2, left != 2
+    assert real_right.sum() < real_right.size  # both layouts are padded
+    np.testing.assert_allclose(by_right[real_right], by_left[real_left], atol=1e-5, rtol=0)
+    alone = tiny(paddle.to_tensor([rows[1]])).numpy()[0]  # the second row without any padding
+    np.testing.assert_allclose(by_right[1, :3], alone, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("left", [True, False], ids=["left-padded", "right-padded"])
+def test_default_positions_with_a_cache_count_only_real_tokens(tiny, left):
+    """A padded prefix is cached, then two tokens follow without position_ids: they must sit right after the
+    prefix's real tokens, as in one unpadded forward."""
+    prefix, rest = [3, 10, 11, 12], [13, 14]
+    padded = masks.pad_batch([np.asarray(prefix)], 2, length=7, left=left)
+    full = tiny(paddle.to_tensor([prefix + rest])).numpy()[0]
+    _, cache = tiny(paddle.to_tensor(padded), use_cache=True)
+    keys = np.concatenate([padded != 2, np.ones((1, 2), bool)], axis=1)  # (1, 9): pads never attended
+    hidden = tiny(paddle.to_tensor([rest]), attention_mask=paddle.to_tensor(keys), cache=cache).numpy()[0]
+    np.testing.assert_allclose(hidden, full[len(prefix):], atol=1e-4, rtol=0)  # old default: off by 3 places
+
+
+def test_paddlenlp_shared_row_float_mask_equals_key_validity(tiny):
+    """PaddleNLP's default mask: float (B, 1, 1, L), -1e4 at pads; the same as our bool (B, L)."""
+    ids = paddle.to_tensor([[2, 2, 3, 10, 11, 1], [3, 12, 13, 14, 15, 1]])
+    valid = ids != 2
+    additive = ((~valid).astype("float32") * -1e4).unsqueeze([1, 2])
+    np.testing.assert_array_equal(tiny(ids, attention_mask=additive).numpy(),
+                                  tiny(ids, attention_mask=valid).numpy())
+
+
+def test_from_scratch_initialisation_is_the_original_truncated_normal():
+    paddle.seed(0)
+    config = get_preset("tiny", vocab_size=2000, hidden_size=240, num_attention_heads=4, intermediate_size=480)
+    model = UNIMOLMHeadModel(config)
+    std = config.initializer_range
+    # a normal cut at two std has std = std * sqrt(1 - 2 * 2 phi(2) / (2 Phi(2) - 1)) = 0.8796 std
+    truncated_std = std * np.sqrt(1 - 4 * np.exp(-2) / np.sqrt(2 * np.pi) / 0.9544997)
+    for name, param in model.named_parameters():
+        value = param.numpy()
+        if name.endswith(("embeddings.weight", "proj.weight", "linear1.weight", "linear2.weight",
+                          "transform.weight", "image_emb.weight", "image_loc.weight", "pooler.weight")):
+            assert np.abs(value).max() <= 2 * std + 1e-7, name
+            if value.size > 100_000:
+                assert abs(value.std() - truncated_std) < 0.02 * truncated_std, (name, value.std())
+                assert abs(value.mean()) < 0.01 * std, name
+        elif name == "lm_head.layer_norm.bias":
+            np.testing.assert_array_equal(value, np.ones(config.hidden_size))  # mask_lm_trans_layer_norm_bias
+        elif name.endswith(("norm.weight", "norm1.weight", "norm2.weight")):
+            np.testing.assert_array_equal(value, 1.0, err_msg=name)
+        elif name.endswith("bias"):
+            np.testing.assert_array_equal(value, 0.0, err_msg=name)
+    big = model.unimo.embeddings.word_embeddings.weight.numpy()
+    assert big.size == 480_000 and abs(big.std() - truncated_std) < 0.01 * truncated_std
+
+
+def test_recompute_gives_the_same_loss_and_gradients():
+    runs = []
+    for recompute in (False, True):
+        paddle.seed(5)
+        model = UNIMOLMHeadModel(get_preset("tiny", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+        model.train()
+        model.set_recompute(recompute)
+        assert model.unimo.encoder.recompute is recompute
+        batch = masks.seq2seq_inputs([[3, 10, 11, 1], [3, 12, 1]], [[3, 20, 21, 4], [3, 22, 4]], 2, 0)
+        labels = np.where(batch["token_type_ids"] == 1, np.roll(batch["input_ids"], -1, axis=1), -100)
+        loss, _ = model(**{k: paddle.to_tensor(v) for k, v in batch.items() if k != "valid"},
+                        labels=paddle.to_tensor(labels))
+        loss.backward()
+        runs.append(loss_and_gradients(loss, model))
+    assert_same_loss_and_gradients(*runs)
+    with pytest.raises(TypeError, match="true or false"):
+        model.set_recompute("yes")

@@ -1,14 +1,18 @@
-"""Our UNIMOLMHeadModel against paddlenlp's on the same random weights, saved by paddlenlp itself."""
+"""Our UNIMOLMHeadModel against paddlenlp's on the same random weights, saved by paddlenlp itself.
+
+paddlenlp is needed per test (through the ``paddlenlp`` fixture), so that the tests of our model alone run
+without it. Tests that shift the eos bias of the shared models restore it (``eos_bias``).
+"""
+import contextlib
+
 import numpy as np
 import paddle
 import pytest
 
-from paddle_unimo import UNIMOLMHeadModel, masks
+from paddle_unimo import UNIMOConfig, UNIMOLMHeadModel, masks
 from paddle_unimo.generation import generate
 
 from conftest import shared_path
-
-paddlenlp = pytest.importorskip("paddlenlp.transformers")
 
 # Fixture vocab ids: [UNK]0 [SEP]1 [PAD]2 [CLS]3 [MASK]4, then 13 CJK characters.
 SPECIAL = dict(unk_token_id=0, pad_token_id=2, bos_token_id=3, eos_token_id=4, mask_token_id=4)
@@ -30,12 +34,17 @@ TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
+def paddlenlp():
+    return pytest.importorskip("paddlenlp.transformers")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(paddlenlp):
     return paddlenlp.UNIMOTokenizer(str(shared_path("unimo_zh_fixture", "vocab.zh.unimo.txt")))
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
-def models(request, tmp_path_factory):
+def models(request, tmp_path_factory, paddlenlp):
     paddle.seed(7)
     ref = paddlenlp.UNIMOLMHeadModel(paddlenlp.UNIMOConfig(**CONFIGS[request.param], **SPECIAL))
     ref.eval()
@@ -87,8 +96,28 @@ def test_logits_equal_with_our_mask_rule(models, tokenizer):
     np.testing.assert_allclose(got[batch["valid"]], expected[real], atol=TOL, rtol=0)
 
 
-def test_cached_incremental_decoding_equals_full_forward(models, tokenizer):
-    _, ours = models
+@contextlib.contextmanager
+def eos_bias(models, value=None, add=0.0):
+    """Sets (or shifts by ``add``) the eos logit bias of every model in ``models``; restores it exactly after,
+    so the module-scoped models are the same for every test whatever the order or the outcome."""
+    saved = [model.lm_head.decoder_bias.numpy().copy() for model in models]
+    try:
+        for model, bias in zip(models, saved):
+            changed = bias.copy()
+            changed[SPECIAL["eos_token_id"]] = (changed[SPECIAL["eos_token_id"]] if value is None else value) + add
+            model.lm_head.decoder_bias.set_value(changed)
+        yield
+    finally:
+        for model, bias in zip(models, saved):
+            model.lm_head.decoder_bias.set_value(bias)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_cached_incremental_decoding_equals_full_forward(name):
+    """Our model alone (no paddlenlp needed): cached decoding equals one full forward."""
+    paddle.seed(7)
+    ours = UNIMOLMHeadModel(UNIMOConfig(**CONFIGS[name], **SPECIAL))
+    ours.eval()
     batch = masks.seq2seq_inputs([[3, 5, 6, 7, 8, 1], [3, 9, 1]], [[3, 10, 11, 12, 13], [3, 14, 15, 16, 17]],
                                  SPECIAL["pad_token_id"], position_start=0)
     full = ours(**{k: paddle.to_tensor(v) for k, v in batch.items() if k != "valid"}).numpy()
@@ -105,28 +134,17 @@ def test_cached_incremental_decoding_equals_full_forward(models, tokenizer):
             np.testing.assert_allclose(logits.numpy()[0, 0], full[b, j], atol=TOL, rtol=0)
 
 
-@pytest.mark.parametrize("eos_bias", [0.0, 6.0], ids=["no-eos", "early-eos"])
-def test_greedy_ids_identical(models, tokenizer, eos_bias):
+@pytest.mark.parametrize("shift", [0.0, 6.0], ids=["no-eos", "early-eos"])
+def test_greedy_ids_identical(models, tokenizer, shift):
     ref, ours = models
-    if eos_bias:
-        for model in (ref, ours):
-            bias = model.lm_head.decoder_bias.numpy()
-            bias[SPECIAL["eos_token_id"]] += eos_bias
-            model.lm_head.decoder_bias.set_value(bias)
-    try:
+    with eos_bias(models, add=shift):
         batch = encode_batch(tokenizer, EXAMPLES, decoding=True)
         expected, _ = ref.generate(**batch, max_length=12, min_length=2, decode_strategy="greedy_search",
                                    eos_token_id=SPECIAL["eos_token_id"], use_fast=False)
         got, _ = generate(ours, **batch, max_length=12, min_length=2, eos_token_id=SPECIAL["eos_token_id"])
         np.testing.assert_array_equal(got.numpy(), expected.numpy())
-        if eos_bias:
+        if shift:
             assert (got.numpy() == SPECIAL["eos_token_id"]).any()
-    finally:
-        if eos_bias:
-            for model in (ref, ours):
-                bias = model.lm_head.decoder_bias.numpy()
-                bias[SPECIAL["eos_token_id"]] -= eos_bias
-                model.lm_head.decoder_bias.set_value(bias)
 
 
 @pytest.mark.parametrize("settings", [
@@ -134,18 +152,15 @@ def test_greedy_ids_identical(models, tokenizer, eos_bias):
     dict(num_beams=6, length_penalty=1.2, max_length=12, min_length=3),  # the 千言 baseline's beam and penalty
     dict(num_beams=4, length_penalty=0.6, max_length=8, early_stopping=True, num_return_sequences=2),
 ], ids=["beam3", "beam6-min3", "beam4-early-n2"])
-@pytest.mark.parametrize("eos_bias", [0.0, 1.0, 2.0, 3.0])
-def test_beam_search_ids_identical(models, tokenizer, settings, eos_bias):
+@pytest.mark.parametrize("bias", [0.0, 1.0, 2.0, 3.0])
+def test_beam_search_ids_identical(models, tokenizer, settings, bias):
     ref, ours = models
-    for model in (ref, ours):  # shifts the eos logit so that hypotheses finish at different steps
-        bias = model.lm_head.decoder_bias.numpy()
-        bias[SPECIAL["eos_token_id"]] = eos_bias
-        model.lm_head.decoder_bias.set_value(bias)
-    batch = encode_batch(tokenizer, EXAMPLES, decoding=True)
-    expected, expected_scores = ref.generate(**batch, decode_strategy="beam_search", use_fast=False,
-                                             eos_token_id=SPECIAL["eos_token_id"], **settings)
-    got, scores = generate(ours, **batch, decode_strategy="beam_search", eos_token_id=SPECIAL["eos_token_id"],
-                           **settings)
+    with eos_bias(models, bias):  # shifts the eos logit so that hypotheses finish at different steps
+        batch = encode_batch(tokenizer, EXAMPLES, decoding=True)
+        expected, expected_scores = ref.generate(**batch, decode_strategy="beam_search", use_fast=False,
+                                                 eos_token_id=SPECIAL["eos_token_id"], **settings)
+        got, scores = generate(ours, **batch, decode_strategy="beam_search", eos_token_id=SPECIAL["eos_token_id"],
+                               **settings)
     np.testing.assert_array_equal(got.numpy(), expected.numpy())
     np.testing.assert_allclose(scores.numpy(), expected_scores.numpy(), atol=1e-4, rtol=1e-5)
 
@@ -155,13 +170,20 @@ def test_beam_search_outputs_vary(models, tokenizer):
     _, ours = models
     batch = encode_batch(tokenizer, EXAMPLES, decoding=True)
     seen = set()
-    for eos_bias in (0.0, 1.0, 2.0, 3.0):
-        bias = ours.lm_head.decoder_bias.numpy()
-        bias[SPECIAL["eos_token_id"]] = eos_bias
-        ours.lm_head.decoder_bias.set_value(bias)
-        got, _ = generate(ours, **batch, decode_strategy="beam_search", num_beams=3, length_penalty=1.2,
-                          max_length=10, eos_token_id=SPECIAL["eos_token_id"])
+    for bias in (0.0, 1.0, 2.0, 3.0):
+        with eos_bias([ours], bias):
+            got, _ = generate(ours, **batch, decode_strategy="beam_search", num_beams=3, length_penalty=1.2,
+                              max_length=10, eos_token_id=SPECIAL["eos_token_id"])
         seen.update(tuple(row) for row in got.numpy().tolist())
-    bias[SPECIAL["eos_token_id"]] = 0.0
-    ours.lm_head.decoder_bias.set_value(bias)
     assert len(seen) >= 4
+
+
+def test_eos_bias_restores_the_shared_models(models):
+    ref, ours = models
+    before = [m.lm_head.decoder_bias.numpy().copy() for m in models]
+    with pytest.raises(RuntimeError):
+        with eos_bias(models, 5.0):
+            assert ours.lm_head.decoder_bias.numpy()[SPECIAL["eos_token_id"]] == 5.0
+            raise RuntimeError("a failing comparison")
+    for model, bias in zip(models, before):
+        np.testing.assert_array_equal(model.lm_head.decoder_bias.numpy(), bias)

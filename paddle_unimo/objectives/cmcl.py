@@ -33,6 +33,8 @@ import paddle.nn.functional as F
 
 from .. import masks
 from ..data.regions import RegionRecord, collate_regions
+from ..typed import bounded
+from .region import PRETRAIN_IMG_LEN
 from .words import TextSpecials
 
 __all__ = ["CMCLConfig", "CMCLExample", "cmcl_loss", "make_batch", "loss", "count"]
@@ -42,8 +44,8 @@ _EXCLUDED = -1e9  # logit of a padded candidate: exp() underflows to exactly 0
 @dataclass(frozen=True)
 class CMCLConfig:
     specials: TextSpecials
-    max_img_len: int
-    tau: float = 0.1
+    max_img_len: int = bounded(PRETRAIN_IMG_LEN, min=2)  # rows per image including the global row
+    tau: float = bounded(0.1, above=0.0)
     max_seq_len: int = 512  # text length including [CLS] and [SEP]
     position_start: int = 0
 

@@ -3,10 +3,12 @@ inputs (UNIMO paper section 2.2, "Visual learning"; the summary's L_V = f(v_m | 
 
 Masking: 15% of an image's real regions (``vl_mask_ratio``; the global mean-feature row 0 is never a
 candidate) are drawn as *anchors*; every valid region whose IoU with an anchor exceeds ``overlap_ratio`` is
-masked too, because highly overlapping regions would leak the masked content. The default 0.4 is the
-original base config's ``overlap_ratio`` (large: 0.3; the paper summary says 0.3). A masked region's feature
-is zeroed, its location kept. For image+text inputs the text stays visible and the attention is
-bidirectional over regions and text.
+masked too, because highly overlapping regions would leak the masked content. ``overlap_ratio`` is the
+model's (``UNIMOConfig.overlap_ratio``, passed by ``pretraining.objective_configs``): the original base
+config's 0.4, the large config's 0.3. A masked region's feature is zeroed, its location kept. An image keeps
+up to ``max_img_len`` = 101 rows (the global row and 100 regions), as the original fine-tuning scripts and
+the paper, whatever the model preset's fine-tuning length. For image+text inputs the text stays visible and
+the attention is bidirectional over regions and text.
 
 Losses, on the masked regions only:
 * feature regression: mean squared error between ``r(h_v)`` (linear, hidden -> D) and the original feature,
@@ -29,16 +31,18 @@ import paddle.nn as nn
 from .. import masks
 from ..data.regions import RegionRecord, collate_regions
 from ..modeling import log_softmax
+from ..typed import bounded
 from .words import TextSpecials, example_rngs, stochastic_round
 
 __all__ = ["RegionConfig", "RegionExample", "RegionHeads", "iou", "overlap_mask", "make_batch", "loss", "count"]
+PRETRAIN_IMG_LEN = 101  # the global row + 100 regions: the original fine-tuning scripts and the paper
 
 
 @dataclass(frozen=True)
 class RegionConfig:
-    max_img_len: int  # regions per image including the global row
-    mask_ratio: float = 0.15
-    overlap_ratio: float = 0.4
+    max_img_len: int = bounded(PRETRAIN_IMG_LEN, min=2)  # rows per image including the global row
+    mask_ratio: float = bounded(0.15, above=0.0, max=1.0)
+    overlap_ratio: float = bounded(0.4, min=0.0, max=1.0)  # objective_configs passes the model's
     specials: Optional[TextSpecials] = None  # needed when examples carry text
     max_seq_len: int = 512  # text length including [CLS] and [SEP]
     position_start: int = 0

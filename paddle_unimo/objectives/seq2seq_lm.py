@@ -7,7 +7,8 @@ The chosen spans are removed from the text (each replaced by nothing) and concat
 *without* separators, as the target -- the paper's "concatenated as the target". Where each span came from is
 returned separately (``span_positions``), so ``reconstruct`` rebuilds the text exactly.
 
-Layout, as the fine-tuning data (``paddle_unimo.data.seq2seq``, UNIMO_FACTS.md section 1):
+Layout, as the fine-tuning data (``paddle_unimo.data.seq2seq``; the original ``seq2seq_reader.py`` of
+PaddlePaddle/Research NLP/UNIMO):
 source ``[CLS] remaining text [SEP]``, target ``[CLS] spans [MASK]`` ([MASK] is the eos), UniLM attention
 (source bidirectional, target causal) from ``masks.seq2seq_inputs`` and next-token labels from
 ``training_batch``.

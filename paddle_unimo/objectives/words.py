@@ -205,7 +205,7 @@ def predicted_token_loss(model, batch) -> dict:
     """Cross-entropy of the LM head at ``masked_positions`` against ``labels`` (span MLM's masked tokens,
     seq2seq LM's next target tokens); no label smoothing in pretraining."""
     import paddle
-    from ..training.losses import label_smoothed_cross_entropy
+    from ..losses import label_smoothed_cross_entropy
     t = {k: paddle.to_tensor(v) for k, v in batch.items()}
     hidden = model.unimo(t["input_ids"], t["token_type_ids"], t["position_ids"], t["attention_mask"])
     logits = model.lm_head(hidden, t["masked_positions"])  # (N, V)

@@ -1,0 +1,179 @@
+"""pretraining.py in-process: the objective mixture, corpus checks, the readers, the objective configs and
+recompute on the pretraining model (tests/test_pretrain.py runs the whole thing end to end)."""
+import json
+from collections import Counter
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_unimo import UNIMOLMHeadModel, WordPieceTokenizer, get_preset
+from paddle_unimo.data.regions import RegionRecord, RegionStore
+from paddle_unimo.fileio import DataError
+from paddle_unimo.objectives import TextExample
+from paddle_unimo.pretraining import (Corpus, Mixture, PretrainModel, load_corpus, objective_configs, read_captions,
+                                      read_text_lines)
+from paddle_unimo.typed import ConfigError
+
+from conftest import assert_same_loss_and_gradients, loss_and_gradients
+
+TOKENIZER = WordPieceTokenizer.build_char_vocab(["a cat on a mat", "a dog", "two birds"])
+
+
+def text_corpus(name, objectives, ratio, size=10):
+    return Corpus(name, "text", objectives, ratio, [TextExample([5 + i, 6 + i], [0, 1]) for i in range(size)])
+
+
+CORPORA = [text_corpus("a", ["span_mlm", "seq2seq_lm"], 0.6), text_corpus("b", ["span_mlm"], 0.3),
+           text_corpus("c", ["seq2seq_lm"], 0.1, size=3)]
+
+
+def test_every_rank_draws_the_same_objective_and_its_slice_of_one_global_batch():
+    ranks = [Mixture(CORPORA, {}, batch_size=4, seed=3, rank=r, world=2) for r in range(2)]
+    single = Mixture(CORPORA, {}, batch_size=8, seed=3)
+    for micro in range(200):
+        drawn = [m(micro) for m in ranks]
+        whole = single(micro)
+        assert drawn[0]["objective"] == drawn[1]["objective"] == whole["objective"]
+        assert drawn[0]["slots"] == [0, 2, 4, 6] and drawn[1]["slots"] == [1, 3, 5, 7]
+        merged = [None] * 8
+        for d in drawn:
+            for slot, example in zip(d["slots"], d["examples"]):
+                merged[slot] = example
+        assert merged == whole["examples"]  # two processes hold exactly the batch one process would
+
+
+def test_draws_follow_the_ratios():
+    # pair weights: ratio / number of objectives of the corpus -> a.span 0.3, a.seq2seq 0.3, b.span 0.3, c.s2s 0.1
+    mixture = Mixture(CORPORA, {}, batch_size=1, seed=0)
+    expected = {("a", "span_mlm"): 0.3, ("a", "seq2seq_lm"): 0.3, ("b", "span_mlm"): 0.3, ("c", "seq2seq_lm"): 0.1}
+    n = 6000
+    counts = Counter()
+    for micro in range(n):
+        drawn = mixture(micro)
+        corpus = next(c.name for c in CORPORA if any(drawn["examples"][0] is item for item in c.items))
+        counts[corpus, drawn["objective"]] += 1
+    for pair, p in expected.items():
+        assert abs(counts[pair] / n - p) < 4 * np.sqrt(p * (1 - p) / n), (pair, counts)
+    with pytest.raises(ValueError, match="positive ratio"):
+        Mixture([], {}, batch_size=1, seed=0)
+
+
+GOOD = {"name": "text", "kind": "text", "paths": ["t.txt"], "objectives": ["span_mlm"], "ratio": 0.5}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"ratio": None}, r"corpus 'text': missing key ratio"),
+    ({"paths": None}, r"corpus 'text': missing key paths"),
+    ({"kind": "video"}, r"corpus 'text': kind: 'video' is not one of \['text', 'image', 'pair'\]"),
+    ({"ratio": -0.5}, r"corpus 'text': ratio: -0.5 is out of range"),
+    ({"ratio": "half"}, r"corpus 'text': ratio: expected a number, got 'half'"),
+    ({"objectives": ["cmcl"]}, r"corpus 'text': objectives: a text corpus cannot train \['cmcl'\]"),
+    ({"regoins": "x"}, r"corpus 'text': unknown key regoins"),
+    ({"kind": "pair", "regions": "r"}, r"corpus 'text': missing key captions"),
+], ids=["no-ratio", "no-paths", "kind", "negative-ratio", "ratio-not-a-number", "objective", "typo", "pair"])
+def test_corpus_specs_are_checked_before_any_file_is_read(tmp_path, change, message):
+    spec = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    with pytest.raises(ConfigError, match=message):
+        load_corpus(spec, TOKENIZER, root=str(tmp_path))  # t.txt does not exist: the spec fails first
+
+
+def test_read_text_lines_plain_and_fields(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes("\ufeff  first line \n\n second\r\n".encode("utf-8"))  # BOM, blank line, CRLF
+    assert read_text_lines(str(plain)) == ["first line", "second"]
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('\ufeff{"q": "why", "a": "because", "n": 3}\n{"q": " ", "a": "so"}\n\n[1, 2]\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"rows.jsonl:4: expected a JSON object"):
+        read_text_lines(str(rows), ["q", "a", "n"])
+    rows.write_text('{"q": "why", "a": "because", "n": 3}\n{"q": " ", "a": "so"}\n{"q": "x"\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"rows.jsonl:3: malformed JSON"):
+        read_text_lines(str(rows), ["q", "a", "n"])
+    rows.write_text('{"q": "why", "a": "because", "n": 3}\n{"q": " ", "a": "so"}\n', encoding="utf-8")
+    assert read_text_lines(str(rows), ["q", "a", "n"]) == ["why", "because", "so"]  # blank and non-strings skipped
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    folder = tmp_path_factory.mktemp("regions")
+    records = []
+    for name in ("cat", "dog"):
+        xy = rng.uniform(0, 40, (3, 2))
+        boxes = np.concatenate([xy, xy + 10], axis=1).astype(np.float32)
+        records.append(RegionRecord(name, 64, 64, boxes, rng.normal(size=(3, 24)).astype(np.float32)))
+    regions = RegionStore(folder)
+    regions.append(records)
+    return RegionStore(folder)
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"image_id": "cat", "caption": "a cat"', r"captions.jsonl:3: malformed JSON"),
+    ('{"image_id": "cat"}', r"captions.jsonl:3: missing key 'caption'"),
+    ('{"image_id": "cow", "caption": "a cow"}', r"captions.jsonl:3: image id 'cow' is not in region store"),
+    ('{"image_id": "cat", "caption": "a", "negative_texts": ["a dog"]}',
+     r"captions.jsonl:3: negative_texts must be a list of \{'text': \.\.\.\} objects"),
+], ids=["json", "key", "image", "list"])
+def test_read_captions_errors_name_file_and_line(tmp_path, store, line, message):
+    good = {"image_id": "cat", "caption": "a cat on a mat", "positive_images": [{"image_id": "dog"}]}
+    path = tmp_path / "captions.jsonl"
+    path.write_text(f"\ufeff{json.dumps(good)}\n\n{line}\n", encoding="utf-8")  # line 2 blank, line 3 bad
+    with pytest.raises(DataError, match=message):
+        read_captions(str(path), store, TOKENIZER)
+    path.write_text(f"\ufeff{json.dumps(good)}\n", encoding="utf-8")
+    (example,) = read_captions(str(path), store, TOKENIZER)
+    assert example.text_ids == TOKENIZER.encode("a cat on a mat")
+    assert [r.image_id for r in (example.image, *example.positive_images)] == ["cat", "dog"]
+
+
+def objective_config(preset, overrides=None):
+    names = ["region", "cmcl", "span_mlm"]
+    return objective_configs(names, overrides or {}, TOKENIZER, get_preset(preset))
+
+
+def test_region_overlap_comes_from_the_model_and_pretraining_keeps_101_rows():
+    large, base = objective_config("unimo-large-en"), objective_config("unimo-base-en")
+    assert large["region"].overlap_ratio == 0.3 and base["region"].overlap_ratio == 0.4
+    assert get_preset("unimo-base-en").max_img_len == 37
+    assert base["region"].max_img_len == base["cmcl"].max_img_len == 101  # not the preset's 37
+    assert base["region"].position_start == base["span_mlm"].position_start == 2
+    custom = objective_config("unimo-large-en", {"region": {"overlap_ratio": 0.5, "max_img_len": 11}})
+    assert (custom["region"].overlap_ratio, custom["region"].max_img_len) == (0.5, 11)
+    # 150 boxes keep the global row and the first 100 of them
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 50, (150, 2))
+    record = RegionRecord("big", 100, 100, np.concatenate([xy, xy + 20], 1).astype(np.float32),
+                          rng.normal(size=(150, 8)).astype(np.float32))
+    from paddle_unimo.objectives import get_objective, region
+    batch = get_objective("region").make_batch([region.RegionExample(record)], base["region"], rng)
+    assert batch["region_feats"].shape == (1, 101, 8) and batch["region_valid"].all()
+
+
+def test_objective_config_values_are_checked():
+    with pytest.raises(ConfigError, match=r"objectives.region: unknown key overlap"):
+        objective_config("tiny", {"region": {"overlap": 0.3}})
+    with pytest.raises(ConfigError, match=r"objectives.region.mask_ratio: expected a number, got 'many'"):
+        objective_config("tiny", {"region": {"mask_ratio": "many"}})
+    with pytest.raises(ConfigError, match=r"objectives.cmcl.tau: 0.0 is out of range"):
+        objective_config("tiny", {"cmcl": {"tau": 0}})
+
+
+def test_pretrain_model_recompute_gives_the_same_loss_and_gradients():
+    from paddle_unimo.objectives import span_mlm
+    configs = objective_configs(["span_mlm"], {"span_mlm": {"max_seq_len": 32}}, TOKENIZER,
+                                get_preset("tiny", vocab_size=TOKENIZER.vocab_size))
+    texts = [TextExample(list(range(10, 22)), list(range(0, 12, 2))) for _ in range(3)]
+    batch = {**span_mlm.make_batch(texts, configs["span_mlm"], np.random.default_rng(0)), "objective": "span_mlm"}
+    runs = []
+    for recompute in (False, True):
+        paddle.seed(2)
+        model = UNIMOLMHeadModel(get_preset("tiny", vocab_size=TOKENIZER.vocab_size, hidden_dropout_prob=0.0,
+                                            attention_probs_dropout_prob=0.0))
+        pretrain = PretrainModel(model, ["span_mlm"])
+        pretrain.train()
+        pretrain.set_recompute(recompute)
+        assert model.unimo.encoder.recompute is recompute
+        loss = pretrain(batch)["loss"]
+        loss.backward()
+        runs.append(loss_and_gradients(loss, pretrain))
+    assert_same_loss_and_gradients(*runs)
