@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from tasks import run  # noqa: E402
-from tasks.generation import TASKS  # noqa: E402
+from tasks import run
+from tasks.cli import ROOT
+from tasks.registry import TASKS
 
 COLUMNS = ("bleu4", "rouge1", "rouge2", "rougeL", "distinct2")
 
@@ -31,11 +28,13 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
+def execute(argv=None):
+    """Runs the command line ``argv``; returns its result (metrics, state, rows)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=os.path.join(ROOT, "out", "demo"))
+    parser.add_argument("--out", default=os.path.join("out", "demo"))
     parser.add_argument("--model", help="a unimo-text checkpoint folder; default: the tiny preset")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", default=["dureader_qg", "advertisegen", "lcsts_new"],
+                        choices=sorted(TASKS))
     args = parser.parse_args(argv)
     size = "base" if args.model else "tiny"
     rows = []
@@ -43,12 +42,18 @@ def main(argv=None):
         started = time.time()
         argv_task = ["finetune", "--config", os.path.join(ROOT, "tasks", "configs", f"{task}_{size}.yaml"),
                      "--out", os.path.join(args.out, task), "--no-resume"]
-        metrics = run.main(argv_task + (["--model", args.model] if args.model else []))
+        metrics = run.execute(argv_task + (["--model", args.model] if args.model else []))
         rows.append((task, metrics, (time.time() - started) / 60))
     print("\n" + table(rows))
     print(f"\nmetrics.json, predictions, train.log, VisualDL logs (vdl/) and best/ are in {args.out}/<task>/")
     return rows
 
 
+def main(argv=None) -> int:
+    """The console entry point: exit status 0 (a user's error exits with 2, Ctrl-C with 130)."""
+    execute(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,145 +1,187 @@
-"""千言 generation tasks: DuReaderQG question generation, AdvertiseGen ad copy, LCSTS_new summarization.
+"""The generation task adapter: one class serving every seq2seq task (the 千言 tasks today).
 
-One adapter serves the three: a task names its fields and its defaults live in ``tasks/configs``. It owns
-the batch (``paddle_unimo.data.seq2seq``) and the loss (label-smoothed next-token cross-entropy on the
-target positions), decodes with ``paddle_unimo.generation`` and scores with ``paddle_unimo.metrics``.
+A task module (``tasks/dureader_qg.py`` ...) makes one ``GenerationTask``: which JSON fields are the source,
+the optional title and the target, and which extra metrics apply. The adapter declares the rest:
+
+* config: ``GenerationConfig`` (typed sections ``model``, ``data``, ``train``, ``decode``, ``eval``);
+* reader: ``paddle_unimo.data.seq2seq.read_examples`` (JSON lines, or the LCSTS TSV ``summary<TAB>content``);
+* head and loss: the tied LM head, label-smoothed next-token cross-entropy on the target positions;
+* metric: BLEU-4 (0-100, the 千言 baselines' metric; chooses the best checkpoint), ROUGE, distinct-n and the
+  consistency report of ``paddle_unimo.metrics``;
+* decoding: ``paddle_unimo.generation.generate`` with the ``decode`` section.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
-import paddle
 
-from paddle_unimo import UNIMOLMHeadModel, WordPieceTokenizer, get_preset, load_tokenizer
 from paddle_unimo.data.seq2seq import (Example, Fields, Seq2SeqEncoder, decoding_batch, postprocess, read_examples,
                                        training_batch)
 from paddle_unimo.fileio import atomic_write
-from paddle_unimo.generation import generate
-from paddle_unimo.metrics import bleu4, consistency_report, distinct_n, rouge
-from paddle_unimo.training import TrainConfig, Trainer, label_smoothed_cross_entropy
+from paddle_unimo.generation import DecodeConfig
+from paddle_unimo.training import TrainConfig
+from paddle_unimo.typed import ConfigError, bounded
+
+from tasks.cli import EvalSection, ModelSection
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    fields: Fields
-    description: str
+@dataclass
+class Seq2SeqData:
+    default_dir: str = ""  # the bundled demo data, relative to the repository; --data replaces it
+    train: str = "train.json"
+    dev: str = "dev.json"
+    max_seq_len: int = bounded(360, min=4)  # source + title + target tokens with their special tokens
+    max_target_len: int = bounded(30, min=2)  # target tokens with its [CLS] and [MASK]
+    max_title_len: int = bounded(0, min=0)  # title tokens with its [SEP]
+    skip_bad: bool = False
+
+    def validate(self, where: str) -> None:
+        if self.max_seq_len <= self.max_target_len + self.max_title_len + 2:
+            raise ConfigError(f"{where}.max_seq_len: {self.max_seq_len} leaves no room for the source after "
+                              f"max_target_len {self.max_target_len} and max_title_len {self.max_title_len}")
 
 
-TASKS: Dict[str, TaskSpec] = {
-    "dureader_qg": TaskSpec("dureader_qg", Fields(source="context", title="answer", target="question", id="id"),
-                            "question generation: the answer is the title, the context the source"),
-    "advertisegen": TaskSpec("advertisegen", Fields(source="content", target="summary"),
-                             "ad copy from product attributes (类型#上衣*颜色#白色...)"),
-    "lcsts_new": TaskSpec("lcsts_new", Fields(source="content", target="summary", id="id"),
-                          "summarization of short news texts (JSONL, or the LCSTS TSV summary<TAB>content)"),
-}
+@dataclass
+class GenerationDecode(DecodeConfig):
+    batch_size: int = bounded(16, min=1)  # sources decoded together
 
 
-def get_task(name: str) -> TaskSpec:
-    if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; known: {sorted(TASKS)}")
-    return TASKS[name]
+@dataclass
+class GenerationConfig:
+    task: str
+    model: ModelSection = field(default_factory=ModelSection)
+    data: Seq2SeqData = field(default_factory=Seq2SeqData)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: GenerationDecode = field(default_factory=GenerationDecode)
+    eval: EvalSection = field(default_factory=EvalSection)
 
 
-def build_model(model_dir: Optional[str], model_cfg: dict, texts: Sequence[str]):
-    """From a checkpoint folder, or the preset with a character vocabulary built from ``texts``."""
-    if model_dir:
-        return UNIMOLMHeadModel.from_pretrained(model_dir), load_tokenizer(model_dir)
-    vocab_dir = model_cfg.get("vocab_dir")  # a trained tokenizer (tools/train_tokenizer.py)
-    tokenizer = load_tokenizer(vocab_dir) if vocab_dir else WordPieceTokenizer.build_char_vocab(texts)
-    config = get_preset(model_cfg["preset"], **model_cfg.get("overrides", {})).replace(
-        vocab_size=tokenizer.vocab_size, unk_token_id=tokenizer.unk_token_id, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.eos_token_id,
-        mask_token_id=tokenizer.mask_token_id)
-    logger.info("no MODEL given: preset %s with a %d-token %s", model_cfg["preset"], tokenizer.vocab_size,
-                f"vocabulary from {vocab_dir}" if vocab_dir else "character vocabulary from the training data")
-    paddle.seed(0)
-    return UNIMOLMHeadModel(config), tokenizer
-
-
-def example_texts(examples: Sequence[Example]) -> List[str]:
-    return [t for e in examples for t in (e.source, e.title, e.target) if t]
+def check_lengths(cfg: GenerationConfig, model_config, where: str) -> None:
+    """The configured lengths must fit the model's position table (source and target positions each restart
+    at ``position_start``)."""
+    limit = model_config.max_position_embeddings - model_config.position_start
+    if cfg.data.max_seq_len > limit:
+        raise ConfigError(f"{where}: data.max_seq_len: {cfg.data.max_seq_len} is above the model's "
+                          f"{model_config.max_position_embeddings} position embeddings (allowed: <= {limit})")
+    if cfg.decode.max_length + 1 > limit:
+        raise ConfigError(f"{where}: decode.max_length: {cfg.decode.max_length} is above the model's "
+                          f"{model_config.max_position_embeddings} position embeddings (allowed: <= {limit - 1})")
 
 
 def seq2seq_loss(model, batch, label_smoothing: float):
+    from paddle_unimo.losses import label_smoothed_cross_entropy
     logits = model(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], batch["attention_mask"],
                    masked_positions=batch["masked_positions"])
-    loss = label_smoothed_cross_entropy(logits, batch["labels"], label_smoothing)
-    return {"loss": loss}
+    return {"loss": label_smoothed_cross_entropy(logits, batch["labels"], label_smoothing)}
 
 
+@dataclass(frozen=True)
 class GenerationTask:
-    """Binds a task, a model with its tokenizer and the config's data/decode sections."""
+    """A registered generation task: its fields and description; ``extra_metrics(examples, predictions,
+    train_examples) -> dict`` adds task-specific scores (e.g. AdvertiseGen's attribute consistency)."""
+    name: str
+    fields: Fields
+    description: str
+    consistency_vocabulary: Optional[Callable[[Sequence[Example]], object]] = None
+    config_class: type = GenerationConfig
+    metric: str = "bleu4"
 
-    def __init__(self, spec: TaskSpec, model, tokenizer, data_cfg: dict, decode_cfg: dict):
-        self.spec, self.model, self.tokenizer = spec, model, tokenizer
-        self.data_cfg, self.decode_cfg = data_cfg, dict(decode_cfg)
-        self.encoder = Seq2SeqEncoder(tokenizer, data_cfg["max_seq_len"], data_cfg["max_target_len"],
-                                      data_cfg.get("max_title_len", 0) if spec.fields.title else 0)
-
-    def read(self, path: str, need_target: bool = True):
-        return self.read_file(path, self.spec, self.data_cfg, need_target)
+    def read(self, path: str, cfg: GenerationConfig, need_target: bool = True):
+        return read_examples(path, self.fields, need_target, cfg.data.skip_bad)
 
     @staticmethod
-    def read_file(path: str, spec: TaskSpec, data_cfg: dict, need_target: bool = True):
-        return read_examples(path, spec.fields, need_target, data_cfg.get("skip_bad", False))
+    def texts(examples: Sequence[Example]) -> List[str]:
+        """The texts a character vocabulary is built from."""
+        return [t for e in examples for t in (e.source, e.title, e.target) if t]
+
+    def bind(self, model, tokenizer, cfg: GenerationConfig) -> "GenerationRunner":
+        return GenerationRunner(self, model, tokenizer, cfg)
+
+    def score(self, examples: Sequence[Example], predictions: Sequence[str], train_examples=()) -> dict:
+        """BLEU-4, ROUGE, distinct-n against the examples' targets, and the consistency report."""
+        from paddle_unimo.metrics import bleu4, consistency_report, distinct_n, rouge
+        refs = [e.target for e in examples]
+        metrics = {"bleu4": bleu4(predictions, refs), **rouge(predictions, refs),
+                   "distinct1": distinct_n(predictions, 1), "distinct2": distinct_n(predictions, 2),
+                   "examples": len(predictions)}
+        vocabulary = self.consistency_vocabulary(train_examples) if self.consistency_vocabulary and train_examples \
+            else None
+        metrics["consistency"] = consistency_report([e.source for e in examples], predictions, self.name, vocabulary)
+        return metrics
+
+
+class GenerationRunner:
+    """A task bound to a model, its tokenizer and the typed config: batches, loss, decoding, the trainer."""
+
+    def __init__(self, task: GenerationTask, model, tokenizer, cfg: GenerationConfig):
+        self.task, self.model, self.tokenizer, self.cfg = task, model, tokenizer, cfg
+        data = cfg.data
+        self.encoder = Seq2SeqEncoder(tokenizer, data.max_seq_len, data.max_target_len,
+                                      data.max_title_len if task.fields.title else 0)
 
     def make_batch(self, encoded):
         return training_batch(encoded, self.model.config.pad_token_id, self.model.config.position_start)
 
     def predict(self, examples: Sequence[Example], model=None) -> List[str]:
+        import paddle
+        from paddle_unimo.generation import generate
         model = model or self.model
-        cfg = dict(self.decode_cfg)
-        batch_size = cfg.pop("batch_size", 16)
+        settings = {k: v for k, v in vars(self.cfg.decode).items() if k != "batch_size"}
+        size = self.cfg.decode.batch_size
         encoded = self.encoder.encode_all(examples, with_target=False, where="decoding inputs")
         outputs = []
-        for start in range(0, len(encoded), batch_size):
-            batch = decoding_batch(encoded[start:start + batch_size], model.config.pad_token_id,
-                                   model.config.position_start)
-            ids, _ = generate(model, **{k: paddle.to_tensor(v) for k, v in batch.items()}, **cfg)
+        for start in range(0, len(encoded), size):
+            batch = decoding_batch(encoded[start:start + size], model.config.pad_token_id, model.config.position_start)
+            ids, _ = generate(model, **{k: paddle.to_tensor(v) for k, v in batch.items()}, **settings)
             outputs.extend(postprocess(self.tokenizer, row) for row in ids.numpy())
         return outputs
 
-    def trainer(self, train_examples, dev_examples, train_cfg: TrainConfig, out_dir: str, eval_examples: int = 0):
+    def trainer(self, train_examples, dev_examples, out_dir: str, fingerprint: Optional[dict] = None):
+        from paddle_unimo.metrics import bleu4
+        from paddle_unimo.training import Trainer
         encoded = self.encoder.encode_all(train_examples, where="training data")
-        dev = dev_examples[:eval_examples] if eval_examples else dev_examples
+        limit = self.cfg.eval.max_examples
+        dev = dev_examples[:limit] if limit else dev_examples
+        smoothing = self.cfg.train.label_smoothing
 
         def evaluate(model):
             model.eval()
             return {"bleu4": bleu4(self.predict(dev, model), [e.target for e in dev])}
 
-        return Trainer(self.model, train_cfg, encoded, self.make_batch,
-                       lambda model, batch: seq2seq_loss(model, batch, train_cfg.label_smoothing), out_dir,
-                       evaluate=evaluate if dev else None, metric="bleu4", greater_is_better=True,
-                       save_extra=self.tokenizer.save_pretrained, count=lambda batch: len(batch["labels"]))
+        return Trainer(self.model, self.cfg.train, encoded, self.make_batch,
+                       lambda model, batch: seq2seq_loss(model, batch, smoothing), out_dir,
+                       evaluate=evaluate if dev else None, metric=self.task.metric, greater_is_better=True,
+                       save_extra=self.tokenizer.save_pretrained, count=lambda batch: len(batch["labels"]),
+                       fingerprint=fingerprint)
 
 
-def score(task: str, examples: Sequence[Example], predictions: Sequence[str], value_vocabulary=None) -> dict:
-    """BLEU-4, ROUGE, distinct-n against the examples' targets, and the consistency report."""
-    refs = [e.target for e in examples]
-    metrics = {"bleu4": bleu4(predictions, refs), **rouge(predictions, refs),
-               "distinct1": distinct_n(predictions, 1), "distinct2": distinct_n(predictions, 2),
-               "examples": len(predictions)}
-    metrics["consistency"] = consistency_report([e.source for e in examples], predictions, task, value_vocabulary)
-    return metrics
-
-
-def write_predictions(out_dir: str, examples: Sequence[Example], predictions: Sequence[str]) -> str:
-    """``predictions.jsonl`` (id, source, title, target, prediction) and ``predictions.txt`` (one a line)."""
-    rows = [json.dumps({"id": e.id, "source": e.source, "title": e.title, "target": e.target, "prediction": p},
-                       ensure_ascii=False) for e, p in zip(examples, predictions)]
+def write_predictions(out_dir: str, rows: Sequence[dict]) -> str:
+    """``predictions.jsonl`` (one row per input line: id, line, source, title, target, prediction, and
+    ``skipped`` with the reason for a skipped line) and ``predictions.txt`` (one prediction per input line, an
+    empty line for a skipped one), so that a submission file never shifts against its input."""
     path = os.path.join(out_dir, "predictions.jsonl")
-    atomic_write(path, "\n".join(rows) + "\n")
-    atomic_write(os.path.join(out_dir, "predictions.txt"), "\n".join(predictions) + "\n")
+    atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write(os.path.join(out_dir, "predictions.txt"),
+                 "".join(" ".join(r["prediction"].split()) + "\n" for r in rows))
     return path
+
+
+def prediction_rows(examples: Sequence[Example], predictions: Sequence[str], report) -> list:
+    """One row per input line up to the file's last non-blank line, in order: the example's prediction, or an
+    empty prediction with ``skipped`` (the reason) for a skipped line, or ``blank`` for a blank line."""
+    rows = {e.line: {"id": e.id, "line": e.line, "source": e.source, "title": e.title, "target": e.target,
+                     "prediction": p} for e, p in zip(examples, predictions)}
+    for s in report.skipped:
+        rows[s["line"]] = {"id": None, "line": s["line"], "prediction": "", "skipped": s["reason"]}
+    last = max([report.lines, *rows])
+    return [rows.get(n, {"id": None, "line": n, "prediction": "", "blank": True}) for n in range(1, last + 1)]
 
 
 def mean_loss_curve(history: Sequence[dict]) -> List[List[float]]:

@@ -1,6 +1,6 @@
 """The embedded mini corpus of ``make pretrain``: synthetic image regions and captions that describe them.
 
-    python tasks/pretrain_mini.py --out out/pretrain/mini [--images 48] [--seed 0]
+    python -m tasks.pretrain_mini --out out/pretrain/mini [--images 48] [--seed 0]
 
 Written for the project, deterministic: each image has 4-9 regions of 6 object classes in 4 colours; a
 region's feature is its class prototype plus its colour prototype plus noise, its class distribution peaks
@@ -14,15 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from paddle_unimo.data.regions import RegionRecord, RegionStore  # noqa: E402
-from paddle_unimo.fileio import atomic_write  # noqa: E402
+from paddle_unimo.data.regions import RegionRecord, RegionStore
+from paddle_unimo.fileio import atomic_write
 
 CLASSES = ["ball", "box", "cat", "dog", "car", "tree"]  # class i + 1; column 0 is the background
 COLOURS = ["red", "blue", "green", "yellow"]

@@ -1,185 +1,174 @@
-"""Fine-tune, predict and evaluate the 千言 generation tasks.
+"""Fine-tune, predict and evaluate any registered task (``tasks/registry.py``).
 
-    python -m tasks.run finetune --config tasks/configs/dureader_qg_tiny.yaml --out out/dureader_qg
+    python -m tasks.run finetune --task dureader_qg --out out/dureader_qg
     python -m tasks.run finetune --config tasks/configs/dureader_qg_base.yaml --model unimo-text-1.0 \
         --data DuReaderQG --out out/qg -o train.lr=3e-5 -o decode.num_beams=4
-    python -m tasks.run predict --config ... --model out/qg/best --input DuReaderQG/dev.json --out out/qg_pred
-    python -m tasks.run evaluate --config ... --predictions out/qg_pred/predictions.jsonl --out out/qg_pred
+    python -m tasks.run predict --task dureader_qg --model out/qg/best --input DuReaderQG/dev.json --out out/qg_pred
+    python -m tasks.run evaluate --task dureader_qg --predictions out/qg_pred/predictions.jsonl --out out/qg_pred
 
-``--data DIR`` holds ``train.json`` and ``dev.json`` (the official names; ``data.train``/``data.dev`` in the
-config). Every run writes into ``--out``: ``metrics.json`` (``bleu4`` is 0-100), the predictions, ``train.log``
-and VisualDL logs (``vdl/``), ``checkpoint/`` (exact resume: run the same command again) and ``best/``.
+``--task NAME`` picks ``tasks/configs/NAME_tiny.yaml`` (``NAME_base.yaml`` with ``--model``); ``--config`` names
+any YAML file of the task. ``--data DIR`` holds the files named by ``data.train``/``data.dev``. Outputs go to
+``--out``: ``metrics.json``, predictions, ``train.log``, VisualDL logs (``vdl/``), ``checkpoint/`` (exact resume:
+run the same command again; a folder holding another run's checkpoint is refused) and ``best/``. ``evaluate``
+writes ``OUT/eval/metrics.json`` and touches nothing else.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from paddle_unimo import cpu_defaults
 
-import yaml  # noqa: E402
+cpu_defaults()  # before anything below imports paddle
 
-import paddle_unimo  # noqa: E402,F401  (CPU thread settings before paddle loads)
-from paddle_unimo.data.seq2seq import Example  # noqa: E402
-from paddle_unimo.fileio import atomic_write  # noqa: E402
-from paddle_unimo.metrics import build_value_vocabulary  # noqa: E402
-from paddle_unimo.training import TrainConfig  # noqa: E402
-from tasks.generation import (GenerationTask, build_model, describe, example_texts, get_task,  # noqa: E402
-                              mean_loss_curve, score, write_predictions)
+from tasks.cli import (ROOT, add_common_arguments, build_model, fingerprint, load_config, read_yaml,  # noqa: E402
+                  run_command, setup_logging)
+from tasks.registry import TASKS, get_task  # noqa: E402
 
 logger = logging.getLogger("paddle_unimo")
 
 
-def apply_overrides(config: dict, overrides) -> dict:
-    """``-o section.key=value`` (value parsed as YAML); the key must already exist in the config."""
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} is not key=value")
-        node, parts = config, key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise KeyError(f"override {key!r}: no section {part!r}; sections: {sorted(config)}")
-            node = node[part]
-        if parts[-1] not in node:
-            raise KeyError(f"override {key!r}: unknown key; known: {sorted(node)}")
-        node[parts[-1]] = coerce(key, yaml.safe_load(value), node[parts[-1]])
-    return config
+def resolve_config(args):
+    """The task and its typed config: from ``--config``, or the task's default YAML for ``--task``."""
+    from paddle_unimo.typed import ConfigError
+    path = args.config
+    if path is None:
+        if not args.task:
+            raise ConfigError("give --task NAME or --config FILE")
+        if args.task not in TASKS:
+            raise ConfigError(f"--task: unknown task {args.task!r}; known: {', '.join(sorted(TASKS))}")
+        size = "base" if getattr(args, "model", None) else "tiny"
+        path = os.path.join(ROOT, "tasks", "configs", f"{args.task}_{size}.yaml")
+    name = read_yaml(path).get("task")
+    if name not in TASKS:
+        raise ConfigError(f"{path}: task: unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+    if args.task and args.task != name:
+        raise ConfigError(f"{path}: task: the config is for {name!r}, not --task {args.task!r}")
+    task = get_task(name)
+    cfg = load_config(path, args.override, task.config_class)
+    if getattr(args, "skip_bad", False):
+        cfg.data.skip_bad = True
+    return task, cfg, path
 
 
-def coerce(key: str, value, old):
-    """Keeps an override the type of the value it replaces (YAML reads ``3e-3`` as a string)."""
-    if isinstance(old, float) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"override {key!r}: expected a number, got {value!r}") from None
-    if isinstance(old, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(old, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = True
-    if not ok:
-        raise ValueError(f"override {key!r}: expected {type(old).__name__}, got {value!r}")
-    return value
+def data_file(args, cfg, name: str) -> str:
+    return os.path.join(args.data or os.path.join(ROOT, cfg.data.default_dir), name)
 
 
-def load_config(path: str, overrides=None) -> dict:
-    with open(path, encoding="utf-8") as f:
-        config = yaml.safe_load(f)
-    return apply_overrides(config, overrides)
+def write_skipped(out: str, reports) -> int:
+    """Every skipped input line with its reason in ``OUT/skipped.jsonl``; returns how many."""
+    from paddle_unimo.fileio import write_jsonl
+    skipped = [s for r in reports for s in r.skipped]
+    if skipped:
+        write_jsonl(os.path.join(out, "skipped.jsonl"), skipped)
+        logger.warning("skipped %d bad input lines, listed in %s", len(skipped), os.path.join(out, "skipped.jsonl"))
+    return len(skipped)
 
 
-def setup_logging(out_dir: str) -> None:
-    """INFO to OUT/train.log, and to the console unless paddle/paddlenlp already print there."""
-    os.makedirs(out_dir, exist_ok=True)
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    for old in [h for h in root.handlers if getattr(h, "paddle_unimo_run", False)]:
-        root.removeHandler(old)  # a previous run in this process (tests, the demo)
-        old.close()
-    handler = logging.FileHandler(os.path.join(out_dir, "train.log"), encoding="utf-8")
-    handler.paddle_unimo_run = True
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-               for h in root.handlers):
-        root.addHandler(logging.StreamHandler())
-    root.addHandler(handler)
-
-
-def data_dir(args, config) -> str:
-    return args.data or os.path.join(ROOT, config["data"]["default_dir"])
-
-
-def finetune(args, config) -> dict:
-    spec = get_task(config["task"])
-    folder = data_dir(args, config)
-    train, train_report = GenerationTask.read_file(os.path.join(folder, config["data"]["train"]), spec, config["data"])
-    dev, dev_report = GenerationTask.read_file(os.path.join(folder, config["data"]["dev"]), spec, config["data"])
-    model, tokenizer = build_model(args.model, config["model"], example_texts(train))
-    task = GenerationTask(spec, model, tokenizer, config["data"], config["decode"])
-    train_cfg = TrainConfig.from_dict(config["train"])
-    trainer = task.trainer(train, dev, train_cfg, args.out, config["eval"].get("max_examples", 0))
+def finetune(args) -> dict:
+    from paddle_unimo import UNIMOLMHeadModel
+    from paddle_unimo.fileio import write_json
+    from tasks.generation import check_lengths, describe, mean_loss_curve, prediction_rows, write_predictions
+    task, cfg, config_path = resolve_config(args)
+    paths = {"train": data_file(args, cfg, cfg.data.train), "dev": data_file(args, cfg, cfg.data.dev)}
+    train, train_report = task.read(paths["train"], cfg)
+    dev, dev_report = task.read(paths["dev"], cfg)
+    model, tokenizer = build_model(args.model, cfg.model, task.texts(train))
+    check_lengths(cfg, model.config, config_path)
+    runner = task.bind(model, tokenizer, cfg)
+    sections = {"model": cfg.model, "data": cfg.data, "train": cfg.train}
+    run_id = fingerprint({**paths, "model": args.model or f"preset {cfg.model.preset}"}, sections,
+                         skip={"data.default_dir", *(f"train.{k}" for k in cfg.train.RESUMABLE_CHANGES)})
+    trainer = runner.trainer(train, dev, args.out, run_id)
+    if not args.no_resume:
+        trainer.check_resumable()  # before any work: a folder of another run stops here
     state = trainer.train(resume=not args.no_resume)
     if trainer.rank != 0:
         return state  # with several processes, rank 0 alone decodes and writes the outputs
-    best = paddle_unimo.UNIMOLMHeadModel.from_pretrained(os.path.join(args.out, "best"))
-    predictions = task.predict(dev, best)
-    vocabulary = build_value_vocabulary(e.source for e in train) if spec.name == "advertisegen" else None
-    metrics = score(spec.name, dev, predictions, vocabulary)
-    metrics.update(task=spec.name, split="dev", steps=state["step"], best_eval_bleu4=state["best"],
-                   loss_curve=mean_loss_curve(state["history"]), skipped_lines=len(train_report.skipped) +
-                   len(dev_report.skipped), truncated=dict(task.encoder.truncated),
-                   predictions=write_predictions(args.out, dev, predictions))
-    atomic_write(os.path.join(args.out, "metrics.json"), json.dumps(metrics, ensure_ascii=False, indent=1))
-    logger.info("%s dev: %s -> %s", spec.name, describe(metrics), os.path.join(args.out, "metrics.json"))
+    best = UNIMOLMHeadModel.from_pretrained(os.path.join(args.out, "best"))
+    predictions = runner.predict(dev, best)
+    metrics = task.score(dev, predictions, train)
+    metrics.update(task=task.name, split="dev", steps=state["step"], best_eval=state["best"],
+                   loss_curve=mean_loss_curve(state["history"]),
+                   skipped_lines=write_skipped(args.out, [train_report, dev_report]),
+                   truncated=dict(runner.encoder.truncated),
+                   predictions=write_predictions(args.out, prediction_rows(dev, predictions, dev_report)))
+    metrics[f"best_eval_{task.metric}"] = metrics.pop("best_eval")
+    write_json(os.path.join(args.out, "metrics.json"), metrics)
+    logger.info("%s dev: %s -> %s", task.name, describe(metrics), os.path.join(args.out, "metrics.json"))
     return metrics
 
 
-def predict(args, config) -> dict:
-    spec = get_task(config["task"])
+def predict(args) -> dict:
+    from paddle_unimo import UNIMOLMHeadModel, load_tokenizer
+    from paddle_unimo.fileio import write_json
+    from paddle_unimo.typed import ConfigError
+    from tasks.generation import check_lengths, describe, prediction_rows, write_predictions
+    task, cfg, config_path = resolve_config(args)
     if not args.model:
-        raise SystemExit("predict needs --model (a folder written by finetune, e.g. OUT/best)")
-    model = paddle_unimo.UNIMOLMHeadModel.from_pretrained(args.model)
-    task = GenerationTask(spec, model, paddle_unimo.load_tokenizer(args.model), config["data"], config["decode"])
-    path = args.input or os.path.join(data_dir(args, config), config["data"]["dev"])
-    examples, report = task.read(path, need_target=False)
-    predictions = task.predict(examples)
-    out = write_predictions(args.out, examples, predictions)
-    result = {"task": spec.name, "input": path, "predictions": out, "skipped_lines": len(report.skipped)}
+        raise ConfigError("predict needs --model (a folder written by finetune, e.g. OUT/best)")
+    path = args.input or data_file(args, cfg, cfg.data.dev)
+    examples, report = task.read(path, cfg, need_target=False)
+    model = UNIMOLMHeadModel.from_pretrained(args.model)
+    check_lengths(cfg, model.config, config_path)
+    runner = task.bind(model, load_tokenizer(args.model), cfg)
+    predictions = runner.predict(examples)
+    out = write_predictions(args.out, prediction_rows(examples, predictions, report))
+    result = {"task": task.name, "input": path, "predictions": out, "examples": len(examples),
+              "skipped_lines": write_skipped(args.out, [report]), "skipped": report.skipped}
     if all(e.target for e in examples):
-        result.update(score(spec.name, examples, predictions))
-    atomic_write(os.path.join(args.out, "metrics.json"), json.dumps(result, ensure_ascii=False, indent=1))
+        result.update(task.score(examples, predictions))
+    write_json(os.path.join(args.out, "metrics.json"), result)
     logger.info("%d predictions -> %s %s", len(predictions), out, describe(result))
     return result
 
 
-def evaluate(args, config) -> dict:
-    """Scores a predictions.jsonl (from predict/finetune) against the targets it carries."""
-    spec = get_task(config["task"])
+def evaluate(args) -> dict:
+    """Scores a predictions file against the references; writes ``OUT/eval/metrics.json`` only."""
+    from paddle_unimo.fileio import write_json
+    from tasks.evaluation import match_predictions, read_predictions
+    from tasks.generation import describe
+    task, cfg, _ = resolve_config(args)
     path = args.predictions or os.path.join(args.out, "predictions.jsonl")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise SystemExit(f"{path}:{line_no}: malformed JSON ({e.msg})")
-    missing = [i for i, r in enumerate(rows, 1) if not r.get("target")]
-    if missing:
-        raise SystemExit(f"{path}:{missing[0]}: no target to score against ({len(missing)} such lines)")
-    examples = [Example(str(r.get("id")), r["source"], r["target"], r.get("title")) for r in rows]
-    metrics = score(spec.name, examples, [r["prediction"] for r in rows])
-    atomic_write(os.path.join(args.out, "metrics.json"), json.dumps(metrics, ensure_ascii=False, indent=1))
-    logger.info("%s: %s", path, describe(metrics))
+    references_path = args.references or data_file(args, cfg, cfg.data.dev)
+    references, _ = task.read(references_path, cfg)
+    examples, predictions = match_predictions(read_predictions(path), references, path, references_path)
+    metrics = {**task.score(examples, predictions), "task": task.name, "predictions": path,
+               "references": references_path}
+    target = os.path.join(args.out, "eval", "metrics.json")
+    write_json(target, metrics)
+    logger.info("%s: %s -> %s", path, describe(metrics), target)
     return metrics
 
 
-def main(argv=None):
+COMMANDS = {"finetune": finetune, "predict": predict, "evaluate": evaluate}
+
+
+def execute(argv=None):
+    """Runs the command line ``argv``; returns its result (metrics, state, rows)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["finetune", "predict", "evaluate"])
-    parser.add_argument("--config", required=True, help="tasks/configs/<task>_<size>.yaml")
-    parser.add_argument("-o", "--override", action="append", help="section.key=value, e.g. train.lr=3e-5")
+    parser.add_argument("command", choices=list(COMMANDS))
+    parser.add_argument("--task", help=f"a registered task: {', '.join(sorted(TASKS))}")
+    parser.add_argument("--config", help="a task YAML (default: tasks/configs/<task>_tiny.yaml, _base with --model)")
     parser.add_argument("--model", help="model folder (PaddleNLP layout); default: the config's preset")
-    parser.add_argument("--data", help="folder with train.json and dev.json; default: the bundled demo data")
+    parser.add_argument("--data", help="folder with the data.train / data.dev files; default: the bundled demo data")
     parser.add_argument("--input", help="predict: the file to generate for (default: the dev file)")
     parser.add_argument("--predictions", help="evaluate: predictions.jsonl (default: OUT/predictions.jsonl)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad input lines")
+    parser.add_argument("--references", help="evaluate: the reference file (default: the dev file)")
+    parser.add_argument("--skip-bad", action="store_true", help="skip bad input lines, listed in OUT/skipped.jsonl")
     parser.add_argument("--no-resume", action="store_true", help="ignore OUT/checkpoint and start again")
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
-    config = load_config(args.config, args.override)
-    if args.skip_bad:
-        config["data"]["skip_bad"] = True
-    setup_logging(args.out)
-    return {"finetune": finetune, "predict": predict, "evaluate": evaluate}[args.command](args, config)
+    setup_logging(args.out if args.command != "evaluate" else os.path.join(args.out, "eval"))
+    return run_command(lambda: COMMANDS[args.command](args), args.debug)
+
+
+def main(argv=None) -> int:
+    """The console entry point: exit status 0 (a user's error exits with 2, Ctrl-C with 130)."""
+    execute(argv)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import paddle
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "tasks", "configs", "dureader_qg_tiny.yaml")
@@ -12,13 +13,17 @@ COMMON = ["-o", "train.max_steps=4", "-o", "train.progress=false", "-o", "train.
           "-o", "eval.max_examples=2", "-o", "decode.decode_strategy=greedy_search", "-o", "decode.max_length=4",
           "-o", "model.overrides.hidden_dropout_prob=0.0", "-o", "model.overrides.attention_probs_dropout_prob=0.0"]
 
+# multi-process runs of a minute each: `make test-all` (and CI) run them
+pytestmark = pytest.mark.slow
+
 
 def finetune(out, batch_size, nproc):
     launch = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc),
               "--log_dir", str(out) + "_log"] if nproc > 1 else [sys.executable]
     cmd = launch + [os.path.join(ROOT, "tasks", "run.py"), "finetune", "--config", CONFIG, "--out", str(out),
                     "-o", f"train.batch_size={batch_size}", *COMMON]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     logs = result.stdout + result.stderr
     if nproc > 1 and os.path.isdir(str(out) + "_log"):
         logs += "".join(open(os.path.join(str(out) + "_log", f), errors="replace").read()

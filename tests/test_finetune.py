@@ -8,13 +8,13 @@ import paddle
 import pytest
 
 from paddle_unimo import UNIMOLMHeadModel, load_tokenizer
-from paddle_unimo.data.seq2seq import DataError, decoding_batch
+from paddle_unimo.data.seq2seq import decoding_batch
 from paddle_unimo.export import InferenceStepper, export_model
 from paddle_unimo.fileio import atomic_write
 from paddle_unimo.generation import generate
-from paddle_unimo.training import TrainConfig
 from tasks import run
-from tasks.generation import GenerationTask, build_model, example_texts, get_task
+from tasks.cli import build_model, load_config
+from tasks.registry import get_task
 
 from conftest import shared_path
 
@@ -36,17 +36,20 @@ def sample(task, n=64):
     return shared_path("lcsts", "val_part1.tsv").read_text("utf-8").splitlines()[:n], "tsv"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task, extra", [
     ("dureader_qg", ["-o", "train.epochs=60"]),
     ("advertisegen", ["-o", "train.epochs=80", "-o", "data.max_target_len=96", "-o", "decode.max_length=96"]),
-    ("lcsts_new", ["-o", "train.epochs=60"]),
+    # batch 8: from the original's truncated-normal initialisation, 240 steps of 16 leave ~20 of the long LCSTS
+    # sources confused (BLEU 77-84 over three seeds); 480 steps of 8 memorise them (95-98)
+    ("lcsts_new", ["-o", "train.epochs=60", "-o", "train.batch_size=8"]),
 ])
 def test_tiny_model_reproduces_64_real_training_examples(tmp_path, task, extra):
     lines, ext = sample(task)
     for split in ("train", "dev"):  # evaluated on the training examples themselves
         (tmp_path / f"{split}.{ext}").write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out"
-    run.main(["finetune", "--config", CONFIG.format(task), "--data", str(tmp_path), "--out", str(out),
+    run.execute(["finetune", "--config", CONFIG.format(task), "--data", str(tmp_path), "--out", str(out),
               "-o", f"data.train=train.{ext}", "-o", f"data.dev=dev.{ext}", *WIRING, *extra])
     metrics = json.loads((out / "metrics.json").read_text("utf-8"))
     assert metrics["examples"] == 64 and metrics["bleu4"] >= 90.0, metrics["bleu4"]
@@ -58,14 +61,15 @@ def test_tiny_model_reproduces_64_real_training_examples(tmp_path, task, extra):
     assert len(predictions) == 64 and all(p["prediction"] for p in predictions)
 
 
-def demo_task(config_overrides=None, out=None):
-    config = run.load_config(CONFIG.format("dureader_qg"), config_overrides)
-    spec = get_task("dureader_qg")
-    folder = os.path.join(ROOT, config["data"]["default_dir"])
-    train, _ = GenerationTask.read_file(os.path.join(folder, "train.json"), spec, config["data"])
-    dev, _ = GenerationTask.read_file(os.path.join(folder, "dev.json"), spec, config["data"])
-    model, tokenizer = build_model(None, config["model"], example_texts(train))
-    return GenerationTask(spec, model, tokenizer, config["data"], config["decode"]), config, train[:48], dev[:8]
+def demo_task(overrides=(), name="dureader_qg"):
+    """The task bound to a fresh tiny model, its typed config, 48 training and 8 dev examples of the demo data."""
+    task = get_task(name)
+    cfg = load_config(CONFIG.format(name), overrides, task.config_class)
+    folder = os.path.join(ROOT, cfg.data.default_dir)
+    train, _ = task.read(os.path.join(folder, "train.json"), cfg)
+    dev, _ = task.read(os.path.join(folder, "dev.json"), cfg)
+    model, tokenizer = build_model(None, cfg.model, task.texts(train))
+    return task.bind(model, tokenizer, cfg), cfg, train[:48], dev[:8]
 
 
 def params(model):
@@ -81,7 +85,7 @@ def test_resumed_run_ends_with_the_same_parameters(tmp_path):
     for name, stops in (("straight", [-1]), ("interrupted", [5, -1])):
         for stop in stops:
             task, config, train, dev = demo_task(overrides)
-            trainer = task.trainer(train, [], TrainConfig.from_dict(config["train"]), str(tmp_path / name))
+            trainer = task.trainer(train, [], str(tmp_path / name))
             state = trainer.train(resume=True, stop_after=stop)
         runs[name] = (params(task.model), state)
     (a, state_a), (b, state_b) = runs["straight"], runs["interrupted"]
@@ -98,7 +102,7 @@ def test_amp_on_cpu_is_reported_and_changes_nothing(tmp_path, caplog):
         task, config, train, dev = demo_task(["train.max_steps=3", f"train.amp={amp}", "train.progress=false",
                                               "train.eval_steps=100000"])
         with caplog.at_level(logging.WARNING):
-            task.trainer(train, [], TrainConfig.from_dict(config["train"]), str(tmp_path / amp)).train()
+            task.trainer(train, [], str(tmp_path / amp)).train()
         results.append(params(task.model))
     assert "mixed precision (O1 float16) requested but inactive" in caplog.text
     for key in results[0]:
@@ -108,7 +112,7 @@ def test_amp_on_cpu_is_reported_and_changes_nothing(tmp_path, caplog):
 @pytest.fixture(scope="module")
 def demo_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    run.main(["finetune", "--config", CONFIG.format("dureader_qg"), "--out", str(out), "-o", "train.max_steps=60",
+    run.execute(["finetune", "--config", CONFIG.format("dureader_qg"), "--out", str(out), "-o", "train.max_steps=60",
               "-o", "train.eval_steps=100000", "-o", "train.progress=false", "-o", "decode.num_beams=3"])
     return out
 
@@ -118,9 +122,8 @@ def test_export_gives_the_same_ids_on_the_demo_data(demo_model, tmp_path):
     tokenizer = load_tokenizer(str(demo_model / "best"))
     export_model(model, str(tmp_path / "inference"), tokenizer)
     stepper = InferenceStepper(str(tmp_path / "inference"))
-    task, config, _, dev = demo_task()
-    task.model, task.tokenizer = model, tokenizer
-    task.encoder.tok = tokenizer
+    _, config, _, dev = demo_task()
+    task = get_task("dureader_qg").bind(model, tokenizer, config)
     items = task.encoder.encode_all(dev[:16] if len(dev) > 8 else dev, with_target=False)
     batch = {k: paddle.to_tensor(v) for k, v in decoding_batch(items, model.config.pad_token_id, 0).items()}
     for settings in (dict(), dict(decode_strategy="beam_search", num_beams=4, length_penalty=1.2, min_length=2)):
@@ -132,32 +135,28 @@ def test_export_gives_the_same_ids_on_the_demo_data(demo_model, tmp_path):
 
 def test_predict_and_evaluate_commands(demo_model, tmp_path):
     out = tmp_path / "pred"
-    result = run.main(["predict", "--config", CONFIG.format("dureader_qg"), "--model", str(demo_model / "best"),
+    result = run.execute(["predict", "--config", CONFIG.format("dureader_qg"), "--model", str(demo_model / "best"),
                        "--out", str(out), "-o", "decode.num_beams=3"])
-    again = run.main(["evaluate", "--config", CONFIG.format("dureader_qg"), "--out", str(out)])
+    again = run.execute(["evaluate", "--config", CONFIG.format("dureader_qg"), "--out", str(out)])
     assert result["bleu4"] == pytest.approx(again["bleu4"]) and 0 <= again["bleu4"] <= 100
+    assert json.loads((out / "eval" / "metrics.json").read_text("utf-8"))["bleu4"] == again["bleu4"]
     finetuned = json.loads((demo_model / "metrics.json").read_text("utf-8"))
     assert finetuned["bleu4"] == pytest.approx(result["bleu4"])  # same model, same dev data, same decoding
 
 
-def test_cli_errors_are_clear_and_leave_no_outputs(tmp_path):
-    with pytest.raises(KeyError, match="unknown key"):
-        run.load_config(CONFIG.format("dureader_qg"), ["train.learning_rate=1e-3"])
-    with pytest.raises(ValueError, match="expected a number"):
-        run.load_config(CONFIG.format("dureader_qg"), ["train.lr=fast"])
-    assert run.load_config(CONFIG.format("dureader_qg"), ["train.lr=3e-3"])["train"]["lr"] == 0.003
+def test_skip_bad_trains_on_the_good_lines_and_lists_the_bad_ones(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     good = json.dumps({"context": "青石镇人口3万", "answer": "3万", "question": "青石镇人口多少"}, ensure_ascii=False)
-    (data / "train.json").write_text("\n".join([good] * 20 + ['{"context": "x", "answer": "y"}']) + "\n", "utf-8")
+    bad = ['{"context": "x", "answer": "y"}', "{broken"]
+    (data / "train.json").write_text("\n".join([good] * 20 + bad) + "\n", "utf-8")
     (data / "dev.json").write_text(good + "\n", "utf-8")
-    args = ["finetune", "--config", CONFIG.format("dureader_qg"), "--data", str(data), "--out", str(tmp_path / "o"),
-            "-o", "train.max_steps=2", "-o", "train.progress=false"]
-    with pytest.raises(DataError, match=r"train.json:21: missing field 'question'"):
-        run.main(args)
-    assert not (tmp_path / "o" / "metrics.json").exists()
-    metrics = run.main(args + ["--skip-bad"])
-    assert metrics["skipped_lines"] == 1
+    metrics = run.execute(["finetune", "--config", CONFIG.format("dureader_qg"), "--data", str(data), "--out",
+                        str(tmp_path / "o"), "-o", "train.max_steps=2", "-o", "train.progress=false", "--skip-bad"])
+    assert metrics["skipped_lines"] == 2
+    skipped = [json.loads(x) for x in (tmp_path / "o" / "skipped.jsonl").read_text("utf-8").splitlines()]
+    assert [s["line"] for s in skipped] == [21, 22]
+    assert "missing field 'question'" in skipped[0]["reason"] and "malformed JSON" in skipped[1]["reason"]
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):

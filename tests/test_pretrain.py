@@ -5,16 +5,21 @@ import sys
 
 import numpy as np
 import paddle
+import pytest
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "tasks", "configs", "pretrain_tiny.yaml")
 
+# multi-process runs of a minute each: `make test-all` (and CI) run them
+pytestmark = pytest.mark.slow
+
 
 def run(args, nproc=1, log_dir=None):
     launch = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc),
               "--log_dir", str(log_dir)] if nproc > 1 else [sys.executable]
-    result = subprocess.run(launch + args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(launch + args, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     logs = result.stdout + result.stderr
     if log_dir and os.path.isdir(log_dir):
         logs += "".join(open(os.path.join(log_dir, f), errors="replace").read() for f in sorted(os.listdir(log_dir)))
@@ -23,7 +28,7 @@ def run(args, nproc=1, log_dir=None):
 
 
 def mini_corpus(out):
-    run([os.path.join(ROOT, "tasks", "pretrain_mini.py"), "--out", str(out / "mini")])
+    run(["-m", "tasks.pretrain_mini", "--out", str(out / "mini")])
 
 
 def pretrain(out, *overrides, config=CONFIG, nproc=1, extra=()):

@@ -1,4 +1,4 @@
-"""Trainer details: non-finite steps are skipped and counted; recompute gives the same gradients."""
+"""Trainer details: non-finite steps are skipped and counted; Ctrl-C stops after a step with a checkpoint."""
 import numpy as np
 import paddle
 
@@ -39,17 +39,45 @@ def test_non_finite_loss_skips_the_update_and_counts_it(tmp_path):
     assert all(np.isfinite(v).all() for v in snapshots[2].values())
 
 
-def test_recompute_gives_the_same_gradients():
-    grads = []
-    for recompute in (False, True):
+def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_resumes_exactly(tmp_path, capsys):
+    """The first Ctrl-C (SIGINT sent during step 3) ends the run after step 3 with a checkpoint of it; running
+    again resumes there and ends with the parameters of an uninterrupted run."""
+    import os
+    import signal
+
+    import pytest
+
+    from paddle_unimo.training import Interrupted
+    from tasks.cli import run_command
+
+    def make(out, interrupt_at=None):
         model = tiny_model()
-        model.train()
-        model.unimo.encoder.recompute = recompute
-        batch = {k: paddle.to_tensor(v) for k, v in lm_batch([0, 1]).items()}
-        loss, _ = model(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], batch["attention_mask"],
+        sent = []
+
+        def loss_fn(m, batch):
+            if trainer.state["step"] + 1 == interrupt_at and not sent:
+                sent.append(True)
+                os.kill(os.getpid(), signal.SIGINT)
+            loss, _ = m(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], batch["attention_mask"],
                         labels=batch["labels"])
-        loss.backward()
-        grads.append({n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None})
-    assert set(grads[0]) == set(grads[1]) and len(grads[0]) > 20
-    for name in grads[0]:
-        np.testing.assert_allclose(grads[1][name], grads[0][name], atol=1e-6, err_msg=name)
+            return {"loss": loss}
+        cfg = TrainConfig(max_steps=5, batch_size=2, lr=1e-2, progress=False, save_steps=1000)
+        trainer = Trainer(model, cfg, list(range(8)), lm_batch, loss_fn, str(out), fingerprint={"run": 1})
+        return model, trainer
+
+    straight, trainer = make(tmp_path / "straight")
+    trainer.train()
+    model, trainer = make(tmp_path / "resumed", interrupt_at=3)
+    with pytest.raises(Interrupted, match="interrupted at step 3; run the same command to resume"):
+        trainer.train()
+    assert trainer.check_resumable() is not None
+    with pytest.raises(SystemExit) as exit_info:
+        run_command(lambda: make(tmp_path / "again", interrupt_at=2)[1].train())
+    assert exit_info.value.code == 130
+    assert "interrupted at step 2; run the same command to resume" in capsys.readouterr().err
+    model, trainer = make(tmp_path / "resumed")
+    state = trainer.train()
+    assert state["step"] == 5
+    for key, value in straight.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[key].numpy(), value.numpy(), err_msg=key)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored

@@ -1,5 +1,4 @@
-"""Training: the one trainer loop and shared losses."""
-from .losses import label_smoothed_cross_entropy
-from .trainer import TrainConfig, Trainer
+"""Training: the one trainer loop. Shared losses live in ``paddle_unimo.losses``."""
+from .trainer import Interrupted, ResumeMismatch, TrainConfig, Trainer
 
-__all__ = ["TrainConfig", "Trainer", "label_smoothed_cross_entropy"]
+__all__ = ["Interrupted", "ResumeMismatch", "TrainConfig", "Trainer"]

@@ -17,16 +17,20 @@ Exact resume: the data order of epoch e is a permutation seeded by ``seed + e``;
 ``seed`` and the micro-batch index before every forward; the checkpoint holds the model, the optimizer
 (with its scheduler) and the micro-batch position. A resumed run therefore takes the same batches with the
 same dropout masks as an uninterrupted one. Checkpoints are written to a temporary folder then renamed.
+
+A checkpoint records the run's *fingerprint* (given by the caller: hashes of the data files, the model it
+started from, the settings that change the run). Resuming into a folder whose checkpoint has another
+fingerprint stops before anything is loaded or written (``ResumeMismatch``), and loading is strict: a
+missing, unexpected or mis-shaped tensor of the model or the optimizer is an error. Ctrl-C finishes the
+current step, saves a checkpoint and raises ``Interrupted``.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import math
 import os
-import shutil
+import signal
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence
@@ -35,7 +39,9 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from ..modeling import Encoder
+from ..checkpoint import set_state
+from ..fileio import DataError, atomic_dir, read_json, recover_dir, write_json
+from ..typed import ConfigError, bounded, from_dict
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint"
@@ -44,36 +50,39 @@ BEST = "best"
 
 @dataclass
 class TrainConfig:
-    epochs: int = 3
-    max_steps: int = -1  # optimizer steps; -1: epochs decide
-    batch_size: int = 16  # per process and micro-batch
-    lr: float = 5e-5
-    warmup: float = 0.02  # a fraction of all steps (< 1) or a number of steps
-    weight_decay: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-6
-    grad_clip: float = 1.0
-    label_smoothing: float = 0.1
-    accumulate: int = 1
+    epochs: int = bounded(3, min=1)
+    max_steps: int = bounded(-1, min=-1)  # optimizer steps; -1: epochs decide
+    batch_size: int = bounded(16, min=1)  # per process and micro-batch
+    lr: float = bounded(5e-5, min=0.0)
+    warmup: float = bounded(0.02, min=0.0)  # a fraction of all steps (< 1) or a number of steps
+    weight_decay: float = bounded(0.01, min=0.0)
+    beta1: float = bounded(0.9, min=0.0, max=1.0)
+    beta2: float = bounded(0.98, min=0.0, max=1.0)
+    eps: float = bounded(1e-6, above=0.0)
+    grad_clip: float = bounded(1.0, min=0.0)  # 0: no clipping
+    label_smoothing: float = bounded(0.1, min=0.0, max=1.0)
+    accumulate: int = bounded(1, min=1)
     amp: bool = False
-    amp_level: str = "O1"
-    amp_dtype: str = "float16"
-    init_loss_scaling: float = 32768.0
-    eval_steps: int = 0  # 0: evaluate at the end of every epoch
-    save_steps: int = 0  # 0: save at every evaluation
-    logging_steps: int = 10
+    amp_level: str = bounded("O1", choices=("O1", "O2"))
+    amp_dtype: str = bounded("float16", choices=("float16", "bfloat16"))
+    init_loss_scaling: float = bounded(32768.0, above=0.0)
+    eval_steps: int = bounded(0, min=0)  # 0: evaluate at the end of every epoch
+    save_steps: int = bounded(0, min=0)  # 0: save at every evaluation
+    logging_steps: int = bounded(10, min=1)
     seed: int = 42
     progress: bool = True
     recompute: bool = False  # recompute each encoder layer in the backward pass: less memory, more time
 
+    # keys that change neither the trained parameters nor the data order: a run may resume with other values
+    RESUMABLE_CHANGES = ("eval_steps", "save_steps", "logging_steps", "progress")
+
+    def validate(self, where: str) -> None:
+        if self.max_steps == 0:
+            raise ConfigError(f"{where}.max_steps: 0 trains nothing (allowed: -1 for 'epochs decide', or >= 1)")
+
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise KeyError(f"unknown train keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
+    def from_dict(cls, values: dict, where: str = "train") -> "TrainConfig":
+        return from_dict(cls, values, where)
 
 
 def linear_warmup_decay(total_steps: int, warmup: float):
@@ -97,17 +106,22 @@ def amp_active(cfg: TrainConfig) -> bool:
     return False
 
 
-def save_dir_atomically(path: str, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` fills a temporary folder that then replaces ``path``; a crash leaves the old one."""
-    tmp, old = path + ".tmp", path + ".old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    write(tmp)
-    if os.path.exists(path):
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+class ResumeMismatch(DataError):
+    """An output folder's checkpoint was written by a different run (other data, model or settings)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training: the run stopped after a completed step, with a checkpoint of it."""
+
+    def __init__(self, step: int):
+        super().__init__(f"interrupted at step {step}; run the same command to resume")
+        self.step = step
+
+
+def fingerprint_differences(old: dict, new: dict) -> list:
+    """``key: old -> new`` for every entry of two run fingerprints (flat dicts of JSON values) that differs."""
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k, '(none)')} -> {new.get(k, '(none)')}" for k in keys if old.get(k) != new.get(k)]
 
 
 class Trainer:
@@ -115,7 +129,8 @@ class Trainer:
                  loss_fn: Callable, out_dir: str, evaluate: Optional[Callable] = None, metric: str = "loss",
                  greater_is_better: bool = False, save_extra: Optional[Callable[[str], None]] = None,
                  count: Callable[[dict], int] = lambda batch: 1, sampler: Optional[Callable[[int], object]] = None,
-                 find_unused_parameters: bool = False, tensor_inputs: bool = True):
+                 find_unused_parameters: bool = False, tensor_inputs: bool = True, fingerprint: Optional[dict] = None):
+        self.fingerprint = dict(fingerprint or {})  # what the run came from; a resume must match it
         self.cfg, self.examples, self.make_batch, self.loss_fn = cfg, list(examples), make_batch, loss_fn
         self.count, self.sampler = count, sampler
         self.tensor_inputs = tensor_inputs  # False: loss_fn gets the numpy batch (objectives convert it themselves)
@@ -148,9 +163,7 @@ class Trainer:
         if self.amp and cfg.amp_level == "O2":
             self.model, self.optimizer = paddle.amp.decorate(self.model, self.optimizer, level="O2",
                                                              dtype=cfg.amp_dtype)
-        for layer in self.model.sublayers(include_self=True):
-            if isinstance(layer, Encoder):
-                layer.recompute = cfg.recompute
+        self.model.set_recompute(cfg.recompute)
         self.train_model = self.model
         if self.world > 1:
             from paddle.distributed import fleet
@@ -176,13 +189,10 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.rank != 0:
             return
-
-        def write(tmp):
+        with atomic_dir(os.path.join(self.out_dir, CHECKPOINT)) as tmp:
             paddle.save(self.model.state_dict(), os.path.join(tmp, "model_state.pdparams"))
             paddle.save(self.optimizer_state(), os.path.join(tmp, "optimizer.pdopt"))
-            with open(os.path.join(tmp, "trainer_state.json"), "w", encoding="utf-8") as f:
-                json.dump(self.state, f, indent=1)
-        save_dir_atomically(os.path.join(self.out_dir, CHECKPOINT), write)
+            write_json(os.path.join(tmp, "trainer_state.json"), {**self.state, "fingerprint": self.fingerprint})
 
     def _renames(self, to_structured: bool):
         """Optimizer accumulators are keyed by parameter names (``linear_3.w_0_moment1_0``) that depend on
@@ -204,19 +214,53 @@ class Trainer:
     def optimizer_state(self) -> dict:
         return self._rename(self.optimizer.state_dict(), to_structured=True)
 
-    def load_optimizer_state(self, state: dict) -> None:
+    def load_optimizer_state(self, state: dict, source: str) -> None:
+        """Strict: every saved accumulator must belong to a parameter of this model, with its shape."""
+        shapes = {n: list(p.shape) for n, p in self.model.named_parameters()}
+        problems = []
+        for key, value in state.items():
+            if key in ("LR_Scheduler", "master_weights") or not hasattr(value, "shape"):
+                continue
+            owner = max((n for n in shapes if key.startswith(n + "_")), key=len, default=None)
+            if owner is None:
+                problems.append(f"unexpected {key}")
+            elif "moment" in key and list(value.shape) != shapes[owner]:
+                problems.append(f"{key}: checkpoint {list(value.shape)} vs parameter {shapes[owner]}")
+        if problems:
+            raise DataError(f"{source}: optimizer state does not match the model: " + "; ".join(problems[:10]) +
+                            (f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""))
         self.optimizer.set_state_dict(self._rename(state, to_structured=False))
 
+    def check_resumable(self) -> Optional[str]:
+        """The checkpoint folder to resume from, or None; raises ``ResumeMismatch`` when it belongs to another run.
+        Reads only ``trainer_state.json``, so a mismatch stops the run before anything is loaded or written."""
+        path = recover_dir(os.path.join(self.out_dir, CHECKPOINT))
+        state_file = os.path.join(path, "trainer_state.json")
+        if not os.path.isfile(state_file):
+            return None
+        saved = read_json(state_file, "trainer state").get("fingerprint", {})
+        differences = fingerprint_differences(saved, self.fingerprint)
+        if differences:
+            raise ResumeMismatch(
+                f"{path}: the checkpoint in this folder comes from a different run ({'; '.join(differences)}); "
+                f"run with --no-resume to start over here, or choose another output folder")
+        return path
+
     def resume(self) -> bool:
-        path = os.path.join(self.out_dir, CHECKPOINT)
-        if not os.path.isdir(path) and os.path.isdir(path + ".old"):
-            path += ".old"  # a crash between the two renames of save_dir_atomically
-        if not os.path.isfile(os.path.join(path, "trainer_state.json")):
+        path = self.check_resumable()
+        if path is None:
             return False
-        self.model.set_state_dict(paddle.load(os.path.join(path, "model_state.pdparams")))
-        self.load_optimizer_state(paddle.load(os.path.join(path, "optimizer.pdopt")))
-        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
-            self.state = json.load(f)
+        state_file = os.path.join(path, "trainer_state.json")
+        weights = os.path.join(path, "model_state.pdparams")
+        set_state(self.model, {k: np.asarray(v) for k, v in paddle.load(weights, return_numpy=True).items()}, weights)
+        optimizer_file = os.path.join(path, "optimizer.pdopt")
+        self.load_optimizer_state(paddle.load(optimizer_file), optimizer_file)
+        state = read_json(state_file, "trainer state")
+        state.pop("fingerprint", None)
+        missing = sorted(set(self.state) - set(state))
+        if missing:
+            raise DataError(f"{state_file}: missing keys {missing}")
+        self.state = state
         logger.info("resumed from %s at step %d", path, self.state["step"])
         return True
 
@@ -224,12 +268,10 @@ class Trainer:
         """A loadable model folder (``from_pretrained``), with the tokenizer via ``save_extra``."""
         if self.rank != 0:
             return
-
-        def write(tmp):
+        with atomic_dir(os.path.join(self.out_dir, name)) as tmp:
             self.model.save_pretrained(tmp)
             if self.save_extra:
                 self.save_extra(tmp)
-        save_dir_atomically(os.path.join(self.out_dir, name), write)
 
     def save_best(self, metrics: Dict[str, float]) -> None:
         value = metrics[self.metric]
@@ -315,52 +357,82 @@ class Trainer:
         self.scheduler.step()
         self.state["step"] += 1
 
+    @contextlib.contextmanager
+    def interruptible(self):
+        """The first Ctrl-C lets the current step finish, saves a checkpoint and raises ``Interrupted``; a second
+        one stops at once. Only in a single process's main thread (launched runs keep the launcher's handling)."""
+        import threading
+        self.interrupted = False
+        if self.world > 1 or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.interrupted:
+                raise KeyboardInterrupt
+            self.interrupted = True
+            logger.warning("Ctrl-C: stopping after this step with a checkpoint (press again to stop at once)")
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def log_window(self, step: int, losses: list, tokens: int, seconds: float, window: dict, bar) -> None:
+        """The logging window's mean loss (and per objective), learning rate and speed: log, VisualDL, bar."""
+        mean_loss = float(np.mean(losses))
+        rate = tokens / max(seconds, 1e-9)
+        lr = self.optimizer.get_lr()
+        self.state["history"].append({"step": step, "loss": mean_loss, "lr": lr})
+        self.log_scalars({"train/loss": mean_loss, "train/lr": lr, "train/tokens_per_s": rate,
+                          **{f"train/{n}_loss": float(np.mean(v)) for n, v in window.items()}})
+        self.state.setdefault("objective_losses", []).extend(
+            [step, n, float(np.mean(v))] for n, v in sorted(window.items()))
+        logger.info("step %d/%d loss %.4f lr %.3g %.0f tok/s", step, self.total_steps, mean_loss, lr, rate)
+        if bar:
+            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
+
+    def evaluate_and_save(self, step: int) -> None:
+        cfg = self.cfg
+        epoch_end = self.state["micro"] // self.per_epoch > (self.state["micro"] - cfg.accumulate) // self.per_epoch
+        last = step == self.total_steps
+        if (cfg.eval_steps and step % cfg.eval_steps == 0) or (not cfg.eval_steps and epoch_end) or last:
+            self.run_evaluation()
+        if (cfg.save_steps and step % cfg.save_steps == 0) or (not cfg.save_steps and (
+                (cfg.eval_steps and step % cfg.eval_steps == 0) or epoch_end)) or last or self.interrupted:
+            self.save_checkpoint()
+
     def train(self, resume: bool = True, stop_after: int = -1) -> dict:
         """Trains to the end (or, for tests of resuming, returns after ``stop_after`` optimizer steps)."""
         if resume:
             self.resume()
         self.model.train()
-        cfg = self.cfg
         bar = None
-        if cfg.progress and self.rank == 0:
+        if self.cfg.progress and self.rank == 0:
             from tqdm import tqdm
             bar = tqdm(total=self.total_steps, initial=self.state["step"], desc="train", dynamic_ncols=True,
                        mininterval=1.0, disable=None)  # disable=None: no bar when stderr is not a terminal
         tokens, started, losses, window = 0, time.perf_counter(), [], {}
-        while self.state["step"] < self.total_steps:
-            loss, count = self.accumulate_gradients()
-            losses.append(loss)
-            tokens += count
-            self.optimizer_step(loss)
-            step = self.state["step"]
-            name = self.last_output.get("name")
-            if name:  # one curve per objective (pretraining mixes several), averaged per logging window
-                window.setdefault(name, []).append(loss)
-            if step % cfg.logging_steps == 0 or step == self.total_steps:
-                mean_loss = float(np.mean(losses))
-                rate = tokens / max(time.perf_counter() - started, 1e-9)
-                lr = self.optimizer.get_lr()
-                self.state["history"].append({"step": step, "loss": mean_loss, "lr": lr})
-                self.log_scalars({"train/loss": mean_loss, "train/lr": lr, "train/tokens_per_s": rate,
-                                  **{f"train/{n}_loss": float(np.mean(v)) for n, v in window.items()}})
-                self.state.setdefault("objective_losses", []).extend(
-                    [step, n, float(np.mean(v))] for n, v in sorted(window.items()))
-                window = {}
-                logger.info("step %d/%d loss %.4f lr %.3g %.0f tok/s", step, self.total_steps, mean_loss, lr, rate)
+        with self.interruptible():
+            while self.state["step"] < self.total_steps:
+                loss, count = self.accumulate_gradients()
+                losses.append(loss)
+                tokens += count
+                self.optimizer_step(loss)
+                step = self.state["step"]
+                name = self.last_output.get("name")
+                if name:  # one curve per objective (pretraining mixes several), averaged per logging window
+                    window.setdefault(name, []).append(loss)
+                if step % self.cfg.logging_steps == 0 or step == self.total_steps:
+                    self.log_window(step, losses, tokens, time.perf_counter() - started, window, bar)
+                    tokens, started, losses, window = 0, time.perf_counter(), [], {}
                 if bar:
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
-                tokens, started, losses = 0, time.perf_counter(), []
-            if bar:
-                bar.update(1)
-            epoch_end = self.state["micro"] // self.per_epoch > (self.state["micro"] - cfg.accumulate) // self.per_epoch
-            if (cfg.eval_steps and step % cfg.eval_steps == 0) or (not cfg.eval_steps and epoch_end) \
-                    or step == self.total_steps:
-                self.run_evaluation()
-            if (cfg.save_steps and step % cfg.save_steps == 0) or (not cfg.save_steps and (
-                    (cfg.eval_steps and step % cfg.eval_steps == 0) or epoch_end)) or step == self.total_steps:
-                self.save_checkpoint()
-            if step == stop_after:
-                break
+                    bar.update(1)
+                self.evaluate_and_save(step)
+                if self.interrupted:
+                    raise Interrupted(step)
+                if step == stop_after:
+                    break
         if bar:
             bar.close()
         if self.evaluate is None and self.state["step"] == self.total_steps:

@@ -1,4 +1,4 @@
-"""python tasks/demo_data/make_demo_data.py [--seed 2024] [--out-dir DIR] [--check-only]
+"""python -m tasks.demo_data.make_demo_data [--seed 2024] [--out-dir DIR] [--check-only]
 
 Writes a small, made-up Chinese demo dataset for the three generation tasks of this project:
 
@@ -15,12 +15,11 @@ overlap); --check-only runs just the checks.
 import argparse
 import json
 import os
+import random
 import re
 import sys
-import random
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from paddle_unimo.fileio import write_jsonl  # noqa: E402
+from paddle_unimo.fileio import write_jsonl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 N_TRAIN, N_DEV = 240, 40

@@ -1,0 +1,209 @@
+"""What every command of the toolkit shares: YAML configs with ``-o`` overrides typed by the task, logging into
+``OUT/train.log``, building a model, the run fingerprint that guards resuming, and one way to report errors.
+
+Errors a user causes (bad data, a bad config value, a missing file, a checkpoint of another run) print one line
+``error: <file>:<line>: <what>`` (also written to ``train.log``) and exit with status 2; a traceback is shown
+only for real bugs, or for everything with ``--debug``. Ctrl-C prints ``interrupted at step N; run the same
+command to resume`` and exits with status 130.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import yaml
+
+from paddle_unimo.fileio import DataError
+from paddle_unimo.typed import ConfigError, bounded, from_dict, to_dict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+logger = logging.getLogger("paddle_unimo")
+USER_ERRORS = (DataError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+@dataclass
+class ModelSection:
+    """Which model a run starts from when no ``--model`` folder is given."""
+    preset: str = "tiny"
+    overrides: Dict[str, Any] = field(default_factory=dict)  # UNIMOConfig keys
+    vocab_dir: Optional[str] = None  # a trained tokenizer (tools/train_tokenizer.py); default: characters
+
+    def validate(self, where: str) -> None:
+        from paddle_unimo.config import PRESETS, get_preset
+        if self.preset not in PRESETS:
+            raise ConfigError(f"{where}.preset: unknown preset {self.preset!r}; known: {', '.join(sorted(PRESETS))}")
+        try:
+            get_preset(self.preset, **self.overrides)
+        except ConfigError as e:
+            raise ConfigError(f"{where}.overrides: {str(e).split(': ', 1)[-1]}") from None
+
+
+
+@dataclass
+class EvalSection:
+    max_examples: int = bounded(0, min=0)  # dev examples decoded at each evaluation during training; 0: all
+
+
+# ---- configs --------------------------------------------------------------------------------------------
+
+def parse_override(item: str):
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"-o {item!r}: expected section.key=value")
+    try:
+        return key.split("."), yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"-o {item!r}: the value is not valid YAML ({e})") from None
+
+
+def apply_overrides(config: dict, overrides: Sequence[str], known_sections: Sequence[str] = ()) -> dict:
+    """``-o section.key=value`` (the value parsed as YAML) into the raw config; the typed config that is built
+    from it afterwards refuses unknown keys and wrong types, exactly as for the YAML file."""
+    for item in overrides or []:
+        parts, value = parse_override(item)
+        node = config
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"-o {item!r}: {'.'.join(parts[:depth + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return config
+
+
+def read_yaml(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            values = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else path
+        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(values).__name__}")
+    return values
+
+
+def load_config(path: str, overrides: Sequence[str] = (), config_class=None):
+    """The YAML file with the overrides applied, typed by ``config_class`` (the task's); the raw dict when None."""
+    raw = apply_overrides(read_yaml(path), overrides)
+    return raw if config_class is None else from_dict(config_class, raw, f"{path}:")
+
+
+# ---- runs -----------------------------------------------------------------------------------------------
+
+def setup_logging(out_dir: str) -> None:
+    """INFO to OUT/train.log, and to the console unless paddle/paddlenlp already print there."""
+    os.makedirs(out_dir, exist_ok=True)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for old in [h for h in root.handlers if getattr(h, "paddle_unimo_run", False)]:
+        root.removeHandler(old)  # a previous run in this process (tests, the demo)
+        old.close()
+    handler = logging.FileHandler(os.path.join(out_dir, "train.log"), encoding="utf-8")
+    handler.paddle_unimo_run = True
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in root.handlers):
+        root.addHandler(logging.StreamHandler())
+    root.addHandler(handler)
+
+
+def build_model(model_dir: Optional[str], section: ModelSection, texts: Sequence[str]):
+    """From a checkpoint folder, or the preset with a character vocabulary built from ``texts``."""
+    import paddle
+    from paddle_unimo import UNIMOLMHeadModel, WordPieceTokenizer, get_preset, load_tokenizer
+    if model_dir:
+        return UNIMOLMHeadModel.from_pretrained(model_dir), load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(section.vocab_dir) if section.vocab_dir else WordPieceTokenizer.build_char_vocab(texts)
+    config = get_preset(section.preset, **section.overrides).replace(
+        vocab_size=tokenizer.vocab_size, unk_token_id=tokenizer.unk_token_id, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.eos_token_id,
+        mask_token_id=tokenizer.mask_token_id)
+    logger.info("no MODEL given: preset %s with a %d-token %s", section.preset, tokenizer.vocab_size,
+                f"vocabulary from {section.vocab_dir}" if section.vocab_dir
+                else "character vocabulary from the training data")
+    paddle.seed(0)
+    return UNIMOLMHeadModel(config), tokenizer
+
+
+def digest(path: str) -> str:
+    """sha256 of a file's bytes; for a folder (a region store, a model), of its files' names, sizes and the
+    bytes of its small files (index and config files), so that large shards are not read."""
+    h = hashlib.sha256()
+    if os.path.isdir(path):
+        for folder, _, names in sorted(os.walk(path)):
+            for name in sorted(names):
+                full = os.path.join(folder, name)
+                size = os.path.getsize(full)
+                h.update(f"{os.path.relpath(full, path)}\0{size}\0".encode())
+                if size < (1 << 20):
+                    h.update(digest(full).encode())
+        return h.hexdigest()[:16]
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def fingerprint(inputs: Dict[str, Optional[str]], sections: Dict[str, object], skip=()) -> Dict[str, Any]:
+    """What a run came from, as a flat dict: ``input.<name>`` -> digest of each input file or folder (or the
+    string it stands for, e.g. a preset), and ``<section>.<key>`` -> every setting except those in ``skip``."""
+    out = {}
+    for name, path in inputs.items():
+        out[f"input.{name}"] = digest(path) if path and os.path.exists(path) else str(path)
+
+    def flatten(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                flatten(f"{prefix}.{k}", v)
+        elif prefix not in skip:
+            out[prefix] = value
+    for name, section in sections.items():
+        flatten(name, to_dict(section))
+    return out
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--override", action="append", default=[],
+                        help="section.key=value (YAML value), e.g. train.lr=3e-5; repeatable")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--debug", action="store_true", help="show a traceback for every error")
+
+
+def report(level: int, message: str) -> None:
+    """``message`` once on stderr and into the run's train.log (when logging to one is set up)."""
+    print(message, file=sys.stderr)
+    record = logger.makeRecord(logger.name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "paddle_unimo_run", False):
+            handler.handle(record)
+
+
+def run_command(command: Callable[[], Any], debug: bool = False):
+    """Runs ``command``: a user's error becomes one line on stderr (and in train.log) and exit status 2,
+    Ctrl-C a resume hint and exit status 130. ``debug`` re-raises everything."""
+    from paddle_unimo.checkpoint import CheckpointError
+    try:
+        return command()
+    except (*USER_ERRORS, CheckpointError) as e:
+        if debug:
+            raise
+        message = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else str(e)
+        report(logging.ERROR, f"error: {message}")
+        raise SystemExit(2) from None
+    except KeyboardInterrupt as e:
+        if debug:
+            raise
+        from paddle_unimo.training import Interrupted
+        message = str(e) if isinstance(e, Interrupted) else \
+            "interrupted; run the same command to resume from the last checkpoint"
+        report(logging.WARNING, message)
+        raise SystemExit(130) from None

@@ -1,0 +1,51 @@
+"""Reading a predictions file for ``evaluate`` and matching it to the references, refusing anything that would
+score a silent subset: an empty file, a line without a string ``prediction``, an id that is not among the
+references or that repeats, and references left without a prediction (how many, and which ids).
+
+The file is ``predictions.jsonl`` as ``predict`` writes it (``{"id", "prediction", ...}`` per line; rows marked
+``skipped`` or ``blank`` stand for input lines that had no example and are passed over).
+"""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+from paddle_unimo.fileio import DataError, read_jsonl
+
+
+def read_predictions(path: str) -> List[Tuple[str, str, str]]:
+    """``(file:line, id, prediction)`` of every row that stands for an example."""
+    rows = []
+    for where, row in read_jsonl(path):
+        if row.get("skipped") or row.get("blank"):
+            continue
+        if "prediction" not in row:
+            raise DataError(f"{where}: missing field 'prediction' (has {sorted(row)})")
+        if not isinstance(row["prediction"], str):
+            raise DataError(f"{where}: field 'prediction' must be a string, got {type(row['prediction']).__name__}")
+        if row.get("id") is None:
+            raise DataError(f"{where}: missing field 'id' (the example's id, to match it to its reference)")
+        rows.append((where, str(row["id"]), row["prediction"]))
+    if not rows:
+        raise DataError(f"{path}: no predictions (the file is empty)")
+    return rows
+
+
+def match_predictions(rows, references: Sequence, path: str, references_path: str):
+    """The references and their predictions, in reference order; every reference needs exactly one."""
+    by_id, seen = {}, {}
+    for where, ident, prediction in rows:
+        if ident in seen:
+            raise DataError(f"{where}: id {ident!r} repeats {seen[ident]}")
+        seen[ident] = where
+        by_id[ident] = prediction
+    known = {e.id for e in references}
+    extra = [(where, ident) for where, ident, _ in rows if ident not in known]
+    if extra:
+        raise DataError(f"{extra[0][0]}: id {extra[0][1]!r} is not in the references {references_path} "
+                        f"({len(extra)} such lines)")
+    missing = [e.id for e in references if e.id not in by_id]
+    if missing:
+        shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
+        raise DataError(f"{path}: {len(missing)} of {len(references)} references have no prediction "
+                        f"(ids: {shown})")
+    return list(references), [by_id[e.id] for e in references]

@@ -1,0 +1,21 @@
+"""The task registry: every task the CLI serves, by name, imported explicitly (no directory scan).
+
+A task is one module in ``tasks/`` exposing ``TASK``, an object that declares its typed config class
+(``config_class``, the YAML files' schema), its reader (``read``), the texts of a character vocabulary
+(``texts``), ``bind(model, tokenizer, cfg)`` giving the batches, head/loss, decoding and trainer, and its
+metric (``metric``, the key that chooses the best checkpoint; ``score``). Add a task by writing its module and
+listing it below.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+from tasks import advertisegen, dureader_qg, lcsts_new
+
+TASKS: Dict[str, object] = {m.TASK.name: m.TASK for m in (dureader_qg, advertisegen, lcsts_new)}
+
+
+def get_task(name: str):
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; known: {sorted(TASKS)}")
+    return TASKS[name]

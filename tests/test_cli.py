@@ -1,0 +1,366 @@
+"""The commands as a user meets them: runs that must never be silently wrong or lose work, typed configs, and a
+corpus of broken inputs through finetune, predict, evaluate and pretrain.
+
+Every user error must end with exit status 2 and one line ``error: <file>:<line> or key: <what>`` on stderr,
+no traceback, and no file of the output folder changed (``train.log`` excepted: it records the error)."""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tasks import pretrain as pretrain_cli
+from tasks import run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "tasks", "configs", "dureader_qg_tiny.yaml")
+FAST = ["-o", "train.max_steps=2", "-o", "train.progress=false", "-o", "train.eval_steps=100000",
+        "-o", "decode.max_length=4", "-o", "decode.num_beams=2", "-o", "eval.max_examples=2",
+        "-o", "model.overrides.hidden_size=16", "-o", "model.overrides.intermediate_size=16"]
+
+
+def record(i, question=True, **extra):
+    row = {"context": f"青石镇{i}号人口{i}万", "answer": f"{i}万", "id": i, **extra}
+    if question:
+        row["question"] = f"青石镇{i}号人口多少"
+    return json.dumps(row, ensure_ascii=False)
+
+
+def write_data(folder, train_lines=None, dev_lines=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.json").write_text("\n".join(train_lines or [record(i) for i in range(12)]) + "\n", "utf-8")
+    (folder / "dev.json").write_text("\n".join(dev_lines or [record(i) for i in range(3)]) + "\n", "utf-8")
+    return folder
+
+
+def snapshot(folder):
+    """Every file of ``folder`` but train.log, with the sha256 of its bytes."""
+    out = {}
+    for base, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(base, name)
+            if name != "train.log":
+                out[os.path.relpath(path, folder)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    return out
+
+
+def user_error(capsys, argv, main=run.execute):
+    """Runs a command expected to fail on the user's input; returns its one stderr line."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    assert "Traceback" not in "\n".join(err)
+    return errors[0]
+
+
+def finetune(data, out, *extra):
+    return run.execute(["finetune", "--config", CONFIG, "--data", str(data), "--out", str(out), *FAST, *extra])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny fine-tune: its data folder and its output folder."""
+    base = tmp_path_factory.mktemp("finished")
+    data = write_data(base / "data")
+    finetune(data, base / "out")
+    return data, base / "out"
+
+
+# ---- resuming into a folder --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change", ["data", "config", "model"])
+def test_rerun_into_another_runs_folder_stops_before_doing_anything(finished, tmp_path, capsys, change):
+    data, out = finished
+    before = snapshot(out)
+    argv = ["finetune", "--config", CONFIG, "--data", str(data), "--out", str(out), *FAST]
+    if change == "data":
+        other = write_data(tmp_path / "other", [record(i + 50) for i in range(12)])
+        argv[argv.index(str(data))] = str(other)
+        expected = "input.train"
+    elif change == "config":
+        argv += ["-o", "train.lr=0.01"]
+        expected = "train.lr: 0.002 -> 0.01"
+    else:
+        argv += ["-o", "model.overrides.num_hidden_layers=1"]
+        expected = "model.overrides.num_hidden_layers: 2 -> 1"
+    line = user_error(capsys, argv)
+    assert f"{out}/checkpoint" in line and expected in line and "--no-resume" in line, line
+    assert snapshot(out) == before
+
+
+def test_rerun_with_the_same_settings_resumes_and_changes_only_logging(finished, tmp_path):
+    data, out = finished
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    metrics = finetune(data, copy, "-o", "train.logging_steps=1", "-o", "train.progress=true")
+    assert metrics["steps"] == 2  # nothing left to train: resumed at the end
+    assert "resumed from" in (copy / "train.log").read_text("utf-8")
+
+
+def test_no_resume_starts_over_in_the_same_folder(finished, tmp_path):
+    data, out = finished
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    metrics = finetune(data, copy, "-o", "train.lr=0.01", "--no-resume")
+    assert metrics["steps"] == 2
+    state = json.loads((copy / "checkpoint" / "trainer_state.json").read_text("utf-8"))
+    assert state["fingerprint"]["train.lr"] == 0.01
+
+
+def test_resume_loading_is_strict(finished, tmp_path, capsys):
+    import paddle
+    data, out = finished
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    weights = copy / "checkpoint" / "model_state.pdparams"
+    state = paddle.load(str(weights))
+    state["unimo.extra.weight"] = paddle.zeros([2])
+    name = "unimo.encoder_norm.weight"
+    state[name] = paddle.zeros([state[name].shape[0] + 1])
+    paddle.save(state, str(weights))
+    line = user_error(capsys, ["finetune", "--config", CONFIG, "--data", str(data), "--out", str(copy), *FAST])
+    assert "model_state.pdparams: checkpoint does not match the model" in line
+
+
+def test_malformed_trainer_state_names_the_file(finished, tmp_path, capsys):
+    data, out = finished
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    (copy / "checkpoint" / "trainer_state.json").write_text('{"step": 2,', "utf-8")
+    line = user_error(capsys, ["finetune", "--config", CONFIG, "--data", str(data), "--out", str(copy), *FAST])
+    assert f"{copy}/checkpoint/trainer_state.json:1: malformed trainer state" in line
+
+
+# ---- evaluate and predict ----------------------------------------------------------------------------------
+
+def test_evaluate_never_touches_a_finetune_folders_results(finished, tmp_path):
+    data, out = finished
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    before = snapshot(copy)
+    metrics = run.execute(["evaluate", "--config", CONFIG, "--data", str(data), "--out", str(copy)])
+    after = snapshot(copy)
+    assert {k: v for k, v in after.items() if not k.startswith("eval")} == before
+    finetuned = json.loads((copy / "metrics.json").read_text("utf-8"))
+    assert {"loss_curve", "steps", "best_eval_bleu4", "skipped_lines", "truncated"} <= set(finetuned)
+    assert json.loads((copy / "eval" / "metrics.json").read_text("utf-8"))["bleu4"] == metrics["bleu4"]
+    assert metrics["bleu4"] == pytest.approx(finetuned["bleu4"])  # the same predictions, scored again
+
+
+def test_predict_skip_bad_keeps_one_output_line_per_input_line(finished, tmp_path):
+    data, out = finished
+    lines = [record(0), "{broken", record(1), "", record(2, context=5), record(3)]
+    source = tmp_path / "input.json"
+    source.write_text("\n".join(lines) + "\n", "utf-8")
+    result = run.execute(["predict", "--config", CONFIG, "--model", str(out / "best"), "--input", str(source),
+                       "--out", str(tmp_path / "pred"), "--skip-bad", *FAST])
+    texts = (tmp_path / "pred" / "predictions.txt").read_text("utf-8").split("\n")[:-1]
+    rows = [json.loads(x) for x in (tmp_path / "pred" / "predictions.jsonl").read_text("utf-8").splitlines()]
+    assert len(texts) == len(rows) == len(lines)
+    assert [r["line"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert texts[1] == texts[3] == texts[4] == ""
+    assert all(texts[i] for i in (0, 2, 5)) and [rows[i]["id"] for i in (0, 2, 5)] == ["0", "1", "3"]
+    assert [(s["line"], "malformed JSON" in s["reason"]) for s in result["skipped"]][0] == (2, True)
+    assert [s["line"] for s in result["skipped"]] == [2, 5] and result["skipped_lines"] == 2
+    skipped = [json.loads(x) for x in (tmp_path / "pred" / "skipped.jsonl").read_text("utf-8").splitlines()]
+    assert [s["line"] for s in skipped] == [2, 5] and "'context' must be a string" in skipped[1]["reason"]
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("", "no predictions (the file is empty)"),
+    ('{"id": "0", "prediction": "a"}\n{"id": "1", "prediction": "b"}\n', "1 of 3 references have no prediction (ids: 2)"),
+    ('{"id": "0", "prediction": "a"}\n{"id": "1"}\n', "preds.jsonl:2: missing field 'prediction'"),
+    ('{"id": "0", "prediction": 5}\n', "preds.jsonl:1: field 'prediction' must be a string, got int"),
+    ('{"id": "0", "prediction": "a"}\n{"id": "0", "prediction": "b"}\n', "preds.jsonl:2: id '0' repeats"),
+    ('{"id": "9", "prediction": "a"}\n', "preds.jsonl:1: id '9' is not in the references"),
+    ('{"id": "0", "prediction": "a"\n', "preds.jsonl:1: malformed JSON"),
+])
+def test_evaluate_refuses_broken_prediction_files(finished, tmp_path, capsys, content, expected):
+    data, _ = finished
+    path = tmp_path / "preds.jsonl"
+    path.write_text(content, "utf-8")
+    line = user_error(capsys, ["evaluate", "--config", CONFIG, "--data", str(data), "--predictions", str(path),
+                               "--out", str(tmp_path / "eval")])
+    assert expected in line, line
+    assert not (tmp_path / "eval" / "eval" / "metrics.json").exists()
+
+
+# ---- typed configs -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.batch_size=0", "train.batch_size: 0 is out of range (allowed: >= 1)"),
+    ("train.epochs=0", "train.epochs: 0 is out of range"),
+    ("train.accumulate=0", "train.accumulate: 0 is out of range"),
+    ("train.logging_steps=0", "train.logging_steps: 0 is out of range"),
+    ("train.max_steps=0", "train.max_steps: 0 trains nothing"),
+    ("train.lr=-1e-3", "train.lr: -0.001 is out of range"),
+    ("train.amp_level=O3", "train.amp_level: 'O3' is not one of ['O1', 'O2']"),
+    ("decode.num_beams=0", "decode.num_beams: 0 is out of range"),
+    ("decode.batch_size=0", "decode.batch_size: 0 is out of range"),
+    ("decode.decode_strategy=beam", "decode.decode_strategy: 'beam' is not one of"),
+    ("decode.max_length=0", "decode.max_length: 0 is out of range"),
+    ("decode.num_return_sequences=5", "decode.num_return_sequences: 5 is above num_beams 2"),
+    ("data.max_seq_len=400", "data.max_seq_len: 400 is above the model's 160 position embeddings"),
+    ("decode.max_length=400", "decode.max_length: 400 is above the model's 160 position embeddings"),
+    ("train.lr=fast", "train.lr: expected a number, got 'fast'"),
+    ("train.recompute=maybe", "train.recompute: expected true or false, got 'maybe'"),
+    ("model.preset=huge", "model.preset: unknown preset 'huge'"),
+    ("model.overrides.hiden_size=3", "model.overrides: unknown key hiden_size"),
+    ("data.max_titel_len=3", "data: unknown key max_titel_len; known: default_dir"),
+    ("train.learning_rate=1e-3", "train: unknown key learning_rate; known: accumulate"),
+    ("decode.beams=3", "decode: unknown key beams"),
+    ("eval.max_example=3", "eval: unknown key max_example; known: max_examples"),
+    ("model.vocab=x", "model: unknown key vocab; known: overrides, preset, vocab_dir"),
+])
+def test_every_bad_setting_is_one_clear_error_before_training(tmp_path, capsys, override, expected):
+    data = write_data(tmp_path / "data")
+    out = tmp_path / "out"
+    line = user_error(capsys, ["finetune", "--config", CONFIG, "--data", str(data), "--out", str(out), *FAST,
+                               "-o", override])
+    assert expected in line and CONFIG in line, line
+    assert snapshot(out) == {}  # nothing but the log
+
+
+def test_scientific_notation_in_a_yaml_file_trains(tmp_path):
+    config = yaml.safe_load(open(CONFIG, encoding="utf-8"))
+    text = yaml.safe_dump(config, allow_unicode=True).replace("lr: 0.002", "lr: 3e-3").replace(
+        "eps: 1.0e-06", "eps: 1e-8").replace("label_smoothing: 0.1", "label_smoothing: 1e-1")
+    assert "lr: 3e-3" in text and "eps: 1e-8" in text and "label_smoothing: 1e-1" in text
+    assert yaml.safe_load(text)["train"]["lr"] == "3e-3"  # PyYAML reads it as a string
+    path = tmp_path / "config.yaml"
+    path.write_text(text, "utf-8")
+    cfg = run.load_config(str(path), [], run.get_task("dureader_qg").config_class)
+    assert (cfg.train.lr, cfg.train.eps, cfg.train.label_smoothing) == (3e-3, 1e-8, 0.1)
+    metrics = run.execute(["finetune", "--config", str(path), "--data", str(write_data(tmp_path / "data")),
+                        "--out", str(tmp_path / "out"), *FAST])
+    state = json.loads((tmp_path / "out" / "checkpoint" / "trainer_state.json").read_text("utf-8"))
+    assert metrics["steps"] == 2 and state["fingerprint"]["train.lr"] == 0.003
+
+
+def test_bom_at_the_start_of_a_data_file_is_accepted(tmp_path):
+    data = write_data(tmp_path / "data")
+    train = data / "train.json"
+    train.write_bytes(b"\xef\xbb\xbf" + train.read_bytes())
+    metrics = finetune(data, tmp_path / "out")
+    assert metrics["skipped_lines"] == 0 and metrics["steps"] == 2
+
+
+# ---- the corpus of broken inputs ---------------------------------------------------------------------------
+
+BROKEN_DATA = {  # name -> (train file content or None for a folder, expected text)
+    "malformed": ("\n".join([record(i) for i in range(5)] + ['{"context": "x",']), "train.json:6: malformed JSON"),
+    "missing_field": ("\n".join([record(i) for i in range(5)] + [record(9, question=False)]),
+                      "train.json:6: missing field 'question'"),
+    "empty_target": ("\n".join([record(i) for i in range(3)] + [record(7, question=False, question_="")]).replace(
+        '"question_"', '"question"'), "train.json:4: empty target 'question'"),
+    "not_utf8": (b"\n".join([record(i).encode() for i in range(3)] + ['{"context": "'.encode() + b"\xff\xfe" +
+                                                                      b'"}']), "train.json:4: not UTF-8"),
+    "directory": (None, "train.json: is a folder, not a file"),
+    "empty_file": ("", "train.json: empty file"),
+    "wrong_type": ("\n".join([record(i) for i in range(3)] + [record(5, context=["a"])]),
+                   "train.json:4: field 'context' must be a string"),
+}
+
+
+def write_broken(folder, content):
+    folder.mkdir(parents=True)
+    (folder / "dev.json").write_text(record(1) + "\n", "utf-8")
+    if content is None:
+        (folder / "train.json").mkdir()
+    elif isinstance(content, bytes):
+        (folder / "train.json").write_bytes(content + b"\n")
+    else:
+        (folder / "train.json").write_text(content + ("\n" if content else ""), "utf-8")
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_DATA))
+def test_broken_inputs_through_finetune_and_predict(finished, tmp_path, capsys, case):
+    content, expected = BROKEN_DATA[case]
+    folder = tmp_path / "data"
+    write_broken(folder, content)
+    out = tmp_path / "out"
+    shutil.copytree(finished[1], out)  # a folder with results that must survive
+    before = snapshot(out)
+    line = user_error(capsys, ["finetune", "--config", CONFIG, "--data", str(folder), "--out", str(out), *FAST])
+    assert expected in line, line
+    if case not in ("empty_target", "missing_field"):  # predict needs no target
+        line = user_error(capsys, ["predict", "--config", CONFIG, "--model", str(finished[1] / "best"),
+                                   "--input", str(folder / "train.json"), "--out", str(out), *FAST])
+        assert expected in line, line
+    assert snapshot(out) == before
+
+
+def test_broken_config_types_through_every_command(finished, tmp_path, capsys):
+    config = yaml.safe_load(open(CONFIG, encoding="utf-8"))
+    config["train"]["batch_size"] = "sixteen"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), "utf-8")
+    out = tmp_path / "out"
+    shutil.copytree(finished[1], out)
+    before = snapshot(out)
+    for argv in (["finetune"], ["predict", "--model", str(finished[1] / "best")], ["evaluate"]):
+        line = user_error(capsys, [*argv, "--config", str(path), "--data", str(finished[0]), "--out", str(out)])
+        assert f"{path}: train.batch_size: expected an integer, got 'sixteen'" in line, line
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("case", ["malformed", "directory", "not_utf8", "config_type", "unknown_key"])
+def test_broken_inputs_through_pretrain(tmp_path, capsys, case):
+    config = yaml.safe_load(open(os.path.join(ROOT, "tasks", "configs", "pretrain_tiny.yaml"), encoding="utf-8"))
+    corpus = tmp_path / "corpus.json"
+    config["corpora"] = [{"name": "text", "kind": "text", "paths": [str(corpus)], "fields": ["context"],
+                          "objectives": ["span_mlm"], "ratio": 1.0}]
+    good = [record(i) for i in range(4)]
+    expected = {"malformed": "corpus.json:5: malformed JSON", "directory": "corpus.json: is a folder, not a file",
+                "not_utf8": "corpus.json:5: not UTF-8", "config_type": "corpora[0].ratio: expected a number",
+                "unknown_key": "corpora[0]: unknown key path; known:"}[case]
+    if case == "directory":
+        corpus.mkdir()
+    else:
+        corpus.write_bytes("\n".join(good).encode() + (b"\n{broken" if case == "malformed" else b"\n\xff"
+                                                      if case == "not_utf8" else b""))
+    if case == "config_type":
+        config["corpora"][0]["ratio"] = "lots"
+    if case == "unknown_key":
+        config["corpora"][0]["path"] = config["corpora"][0].pop("paths")
+    path = tmp_path / "pretrain.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), "utf-8")
+    out = tmp_path / "out"
+    line = user_error(capsys, ["--config", str(path), "--out", str(out), "-o", "train.max_steps=2",
+                               "-o", "train.progress=false"], main=pretrain_cli.execute)
+    assert expected in line, line
+    assert snapshot(out) == {}
+
+
+def test_the_real_command_prints_one_line_and_exits_2(tmp_path):
+    """As a shell user sees it: no traceback, status 2, the line also in train.log."""
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "tasks.run", "finetune", "--task", "dureader_qg", "--out",
+                             str(out), "-o", "train.batch_size=0"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2, result.stderr
+    errors = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert errors == [f"error: {CONFIG}: train.batch_size: 0 is out of range (allowed: >= 1)"], result.stderr
+    assert "Traceback" not in result.stderr
+    assert errors[0] in (out / "train.log").read_text("utf-8")
+    debug = subprocess.run([sys.executable, "-m", "tasks.run", "finetune", "--task", "dureader_qg", "--out",
+                            str(out), "-o", "train.batch_size=0", "--debug"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_malformed_model_config_names_the_file(finished, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(finished[1] / "best", model)
+    (model / "config.json").write_text('{"vocab_size": 40,\n "hidden_size": }', "utf-8")
+    line = user_error(capsys, ["predict", "--config", CONFIG, "--model", str(model), "--out", str(tmp_path / "p"),
+                               "--data", str(finished[0])])
+    assert f"{model}/config.json:2: malformed model config" in line, line
