@@ -43,7 +43,7 @@ OVERRIDES = $(foreach o,$(O),-o $(o))
 
 demo: $(STAMP)
 	$(PY) -m tasks.demo --out $(if $(filter command line environment,$(origin OUT)),$(OUT),out/demo) \
-		$(if $(MODEL),--model "$(MODEL)")
+		$(if $(MODEL),--model "$(MODEL)") $(OVERRIDES)
 
 finetune: $(STAMP)
 	$(PY) -m tasks.run finetune --task $(TASK) --config $(CONFIG) --out "$(OUT)" $(if $(MODEL),--model "$(MODEL)") \
@@ -60,7 +60,7 @@ predict: $(STAMP)
 evaluate: $(STAMP)
 	$(PY) -m tasks.run evaluate --task $(TASK) --config $(CONFIG) --out "$(OUT)/predict" \
 		--predictions "$(or $(PRED),$(OUT)/predict/predictions.jsonl)" $(if $(DATA),--data "$(DATA)") \
-		$(if $(REFS),--references "$(REFS)")
+		$(if $(REFS),--references "$(REFS)") $(OVERRIDES)
 
 # make export [MODEL=$(OUT)/best] -> $(OUT)/inference (Paddle Inference: prefill/step .json + .pdiparams)
 export: $(STAMP)

@@ -30,8 +30,12 @@ def cpu_count() -> int:
 
 def cpu_defaults() -> Dict[str, str]:
     """Sets ``MKL_DEBUG_CPU_TYPE=5`` and ``OMP_NUM_THREADS=<cores>`` unless the user set them; returns what it
-    set. They only act when set before paddle is imported: a call after that logs a warning and sets nothing."""
-    wanted = {"MKL_DEBUG_CPU_TYPE": "5", "OMP_NUM_THREADS": str(cpu_count())}
+    set. Under ``paddle.distributed.launch`` the cores are shared among the node's processes
+    (``PADDLE_LOCAL_SIZE``). They only act when set before paddle is imported: a call after that logs a warning
+    and sets nothing."""
+    local = os.environ.get("PADDLE_LOCAL_SIZE", "1")
+    threads = max(1, cpu_count() // max(1, int(local) if local.isdigit() else 1))
+    wanted = {"MKL_DEBUG_CPU_TYPE": "5", "OMP_NUM_THREADS": str(threads)}
     missing = {k: v for k, v in wanted.items() if k not in os.environ}
     if not missing:
         return {}

@@ -139,6 +139,10 @@ def load_corpus(spec: dict, tokenizer, root: str = "", chinese: bool = False) ->
         items = [store.get(i) for i in store.ids()]
     else:
         items = read_captions(path(spec.captions), RegionStore(path(spec.regions)), tokenizer)
+    if not items:
+        sources = ", ".join(path(p) for p in spec.paths) if spec.kind == "text" else path(spec.regions)
+        raise fileio.DataError(f"{sources}: corpus {spec.name!r} has no usable item"
+                               + (f" (no non-blank text in the fields {list(spec.fields)})" if spec.fields else ""))
     return Corpus(spec.name, spec.kind, list(spec.objectives), spec.ratio, items)
 
 
@@ -229,4 +233,8 @@ def objective_configs(names: Sequence[str], overrides: Dict[str, dict], tokenize
         cls = get_objective(name).config
         values = {k: v for k, v in model_values.items() if k in cls.__dataclass_fields__}
         configs[name] = from_dict(cls, {**values, **overrides.get(name, {})}, f"objectives.{name}")
+        limit = model_config.max_position_embeddings - model_config.position_start
+        if getattr(configs[name], "max_seq_len", 0) > limit:
+            raise ConfigError(f"objectives.{name}.max_seq_len: {configs[name].max_seq_len} is above the model's "
+                              f"{model_config.max_position_embeddings} position embeddings (allowed: <= {limit})")
     return configs

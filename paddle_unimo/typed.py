@@ -10,6 +10,7 @@ function checks them all, and every message names the place: ``file: section.key
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import re
 import types
 import typing
@@ -93,11 +94,11 @@ def coerce(value, annotation, where: str):
     if annotation is float:
         if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
             return float(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):  # numpy scalars too
             return float(value)
     elif annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
     elif annotation is bool or annotation is str:
         if isinstance(value, annotation):
             return value

@@ -34,13 +34,10 @@ class ModelSection:
     vocab_dir: Optional[str] = None  # a trained tokenizer (tools/train_tokenizer.py); default: characters
 
     def validate(self, where: str) -> None:
-        from paddle_unimo.config import PRESETS, get_preset
+        from paddle_unimo.config import PRESETS, UNIMOConfig
         if self.preset not in PRESETS:
             raise ConfigError(f"{where}.preset: unknown preset {self.preset!r}; known: {', '.join(sorted(PRESETS))}")
-        try:
-            get_preset(self.preset, **self.overrides)
-        except ConfigError as e:
-            raise ConfigError(f"{where}.overrides: {str(e).split(': ', 1)[-1]}") from None
+        UNIMOConfig.from_dict({**PRESETS[self.preset].to_dict(), **self.overrides}, source=f"{where}.overrides")
 
 
 
@@ -134,22 +131,29 @@ def build_model(model_dir: Optional[str], section: ModelSection, texts: Sequence
     return UNIMOLMHeadModel(config), tokenizer
 
 
+FULL_HASH_LIMIT = 1 << 30  # files up to 1 GiB (data files, model weights) are hashed whole
+
+
 def digest(path: str) -> str:
-    """sha256 of a file's bytes; for a folder (a region store, a model), of its files' names, sizes and the
-    bytes of its small files (index and config files), so that large shards are not read."""
+    """sha256 of what a run reads: a file's bytes; for a folder (a model, a region store), every file's name and
+    bytes. A file above ``FULL_HASH_LIMIT`` (a region store's shards) is represented by its size, modification
+    time and first and last MiB, so resuming a run over a large store does not read all of it again."""
     h = hashlib.sha256()
     if os.path.isdir(path):
         for folder, _, names in sorted(os.walk(path)):
             for name in sorted(names):
                 full = os.path.join(folder, name)
-                size = os.path.getsize(full)
-                h.update(f"{os.path.relpath(full, path)}\0{size}\0".encode())
-                if size < (1 << 20):
-                    h.update(digest(full).encode())
+                h.update(f"{os.path.relpath(full, path)}\0{digest(full)}\0".encode())
         return h.hexdigest()[:16]
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
+        if size <= FULL_HASH_LIMIT:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        else:
+            h.update(f"{size}\0{os.stat(path).st_mtime_ns}\0".encode() + f.read(1 << 20))
+            f.seek(size - (1 << 20))
+            h.update(f.read())
     return h.hexdigest()[:16]
 
 

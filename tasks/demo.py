@@ -33,6 +33,8 @@ def execute(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join("out", "demo"))
     parser.add_argument("--model", help="a unimo-text checkpoint folder; default: the tiny preset")
+    parser.add_argument("-o", "--override", action="append", default=[],
+                        help="section.key=value for every task's config, e.g. train.recompute=true")
     parser.add_argument("--tasks", nargs="+", default=["dureader_qg", "advertisegen", "lcsts_new"],
                         choices=sorted(TASKS))
     args = parser.parse_args(argv)
@@ -42,7 +44,8 @@ def execute(argv=None):
         started = time.time()
         argv_task = ["finetune", "--config", os.path.join(ROOT, "tasks", "configs", f"{task}_{size}.yaml"),
                      "--out", os.path.join(args.out, task), "--no-resume"]
-        metrics = run.execute(argv_task + (["--model", args.model] if args.model else []))
+        extra = [x for o in args.override for x in ("-o", o)] + (["--model", args.model] if args.model else [])
+        metrics = run.execute(argv_task + extra)
         rows.append((task, metrics, (time.time() - started) / 60))
     print("\n" + table(rows))
     print(f"\nmetrics.json, predictions, train.log, VisualDL logs (vdl/) and best/ are in {args.out}/<task>/")

@@ -52,6 +52,12 @@ class Seq2SeqData:
 class GenerationDecode(DecodeConfig):
     batch_size: int = bounded(16, min=1)  # sources decoded together
 
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        if self.num_return_sequences != 1:
+            raise ConfigError(f"{where}.num_return_sequences: {self.num_return_sequences}; a task writes one "
+                              "prediction per example (allowed: 1)")
+
 
 @dataclass
 class GenerationConfig:

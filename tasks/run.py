@@ -60,9 +60,12 @@ def write_skipped(out: str, reports) -> int:
     """Every skipped input line with its reason in ``OUT/skipped.jsonl``; returns how many."""
     from paddle_unimo.fileio import write_jsonl
     skipped = [s for r in reports for s in r.skipped]
+    path = os.path.join(out, "skipped.jsonl")
     if skipped:
-        write_jsonl(os.path.join(out, "skipped.jsonl"), skipped)
-        logger.warning("skipped %d bad input lines, listed in %s", len(skipped), os.path.join(out, "skipped.jsonl"))
+        write_jsonl(path, skipped)
+        logger.warning("skipped %d bad input lines, listed in %s", len(skipped), path)
+    elif os.path.exists(path):
+        os.remove(path)  # an earlier run's list would contradict this run's count
     return len(skipped)
 
 
@@ -77,7 +80,7 @@ def finetune(args) -> dict:
     model, tokenizer = build_model(args.model, cfg.model, task.texts(train))
     check_lengths(cfg, model.config, config_path)
     runner = task.bind(model, tokenizer, cfg)
-    sections = {"model": cfg.model, "data": cfg.data, "train": cfg.train}
+    sections = {"model": cfg.model, "data": cfg.data, "train": cfg.train, "decode": cfg.decode, "eval": cfg.eval}
     run_id = fingerprint({**paths, "model": args.model or f"preset {cfg.model.preset}"}, sections,
                          skip={"data.default_dir", *(f"train.{k}" for k in cfg.train.RESUMABLE_CHANGES)})
     trainer = runner.trainer(train, dev, args.out, run_id)

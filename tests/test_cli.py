@@ -76,7 +76,7 @@ def finished(tmp_path_factory):
 
 # ---- resuming into a folder --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("change", ["data", "config", "model"])
+@pytest.mark.parametrize("change", ["data", "config", "model", "decode"])
 def test_rerun_into_another_runs_folder_stops_before_doing_anything(finished, tmp_path, capsys, change):
     data, out = finished
     before = snapshot(out)
@@ -88,9 +88,12 @@ def test_rerun_into_another_runs_folder_stops_before_doing_anything(finished, tm
     elif change == "config":
         argv += ["-o", "train.lr=0.01"]
         expected = "train.lr: 0.002 -> 0.01"
-    else:
+    elif change == "model":
         argv += ["-o", "model.overrides.num_hidden_layers=1"]
         expected = "model.overrides.num_hidden_layers: 2 -> 1"
+    else:  # decoding chooses the best checkpoint, so it is part of the run
+        argv += ["-o", "decode.num_beams=3"]
+        expected = "decode.num_beams: 2 -> 3"
     line = user_error(capsys, argv)
     assert f"{out}/checkpoint" in line and expected in line and "--no-resume" in line, line
     assert snapshot(out) == before
@@ -137,6 +140,20 @@ def test_malformed_trainer_state_names_the_file(finished, tmp_path, capsys):
     (copy / "checkpoint" / "trainer_state.json").write_text('{"step": 2,', "utf-8")
     line = user_error(capsys, ["finetune", "--config", CONFIG, "--data", str(data), "--out", str(copy), *FAST])
     assert f"{copy}/checkpoint/trainer_state.json:1: malformed trainer state" in line
+    (copy / "checkpoint" / "trainer_state.json").write_text("[]", "utf-8")
+    line = user_error(capsys, ["finetune", "--config", CONFIG, "--data", str(data), "--out", str(copy), *FAST])
+    assert f"{copy}/checkpoint/trainer_state.json: not a trainer state" in line
+
+
+def test_digest_reads_every_byte_of_a_weights_file(tmp_path):
+    from tasks.cli import digest
+    for name, fill in (("a", 0), ("b", 1)):
+        (tmp_path / name).mkdir()
+        data = bytearray(3 << 20)
+        data[2 << 20] = fill  # differs in the middle only: the same size, the same first and last MiB
+        (tmp_path / name / "model_state.pdparams").write_bytes(bytes(data))
+    assert digest(str(tmp_path / "a")) != digest(str(tmp_path / "b"))
+    assert digest(str(tmp_path / "a")) == digest(str(tmp_path / "a"))
 
 
 # ---- evaluate and predict ----------------------------------------------------------------------------------
@@ -214,6 +231,8 @@ def test_evaluate_refuses_broken_prediction_files(finished, tmp_path, capsys, co
     ("train.recompute=maybe", "train.recompute: expected true or false, got 'maybe'"),
     ("model.preset=huge", "model.preset: unknown preset 'huge'"),
     ("model.overrides.hiden_size=3", "model.overrides: unknown key hiden_size"),
+    ("model.overrides.hidden_size=big", "model.overrides.hidden_size: expected an integer, got 'big'"),
+    ("decode.num_return_sequences=2", "decode.num_return_sequences: 2; a task writes one prediction per example"),
     ("data.max_titel_len=3", "data: unknown key max_titel_len; known: default_dir"),
     ("train.learning_rate=1e-3", "train: unknown key learning_rate; known: accumulate"),
     ("decode.beams=3", "decode: unknown key beams"),
@@ -295,6 +314,9 @@ def test_broken_inputs_through_finetune_and_predict(finished, tmp_path, capsys, 
         line = user_error(capsys, ["predict", "--config", CONFIG, "--model", str(finished[1] / "best"),
                                    "--input", str(folder / "train.json"), "--out", str(out), *FAST])
         assert expected in line, line
+    line = user_error(capsys, ["evaluate", "--config", CONFIG, "--references", str(folder / "train.json"),
+                               "--predictions", str(finished[1] / "predictions.jsonl"), "--out", str(out)])
+    assert expected in line, line
     assert snapshot(out) == before
 
 
@@ -312,7 +334,8 @@ def test_broken_config_types_through_every_command(finished, tmp_path, capsys):
     assert snapshot(out) == before
 
 
-@pytest.mark.parametrize("case", ["malformed", "directory", "not_utf8", "config_type", "unknown_key"])
+@pytest.mark.parametrize("case", ["malformed", "directory", "not_utf8", "empty_file", "no_field", "config_type",
+                                  "unknown_key", "length"])
 def test_broken_inputs_through_pretrain(tmp_path, capsys, case):
     config = yaml.safe_load(open(os.path.join(ROOT, "tasks", "configs", "pretrain_tiny.yaml"), encoding="utf-8"))
     corpus = tmp_path / "corpus.json"
@@ -321,9 +344,16 @@ def test_broken_inputs_through_pretrain(tmp_path, capsys, case):
     good = [record(i) for i in range(4)]
     expected = {"malformed": "corpus.json:5: malformed JSON", "directory": "corpus.json: is a folder, not a file",
                 "not_utf8": "corpus.json:5: not UTF-8", "config_type": "corpora[0].ratio: expected a number",
-                "unknown_key": "corpora[0]: unknown key path; known:"}[case]
+                "unknown_key": "corpora[0]: unknown key path; known:",
+                "empty_file": "corpus.json: corpus 'text' has no usable item",
+                "no_field": "corpus.json: corpus 'text' has no usable item (no non-blank text in the fields",
+                "length": "objectives.span_mlm.max_seq_len: 400 is above the model's 160 position embeddings"}[case]
     if case == "directory":
         corpus.mkdir()
+    elif case == "empty_file":
+        corpus.write_bytes(b"")
+    elif case == "no_field":
+        corpus.write_text("\n".join(json.dumps({"question": f"q{i}"}) for i in range(4)) + "\n", "utf-8")
     else:
         corpus.write_bytes("\n".join(good).encode() + (b"\n{broken" if case == "malformed" else b"\n\xff"
                                                       if case == "not_utf8" else b""))
@@ -331,6 +361,8 @@ def test_broken_inputs_through_pretrain(tmp_path, capsys, case):
         config["corpora"][0]["ratio"] = "lots"
     if case == "unknown_key":
         config["corpora"][0]["path"] = config["corpora"][0].pop("paths")
+    if case == "length":
+        config["objectives"]["span_mlm"]["max_seq_len"] = 400
     path = tmp_path / "pretrain.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), "utf-8")
     out = tmp_path / "out"

@@ -155,7 +155,10 @@ def test_objective_config_values_are_checked():
     with pytest.raises(ConfigError, match=r"objectives.region.mask_ratio: expected a number, got 'many'"):
         objective_config("tiny", {"region": {"mask_ratio": "many"}})
     with pytest.raises(ConfigError, match=r"objectives.cmcl.tau: 0.0 is out of range"):
-        objective_config("tiny", {"cmcl": {"tau": 0}})
+        objective_config("unimo-base-en", {"cmcl": {"tau": 0}})
+    with pytest.raises(ConfigError, match=r"objectives.region.max_seq_len: 512 is above the model's 128 position "
+                                          r"embeddings \(allowed: <= 128\)"):
+        objective_config("tiny")  # every objective's text must fit the position table
 
 
 def test_pretrain_model_recompute_gives_the_same_loss_and_gradients():

@@ -20,8 +20,9 @@ same dropout masks as an uninterrupted one. Checkpoints are written to a tempora
 
 A checkpoint records the run's *fingerprint* (given by the caller: hashes of the data files, the model it
 started from, the settings that change the run). Resuming into a folder whose checkpoint has another
-fingerprint stops before anything is loaded or written (``ResumeMismatch``), and loading is strict: a
-missing, unexpected or mis-shaped tensor of the model or the optimizer is an error. Ctrl-C finishes the
+fingerprint stops before the checkpoint is loaded or anything is written (``ResumeMismatch``), and loading
+is strict: a missing, unexpected or mis-shaped model tensor, and an unexpected or mis-shaped optimizer
+tensor, is an error (a parameter that was never updated has no moments yet, as in an uninterrupted run). Ctrl-C finishes the
 current step, saves a checkpoint and raises ``Interrupted``.
 """
 from __future__ import annotations
@@ -238,7 +239,10 @@ class Trainer:
         state_file = os.path.join(path, "trainer_state.json")
         if not os.path.isfile(state_file):
             return None
-        saved = read_json(state_file, "trainer state").get("fingerprint", {})
+        state = read_json(state_file, "trainer state")
+        if not isinstance(state, dict) or not isinstance(state.get("fingerprint", {}), dict):
+            raise DataError(f"{state_file}: not a trainer state (expected a JSON object with a fingerprint)")
+        saved = state.get("fingerprint", {})
         differences = fingerprint_differences(saved, self.fingerprint)
         if differences:
             raise ResumeMismatch(
