@@ -12,17 +12,12 @@ the optional title and the target, and which extra metrics apply. The adapter de
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
-import numpy as np
-
 from paddle_unimo.data.seq2seq import (Example, Fields, Seq2SeqEncoder, decoding_batch, postprocess, read_examples,
                                        training_batch)
-from paddle_unimo.fileio import atomic_write
 from paddle_unimo.generation import DecodeConfig
 from paddle_unimo.training import TrainConfig
 from paddle_unimo.typed import ConfigError, bounded
@@ -110,6 +105,22 @@ class GenerationTask:
     def bind(self, model, tokenizer, cfg: GenerationConfig) -> "GenerationRunner":
         return GenerationRunner(self, model, tokenizer, cfg)
 
+    @staticmethod
+    def load_model(folder: str):
+        """The fine-tuned model of a ``best/`` folder (the LM head model)."""
+        from paddle_unimo import UNIMOLMHeadModel
+        return UNIMOLMHeadModel.from_pretrained(folder)
+
+    @staticmethod
+    def check(cfg: GenerationConfig, model_config, where: str) -> None:
+        check_lengths(cfg, model_config, where)
+
+    @staticmethod
+    def prediction_row(example: Example, prediction: str) -> dict:
+        """The row of ``predictions.jsonl`` for one example."""
+        return {"id": example.id, "line": example.line, "source": example.source, "title": example.title,
+                "target": example.target, "prediction": prediction}
+
     def score(self, examples: Sequence[Example], predictions: Sequence[str], train_examples=()) -> dict:
         """BLEU-4, ROUGE, distinct-n against the examples' targets, and the consistency report."""
         from paddle_unimo.metrics import bleu4, consistency_report, distinct_n, rouge
@@ -166,34 +177,3 @@ class GenerationRunner:
                        evaluate=evaluate if dev else None, metric=self.task.metric, greater_is_better=True,
                        save_extra=self.tokenizer.save_pretrained, count=lambda batch: len(batch["labels"]),
                        fingerprint=fingerprint)
-
-
-def write_predictions(out_dir: str, rows: Sequence[dict]) -> str:
-    """``predictions.jsonl`` (one row per input line: id, line, source, title, target, prediction, and
-    ``skipped`` with the reason for a skipped line) and ``predictions.txt`` (one prediction per input line, an
-    empty line for a skipped one), so that a submission file never shifts against its input."""
-    path = os.path.join(out_dir, "predictions.jsonl")
-    atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    atomic_write(os.path.join(out_dir, "predictions.txt"),
-                 "".join(" ".join(r["prediction"].split()) + "\n" for r in rows))
-    return path
-
-
-def prediction_rows(examples: Sequence[Example], predictions: Sequence[str], report) -> list:
-    """One row per input line up to the file's last non-blank line, in order: the example's prediction, or an
-    empty prediction with ``skipped`` (the reason) for a skipped line, or ``blank`` for a blank line."""
-    rows = {e.line: {"id": e.id, "line": e.line, "source": e.source, "title": e.title, "target": e.target,
-                     "prediction": p} for e, p in zip(examples, predictions)}
-    for s in report.skipped:
-        rows[s["line"]] = {"id": None, "line": s["line"], "prediction": "", "skipped": s["reason"]}
-    last = max([report.lines, *rows])
-    return [rows.get(n, {"id": None, "line": n, "prediction": "", "blank": True}) for n in range(1, last + 1)]
-
-
-def mean_loss_curve(history: Sequence[dict]) -> List[List[float]]:
-    return [[h["step"], round(h["loss"], 5)] for h in history if "loss" in h]
-
-
-def describe(metrics: dict) -> str:
-    keys = ("bleu4", "rouge1", "rouge2", "rougeL", "distinct1", "distinct2")
-    return " ".join(f"{k} {metrics[k]:.2f}" for k in keys if isinstance(metrics.get(k), (int, float, np.floating)))

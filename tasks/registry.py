@@ -2,8 +2,10 @@
 
 A task is one module in ``tasks/`` exposing ``TASK``, an object that declares its typed config class
 (``config_class``, the YAML files' schema), its reader (``read``), the texts of a character vocabulary
-(``texts``), ``bind(model, tokenizer, cfg)`` giving the batches, head/loss, decoding and trainer, and its
-metric (``metric``, the key that chooses the best checkpoint; ``score``). Add a task by writing its module and
+(``texts``), ``bind(model, tokenizer, cfg)`` giving the batches, head/loss, decoding and trainer, its
+metric (``metric``, the key that chooses the best checkpoint; ``score``), ``load_model(folder)`` for a
+fine-tuned folder, ``check(cfg, model_config, where)`` for settings that depend on the model, and
+``prediction_row(example, prediction)`` for ``predictions.jsonl``. Add a task by writing its module and
 listing it below.
 """
 from __future__ import annotations

@@ -70,15 +70,14 @@ def write_skipped(out: str, reports) -> int:
 
 
 def finetune(args) -> dict:
-    from paddle_unimo import UNIMOLMHeadModel
     from paddle_unimo.fileio import write_json
-    from tasks.generation import check_lengths, describe, mean_loss_curve, prediction_rows, write_predictions
+    from tasks.outputs import describe, mean_loss_curve, prediction_rows, write_predictions
     task, cfg, config_path = resolve_config(args)
     paths = {"train": data_file(args, cfg, cfg.data.train), "dev": data_file(args, cfg, cfg.data.dev)}
     train, train_report = task.read(paths["train"], cfg)
     dev, dev_report = task.read(paths["dev"], cfg)
     model, tokenizer = build_model(args.model, cfg.model, task.texts(train))
-    check_lengths(cfg, model.config, config_path)
+    task.check(cfg, model.config, config_path)
     runner = task.bind(model, tokenizer, cfg)
     sections = {"model": cfg.model, "data": cfg.data, "train": cfg.train, "decode": cfg.decode, "eval": cfg.eval}
     run_id = fingerprint({**paths, "model": args.model or f"preset {cfg.model.preset}"}, sections,
@@ -89,14 +88,15 @@ def finetune(args) -> dict:
     state = trainer.train(resume=not args.no_resume)
     if trainer.rank != 0:
         return state  # with several processes, rank 0 alone decodes and writes the outputs
-    best = UNIMOLMHeadModel.from_pretrained(os.path.join(args.out, "best"))
+    best = task.load_model(os.path.join(args.out, "best"))
     predictions = runner.predict(dev, best)
     metrics = task.score(dev, predictions, train)
     metrics.update(task=task.name, split="dev", steps=state["step"], best_eval=state["best"],
                    loss_curve=mean_loss_curve(state["history"]),
                    skipped_lines=write_skipped(args.out, [train_report, dev_report]),
                    truncated=dict(runner.encoder.truncated),
-                   predictions=write_predictions(args.out, prediction_rows(dev, predictions, dev_report)))
+                   predictions=write_predictions(args.out, prediction_rows(dev, predictions, dev_report,
+                                                                           task.prediction_row)))
     metrics[f"best_eval_{task.metric}"] = metrics.pop("best_eval")
     write_json(os.path.join(args.out, "metrics.json"), metrics)
     logger.info("%s dev: %s -> %s", task.name, describe(metrics), os.path.join(args.out, "metrics.json"))
@@ -104,20 +104,20 @@ def finetune(args) -> dict:
 
 
 def predict(args) -> dict:
-    from paddle_unimo import UNIMOLMHeadModel, load_tokenizer
+    from paddle_unimo import load_tokenizer
     from paddle_unimo.fileio import write_json
     from paddle_unimo.typed import ConfigError
-    from tasks.generation import check_lengths, describe, prediction_rows, write_predictions
+    from tasks.outputs import describe, prediction_rows, write_predictions
     task, cfg, config_path = resolve_config(args)
     if not args.model:
         raise ConfigError("predict needs --model (a folder written by finetune, e.g. OUT/best)")
     path = args.input or data_file(args, cfg, cfg.data.dev)
     examples, report = task.read(path, cfg, need_target=False)
-    model = UNIMOLMHeadModel.from_pretrained(args.model)
-    check_lengths(cfg, model.config, config_path)
+    model = task.load_model(args.model)
+    task.check(cfg, model.config, config_path)
     runner = task.bind(model, load_tokenizer(args.model), cfg)
     predictions = runner.predict(examples)
-    out = write_predictions(args.out, prediction_rows(examples, predictions, report))
+    out = write_predictions(args.out, prediction_rows(examples, predictions, report, task.prediction_row))
     result = {"task": task.name, "input": path, "predictions": out, "examples": len(examples),
               "skipped_lines": write_skipped(args.out, [report]), "skipped": report.skipped}
     if all(e.target for e in examples):
@@ -131,7 +131,7 @@ def evaluate(args) -> dict:
     """Scores a predictions file against the references; writes ``OUT/eval/metrics.json`` only."""
     from paddle_unimo.fileio import write_json
     from tasks.evaluation import match_predictions, read_predictions
-    from tasks.generation import describe
+    from tasks.outputs import describe
     task, cfg, _ = resolve_config(args)
     path = args.predictions or os.path.join(args.out, "predictions.jsonl")
     references_path = args.references or data_file(args, cfg, cfg.data.dev)
