@@ -14,6 +14,13 @@ blocking) and ``repetition_penalty`` (a generated token's logit is divided by it
 when negative). Sampling: ``temperature``, then ``top_k``, then ``top_p``, drawn from a numpy generator
 seeded with ``seed`` (None: fresh randomness every call), so a seeded run is reproducible.
 
+Image-conditioned decoding (captioning): ``region_feats`` (B, R, D), ``region_locs`` (B, R, 5) and ``region_valid``
+(B, R) go to the prefill with the full (B, R + L, R + L) mask of ``masks.captioning_inputs`` over ``[regions;
+text]``. Each image is encoded once per source, so the KV cache holds its region keys and the source's beams and
+return sequences share copies of those rows; every step's token sees the valid regions through ``valid_keys``.
+The original img2txt task (PaddlePaddle/Research NLP/UNIMO, ``finetune/img2txt.py``) ends a caption at [SEP]:
+pass its id as ``eos_token_id``.
+
 Returns ``(ids (B * num_return_sequences, T), scores (B * num_return_sequences, 1))``. Scores: mean
 log-probability for greedy and sampling, the length-penalised hypothesis score for beam search.
 """
@@ -26,6 +33,7 @@ import numpy as np
 import paddle
 
 from . import masks
+from .config import REGION_LOCATION_SIZE
 from .typed import ConfigError, bounded, check
 from .modeling import log_softmax
 
@@ -62,7 +70,7 @@ class DecodeConfig:
 class DecodeState:
     """What one more step needs, one row per hypothesis."""
     cache: object  # the stepper's KV cache
-    valid_keys: paddle.Tensor  # (N, Lk) bool: keys the next token may attend to
+    valid_keys: paddle.Tensor  # (N, Lk) bool: keys the next token may attend to, [regions; text] order
     position: paddle.Tensor  # (N, 1) int64: position id of the last token
     token_type: paddle.Tensor  # (N, 1) int64: token type of the last token
 
@@ -74,10 +82,11 @@ def last_row_keys(attention_mask, input_ids, pad_id) -> paddle.Tensor:
     return masks.may_attend_bool(attention_mask)[:, -1]
 
 
-def check_inputs(input_ids, attention_mask, pad_id: int, where: str = "generate()") -> None:
+def check_inputs(input_ids, attention_mask, pad_id: int, where: str = "generate()", num_regions: int = 0) -> None:
     """Refuses, with a ValueError, what no kernel should see: no rows, no tokens, a row that holds only pads
     or ends with one (decoding continues after the last position, so sources are padded on the left), a
-    mask that does not fit ``input_ids``, or a last token that may attend to no key."""
+    mask that does not fit ``input_ids`` (after ``num_regions`` regions its keys are Lk = R + L, and a region
+    input needs a mask), or a last token that may attend to no key."""
     ids = input_ids if isinstance(input_ids, paddle.Tensor) else paddle.to_tensor(np.asarray(input_ids))
     shape = list(ids.shape)
     if len(shape) != 2:
@@ -93,16 +102,43 @@ def check_inputs(input_ids, attention_mask, pad_id: int, where: str = "generate(
         if rows.any():
             raise ValueError(f"{where}: rows {np.flatnonzero(rows)[:10].tolist()} of input_ids {what}")
     if attention_mask is None:
+        if num_regions:
+            raise ValueError(f"{where}: an input with {num_regions} image regions needs its attention_mask, the "
+                             "(B, R + L, R + L) one of masks.captioning_inputs")
         return
     mask = masks.may_attend_bool(attention_mask if isinstance(attention_mask, paddle.Tensor)
                                  else paddle.to_tensor(np.asarray(attention_mask)))
-    if mask.shape[0] != shape[0] or mask.shape[2] != shape[1] or mask.shape[1] not in (1, shape[1]):
+    keys = num_regions + shape[1]
+    if mask.shape[0] != shape[0] or mask.shape[2] != keys or mask.shape[1] not in (1, keys):
         raise ValueError(f"{where}: attention_mask of shape {list(attention_mask.shape)} does not fit "
-                         f"input_ids of shape {shape}")
+                         f"input_ids of shape {shape}" + (f" after {num_regions} regions (Lk must be R + L = "
+                                                          f"{keys})" if num_regions else ""))
     blind = ~mask[:, -1].any(axis=-1).numpy()
     if blind.any():
         raise ValueError(f"{where}: in rows {np.flatnonzero(blind)[:10].tolist()} the attention_mask lets the "
                          "last token attend to no key")
+
+
+def check_regions(stepper, batch: int, region_feats, region_locs, region_valid, where: str = "generate()") -> int:
+    """The number of regions R of an image-conditioned input (0 without regions). Refuses, with a ValueError,
+    regions for a stepper that decodes text only (the exported one) or a model without region embeddings, and
+    region tensors that are not (B, R, D), (B, R, 5) and (B, R)."""
+    if region_feats is None:
+        if region_locs is not None or region_valid is not None:
+            raise ValueError(f"{where}: region_locs/region_valid given without region_feats")
+        return 0
+    if not getattr(stepper, "supports_regions", False):
+        raise ValueError(f"{where}: {type(stepper).__name__} decodes text only (no image regions); decode an "
+                         "image-conditioned input with the dynamic model of a config with image_embedding_size > 0")
+    feats = list(region_feats.shape)
+    wanted = {"region_feats": feats[:2] + [stepper.config.image_embedding_size],
+              "region_locs": feats[:2] + [REGION_LOCATION_SIZE], "region_valid": feats[:2]}
+    got = {"region_feats": feats, "region_locs": None if region_locs is None else list(region_locs.shape),
+           "region_valid": wanted["region_valid"] if region_valid is None else list(region_valid.shape)}
+    if len(feats) != 3 or feats[0] != batch or got != wanted:
+        raise ValueError(f"{where}: region shapes {got} do not fit {batch} sources: want (B, R, D), (B, R, 5), (B, R)"
+                         f" = {wanted}")
+    return feats[1]
 
 
 class ModelStepper:
@@ -111,9 +147,15 @@ class ModelStepper:
     def __init__(self, model):
         self.model = model
         self.config = model.config
+        self.supports_regions = model.config.has_regions
 
-    def prefill(self, input_ids, token_type_ids, position_ids, attention_mask):
-        hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True)
+    def prefill(self, input_ids, token_type_ids, position_ids, attention_mask, region_feats=None, region_locs=None,
+                region_valid=None):
+        """Encodes ``[regions; text]`` once; with regions ``attention_mask`` is the (B, R + L, R + L) one, so the
+        last row's keys, and the cache, cover the regions first."""
+        hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True,
+                                         region_feats=region_feats, region_locs=region_locs,
+                                         region_valid=region_valid)
         state = DecodeState(cache, last_row_keys(attention_mask, input_ids, self.config.pad_token_id),
                             position_ids[:, -1:], token_type_ids[:, -1:])
         return self.model.lm_head(hidden[:, -1]), state  # the LM head only where the next token is predicted
@@ -318,9 +360,12 @@ def generate(model, input_ids, token_type_ids=None, position_ids=None, attention
              length_penalty: float = 1.0, early_stopping: bool = False, top_k: int = 0, top_p: float = 1.0,
              temperature: float = 1.0, seed: int | None = None, no_repeat_ngram_size: int = 0,
              repetition_penalty: float = 1.0, num_return_sequences: int = 1, eos_token_id: int | None = None,
-             pad_token_id: int | None = None, stepper=None, use_fast: bool = False, **unsupported):
+             pad_token_id: int | None = None, stepper=None, use_fast: bool = False, region_feats=None,
+             region_locs=None, region_valid=None, **unsupported):
     """Generates continuations of ``input_ids`` (B, L); see the module docstring. ``model`` may be None
-    when a ``stepper`` (e.g. the exported Paddle Inference one) is given."""
+    when a ``stepper`` (e.g. the exported Paddle Inference one, text only) is given. With ``region_feats``
+    (B, R, D), ``region_locs`` (B, R, 5) and ``region_valid`` (B, R) (None: all valid) the input is ``[regions;
+    text]`` and ``attention_mask`` is the (B, R + L, R + L) one of ``masks.captioning_inputs``."""
     if unsupported:
         raise TypeError(f"generate() got unsupported arguments {sorted(unsupported)}")
     check(DecodeConfig(decode_strategy, num_beams, length_penalty, early_stopping, min_length, max_length,
@@ -329,7 +374,10 @@ def generate(model, input_ids, token_type_ids=None, position_ids=None, attention
     beam = decode_strategy == "beam_search"
     stepper = stepper or ModelStepper(model)
     cfg = stepper.config
-    check_inputs(input_ids, attention_mask, cfg.pad_token_id)
+    num_regions = check_regions(stepper, input_ids.shape[0], region_feats, region_locs, region_valid)
+    check_inputs(input_ids, attention_mask, cfg.pad_token_id, num_regions=num_regions)
+    regions = {} if region_feats is None else dict(region_feats=region_feats, region_locs=region_locs,
+                                                   region_valid=region_valid)
     eos = cfg.eos_token_id if eos_token_id is None else eos_token_id
     pad = cfg.pad_token_id if pad_token_id is None else pad_token_id
     cons = Constraints(min_length, eos, (cfg.unk_token_id, cfg.pad_token_id, cfg.bos_token_id),
@@ -342,7 +390,7 @@ def generate(model, input_ids, token_type_ids=None, position_ids=None, attention
     if model is not None:
         model.eval()
     try:
-        logits, state = stepper.prefill(input_ids, token_type_ids, position_ids, attention_mask)
+        logits, state = stepper.prefill(input_ids, token_type_ids, position_ids, attention_mask, **regions)
         if beam:
             ids, scores = beam_search(stepper, logits, state, cons, num_beams, max_length, length_penalty,
                                       early_stopping, num_return_sequences, pad)

@@ -10,7 +10,7 @@ a text being masked-LM'ed) and 1..T for the tokens of a causal target. Then
 * bidirectional (MLM, classification, retrieval, image-only): all ranks 0;
 * seq2seq (UniLM; the original ``seq2seq_reader.py`` of PaddlePaddle/Research NLP/UNIMO): source 0,
   target 1..T -- every token sees the source, the target is causal and the source never sees the target;
-* captioning: regions and object tags 0, caption 1..T;
+* captioning: regions and object tags 0, caption 1..T (``captioning_inputs``);
 * padding: ``valid`` is False for padded keys;
 * incremental decoding: a new token has a rank above every key, so its row is ``valid`` of the keys.
 
@@ -154,4 +154,40 @@ def seq2seq_inputs(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[
         "valid": pad_batch(valid, False, left=left_pad),
     }
     batch["attention_mask"] = may_attend(batch["valid"], pad_batch(rank, 0, left=left_pad))
+    return batch
+
+
+def captioning_inputs(tag_ids: Sequence[Sequence[int]], caption_ids: Sequence[Sequence[int]], region_valid,
+                      pad_id: int, position_start: int, left_pad: bool = False) -> dict:
+    """Batch of image-captioning inputs in the original layout ``[regions; object tags; caption]``
+    (``img2txt_reader.py`` of PaddlePaddle/Research NLP/UNIMO, input type ``'vol'``).
+
+    The mask is the one rule with region ranks 0: regions and object tags are rank 0 and see each other
+    (valid regions, real tags) but never the caption; the caption is causal (ranks 1..T) and sees every valid
+    region and tag. Padded regions (``region_valid`` False) and pad tokens are never attended -- the original's
+    ``input_mask`` built from ``image_mask``, ``obj_token_mask`` and the caption's ``tril``.
+    Rows of padded positions are left as the rule gives them (their outputs are never used).
+    Positions: tags and caption each restart at ``position_start``. What the original fixes: it decodes the caption
+    from ``[CLS]`` at position 2, its ``position_start`` ("pos start from 2"). Its tags' ``obj_pos_ids`` are read
+    precomputed from the (unreleased) object file; numbering them as a block of their own from ``position_start``,
+    as the reader numbers each text block, is our assumption. Token types: 0 tags / 1 caption (the reader's
+    ``tgt_type_id`` 1); the English model has no token-type embedding, so they change nothing there.
+    The tag and caption lists are given with their special tokens (the caption starts with ``[CLS]``).
+
+    ``region_valid`` (B, R) bool: the real regions of each image (R may be 0). Keys (L = longest tags + caption):
+      input_ids       (B, L) int64, tags then caption, pad_id where padded
+      token_type_ids  (B, L) int64, 0 tags / 1 caption
+      position_ids    (B, L) int64, restarting at position_start for the tags and for the caption
+      valid           (B, R + L) bool, the keys of [regions; text]: region_valid, then the non-pad tokens
+      attention_mask  (B, R + L, R + L) bool, may_attend of the rule over [regions; text]
+    """
+    region_valid = np.asarray(region_valid, bool)
+    if region_valid.ndim != 2 or len(region_valid) != len(tag_ids) or len(tag_ids) != len(caption_ids):
+        raise ValueError(f"captioning_inputs: region_valid of shape {region_valid.shape} must be (B, R) with B = "
+                         f"{len(tag_ids)} tag lists = {len(caption_ids)} captions")
+    batch = seq2seq_inputs(tag_ids, caption_ids, pad_id, position_start, left_pad)  # text part: tags as source
+    rank = pad_batch([ranks(len(t), len(c)) for t, c in zip(tag_ids, caption_ids)], 0, left=left_pad)
+    batch["valid"] = np.concatenate([region_valid, batch["valid"]], axis=1)
+    rank = np.concatenate([np.full(region_valid.shape, CONTEXT_RANK, np.int64), rank], axis=1)
+    batch["attention_mask"] = may_attend(batch["valid"], rank)
     return batch
