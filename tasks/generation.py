@@ -143,6 +143,10 @@ class GenerationRunner:
         self.encoder = Seq2SeqEncoder(tokenizer, data.max_seq_len, data.max_target_len,
                                       data.max_title_len if task.fields.title else 0)
 
+    def report(self) -> dict:
+        """What metrics.json reports of the run's inputs: the truncations counted by the encoder."""
+        return {"truncated": dict(self.encoder.truncated)}
+
     def make_batch(self, encoded):
         return training_batch(encoded, self.model.config.pad_token_id, self.model.config.position_start)
 

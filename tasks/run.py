@@ -93,8 +93,7 @@ def finetune(args) -> dict:
     metrics = task.score(dev, predictions, train)
     metrics.update(task=task.name, split="dev", steps=state["step"], best_eval=state["best"],
                    loss_curve=mean_loss_curve(state["history"]),
-                   skipped_lines=write_skipped(args.out, [train_report, dev_report]),
-                   truncated=dict(runner.encoder.truncated),
+                   skipped_lines=write_skipped(args.out, [train_report, dev_report]), **runner.report(),
                    predictions=write_predictions(args.out, prediction_rows(dev, predictions, dev_report,
                                                                            task.prediction_row)))
     metrics[f"best_eval_{task.metric}"] = metrics.pop("best_eval")
