@@ -1,6 +1,7 @@
 """Export a ``UNIMOLMHeadModel`` for Paddle Inference, and decode with the exported programs.
 
-An export folder holds two static programs, the two calls ``generate`` makes of its stepper:
+An export folder holds two static programs, the two calls ``generate`` makes of its stepper, and a third for
+models with image regions:
 
 * ``prefill.json`` / ``prefill.pdiparams``: ``(input_ids, token_type_ids, position_ids, attention_mask)``
   -> ``(logits, k_cache, v_cache)``. The mask is bool "may attend" (N, L, L); the logits are those of the last
@@ -8,14 +9,21 @@ An export folder holds two static programs, the two calls ``generate`` makes of 
 * ``step.json`` / ``step.pdiparams``: ``(tokens, token_type, position, attention_mask, k_cache, v_cache)``
   -> ``(logits, k_cache, v_cache)`` for one new token per row: ids (N, 1), mask (N, 1, T + 1) over the T
   cached keys and the new token; the returned caches hold T + 1 keys.
-* ``config.json`` (the model's), ``export.json`` (input and output names, in order, of both programs) and
+* ``prefill_regions.json`` / ``prefill_regions.pdiparams``, only when the config has regions
+  (``image_embedding_size`` > 0): the prefill of an image-conditioned (captioning) input ``[regions; text]``,
+  ``(input_ids, token_type_ids, position_ids, attention_mask, region_feats, region_locs, region_valid)`` ->
+  ``(logits, k_cache, v_cache)``, with the (N, R + L, R + L) mask of ``masks.captioning_inputs``, features
+  (N, R, D), locations (N, R, 5) and validity (N, R); the caches hold the R + L keys. The step program is the
+  same: its mask covers every cached key, regions included.
+* ``config.json`` (the model's), ``export.json`` (input and output names, in order, of the programs) and
   the tokenizer files when a tokenizer was given, so that the folder alone is enough to deploy.
 
-The programs take text only (no image regions); batch size and lengths are dynamic. ``InferenceStepper``
+Batch size, lengths and the number of regions are dynamic. ``InferenceStepper``
 runs them with Paddle Inference on CPU and plugs into ``generate``, so greedy, beam search and sampling
 work without the model's Python code. It takes every mask form the dynamic model takes (``masks``: bool/int
 or PaddleNLP's float additive, (N, L), (N, L, L), (N, 1, L, L), (N, 1, 1, L)) and refuses empty inputs with
-a ValueError before they reach Paddle Inference::
+a ValueError before they reach Paddle Inference. With ``prefill_regions`` it also decodes captions (pass
+``region_feats``/``region_locs``/``region_valid`` to ``generate``); an export without it refuses regions::
 
     import paddle
     from paddle_unimo import load_tokenizer, masks
@@ -47,11 +55,12 @@ import paddle.nn as nn
 from paddle.static import InputSpec
 
 from . import cpu_count, masks
-from .config import UNIMOConfig
+from .config import REGION_LOCATION_SIZE, UNIMOConfig
 from .fileio import atomic_dir, read_json, write_json
-from .generation import DecodeState, check_inputs, last_row_keys
+from .generation import DecodeState, check_inputs, check_regions, last_row_keys
 
 PROGRAMS = ("prefill", "step")
+REGION_PROGRAM = "prefill_regions"  # exported only for configs with regions
 OUTPUTS = ("logits", "k_cache", "v_cache")
 MANIFEST = "export.json"
 
@@ -73,6 +82,17 @@ class Prefill(nn.Layer):
         return (self.model.lm_head(hidden[:, -1]), *stack_cache(cache))  # the head only where it is needed
 
 
+class PrefillRegions(Prefill):
+    """Encodes ``[regions; text]`` once (captioning); the cache holds the R region keys, then the L text keys."""
+
+    def forward(self, input_ids, token_type_ids, position_ids, attention_mask, region_feats, region_locs,
+                region_valid):
+        hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True,
+                                         region_feats=region_feats, region_locs=region_locs,
+                                         region_valid=region_valid)
+        return (self.model.lm_head(hidden[:, -1]), *stack_cache(cache))
+
+
 class Step(nn.Layer):
     """Feeds one token per row on top of the stacked KV cache."""
 
@@ -87,31 +107,43 @@ class Step(nn.Layer):
 
 
 def input_specs(config: UNIMOConfig, dtype: str = "float32") -> Dict[str, List[InputSpec]]:
-    """The inputs of both programs; None marks the dynamic batch and length axes."""
+    """The inputs of the programs the config gets; None marks the dynamic batch, length and region axes."""
     heads = config.num_attention_heads
     cache = [config.num_hidden_layers, None, heads, None, config.hidden_size // heads]
     ids = [None, None]
-    return {
-        "prefill": [InputSpec(ids, "int64", "input_ids"), InputSpec(ids, "int64", "token_type_ids"),
-                    InputSpec(ids, "int64", "position_ids"), InputSpec([None, None, None], "bool", "attention_mask")],
+    prefill = [InputSpec(ids, "int64", "input_ids"), InputSpec(ids, "int64", "token_type_ids"),
+               InputSpec(ids, "int64", "position_ids"), InputSpec([None, None, None], "bool", "attention_mask")]
+    specs = {
+        "prefill": prefill,
         "step": [InputSpec([None, 1], "int64", "tokens"), InputSpec([None, 1], "int64", "token_type"),
                  InputSpec([None, 1], "int64", "position"), InputSpec([None, 1, None], "bool", "attention_mask"),
                  InputSpec(cache, dtype, "k_cache"), InputSpec(cache, dtype, "v_cache")],
     }
+    if config.has_regions:
+        specs[REGION_PROGRAM] = prefill + [
+            InputSpec([None, None, config.image_embedding_size], dtype, "region_feats"),
+            InputSpec([None, None, REGION_LOCATION_SIZE], dtype, "region_locs"),
+            InputSpec([None, None], "bool", "region_valid")]
+    return specs
 
 
 def _write_export(model, folder: str, tokenizer) -> None:
     dtype = str(model.lm_head.decoder_bias.dtype).split(".")[-1]
     specs = input_specs(model.config, dtype)
     # paddle.jit.save refuses a feed that no output depends on: keep the unused token-type inputs of a model
-    # without token types (English UNIMO) so that both families take the same inputs
+    # without token types (English UNIMO) so that both families take the same inputs. region_valid is always
+    # unused (the given mask already hides padded regions) but kept, so the program takes what generate takes.
     keep_unused = not model.config.type_vocab_size
-    for name, wrapper in (("prefill", Prefill(model)), ("step", Step(model))):
-        static = paddle.jit.to_static(wrapper, input_spec=specs[name], full_graph=True)
+    wrappers = {"prefill": Prefill(model), "step": Step(model), REGION_PROGRAM: PrefillRegions(model)}
+    for name in specs:
+        static = paddle.jit.to_static(wrappers[name], input_spec=specs[name], full_graph=True)
         with warnings.catch_warnings():  # paddle.jit.save's own code asks PIR values for .place (3.3.1)
             warnings.filterwarnings("ignore", message="Tensor do not have 'place' interface")
-            paddle.jit.save(static, os.path.join(folder, name), skip_prune_program=keep_unused)
-    _share_identical(os.path.join(folder, "prefill.pdiparams"), os.path.join(folder, "step.pdiparams"))
+            paddle.jit.save(static, os.path.join(folder, name),
+                            skip_prune_program=keep_unused or name == REGION_PROGRAM)
+    for name in specs:
+        if name != "prefill":
+            _share_identical(os.path.join(folder, "prefill.pdiparams"), os.path.join(folder, name + ".pdiparams"))
     write_json(os.path.join(folder, MANIFEST), _manifest(specs))
     model.config.save(os.path.join(folder, "config.json"))
     if tokenizer is not None:
@@ -123,7 +155,8 @@ def _manifest(specs: Dict[str, List[InputSpec]]) -> dict:
     def describe(spec):
         return {"name": spec.name, "shape": [-1 if d is None else d for d in spec.shape],
                 "dtype": str(spec.dtype).split(".")[-1]}
-    programs = {name: {"inputs": [describe(s) for s in specs[name]], "outputs": list(OUTPUTS)} for name in PROGRAMS}
+    programs = {name: {"inputs": [describe(s) for s in inputs], "outputs": list(OUTPUTS)}
+                for name, inputs in specs.items()}
     return {"paddle_version": paddle.__version__, **programs}
 
 
@@ -151,7 +184,8 @@ def _check_replaceable(out_dir: str) -> None:
 
 
 def export_model(model, out_dir: str, tokenizer=None) -> str:
-    """Writes the prefill and step programs, config and tokenizer into ``out_dir`` (see the module doc).
+    """Writes the prefill and step programs (and prefill_regions for a config with regions), config and
+    tokenizer into ``out_dir`` (see the module doc).
 
     Everything is written into a temporary folder beside ``out_dir`` that replaces it only at the end
     (``fileio.atomic_dir``), so a failure never leaves a half-written export and keeps a previous one whole.
@@ -239,6 +273,7 @@ class InferenceStepper:
     """The decoding stepper of an export folder (see ``generation.generate(..., stepper=)``).
 
     The KV cache is the pair of stacked numpy arrays (num_layers, N, num_heads, T, head_dim).
+    ``supports_regions``: the folder has ``prefill_regions``, so ``generate`` may pass image regions.
     """
 
     def __init__(self, folder: str, num_threads: int | None = None):
@@ -246,18 +281,35 @@ class InferenceStepper:
         self.config = UNIMOConfig.from_file(os.path.join(folder, "config.json"))
         manifest = read_json(os.path.join(folder, MANIFEST), "export manifest")
         threads = num_threads or cpu_count()  # the cores this process may use, not all
-        self.programs = {name: Program(folder, name, manifest[name]["outputs"], threads) for name in PROGRAMS}
+        names = PROGRAMS + ((REGION_PROGRAM,) if REGION_PROGRAM in manifest else ())
+        self.programs = {name: Program(folder, name, manifest[name]["outputs"], threads) for name in names}
+        self.supports_regions = REGION_PROGRAM in self.programs
+        region_inputs = manifest.get(REGION_PROGRAM, {}).get("inputs", [])
+        self.region_dtype = next((s["dtype"] for s in region_inputs if s["name"] == "region_feats"), "float32")
 
-    def prefill(self, input_ids, token_type_ids, position_ids, attention_mask):
-        """Checks the inputs (``generation.check_inputs``: Paddle Inference crashes on empty ones), then
-        encodes them."""
+    def prefill(self, input_ids, token_type_ids, position_ids, attention_mask, region_feats=None, region_locs=None,
+                region_valid=None):
+        """Checks the inputs (``generation.check_regions`` and ``check_inputs``: Paddle Inference crashes on empty
+        ones), then encodes them; with regions through ``prefill_regions``, ``attention_mask`` being the
+        (N, R + L, R + L) one (``region_valid`` None: every region valid)."""
         input_ids, token_type_ids, position_ids = map(_tensor, (input_ids, token_type_ids, position_ids))
         if attention_mask is not None:
             attention_mask = _tensor(attention_mask)
-        check_inputs(input_ids, attention_mask, self.config.pad_token_id, "InferenceStepper.prefill")
-        out = self.programs["prefill"](
-            input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
-            attention_mask=prefill_mask(attention_mask, input_ids, self.config.pad_token_id))
+        where = "InferenceStepper.prefill"
+        num_regions = check_regions(self, input_ids.shape[0], region_feats, region_locs, region_valid, where)
+        check_inputs(input_ids, attention_mask, self.config.pad_token_id, where, num_regions=num_regions)
+        feeds = dict(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids)
+        if region_feats is None:
+            out = self.programs["prefill"](
+                **feeds, attention_mask=prefill_mask(attention_mask, input_ids, self.config.pad_token_id))
+        else:
+            dtype, keys = self.region_dtype, num_regions + input_ids.shape[1]
+            valid = (np.ones(region_feats.shape[:2], bool) if region_valid is None
+                     else _numpy(region_valid).astype(bool))
+            out = self.programs[REGION_PROGRAM](
+                **feeds, attention_mask=masks.may_attend_bool(attention_mask, num_queries=keys).numpy(),
+                region_feats=_numpy(region_feats).astype(dtype), region_locs=_numpy(region_locs).astype(dtype),
+                region_valid=valid)
         state = DecodeState((out["k_cache"], out["v_cache"]),
                             last_row_keys(attention_mask, input_ids, self.config.pad_token_id),
                             position_ids[:, -1:], token_type_ids[:, -1:])

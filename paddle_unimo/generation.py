@@ -121,8 +121,8 @@ def check_inputs(input_ids, attention_mask, pad_id: int, where: str = "generate(
 
 def check_regions(stepper, batch: int, region_feats, region_locs, region_valid, where: str = "generate()") -> int:
     """The number of regions R of an image-conditioned input (0 without regions). Refuses, with a ValueError,
-    regions for a stepper that decodes text only (the exported one) or a model without region embeddings, and
-    region tensors that are not (B, R, D), (B, R, 5) and (B, R)."""
+    regions for a stepper that decodes text only (an export of a model without regions) or a model without
+    region embeddings, and region tensors that are not (B, R, D), (B, R, 5) and (B, R)."""
     if region_feats is None:
         if region_locs is not None or region_valid is not None:
             raise ValueError(f"{where}: region_locs/region_valid given without region_feats")
@@ -363,7 +363,7 @@ def generate(model, input_ids, token_type_ids=None, position_ids=None, attention
              pad_token_id: int | None = None, stepper=None, use_fast: bool = False, region_feats=None,
              region_locs=None, region_valid=None, **unsupported):
     """Generates continuations of ``input_ids`` (B, L); see the module docstring. ``model`` may be None
-    when a ``stepper`` (e.g. the exported Paddle Inference one, text only) is given. With ``region_feats``
+    when a ``stepper`` (e.g. the exported Paddle Inference one) is given. With ``region_feats``
     (B, R, D), ``region_locs`` (B, R, 5) and ``region_valid`` (B, R) (None: all valid) the input is ``[regions;
     text]`` and ``attention_mask`` is the (B, R + L, R + L) one of ``masks.captioning_inputs``."""
     if unsupported:

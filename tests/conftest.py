@@ -39,3 +39,25 @@ def assert_same_loss_and_gradients(first, second, atol=1e-6):
     assert set(grads_b) == set(grads_a) and len(grads_a) > 20
     for name, grad in grads_a.items():
         np.testing.assert_allclose(grads_b[name], grad, atol=atol, err_msg=name)
+
+
+def assert_exported_step_matches(model, stepper, args):
+    """The exported ``stepper``'s prefill and one step equal dynamic mode's on ``args``: logits, cache, the
+    decode state; returns the exported state after the step."""
+    import numpy as np
+    import paddle
+
+    from paddle_unimo.export import stack_cache
+    from paddle_unimo.generation import ModelStepper, advance
+    with paddle.no_grad():
+        ref_logits, ref_state = ModelStepper(model).prefill(*args)
+        logits, state = stepper.prefill(*args)
+        np.testing.assert_allclose(logits.numpy(), ref_logits.numpy(), atol=1e-5)
+        for got, ref in zip(state.cache, stack_cache(ref_state.cache)):
+            np.testing.assert_allclose(got, ref.numpy(), atol=1e-5)
+        for field in ("valid_keys", "position", "token_type"):
+            np.testing.assert_array_equal(getattr(state, field).numpy(), getattr(ref_state, field).numpy())
+        tokens = paddle.argmax(ref_logits, axis=-1, keepdim=True)
+        ref_next = advance(ModelStepper(model), tokens, ref_state)
+        np.testing.assert_allclose(advance(stepper, tokens, state).numpy(), ref_next.numpy(), atol=1e-5)
+    return state

@@ -6,9 +6,10 @@ import paddle
 import pytest
 
 from paddle_unimo import UNIMOLMHeadModel, WordPieceTokenizer, get_preset, load_tokenizer, masks
-from paddle_unimo.export import InferenceStepper, export_model, stack_cache
-from paddle_unimo.generation import ModelStepper, advance, generate
+from paddle_unimo.export import InferenceStepper, export_model
+from paddle_unimo.generation import generate
 
+from conftest import assert_exported_step_matches
 from tools import export_model as export_tool
 
 PAD, CLS, EOS = 2, 3, 4  # the tiny preset's ids
@@ -64,17 +65,7 @@ def test_prefill_and_step_match_dynamic_mode(exported, mask_form):
     b = left_padded(SOURCES)
     mask = mask_forms(b)[mask_form]
     args = (b["input_ids"], b["token_type_ids"], b["position_ids"], mask)
-    with paddle.no_grad():
-        ref_logits, ref_state = ModelStepper(model).prefill(*args)
-        logits, state = stepper.prefill(*args)
-        np.testing.assert_allclose(logits.numpy(), ref_logits.numpy(), atol=1e-5)
-        for got, ref in zip(state.cache, stack_cache(ref_state.cache)):
-            np.testing.assert_allclose(got, ref.numpy(), atol=1e-5)
-        for field in ("valid_keys", "position", "token_type"):
-            np.testing.assert_array_equal(getattr(state, field).numpy(), getattr(ref_state, field).numpy())
-        tokens = paddle.argmax(ref_logits, axis=-1, keepdim=True)
-        ref_next = advance(ModelStepper(model), tokens, ref_state)
-        np.testing.assert_allclose(advance(stepper, tokens, state).numpy(), ref_next.numpy(), atol=1e-5)
+    state = assert_exported_step_matches(model, stepper, args)
     assert state.cache[0].shape == (2, len(SOURCES), 4, b["input_ids"].shape[1] + 1, 9)
 
 
