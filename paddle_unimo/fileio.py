@@ -89,28 +89,9 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path, data: Union[str, bytes, Iterable[Union[str, bytes]]]) -> None:
-    """Writes text or bytes (or an iterable of chunks) to ``path.tmp``, syncs it and renames it over ``path``."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    chunks = [data] if isinstance(data, (str, bytes)) else data
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk.encode("utf-8") if isinstance(chunk, str) else chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(os.path.dirname(path) or ".")
-
-
 def atomic_save(path, write: Callable[[str], None]) -> None:
-    """``write(tmp_path)`` writes a file (e.g. ``paddle.save``) that is then renamed over ``path``."""
+    """``write(tmp_path)`` writes a file (e.g. ``paddle.save``) that is then renamed over ``path``; on failure
+    the temporary file is removed and ``path`` is untouched."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
@@ -121,6 +102,20 @@ def atomic_save(path, write: Callable[[str], None]) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def atomic_write(path, data: Union[str, bytes, Iterable[Union[str, bytes]]]) -> None:
+    """Writes text or bytes (or an iterable of chunks) to ``path.tmp``, syncs it and renames it over ``path``."""
+    chunks = [data] if isinstance(data, (str, bytes)) else data
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk.encode("utf-8") if isinstance(chunk, str) else chunk)
+            f.flush()
+            os.fsync(f.fileno())
+    atomic_save(path, write)
 
 
 def write_json(path, obj, indent: int = 1) -> None:

@@ -129,17 +129,8 @@ def pad_batch(rows: Sequence[np.ndarray], pad_value, length: int | None = None, 
     return out
 
 
-def seq2seq_inputs(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad_id: int,
-                   position_start: int, left_pad: bool = False) -> dict:
-    """Batch of UniLM seq2seq inputs from token id lists (each already wrapped in its special tokens).
-
-    Keys (B = batch, L = longest source + target):
-      input_ids       (B, L) int64, pad_id where padded
-      token_type_ids  (B, L) int64, 0 source / 1 target
-      position_ids    (B, L) int64, restarting at position_start for the target
-      attention_mask  (B, L, L) bool, may_attend of the rule
-      valid           (B, L) bool
-    """
+def _seq2seq_text(sources, targets, pad_id: int, position_start: int, left_pad: bool):
+    """The text keys of a seq2seq batch (without the mask) and the (B, L) rank of every position."""
     ids, types, pos, rank, valid = [], [], [], [], []
     for src, tgt in zip(sources, targets):
         ids.append(np.asarray(list(src) + list(tgt), np.int64))
@@ -153,7 +144,22 @@ def seq2seq_inputs(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[
         "position_ids": pad_batch(pos, 0, left=left_pad),
         "valid": pad_batch(valid, False, left=left_pad),
     }
-    batch["attention_mask"] = may_attend(batch["valid"], pad_batch(rank, 0, left=left_pad))
+    return batch, pad_batch(rank, 0, left=left_pad)
+
+
+def seq2seq_inputs(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad_id: int,
+                   position_start: int, left_pad: bool = False) -> dict:
+    """Batch of UniLM seq2seq inputs from token id lists (each already wrapped in its special tokens).
+
+    Keys (B = batch, L = longest source + target):
+      input_ids       (B, L) int64, pad_id where padded
+      token_type_ids  (B, L) int64, 0 source / 1 target
+      position_ids    (B, L) int64, restarting at position_start for the target
+      attention_mask  (B, L, L) bool, may_attend of the rule
+      valid           (B, L) bool
+    """
+    batch, rank = _seq2seq_text(sources, targets, pad_id, position_start, left_pad)
+    batch["attention_mask"] = may_attend(batch["valid"], rank)
     return batch
 
 
@@ -185,8 +191,7 @@ def captioning_inputs(tag_ids: Sequence[Sequence[int]], caption_ids: Sequence[Se
     if region_valid.ndim != 2 or len(region_valid) != len(tag_ids) or len(tag_ids) != len(caption_ids):
         raise ValueError(f"captioning_inputs: region_valid of shape {region_valid.shape} must be (B, R) with B = "
                          f"{len(tag_ids)} tag lists = {len(caption_ids)} captions")
-    batch = seq2seq_inputs(tag_ids, caption_ids, pad_id, position_start, left_pad)  # text part: tags as source
-    rank = pad_batch([ranks(len(t), len(c)) for t, c in zip(tag_ids, caption_ids)], 0, left=left_pad)
+    batch, rank = _seq2seq_text(tag_ids, caption_ids, pad_id, position_start, left_pad)  # tags as the source
     batch["valid"] = np.concatenate([region_valid, batch["valid"]], axis=1)
     rank = np.concatenate([np.full(region_valid.shape, CONTEXT_RANK, np.int64), rank], axis=1)
     batch["attention_mask"] = may_attend(batch["valid"], rank)

@@ -119,8 +119,6 @@ def pretrain(args) -> dict:
                       args.out, save_extra=tokenizer.save_pretrained, sampler=mixture,
                       count=lambda batch: get_objective(batch["objective"]).count(batch), find_unused_parameters=True,
                       tensor_inputs=False, fingerprint=run_id)
-    if not args.no_resume:
-        trainer.check_resumable()
     state = trainer.train(resume=not args.no_resume, stop_after=args.stop_after)
     if trainer.rank == 0:
         curves = defaultdict(list)

@@ -83,8 +83,6 @@ def finetune(args) -> dict:
     run_id = fingerprint({**paths, "model": args.model or f"preset {cfg.model.preset}"}, sections,
                          skip={"data.default_dir", *(f"train.{k}" for k in cfg.train.RESUMABLE_CHANGES)})
     trainer = runner.trainer(train, dev, args.out, run_id)
-    if not args.no_resume:
-        trainer.check_resumable()  # before any work: a folder of another run stops here
     state = trainer.train(resume=not args.no_resume)
     if trainer.rank != 0:
         return state  # with several processes, rank 0 alone decodes and writes the outputs

@@ -34,13 +34,13 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from ..checkpoint import set_state
+from ..checkpoint import WEIGHTS_NAME, load_state, set_state
 from ..fileio import DataError, atomic_dir, read_json, recover_dir, write_json
 from ..typed import ConfigError, bounded, from_dict
 
@@ -191,7 +191,7 @@ class Trainer:
         if self.rank != 0:
             return
         with atomic_dir(os.path.join(self.out_dir, CHECKPOINT)) as tmp:
-            paddle.save(self.model.state_dict(), os.path.join(tmp, "model_state.pdparams"))
+            paddle.save(self.model.state_dict(), os.path.join(tmp, WEIGHTS_NAME))
             paddle.save(self.optimizer_state(), os.path.join(tmp, "optimizer.pdopt"))
             write_json(os.path.join(tmp, "trainer_state.json"), {**self.state, "fingerprint": self.fingerprint})
 
@@ -232,9 +232,10 @@ class Trainer:
                             (f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""))
         self.optimizer.set_state_dict(self._rename(state, to_structured=False))
 
-    def check_resumable(self) -> Optional[str]:
-        """The checkpoint folder to resume from, or None; raises ``ResumeMismatch`` when it belongs to another run.
-        Reads only ``trainer_state.json``, so a mismatch stops the run before anything is loaded or written."""
+    def check_resumable(self) -> Optional[Tuple[str, dict]]:
+        """The checkpoint folder to resume from and its trainer state (fingerprint removed), or None. Reads only
+        ``trainer_state.json``: a state of another run (``ResumeMismatch``) or a malformed one stops the run
+        before anything is loaded or written."""
         path = recover_dir(os.path.join(self.out_dir, CHECKPOINT))
         state_file = os.path.join(path, "trainer_state.json")
         if not os.path.isfile(state_file):
@@ -242,28 +243,24 @@ class Trainer:
         state = read_json(state_file, "trainer state")
         if not isinstance(state, dict) or not isinstance(state.get("fingerprint", {}), dict):
             raise DataError(f"{state_file}: not a trainer state (expected a JSON object with a fingerprint)")
-        saved = state.get("fingerprint", {})
-        differences = fingerprint_differences(saved, self.fingerprint)
+        differences = fingerprint_differences(state.pop("fingerprint", {}), self.fingerprint)
         if differences:
             raise ResumeMismatch(
                 f"{path}: the checkpoint in this folder comes from a different run ({'; '.join(differences)}); "
                 f"run with --no-resume to start over here, or choose another output folder")
-        return path
-
-    def resume(self) -> bool:
-        path = self.check_resumable()
-        if path is None:
-            return False
-        state_file = os.path.join(path, "trainer_state.json")
-        weights = os.path.join(path, "model_state.pdparams")
-        set_state(self.model, {k: np.asarray(v) for k, v in paddle.load(weights, return_numpy=True).items()}, weights)
-        optimizer_file = os.path.join(path, "optimizer.pdopt")
-        self.load_optimizer_state(paddle.load(optimizer_file), optimizer_file)
-        state = read_json(state_file, "trainer state")
-        state.pop("fingerprint", None)
         missing = sorted(set(self.state) - set(state))
         if missing:
             raise DataError(f"{state_file}: missing keys {missing}")
+        return path, state
+
+    def resume(self) -> bool:
+        found = self.check_resumable()
+        if found is None:
+            return False
+        path, state = found
+        set_state(self.model, load_state(path), os.path.join(path, WEIGHTS_NAME))
+        optimizer_file = os.path.join(path, "optimizer.pdopt")
+        self.load_optimizer_state(paddle.load(optimizer_file), optimizer_file)
         self.state = state
         logger.info("resumed from %s at step %d", path, self.state["step"])
         return True
