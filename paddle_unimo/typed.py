@@ -69,12 +69,11 @@ def coerce(value, annotation, where: str):
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for option in (a for a in args if a is not type(None)):
             try:
                 return coerce(value, option, where)
-            except ConfigError as e:
-                errors.append(e)
+            except ConfigError:
+                continue
         raise ConfigError(f"{_at(where)}: expected {_name(annotation)}, got {value!r}")
     if dataclasses.is_dataclass(annotation):
         if isinstance(value, annotation):
