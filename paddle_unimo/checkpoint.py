@@ -74,20 +74,35 @@ def set_state(model: paddle.nn.Layer, state: Mapping[str, np.ndarray], source: s
 
 
 def load_pretrained(cls, path: str, **config_overrides):
-    """Builds ``cls`` from a PaddleNLP-layout folder and loads its weights strictly."""
+    """Builds ``cls`` from a PaddleNLP-layout folder and loads its weights strictly.
+
+    Two differences are allowed, and logged: a model without an LM head (``UNIMOModel``, the understanding
+    models) leaves the folder's ``lm_head.*`` tensors unused, and a task model (``head_prefixes``) whose head is
+    wholly absent from the folder -- a pretrained model -- keeps its freshly initialised head. A head that is
+    only partly there is an error, as is every other missing, unexpected or mis-shaped tensor."""
     config = UNIMOConfig.from_file(find_config(path))
     if config_overrides:
         config = config.replace(**config_overrides)
     with paddle.utils.unique_name.guard():
         model = cls(config)
     state = load_state(path)
+    expected = model.state_dict()
     is_base = getattr(cls, "base_model_prefix", None) == "unimo" and not hasattr(model, "unimo")
     if is_base and any(k.startswith("unimo.") for k in state):
+        dropped = sorted(k for k in state if not k.startswith("unimo."))
+        if dropped:
+            logger.info("%s: head-less UNIMOModel does not use %d head tensors", path, len(dropped))
+        state = {k[len("unimo."):]: v for k, v in state.items() if k.startswith("unimo.")}
+    elif not hasattr(model, "lm_head"):
         dropped = sorted(k for k in state if k.startswith("lm_head."))
         if dropped:
-            logger.info("%s: head-less UNIMOModel does not use %d lm_head tensors", path, len(dropped))
-        state = {k[len("unimo."):]: v for k, v in state.items() if k.startswith("unimo.")}
-    set_state(model, state, os.path.join(path, WEIGHTS_NAME), optional=[TIED_ALIAS])
+            logger.info("%s: %s has no LM head; %d lm_head tensors unused", path, cls.__name__, len(dropped))
+        state = {k: v for k, v in state.items() if not k.startswith("lm_head.")}
+    head = [k for k in expected if k.startswith(tuple(getattr(cls, "head_prefixes", ())))]
+    fresh = head if head and not any(k in state for k in head) else []
+    if fresh:
+        logger.info("%s: no %s head in this folder; new, initialised: %s", path, cls.__name__, ", ".join(fresh))
+    set_state(model, state, os.path.join(path, WEIGHTS_NAME), optional=[TIED_ALIAS, *fresh])
     model.eval()
     return model
 
@@ -95,7 +110,7 @@ def load_pretrained(cls, path: str, **config_overrides):
 def save_pretrained(model, path: str) -> None:
     """Writes config.json (``UNIMOConfig.save``, through ``fileio.write_json``) and model_state.pdparams
     (``fileio.atomic_save``), each to a temporary file renamed into place."""
-    model.config.save(os.path.join(path, "config.json"))
+    model.config.save(os.path.join(path, "config.json"), type(model).__name__)
     atomic_save(os.path.join(path, WEIGHTS_NAME), lambda tmp: paddle.save(model.state_dict(), tmp))
 
 
@@ -123,6 +138,9 @@ ORIGINAL_NAME_RULES: Tuple[Tuple[str, str], ...] = (
     (r"mask_lm_trans_fc\.([wb])_0", "lm_head.transform.{0}"),
     (r"mask_lm_trans_layer_norm_(scale|bias)", "lm_head.layer_norm.{0}"),
     (r"mask_lm_out_fc\.b_0", "lm_head.decoder_bias"),
+    # task heads of the original fine-tuning code (src/finetune/retrieval.py, visual_entailment.py)
+    (r"match_fc\.([wb])_0", "match_fc.{0}"),
+    (r"cls_out_([wb])_([01])", "cls_out_{1}.{0}"),
 )
 _PART_NAMES = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "output": "out_proj", "w": "weight",
                "b": "bias", "scale": "weight"}

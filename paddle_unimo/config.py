@@ -63,6 +63,7 @@ class UNIMOConfig:
     # IoU above which a region is masked with an overlapping masked anchor in visual pretraining (the original
     # config's overlap_ratio: 0.4 base, 0.3 large)
     overlap_ratio: float = bounded(0.4, min=0.0, max=1.0)
+    num_labels: int = bounded(0, min=0)  # outputs of a classification head (VQA: answers); 0 without one
 
     def __post_init__(self):
         check_fields(self, "UNIMOConfig")
@@ -101,8 +102,8 @@ class UNIMOConfig:
     def from_file(cls, path: str) -> "UNIMOConfig":
         return cls.from_paddlenlp_dict(read_json(path, "model config"), source=f"{path}:")
 
-    def save(self, path: str) -> None:
-        write_json(path, {"architectures": ["UNIMOLMHeadModel"], "model_type": "unimo", **self.to_dict()}, indent=2)
+    def save(self, path: str, architecture: str = "UNIMOLMHeadModel") -> None:
+        write_json(path, {"architectures": [architecture], "model_type": "unimo", **self.to_dict()}, indent=2)
 
     @property
     def has_regions(self) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import paddle
 
-__all__ = ["label_smoothed_cross_entropy"]
+__all__ = ["circle_loss", "label_smoothed_cross_entropy"]
 
 
 def label_smoothed_cross_entropy(logits, labels, epsilon: float = 0.0):
@@ -23,3 +23,16 @@ def label_smoothed_cross_entropy(logits, labels, epsilon: float = 0.0):
     if epsilon:
         nll = (1 - epsilon) * nll + epsilon * (lse - logits.mean(axis=-1))
     return nll.mean()
+
+
+def circle_loss(positive, negatives, margin: float = 0.2, scale: float = 1.0):
+    """Circle loss (Sun et al. 2020) of one positive score against its negatives, as the original UNIMO retrieval
+    trains (PaddlePaddle/Research NLP/UNIMO ``src/finetune/retrieval.py``): with ``a_p = relu(1 + m - s_p)`` and
+    ``a_n = relu(s_n + m)`` held constant, ``log(1 + sum_n exp(scale a_n (s_n - m)) exp(-scale a_p (s_p - 1 + m)))``,
+    averaged over the rows. positive (B,), negatives (B, N)."""
+    import paddle.nn.functional as F
+    a_p = F.relu(1.0 + margin - positive).detach()
+    a_n = F.relu(negatives + margin).detach()
+    logit_p = -scale * a_p * (positive - (1.0 - margin))
+    logit_n = scale * a_n * (negatives - margin)
+    return F.softplus(paddle.logsumexp(logit_n, axis=1) + logit_p).mean()

@@ -217,7 +217,7 @@ class UNIMOModel(UNIMOPretrainedModel):
 
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, attention_mask=None,
                 use_cache: bool = False, cache: Optional[KVCache] = None, region_feats=None, region_locs=None,
-                region_valid=None, inputs_embeds=None):
+                region_valid=None, inputs_embeds=None, text_delta=None):
         """
         input_ids       (B, L) int64, or None for image-only input
         position_ids    (B, L) int64; default position_start + index among the row's real (non-pad) tokens,
@@ -228,6 +228,9 @@ class UNIMOModel(UNIMOPretrainedModel):
                         (with a cache: every cached key)
         region_feats    (B, R, D) float, zero-padded;  region_locs (B, R, 5);  region_valid (B, R) bool
         cache           KV cache from a previous call; then only new text tokens are given
+        text_delta      (B, L, H) float added to the text's word + position embeddings before their LayerNorm
+                        (adversarial training, ``training/adversarial.py``; region perturbations are added to
+                        ``region_feats`` by the caller, as the original does)
         """
         parts, valid = [], []
         if region_feats is not None:
@@ -240,7 +243,8 @@ class UNIMOModel(UNIMOPretrainedModel):
             if position_ids is None:
                 position_ids = masks.default_position_ids(text_valid, self.config.position_start,
                                                           cached_real_tokens(cache, attention_mask))
-            parts.append(self.encoder_norm(self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)))
+            embedded = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+            parts.append(self.encoder_norm(embedded if text_delta is None else embedded + text_delta))
             valid.append(text_valid)
         if not parts:
             raise ValueError("UNIMOModel needs input_ids/inputs_embeds, region_feats, or both")
@@ -290,9 +294,9 @@ class UNIMOLMHeadModel(UNIMOPretrainedModel):
 
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, attention_mask=None,
                 masked_positions=None, use_cache: bool = False, cache: Optional[KVCache] = None, labels=None,
-                region_feats=None, region_locs=None, region_valid=None, inputs_embeds=None):
+                region_feats=None, region_locs=None, region_valid=None, inputs_embeds=None, text_delta=None):
         out = self.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache, cache,
-                         region_feats, region_locs, region_valid, inputs_embeds)
+                         region_feats, region_locs, region_valid, inputs_embeds, text_delta)
         hidden, new_cache = out if use_cache else (out, None)
         if region_feats is not None and masked_positions is None:
             hidden = hidden[:, region_feats.shape[1]:]  # logits for the text part only
@@ -311,3 +315,94 @@ class UNIMOLMHeadModel(UNIMOPretrainedModel):
 
 
 UNIMOForMaskedLM = UNIMOForConditionalGeneration = UNIMOLMHeadModel
+
+
+# ---- understanding heads over [regions; text] (UNIMO paper section 4.1; PaddlePaddle/Research NLP/UNIMO
+#      src/finetune/{retrieval,visual_entailment}.py, UNITER model/vqa.py). Head parameters are named after the
+#      original's (match_fc, cls_out_w_0 -> cls_out_0.weight, ...) so that checkpoint.py converts a model
+#      fine-tuned with the original release; ``head_prefixes`` are the tensors a pretrained model lacks.
+
+class UNIMOPairModel(UNIMOPretrainedModel):
+    """UNIMO with a task head on the pooled text and image outputs."""
+
+    head_prefixes: Tuple[str, ...] = ()
+
+    def __init__(self, config: UNIMOConfig):
+        super().__init__(config)
+        if not config.has_regions:
+            raise ValueError(f"{type(self).__name__} reads image regions: the model needs image_embedding_size > 0")
+        self.unimo = UNIMOModel(config)
+        self.head_dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def pooled(self, input_ids=None, position_ids=None, attention_mask=None, region_feats=None, region_locs=None,
+               region_valid=None, token_type_ids=None, text_delta=None):
+        """(pooled text (B, H) or None, pooled image (B, H) or None); either input may be left out."""
+        hidden = self.unimo(input_ids, token_type_ids, position_ids, attention_mask, region_feats=region_feats,
+                            region_locs=region_locs, region_valid=region_valid, text_delta=text_delta)
+        return self.unimo.pooled_outputs(hidden, 0 if region_feats is None else region_feats.shape[1])
+
+
+class UNIMOForRetrieval(UNIMOPairModel):
+    """Image-text matching score (B,) = match_fc(dropout(pooled_text * pooled_image)), the original's fusion "mul"."""
+
+    head_prefixes = ("match_fc.",)
+
+    def __init__(self, config: UNIMOConfig):
+        super().__init__(config)
+        self.match_fc = nn.Linear(config.hidden_size, 1)
+        self.init_weights(self.match_fc)
+
+    def forward(self, input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid=None,
+                token_type_ids=None, text_delta=None):
+        text, image = self.pooled(input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid,
+                                  token_type_ids, text_delta)
+        return self.match_fc(self.head_dropout(text * image)).squeeze(-1)
+
+
+class UNIMOForVisualEntailment(UNIMOPairModel):
+    """Logits (B, num_labels) = cls_out_1(dropout(cls_out_0(pooled_text + pooled_image))), no activation between,
+    as the original's visual entailment head."""
+
+    head_prefixes = ("cls_out_0.", "cls_out_1.")
+    inner_size = 2048
+
+    def __init__(self, config: UNIMOConfig):
+        super().__init__(config)
+        if config.num_labels < 1:
+            raise ValueError("UNIMOForVisualEntailment needs config.num_labels >= 1 (SNLI-VE: 3)")
+        self.cls_out_0 = nn.Linear(config.hidden_size, self.inner_size)
+        self.cls_out_1 = nn.Linear(self.inner_size, config.num_labels)
+        self.init_weights(self.cls_out_0)
+        self.init_weights(self.cls_out_1)
+
+    def forward(self, input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid=None,
+                token_type_ids=None, text_delta=None):
+        text, image = self.pooled(input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid,
+                                  token_type_ids, text_delta)
+        return self.cls_out_1(self.head_dropout(self.cls_out_0(text + image)))
+
+
+class UNIMOForVQA(UNIMOPairModel):
+    """Answer logits (B, num_labels) by UNITER's VQA head, Linear(H, 2H) -> GELU -> LayerNorm -> Linear(2H, A), over
+    pooled_text + pooled_image (the pooled pair as the visual entailment head sums it)."""
+
+    head_prefixes = ("vqa_output.",)
+
+    def __init__(self, config: UNIMOConfig):
+        super().__init__(config)
+        if config.num_labels < 1:
+            raise ValueError("UNIMOForVQA needs config.num_labels >= 1 (the answer vocabulary's size)")
+        h = config.hidden_size
+        self.vqa_output = nn.Sequential(nn.Linear(h, 2 * h), nn.GELU(), nn.LayerNorm(2 * h),
+                                        nn.Linear(2 * h, config.num_labels))
+        self.init_weights(self.vqa_output)
+
+    def forward(self, input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid=None,
+                token_type_ids=None, text_delta=None):
+        text, image = self.pooled(input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid,
+                                  token_type_ids, text_delta)
+        return self.vqa_output(text + image)
+
+
+ARCHITECTURES = {cls.__name__: cls for cls in (UNIMOModel, UNIMOLMHeadModel, UNIMOForRetrieval,
+                                               UNIMOForVisualEntailment, UNIMOForVQA)}

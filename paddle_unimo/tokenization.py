@@ -182,14 +182,18 @@ class WordPieceTokenizer(Tokenizer):
         return cls(read_vocab(path), do_lower_case)
 
     @classmethod
-    def build_char_vocab(cls, texts: Iterable[str]) -> "WordPieceTokenizer":
-        """A character vocabulary (plus the special tokens) from training texts, for the tiny preset."""
+    def build_char_vocab(cls, texts: Iterable[str], words: bool = False) -> "WordPieceTokenizer":
+        """A character vocabulary (plus the special tokens) from training texts, for the tiny preset. With
+        ``words`` the texts' words come first, so that a known word is one token and any other word falls
+        back to its characters (English captions and questions)."""
         seen = {}
+        vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
         for text in texts:
             for token in basic_tokenize(text):
+                if words and len(token) > 1:
+                    vocab.setdefault(token, len(vocab))
                 for ch in token:
                     seen.setdefault(ch, None)
-        vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
         for ch in seen:
             vocab.setdefault(ch, len(vocab))
             vocab.setdefault("##" + ch, len(vocab))

@@ -44,6 +44,7 @@ class ModelSection:
 @dataclass
 class EvalSection:
     max_examples: int = bounded(0, min=0)  # dev examples decoded at each evaluation during training; 0: all
+    batch_size: int = bounded(32, min=1)  # examples scored together (understanding tasks)
 
 
 # ---- configs --------------------------------------------------------------------------------------------
@@ -113,22 +114,28 @@ def setup_logging(out_dir: str) -> None:
     root.addHandler(handler)
 
 
-def build_model(model_dir: Optional[str], section: ModelSection, texts: Sequence[str]):
-    """From a checkpoint folder, or the preset with a character vocabulary built from ``texts``."""
+def build_model(model_dir: Optional[str], section: ModelSection, texts: Sequence[str], model_class=None,
+                vocabulary: str = "characters", **settings):
+    """``model_class`` (default the LM head model) from a checkpoint folder, or from the preset with a vocabulary
+    built from ``texts``: characters (Chinese), or ``"words"``, the texts' words and characters (English).
+    ``settings`` are UNIMOConfig values the task needs (e.g. ``num_labels``)."""
     import paddle
     from paddle_unimo import UNIMOLMHeadModel, WordPieceTokenizer, get_preset, load_tokenizer
+    model_class = model_class or UNIMOLMHeadModel
     if model_dir:
-        return UNIMOLMHeadModel.from_pretrained(model_dir), load_tokenizer(model_dir)
-    tokenizer = load_tokenizer(section.vocab_dir) if section.vocab_dir else WordPieceTokenizer.build_char_vocab(texts)
-    config = get_preset(section.preset, **section.overrides).replace(
+        return model_class.from_pretrained(model_dir, **settings), load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(section.vocab_dir) if section.vocab_dir else \
+        WordPieceTokenizer.build_char_vocab(texts, words=vocabulary == "words")
+    config = get_preset(section.preset, **{**section.overrides, **settings}).replace(
         vocab_size=tokenizer.vocab_size, unk_token_id=tokenizer.unk_token_id, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.eos_token_id,
         mask_token_id=tokenizer.mask_token_id)
     logger.info("no MODEL given: preset %s with a %d-token %s", section.preset, tokenizer.vocab_size,
                 f"vocabulary from {section.vocab_dir}" if section.vocab_dir
-                else "character vocabulary from the training data")
+                else f"{'word and character' if vocabulary == 'words' else 'character'} vocabulary from the "
+                     "training data")
     paddle.seed(0)
-    return UNIMOLMHeadModel(config), tokenizer
+    return model_class(config), tokenizer
 
 
 FULL_HASH_LIMIT = 1 << 30  # files up to 1 GiB (data files, model weights) are hashed whole

@@ -94,8 +94,26 @@ class GenerationTask:
     config_class: type = GenerationConfig
     metric: str = "bleu4"
 
-    def read(self, path: str, cfg: GenerationConfig, need_target: bool = True):
+    model_class = None  # the LM head model (tasks.cli.build_model's default)
+    vocabulary = "characters"  # the tiny preset's vocabulary from the training text
+
+    def read(self, path: str, cfg: GenerationConfig, need_target: bool = True, role: str = "dev"):
         return read_examples(path, self.fields, need_target, cfg.data.skip_bad)
+
+    @staticmethod
+    def model_settings(cfg: GenerationConfig, train, from_folder: bool) -> dict:
+        return {}
+
+    @staticmethod
+    def write_outputs(out_dir: str, examples, predictions) -> None:
+        """Nothing besides predictions.jsonl/.txt (the vision-language tasks add their benchmark's files)."""
+
+    def evaluate(self, path: str, references_path: str, cfg: GenerationConfig) -> dict:
+        """The metrics of a predictions file (``predict``'s predictions.jsonl) against a reference file."""
+        from tasks.evaluation import match_predictions, read_predictions
+        references, _ = self.read(references_path, cfg)
+        examples, predictions = match_predictions(read_predictions(path), references, path, references_path)
+        return self.score(examples, predictions)
 
     @staticmethod
     def texts(examples: Sequence[Example]) -> List[str]:

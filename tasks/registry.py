@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Dict
 
-from tasks import advertisegen, dureader_qg, lcsts_new
+from tasks import advertisegen, coco_caption, dureader_qg, flickr30k_retrieval, lcsts_new, snli_ve, vqa
 
-TASKS: Dict[str, object] = {m.TASK.name: m.TASK for m in (dureader_qg, advertisegen, lcsts_new)}
+TASKS: Dict[str, object] = {m.TASK.name: m.TASK for m in (dureader_qg, advertisegen, lcsts_new, coco_caption,
+                                                          flickr30k_retrieval, snli_ve, vqa)}
 
 
 def get_task(name: str):

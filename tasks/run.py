@@ -23,7 +23,7 @@ from paddle_unimo import cpu_defaults
 cpu_defaults()  # before anything below imports paddle
 
 from tasks.cli import (ROOT, add_common_arguments, build_model, fingerprint, load_config, read_yaml,  # noqa: E402
-                  run_command, setup_logging)
+                       run_command, setup_logging)
 from tasks.registry import TASKS, get_task  # noqa: E402
 
 logger = logging.getLogger("paddle_unimo")
@@ -49,6 +49,13 @@ def resolve_config(args):
     cfg = load_config(path, args.override, task.config_class)
     if getattr(args, "skip_bad", False):
         cfg.data.skip_bad = True
+    for key in getattr(cfg.data, "PATHS", ()):  # folders and files the data section names, in the data folder
+        if getattr(cfg.data, key):
+            setattr(cfg.data, key, os.path.abspath(data_file(args, cfg, getattr(cfg.data, key))))
+    if hasattr(cfg.data, "regions"):  # the vision-language tasks' region store
+        cfg.data.regions = os.path.abspath(args.regions) if args.regions else cfg.data.regions
+    elif args.regions:
+        raise ConfigError(f"--regions: task {name!r} reads no image regions")
     return task, cfg, path
 
 
@@ -74,14 +81,20 @@ def finetune(args) -> dict:
     from tasks.outputs import describe, mean_loss_curve, prediction_rows, write_predictions
     task, cfg, config_path = resolve_config(args)
     paths = {"train": data_file(args, cfg, cfg.data.train), "dev": data_file(args, cfg, cfg.data.dev)}
-    train, train_report = task.read(paths["train"], cfg)
-    dev, dev_report = task.read(paths["dev"], cfg)
-    model, tokenizer = build_model(args.model, cfg.model, task.texts(train))
+    train, train_report = task.read(paths["train"], cfg, role="train")
+    dev, dev_report = task.read(paths["dev"], cfg, role="dev")
+    model, tokenizer = build_model(args.model, cfg.model, task.texts(train), task.model_class, task.vocabulary,
+                                   **task.model_settings(cfg, train, from_folder=bool(args.model)))
     task.check(cfg, model.config, config_path)
     runner = task.bind(model, tokenizer, cfg)
-    sections = {"model": cfg.model, "data": cfg.data, "train": cfg.train, "decode": cfg.decode, "eval": cfg.eval}
+    sections = {"model": cfg.model, "data": cfg.data, "train": cfg.train, "eval": cfg.eval}
+    if hasattr(cfg, "decode"):
+        sections["decode"] = cfg.decode
+    if hasattr(cfg.data, "regions"):
+        paths["regions"] = cfg.data.regions
     run_id = fingerprint({**paths, "model": args.model or f"preset {cfg.model.preset}"}, sections,
-                         skip={"data.default_dir", *(f"train.{k}" for k in cfg.train.RESUMABLE_CHANGES)})
+                         skip={"data.default_dir", "data.regions",
+                               *(f"train.{k}" for k in cfg.train.RESUMABLE_CHANGES)})
     trainer = runner.trainer(train, dev, args.out, run_id)
     state = trainer.train(resume=not args.no_resume)
     if trainer.rank != 0:
@@ -95,6 +108,7 @@ def finetune(args) -> dict:
                    predictions=write_predictions(args.out, prediction_rows(dev, predictions, dev_report,
                                                                            task.prediction_row)))
     metrics[f"best_eval_{task.metric}"] = metrics.pop("best_eval")
+    task.write_outputs(args.out, dev, predictions)
     write_json(os.path.join(args.out, "metrics.json"), metrics)
     logger.info("%s dev: %s -> %s", task.name, describe(metrics), os.path.join(args.out, "metrics.json"))
     return metrics
@@ -109,15 +123,16 @@ def predict(args) -> dict:
     if not args.model:
         raise ConfigError("predict needs --model (a folder written by finetune, e.g. OUT/best)")
     path = args.input or data_file(args, cfg, cfg.data.dev)
-    examples, report = task.read(path, cfg, need_target=False)
+    examples, report = task.read(path, cfg, need_target=False, role="dev")
     model = task.load_model(args.model)
     task.check(cfg, model.config, config_path)
     runner = task.bind(model, load_tokenizer(args.model), cfg)
     predictions = runner.predict(examples)
     out = write_predictions(args.out, prediction_rows(examples, predictions, report, task.prediction_row))
+    task.write_outputs(args.out, examples, predictions)
     result = {"task": task.name, "input": path, "predictions": out, "examples": len(examples),
               "skipped_lines": write_skipped(args.out, [report]), "skipped": report.skipped}
-    if all(e.target for e in examples):
+    if all(e.target is not None and e.target != "" for e in examples):
         result.update(task.score(examples, predictions))
     write_json(os.path.join(args.out, "metrics.json"), result)
     logger.info("%d predictions -> %s %s", len(predictions), out, describe(result))
@@ -127,14 +142,11 @@ def predict(args) -> dict:
 def evaluate(args) -> dict:
     """Scores a predictions file against the references; writes ``OUT/eval/metrics.json`` only."""
     from paddle_unimo.fileio import write_json
-    from tasks.evaluation import match_predictions, read_predictions
     from tasks.outputs import describe
     task, cfg, _ = resolve_config(args)
     path = args.predictions or os.path.join(args.out, "predictions.jsonl")
     references_path = args.references or data_file(args, cfg, cfg.data.dev)
-    references, _ = task.read(references_path, cfg)
-    examples, predictions = match_predictions(read_predictions(path), references, path, references_path)
-    metrics = {**task.score(examples, predictions), "task": task.name, "predictions": path,
+    metrics = {**task.evaluate(path, references_path, cfg), "task": task.name, "predictions": path,
                "references": references_path}
     target = os.path.join(args.out, "eval", "metrics.json")
     write_json(target, metrics)
@@ -156,6 +168,8 @@ def execute(argv=None):
     parser.add_argument("--input", help="predict: the file to generate for (default: the dev file)")
     parser.add_argument("--predictions", help="evaluate: predictions.jsonl (default: OUT/predictions.jsonl)")
     parser.add_argument("--references", help="evaluate: the reference file (default: the dev file)")
+    parser.add_argument("--regions", help="vision-language tasks: the region store folder (default: data.regions "
+                        "in the data folder)")
     parser.add_argument("--skip-bad", action="store_true", help="skip bad input lines, listed in OUT/skipped.jsonl")
     parser.add_argument("--no-resume", action="store_true", help="ignore OUT/checkpoint and start again")
     add_common_arguments(parser)

@@ -6,7 +6,9 @@
 The source is the folder of legacy static-graph parameter files (one file per parameter: ``word_embedding``,
 ``encoder_layer_0_multi_head_att_query_fc.w_0``, ``image_emb.w_0``, ...) from the released tarballs.
 Every file must map onto a parameter, be optimizer state (skipped and counted), or match --allow-unused;
-every model parameter must be present. The LM head is kept when the checkpoint has one.
+every model parameter must be present. The LM head is kept when the checkpoint has one; a model fine-tuned on
+retrieval (``match_fc``) or visual entailment (``cls_out_w_0``...) becomes ``UNIMOForRetrieval`` /
+``UNIMOForVisualEntailment`` with its head.
 """
 from __future__ import annotations
 
@@ -29,21 +31,29 @@ def read_param_dir(path: str):
 
 def convert(params: str, config_path: str, out: str, dict_dir: str | None = None, allow_unused: str | None = None):
     """The converted model, also saved to ``out`` (with the tokenizer files of ``dict_dir`` when given)."""
-    from paddle_unimo import GptBpeTokenizer, UNIMOConfig, UNIMOLMHeadModel, UNIMOModel  # these import paddle
+    from paddle_unimo import GptBpeTokenizer, UNIMOConfig  # these import paddle
     from paddle_unimo.checkpoint import TIED_ALIAS, map_original_state, set_state
+    from paddle_unimo.modeling import (UNIMOForRetrieval, UNIMOForVisualEntailment, UNIMOLMHeadModel,
+                                       UNIMOModel)
 
     config = UNIMOConfig.from_original_json(config_path)
     state, skipped = map_original_state(read_param_dir(params), params, allow_unused)
-    with_head = any(k.startswith("lm_head.") for k in state)
-    model = UNIMOLMHeadModel(config) if with_head else UNIMOModel(config)
-    if not with_head:
+    if "match_fc.weight" in state:  # a model fine-tuned on retrieval
+        model_class = UNIMOForRetrieval
+    elif "cls_out_1.weight" in state:  # ... on visual entailment
+        model_class = UNIMOForVisualEntailment
+        config = config.replace(num_labels=int(state["cls_out_1.weight"].shape[1]))
+    else:
+        model_class = UNIMOLMHeadModel if any(k.startswith("lm_head.") for k in state) else UNIMOModel
+    model = model_class(config)
+    if model_class is UNIMOModel:
         state = {k[len("unimo."):]: v for k, v in state.items()}
     set_state(model, state, params, optional=[TIED_ALIAS])
     model.save_pretrained(out)
     if dict_dir:
         GptBpeTokenizer.from_dir(dict_dir, prefix="unimo_en.").save_pretrained(out)
     print(f"converted {len(state)} tensors from {params} into {out} "
-          f"({'UNIMOLMHeadModel' if with_head else 'UNIMOModel'}); skipped {len(skipped)} non-model files")
+          f"({model_class.__name__}); skipped {len(skipped)} non-model files")
     return model
 
 

@@ -216,3 +216,21 @@ def read_vqa(questions_path, annotations_path=None) -> List[VqaQuestion]:
         out.append(VqaQuestion(qid, coco_image_name(subtype, _get(q, "image_id", int, where)),
                                _text(q, "question", where), None if answers is None else answers[qid]))
     return out
+
+
+def read_caption_file(path, splits: Iterable[str] = ("train", "restval")) -> List[Caption]:
+    """Captions of any caption format above, told apart by content: a folder of Flickr30k Entities sentences, a
+    Karpathy split file (``images`` with ``sentences``; only ``splits``), COCO caption annotations
+    (``annotations``), or a ``{"<image_id>": [caption, ...]}`` reference file."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return read_flickr30k_sentences(path)
+    data = read_json(path, "caption file")
+    if isinstance(data, dict) and isinstance(data.get("images"), list) and "annotations" not in data:
+        return read_karpathy(path, splits)
+    if isinstance(data, dict) and "annotations" in data:
+        return read_coco_captions(path)
+    if isinstance(data, dict):
+        return read_coco_refs(path)
+    raise DataError(f"{path}: not a caption file (expected a Karpathy split file, COCO caption annotations or "
+                    f"{{image_id: [captions]}}), got a JSON {type(data).__name__}")
