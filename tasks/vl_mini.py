@@ -20,7 +20,6 @@ distributions peaking at the true class). Files:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np

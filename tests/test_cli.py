@@ -236,7 +236,7 @@ def test_evaluate_refuses_broken_prediction_files(finished, tmp_path, capsys, co
     ("data.max_titel_len=3", "data: unknown key max_titel_len; known: default_dir"),
     ("train.learning_rate=1e-3", "train: unknown key learning_rate; known: accumulate"),
     ("decode.beams=3", "decode: unknown key beams"),
-    ("eval.max_example=3", "eval: unknown key max_example; known: max_examples"),
+    ("eval.max_example=3", "eval: unknown key max_example; known: batch_size, max_examples"),
     ("model.vocab=x", "model: unknown key vocab; known: overrides, preset, vocab_dir"),
 ])
 def test_every_bad_setting_is_one_clear_error_before_training(tmp_path, capsys, override, expected):
