@@ -95,7 +95,8 @@ class UNIMOConfig:
     def from_original_json(cls, path: str) -> "UNIMOConfig":
         """Reads an original English UNIMO config (``model_files/config/unimo_*_en.json``)."""
         original = read_json(path, "model config")
-        if isinstance(original, dict):  # num_labels: a classification 
+        if isinstance(original, dict):  # num_labels sizes a classification head, which each task sets
+            original.pop("num_labels", None)
         values = {**PRESETS["unimo-base-en"].to_dict(), **original}
         values["intermediate_size"] = 4 * values["hidden_size"]  # hard-coded d_inner_hid in the original
         return cls.from_dict(values, ignore=ORIGINAL_NON_MODEL_KEYS, source=f"{path}:")
