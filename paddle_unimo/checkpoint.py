@@ -107,6 +107,15 @@ def load_pretrained(cls, path: str, **config_overrides):
     return model
 
 
+def load_any(path: str, **config_overrides):
+    """The model of a folder, of the class its config.json names (``architectures``; default: the LM head
+    model, as PaddleNLP's unimo-text folders)."""
+    from .modeling import ARCHITECTURES, UNIMOLMHeadModel
+    names = read_json(find_config(path), "model config").get("architectures") or ["UNIMOLMHeadModel"]
+    cls = ARCHITECTURES.get(names[0], UNIMOLMHeadModel)
+    return load_pretrained(cls, path, **config_overrides)
+
+
 def save_pretrained(model, path: str) -> None:
     """Writes config.json (``UNIMOConfig.save``, through ``fileio.write_json``) and model_state.pdparams
     (``fileio.atomic_save``), each to a temporary file renamed into place."""

@@ -1,4 +1,5 @@
-"""Export a ``UNIMOLMHeadModel`` for Paddle Inference, and decode with the exported programs.
+"""Export a model for Paddle Inference: the decoding programs of a ``UNIMOLMHeadModel`` (and the stepper that
+decodes with them), or the forward program of an understanding model.
 
 An export folder holds two static programs, the two calls ``generate`` makes of its stepper, and a third for
 models with image regions:
@@ -15,6 +16,11 @@ models with image regions:
   ``(logits, k_cache, v_cache)``, with the (N, R + L, R + L) mask of ``masks.captioning_inputs``, features
   (N, R, D), locations (N, R, 5) and validity (N, R); the caches hold the R + L keys. The step program is the
   same: its mask covers every cached key, regions included.
+* ``forward.json`` / ``forward.pdiparams``, instead of the three above for an understanding model (retrieval,
+  visual entailment, VQA: ``modeling.UNIMOPairModel``): ``(input_ids, token_type_ids, position_ids,
+  attention_mask, region_feats, region_locs, region_valid)`` -> ``logits``, the model's output (retrieval: the
+  (N,) match scores; otherwise (N, num_labels)), with the (N, R + L, R + L) mask of ``[regions; text]``.
+  ``InferenceForward(folder)(**inputs)`` runs it.
 * ``config.json`` (the model's), ``export.json`` (input and output names, in order, of the programs) and
   the tokenizer files when a tokenizer was given, so that the folder alone is enough to deploy.
 
@@ -61,6 +67,7 @@ from .generation import DecodeState, check_inputs, check_regions, last_row_keys
 
 PROGRAMS = ("prefill", "step")
 REGION_PROGRAM = "prefill_regions"  # exported only for configs with regions
+FORWARD_PROGRAM = "forward"  # the one program of an understanding model
 OUTPUTS = ("logits", "k_cache", "v_cache")
 MANIFEST = "export.json"
 
@@ -91,6 +98,19 @@ class PrefillRegions(Prefill):
                                          region_feats=region_feats, region_locs=region_locs,
                                          region_valid=region_valid)
         return (self.model.lm_head(hidden[:, -1]), *stack_cache(cache))
+
+
+class Forward(nn.Layer):
+    """An understanding model's forward over ``[regions; text]`` (token types kept as an input, as in prefill)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, token_type_ids, position_ids, attention_mask, region_feats, region_locs,
+                region_valid):
+        return self.model(input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid,
+                          token_type_ids)
 
 
 class Step(nn.Layer):
@@ -128,24 +148,28 @@ def input_specs(config: UNIMOConfig, dtype: str = "float32") -> Dict[str, List[I
 
 
 def _write_export(model, folder: str, tokenizer) -> None:
-    dtype = str(model.lm_head.decoder_bias.dtype).split(".")[-1]
+    from .modeling import UNIMOPairModel
+    dtype = str(model.unimo.embeddings.word_embeddings.weight.dtype).split(".")[-1]
     specs = input_specs(model.config, dtype)
+    if isinstance(model, UNIMOPairModel):
+        specs = {FORWARD_PROGRAM: specs[REGION_PROGRAM]}
     # paddle.jit.save refuses a feed that no output depends on: keep the unused token-type inputs of a model
     # without token types (English UNIMO) so that both families take the same inputs. region_valid is always
     # unused (the given mask already hides padded regions) but kept, so the program takes what generate takes.
     keep_unused = not model.config.type_vocab_size
-    wrappers = {"prefill": Prefill(model), "step": Step(model), REGION_PROGRAM: PrefillRegions(model)}
+    wrappers = {FORWARD_PROGRAM: Forward} if FORWARD_PROGRAM in specs else \
+        {"prefill": Prefill, "step": Step, REGION_PROGRAM: PrefillRegions}
     for name in specs:
-        static = paddle.jit.to_static(wrappers[name], input_spec=specs[name], full_graph=True)
+        static = paddle.jit.to_static(wrappers[name](model), input_spec=specs[name], full_graph=True)
         with warnings.catch_warnings():  # paddle.jit.save's own code asks PIR values for .place (3.3.1)
             warnings.filterwarnings("ignore", message="Tensor do not have 'place' interface")
             paddle.jit.save(static, os.path.join(folder, name),
-                            skip_prune_program=keep_unused or name == REGION_PROGRAM)
+                            skip_prune_program=keep_unused or name in (REGION_PROGRAM, FORWARD_PROGRAM))
     for name in specs:
-        if name != "prefill":
+        if name not in ("prefill", FORWARD_PROGRAM):
             _share_identical(os.path.join(folder, "prefill.pdiparams"), os.path.join(folder, name + ".pdiparams"))
     write_json(os.path.join(folder, MANIFEST), _manifest(specs))
-    model.config.save(os.path.join(folder, "config.json"))
+    model.config.save(os.path.join(folder, "config.json"), type(model).__name__)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
 
@@ -155,7 +179,8 @@ def _manifest(specs: Dict[str, List[InputSpec]]) -> dict:
     def describe(spec):
         return {"name": spec.name, "shape": [-1 if d is None else d for d in spec.shape],
                 "dtype": str(spec.dtype).split(".")[-1]}
-    programs = {name: {"inputs": [describe(s) for s in inputs], "outputs": list(OUTPUTS)}
+    programs = {name: {"inputs": [describe(s) for s in inputs],
+                       "outputs": ["logits"] if name == FORWARD_PROGRAM else list(OUTPUTS)}
                 for name, inputs in specs.items()}
     return {"paddle_version": paddle.__version__, **programs}
 
@@ -267,6 +292,24 @@ class Program:
             handle.copy_from_cpu(value)
         self.predictor.run()
         return {ours: self.predictor.get_output_handle(theirs).copy_to_cpu() for theirs, ours in self.outputs.items()}
+
+
+class InferenceForward:
+    """The forward program of an exported understanding model: ``__call__(**inputs) -> logits`` (numpy), taking
+    the keyword inputs of the dynamic model's forward (``token_type_ids`` may be left out: zeros)."""
+
+    def __init__(self, folder: str, num_threads: int | None = None):
+        self.config = UNIMOConfig.from_file(os.path.join(folder, "config.json"))
+        self.program = Program(folder, FORWARD_PROGRAM, ["logits"], num_threads or cpu_count())
+
+    def __call__(self, input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid=None,
+                 token_type_ids=None) -> np.ndarray:
+        input_ids = _numpy(input_ids)
+        region_valid = np.ones(_numpy(region_feats).shape[:2], bool) if region_valid is None else region_valid
+        token_type_ids = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+        return self.program(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
+                            attention_mask=_numpy(attention_mask).astype(bool), region_feats=region_feats,
+                            region_locs=region_locs, region_valid=_numpy(region_valid).astype(bool))["logits"]
 
 
 class InferenceStepper:

@@ -255,10 +255,16 @@ class UNIMOModel(UNIMOPretrainedModel):
         hidden, new_cache = self.encoder(x, masks.additive_bias(attention_mask, x.dtype), cache)
         return (hidden, new_cache) if use_cache else hidden
 
-    def pooled_outputs(self, hidden, num_regions: int):
-        """ReLU(fc(first token)) of the text and of the image stream (the global region feature)."""
-        text = F.relu(self.text_pooler(hidden[:, num_regions])) if hidden.shape[1] > num_regions else None
-        image = F.relu(self.image_pooler(hidden[:, 0])) if num_regions else None
+    def pooled_outputs(self, hidden, num_regions, has_text: bool = True):
+        """ReLU(fc(first token)) of the text (None when ``has_text`` is False: image-only input) and of the image
+        stream (its global region feature; None when ``num_regions`` is 0). ``num_regions`` is an int, or an int
+        tensor of shape [1] (``paddle.shape(region_feats)[1:2]``, which stays dynamic in an exported program)."""
+        text = None
+        if has_text:
+            first = hidden[:, num_regions] if isinstance(num_regions, int) else \
+                paddle.index_select(hidden, num_regions, axis=1).squeeze(1)
+            text = F.relu(self.text_pooler(first))
+        image = F.relu(self.image_pooler(hidden[:, 0])) if not isinstance(num_regions, int) or num_regions else None
         return text, image
 
 
@@ -339,7 +345,8 @@ class UNIMOPairModel(UNIMOPretrainedModel):
         """(pooled text (B, H) or None, pooled image (B, H) or None); either input may be left out."""
         hidden = self.unimo(input_ids, token_type_ids, position_ids, attention_mask, region_feats=region_feats,
                             region_locs=region_locs, region_valid=region_valid, text_delta=text_delta)
-        return self.unimo.pooled_outputs(hidden, 0 if region_feats is None else region_feats.shape[1])
+        regions = 0 if region_feats is None else paddle.shape(region_feats)[1:2]
+        return self.unimo.pooled_outputs(hidden, regions, has_text=input_ids is not None)
 
 
 class UNIMOForRetrieval(UNIMOPairModel):

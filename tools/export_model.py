@@ -4,17 +4,23 @@
 
 ``--model`` is a paddle_unimo / PaddleNLP-layout folder (config.json + model_state.pdparams, tokenizer files
 optional). ``--out`` receives prefill.json/.pdiparams, step.json/.pdiparams, export.json, config.json and the
-tokenizer files; ``paddle_unimo.export.InferenceStepper(out)`` decodes with them (see that module's doc).
+tokenizer files; ``paddle_unimo.export.InferenceStepper(out)`` decodes with them (see that module's doc). An
+understanding model (retrieval, visual entailment, VQA; config.json's ``architectures``) gets one
+forward.json/.pdiparams instead, run by ``paddle_unimo.export.InferenceForward(out)``.
 An existing ``--out`` is replaced only if it is empty or a previous export.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
 import paddle_unimo
 from paddle_unimo.tokenization import load_tokenizer
+
+
+TASK_FILES = ("ans2label.json",)  # what a task saves beside the model and a deployment needs (VQA's answers)
 
 
 def load_optional_tokenizer(model_dir: str):
@@ -41,12 +47,15 @@ def run(argv=None) -> str:
     parser.add_argument("--model", required=True, help="model folder (config.json + model_state.pdparams)")
     parser.add_argument("--out", required=True, help="export folder to write")
     args = parser.parse_args(argv)
-    from paddle_unimo import UNIMOLMHeadModel  # these import paddle
+    from paddle_unimo.checkpoint import load_any  # these import paddle
     from paddle_unimo.export import export_model
 
-    model = UNIMOLMHeadModel.from_pretrained(args.model)
+    model = load_any(args.model)
     tokenizer = load_optional_tokenizer(args.model)
     out = export_model(model, args.out, tokenizer)
+    for name in TASK_FILES:
+        if os.path.isfile(os.path.join(args.model, name)):
+            shutil.copyfile(os.path.join(args.model, name), os.path.join(out, name))
     print(f"exported {args.model} to {out} ({folder_bytes(out) / 2 ** 20:.1f} MiB, "
           f"{'with' if tokenizer else 'without'} tokenizer)")
     return out

@@ -178,7 +178,7 @@ def similarity(model, batch: Dict[str, np.ndarray]):
     num_regions = batch["region_feats"].shape[1]
     image_hidden = model.unimo(None, None, None, t["image_attention_mask"], region_feats=t["region_feats"],
                                region_locs=t["region_locs"], region_valid=t["region_valid"])
-    _, image = model.unimo.pooled_outputs(image_hidden, num_regions)  # (I, H)
+    _, image = model.unimo.pooled_outputs(image_hidden, num_regions, has_text=False)  # (I, H)
     text_hidden = model.unimo(t["text_input_ids"], t["text_token_type_ids"], t["text_position_ids"],
                               t["text_attention_mask"])
     text, _ = model.unimo.pooled_outputs(text_hidden, 0)  # (T, H)
