@@ -18,6 +18,7 @@ annotations (``--references``) or the dev captions.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from tasks.generation import GenerationDecode
 from paddle_unimo.training import TrainConfig
 from tasks.vision_language import VLData, VLExample, VLRunner, VLTask
 
+logger = logging.getLogger(__name__)
 RESULTS = "captions_results.json"
 
 
@@ -100,9 +102,8 @@ class CaptionTask(VLTask):
 
     def score(self, examples: Sequence[VLExample], predictions: Sequence[str], train_examples=()) -> dict:
         """The COCO caption metrics (x100) of one caption per image against its references."""
-        from paddle_unimo.metrics.caption import caption_scores
-        return {**caption_scores({e.image: p for e, p in zip(examples, predictions)},
-                                 {e.image: list(e.target) for e in examples}), "examples": len(examples)}
+        return coco_scores({e.image: p for e, p in zip(examples, predictions)},
+                           {e.image: list(e.target) for e in examples})
 
     @staticmethod
     def write_outputs(out_dir: str, examples: Sequence[VLExample], predictions: Sequence[str]) -> None:
@@ -113,8 +114,10 @@ class CaptionTask(VLTask):
         write_json(os.path.join(out_dir, RESULTS), rows)
 
     def evaluate(self, path: str, references_path: str, cfg: CaptionConfig) -> dict:
-        """A COCO result file (or predictions.jsonl) against COCO caption annotations (or the dev captions)."""
-        from paddle_unimo.metrics.caption import caption_scores, read_coco_references, read_coco_results
+        """A COCO result file (or predictions.jsonl) against COCO caption annotations (or the dev captions).
+        Images are matched by their COCO number where they have one (``COCO_val2014_000000391895.jpg`` is
+        image_id 391895), else by name."""
+        from paddle_unimo.metrics.caption import read_coco_references, read_coco_results
         from tasks.evaluation import read_predictions
         if path.endswith(".jsonl"):
             predictions = {ident: text for _, ident, text in read_predictions(path)}
@@ -124,14 +127,37 @@ class CaptionTask(VLTask):
             references = read_coco_references(references_path)
         except DataError:
             references = {e.image: list(e.target) for e in self.read_file(references_path, cfg, True, "dev")}
-        if set(map(str, predictions)) == set(map(str, references)) and set(predictions) != set(references):
-            predictions = {type(next(iter(references)))(k): v for k, v in predictions.items()}
+        predictions, references = canonical_ids(predictions, path), canonical_ids(references, references_path)
         missing = [k for k in references if k not in predictions]
         extra = [k for k in predictions if k not in references]
         if missing or extra:
             raise DataError(f"{path}: {len(missing)} reference images have no caption ({missing[:5]}) and "
                             f"{len(extra)} captions are for images not in {references_path} ({extra[:5]})")
-        return {**caption_scores(predictions, references), "examples": len(references)}
+        return coco_scores(predictions, references)
+
+
+def canonical_ids(table: Dict, path: str) -> Dict[str, object]:
+    """``table`` keyed by each image's COCO number (as a string) where its id has one, else by the id itself."""
+    from paddle_unimo.data.object_tags import image_number
+    out: Dict[str, object] = {}
+    for key, value in table.items():
+        canon = image_number(str(key)) or str(key)
+        if canon in out:
+            raise DataError(f"{path}: two entries name image {canon}")
+        out[canon] = value
+    return out
+
+
+def coco_scores(predictions: Dict, references: Dict) -> dict:
+    """``caption_scores`` (pycocoevalcap, x100); without Java, none of them (each needs the PTB tokenizer) and
+    the reason under ``skipped``."""
+    import shutil
+    from paddle_unimo.metrics.caption import caption_scores
+    if shutil.which("java") is None:
+        reason = "Java is not installed: the COCO caption metrics tokenize with the Stanford PTB tokenizer (Java)"
+        logger.warning("%s; they are not computed", reason)
+        return {"skipped": {"coco_metrics": reason}, "examples": len(references)}
+    return {**caption_scores(predictions, references), "examples": len(references)}
 
 
 class CaptionRunner(VLRunner):
@@ -153,7 +179,7 @@ class CaptionRunner(VLRunner):
             if record.class_probs is None:
                 raise DataError(f"{self.regions.path}: image {image} has no class distributions for data.tags store")
             tags = tags_from_regions(record.class_probs, self.class_names, data.tag_threshold, data.max_img_len - 1)
-        ids = tags if isinstance(tags, list) else self.tokenizer.convert_tokens_to_ids(self.tokenizer.tokenize(tags))
+        ids = tags if isinstance(tags, list) else self.tokenizer.encode(tags)
         return list(ids[:data.max_tag_len])
 
     def inputs(self, images: Sequence[str], captions: Sequence[List[int]], left_pad: bool) -> Dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ writes ``OUT/eval/metrics.json`` and touches nothing else.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 
@@ -87,9 +88,7 @@ def finetune(args) -> dict:
                                    **task.model_settings(cfg, train, from_folder=bool(args.model)))
     task.check(cfg, model.config, config_path)
     runner = task.bind(model, tokenizer, cfg)
-    sections = {"model": cfg.model, "data": cfg.data, "train": cfg.train, "eval": cfg.eval}
-    if hasattr(cfg, "decode"):
-        sections["decode"] = cfg.decode
+    sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "task"}
     if hasattr(cfg.data, "regions"):
         paths["regions"] = cfg.data.regions
     run_id = fingerprint({**paths, "model": args.model or f"preset {cfg.model.preset}"}, sections,

@@ -156,7 +156,7 @@ class TextEncoder:
         self.truncated: Counter = Counter()
 
     def __call__(self, text: str, what: str = "text") -> List[int]:
-        ids = self.tokenizer.convert_tokens_to_ids(self.tokenizer.tokenize(text))
+        ids = self.tokenizer.encode(text)
         if len(ids) > self.max_len - 2:
             self.truncated[what] += 1
             ids = ids[:self.max_len - 2]
