@@ -26,20 +26,20 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from paddle_unimo import masks
+from paddle_unimo.data.object_tags import image_number
 from paddle_unimo.data.seq2seq import ReadReport
 from paddle_unimo.fileio import DataError
-from paddle_unimo.training import TrainConfig
 from paddle_unimo.typed import ConfigError, bounded
-
-from tasks.cli import EvalSection, ModelSection
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class VLExample:
-    """One annotated image: ``text`` is the caption (captioning: the target), hypothesis or question; ``target``
-    the label name (SNLI-VE), the annotators' answers (VQA) or None; ``line`` its 1-based place in its file."""
+    """One annotated example: ``text`` is the caption, hypothesis or question; ``target`` the caption (captioning,
+    training) or the image's reference captions (captioning, evaluation), the caption's image (retrieval), the
+    label name (SNLI-VE) or the annotators' answers (VQA), None when unknown; ``line`` its 1-based place in its
+    file (an entry of a JSON list counts as a line)."""
     id: str
     image: str
     text: str
@@ -60,15 +60,6 @@ class VLData:
     skip_bad: bool = False
 
     PATHS = ("regions",)  # keys naming a file or folder, resolved against the data folder
-
-
-@dataclass
-class VLConfig:
-    task: str
-    model: ModelSection = field(default_factory=ModelSection)
-    data: VLData = field(default_factory=VLData)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalSection = field(default_factory=EvalSection)
 
 
 # ---- regions ---------------------------------------------------------------------------------------------
@@ -95,10 +86,8 @@ class Regions:
         if stem in self.store:
             return stem
         if self.by_number is None:
-            from paddle_unimo.data.object_tags import image_number
             numbers = Counter(image_number(k) for k in self.store.ids())
             self.by_number = {image_number(k): k for k in self.store.ids() if numbers[image_number(k)] == 1}
-        from paddle_unimo.data.object_tags import image_number
         return self.by_number.get(image_number(image)) if image_number(image) else None
 
     def __contains__(self, image: str) -> bool:
@@ -193,13 +182,13 @@ def to_tensors(batch: Dict[str, Any]) -> Dict[str, Any]:
 # ---- the task skeleton -------------------------------------------------------------------------------------
 
 class VLTask:
-    """A registered vision-language task: subclasses set ``name``, ``config_class``, ``model_class``,
-    ``metric``, ``description`` and implement ``read_file``, ``bind`` and ``score``."""
+    """A registered vision-language task: subclasses set ``name``, ``config_class`` (the typed YAML schema),
+    ``model_class_name``, ``metric``, ``description`` and implement ``read_file``, ``bind`` and ``score``."""
 
     name = ""
     description = ""
     metric = "accuracy"
-    config_class = VLConfig
+    config_class: type = type(None)
     model_class_name = "UNIMOLMHeadModel"
     vocabulary = "words"  # the tiny preset's vocabulary: the training text's words and characters
 
