@@ -7,7 +7,7 @@ PADDLE ?= paddlepaddle==3.3.1
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo finetune predict evaluate export convert benchmark extract-regions \
+.PHONY: install test test-all demo demo-vl finetune predict evaluate export convert benchmark extract-regions \
 	benchmark-regions convert-regions pretrain train-tokenizer clean
 
 # requirements-nodeps.txt holds packages whose metadata pins would break the environment (paddledet pins
@@ -33,36 +33,49 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -m ""
 
-# ---- tasks (tasks/registry.py): make finetune TASK=dureader_qg|advertisegen|lcsts_new [MODEL=dir] [DATA=dir]
-#      [OUT=dir] [O="train.lr=3e-5 decode.num_beams=4"]; without MODEL the tiny preset and the bundled demo data.
+# ---- tasks (tasks/registry.py): make finetune TASK=name [MODEL=dir] [DATA=dir] [REGIONS=store] [OUT=dir]
+#      [O="train.lr=3e-5 decode.num_beams=4"]; without MODEL the tiny preset and the bundled demo data.
+#      TASK: dureader_qg|advertisegen|lcsts_new (千言 generation), coco_caption|flickr30k_retrieval|snli_ve|vqa
+#      (vision-language; REGIONS= is their region store, by default data.regions inside the data folder).
 TASK ?= dureader_qg
 SIZE ?= $(if $(MODEL),base,tiny)
 CONFIG ?= tasks/configs/$(TASK)_$(SIZE).yaml
 OUT ?= out/$(TASK)
 OVERRIDES = $(foreach o,$(O),-o $(o))
+REGIONS_ARG = $(if $(REGIONS),--regions "$(REGIONS)")
+# what predict writes that evaluate scores: retrieval's score matrix, every other task's predictions.jsonl
+PRED_FILE = $(if $(filter flickr30k_retrieval,$(TASK)),scores.npy,predictions.jsonl)
 
 demo: $(STAMP)
 	$(PY) -m tasks.demo --out $(if $(filter command line environment,$(origin OUT)),$(OUT),out/demo) \
 		$(if $(MODEL),--model "$(MODEL)") $(OVERRIDES)
 
+# make demo-vl [OUT=out/demo_vl] [O="train.epochs=5"]: the four vision-language tasks on the embedded set
+demo-vl: $(STAMP)
+	$(PY) -m tasks.demo_vl --out $(if $(filter command line environment,$(origin OUT)),$(OUT),out/demo_vl) \
+		$(OVERRIDES)
+
 finetune: $(STAMP)
 	$(PY) -m tasks.run finetune --task $(TASK) --config $(CONFIG) --out "$(OUT)" $(if $(MODEL),--model "$(MODEL)") \
-		$(if $(DATA),--data "$(DATA)") $(OVERRIDES)
+		$(if $(DATA),--data "$(DATA)") $(REGIONS_ARG) $(OVERRIDES)
 
-# make predict [MODEL=$(OUT)/best] [INPUT=file] -> $(OUT)/predict
+# make predict [MODEL=$(OUT)/best] [INPUT=file] -> $(OUT)/predict (coco_caption adds captions_results.json, vqa
+#      vqa_submission.json, flickr30k_retrieval scores.npy + scores_index.json)
 predict: $(STAMP)
 	$(PY) -m tasks.run predict --task $(TASK) --config $(CONFIG) --out "$(OUT)/predict" \
 		--model "$(or $(MODEL),$(OUT)/best)" \
-		$(if $(DATA),--data "$(DATA)") $(if $(INPUT),--input "$(INPUT)") $(OVERRIDES)
+		$(if $(DATA),--data "$(DATA)") $(if $(INPUT),--input "$(INPUT)") $(REGIONS_ARG) $(OVERRIDES)
 
-# make evaluate [PRED=$(OUT)/predict/predictions.jsonl] [REFS=reference file; default: the dev file]
+# make evaluate [PRED=$(OUT)/predict/predictions.jsonl; flickr30k_retrieval: .../scores.npy; coco_caption also a
+#      COCO result file such as captions_results.json] [REFS=reference file; default: the dev file]
 #      -> $(OUT)/predict/eval/metrics.json
 evaluate: $(STAMP)
 	$(PY) -m tasks.run evaluate --task $(TASK) --config $(CONFIG) --out "$(OUT)/predict" \
-		--predictions "$(or $(PRED),$(OUT)/predict/predictions.jsonl)" $(if $(DATA),--data "$(DATA)") \
-		$(if $(REFS),--references "$(REFS)") $(OVERRIDES)
+		--predictions "$(or $(PRED),$(OUT)/predict/$(PRED_FILE))" $(if $(DATA),--data "$(DATA)") \
+		$(if $(REFS),--references "$(REFS)") $(REGIONS_ARG) $(OVERRIDES)
 
-# make export [MODEL=$(OUT)/best] -> $(OUT)/inference (Paddle Inference: prefill/step .json + .pdiparams)
+# make export [MODEL=$(OUT)/best] -> $(OUT)/inference (Paddle Inference: prefill/step .json + .pdiparams, and
+#      prefill_regions for a captioning model; retrieval, snli_ve and vqa models: one forward.json + .pdiparams)
 export: $(STAMP)
 	$(PY) -m tools.export_model --model "$(or $(MODEL),$(OUT)/best)" --out "$(OUT)/inference"
 

@@ -64,6 +64,17 @@ class RetrievalConfig:
     eval: RetrievalEval = field(default_factory=RetrievalEval)
 
 
+def ranked(scores) -> np.ndarray:
+    """The score matrix for ``recall_at_k`` (which takes finite scores only): the pairs two-stage scoring left
+    out (-inf) get one value below every scored pair."""
+    scores = np.asarray(scores, np.float64)
+    unscored = np.isneginf(scores)
+    if unscored.any() and not unscored.all():
+        low = scores[~unscored].min()
+        scores = np.where(unscored, low - max(1.0, abs(low)), scores)
+    return scores
+
+
 def images_of(examples: Sequence[VLExample]) -> List[str]:
     """The examples' images, each once, in order of first mention: the columns of a score matrix."""
     return list(dict.fromkeys(e.image for e in examples))
@@ -231,7 +242,7 @@ class RetrievalTask(VLTask):
         from paddle_unimo.metrics.retrieval import recall_at_k
         images = images_of(examples)
         column = {image: i for i, image in enumerate(images)}
-        result = recall_at_k(np.stack(predictions), text_to_image=[column[e.image] for e in examples])
+        result = recall_at_k(ranked(np.stack(predictions)), text_to_image=[column[e.image] for e in examples])
         return {**result, "captions": len(examples), "images": len(images)}
 
     @staticmethod
@@ -257,7 +268,7 @@ class RetrievalTask(VLTask):
             raise DataError(f"{path}: shape {scores.shape} does not match {SCORES_INDEX}")
         column = {image: i for i, image in enumerate(index["images"])}
         from paddle_unimo.metrics.retrieval import recall_at_k
-        result = recall_at_k(scores, text_to_image=[column[by_id[c].image] for c in index["captions"]])
+        result = recall_at_k(ranked(scores), text_to_image=[column[by_id[c].image] for c in index["captions"]])
         return {**result, "captions": len(references), "images": len(index["images"])}
 
 
