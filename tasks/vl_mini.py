@@ -11,8 +11,8 @@ distributions peaking at the true class). Files:
 - ``class_names.txt``: the object classes, for object tags from the store;
 - ``captions.json``: a Karpathy split file, 2 captions per image ("a red ball next to a blue box"), the first
   80% of the images ``train``, the rest ``val``;
-- ``snli_ve_{train,dev}.jsonl``: per image an entailed hypothesis (an object it has), a contradicted one (an
-  object it lacks) and a neutral one (a relation between two of its objects, which regions cannot show);
+- ``snli_ve_{train,dev}.jsonl``: per image an entailed, a neutral and two contradicted hypotheses, worded alike
+  across labels so that only the image tells them apart (``hypotheses``);
 - ``vqa_{train,dev}_questions.json`` / ``_annotations.json``: VQA v2 files, questions of three kinds (the
   colour of an object the image has once, whether it has an object, how many boxes of a class it has), 10
   answers each.
@@ -29,19 +29,23 @@ from paddle_unimo.fileio import atomic_write, write_json, write_jsonl
 
 from tasks.pretrain_mini import CLASSES, COLOURS, RELATIONS, caption, make_image
 
-NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-
-
 def hypotheses(rng, classes, colours) -> list:
+    """Hypotheses whose wording never tells the label: "there is a <colour> <object>" is entailed when the image
+    has that object in that colour and contradicted when it lacks the object; "the <object> is <relation> the
+    <object>" is neutral when the image has both objects (regions cannot show the relation) and contradicted when
+    it lacks one of them."""
     present = sorted(set(int(c) for c in classes))
     absent = [c for c in range(len(CLASSES)) if c not in present]
     i = int(rng.integers(len(classes)))
+    colour = COLOURS[int(rng.integers(len(COLOURS)))]
     out = [(f"there is a {COLOURS[colours[i]]} {CLASSES[classes[i]]}", "entailment")]
-    if absent:
-        out.append((f"there is a {CLASSES[absent[int(rng.integers(len(absent)))]]}", "contradiction"))
     a, b = rng.choice(len(classes), size=2, replace=False)
     rel = RELATIONS[int(rng.integers(len(RELATIONS)))]
     out.append((f"the {CLASSES[classes[a]]} is {rel} the {CLASSES[classes[b]]}", "neutral"))
+    if absent:
+        missing = CLASSES[absent[int(rng.integers(len(absent)))]]
+        out.append((f"there is a {colour} {missing}", "contradiction"))
+        out.append((f"the {CLASSES[classes[a]]} is {rel} the {missing}", "contradiction"))
     return out
 
 
@@ -55,7 +59,7 @@ def questions(rng, classes, colours) -> list:
     c = int(rng.integers(len(CLASSES)))
     out.append((f"is there a {CLASSES[c]}?", "yes" if counts[c] else "no"))
     c = int(classes[int(rng.integers(len(classes)))])
-    out.append((f"how many {CLASSES[c]}s are there?", NUMBERS[counts[c]]))
+    out.append((f"how many {CLASSES[c]}s are there?", str(counts[c])))  # digits, as VQA v2 annotations
     return out
 
 

@@ -65,6 +65,21 @@ def answer_vocabulary(cfg: VqaConfig) -> Dict[str, int]:
     return vocabulary
 
 
+def read_submission(path: str):
+    """``(where, question id, answer)`` of a results file ``[{"question_id", "answer"}, ...]``."""
+    from paddle_unimo.fileio import read_json
+    data = read_json(path, "VQA results file")
+    if not isinstance(data, list) or not data:
+        raise DataError(f"{path}: expected a non-empty JSON list of {{question_id, answer}}")
+    rows = []
+    for i, row in enumerate(data):
+        where = f"{path}: entry {i}"
+        if not isinstance(row, dict) or not isinstance(row.get("answer"), str) or "question_id" not in row:
+            raise DataError(f"{where}: expected {{\"question_id\": int, \"answer\": str}}, got {row!r}"[:300])
+        rows.append((where, str(row["question_id"]), row["answer"]))
+    return rows
+
+
 class VqaRunner(PairRunner):
     def __init__(self, task, model, tokenizer, cfg: VqaConfig):
         super().__init__(task, model, tokenizer, cfg)
@@ -125,6 +140,14 @@ class VqaTask(VLTask):
         from paddle_unimo.metrics.vqa import vqa_accuracy
         result = vqa_accuracy({e.id: p for e, p in zip(examples, predictions)}, {e.id: e.target for e in examples})
         return {"accuracy": result["overall"], "examples": len(examples)}
+
+    def evaluate(self, path: str, references_path: str, cfg: VqaConfig) -> dict:
+        """predictions.jsonl, or a submission file in the official results format, against the annotations."""
+        from tasks.evaluation import match_predictions, read_predictions
+        references = self.read_file(references_path, cfg, True, "dev")
+        rows = read_submission(path) if path.endswith(".json") else read_predictions(path)
+        examples, predictions = match_predictions(rows, references, path, references_path)
+        return self.score(examples, predictions)
 
     @staticmethod
     def write_outputs(out_dir: str, examples, predictions) -> None:

@@ -85,6 +85,7 @@ def test_loss_is_the_mean_of_the_two_circle_losses(runner):
     batch = to_tensors(runner.make_batch(runner.train[:4]))
     runner.model.eval()
     scores = runner.model(**model_inputs(batch)).reshape([4, 7])
-    expected = (circle_loss(scores[:, 0], scores[:, 4:], 0.2, 1.0)
-                + circle_loss(scores[:, 0], scores[:, 1:4], 0.2, 1.0)) / 2
+    m, scale = runner.cfg.data.margin, runner.cfg.data.scale
+    expected = (circle_loss(scores[:, 0], scores[:, 4:], m, scale)
+                + circle_loss(scores[:, 0], scores[:, 1:4], m, scale)) / 2
     np.testing.assert_allclose(float(runner.loss(runner.model, batch)["loss"]), float(expected), rtol=1e-6)

@@ -13,6 +13,7 @@ Region features are synthesised per test in ``tmp_path``: random but distinct 24
 file name as the annotations name the images (``Regions.key``).
 """
 import json
+import pathlib
 import os
 import shutil
 
@@ -169,6 +170,17 @@ def test_vqa_memorises_the_fixture_up_to_the_soft_score_oracle(tmp_path):
     submission = json.loads((out / "vqa_submission.json").read_text("utf-8"))
     assert submission == [{"question_id": int(q), "answer": oracle[q]} for q in sorted(oracle, key=int)]
     assert json.loads((out / "best" / "ans2label.json").read_text("utf-8")) == ans2label
+    # the submission file scores as predictions.jsonl does; a wrong answer lowers it by that question's share
+    args = ["evaluate", "--task", "vqa", "--config", "tasks/configs/vqa_tiny.yaml", "--data", str(tmp_path),
+            "-o", "data.dev=questions.json", "-o", "data.dev_annotations=annotations.json", "--out", str(out)]
+    scored = run.execute([*args, "--predictions", str(out / "vqa_submission.json")])
+    assert scored["accuracy"] == pytest.approx(expected, abs=1e-12)
+    submission[0]["answer"] = "zebra"
+    (tmp_path / "wrong.json").write_text(json.dumps(submission), "utf-8")
+    wrong = run.execute([*args, "--predictions", str(tmp_path / "wrong.json")])
+    first = vqa_accuracy({q: ("zebra" if q == "458752000" else a) for q, a in oracle.items()},
+                         {str(q): a for q, a in annotations.items()})["overall"]
+    assert wrong["accuracy"] == pytest.approx(first, abs=1e-12) and first < expected
 
 
 # ---- 4. retrieval on a learnable synthetic set; two-stage scoring ---------------------------------------------
@@ -364,7 +376,11 @@ def test_predict_then_evaluate_gives_the_same_metrics(demo_runs, tmp_path, name,
     keys = ["accuracy"] if name == "snli_ve" else [f"{d}_r{k}" for d in ("txt", "img") for k in (1, 5, 10)]
     keys += ["mean_recall"] if name == "flickr30k_retrieval" else []
     assert {k: evaluated[k] for k in keys} == {k: predicted[k] for k in keys}
-    assert predicted["examples"] == (36 if name == "snli_ve" else 24)  # the demo's dev pairs / val captions
+    dev = pathlib.Path(ROOT, "tasks", "demo_data", "vl")
+    expected = (len((dev / "snli_ve_dev.jsonl").read_text("utf-8").splitlines()) if name == "snli_ve" else
+                sum(len(i["sentences"]) for i in json.loads((dev / "captions.json").read_text("utf-8"))["images"]
+                    if i["split"] == "val"))
+    assert predicted["examples"] == expected  # every dev pair / val caption
     if name == "flickr30k_retrieval":  # the matrix predict wrote, scored independently
         scores = np.load(out / "scores.npy")
         index = json.loads((out / "scores_index.json").read_text("utf-8"))
