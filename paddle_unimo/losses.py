@@ -5,6 +5,7 @@ It sits below both, so that an objective never imports the training package.
 from __future__ import annotations
 
 import paddle
+import paddle.nn.functional as F
 
 __all__ = ["circle_loss", "label_smoothed_cross_entropy"]
 
@@ -30,7 +31,6 @@ def circle_loss(positive, negatives, margin: float = 0.2, scale: float = 1.0):
     trains (PaddlePaddle/Research NLP/UNIMO ``src/finetune/retrieval.py``): with ``a_p = relu(1 + m - s_p)`` and
     ``a_n = relu(s_n + m)`` held constant, ``log(1 + sum_n exp(scale a_n (s_n - m)) exp(-scale a_p (s_p - 1 + m)))``,
     averaged over the rows. positive (B,), negatives (B, N)."""
-    import paddle.nn.functional as F
     a_p = F.relu(1.0 + margin - positive).detach()
     a_n = F.relu(negatives + margin).detach()
     logit_p = -scale * a_p * (positive - (1.0 - margin))

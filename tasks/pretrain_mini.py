@@ -25,6 +25,11 @@ COLOURS = ["red", "blue", "green", "yellow"]
 RELATIONS = ["next to", "behind", "under", "near"]
 
 
+def make_prototypes(rng, dim: int) -> dict:
+    """The class and colour prototypes every region feature is drawn around."""
+    return {"class": rng.standard_normal((len(CLASSES), dim)), "colour": 0.5 * rng.standard_normal((len(COLOURS), dim))}
+
+
 def make_image(rng, index: int, dim: int, prototypes):
     n = int(rng.integers(4, 10))
     classes, colours = rng.integers(0, len(CLASSES), n), rng.integers(0, len(COLOURS), n)
@@ -59,8 +64,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    prototypes = {"class": rng.standard_normal((len(CLASSES), args.dim)),
-                  "colour": 0.5 * rng.standard_normal((len(COLOURS), args.dim))}
+    prototypes = make_prototypes(rng, args.dim)
     store = RegionStore(os.path.join(args.out, "regions"))
     records, lines = [], []
     for index in range(args.images):

@@ -27,7 +27,7 @@ import numpy as np
 from paddle_unimo.data.regions import RegionStore
 from paddle_unimo.fileio import atomic_write, write_json, write_jsonl
 
-from tasks.pretrain_mini import CLASSES, COLOURS, RELATIONS, caption, make_image
+from tasks.pretrain_mini import CLASSES, COLOURS, RELATIONS, caption, make_image, make_prototypes
 
 def hypotheses(rng, classes, colours) -> list:
     """Hypotheses whose wording never tells the label: "there is a <colour> <object>" is entailed when the image
@@ -71,8 +71,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    prototypes = {"class": rng.standard_normal((len(CLASSES), args.dim)),
-                  "colour": 0.5 * rng.standard_normal((len(COLOURS), args.dim))}
+    prototypes = make_prototypes(rng, args.dim)
     store = RegionStore(os.path.join(args.out, "regions"))
     records, karpathy = [], []
     ve = {"train": [], "dev": []}

@@ -57,17 +57,15 @@ ORIGINAL_CONFIG = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "h
                    "txt_mask_ratio": 0.15, "vl_mask_ratio": 0.15, "overlap_ratio": 0.4, "fusion_method": "mul"}
 
 
-def original_params(cfg, rng):
+def original_encoder_shapes(cfg):
+    """Shapes of the original static-graph encoder parameters (embeddings, layers, pooled heads), [in, out]."""
     h, v, d = cfg["hidden_size"], cfg["vocab_size"], cfg["image_embedding_size"]
     shapes = {"word_embedding": (v, h), "pos_embedding": (cfg["max_position_embeddings"], h),
               "pre_encoder_layer_norm_scale": (h,), "pre_encoder_layer_norm_bias": (h,),
               "image_emb.w_0": (d, h), "image_emb.b_0": (h,), "image_loc.w_0": (5, h), "image_loc.b_0": (h,),
               "v_pre_encoder_layer_norm_scale": (h,), "v_pre_encoder_layer_norm_bias": (h,),
               "pooled_fc_text.w_0": (h, h), "pooled_fc_text.b_0": (h,),
-              "pooled_fc_image.w_0": (h, h), "pooled_fc_image.b_0": (h,),
-              "mask_lm_trans_fc.w_0": (h, h), "mask_lm_trans_fc.b_0": (h,),
-              "mask_lm_trans_layer_norm_scale": (h,), "mask_lm_trans_layer_norm_bias": (h,),
-              "mask_lm_out_fc.b_0": (v,)}
+              "pooled_fc_image.w_0": (h, h), "pooled_fc_image.b_0": (h,)}
     for i in range(cfg["num_hidden_layers"]):
         p = f"encoder_layer_{i}_"
         for part in ("query", "key", "value", "output"):
@@ -78,6 +76,15 @@ def original_params(cfg, rng):
         for norm in ("post_att", "post_ffn"):
             shapes[f"{p}{norm}_layer_norm_scale"] = (h,)
             shapes[f"{p}{norm}_layer_norm_bias"] = (h,)
+    return shapes
+
+
+def original_params(cfg, rng):
+    h, v = cfg["hidden_size"], cfg["vocab_size"]
+    shapes = {**original_encoder_shapes(cfg),
+              "mask_lm_trans_fc.w_0": (h, h), "mask_lm_trans_fc.b_0": (h,),
+              "mask_lm_trans_layer_norm_scale": (h,), "mask_lm_trans_layer_norm_bias": (h,),
+              "mask_lm_out_fc.b_0": (v,)}
     return {n: (rng.standard_normal(s) * (0.3 if "scale" not in n else 0.1) + ("scale" in n)).astype("float32")
             for n, s in shapes.items()}
 

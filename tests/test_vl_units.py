@@ -21,7 +21,6 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 import pytest
-from paddle.base import core
 
 from paddle_unimo import get_preset, masks
 from paddle_unimo.checkpoint import WEIGHTS_NAME, CheckpointError, load_any, load_pretrained
@@ -36,6 +35,8 @@ from paddle_unimo.training.adversarial import (AdversarialConfig, adversarial_lo
 
 from tasks.vision_language import Regions, TextEncoder, pair_batch
 from tools import convert_checkpoint
+
+from test_checkpoint import original_encoder_shapes, save_legacy
 
 PAIR_CLASSES = (UNIMOForRetrieval, UNIMOForVisualEntailment, UNIMOForVQA)
 NUM_LABELS = 3
@@ -305,33 +306,6 @@ SMALL_ORIGINAL_CONFIG = {
     "image_use_soft_label": True, "use_neg_lm_loss": False, "fusion_method": "mul", "similarity_method": "softmax",
     "txt_mask_ratio": 0.15, "vl_mask_ratio": 0.15, "scenegraph_mask_ratio": 0.3, "overlap_ratio": 0.4,
     "num_labels": 2, "max_pixel_len": 256, "max_pixel_position_embeddings": 196}
-
-
-def save_legacy(array, path):
-    t = core.DenseTensor()
-    t.set(array, core.CPUPlace())
-    core.save_dense_tensor(t, str(path))
-
-
-def original_encoder_shapes(cfg):
-    h, v, d = cfg["hidden_size"], cfg["vocab_size"], cfg["image_embedding_size"]
-    shapes = {"word_embedding": (v, h), "pos_embedding": (cfg["max_position_embeddings"], h),
-              "pre_encoder_layer_norm_scale": (h,), "pre_encoder_layer_norm_bias": (h,),
-              "image_emb.w_0": (d, h), "image_emb.b_0": (h,), "image_loc.w_0": (5, h), "image_loc.b_0": (h,),
-              "v_pre_encoder_layer_norm_scale": (h,), "v_pre_encoder_layer_norm_bias": (h,),
-              "pooled_fc_text.w_0": (h, h), "pooled_fc_text.b_0": (h,),
-              "pooled_fc_image.w_0": (h, h), "pooled_fc_image.b_0": (h,)}
-    for i in range(cfg["num_hidden_layers"]):
-        p = f"encoder_layer_{i}_"
-        for part in ("query", "key", "value", "output"):
-            shapes[f"{p}multi_head_att_{part}_fc.w_0"] = (h, h)
-            shapes[f"{p}multi_head_att_{part}_fc.b_0"] = (h,)
-        shapes.update({f"{p}ffn_fc_0.w_0": (h, 4 * h), f"{p}ffn_fc_0.b_0": (4 * h,), f"{p}ffn_fc_1.w_0": (4 * h, h),
-                       f"{p}ffn_fc_1.b_0": (h,)})
-        for norm in ("post_att", "post_ffn"):
-            shapes[f"{p}{norm}_layer_norm_scale"] = (h,)
-            shapes[f"{p}{norm}_layer_norm_bias"] = (h,)
-    return shapes
 
 
 # paddle_unimo names written out by hand (not through the library's name map) for the non-layer tensors
