@@ -7,7 +7,7 @@ PADDLE ?= paddlepaddle==3.3.1
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo demo-vl finetune predict evaluate export convert benchmark extract-regions \
+.PHONY: install test test-all demo demo-vl finetune predict evaluate sweep export convert benchmark extract-regions \
 	benchmark-regions convert-regions pretrain train-tokenizer clean
 
 # requirements-nodeps.txt holds packages whose metadata pins would break the environment (paddledet pins
@@ -73,6 +73,12 @@ evaluate: $(STAMP)
 	$(PY) -m tasks.run evaluate --task $(TASK) --config $(CONFIG) --out "$(OUT)/predict" \
 		--predictions "$(or $(PRED),$(OUT)/predict/$(PRED_FILE))" $(if $(DATA),--data "$(DATA)") \
 		$(if $(REFS),--references "$(REFS)") $(REGIONS_ARG) $(OVERRIDES)
+
+# make sweep TASK=name GRID="train.lr=1e-5,2e-5 train.seed=1,2,3" [MODEL=dir] [DATA=dir] [OUT=dir] [O=...]
+#      -> one run folder per combination under $(OUT)/sweep, resumable; the table in $(OUT)/sweep/sweep.tsv
+sweep: $(STAMP)
+	$(PY) -m tasks.sweep --task $(TASK) --config $(CONFIG) --grid "$(GRID)" --out "$(OUT)/sweep" \
+		$(if $(MODEL),--model "$(MODEL)") $(if $(DATA),--data "$(DATA)") $(OVERRIDES)
 
 # make export [MODEL=$(OUT)/best] -> $(OUT)/inference (Paddle Inference: prefill/step .json + .pdiparams, and
 #      prefill_regions for a captioning model; retrieval, snli_ve and vqa models: one forward.json + .pdiparams)

@@ -76,10 +76,11 @@ def set_state(model: paddle.nn.Layer, state: Mapping[str, np.ndarray], source: s
 def load_pretrained(cls, path: str, **config_overrides):
     """Builds ``cls`` from a PaddleNLP-layout folder and loads its weights strictly.
 
-    Two differences are allowed, and logged: a model without an LM head (``UNIMOModel``, the understanding
-    models) leaves the folder's ``lm_head.*`` tensors unused, and a task model (``head_prefixes``) whose head is
-    wholly absent from the folder -- a pretrained model -- keeps its freshly initialised head. A head that is
-    only partly there is an error, as is every other missing, unexpected or mis-shaped tensor."""
+    Three differences are allowed, and logged: a model without an LM head (``UNIMOModel``, the understanding
+    models) leaves the folder's ``lm_head.*`` tensors unused; a task model (``head_prefixes``) whose head is
+    wholly absent from the folder -- a pretrained model -- keeps its freshly initialised head; and a head that is
+    all there but of other shapes (another label set) is replaced by a fresh one. A head that is only partly there
+    is an error, as is every other missing, unexpected or mis-shaped tensor."""
     config = UNIMOConfig.from_file(find_config(path))
     if config_overrides:
         config = config.replace(**config_overrides)
@@ -102,6 +103,11 @@ def load_pretrained(cls, path: str, **config_overrides):
     fresh = head if head and not any(k in state for k in head) else []
     if fresh:
         logger.info("%s: no %s head in this folder; new, initialised: %s", path, cls.__name__, ", ".join(fresh))
+    elif head and all(k in state for k in head) and any(state[k].shape != tuple(expected[k].shape) for k in head):
+        # another task's head of the same kind (STS-B starts from an MNLI model): replaced, as the original does
+        logger.info("%s: the folder's %s head has other shapes (%s); replaced by a new one", path, cls.__name__,
+                    ", ".join(f"{k} {list(state[k].shape)}" for k in head))
+        state, fresh = {k: v for k, v in state.items() if k not in head}, head
     set_state(model, state, os.path.join(path, WEIGHTS_NAME), optional=[TIED_ALIAS, *fresh])
     model.eval()
     return model
@@ -150,6 +156,7 @@ ORIGINAL_NAME_RULES: Tuple[Tuple[str, str], ...] = (
     # task heads of the original fine-tuning code (src/finetune/retrieval.py, visual_entailment.py)
     (r"match_fc\.([wb])_0", "match_fc.{0}"),
     (r"cls_out_([wb])_([01])", "cls_out_{1}.{0}"),
+    (r"cls_out_\d+_([wb])", "classifier.{0}"),  # classifier.py / regression.py: cls_out_<num_labels>_w
 )
 _PART_NAMES = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "output": "out_proj", "w": "weight",
                "b": "bias", "scale": "weight"}

@@ -329,7 +329,8 @@ UNIMOForMaskedLM = UNIMOForConditionalGeneration = UNIMOLMHeadModel
 #      fine-tuned with the original release; ``head_prefixes`` are the tensors a pretrained model lacks.
 
 class UNIMOPairModel(UNIMOPretrainedModel):
-    """UNIMO with a task head on the pooled text and image outputs."""
+    """UNIMO with a task head on the pooled text and image outputs (the poolers of the English UNIMO, which
+    exist in models with region embeddings)."""
 
     head_prefixes: Tuple[str, ...] = ()
 
@@ -411,5 +412,25 @@ class UNIMOForVQA(UNIMOPairModel):
         return self.vqa_output(text + image)
 
 
+class UNIMOForSequenceClassification(UNIMOPairModel):
+    """Text classification (GLUE) as the original's ``classifier.py`` / ``regression.py``: logits (B, num_labels) =
+    classifier(dropout(pooled text)); num_labels 1 is a regression (STS-B). The pooled text is the English UNIMO's
+    ``pooled_fc_text`` over ``[CLS]``; image regions are not read."""
+
+    head_prefixes = ("classifier.",)
+
+    def __init__(self, config: UNIMOConfig):
+        super().__init__(config)
+        if config.num_labels < 1:
+            raise ValueError("UNIMOForSequenceClassification needs config.num_labels >= 1 (1: regression)")
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights(self.classifier)
+
+    def forward(self, input_ids, position_ids=None, attention_mask=None, token_type_ids=None, text_delta=None):
+        text, _ = self.pooled(input_ids, position_ids, attention_mask, token_type_ids=token_type_ids,
+                              text_delta=text_delta)
+        return self.classifier(self.head_dropout(text))
+
+
 ARCHITECTURES = {cls.__name__: cls for cls in (UNIMOModel, UNIMOLMHeadModel, UNIMOForRetrieval,
-                                               UNIMOForVisualEntailment, UNIMOForVQA)}
+                                               UNIMOForVisualEntailment, UNIMOForVQA, UNIMOForSequenceClassification)}

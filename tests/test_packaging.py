@@ -131,7 +131,7 @@ def test_pip_install_gives_the_packages_anywhere(tmp_path, editable):
     assert all((exe.parent / name).is_file() for name in PYPROJECT["project"]["scripts"])
 
 
-@pytest.mark.parametrize("module", ["tasks.run", "tasks.pretrain", "tasks.demo"])
+@pytest.mark.parametrize("module", ["tasks.run", "tasks.pretrain", "tasks.demo", "tasks.demo_vl", "tasks.sweep"])
 def test_task_entry_points_set_the_cpu_variables_before_paddle(module):
     """Importing an entry point sets MKL_DEBUG_CPU_TYPE / OMP_NUM_THREADS while paddle is not yet loaded
     (``cpu_defaults`` sets nothing once paddle is imported: a value here proves the order)."""

@@ -7,8 +7,9 @@ The source is the folder of legacy static-graph parameter files (one file per pa
 ``encoder_layer_0_multi_head_att_query_fc.w_0``, ``image_emb.w_0``, ...) from the released tarballs.
 Every file must map onto a parameter, be optimizer state (skipped and counted), or match --allow-unused;
 every model parameter must be present. The LM head is kept when the checkpoint has one; a model fine-tuned on
-retrieval (``match_fc``) or visual entailment (``cls_out_w_0``...) becomes ``UNIMOForRetrieval`` /
-``UNIMOForVisualEntailment`` with its head.
+retrieval (``match_fc``), visual entailment (``cls_out_w_0``...) or a GLUE task (``cls_out_<num_labels>_w``, e.g. the
+released MNLI models) becomes ``UNIMOForRetrieval`` / ``UNIMOForVisualEntailment`` /
+``UNIMOForSequenceClassification`` with its head.
 """
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def convert(params: str, config_path: str, out: str, dict_dir: str | None = None
     """The converted model, also saved to ``out`` (with the tokenizer files of ``dict_dir`` when given)."""
     from paddle_unimo import GptBpeTokenizer, UNIMOConfig  # these import paddle
     from paddle_unimo.checkpoint import TIED_ALIAS, map_original_state, set_state
-    from paddle_unimo.modeling import (UNIMOForRetrieval, UNIMOForVisualEntailment, UNIMOLMHeadModel,
-                                       UNIMOModel)
+    from paddle_unimo.modeling import (UNIMOForRetrieval, UNIMOForSequenceClassification, UNIMOForVisualEntailment,
+                                       UNIMOLMHeadModel, UNIMOModel)
 
     config = UNIMOConfig.from_original_json(config_path)
     state, skipped = map_original_state(read_param_dir(params), params, allow_unused)
@@ -43,6 +44,9 @@ def convert(params: str, config_path: str, out: str, dict_dir: str | None = None
     elif "cls_out_1.weight" in state:  # ... on visual entailment
         model_class = UNIMOForVisualEntailment
         config = config.replace(num_labels=int(state["cls_out_1.weight"].shape[1]))
+    elif "classifier.weight" in state:  # ... on a GLUE task (e.g. the released unimo_mnli_*_en)
+        model_class = UNIMOForSequenceClassification
+        config = config.replace(num_labels=int(state["classifier.weight"].shape[1]))
     else:
         model_class = UNIMOLMHeadModel if any(k.startswith("lm_head.") for k in state) else UNIMOModel
     model = model_class(config)

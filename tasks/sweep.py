@@ -1,0 +1,117 @@
+"""A hyper-parameter grid over any registered task: one fine-tuning run per combination, then one table.
+
+    python -m tasks.sweep --task glue_sst2 --grid "train.lr=1e-5,2e-5,3e-5 train.seed=1,2,3" --out out/sweep_sst2 \
+        [--config FILE] [--model DIR] [--data DIR] [-o key=value ...]
+
+As the original UNIMO reports GLUE (PaddlePaddle/Research NLP/UNIMO ``utils/stat_res.py``: the best dev score of
+each run, then max / min / median / mean over the grid). Each combination runs into ``OUT/<key=value,...>`` with
+``tasks.run finetune``; a combination whose ``metrics.json`` exists is read, not rerun, and an interrupted one
+resumes from its checkpoint, so running the same command again finishes a half-done grid. The table has one row
+per run (its settings and best dev score) and one summary per setting other than ``train.seed`` (max, min,
+median, mean over its seeds) and over the whole grid; it is printed and written to ``OUT/sweep.json`` and
+``OUT/sweep.tsv``.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+from typing import Dict, List, Sequence, Tuple
+
+from paddle_unimo import cpu_defaults
+
+cpu_defaults()  # before anything below imports paddle
+
+from paddle_unimo.fileio import atomic_write, read_json, write_json  # noqa: E402
+from paddle_unimo.typed import ConfigError  # noqa: E402
+from tasks import run  # noqa: E402
+from tasks.cli import add_common_arguments, run_command  # noqa: E402
+from tasks.registry import get_task  # noqa: E402
+
+SEED = "train.seed"
+
+
+def parse_grid(text: str) -> List[Tuple[str, List[str]]]:
+    """``"a.b=1,2 c.d=x"`` -> ``[("a.b", ["1", "2"]), ("c.d", ["x"])]``; every key once, every value list non-empty."""
+    grid, seen = [], set()
+    for item in text.split():
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values or any(not v for v in values.split(",")):
+            raise ConfigError(f"--grid: {item!r} is not section.key=value1,value2,...")
+        if key in seen:
+            raise ConfigError(f"--grid: {key} is given twice")
+        seen.add(key)
+        grid.append((key, values.split(",")))
+    if not grid:
+        raise ConfigError("--grid: no settings (e.g. --grid \"train.lr=1e-5,2e-5 train.seed=1,2\")")
+    return grid
+
+
+def combinations(grid) -> List[Dict[str, str]]:
+    keys = [k for k, _ in grid]
+    return [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in grid))]
+
+
+def run_name(combo: Dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in combo.items()).replace(os.sep, "_")
+
+
+def summary(values: Sequence[float]) -> Dict[str, float]:
+    return {"max": max(values), "min": min(values), "median": statistics.median(values),
+            "mean": statistics.fmean(values), "runs": len(values)}
+
+
+def table(rows: List[dict], groups: List[dict], metric: str) -> str:
+    lines = [f"run\tbest {metric}"] + [f"{r['run']}\t{r['best']:.2f}" for r in rows]
+    lines += ["", "setting\tmax\tmin\tmedian\tmean\truns"]
+    lines += [f"{g['setting']}\t{g['max']:.2f}\t{g['min']:.2f}\t{g['median']:.2f}\t{g['mean']:.2f}\t{g['runs']}"
+              for g in groups]
+    return "\n".join(lines) + "\n"
+
+
+def execute(argv=None) -> dict:
+    """Runs (or finishes) the grid of ``argv``; returns the summary written to OUT/sweep.json."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--grid", required=True, help='e.g. "train.lr=1e-5,2e-5,3e-5 train.seed=1,2,3"')
+    parser.add_argument("--config")
+    parser.add_argument("--model")
+    parser.add_argument("--data")
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    grid = parse_grid(args.grid)
+    metric = get_task(args.task).metric
+    base = ["finetune", "--task", args.task, *(["--config", args.config] if args.config else []),
+            *(["--model", args.model] if args.model else []), *(["--data", args.data] if args.data else []),
+            *(x for o in args.override for x in ("-o", o))]
+    rows = []
+    for combo in combinations(grid):
+        folder = os.path.join(args.out, run_name(combo))
+        done = os.path.join(folder, "metrics.json")
+        metrics = read_json(done, "run metrics") if os.path.isfile(done) else \
+            run.execute([*base, "--out", folder, *(x for k, v in combo.items() for x in ("-o", f"{k}={v}"))])
+        rows.append({"run": run_name(combo), "settings": combo, "best": float(metrics[f"best_eval_{metric}"]),
+                     "metrics": done})
+    groups = {}
+    for row in rows:
+        setting = run_name({k: v for k, v in row["settings"].items() if k != SEED}) or "(all)"
+        groups.setdefault(setting, []).append(row["best"])
+    summaries = [{"setting": s, **summary(v)} for s, v in groups.items()]
+    if len(summaries) > 1:
+        summaries.append({"setting": "(whole grid)", **summary([r["best"] for r in rows])})
+    result = {"task": args.task, "metric": metric, "grid": dict(grid), "runs": rows, "summary": summaries}
+    write_json(os.path.join(args.out, "sweep.json"), result)
+    text = table(rows, summaries, metric)
+    atomic_write(os.path.join(args.out, "sweep.tsv"), text)
+    print(text)
+    return result
+
+
+def main(argv=None) -> int:
+    run_command(lambda: execute(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

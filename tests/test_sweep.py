@@ -1,0 +1,52 @@
+"""``make sweep``: a grid of fine-tuning runs, resumable, summarised as the original's stat_res.py does."""
+import json
+import os
+import shutil
+import statistics
+
+import pytest
+
+from paddle_unimo.typed import ConfigError
+from tasks import sweep
+
+ARGS = ["--task", "snli_ve", "--grid", "train.lr=1e-3,2e-3 train.seed=1,2", "-o", "train.epochs=1",
+        "-o", "train.progress=false", "-o", "data.max_text_len=8"]
+
+
+def test_grid_parsing_and_refusals():
+    assert sweep.parse_grid("train.lr=1e-5,2e-5 train.seed=1") == [("train.lr", ["1e-5", "2e-5"]),
+                                                                   ("train.seed", ["1"])]
+    assert sweep.combinations([("a", ["1", "2"]), ("b", ["x"])]) == [{"a": "1", "b": "x"}, {"a": "2", "b": "x"}]
+    for bad in ("", "train.lr", "train.lr=", "train.lr=1,,2", "a=1 a=2"):
+        with pytest.raises(ConfigError):
+            sweep.parse_grid(bad)
+
+
+def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch):
+    out = tmp_path / "sweep"
+    calls = []
+    real = sweep.run.execute
+    monkeypatch.setattr(sweep.run, "execute", lambda argv: calls.append(argv) or real(argv))
+    first = sweep.execute([*ARGS, "--out", str(out)])
+    assert len(calls) == 4 and len(first["runs"]) == 4
+    for row in first["runs"]:  # each run's best dev score is its own metrics.json's
+        metrics = json.loads(open(row["metrics"], encoding="utf-8").read())
+        assert row["best"] == metrics["best_eval_accuracy"]
+    by_lr = {}
+    for row in first["runs"]:
+        by_lr.setdefault(row["settings"]["train.lr"], []).append(row["best"])
+    for group in first["summary"][:2]:
+        values = by_lr[group["setting"].split("=")[1]]
+        assert group == {"setting": group["setting"], "max": max(values), "min": min(values),
+                         "median": statistics.median(values), "mean": statistics.fmean(values), "runs": 2}
+    assert first["summary"][2]["setting"] == "(whole grid)" and first["summary"][2]["runs"] == 4
+    calls.clear()  # a finished grid is read, not rerun
+    assert sweep.execute([*ARGS, "--out", str(out)])["runs"] == first["runs"] and calls == []
+    # a half-finished grid: one run lost its outputs (its checkpoint is kept) and one never started
+    victim, lost = out / "train.lr=1e-3,train.seed=2", out / "train.lr=2e-3,train.seed=1"
+    os.remove(victim / "metrics.json")
+    shutil.rmtree(lost)
+    again = sweep.execute([*ARGS, "--out", str(out)])
+    assert sorted(os.path.basename(c[c.index("--out") + 1]) for c in calls) == sorted([victim.name, lost.name])
+    assert [r["best"] for r in again["runs"]] == [r["best"] for r in first["runs"]]  # seeded: the same scores
+    assert (out / "sweep.tsv").read_text("utf-8").startswith("run\tbest accuracy\n")
