@@ -107,6 +107,9 @@ def finetune(args) -> dict:
                    predictions=write_predictions(args.out, prediction_rows(dev, predictions, dev_report,
                                                                            task.prediction_row)))
     metrics[f"best_eval_{task.metric}"] = metrics.pop("best_eval")
+    for name in getattr(task, "extra_dev_files", lambda cfg: [])(cfg):  # e.g. MNLI's mismatched dev set
+        extra, _ = task.read(data_file(args, cfg, name), cfg, role="dev")
+        metrics[os.path.splitext(name)[0]] = task.score(extra, runner.predict(extra, best))
     task.write_outputs(args.out, dev, predictions)
     write_json(os.path.join(args.out, "metrics.json"), metrics)
     logger.info("%s dev: %s -> %s", task.name, describe(metrics), os.path.join(args.out, "metrics.json"))

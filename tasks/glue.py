@@ -1,0 +1,196 @@
+"""The nine GLUE tasks (UNIMO paper section 4.2, Table 2; PaddlePaddle/Research NLP/UNIMO
+``src/finetune/classifier.py``, ``regression.py``, ``src/reader/classification_reader.py``).
+
+Registered as ``glue_cola``, ``glue_sst2``, ``glue_mrpc``, ``glue_stsb``, ``glue_qqp``, ``glue_mnli``,
+``glue_qnli``, ``glue_rte``, ``glue_wnli``. Files: an official GLUE task folder (``DATA=dir`` holding
+``train.tsv``, ``dev.tsv`` -- MNLI ``dev_matched.tsv`` / ``dev_mismatched.tsv`` -- and ``test.tsv``) or the original
+UNIMO TSV (``text_a``, ``text_b``, ``label`` header, GPT-2 BPE ids); ``paddle_unimo.data.glue`` reads both.
+
+Input ``[CLS] a [SEP] (b [SEP])``, the longer side cut first, bidirectional. Head (``UNIMOForSequenceClassification``):
+the text pooler (ReLU) -> dropout 0.1 -> fc(num_labels), cross-entropy; STS-B is a regression (one output, mean
+squared error) and the original starts it from an MNLI-fine-tuned model (``--model`` such a folder: its 3-way
+head is replaced, logged). Metrics as GLUE defines them (``paddle_unimo.metrics.glue``): accuracy; F1 and
+accuracy for MRPC / QQP; Matthews correlation for CoLA; Pearson and Spearman for STS-B; MNLI reports the
+mismatched dev set too (``mnli_mm``). ``predict`` on a test file writes the GLUE submission file (``SST-2.tsv``,
+``MNLI-m.tsv``, ... with ``index<TAB>prediction``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from paddle_unimo.data import glue as glue_data
+from paddle_unimo.training import TrainConfig
+from paddle_unimo.typed import ConfigError, bounded
+
+from tasks.cli import EvalSection, ModelSection
+
+
+@dataclass
+class GlueData:
+    default_dir: str = ""
+    train: str = "train.tsv"
+    dev: str = "dev.tsv"
+    extra_dev: List[str] = field(default_factory=list)  # more labelled dev files scored at the end (MNLI-mm)
+    max_seq_len: int = bounded(128, min=4)  # [CLS] a [SEP] b [SEP]
+    skip_bad: bool = False
+
+
+@dataclass
+class GlueConfig:
+    task: str
+    model: ModelSection = field(default_factory=ModelSection)
+    data: GlueData = field(default_factory=GlueData)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+
+@dataclass
+class GlueItem:
+    """A GLUE example with the split of the file it came from (a submission names its split)."""
+    id: str
+    text_a: Any
+    text_b: Any
+    target: Any  # label name, STS-B score, or None (test)
+    line: int
+    split: str
+
+
+class GlueRunner:
+    def __init__(self, task: "GlueTask", model, tokenizer, cfg: GlueConfig):
+        self.task, self.model, self.tokenizer, self.cfg = task, model, tokenizer, cfg
+        self.truncated = 0
+
+    def report(self) -> dict:
+        return {"truncated": {"pair": self.truncated}}
+
+    def encode(self, item: GlueItem):
+        row = glue_data.encode_example(glue_data.GlueExample(item.id, item.text_a, item.text_b, item.target),
+                                       self.task.spec, self.tokenizer, self.cfg.data.max_seq_len)
+        self.truncated += row.truncated
+        return row
+
+    def make_batch(self, rows) -> Dict[str, np.ndarray]:
+        return glue_data.glue_batch(rows, self.model.config.pad_token_id, self.model.config.position_start)
+
+    def loss(self, model, batch):
+        import paddle.nn.functional as F
+        logits = model(batch["input_ids"], batch["position_ids"], batch["attention_mask"], batch["token_type_ids"])
+        if self.task.spec.is_regression:
+            return {"loss": F.mse_loss(logits.squeeze(-1), batch["labels"])}
+        return {"loss": F.cross_entropy(logits, batch["labels"])}
+
+    def predict(self, items: Sequence[GlueItem], model=None) -> List[str]:
+        """Label names, or STS-B scores written with 4 decimals."""
+        import paddle
+        model = model or self.model
+        model.eval()
+        size, out = self.cfg.eval.batch_size, []
+        with paddle.no_grad():
+            for start in range(0, len(items), size):
+                batch = self.make_batch([self.encode(i) for i in items[start:start + size]])
+                logits = model(*(paddle.to_tensor(batch[k]) for k in ("input_ids", "position_ids", "attention_mask",
+                                                                      "token_type_ids"))).numpy()
+                out.extend(f"{v:.4f}" for v in logits[:, 0]) if self.task.spec.is_regression else \
+                    out.extend(self.task.spec.labels[i] for i in logits.argmax(axis=-1))
+        return out
+
+    def trainer(self, train_items, dev_items, out_dir: str, fingerprint=None):
+        from paddle_unimo.training import Trainer
+        limit = self.cfg.eval.max_examples
+        dev = dev_items[:limit] if limit else dev_items
+        metric = self.task.metric
+
+        def evaluate(model):
+            return {metric: self.task.score(dev, self.predict(dev, model))[metric]}
+        return Trainer(self.model, self.cfg.train, [self.encode(i) for i in train_items], self.make_batch, self.loss,
+                       out_dir, evaluate=evaluate if dev else None, metric=metric, greater_is_better=True,
+                       save_extra=self.tokenizer.save_pretrained, count=lambda batch: len(batch["input_ids"]),
+                       fingerprint=fingerprint)
+
+
+class GlueTask:
+    """One registered GLUE task (see the module docstring)."""
+
+    config_class = GlueConfig
+    model_class_name = "UNIMOForSequenceClassification"
+    vocabulary = "words"
+
+    def __init__(self, glue_name: str):
+        from paddle_unimo.metrics.glue import main_metric
+        self.spec = glue_data.get_task(glue_name)
+        self.name = f"glue_{self.spec.name}"
+        self.metric = main_metric(self.spec)
+        self.description = f"GLUE {self.spec.folder}"
+
+    @property
+    def model_class(self):
+        from paddle_unimo.modeling import ARCHITECTURES
+        return ARCHITECTURES[self.model_class_name]
+
+    def split_of(self, path: str, role: str) -> str:
+        """The split a file is read as: by its official name (``test.tsv`` ...), else by its role."""
+        by_name = {name: split for split, name in self.spec.files.items()}
+        if os.path.basename(path) in by_name:
+            return by_name[os.path.basename(path)]
+        return "train" if role == "train" else ("dev_matched" if "dev_matched" in self.spec.files else "dev")
+
+    def read(self, path: str, cfg: GlueConfig, need_target: bool = True, role: str = "dev"):
+        split = self.split_of(path, role)
+        examples, report = glue_data.read_glue_file(path, self.spec, split, cfg.data.skip_bad)
+        if need_target and split.startswith("test"):
+            raise ConfigError(f"{path}: a test file has no labels; fine-tuning and evaluation need train/dev files")
+        return [GlueItem(e.id, e.text_a, e.text_b, e.label, e.line, split) for e in examples], report
+
+    @staticmethod
+    def texts(items: Sequence[GlueItem]) -> List[str]:
+        return [t for i in items for t in (i.text_a, i.text_b) if isinstance(t, str)]
+
+    def model_settings(self, cfg: GlueConfig, train, from_folder: bool) -> dict:
+        return {"num_labels": self.spec.num_labels}
+
+    def bind(self, model, tokenizer, cfg: GlueConfig) -> GlueRunner:
+        return GlueRunner(self, model, tokenizer, cfg)
+
+    def load_model(self, folder: str):
+        return self.model_class.from_pretrained(folder)
+
+    def check(self, cfg: GlueConfig, model_config, where: str) -> None:
+        if not model_config.has_regions:
+            raise ConfigError(f"{where}: the GLUE head reads the English UNIMO's text pooler, which this model "
+                              "lacks (image_embedding_size 0)")
+        limit = model_config.max_position_embeddings - model_config.position_start
+        if cfg.data.max_seq_len > limit:
+            raise ConfigError(f"{where}: data.max_seq_len: {cfg.data.max_seq_len} is above the model's "
+                              f"{model_config.max_position_embeddings} position embeddings (allowed: <= {limit})")
+
+    @staticmethod
+    def prediction_row(item: GlueItem, prediction: str) -> dict:
+        return {"id": item.id, "line": item.line, "text_a": item.text_a, "text_b": item.text_b,
+                "target": item.target, "prediction": prediction}
+
+    def score(self, items: Sequence[GlueItem], predictions: Sequence[str], train_examples=()) -> dict:
+        from paddle_unimo.metrics.glue import glue_metrics
+        values = [float(p) for p in predictions] if self.spec.is_regression else list(predictions)
+        return {**glue_metrics(self.spec, values, [i.target for i in items]), "examples": len(items)}
+
+    def extra_dev_files(self, cfg: GlueConfig) -> List[str]:
+        return list(cfg.data.extra_dev)
+
+    def evaluate(self, path: str, references_path: str, cfg: GlueConfig) -> dict:
+        from tasks.evaluation import match_predictions, read_predictions
+        references, _ = self.read(references_path, cfg)
+        items, predictions = match_predictions(read_predictions(path), references, path, references_path)
+        return self.score(items, predictions)
+
+    def write_outputs(self, out_dir: str, items: Sequence[GlueItem], predictions: Sequence[str]) -> Optional[str]:
+        """The GLUE submission file when the items come from a test file."""
+        if not items or not items[0].split.startswith("test"):
+            return None
+        return glue_data.write_submission(out_dir, self.spec, [i.id for i in items], list(predictions), items[0].split)
+
+
+TASKS = [GlueTask(name) for name in glue_data.GLUE_TASKS]
