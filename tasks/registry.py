@@ -1,6 +1,6 @@
 """The task registry: every task the CLI serves, by name, imported explicitly (no directory scan).
 
-A task is one module in ``tasks/`` exposing ``TASK`` (``tasks/glue.py``: ``TASKS``, the nine GLUE tasks), an object that declares its typed config class
+A task is one module in ``tasks/`` exposing ``TASK`` (``tasks/glue.py`` and ``tasks/english_generation.py``: ``TASKS``, several), an object that declares its typed config class
 (``config_class``, the YAML files' schema), its reader (``read``), the texts of a character vocabulary
 (``texts``), ``bind(model, tokenizer, cfg)`` giving the batches, head/loss, decoding and trainer, its
 metric (``metric``, the key that chooses the best checkpoint; ``score``), ``load_model(folder)`` for a
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Dict
 
-from tasks import advertisegen, coco_caption, dureader_qg, flickr30k_retrieval, glue, lcsts_new, snli_ve, vqa
+from tasks import (advertisegen, coco_caption, dureader_qg, english_generation, flickr30k_retrieval, glue, lcsts_new,
+                   snli_ve, vqa)
 
 TASKS: Dict[str, object] = {m.TASK.name: m.TASK for m in (dureader_qg, advertisegen, lcsts_new, coco_caption,
                                                           flickr30k_retrieval, snli_ve, vqa)}
-TASKS.update({t.name: t for t in glue.TASKS})  # glue_cola ... glue_wnli
+TASKS.update({t.name: t for t in (*glue.TASKS, *english_generation.TASKS)})  # glue_*, cnn_dm, gigaword, squad_qg, coqa
 
 
 def get_task(name: str):

@@ -1,0 +1,225 @@
+"""The English generation benchmarks of the UNIMO paper (section 4.2, Table 2): CNN/DailyMail and Gigaword
+summarisation, SQuAD question generation, CoQA conversational QA -- with the original's input encoding and
+decoding (PaddlePaddle/Research NLP/UNIMO ``src/reader/seq2seq_reader.py``, ``src/finetune/seq2seq.py``).
+
+Registered as ``cnn_dm``, ``gigaword``, ``squad_qg``, ``coqa``. Inputs as the original reader
+(``paddle_unimo.data.english_seq2seq.OriginalSeq2SeqEncoder``): ``[CLS] src [SEP] | [CLS] tgt [MASK]``, each
+segment's positions restarting, a fixed source budget ``data.max_src_len``, a cut target without the end token.
+Decoding as the original by default in these configs (``decode.convention: original``: the eos banned before
+``min_length`` on the logits, the GNMT length penalty counting the eos, word-trigram blocking where the original
+uses it); eos ``[MASK]``.
+
+Files (``data.train`` / ``data.dev`` name a split or a file in ``DATA=dir``): line-aligned ``<split>.src`` /
+``<split>.tgt`` (UniLM) or ``src-<split>.txt`` / ``tgt-<split>.txt`` (SQuAD-QG as distributed), JSON lines
+``{"src", "tgt"}``, the original UNIMO TSV (GPT-2 BPE ids), CNN/DM's raw stories (``cnn_stories/`` and/or
+``dailymail_stories/`` beside ``url_lists/``; the split names ``all_<split>.txt``) and CoQA's official JSON.
+
+Metrics (x100): ROUGE-1/2/L F1 with ``rouge-score`` and stemming for CNN/DM and Gigaword (the paper used the Perl
+ROUGE-1.5.5 through pyrouge, whose sentence splitting and tokenisation differ slightly); BLEU-4 / METEOR / ROUGE-L
+as UniLM's SQuAD-QG evaluation (pycocoevalcap, needs Java); CoQA F1 and EM as the official ``evaluate-v1.0.py``.
+Not supported yet: CoQA's role and turn embeddings (the original adds them as new parameters); the dialog
+source is read as text.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, List, Sequence
+
+from paddle_unimo.data import english_seq2seq as data
+from paddle_unimo.fileio import DataError
+from paddle_unimo.training import TrainConfig
+from paddle_unimo.typed import ConfigError, bounded
+
+from tasks.cli import EvalSection, ModelSection
+from tasks.generation import GenerationDecode
+
+
+@dataclass
+class EnglishData:
+    default_dir: str = ""  # no bundled data: DATA=dir
+    train: str = "train"  # a split name (train.src, src-train.txt, url_lists/all_train.txt) or a file name
+    dev: str = "dev"
+    max_src_len: int = bounded(512, min=3)  # the source budget, [CLS] and [SEP]s included
+    max_tgt_len: int = bounded(128, min=2)  # [CLS] target [MASK]
+    skip_bad: bool = False
+
+
+@dataclass
+class EnglishGenerationConfig:
+    task: str
+    model: ModelSection = field(default_factory=ModelSection)
+    data: EnglishData = field(default_factory=EnglishData)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: GenerationDecode = field(default_factory=GenerationDecode)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+
+def read_any(path: str, cfg: EnglishGenerationConfig, need_target: bool, dialog: bool):
+    """``(examples, report)`` of a file (.jsonl, .json = CoQA, .tsv = the original) or a split of a folder."""
+    skip = cfg.data.skip_bad
+    if os.path.isfile(path):
+        if path.endswith(".tsv"):
+            return data.read_unimo_tsv(path, dialog=dialog, need_target=need_target, skip_bad=skip)
+        if dialog:
+            return data.read_coqa(path)
+        return data.read_jsonl_pairs(path, need_target=need_target, skip_bad=skip)
+    folder, split = os.path.split(path)
+    if os.path.isdir(os.path.join(folder, "url_lists")):
+        stories = [os.path.join(folder, d) for d in ("cnn_stories", "dailymail_stories", "cnn/stories",
+                                                     "dailymail/stories") if os.path.isdir(os.path.join(folder, d))]
+        return data.read_cnn_dm(stories, os.path.join(folder, "url_lists"), split, skip_bad=skip)
+    source, target = data.line_aligned_paths(folder, split)
+    return data.read_line_aligned(source, target, need_target=need_target, skip_bad=skip)
+
+
+class EnglishRunner:
+    def __init__(self, task: "EnglishGenerationTask", model, tokenizer, cfg: EnglishGenerationConfig):
+        self.task, self.model, self.tokenizer, self.cfg = task, model, tokenizer, cfg
+        self.encoder = data.OriginalSeq2SeqEncoder(tokenizer, cfg.data.max_src_len, cfg.data.max_tgt_len,
+                                                   model.config.position_start)
+
+    def report(self) -> dict:
+        return {"truncated": dict(self.encoder.truncated)}
+
+    def make_batch(self, encoded):
+        batch = data.original_training_batch(encoded, self.model.config.pad_token_id)
+        for key in ("role_ids", "turn_ids"):  # no role/turn embeddings yet (module docstring)
+            batch.pop(key, None)
+        return batch
+
+    def loss(self, model, batch):
+        from paddle_unimo.losses import label_smoothed_cross_entropy
+        logits = model(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], batch["attention_mask"],
+                       masked_positions=batch["masked_positions"])
+        return {"loss": label_smoothed_cross_entropy(logits, batch["labels"], self.cfg.train.label_smoothing)}
+
+    def predict(self, examples: Sequence, model=None) -> List[str]:
+        import paddle
+        from paddle_unimo.generation import generate, word_start_table
+        model = model or self.model
+        settings = {k: v for k, v in vars(self.cfg.decode).items() if k != "batch_size"}
+        if settings.get("trigram_blocking"):
+            settings["word_starts"] = word_start_table(self.tokenizer, model.config.vocab_size)
+        eos, size = self.tokenizer.mask_token_id, self.cfg.decode.batch_size
+        encoded = self.encoder.encode_all(examples, with_target=False, where="decoding inputs")
+        out = []
+        for start in range(0, len(encoded), size):
+            batch = data.original_decoding_batch(encoded[start:start + size], model.config.pad_token_id)
+            keys = ("input_ids", "token_type_ids", "position_ids", "attention_mask")
+            ids, _ = generate(model, **{k: paddle.to_tensor(batch[k]) for k in keys}, eos_token_id=eos, **settings)
+            for row in ids.numpy().tolist():
+                out.append(self.tokenizer.decode(row[:row.index(eos)] if eos in row else row))
+        return out
+
+    def trainer(self, train_examples, dev_examples, out_dir: str, fingerprint=None):
+        from paddle_unimo.training import Trainer
+        limit = self.cfg.eval.max_examples
+        dev = dev_examples[:limit] if limit else dev_examples
+        metric = self.task.metric
+
+        def evaluate(model):
+            model.eval()
+            return {metric: self.task.quick_score(dev, self.predict(dev, model))}
+        encoded = self.encoder.encode_all(train_examples, where="training data")
+        return Trainer(self.model, self.cfg.train, encoded, self.make_batch, self.loss, out_dir,
+                       evaluate=evaluate if dev else None, metric=metric, greater_is_better=True,
+                       save_extra=self.tokenizer.save_pretrained, count=lambda batch: len(batch["labels"]),
+                       fingerprint=fingerprint)
+
+
+def references(examples) -> List:
+    return [getattr(e, "references", None) or e.target for e in examples]
+
+
+def rouge(examples, predictions) -> dict:
+    from paddle_unimo.metrics.english import rouge_scores
+    return rouge_scores(predictions, references(examples))
+
+
+def squad_qg(examples, predictions) -> dict:
+    from paddle_unimo.metrics.english import squad_qg_scores
+    return squad_qg_scores(predictions, [e.source for e in examples], [e.target for e in examples])
+
+
+def coqa(examples, predictions) -> dict:
+    from paddle_unimo.metrics.english import coqa_f1_em
+    return coqa_f1_em(predictions, references(examples))
+
+
+@dataclass(frozen=True)
+class EnglishGenerationTask:
+    name: str
+    description: str
+    metric: str  # chooses the best checkpoint
+    scorer: Callable  # (examples, predictions) -> metrics
+    dialog: bool = False
+    config_class: type = EnglishGenerationConfig
+    model_class = None  # the LM head model
+    vocabulary = "words"
+
+    def read(self, path: str, cfg: EnglishGenerationConfig, need_target: bool = True, role: str = "dev"):
+        examples, report = read_any(path, cfg, need_target, self.dialog)
+        if not examples:
+            raise DataError(f"{path}: no examples")
+        return examples, report
+
+    @staticmethod
+    def texts(examples) -> List[str]:
+        return [t for e in examples for t in (e.source, e.target, getattr(e, "knowledge", None))
+                if isinstance(t, str) and t]
+
+    @staticmethod
+    def model_settings(cfg, train, from_folder: bool) -> dict:
+        return {}
+
+    def bind(self, model, tokenizer, cfg) -> EnglishRunner:
+        return EnglishRunner(self, model, tokenizer, cfg)
+
+    @staticmethod
+    def load_model(folder: str):
+        from paddle_unimo import UNIMOLMHeadModel
+        return UNIMOLMHeadModel.from_pretrained(folder)
+
+    @staticmethod
+    def check(cfg, model_config, where: str) -> None:
+        limit = model_config.max_position_embeddings - model_config.position_start - 1
+        for key in ("max_src_len", "max_tgt_len"):
+            if getattr(cfg.data, key) > limit:
+                raise ConfigError(f"{where}: data.{key}: {getattr(cfg.data, key)} is above the model's "
+                                  f"{model_config.max_position_embeddings} positions (allowed: <= {limit})")
+        if cfg.decode.max_length + 1 > limit:
+            raise ConfigError(f"{where}: decode.max_length: {cfg.decode.max_length} is above the model's positions")
+
+    @staticmethod
+    def prediction_row(example, prediction: str) -> dict:
+        return {"id": example.id, "line": example.line, "source": example.source, "target": example.target,
+                "prediction": prediction}
+
+    def score(self, examples, predictions, train_examples=()) -> dict:
+        return {**self.scorer(examples, predictions), "examples": len(examples)}
+
+    def quick_score(self, examples, predictions) -> float:
+        """The checkpoint-choosing number during training, without Java (SQuAD-QG: the project's BLEU-4)."""
+        if self.scorer is squad_qg:
+            from paddle_unimo.metrics import bleu4
+            return bleu4(predictions, [e.target for e in examples])
+        return self.scorer(examples, predictions)[self.metric]
+
+    def evaluate(self, path: str, references_path: str, cfg) -> dict:
+        from tasks.evaluation import match_predictions, read_predictions
+        refs, _ = self.read(references_path, cfg)
+        examples, predictions = match_predictions(read_predictions(path), refs, path, references_path)
+        return self.score(examples, predictions)
+
+    @staticmethod
+    def write_outputs(out_dir: str, examples, predictions) -> None:
+        """Nothing besides predictions.jsonl/.txt (one prediction per source line, the benchmarks' format)."""
+
+
+TASKS = [
+    EnglishGenerationTask("cnn_dm", "CNN/DailyMail summarisation", "rougeL", rouge),
+    EnglishGenerationTask("gigaword", "Gigaword headline generation", "rougeL", rouge),
+    EnglishGenerationTask("squad_qg", "SQuAD question generation (Du et al. split)", "bleu4", squad_qg),
+    EnglishGenerationTask("coqa", "CoQA conversational question answering", "f1", coqa, dialog=True),
+]
