@@ -36,7 +36,9 @@ test-all: $(STAMP)
 # ---- tasks (tasks/registry.py): make finetune TASK=name [MODEL=dir] [DATA=dir] [REGIONS=store] [OUT=dir]
 #      [O="train.lr=3e-5 decode.num_beams=4"]; without MODEL the tiny preset and the bundled demo data.
 #      TASK: dureader_qg|advertisegen|lcsts_new (千言 generation), coco_caption|flickr30k_retrieval|snli_ve|vqa
-#      (vision-language; REGIONS= is their region store, by default data.regions inside the data folder).
+#      (vision-language; REGIONS= is their region store, by default data.regions inside the data folder),
+#      glue_cola|glue_sst2|glue_mrpc|glue_stsb|glue_qqp|glue_mnli|glue_qnli|glue_rte|glue_wnli and
+#      cnn_dm|gigaword|squad_qg|coqa (English text; DATA= required).
 TASK ?= dureader_qg
 SIZE ?= $(if $(MODEL),base,tiny)
 CONFIG ?= tasks/configs/$(TASK)_$(SIZE).yaml
