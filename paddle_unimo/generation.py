@@ -1,18 +1,63 @@
-"""Batched decoding with the KV cache: greedy, beam search and sampling.
+"""Batched decoding with the KV cache: greedy, beam search and sampling, under two conventions.
+
+``convention="paddlenlp"`` (the default) reproduces PaddleNLP's ``generate``; ``convention="original"`` the
+original UNIMO's decoding (PaddlePaddle/Research NLP/UNIMO ``src/finetune/seq2seq.py`` ``fast_decode`` and
+``src/finetune/trigram_blocking.py``). Side by side:
+
+=====================  ===========================================  ============================================
+                       "paddlenlp"                                  "original"
+=====================  ===========================================  ============================================
+banned tokens          [UNK], [PAD], [CLS] always (-1e9 on the       none
+                       logits, before the log-softmax)
+eos before min_length  -1e9 added *after* the log-softmax (the      -1e18 added to its logit *before* the
+                       other tokens keep their full-softmax          log-softmax, so the others' log-probs are
+                       log-probs)                                    those of a softmax without the eos
+candidates per beam    top 2 x num_beams over all beams; an eos in   top num_beams of each beam; an eos candidate
+                       the top num_beams finishes a hypothesis,      takes a beam slot like any other token
+                       the open beams are refilled without eos
+finished hypotheses    a separate heap of num_beams, scored          stay in the beam with the score they had
+                       sum / lp(len without the eos)                 when they ended, sum / lp(len with the eos);
+                                                                     an open candidate that scores better pushes
+                                                                     them out
+stop                   early_stopping, or no open beam can beat      when every slot of the beam holds a finished
+                       the worst finished one                        hypothesis (or at max_length)
+result                 best of the heap (+ open beams at the end)    best of the final beam by normalised score
+repeats                no_repeat_ngram_size (token n-grams),         trigram_blocking: word trigrams, -65000 on a
+                       repetition_penalty                            blocked candidate's score (see below)
+greedy score           mean log-probability                          sum of log-probabilities (no length penalty)
+=====================  ===========================================  ============================================
+
+``lp(n) = ((5 + n) / 6) ** length_penalty`` (GNMT) in both; a hypothesis' sum is of the log-probabilities of its
+tokens (under "original" plus -65000 for each blocked token it took, as the original adds the penalty to the
+accumulated score).
+
+Word-trigram blocking ("original", ``trigram_blocking=True``, ``word_starts`` (V,) bool, see
+``decoding_original.word_start_table``): the words of a candidate sequence are built from [start token] + hypothesis + candidate;
+the first token always starts a word, a token with ``word_starts[id]`` starts a new one and any other token
+extends the last word. A candidate is blocked when the sequence has more than 3 words and its last three words
+(the last one as built so far, possibly incomplete) equal three consecutive words ending before the last word.
+The check runs for every candidate, at every piece: a multi-piece word is matched when its last piece makes it
+equal to the earlier (complete) word; a token trigram repeated inside one word is never blocked. In beam search
+only the num_beams top candidates of each beam are checked, and a blocked one is penalised, not removed (so with
+num_beams 1 it is still taken, as in the original). Greedy search under "original" (which the original does not
+have) takes the most probable token that is not blocked.
 
 Each source is encoded once (``prefill``); beams and return sequences then share copies of its cache, and
 every step feeds one token per row. Conventions of both UNIMO families: generation starts after the
-target's [CLS] and stops at the eos ([MASK]). As in PaddleNLP's ``generate``:
-* ``max_length``/``min_length`` count new tokens; [UNK], [PAD] and [CLS] are never generated;
+target's [CLS] and stops at the eos ([MASK]); ``max_length``/``min_length`` count new tokens, the eos included,
+in both conventions. Under the PaddleNLP convention, as in PaddleNLP's ``generate``:
+* [UNK], [PAD] and [CLS] are never generated;
 * beam search keeps ``num_beams`` finished hypotheses per source, scored
   ``sum_logprob / ((length + 5) / 6) ** length_penalty`` (GNMT); with ``early_stopping`` a source is done as
   soon as it has ``num_beams`` of them, otherwise when no open beam can beat the worst one;
 * a finished row is followed by the eos (when it fits) and then pad ids.
 
-Constraints over the *generated* tokens: ``no_repeat_ngram_size`` (3 is the original UNIMO's trigram
-blocking) and ``repetition_penalty`` (a generated token's logit is divided by it when positive and multiplied
-when negative). Sampling: ``temperature``, then ``top_k``, then ``top_p``, drawn from a numpy generator
-seeded with ``seed`` (None: fresh randomness every call), so a seeded run is reproducible.
+PaddleNLP-convention constraints over the *generated* tokens: ``no_repeat_ngram_size`` (token n-grams; the
+original UNIMO's trigram blocking is on words, see above) and ``repetition_penalty`` (a generated token's logit is
+divided by it when positive and multiplied when negative). Sampling: ``temperature``, then ``top_k``, then
+``top_p``, drawn from a numpy generator seeded with ``seed`` (None: fresh randomness every call), so a seeded run
+is reproducible. The "original" convention refuses these (ConfigError), and ``early_stopping``: the original has
+none of them.
 
 Image-conditioned decoding (captioning): ``region_feats`` (B, R, D), ``region_locs`` (B, R, 5) and ``region_valid``
 (B, R) go to the prefill with the full (B, R + L, R + L) mask of ``masks.captioning_inputs`` over ``[regions;
@@ -21,8 +66,9 @@ return sequences share copies of those rows; every step's token sees the valid r
 The original img2txt task (PaddlePaddle/Research NLP/UNIMO, ``finetune/img2txt.py``) ends a caption at [SEP]:
 pass its id as ``eos_token_id``.
 
-Returns ``(ids (B * num_return_sequences, T), scores (B * num_return_sequences, 1))``. Scores: mean
-log-probability for greedy and sampling, the length-penalised hypothesis score for beam search.
+Returns ``(ids (B * num_return_sequences, T), scores (B * num_return_sequences, 1))``. Scores: see the table
+above for greedy; the length-penalised hypothesis score for beam search; mean log-probability for sampling. A
+finished row ends with the eos and then pads in both conventions.
 """
 from __future__ import annotations
 
@@ -39,6 +85,7 @@ from .modeling import log_softmax
 
 NEVER = -1e9  # logit of tokens that are never generated
 STRATEGIES = ("greedy_search", "beam_search", "sampling")
+CONVENTIONS = ("paddlenlp", "original")
 
 
 @dataclass
@@ -57,13 +104,34 @@ class DecodeConfig:
     temperature: float = bounded(1.0, above=0.0)
     seed: Optional[int] = None
     num_return_sequences: int = bounded(1, min=1)
+    convention: str = bounded("paddlenlp", choices=CONVENTIONS)  # see the module docstring
+    trigram_blocking: bool = False  # "original" only: word-trigram blocking; generate() then needs word_starts
 
     def validate(self, where: str) -> None:
+        self._validate_convention(where)
         if self.min_length > self.max_length:
             raise ConfigError(f"{where}.min_length: {self.min_length} is above max_length {self.max_length}")
         if self.decode_strategy == "beam_search" and self.num_return_sequences > self.num_beams:
             raise ConfigError(f"{where}.num_return_sequences: {self.num_return_sequences} is above num_beams "
                               f"{self.num_beams} (beam search returns at most num_beams sequences)")
+
+    def _validate_convention(self, where: str) -> None:
+        """The original UNIMO has no sampling, repetition penalty, token n-gram blocking or early stopping; the
+        PaddleNLP convention has no word-trigram blocking (its token trigrams: no_repeat_ngram_size 3)."""
+        if self.convention == "paddlenlp":
+            if self.trigram_blocking:
+                raise ConfigError(f"{where}.trigram_blocking: word-trigram blocking is the original UNIMO's; set "
+                                  "convention 'original', or use no_repeat_ngram_size: 3 (token trigrams)")
+            return
+        refused = {"decode_strategy": self.decode_strategy == "sampling",
+                   "repetition_penalty": self.repetition_penalty != 1.0,
+                   "no_repeat_ngram_size": self.no_repeat_ngram_size > 0, "early_stopping": self.early_stopping}
+        for key, bad in refused.items():
+            if bad:
+                raise ConfigError(f"{where}.{key}: {getattr(self, key)!r} is not part of the original UNIMO's "
+                                  "decoding (convention 'original': greedy_search or beam_search, "
+                                  "repetition_penalty 1, no_repeat_ngram_size 0, early_stopping false; "
+                                  "trigram_blocking blocks repeated word trigrams)")
 
 
 @dataclass
@@ -188,6 +256,7 @@ def advance(stepper, tokens, state: DecodeState):
 
 @dataclass
 class Constraints:
+    """The PaddleNLP convention's logit constraints (the "original" one uses ``original_logprobs``)."""
     min_length: int
     eos: int
     banned: tuple  # ids never generated: [UNK], [PAD], [CLS]
@@ -354,6 +423,33 @@ def _sample(scores, rng, temperature: float, top_k: int, top_p: float) -> np.nda
     return np.minimum((np.cumsum(probs, axis=-1) < u).sum(-1), probs.shape[-1] - 1)
 
 
+def _decode(stepper, logits, state, dc: DecodeConfig, eos: int, pad: int, start: np.ndarray, word_starts):
+    """Runs the configured search from the prefill's ``logits`` (B, V) and ``state``; ``start`` (B,) the start
+    tokens (the last input tokens)."""
+    batch = logits.shape[0]
+    if dc.decode_strategy != "beam_search" and dc.num_return_sequences > 1:
+        rows = paddle.arange(batch).repeat_interleave(dc.num_return_sequences)
+        state, logits = select_rows(stepper, state, rows), paddle.index_select(logits, rows)
+        start = np.repeat(start, dc.num_return_sequences)
+    if dc.convention == "original":
+        from .decoding_original import original_beam_search, original_greedy
+        opts = dict(num_beams=dc.num_beams, length_penalty=dc.length_penalty, eos=eos, min_length=dc.min_length,
+                    blocking=dc.trigram_blocking, word_starts=word_starts)
+        if dc.decode_strategy == "beam_search":
+            return original_beam_search(stepper, logits, state, start, opts, dc.max_length, dc.num_return_sequences,
+                                        pad)
+        return original_greedy(stepper, logits, state, start, opts, dc.max_length, pad)
+    cfg = stepper.config
+    cons = Constraints(dc.min_length, eos, (cfg.unk_token_id, cfg.pad_token_id, cfg.bos_token_id),
+                       dc.no_repeat_ngram_size, dc.repetition_penalty)
+    if dc.decode_strategy == "beam_search":
+        return beam_search(stepper, logits, state, cons, dc.num_beams, dc.max_length, dc.length_penalty,
+                           dc.early_stopping, dc.num_return_sequences, pad)
+    sampling = dict(seed=dc.seed, temperature=dc.temperature, top_k=dc.top_k, top_p=dc.top_p) \
+        if dc.decode_strategy == "sampling" else None
+    return sample_or_greedy(stepper, logits, state, cons, dc.max_length, pad, sampling)
+
+
 @paddle.no_grad()
 def generate(model, input_ids, token_type_ids=None, position_ids=None, attention_mask=None, max_length: int = 20,
              min_length: int = 0, decode_strategy: str = "greedy_search", num_beams: int = 1,
@@ -361,46 +457,46 @@ def generate(model, input_ids, token_type_ids=None, position_ids=None, attention
              temperature: float = 1.0, seed: int | None = None, no_repeat_ngram_size: int = 0,
              repetition_penalty: float = 1.0, num_return_sequences: int = 1, eos_token_id: int | None = None,
              pad_token_id: int | None = None, stepper=None, use_fast: bool = False, region_feats=None,
-             region_locs=None, region_valid=None, **unsupported):
+             region_locs=None, region_valid=None, convention: str = "paddlenlp", trigram_blocking: bool = False,
+             word_starts=None, **unsupported):
     """Generates continuations of ``input_ids`` (B, L); see the module docstring. ``model`` may be None
     when a ``stepper`` (e.g. the exported Paddle Inference one) is given. With ``region_feats``
     (B, R, D), ``region_locs`` (B, R, 5) and ``region_valid`` (B, R) (None: all valid) the input is ``[regions;
-    text]`` and ``attention_mask`` is the (B, R + L, R + L) one of ``masks.captioning_inputs``."""
+    text]`` and ``attention_mask`` is the (B, R + L, R + L) one of ``masks.captioning_inputs``.
+
+    ``convention``: "paddlenlp" (PaddleNLP's generate) or "original" (the original UNIMO's fast_decode);
+    ``trigram_blocking`` ("original" only) blocks repeated word trigrams and needs ``word_starts``, a (vocab_size,)
+    bool array (``decoding_original.word_start_table``); without ``trigram_blocking`` ``word_starts`` is not used."""
     if unsupported:
         raise TypeError(f"generate() got unsupported arguments {sorted(unsupported)}")
-    check(DecodeConfig(decode_strategy, num_beams, length_penalty, early_stopping, min_length, max_length,
-                       no_repeat_ngram_size, repetition_penalty, top_k, top_p, temperature, seed,
-                       num_return_sequences), "generate()")
-    beam = decode_strategy == "beam_search"
+    dc = check(DecodeConfig(decode_strategy=decode_strategy, num_beams=num_beams, length_penalty=length_penalty,
+                            early_stopping=early_stopping, min_length=min_length, max_length=max_length,
+                            no_repeat_ngram_size=no_repeat_ngram_size, repetition_penalty=repetition_penalty,
+                            top_k=top_k, top_p=top_p, temperature=temperature, seed=seed,
+                            num_return_sequences=num_return_sequences, convention=convention,
+                            trigram_blocking=trigram_blocking), "generate()")
     stepper = stepper or ModelStepper(model)
     cfg = stepper.config
+    if trigram_blocking:
+        from .decoding_original import check_word_starts
+        word_starts = check_word_starts(word_starts, cfg.vocab_size)
     num_regions = check_regions(stepper, input_ids.shape[0], region_feats, region_locs, region_valid)
     check_inputs(input_ids, attention_mask, cfg.pad_token_id, num_regions=num_regions)
     regions = {} if region_feats is None else dict(region_feats=region_feats, region_locs=region_locs,
                                                    region_valid=region_valid)
     eos = cfg.eos_token_id if eos_token_id is None else eos_token_id
     pad = cfg.pad_token_id if pad_token_id is None else pad_token_id
-    cons = Constraints(min_length, eos, (cfg.unk_token_id, cfg.pad_token_id, cfg.bos_token_id),
-                       no_repeat_ngram_size, repetition_penalty)
     if position_ids is None:
         position_ids = masks.default_position_ids(input_ids != cfg.pad_token_id, cfg.position_start)
     if token_type_ids is None:
         token_type_ids = paddle.zeros_like(input_ids)
+    start = np.asarray(input_ids.numpy() if isinstance(input_ids, paddle.Tensor) else input_ids)[:, -1]  # (B,)
     was_training = model is not None and model.training
     if model is not None:
         model.eval()
     try:
         logits, state = stepper.prefill(input_ids, token_type_ids, position_ids, attention_mask, **regions)
-        if beam:
-            ids, scores = beam_search(stepper, logits, state, cons, num_beams, max_length, length_penalty,
-                                      early_stopping, num_return_sequences, pad)
-        else:
-            if num_return_sequences > 1:
-                rows = paddle.arange(input_ids.shape[0]).repeat_interleave(num_return_sequences)
-                state, logits = select_rows(stepper, state, rows), paddle.index_select(logits, rows)
-            sampling = dict(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p) \
-                if decode_strategy == "sampling" else None
-            ids, scores = sample_or_greedy(stepper, logits, state, cons, max_length, pad, sampling)
+        ids, scores = _decode(stepper, logits, state, dc, eos, pad, start, word_starts)
     finally:
         if was_training:
             model.train()

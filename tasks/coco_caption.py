@@ -231,6 +231,9 @@ class CaptionRunner(VLRunner):
         from paddle_unimo.generation import generate
         model = model or self.model
         settings = {k: v for k, v in vars(self.cfg.decode).items() if k != "batch_size"}
+        if settings.get("trigram_blocking"):  # the original img2txt's block_trigram, with convention original
+            from paddle_unimo.decoding_original import word_start_table
+            settings["word_starts"] = word_start_table(self.tokenizer, model.config.vocab_size)
         sep, size = self.tokenizer.sep_token_id, self.cfg.decode.batch_size
         outputs = []
         for start in range(0, len(examples), size):

@@ -96,7 +96,8 @@ class EnglishRunner:
 
     def predict(self, examples: Sequence, model=None) -> List[str]:
         import paddle
-        from paddle_unimo.generation import generate, word_start_table
+        from paddle_unimo.decoding_original import word_start_table
+        from paddle_unimo.generation import generate
         model = model or self.model
         settings = {k: v for k, v in vars(self.cfg.decode).items() if k != "batch_size"}
         if settings.get("trigram_blocking"):
