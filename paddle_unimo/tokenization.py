@@ -360,10 +360,14 @@ class SentencePieceTokenizer(Tokenizer):
 
 
 def load_tokenizer(path: str) -> Tokenizer:
-    """The tokenizer of a model folder: GPT-2 BPE if it has ``encoder.json``, SentencePiece if it has
-    ``spm.model``, else WordPiece ``*vocab.txt``."""
+    """The tokenizer of a model folder: GPT-2 BPE if it has ``encoder.json`` (or ``<prefix>encoder.json`` with
+    its vocab.txt and vocab.bpe of the same prefix, as the original release's ``model_files/dict`` has
+    ``unimo_en.*``), SentencePiece if it has ``spm.model``, else WordPiece ``*vocab.txt``."""
     if os.path.isfile(os.path.join(path, "encoder.json")):
         return GptBpeTokenizer.from_dir(path)
+    encoders = sorted(n for n in os.listdir(path) if n.endswith("encoder.json"))
+    if encoders:
+        return GptBpeTokenizer.from_dir(path, prefix=encoders[0][:-len("encoder.json")])
     if os.path.isfile(os.path.join(path, SentencePieceTokenizer.MODEL_FILE)):
         return SentencePieceTokenizer.from_dir(path)
     candidates = ["vocab.txt"] + sorted(n for n in os.listdir(path) if n.endswith("vocab.txt"))

@@ -52,6 +52,15 @@ def test_english_special_ids_and_known_roberta_ids(english):
     assert english.encode(" the.") == [5, 4]
 
 
+def test_the_original_dict_folder_loads_as_gpt2_bpe(english):
+    """``model_files/dict`` of the original release (``unimo_en.encoder.json`` ...) is a tokenizer folder, so
+    ``-o model.vocab_dir=`` can name it."""
+    loaded = load_tokenizer(str(shared_path("unimo_en")))
+    assert isinstance(loaded, GptBpeTokenizer) and loaded.vocab == english.vocab
+    text = "A man rides a horse on the beach."
+    assert loaded.encode(text) == english.encode(text)
+
+
 def test_english_matches_gpt2_bpe_reference_and_round_trips(english):
     ref = paddlenlp_transformers().GPTTokenizer(vocab_file=str(shared_path("unimo_en", "unimo_en.encoder.json")),
                                  merges_file=str(shared_path("unimo_en", "unimo_en.vocab.bpe")))
