@@ -8,11 +8,13 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_unimo import UNIMOLMHeadModel, WordPieceTokenizer, get_preset, masks
+from paddle_unimo import WordPieceTokenizer, masks
 from paddle_unimo.decoding_original import extend_words, repeats_trigram, word_start_table
 from paddle_unimo.generation import DecodeConfig, DecodeState, generate
 from paddle_unimo.tokenization import GptBpeTokenizer
 from paddle_unimo.typed import ConfigError, from_dict
+
+from test_generation import make_model  # the tiny model with a tunable eos bias
 
 UNK, SEP, PAD, CLS, EOS = 0, 1, 2, 3, 4
 V = 16
@@ -276,16 +278,6 @@ def test_word_start_table_of_wordpiece_and_gpt2(tmp_path):
 
 
 # ---- a real tiny model against a brute-force reference ------------------------------------------------------
-
-def make_model(seed, eos_bias):
-    paddle.seed(seed)
-    model = UNIMOLMHeadModel(get_preset("tiny", initializer_range=0.3))
-    bias = model.lm_head.decoder_bias.numpy()
-    bias[EOS] = eos_bias
-    model.lm_head.decoder_bias.set_value(bias)
-    model.eval()
-    return model
-
 
 def full_logits(model, source, prefix) -> np.ndarray:
     """(V,) logits after [source; CLS; prefix] by one full forward pass (no cache)."""

@@ -42,7 +42,7 @@ import numpy as np
 
 from .. import masks
 from ..fileio import DataError, atomic_write, read_text_lines
-from .seq2seq import ReadReport
+from .seq2seq import ReadReport, read_records
 
 Column = Union[str, int]  # a header name, or an index in a file without header
 Text = Union[str, List[int]]  # raw text (GLUE TSV) or token ids (original UNIMO TSV)
@@ -181,38 +181,17 @@ def _parse_label(spec: GlueTask, value: str, where: str) -> Label:
     return score
 
 
-def _read_rows(path, parse, skip_bad: bool, check_first=None):
-    """The reading loop shared by both formats: ``check_first(where, text)`` sees the first non-blank line and
-    returns ``parse(where, line_no, parts)`` for the rest (None: the first line is data)."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DataError(f"{path}: file not found")
-    examples, report, first = [], ReadReport(path), True
-    for where, text in read_text_lines(path):
-        report.lines = int(where.rpartition(":")[2])
-        if first:
-            first, parse_next = False, check_first(where, text)
-            if parse_next is not None:
-                parse = parse_next
-                continue
-        try:
-            examples.append(parse(where, report.lines, text.split("\t")))
-        except DataError as e:
-            if not skip_bad:
-                raise
-            message, prefix = str(e), f"{where}: "
-            reason = message[len(prefix):] if message.startswith(prefix) else message
-            report.skipped.append({"file": path, "line": report.lines, "reason": reason})
-    report.read = len(examples)
-    if not report.lines:
-        raise DataError(f"{path}: empty file (no non-blank line)")
-    if not examples:
-        raise DataError(f"{path}: no usable examples ({len(report.skipped)} bad lines skipped)")
-    if report.skipped:
-        first = report.skipped[0]
-        logger.warning("%s: skipped %d bad lines (first: line %d: %s)", path, len(report.skipped), first["line"],
-                       first["reason"])
-    return examples, report
+def _read_tsv(path, parse, skip_bad: bool, check_first):
+    """``seq2seq.read_records`` over tab-separated lines: ``parse(where, line_no, parts)`` reads a row (None
+    until a header gives it); ``check_first(where, text)`` sees the first line and returns the row parse when
+    that line is a header, None when it is data."""
+    def by_parts(row_parse):
+        return lambda where, line_no, text: row_parse(where, line_no, text.split("\t"))
+
+    def first_line(where, text):
+        header_parse = check_first(where, text)
+        return None if header_parse is None else by_parts(header_parse)
+    return read_records(path, by_parts(parse) if parse else None, skip_bad, first_line)
 
 
 def read_glue(path, task: Union[str, GlueTask], split: str = "train",
@@ -254,7 +233,7 @@ def read_glue(path, task: Union[str, GlueTask], split: str = "train",
                                 f"{list(layout.header)}, got {header[:12]} (missing {missing})")
             return make_parse({n: None if getattr(layout, n) is None else header.index(getattr(layout, n))
                                for n in names}, len(header))
-    return _read_rows(path, parse, skip_bad, check_first)
+    return _read_tsv(path, parse, skip_bad, check_first)
 
 
 def _token_ids(value: str, name: str, where: str) -> List[int]:
@@ -288,7 +267,7 @@ def read_unimo_tsv(path, skip_bad: bool = False) -> Tuple[List[GlueExample], Rea
             return GlueExample(qid.strip() if qid else str(line_no), _token_ids(parts[col["text_a"]], "text_a", where),
                                text_b, label.strip() if label else None, line_no)
         return parse_row
-    return _read_rows(path, parse, skip_bad, check_first)
+    return _read_tsv(path, parse, skip_bad, check_first)
 
 
 def read_glue_file(path, task: Union[str, GlueTask], split: str = "train",

@@ -92,15 +92,30 @@ def read_examples(path: str, fields: Fields, need_target: bool = True, skip_bad:
     Chinese data set), in which nearly every line would be skipped. A missing file, a folder, a file without
     a non-blank line and a file without one usable example are ``DataError`` naming the file.
     """
+    tsv = os.fspath(path).endswith(".tsv")
+    return read_records(path, lambda where, line_no, text: _parse_line(where, text, fields, tsv, need_target, line_no),
+                        skip_bad)
+
+
+def read_records(path, parse, skip_bad: bool, first_line=None):
+    """The reading loop of the line-based readers: ``parse(where, line_no, text)`` -> an example for every
+    non-blank line; a ``DataError`` from it stops the read, or with ``skip_bad`` becomes an entry of the report.
+    ``first_line(where, text)``, when given, sees the first non-blank line outside that handling (a bad header
+    always stops the read) and returns the parse for the rest when that line is a header, None when it is data.
+    Returns (examples, ReadReport); a missing or empty file and a file without one usable example are errors."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"{path}: file not found")
-    tsv = path.endswith(".tsv")
-    examples, report = [], ReadReport(path)
+    examples, report, first = [], ReadReport(path), first_line is not None
     for where, text in read_text_lines(path):
         report.lines = int(where.rpartition(":")[2])
+        if first:
+            first, header_parse = False, first_line(where, text)
+            if header_parse is not None:
+                parse = header_parse
+                continue
         try:
-            examples.append(_parse_line(where, text, fields, tsv, need_target, report.lines))
+            examples.append(parse(where, report.lines, text))
         except DataError as e:
             if not skip_bad:
                 raise
@@ -111,9 +126,9 @@ def read_examples(path: str, fields: Fields, need_target: bool = True, skip_bad:
     if not report.lines:
         raise DataError(f"{path}: empty file (no non-blank line)")
     if report.skipped:
-        first = report.skipped[0]
-        logger.warning("%s: skipped %d bad lines (first: line %d: %s)", path, len(report.skipped), first["line"],
-                       first["reason"])
+        first_skip = report.skipped[0]
+        logger.warning("%s: skipped %d bad lines (first: line %d: %s)", path, len(report.skipped),
+                       first_skip["line"], first_skip["reason"])
     if not examples:
         raise DataError(f"{path}: no usable examples ({len(report.skipped)} bad lines skipped)")
     return examples, report
