@@ -84,6 +84,8 @@ def finetune(args) -> dict:
     paths = {"train": data_file(args, cfg, cfg.data.train), "dev": data_file(args, cfg, cfg.data.dev)}
     train, train_report = task.read(paths["train"], cfg, role="train")
     dev, dev_report = task.read(paths["dev"], cfg, role="dev")
+    extras = [(name, task.read(data_file(args, cfg, name), cfg, role="dev")[0])  # e.g. MNLI's mismatched dev set,
+              for name in getattr(task, "extra_dev_files", lambda cfg: [])(cfg)]  # read now: a bad one fails early
     model, tokenizer = build_model(args.model, cfg.model, task.texts(train), task.model_class, task.vocabulary,
                                    **task.model_settings(cfg, train, from_folder=bool(args.model)))
     task.check(cfg, model.config, config_path)
@@ -107,8 +109,7 @@ def finetune(args) -> dict:
                    predictions=write_predictions(args.out, prediction_rows(dev, predictions, dev_report,
                                                                            task.prediction_row)))
     metrics[f"best_eval_{task.metric}"] = metrics.pop("best_eval")
-    for name in getattr(task, "extra_dev_files", lambda cfg: [])(cfg):  # e.g. MNLI's mismatched dev set
-        extra, _ = task.read(data_file(args, cfg, name), cfg, role="dev")
+    for name, extra in extras:
         metrics[os.path.splitext(name)[0]] = task.score(extra, runner.predict(extra, best))
     task.write_outputs(args.out, dev, predictions)
     write_json(os.path.join(args.out, "metrics.json"), metrics)

@@ -291,8 +291,9 @@ def read_coqa(path, max_turns: int = TURN_TYPE_SIZE - 1):
     of which the last ``max_turns`` (15: the original's ``turn_type_size - 1``) are kept as ``segments``;
     ``source`` joins them with `` [SEP] ``, ``knowledge`` is the story, ``target`` the answer's ``input_text``,
     ``references`` the answer plus every ``additional_answers`` entry of the turn (evaluate-v1.0.py's gold list),
-    ``role_ids``/``turn_ids`` per turn from ``dialog_types``. Ids are ``<story id>_<turn id>``; the report's
-    ``lines`` is the number of stories.
+    ``role_ids``/``turn_ids`` per turn from ``dialog_types``. Ids are ``<story id>_<turn id>``; ``line`` is the
+    example's 1-based position in the file (the order of ``predictions.jsonl``); the report's ``lines`` is the
+    number of stories.
     """
     path = os.fspath(path)
     data = read_json(path, "CoQA file")
@@ -315,8 +316,9 @@ def read_coqa(path, max_turns: int = TURN_TYPE_SIZE - 1):
                 roles, turns = dialog_types(len(segments))
                 examples.append(EnglishExample(
                     f"{story_id}_{question.get('turn_id', turn + 1)}", TURN_SEP.join(segments),
-                    answer["input_text"], segments=list(segments), knowledge=passage, dialog=True, role_ids=roles,
-                    turn_ids=turns, references=[answer["input_text"]] + [a[turn]["input_text"] for a in extra]))
+                    answer["input_text"], line=len(examples) + 1, segments=list(segments), knowledge=passage,
+                    dialog=True, role_ids=roles, turn_ids=turns,
+                    references=[answer["input_text"]] + [a[turn]["input_text"] for a in extra]))
                 history.append(answer["input_text"])
         except (KeyError, TypeError) as e:
             raise DataError(f"{where}: not the official CoQA layout ({type(e).__name__}: {e})") from None
