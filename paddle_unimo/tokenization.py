@@ -172,20 +172,21 @@ class WordPieceTokenizer(Tokenizer):
     family = "wordpiece"
     max_chars_per_word = 100
 
-    def __init__(self, vocab: Dict[str, int], do_lower_case: bool = True):
+    def __init__(self, vocab: Dict[str, int], do_lower_case: bool = True, spaced: bool = False):
         self.vocab = dict(vocab)
         self.do_lower_case = do_lower_case
+        self.spaced = spaced  # English word vocabularies: decoded words are separated by spaces
         self._init_specials()
 
     @classmethod
-    def from_vocab_file(cls, path: str, do_lower_case: bool = True) -> "WordPieceTokenizer":
-        return cls(read_vocab(path), do_lower_case)
+    def from_vocab_file(cls, path: str, do_lower_case: bool = True, spaced: bool = False) -> "WordPieceTokenizer":
+        return cls(read_vocab(path), do_lower_case, spaced)
 
     @classmethod
     def build_char_vocab(cls, texts: Iterable[str], words: bool = False) -> "WordPieceTokenizer":
         """A character vocabulary (plus the special tokens) from training texts, for the tiny preset. With
         ``words`` the texts' words come first, so that a known word is one token and any other word falls
-        back to its characters (English captions and questions)."""
+        back to its characters (English captions and questions), and decoding puts a space between words."""
         seen = {}
         vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
         for text in texts:
@@ -197,7 +198,7 @@ class WordPieceTokenizer(Tokenizer):
         for ch in seen:
             vocab.setdefault(ch, len(vocab))
             vocab.setdefault("##" + ch, len(vocab))
-        return cls(vocab)
+        return cls(vocab, spaced=words)
 
     def _wordpiece(self, word: str) -> List[str]:
         if len(word) > self.max_chars_per_word:
@@ -220,12 +221,14 @@ class WordPieceTokenizer(Tokenizer):
         return [p for word in basic_tokenize(text, self.do_lower_case) for p in self._wordpiece(word)]
 
     def convert_tokens_to_string(self, tokens: Sequence[str]) -> str:
-        """Merges ``##`` pieces; a space only between two words of ASCII letters or digits."""
+        """Merges ``##`` pieces; a space between words (``spaced``), else only between two words of ASCII letters
+        or digits (Chinese text)."""
         out = ""
         for token in tokens:
             if token.startswith("##"):
                 out += token[2:]
-            elif out and out[-1].isascii() and out[-1].isalnum() and token[:1].isascii() and token[:1].isalnum():
+            elif out and (self.spaced or (out[-1].isascii() and out[-1].isalnum() and token[:1].isascii()
+                                          and token[:1].isalnum())):
                 out += " " + token
             else:
                 out += token
@@ -235,7 +238,8 @@ class WordPieceTokenizer(Tokenizer):
         os.makedirs(path, exist_ok=True)
         write_vocab(self.vocab, os.path.join(path, "vocab.txt"))
         write_json(os.path.join(path, TOKENIZER_CONFIG),
-                   {"tokenizer_class": "UNIMOTokenizer", "do_lower_case": self.do_lower_case})
+                   {"tokenizer_class": "UNIMOTokenizer", "do_lower_case": self.do_lower_case,
+                    **({"spaced": True} if self.spaced else {})})
 
 
 # ---- original English UNIMO: GPT-2 byte-level BPE -----------------------------------------------------
@@ -359,6 +363,19 @@ class SentencePieceTokenizer(Tokenizer):
         write_json(os.path.join(path, TOKENIZER_CONFIG), {"tokenizer_class": "SentencePieceTokenizer"})
 
 
+def from_original_ids(tokenizer, ids: Sequence[int]) -> List[int]:
+    """Model ids of the token ids in the original release's preprocessed files (``tokenized_input``: GPT-2 BPE
+    ids). With the English GPT-2 BPE tokenizer each is looked up as its vocabulary's text (``unimo_en.vocab.txt``
+    line i holds a GPT-2 id); any other tokenizer takes them as its own ids. An id the vocabulary lacks is a
+    ValueError."""
+    if getattr(tokenizer, "family", "") != "gpt2_bpe":
+        return [int(i) for i in ids]
+    missing = [i for i in ids if str(i) not in tokenizer.vocab]
+    if missing:
+        raise ValueError(f"token ids {missing[:5]} are not in the vocabulary (GPT-2 BPE ids expected)")
+    return [tokenizer.vocab[str(i)] for i in ids]
+
+
 def load_tokenizer(path: str) -> Tokenizer:
     """The tokenizer of a model folder: GPT-2 BPE if it has ``encoder.json`` (or ``<prefix>encoder.json`` with
     its vocab.txt and vocab.bpe of the same prefix, as the original release's ``model_files/dict`` has
@@ -373,10 +390,11 @@ def load_tokenizer(path: str) -> Tokenizer:
     candidates = ["vocab.txt"] + sorted(n for n in os.listdir(path) if n.endswith("vocab.txt"))
     for name in candidates:
         if os.path.isfile(os.path.join(path, name)):
-            lower = True
+            settings = {}
             cfg = os.path.join(path, TOKENIZER_CONFIG)
             if os.path.isfile(cfg):
-                lower = read_json(cfg, "tokenizer config").get("do_lower_case", True)
-            return WordPieceTokenizer.from_vocab_file(os.path.join(path, name), lower)
+                settings = read_json(cfg, "tokenizer config")
+            return WordPieceTokenizer.from_vocab_file(os.path.join(path, name), settings.get("do_lower_case", True),
+                                                      bool(settings.get("spaced", False)))
     raise FileNotFoundError(f"{path}: no tokenizer files (vocab.txt, spm.model, or encoder.json + vocab.bpe + "
                             "vocab.txt)")

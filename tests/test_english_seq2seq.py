@@ -18,6 +18,7 @@ CLS, PAD, SEP, UNK, MASK = 0, 1, 2, 3, 9
 
 class DigitTokenizer:
     """Text "5 6 7" -> ids [5, 6, 7]; GPT-2 id g maps to model id g + 100 (for pre-tokenized examples)."""
+    family = "gpt2_bpe"  # its vocabulary maps GPT-2 id strings, as the English tokenizer's
     cls_token_id, pad_token_id, sep_token_id, unk_token_id, mask_token_id = CLS, PAD, SEP, UNK, MASK
     vocab = {str(g): g + 100 for g in range(50)}
 

@@ -407,3 +407,21 @@ def test_metrics_refuse_bad_input():
         glue_metrics("mnli", ["maybe"], ["neutral"])
     with pytest.raises(ValueError, match="finite"):
         glue_metrics("stsb", [1.0, float("nan")], [1.0, 2.0])
+
+
+def test_original_tsv_with_the_english_tokenizer_maps_gpt2_ids_through_the_vocabulary(tmp_path):
+    """The original TSV holds GPT-2 BPE ids; the English model's ids are their lines in unimo_en.vocab.txt, so the
+    same sentence read from it and from the GLUE TSV encodes to the same model ids."""
+    from paddle_unimo import GptBpeTokenizer
+    tok = GptBpeTokenizer.from_dir(str(shared_path("unimo_en")), prefix="unimo_en.")
+    sentences = ["it 's a charming and often affecting journey . ", "unflinchingly bleak and desperate "]
+    gpt2 = [" ".join(tok.tokenize(s)) for s in sentences]  # GPT-2 id strings, as the original files hold them
+    assert all(t.isdigit() for g in gpt2 for t in g.split())
+    (tmp_path / "orig.tsv").write_text("text_a\tlabel\n" + "".join(f"{g}\t1\n" for g in gpt2), "utf-8")
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t1\n" for s in sentences), "utf-8")
+    original, _ = read_glue_file(tmp_path / "orig.tsv", "sst2", "dev")
+    glue, _ = read_glue_file(tmp_path / "dev.tsv", "sst2", "dev")
+    for a, b in zip(original, glue):
+        ours, theirs = encode_example(a, "sst2", tok, 64), encode_example(b, "sst2", tok, 64)
+        assert ours.input_ids == theirs.input_ids and ours.input_ids[1:-1] == tok.encode(b.text_a)
+        assert ours.input_ids[1:-1] != [int(t) for t in a.text_a]  # the model ids are not the GPT-2 ids

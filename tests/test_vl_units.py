@@ -774,7 +774,7 @@ def test_char_vocab_with_words():
         assert tok.unk_token_id not in ids
         assert tok.decode(ids) == text
     assert tok.decode(tok.encode("A Man Riding")) == "a man riding"
-    assert tok.decode(tok.encode("a dog. a man!")) == "a dog.a man!"  # no space around punctuation
+    assert tok.decode(tok.encode("a dog. a man!")) == "a dog . a man !"  # words and punctuation space-separated
     assert tok.encode("a dog, a man") == tok.encode("a dog") + [tok.unk_token_id] + tok.encode("a man")  # ',' unseen
     without = WordPieceTokenizer.build_char_vocab(texts)  # words=False: characters only
     assert "horse" not in without.vocab and without.tokenize("horse") == ["h", "##o", "##r", "##s", "##e"]

@@ -46,6 +46,7 @@ import numpy as np
 
 from .. import masks
 from ..fileio import DataError, read_json, read_text_lines
+from ..tokenization import from_original_ids
 from .seq2seq import Example, Fields, ReadReport, read_examples
 
 logger = logging.getLogger(__name__)
@@ -351,13 +352,7 @@ class OriginalSeq2SeqEncoder:
         self.truncated = {"source": 0, "knowledge": 0, "turns": 0, "target": 0}
 
     def _to_ids(self, segment: Segment, pretokenized: bool) -> List[int]:
-        if not pretokenized:
-            return self.tok.encode(segment)
-        vocab = self.tok.vocab
-        missing = [i for i in segment if str(i) not in vocab]
-        if missing:
-            raise ValueError(f"token ids {missing[:5]} are not in the vocabulary (GPT-2 BPE ids expected)")
-        return [vocab[str(i)] for i in segment]
+        return from_original_ids(self.tok, segment) if pretokenized else self.tok.encode(segment)
 
     def _segment(self, segment: Segment, pretokenized: bool, what: str) -> List[int]:
         ids = self._to_ids(segment, pretokenized) + [self.tok.sep_token_id]

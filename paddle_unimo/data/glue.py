@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import masks
 from ..fileio import DataError, atomic_write, read_text_lines
+from ..tokenization import from_original_ids
 from .seq2seq import ReadReport, read_records
 
 Column = Union[str, int]  # a header name, or an index in a file without header
@@ -335,11 +336,13 @@ class GlueRow:
 
 
 def encode_example(example: GlueExample, task: Union[str, GlueTask], tokenizer, max_len: int) -> GlueRow:
-    """A ``GlueRow`` of an example: texts through ``tokenizer.encode`` (token id lists as they are), then
+    """A ``GlueRow`` of an example: texts through ``tokenizer.encode`` (token id lists of the original TSV through
+    ``tokenization.from_original_ids``), then
     ``encode_pair`` with the tokenizer's [CLS] / [SEP]."""
-    a = tokenizer.encode(example.text_a) if isinstance(example.text_a, str) else list(example.text_a)
+    a = tokenizer.encode(example.text_a) if isinstance(example.text_a, str) else \
+        from_original_ids(tokenizer, example.text_a)
     b = example.text_b
-    b = tokenizer.encode(b) if isinstance(b, str) else (None if b is None else list(b))
+    b = tokenizer.encode(b) if isinstance(b, str) else (None if b is None else from_original_ids(tokenizer, b))
     ids, types = encode_pair(a, b, max_len, tokenizer.cls_token_id, tokenizer.sep_token_id)
     truncated = len(ids) < len(a) + (0 if b is None else len(b) + 1) + 2
     return GlueRow(example.id, ids, types, label_id(task, example.label), truncated)
