@@ -173,14 +173,14 @@ def test_converted_model_equals_original_computation(original_checkpoint, tmp_pa
 
 def test_conversion_refuses_unknown_and_missing_files(original_checkpoint, tmp_path):
     params, folder, config = original_checkpoint
-    save_legacy(np.zeros((36, 3), "float32"), folder / "cls_out_3_w")
-    with pytest.raises(CheckpointError, match="cls_out_3_w"):
+    save_legacy(np.zeros((36, 3), "float32"), folder / "my_head_fc.w_0")  # a head the original code never had
+    with pytest.raises(CheckpointError, match="my_head_fc.w_0"):
         convert_checkpoint.main(["--params", str(folder), "--config", str(config), "--out", str(tmp_path / "a")])
     os.remove(folder / "encoder_layer_1_ffn_fc_0.b_0")
     os.remove(folder / "image_loc.w_0")
     with pytest.raises(CheckpointError) as err:
         convert_checkpoint.main(["--params", str(folder), "--config", str(config), "--out", str(tmp_path / "b"),
-                                 "--allow-unused", "cls_out_.*"])
+                                 "--allow-unused", "my_head_.*"])
     assert "unimo.encoder.layers.1.linear1.bias" in str(err.value)
     assert "unimo.region_embeddings.image_loc.weight" in str(err.value)
     assert not (tmp_path / "b" / "model_state.pdparams").exists()
