@@ -94,7 +94,9 @@ class GlueRunner:
                 batch = self.make_batch([self.encode(i) for i in items[start:start + size]])
                 logits = model(*(paddle.to_tensor(batch[k]) for k in ("input_ids", "position_ids", "attention_mask",
                                                                       "token_type_ids"))).numpy()
-                out.extend(f"{v:.4f}" for v in logits[:, 0]) if self.task.spec.is_regression else \
+                if self.task.spec.is_regression:
+                    out.extend(f"{v:.4f}" for v in logits[:, 0])
+                else:
                     out.extend(self.task.spec.labels[i] for i in logits.argmax(axis=-1))
         return out
 
