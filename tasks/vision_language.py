@@ -16,6 +16,7 @@ and with the store's feature size.
 """
 from __future__ import annotations
 
+import abc
 import functools
 import logging
 import os
@@ -181,7 +182,7 @@ def to_tensors(batch: Dict[str, Any]) -> Dict[str, Any]:
 
 # ---- the task skeleton -------------------------------------------------------------------------------------
 
-class VLTask:
+class VLTask(abc.ABC):
     """A registered vision-language task: subclasses set ``name``, ``config_class`` (the typed YAML schema),
     ``model_class_name``, ``metric``, ``description`` and implement ``read_file``, ``bind`` and ``score``."""
 
@@ -208,8 +209,9 @@ class VLTask:
         report = report_for(path, examples)
         return self.regions(cfg).keep_present(examples, report, cfg.data.skip_bad), report
 
+    @abc.abstractmethod
     def read_file(self, path: str, cfg, need_target: bool, role: str) -> List[VLExample]:
-        raise NotImplementedError
+        """The examples of an annotation file (before the region check)."""
 
     @staticmethod
     def splits(cfg, role: str) -> List[str]:
@@ -296,7 +298,7 @@ class VLRunner:
         return dev[:limit] if limit else dev
 
 
-class PairRunner(VLRunner):
+class PairRunner(VLRunner, abc.ABC):
     """An understanding task over ``[regions; text]`` with a head giving logits: batches, the loss (with the
     optional adversarial perturbation of ``train_adv``), prediction by the arg-max label. Subclasses give
     ``target(example)`` (a label id, or a soft target row), ``target_loss(logits, targets)`` and ``labels``
@@ -304,11 +306,13 @@ class PairRunner(VLRunner):
 
     labels: Sequence[str] = ()
 
+    @abc.abstractmethod
     def target(self, example: VLExample):
-        raise NotImplementedError
+        """A training target: a label id, or a soft target row."""
 
+    @abc.abstractmethod
     def target_loss(self, logits, targets):
-        raise NotImplementedError
+        """The loss of a batch's logits against its stacked targets."""
 
     def make_batch(self, items) -> Dict[str, np.ndarray]:
         """``pair_batch`` of the items' texts and images plus ``targets`` (B,) int64 or (B, A) float32."""

@@ -60,6 +60,17 @@ def _check_ids(predictions: Mapping, references: Mapping) -> None:
     raise ValueError("; ".join(message))
 
 
+def meteor_score(gts, res) -> float:
+    """pycocoevalcap's METEOR 1.5 (x100) of tokenized ``{id: [text]}`` references and results; the Java process
+    it starts is stopped afterwards."""
+    from pycocoevalcap.meteor.meteor import Meteor
+    meteor = Meteor()
+    try:
+        return 100.0 * float(meteor.compute_score(gts, res)[0])
+    finally:
+        del meteor  # its __del__ stops the METEOR Java process
+
+
 def caption_scores(predictions: Mapping[Hashable, str],
                    references: Mapping[Hashable, Sequence[str]]) -> Dict[str, object]:
     """COCOEvalCap scores ×100 of one caption per image against that image's references.
@@ -78,7 +89,6 @@ def caption_scores(predictions: Mapping[Hashable, str],
                            "metric, METEOR and SPICE run jars from pycocoevalcap")
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
@@ -89,11 +99,7 @@ def caption_scores(predictions: Mapping[Hashable, str],
 
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     scores: Dict[str, object] = {key: 100.0 * float(value) for key, value in zip(BLEU_KEYS, bleu)}
-    meteor = Meteor()
-    try:
-        scores["meteor"] = 100.0 * float(meteor.compute_score(gts, res)[0])
-    finally:
-        del meteor  # its __del__ stops the METEOR Java process
+    scores["meteor"] = meteor_score(gts, res)
     scores["rouge_l"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
     scores["cider"] = 100.0 * float(Cider().compute_score(gts, res)[0])
     if spice_available():

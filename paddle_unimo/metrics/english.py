@@ -178,14 +178,10 @@ def squad_qg_scores(predictions: Sequence[str], sources: Sequence[str],
     if shutil.which("java") is None:
         raise RuntimeError("squad_qg_scores needs Java (`java` not on PATH) for pycocoevalcap's METEOR")
     from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
+    from .caption import meteor_score
     gts, res = squad_qg_groups(predictions, sources, references)
-    scores = {"bleu4": 100.0 * float(Bleu(4).compute_score(gts, res, verbose=0)[0][3])}
-    meteor = Meteor()
-    try:
-        scores["meteor"] = 100.0 * float(meteor.compute_score(gts, res)[0])
-    finally:
-        del meteor  # its __del__ stops the METEOR Java process
+    scores = {"bleu4": 100.0 * float(Bleu(4).compute_score(gts, res, verbose=0)[0][3]),
+              "meteor": meteor_score(gts, res)}
     scores["rougeL"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
     return scores
