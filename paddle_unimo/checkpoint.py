@@ -73,13 +73,17 @@ def set_state(model: paddle.nn.Layer, state: Mapping[str, np.ndarray], source: s
         params[name].set_value(paddle.to_tensor(value).astype(params[name].dtype))
 
 
+DIALOG_EMBEDDINGS = ("embeddings.role_embeddings.weight", "embeddings.turn_embeddings.weight")
+
+
 def load_pretrained(cls, path: str, **config_overrides):
     """Builds ``cls`` from a PaddleNLP-layout folder and loads its weights strictly.
 
-    Three differences are allowed, and logged: a model without an LM head (``UNIMOModel``, the understanding
+    Four differences are allowed, and logged: a model without an LM head (``UNIMOModel``, the understanding
     models) leaves the folder's ``lm_head.*`` tensors unused; a task model (``head_prefixes``) whose head is
-    wholly absent from the folder -- a pretrained model -- keeps its freshly initialised head; and a head that is
-    all there but of other shapes (another label set) is replaced by a fresh one. A head that is only partly there
+    wholly absent from the folder -- a pretrained model -- keeps its freshly initialised head; a head that is
+    all there but of other shapes (another label set) is replaced by a fresh one; and the dialog embeddings
+    (``role_type_size``/``turn_type_size`` given as overrides, CoQA) start fresh when the folder has none. A head that is only partly there
     is an error, as is every other missing, unexpected or mis-shaped tensor."""
     config = UNIMOConfig.from_file(find_config(path))
     if config_overrides:
@@ -108,7 +112,10 @@ def load_pretrained(cls, path: str, **config_overrides):
         logger.info("%s: the folder's %s head has other shapes (%s); replaced by a new one", path, cls.__name__,
                     ", ".join(f"{k} {list(state[k].shape)}" for k in head))
         state, fresh = {k: v for k, v in state.items() if k not in head}, head
-    set_state(model, state, os.path.join(path, WEIGHTS_NAME), optional=[TIED_ALIAS, *fresh])
+    dialog = [k for k in expected if k not in state and k.endswith(DIALOG_EMBEDDINGS)]
+    if dialog:  # a pretrained model fine-tuned on a dialog task (CoQA) gets the dialog embeddings, as the original
+        logger.info("%s: no dialog embeddings in this folder; new, initialised: %s", path, ", ".join(dialog))
+    set_state(model, state, os.path.join(path, WEIGHTS_NAME), optional=[TIED_ALIAS, *fresh, *dialog])
     model.eval()
     return model
 
@@ -135,6 +142,8 @@ _LAYER = r"encoder_layer_(\d+)_"
 ORIGINAL_NAME_RULES: Tuple[Tuple[str, str], ...] = (
     (r"word_embedding", "unimo.embeddings.word_embeddings.weight"),
     (r"pos_embedding", "unimo.embeddings.position_embeddings.weight"),
+    (r"role_embedding", "unimo.embeddings.role_embeddings.weight"),  # the dialog (CoQA) model's
+    (r"turn_embedding", "unimo.embeddings.turn_embeddings.weight"),
     (r"pre_encoder_layer_norm_scale", "unimo.encoder_norm.weight"),
     (r"pre_encoder_layer_norm_bias", "unimo.encoder_norm.bias"),
     (r"image_emb\.w_0", "unimo.region_embeddings.image_emb.weight"),

@@ -64,6 +64,10 @@ class UNIMOConfig:
     # config's overlap_ratio: 0.4 base, 0.3 large)
     overlap_ratio: float = bounded(0.4, min=0.0, max=1.0)
     num_labels: int = bounded(0, min=0)  # outputs of a classification head (VQA: answers); 0 without one
+    # dialog embeddings of the original's ``task_type=dialog`` (CoQA): speaker role (3: two speakers and the
+    # passage) and turn (16: the current turn 1 .. 15 turns back, 0 the passage and the answer); 0: none
+    role_type_size: int = bounded(0, min=0)
+    turn_type_size: int = bounded(0, min=0)
 
     def __post_init__(self):
         check_fields(self, "UNIMOConfig")

@@ -10,6 +10,8 @@ models with image regions:
 * ``step.json`` / ``step.pdiparams``: ``(tokens, token_type, position, attention_mask, k_cache, v_cache)``
   -> ``(logits, k_cache, v_cache)`` for one new token per row: ids (N, 1), mask (N, 1, T + 1) over the T
   cached keys and the new token; the returned caches hold T + 1 keys.
+  A dialog model (``role_type_size``/``turn_type_size`` > 0, CoQA) takes ``role_ids`` and ``turn_ids`` (N, L) too,
+  after the mask; the step program gives generated tokens role 0 and turn 0.
 * ``prefill_regions.json`` / ``prefill_regions.pdiparams``, only when the config has regions
   (``image_embedding_size`` > 0): the prefill of an image-conditioned (captioning) input ``[regions; text]``,
   ``(input_ids, token_type_ids, position_ids, attention_mask, region_feats, region_locs, region_valid)`` ->
@@ -84,8 +86,9 @@ class Prefill(nn.Layer):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, token_type_ids, position_ids, attention_mask):
-        hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True)
+    def forward(self, input_ids, token_type_ids, position_ids, attention_mask, role_ids=None, turn_ids=None):
+        hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True,
+                                         role_ids=role_ids, turn_ids=turn_ids)
         return (self.model.lm_head(hidden[:, -1]), *stack_cache(cache))  # the head only where it is needed
 
 
@@ -126,6 +129,10 @@ class Step(nn.Layer):
         return (logits[:, -1], *stack_cache(cache))
 
 
+def is_dialog(config: UNIMOConfig) -> bool:
+    return bool(config.role_type_size or config.turn_type_size)
+
+
 def input_specs(config: UNIMOConfig, dtype: str = "float32") -> Dict[str, List[InputSpec]]:
     """The inputs of the programs the config gets; None marks the dynamic batch, length and region axes."""
     heads = config.num_attention_heads
@@ -139,6 +146,8 @@ def input_specs(config: UNIMOConfig, dtype: str = "float32") -> Dict[str, List[I
                  InputSpec([None, 1], "int64", "position"), InputSpec([None, 1, None], "bool", "attention_mask"),
                  InputSpec(cache, dtype, "k_cache"), InputSpec(cache, dtype, "v_cache")],
     }
+    if is_dialog(config):
+        specs["prefill"] = prefill + [InputSpec(ids, "int64", "role_ids"), InputSpec(ids, "int64", "turn_ids")]
     if config.has_regions:
         specs[REGION_PROGRAM] = prefill + [
             InputSpec([None, None, config.image_embedding_size], dtype, "region_feats"),
@@ -156,7 +165,7 @@ def _write_export(model, folder: str, tokenizer) -> None:
     # paddle.jit.save refuses a feed that no output depends on: keep the unused token-type inputs of a model
     # without token types (English UNIMO) so that both families take the same inputs. region_valid is always
     # unused (the given mask already hides padded regions) but kept, so the program takes what generate takes.
-    keep_unused = not model.config.type_vocab_size
+    keep_unused = not model.config.type_vocab_size or is_dialog(model.config)  # (and a dialog model lacking one)
     wrappers = {FORWARD_PROGRAM: Forward} if FORWARD_PROGRAM in specs else \
         {"prefill": Prefill, "step": Step, REGION_PROGRAM: PrefillRegions}
     for name in specs:
@@ -331,10 +340,11 @@ class InferenceStepper:
         self.region_dtype = next((s["dtype"] for s in region_inputs if s["name"] == "region_feats"), "float32")
 
     def prefill(self, input_ids, token_type_ids, position_ids, attention_mask, region_feats=None, region_locs=None,
-                region_valid=None):
+                region_valid=None, role_ids=None, turn_ids=None):
         """Checks the inputs (``generation.check_regions`` and ``check_inputs``: Paddle Inference crashes on empty
         ones), then encodes them; with regions through ``prefill_regions``, ``attention_mask`` being the
-        (N, R + L, R + L) one (``region_valid`` None: every region valid)."""
+        (N, R + L, R + L) one (``region_valid`` None: every region valid). A dialog model's ``role_ids``/``turn_ids``
+        default to 0, as in the dynamic model."""
         input_ids, token_type_ids, position_ids = map(_tensor, (input_ids, token_type_ids, position_ids))
         if attention_mask is not None:
             attention_mask = _tensor(attention_mask)
@@ -342,9 +352,13 @@ class InferenceStepper:
         num_regions = check_regions(self, input_ids.shape[0], region_feats, region_locs, region_valid, where)
         check_inputs(input_ids, attention_mask, self.config.pad_token_id, where, num_regions=num_regions)
         feeds = dict(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids)
+        if region_feats is not None and (role_ids is not None or turn_ids is not None):
+            raise ValueError(f"{where}: the exported prefill_regions program takes no role_ids/turn_ids")
         if region_feats is None:
+            dialog = {k: np.zeros(input_ids.shape, "int64") if v is None else v
+                      for k, v in (("role_ids", role_ids), ("turn_ids", turn_ids)) if is_dialog(self.config)}
             out = self.programs["prefill"](
-                **feeds, attention_mask=prefill_mask(attention_mask, input_ids, self.config.pad_token_id))
+                **feeds, **dialog, attention_mask=prefill_mask(attention_mask, input_ids, self.config.pad_token_id))
         else:
             dtype, keys = self.region_dtype, num_regions + input_ids.shape[1]
             valid = (np.ones(region_feats.shape[:2], bool) if region_valid is None

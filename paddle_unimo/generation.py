@@ -66,6 +66,9 @@ return sequences share copies of those rows; every step's token sees the valid r
 The original img2txt task (PaddlePaddle/Research NLP/UNIMO, ``finetune/img2txt.py``) ends a caption at [SEP]:
 pass its id as ``eos_token_id``.
 
+Dialog models (CoQA: ``role_type_size``/``turn_type_size`` > 0) take the source's ``role_ids``/``turn_ids`` (B, L)
+in the prefill; generated tokens get role 0 and turn 0, as in the original's dialog decoding.
+
 Returns ``(ids (B * num_return_sequences, T), scores (B * num_return_sequences, 1))``. Scores: see the table
 above for greedy; the length-penalised hypothesis score for beam search; mean log-probability for sampling. A
 finished row ends with the eos and then pads in both conventions.
@@ -187,6 +190,20 @@ def check_inputs(input_ids, attention_mask, pad_id: int, where: str = "generate(
                          "last token attend to no key")
 
 
+def check_dialog(config, input_ids, role_ids, turn_ids, where: str = "generate()") -> dict:
+    """The dialog inputs to pass on (role_ids/turn_ids of the shape of ``input_ids``), refusing ids for embeddings
+    the model lacks (they would be silently ignored)."""
+    given = {k: v for k, v in (("role_ids", role_ids), ("turn_ids", turn_ids)) if v is not None}
+    for key, ids in given.items():
+        size = getattr(config, key.replace("_ids", "_type_size"))
+        if not size:
+            raise ValueError(f"{where}: {key} given, but the model has no {key[:4]} embeddings "
+                             f"({key.replace('_ids', '_type_size')} 0)")
+        if list(ids.shape) != list(input_ids.shape):
+            raise ValueError(f"{where}: {key} shape {list(ids.shape)} differs from input_ids {list(input_ids.shape)}")
+    return given
+
+
 def check_regions(stepper, batch: int, region_feats, region_locs, region_valid, where: str = "generate()") -> int:
     """The number of regions R of an image-conditioned input (0 without regions). Refuses, with a ValueError,
     regions for a stepper that decodes text only (an export of a model without regions) or a model without
@@ -218,12 +235,12 @@ class ModelStepper:
         self.supports_regions = model.config.has_regions
 
     def prefill(self, input_ids, token_type_ids, position_ids, attention_mask, region_feats=None, region_locs=None,
-                region_valid=None):
+                region_valid=None, role_ids=None, turn_ids=None):
         """Encodes ``[regions; text]`` once; with regions ``attention_mask`` is the (B, R + L, R + L) one, so the
         last row's keys, and the cache, cover the regions first."""
         hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True,
                                          region_feats=region_feats, region_locs=region_locs,
-                                         region_valid=region_valid)
+                                         region_valid=region_valid, role_ids=role_ids, turn_ids=turn_ids)
         state = DecodeState(cache, last_row_keys(attention_mask, input_ids, self.config.pad_token_id),
                             position_ids[:, -1:], token_type_ids[:, -1:])
         return self.model.lm_head(hidden[:, -1]), state  # the LM head only where the next token is predicted
@@ -458,7 +475,7 @@ def generate(model, input_ids, token_type_ids=None, position_ids=None, attention
              repetition_penalty: float = 1.0, num_return_sequences: int = 1, eos_token_id: int | None = None,
              pad_token_id: int | None = None, stepper=None, use_fast: bool = False, region_feats=None,
              region_locs=None, region_valid=None, convention: str = "paddlenlp", trigram_blocking: bool = False,
-             word_starts=None, **unsupported):
+             word_starts=None, role_ids=None, turn_ids=None, **unsupported):
     """Generates continuations of ``input_ids`` (B, L); see the module docstring. ``model`` may be None
     when a ``stepper`` (e.g. the exported Paddle Inference one) is given. With ``region_feats``
     (B, R, D), ``region_locs`` (B, R, 5) and ``region_valid`` (B, R) (None: all valid) the input is ``[regions;
@@ -466,7 +483,8 @@ def generate(model, input_ids, token_type_ids=None, position_ids=None, attention
 
     ``convention``: "paddlenlp" (PaddleNLP's generate) or "original" (the original UNIMO's fast_decode);
     ``trigram_blocking`` ("original" only) blocks repeated word trigrams and needs ``word_starts``, a (vocab_size,)
-    bool array (``decoding_original.word_start_table``); without ``trigram_blocking`` ``word_starts`` is not used."""
+    bool array (``decoding_original.word_start_table``); without ``trigram_blocking`` ``word_starts`` is not used.
+    ``role_ids``/``turn_ids`` (B, L): the source's dialog roles and turns (dialog models only)."""
     if unsupported:
         raise TypeError(f"generate() got unsupported arguments {sorted(unsupported)}")
     dc = check(DecodeConfig(decode_strategy=decode_strategy, num_beams=num_beams, length_penalty=length_penalty,
@@ -482,8 +500,9 @@ def generate(model, input_ids, token_type_ids=None, position_ids=None, attention
         word_starts = check_word_starts(word_starts, cfg.vocab_size)
     num_regions = check_regions(stepper, input_ids.shape[0], region_feats, region_locs, region_valid)
     check_inputs(input_ids, attention_mask, cfg.pad_token_id, num_regions=num_regions)
-    regions = {} if region_feats is None else dict(region_feats=region_feats, region_locs=region_locs,
-                                                   region_valid=region_valid)
+    extra = {} if region_feats is None else dict(region_feats=region_feats, region_locs=region_locs,
+                                                 region_valid=region_valid)
+    extra.update(check_dialog(cfg, input_ids, role_ids, turn_ids))
     eos = cfg.eos_token_id if eos_token_id is None else eos_token_id
     pad = cfg.pad_token_id if pad_token_id is None else pad_token_id
     if position_ids is None:
@@ -495,7 +514,7 @@ def generate(model, input_ids, token_type_ids=None, position_ids=None, attention
     if model is not None:
         model.eval()
     try:
-        logits, state = stepper.prefill(input_ids, token_type_ids, position_ids, attention_mask, **regions)
+        logits, state = stepper.prefill(input_ids, token_type_ids, position_ids, attention_mask, **extra)
         ids, scores = _decode(stepper, logits, state, dc, eos, pad, start, word_starts)
     finally:
         if was_training:

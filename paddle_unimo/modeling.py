@@ -52,14 +52,20 @@ class UNIMOEmbeddings(nn.Layer):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         if config.type_vocab_size > 0:
             self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        if config.role_type_size > 0:  # the original's dialog embeddings (role_embedding, turn_embedding)
+            self.role_embeddings = nn.Embedding(config.role_type_size, config.hidden_size)
+        if config.turn_type_size > 0:
+            self.turn_embeddings = nn.Embedding(config.turn_type_size, config.hidden_size)
 
-    def forward(self, input_ids, token_type_ids, position_ids, inputs_embeds=None):
+    def forward(self, input_ids, token_type_ids, position_ids, inputs_embeds=None, role_ids=None, turn_ids=None):
+        """Sum of the word, position and (when the model has them) token-type, role and turn embeddings; ids left
+        None are 0 (a generated token's role and turn, as in the original's dialog decoding)."""
         x = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
         x = x + self.position_embeddings(position_ids)
-        if hasattr(self, "token_type_embeddings"):
-            if token_type_ids is None:
-                token_type_ids = paddle.zeros_like(position_ids)
-            x = x + self.token_type_embeddings(token_type_ids)
+        for name, ids in (("token_type_embeddings", token_type_ids), ("role_embeddings", role_ids),
+                          ("turn_embeddings", turn_ids)):
+            if hasattr(self, name):
+                x = x + getattr(self, name)(paddle.zeros_like(position_ids) if ids is None else ids)
         return x
 
 
@@ -217,7 +223,7 @@ class UNIMOModel(UNIMOPretrainedModel):
 
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, attention_mask=None,
                 use_cache: bool = False, cache: Optional[KVCache] = None, region_feats=None, region_locs=None,
-                region_valid=None, inputs_embeds=None, text_delta=None):
+                region_valid=None, inputs_embeds=None, text_delta=None, role_ids=None, turn_ids=None):
         """
         input_ids       (B, L) int64, or None for image-only input
         position_ids    (B, L) int64; default position_start + index among the row's real (non-pad) tokens,
@@ -231,6 +237,8 @@ class UNIMOModel(UNIMOPretrainedModel):
         text_delta      (B, L, H) float added to the text's word + position embeddings before their LayerNorm
                         (adversarial training, ``training/adversarial.py``; region perturbations are added to
                         ``region_feats`` by the caller, as the original does)
+        role_ids, turn_ids  (B, L) int64 dialog roles and turns (models with ``role_type_size``/``turn_type_size``,
+                        CoQA); default 0
         """
         parts, valid = [], []
         if region_feats is not None:
@@ -243,7 +251,7 @@ class UNIMOModel(UNIMOPretrainedModel):
             if position_ids is None:
                 position_ids = masks.default_position_ids(text_valid, self.config.position_start,
                                                           cached_real_tokens(cache, attention_mask))
-            embedded = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+            embedded = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, role_ids, turn_ids)
             parts.append(self.encoder_norm(embedded if text_delta is None else embedded + text_delta))
             valid.append(text_valid)
         if not parts:
@@ -300,9 +308,10 @@ class UNIMOLMHeadModel(UNIMOPretrainedModel):
 
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, attention_mask=None,
                 masked_positions=None, use_cache: bool = False, cache: Optional[KVCache] = None, labels=None,
-                region_feats=None, region_locs=None, region_valid=None, inputs_embeds=None, text_delta=None):
+                region_feats=None, region_locs=None, region_valid=None, inputs_embeds=None, text_delta=None,
+                role_ids=None, turn_ids=None):
         out = self.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache, cache,
-                         region_feats, region_locs, region_valid, inputs_embeds, text_delta)
+                         region_feats, region_locs, region_valid, inputs_embeds, text_delta, role_ids, turn_ids)
         hidden, new_cache = out if use_cache else (out, None)
         if region_feats is not None and masked_positions is None:
             hidden = hidden[:, region_feats.shape[1]:]  # logits for the text part only

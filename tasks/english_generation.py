@@ -17,8 +17,8 @@ Files (``data.train`` / ``data.dev`` name a split or a file in ``DATA=dir``): li
 Metrics (x100): ROUGE-1/2/L F1 with ``rouge-score`` and stemming for CNN/DM and Gigaword (the paper used the Perl
 ROUGE-1.5.5 through pyrouge, whose sentence splitting and tokenisation differ slightly); BLEU-4 / METEOR / ROUGE-L
 as UniLM's SQuAD-QG evaluation (pycocoevalcap, needs Java); CoQA F1 and EM as the official ``evaluate-v1.0.py``.
-Not supported yet: CoQA's role and turn embeddings (the original adds them as new parameters); the dialog
-source is read as text.
+CoQA adds the original's role and turn embeddings (``role_type_size`` 3, ``turn_type_size`` 16) to the model, new
+parameters when it starts from a pretrained folder.
 """
 from __future__ import annotations
 
@@ -83,15 +83,13 @@ class EnglishRunner:
         return {"truncated": dict(self.encoder.truncated)}
 
     def make_batch(self, encoded):
-        batch = data.original_training_batch(encoded, self.model.config.pad_token_id)
-        for key in ("role_ids", "turn_ids"):  # no role/turn embeddings yet (module docstring)
-            batch.pop(key, None)
-        return batch
+        return data.original_training_batch(encoded, self.model.config.pad_token_id)
 
     def loss(self, model, batch):
         from paddle_unimo.losses import label_smoothed_cross_entropy
         logits = model(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], batch["attention_mask"],
-                       masked_positions=batch["masked_positions"])
+                       masked_positions=batch["masked_positions"], role_ids=batch.get("role_ids"),
+                       turn_ids=batch.get("turn_ids"))
         return {"loss": label_smoothed_cross_entropy(logits, batch["labels"], self.cfg.train.label_smoothing)}
 
     def predict(self, examples: Sequence, model=None) -> List[str]:
@@ -107,8 +105,8 @@ class EnglishRunner:
         out = []
         for start in range(0, len(encoded), size):
             batch = data.original_decoding_batch(encoded[start:start + size], model.config.pad_token_id)
-            keys = ("input_ids", "token_type_ids", "position_ids", "attention_mask")
-            ids, _ = generate(model, **{k: paddle.to_tensor(batch[k]) for k in keys}, eos_token_id=eos, **settings)
+            ids, _ = generate(model, **{k: paddle.to_tensor(v) for k, v in batch.items()}, eos_token_id=eos,
+                              **settings)
             for row in ids.numpy().tolist():
                 out.append(self.tokenizer.decode(row[:row.index(eos)] if eos in row else row))
         return out
@@ -170,9 +168,9 @@ class EnglishGenerationTask:
         return [t for e in examples for t in (e.source, e.target, getattr(e, "knowledge", None))
                 if isinstance(t, str) and t]
 
-    @staticmethod
-    def model_settings(cfg, train, from_folder: bool) -> dict:
-        return {}
+    def model_settings(self, cfg, train, from_folder: bool) -> dict:
+        """A dialog task adds the original's role and turn embeddings (new parameters of a pretrained model)."""
+        return {"role_type_size": data.ROLE_TYPE_SIZE, "turn_type_size": data.TURN_TYPE_SIZE} if self.dialog else {}
 
     def bind(self, model, tokenizer, cfg) -> EnglishRunner:
         return EnglishRunner(self, model, tokenizer, cfg)
@@ -208,14 +206,40 @@ class EnglishGenerationTask:
         return self.scorer(examples, predictions)[self.metric]
 
     def evaluate(self, path: str, references_path: str, cfg) -> dict:
+        """predictions.jsonl (or, for CoQA, a file in the official submission format) against the references."""
         from tasks.evaluation import match_predictions, read_predictions
         refs, _ = self.read(references_path, cfg)
-        examples, predictions = match_predictions(read_predictions(path), refs, path, references_path)
+        rows = read_coqa_submission(path) if self.dialog and path.endswith(".json") else read_predictions(path)
+        examples, predictions = match_predictions(rows, refs, path, references_path)
         return self.score(examples, predictions)
 
-    @staticmethod
-    def write_outputs(out_dir: str, examples, predictions) -> None:
-        """Nothing besides predictions.jsonl/.txt (one prediction per source line, the benchmarks' format)."""
+    def write_outputs(self, out_dir: str, examples, predictions) -> None:
+        """CoQA: ``coqa_submission.json`` too, the format ``evaluate-v1.0.py --pred-file`` reads. The other tasks
+        need nothing besides predictions.jsonl/.txt (one prediction per source line, the benchmarks' format)."""
+        if self.dialog:
+            from paddle_unimo.fileio import write_json
+            rows = []
+            for e, p in zip(examples, predictions):
+                story, turn = e.id.rsplit("_", 1)
+                rows.append({"id": story, "turn_id": int(turn), "answer": p})
+            write_json(os.path.join(out_dir, COQA_SUBMISSION), rows)
+
+
+COQA_SUBMISSION = "coqa_submission.json"
+
+
+def read_coqa_submission(path: str):
+    """``(where, example id, answer)`` of a CoQA submission ``[{"id": story id, "turn_id": int, "answer"}, ...]``."""
+    from paddle_unimo.fileio import read_json
+    data = read_json(path, "CoQA predictions file")
+    if not isinstance(data, list) or not data:
+        raise DataError(f"{path}: expected a non-empty JSON list of {{id, turn_id, answer}}")
+    rows = []
+    for i, row in enumerate(data):
+        if not (isinstance(row, dict) and isinstance(row.get("answer"), str) and "id" in row and "turn_id" in row):
+            raise DataError(f"{path}: entry {i}: expected {{\"id\", \"turn_id\", \"answer\": str}}, got {row!r}"[:300])
+        rows.append((f"{path}: entry {i}", f"{row['id']}_{row['turn_id']}", row["answer"]))
+    return rows
 
 
 TASKS = [

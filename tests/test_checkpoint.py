@@ -89,8 +89,9 @@ def original_params(cfg, rng):
             for n, s in shapes.items()}
 
 
-def reference_forward(P, cfg, ids, pos, feats, locs, may_attend):
-    """The original static-graph computation in float64 numpy, read off by parameter name."""
+def reference_forward(P, cfg, ids, pos, feats, locs, may_attend, role=None, turn=None):
+    """The original static-graph computation in float64 numpy, read off by parameter name; ``role``/``turn`` ids
+    add a dialog model's ``role_embedding``/``turn_embedding`` (task_type=dialog)."""
     P = {k: v.astype("float64") for k, v in P.items()}
     gelu = np.vectorize(lambda x: 0.5 * x * (1 + math.erf(x / math.sqrt(2))))
 
@@ -102,7 +103,11 @@ def reference_forward(P, cfg, ids, pos, feats, locs, may_attend):
         y = x @ P[name + ".w_0"] + P[name + ".b_0"]
         return act(y) if act else y
 
-    text = ln(P["word_embedding"][ids] + P["pos_embedding"][pos], "pre_encoder_layer_norm")
+    embedded = P["word_embedding"][ids] + P["pos_embedding"][pos]
+    for name, which in (("role_embedding", role), ("turn_embedding", turn)):
+        if which is not None:
+            embedded = embedded + P[name][which]
+    text = ln(embedded, "pre_encoder_layer_norm")
     vis = ln(fc(feats, "image_emb") + fc(locs, "image_loc"), "v_pre_encoder_layer_norm")
     x = np.concatenate([vis, text], axis=1)
     bias = (may_attend.astype("float64") - 1) * 1e4

@@ -306,6 +306,14 @@ def test_coqa_memorises_the_twelve_real_turns_and_evaluates_its_predictions(tmp_
     assert coqa_f1_em([r["prediction"] for r in rows], references) == {k: metrics[k] for k in ("f1", "em")}
     scored = run.execute(["evaluate", "--task", "coqa", "--data", str(data), "--out", str(out)])
     assert (scored["f1"], scored["em"], scored["examples"]) == (metrics["f1"], metrics["em"], 12)
+    submission = json.loads((out / "coqa_submission.json").read_text("utf-8"))  # evaluate-v1.0.py's --pred-file
+    assert submission == [{"id": story["id"], "turn_id": q["turn_id"], "answer": r["prediction"]}
+                          for q, r in zip(story["questions"], rows)]
+    scored = run.execute(["evaluate", "--task", "coqa", "--data", str(data), "--out", str(out), "--predictions",
+                          str(out / "coqa_submission.json")])
+    assert (scored["f1"], scored["em"]) == (metrics["f1"], metrics["em"])
+    config = json.loads((out / "best" / "config.json").read_text("utf-8"))
+    assert (config["role_type_size"], config["turn_type_size"]) == (3, 16)  # the dialog embeddings were trained
 
 
 def test_gigaword_style_headlines_from_the_ten_real_xsum_pairs(tmp_path):

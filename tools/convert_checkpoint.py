@@ -9,7 +9,8 @@ Every file must map onto a parameter, be optimizer state (skipped and counted), 
 every model parameter must be present. The LM head is kept when the checkpoint has one; a model fine-tuned on
 retrieval (``match_fc``), visual entailment (``cls_out_w_0``...) or a GLUE task (``cls_out_<num_labels>_w``, e.g. the
 released MNLI models) becomes ``UNIMOForRetrieval`` / ``UNIMOForVisualEntailment`` /
-``UNIMOForSequenceClassification`` with its head.
+``UNIMOForSequenceClassification`` with its head; a CoQA model's ``role_embedding``/``turn_embedding`` set the
+config's ``role_type_size``/``turn_type_size``.
 """
 from __future__ import annotations
 
@@ -49,6 +50,10 @@ def convert(params: str, config_path: str, out: str, dict_dir: str | None = None
         config = config.replace(num_labels=int(state["classifier.weight"].shape[1]))
     else:
         model_class = UNIMOLMHeadModel if any(k.startswith("lm_head.") for k in state) else UNIMOModel
+    for key, name in (("role_type_size", "unimo.embeddings.role_embeddings.weight"),
+                      ("turn_type_size", "unimo.embeddings.turn_embeddings.weight")):
+        if name in state:  # a model fine-tuned on CoQA (task_type=dialog)
+            config = config.replace(**{key: int(state[name].shape[0])})
     model = model_class(config)
     if model_class is UNIMOModel:
         state = {k[len("unimo."):]: v for k, v in state.items()}
