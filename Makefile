@@ -82,10 +82,12 @@ sweep: $(STAMP)
 	$(PY) -m tasks.sweep --task $(TASK) --config $(CONFIG) --grid "$(GRID)" --out "$(OUT)/sweep" \
 		$(if $(MODEL),--model "$(MODEL)") $(if $(DATA),--data "$(DATA)") $(OVERRIDES)
 
-# make export [MODEL=$(OUT)/best] -> $(OUT)/inference (Paddle Inference: prefill/step .json + .pdiparams, and
-#      prefill_regions for a captioning model; retrieval, snli_ve and vqa models: one forward.json + .pdiparams)
+# make export [MODEL=$(OUT)/best] [FORMAT=paddle|onnx] -> $(OUT)/inference (Paddle Inference: prefill/step .json +
+#      .pdiparams, and prefill_regions for a captioning model; retrieval, snli_ve and vqa models: one forward.json +
+#      .pdiparams). FORMAT=onnx adds <program>.onnx and onnx.json (paddle_unimo/onnx_export.py; runs with onnxruntime).
 export: $(STAMP)
-	$(PY) -m tools.export_model --model "$(or $(MODEL),$(OUT)/best)" --out "$(OUT)/inference"
+	$(PY) -m tools.export_model --model "$(or $(MODEL),$(OUT)/best)" --out "$(OUT)/inference" \
+		--format $(or $(FORMAT),paddle)
 
 # make convert PARAMS=unimo_base_en/params CONFIG=unimo_base_en.json OUT=models/unimo-base-en [DICT=model_files/dict]
 convert: $(STAMP)
@@ -97,12 +99,15 @@ benchmark: $(STAMP)
 
 # ---- image regions (bottom-up-attention style, PaddleDetection Faster R-CNN) into a region store:
 #      make extract-regions IMAGES=dir OUT=dir [WEIGHTS=file.pdparams | RANDOM_WEIGHTS=1] [ARCH=c4|fpn]
-#      [EXTRACT_ARGS="--conf 0.2 --min-boxes 10 --max-boxes 100 --short-side 600 --max-side 1000"]
+#      [NPROC=1] [EXTRACT_ARGS="--conf 0.2 --min-boxes 10 --max-boxes 100 --short-side 600 --max-side 1000"]
+#      NPROC=N: N worker processes, one per GPU (on CPU they share the cores); 1 unless NPROC is given on the
+#      command line or in the environment (the file's NPROC default is pretraining's).
 ARCH ?= c4
 extract-regions: $(STAMP)
 	$(if $(IMAGES),,$(error extract-regions needs IMAGES=<image folder or list file>))
 	$(if $(filter command line environment,$(origin OUT)),,$(error extract-regions needs OUT=<store folder>))
 	$(PY) -m tools.extract_regions --images "$(IMAGES)" --out "$(OUT)" --arch $(ARCH) \
+		--nproc $(if $(filter command line environment,$(origin NPROC)),$(NPROC),1) \
 		$(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(RANDOM_WEIGHTS),--random-weights) $(EXTRACT_ARGS)
 
 # make benchmark-regions IMAGES=dir

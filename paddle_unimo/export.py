@@ -7,17 +7,21 @@ models with image regions:
 * ``prefill.json`` / ``prefill.pdiparams``: ``(input_ids, token_type_ids, position_ids, attention_mask)``
   -> ``(logits, k_cache, v_cache)``. The mask is bool "may attend" (N, L, L); the logits are those of the last
   position (N, V); each cache stacks the layers: (num_layers, N, num_heads, L, head_dim).
-* ``step.json`` / ``step.pdiparams``: ``(tokens, token_type, position, attention_mask, k_cache, v_cache)``
-  -> ``(logits, k_cache, v_cache)`` for one new token per row: ids (N, 1), mask (N, 1, T + 1) over the T
-  cached keys and the new token; the returned caches hold T + 1 keys.
   A dialog model (``role_type_size``/``turn_type_size`` > 0, CoQA) takes ``role_ids`` and ``turn_ids`` (N, L) too,
   after the mask; the step program gives generated tokens role 0 and turn 0.
+* ``step.json`` / ``step.pdiparams``: ``(tokens, token_type, position, source_bias, generated_bias, source_k_<i>,
+  source_v_<i>, generated_k_<i>, generated_v_<i>)`` (i = each layer) -> ``(logits, k_cache, v_cache)`` for one
+  new token per row (ids (N, 1)) over a ``modeling.DecodingCache``: the prefill's caches (B, nh, S, hd) once per
+  source with their additive key bias (B, 1, 1, S), shared by each source's N / B consecutive rows, and the
+  generated tokens' buffers (N, nh, T, hd) with the bias (1, 1, 1, T) of the slots written so far. The outputs
+  are the new token's keys/values (layers, N, nh, 1, hd), which ``InferenceStepper`` writes into its buffers
+  (``generation.StepCache``); the caches are shared with the predictor, never copied.
 * ``prefill_regions.json`` / ``prefill_regions.pdiparams``, only when the config has regions
   (``image_embedding_size`` > 0): the prefill of an image-conditioned (captioning) input ``[regions; text]``,
   ``(input_ids, token_type_ids, position_ids, attention_mask, region_feats, region_locs, region_valid)`` ->
   ``(logits, k_cache, v_cache)``, with the (N, R + L, R + L) mask of ``masks.captioning_inputs``, features
   (N, R, D), locations (N, R, 5) and validity (N, R); the caches hold the R + L keys. The step program is the
-  same: its mask covers every cached key, regions included.
+  same: the regions' keys are part of its source cache.
 * ``forward.json`` / ``forward.pdiparams``, instead of the three above for an understanding model (retrieval,
   visual entailment, VQA: ``modeling.UNIMOPairModel``): ``(input_ids, token_type_ids, position_ids,
   attention_mask, region_feats, region_locs, region_valid)`` -> ``logits``, the model's output (retrieval: the
@@ -65,12 +69,14 @@ from paddle.static import InputSpec
 from . import cpu_count, masks
 from .config import REGION_LOCATION_SIZE, UNIMOConfig
 from .fileio import atomic_dir, read_json, write_json
-from .generation import DecodeState, check_inputs, check_regions, last_row_keys
+from .generation import DecodeState, StepCache, check_inputs, check_regions, last_row_keys
+from .modeling import DecodingCache
 
 PROGRAMS = ("prefill", "step")
 REGION_PROGRAM = "prefill_regions"  # exported only for configs with regions
 FORWARD_PROGRAM = "forward"  # the one program of an understanding model
-OUTPUTS = ("logits", "k_cache", "v_cache")
+OUTPUTS = ("logits", "k_cache", "v_cache")  # the step's caches: the new token's keys/values only
+STEP_CACHES = ("source_k", "source_v", "generated_k", "generated_v")  # the step's per-layer inputs, <name>_<layer>
 MANIFEST = "export.json"
 
 
@@ -117,16 +123,17 @@ class Forward(nn.Layer):
 
 
 class Step(nn.Layer):
-    """Feeds one token per row on top of the stacked KV cache."""
+    """Feeds one token per row over a ``modeling.DecodingCache``; returns its logits and its keys/values."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens, token_type, position, attention_mask, k_cache, v_cache):
-        cache = [(k_cache[i], v_cache[i]) for i in range(self.model.config.num_hidden_layers)]
-        logits, cache = self.model(tokens, token_type, position, attention_mask, use_cache=True, cache=cache)
-        return (logits[:, -1], *stack_cache(cache))
+    def forward(self, tokens, token_type, position, source_bias, generated_bias, source_k, source_v, generated_k,
+                generated_v):  # the caches: a list of per-layer tensors each
+        cache = DecodingCache(source_k, source_v, source_bias, generated_k, generated_v, generated_bias)
+        logits, new = self.model(tokens, token_type, position, use_cache=True, cache=cache)
+        return (logits[:, -1], *stack_cache(new))
 
 
 def is_dialog(config: UNIMOConfig) -> bool:
@@ -136,15 +143,17 @@ def is_dialog(config: UNIMOConfig) -> bool:
 def input_specs(config: UNIMOConfig, dtype: str = "float32") -> Dict[str, List[InputSpec]]:
     """The inputs of the programs the config gets; None marks the dynamic batch, length and region axes."""
     heads = config.num_attention_heads
-    cache = [config.num_hidden_layers, None, heads, None, config.hidden_size // heads]
+    cache = [None, heads, None, config.hidden_size // heads]  # (rows, nh, T, hd), one input per layer
     ids = [None, None]
     prefill = [InputSpec(ids, "int64", "input_ids"), InputSpec(ids, "int64", "token_type_ids"),
                InputSpec(ids, "int64", "position_ids"), InputSpec([None, None, None], "bool", "attention_mask")]
     specs = {
         "prefill": prefill,
         "step": [InputSpec([None, 1], "int64", "tokens"), InputSpec([None, 1], "int64", "token_type"),
-                 InputSpec([None, 1], "int64", "position"), InputSpec([None, 1, None], "bool", "attention_mask"),
-                 InputSpec(cache, dtype, "k_cache"), InputSpec(cache, dtype, "v_cache")],
+                 InputSpec([None, 1], "int64", "position"), InputSpec([None, 1, 1, None], dtype, "source_bias"),
+                 InputSpec([1, 1, 1, None], dtype, "generated_bias"),
+                 *([InputSpec(cache, dtype, f"{part}_{i}") for i in range(config.num_hidden_layers)]
+                   for part in STEP_CACHES)],
     }
     if is_dialog(config):
         specs["prefill"] = prefill + [InputSpec(ids, "int64", "role_ids"), InputSpec(ids, "int64", "turn_ids")]
@@ -188,10 +197,14 @@ def _manifest(specs: Dict[str, List[InputSpec]]) -> dict:
     def describe(spec):
         return {"name": spec.name, "shape": [-1 if d is None else d for d in spec.shape],
                 "dtype": str(spec.dtype).split(".")[-1]}
-    programs = {name: {"inputs": [describe(s) for s in inputs],
+    programs = {name: {"inputs": [describe(s) for s in _flat(inputs)],
                        "outputs": ["logits"] if name == FORWARD_PROGRAM else list(OUTPUTS)}
                 for name, inputs in specs.items()}
     return {"paddle_version": paddle.__version__, **programs}
+
+
+def _flat(specs):
+    return [s for spec in specs for s in (spec if isinstance(spec, list) else [spec])]
 
 
 def _share_identical(first: str, second: str) -> None:
@@ -292,13 +305,16 @@ class Program:
         self.outputs = _map_outputs(self.predictor.get_output_names(), outputs, name)
 
     def __call__(self, **feeds) -> Dict[str, np.ndarray]:
-        for name in self.inputs:
-            if name not in feeds:
-                raise KeyError(f"{self.name}: input {name!r} not given (have {sorted(feeds)})")
-            value = np.ascontiguousarray(_numpy(feeds[name]))
-            handle = self.predictor.get_input_handle(name)
-            handle.reshape(list(value.shape))
-            handle.copy_from_cpu(value)
+        """Runs the program on feeds shared with the predictor, never copied (the decoding caches are large). Every
+        feed goes in as a paddle tensor, kept alive until the next call: mixing shared and copied feeds on one
+        input handle corrupts the heap in Paddle Inference 3.3.1."""
+        missing = [name for name in self.inputs if name not in feeds]
+        if missing:
+            raise KeyError(f"{self.name}: inputs {missing} not given (have {sorted(feeds)})")
+        self._fed = {name: _tensor(np.ascontiguousarray(feeds[name]) if isinstance(feeds[name], np.ndarray)
+                                   else feeds[name]).contiguous() for name in self.inputs}
+        for name, value in self._fed.items():
+            self.predictor.get_input_handle(name).share_external_data(value)
         self.predictor.run()
         return {ours: self.predictor.get_output_handle(theirs).copy_to_cpu() for theirs, ours in self.outputs.items()}
 
@@ -328,13 +344,14 @@ class InferenceStepper:
     ``supports_regions``: the folder has ``prefill_regions``, so ``generate`` may pass image regions.
     """
 
-    def __init__(self, folder: str, num_threads: int | None = None):
+    def __init__(self, folder: str, num_threads: int | None = None, program_class=None):
         self.folder = folder
         self.config = UNIMOConfig.from_file(os.path.join(folder, "config.json"))
         manifest = read_json(os.path.join(folder, MANIFEST), "export manifest")
         threads = num_threads or cpu_count()  # the cores this process may use, not all
         names = PROGRAMS + ((REGION_PROGRAM,) if REGION_PROGRAM in manifest else ())
-        self.programs = {name: Program(folder, name, manifest[name]["outputs"], threads) for name in names}
+        program_class = program_class or Program
+        self.programs = {name: program_class(folder, name, manifest[name]["outputs"], threads) for name in names}
         self.supports_regions = REGION_PROGRAM in self.programs
         region_inputs = manifest.get(REGION_PROGRAM, {}).get("inputs", [])
         self.region_dtype = next((s["dtype"] for s in region_inputs if s["name"] == "region_feats"), "float32")
@@ -367,20 +384,20 @@ class InferenceStepper:
                 **feeds, attention_mask=masks.may_attend_bool(attention_mask, num_queries=keys).numpy(),
                 region_feats=_numpy(region_feats).astype(dtype), region_locs=_numpy(region_locs).astype(dtype),
                 region_valid=valid)
-        state = DecodeState((out["k_cache"], out["v_cache"]),
-                            last_row_keys(attention_mask, input_ids, self.config.pad_token_id),
-                            position_ids[:, -1:], token_type_ids[:, -1:])
-        return paddle.to_tensor(out["logits"]), state
+        keys = StepCache(list(paddle.to_tensor(out["k_cache"])), list(paddle.to_tensor(out["v_cache"])),
+                         last_row_keys(attention_mask, input_ids, self.config.pad_token_id))
+        return paddle.to_tensor(out["logits"]), DecodeState(keys, position_ids[:, -1:], token_type_ids[:, -1:])
 
     def step(self, tokens, state: DecodeState):
-        k_cache, v_cache = state.cache
+        """One step of the step program; the caches stay paddle tensors shared with the predictor."""
+        cache = state.cache.model_cache()
+        layers = range(self.config.num_hidden_layers)  # a layer's generated part is a view of the buffer
+        caches = {f"{part}_{i}": getattr(cache, part)[i] for part in STEP_CACHES for i in layers}
         out = self.programs["step"](tokens=tokens, token_type=state.token_type, position=state.position,
-                                    attention_mask=masks.decoding_row(state.valid_keys),
-                                    k_cache=k_cache, v_cache=v_cache)
-        state.cache = (out["k_cache"], out["v_cache"])
+                                    source_bias=cache.source_bias, generated_bias=cache.generated_bias, **caches)
+        state.cache.write(paddle.to_tensor(out["k_cache"]), paddle.to_tensor(out["v_cache"]))
         return paddle.to_tensor(out["logits"])
 
     @staticmethod
-    def select_cache(cache, index):
-        index = _numpy(index).astype("int64")
-        return tuple(np.take(part, index, axis=1) for part in cache)
+    def select_cache(cache: StepCache, index):
+        return cache.select(index)

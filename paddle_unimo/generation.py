@@ -42,8 +42,10 @@ only the num_beams top candidates of each beam are checked, and a blocked one is
 num_beams 1 it is still taken, as in the original). Greedy search under "original" (which the original does not
 have) takes the most probable token that is not blocked.
 
-Each source is encoded once (``prefill``); beams and return sequences then share copies of its cache, and
-every step feeds one token per row. Conventions of both UNIMO families: generation starts after the
+Each source is encoded once (``prefill``) and its keys/values are never copied: its beams and return sequences
+(consecutive rows) all read them (``StepCache``, ``modeling.DecodingCache``). Only the generated tokens' keys/values
+are per row, in buffers written in place; reordering beams moves only their written part. Every step feeds one
+token per row. Conventions of both UNIMO families: generation starts after the
 target's [CLS] and stops at the eos ([MASK]); ``max_length``/``min_length`` count new tokens, the eos included,
 in both conventions. Under the PaddleNLP convention, as in PaddleNLP's ``generate``:
 * [UNK], [PAD] and [CLS] are never generated;
@@ -140,10 +142,65 @@ class DecodeConfig:
 @dataclass
 class DecodeState:
     """What one more step needs, one row per hypothesis."""
-    cache: object  # the stepper's KV cache
-    valid_keys: paddle.Tensor  # (N, Lk) bool: keys the next token may attend to, [regions; text] order
+    cache: object  # the stepper's KV cache (a StepCache for the model and export steppers)
     position: paddle.Tensor  # (N, 1) int64: position id of the last token
     token_type: paddle.Tensor  # (N, 1) int64: token type of the last token
+
+
+class StepCache:
+    """The keys/values decoding reads: the prefill's once per source, the generated tokens' per row.
+
+    ``source_k``/``source_v``: per layer (B, nh, S, hd) over ``[regions; text]`` as the prefill encoded them, with
+    ``source_bias`` (B, 1, 1, S) the additive bias of the keys the source's next token may see (all layers).
+    ``generated_k``/``generated_v``: (layers, N, nh, T, hd) buffers with ``length`` slots written, the N rows being
+    the B sources' hypotheses, N / B consecutive rows per source; a layer's part is a view (``generated_k[i]``).
+    A step writes one slot (``write``); the buffers double when full."""
+
+    def __init__(self, source_k, source_v, source_valid, slots: int = 32):
+        self.source_k, self.source_v = list(source_k), list(source_v)
+        first = self.source_k[0]
+        self.source_bias = masks.additive_bias(source_valid[:, None, :], first.dtype)  # (B, 1, 1, S)
+        self.sources = first.shape[0]
+        shape = [len(self.source_k), first.shape[0], first.shape[1], slots, first.shape[3]]
+        self.generated_k, self.generated_v = paddle.zeros(shape, first.dtype), paddle.zeros(shape, first.dtype)
+        self.length = 0
+
+    @property
+    def rows(self) -> int:
+        return self.generated_k.shape[1]
+
+    def model_cache(self):
+        """The ``modeling.DecodingCache`` of the next step: every source key, the ``length`` written slots."""
+        from .modeling import DecodingCache
+        slots = self.generated_k.shape[3]
+        bias = np.where(np.arange(slots) < self.length, 0.0, masks.MASKED_BIAS).reshape(1, 1, 1, slots)
+        return DecodingCache(self.source_k, self.source_v, self.source_bias, self.generated_k, self.generated_v,
+                             paddle.to_tensor(bias.astype(str(self.generated_k.dtype).split(".")[-1])))
+
+    def write(self, k, v) -> None:
+        """Stores one step's keys/values (layers, N, nh, 1, hd) in the next slot."""
+        if self.length == self.generated_k.shape[3]:
+            self.generated_k = paddle.concat([self.generated_k, paddle.zeros_like(self.generated_k)], axis=3)
+            self.generated_v = paddle.concat([self.generated_v, paddle.zeros_like(self.generated_v)], axis=3)
+        self.generated_k[:, :, :, self.length:self.length + 1] = k
+        self.generated_v[:, :, :, self.length:self.length + 1] = v
+        self.length += 1
+
+    def select(self, index) -> "StepCache":
+        """Keeps rows ``index`` (N',): expands sources into N' / B rows each, or reorders a source's rows among
+        themselves. Only the generated part moves; a row never moves to another source (ValueError)."""
+        picked = np.asarray(index.numpy() if isinstance(index, paddle.Tensor) else index).reshape(-1)
+        old, new = self.rows // self.sources, picked.size // self.sources
+        if picked.size % self.sources or (picked // old != np.arange(picked.size) // new).any():
+            raise ValueError(f"rows {picked.tolist()} mix the hypotheses of {self.sources} sources")
+        index, n = paddle.to_tensor(picked), self.length
+        if picked.size != self.rows:  # a new row count: the whole (so far unwritten or short) buffer
+            self.generated_k = paddle.index_select(self.generated_k, index, axis=1)
+            self.generated_v = paddle.index_select(self.generated_v, index, axis=1)
+        elif n and (picked != np.arange(picked.size)).any():
+            self.generated_k[:, :, :, :n] = paddle.index_select(self.generated_k[:, :, :, :n], index, axis=1)
+            self.generated_v[:, :, :, :n] = paddle.index_select(self.generated_v[:, :, :, :n], index, axis=1)
+        return self
 
 
 def last_row_keys(attention_mask, input_ids, pad_id) -> paddle.Tensor:
@@ -241,24 +298,26 @@ class ModelStepper:
         hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True,
                                          region_feats=region_feats, region_locs=region_locs,
                                          region_valid=region_valid, role_ids=role_ids, turn_ids=turn_ids)
-        state = DecodeState(cache, last_row_keys(attention_mask, input_ids, self.config.pad_token_id),
-                            position_ids[:, -1:], token_type_ids[:, -1:])
+        keys = StepCache([k for k, _ in cache], [v for _, v in cache],
+                         last_row_keys(attention_mask, input_ids, self.config.pad_token_id))
+        state = DecodeState(keys, position_ids[:, -1:], token_type_ids[:, -1:])
         return self.model.lm_head(hidden[:, -1]), state  # the LM head only where the next token is predicted
 
     def step(self, tokens, state: DecodeState):
-        logits, state.cache = self.model(tokens, state.token_type, state.position,
-                                         masks.decoding_row(state.valid_keys), use_cache=True, cache=state.cache)
+        logits, new = self.model(tokens, state.token_type, state.position, use_cache=True,
+                                 cache=state.cache.model_cache())
+        state.cache.write(paddle.stack([k for k, _ in new]), paddle.stack([v for _, v in new]))
         return logits[:, -1]
 
     @staticmethod
-    def select_cache(cache, index):
-        return [(paddle.index_select(k, index), paddle.index_select(v, index)) for k, v in cache]
+    def select_cache(cache: StepCache, index):
+        return cache.select(index)
 
 
 def select_rows(stepper, state: DecodeState, index) -> DecodeState:
     """Keeps rows ``index`` (N',) of the state: expands sources into beams, or reorders beams."""
-    return DecodeState(stepper.select_cache(state.cache, index), paddle.index_select(state.valid_keys, index),
-                       paddle.index_select(state.position, index), paddle.index_select(state.token_type, index))
+    return DecodeState(stepper.select_cache(state.cache, index), paddle.index_select(state.position, index),
+                       paddle.index_select(state.token_type, index))
 
 
 def advance(stepper, tokens, state: DecodeState):
@@ -267,7 +326,6 @@ def advance(stepper, tokens, state: DecodeState):
     if int(state.position.max()) >= stepper.config.max_position_embeddings:
         raise ValueError(f"position {int(state.position.max())} exceeds max_position_embeddings "
                          f"{stepper.config.max_position_embeddings}; lower max_length")
-    state.valid_keys = paddle.concat([state.valid_keys, paddle.ones([tokens.shape[0], 1], "bool")], axis=1)
     return stepper.step(tokens, state)
 
 

@@ -134,8 +134,9 @@ def test_cached_greedy_equals_full_forward_recompute(seed, sep_bias):
         logits, state = stepper.prefill(*(inputs[k] for k in ("input_ids", "token_type_ids", "position_ids",
                                                               "attention_mask")),
                                         inputs["region_feats"], inputs["region_locs"], inputs["region_valid"])
-        assert state.valid_keys.shape == [3, 4 + inputs["input_ids"].shape[1]]
-        np.testing.assert_array_equal(state.valid_keys.numpy()[:, :4], valid)  # region validity first
+        bias = state.cache.source_bias.numpy()  # (B, 1, 1, R + L): 0 where the key may be seen
+        assert bias.shape == (3, 1, 1, 4 + inputs["input_ids"].shape[1])
+        np.testing.assert_array_equal(bias[:, 0, 0, :4] == 0, valid)  # region validity first
         for t in range(ids.shape[1]):
             rows = np.flatnonzero(live[:, t])
             captions = [[CLS] + ids[b, :t].tolist() for b in rows]

@@ -44,7 +44,8 @@ def test_region_prefill_and_step_match_dynamic_mode(exported):
     inputs, _ = start_inputs(seed, num_valid=(4, 2, 3))
     args = [inputs[k] for k in TEXT + REGIONS]
     state = assert_exported_step_matches(model, stepper, args)
-    assert state.cache[0].shape[3] == 4 + inputs["input_ids"].shape[1] + 1  # R + L keys, then the new token
+    assert state.cache.source_k[0].shape[2] == 4 + inputs["input_ids"].shape[1]  # R + L keys
+    assert state.cache.length == 1  # then the new token's
 
 
 BEAM = dict(decode_strategy="beam_search", num_beams=3, length_penalty=0.6)

@@ -36,6 +36,20 @@ def finish_steps(ids):
     return {int(np.argmax(row == EOS)) if (row == EOS).any() else -1 for row in ids}
 
 
+def assert_decodes_as_dynamic_mode(model, stepper, settings) -> set:
+    """``generate`` through ``stepper`` gives dynamic mode's ids (and scores) on three batches of SOURCES; returns
+    the steps at which the rows finished."""
+    finished = set()
+    for sources in (SOURCES, SOURCES[1:3], SOURCES[2:3]):
+        b = left_padded(sources)
+        ref_ids, ref_scores = generate(model, **b, max_length=12, **settings)
+        ids, scores = generate(None, **b, max_length=12, stepper=stepper, **settings)
+        np.testing.assert_array_equal(ids.numpy(), ref_ids.numpy())
+        np.testing.assert_allclose(scores.numpy(), ref_scores.numpy(), atol=1e-4)
+        finished |= finish_steps(ref_ids.numpy())
+    return finished
+
+
 # (seed, eos bias): with 3.0 and 4.0 greedy and beam outputs of this batch end at several different steps
 @pytest.fixture(scope="module", params=[(0, 3.0), (0, 4.0), (0, 0.0)], ids=["eos3", "eos4", "long"])
 def exported(request, tmp_path_factory):
@@ -66,7 +80,9 @@ def test_prefill_and_step_match_dynamic_mode(exported, mask_form):
     mask = mask_forms(b)[mask_form]
     args = (b["input_ids"], b["token_type_ids"], b["position_ids"], mask)
     state = assert_exported_step_matches(model, stepper, args)
-    assert state.cache[0].shape == (2, len(SOURCES), 4, b["input_ids"].shape[1] + 1, 9)
+    # the source's keys as the prefill left them, the step's in the first generated slot
+    assert len(state.cache.source_k) == 2 and state.cache.source_k[0].shape == [len(SOURCES), 4, b["input_ids"].shape[1], 9]
+    assert state.cache.length == 1 and state.cache.generated_k.shape[:2] == [2, len(SOURCES)]
 
 
 BEAM = dict(decode_strategy="beam_search", length_penalty=1.2, min_length=2)
@@ -77,14 +93,7 @@ BEAM = dict(decode_strategy="beam_search", length_penalty=1.2, min_length=2)
                          ids=["greedy", "beam3", "beam6", "sampling"])
 def test_generate_through_the_export_equals_dynamic_mode(exported, settings):
     model, stepper = exported
-    finished = set()
-    for sources in (SOURCES, SOURCES[1:3], SOURCES[2:3]):
-        b = left_padded(sources)
-        ref_ids, ref_scores = generate(model, **b, max_length=12, **settings)
-        ids, scores = generate(None, **b, max_length=12, stepper=stepper, **settings)
-        np.testing.assert_array_equal(ids.numpy(), ref_ids.numpy())
-        np.testing.assert_allclose(scores.numpy(), ref_scores.numpy(), atol=1e-4)
-        finished |= finish_steps(ref_ids.numpy())
+    finished = assert_decodes_as_dynamic_mode(model, stepper, settings)
     if settings.get("decode_strategy") != "sampling" and model.lm_head.decoder_bias.numpy()[EOS] > 0:
         assert len(finished) > 1, "the test batch should finish at different steps"
 

@@ -9,7 +9,10 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -17,12 +20,13 @@ import paddle
 import pytest
 
 from conftest import shared_path
-from paddle_unimo.data.regions import RegionStore
+from paddle_unimo.data.regions import RegionRecord, RegionStore
 from paddle_unimo.regions import detector as det
 from paddle_unimo.regions import paddledet_compat as compat
 
 from tools import extract_regions
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--random-weights", "--short-side", "128", "--max-side", "160", "--proposals", "12"]
 NAMES = ["000000014439.jpg", "000000087038.jpg", "000000570688.jpg", "39006.jpg", "orange_71.jpg"]
 
@@ -43,6 +47,18 @@ def assert_same(a, b):
         assert (a[k].image_w, a[k].image_h) == (b[k].image_w, b[k].image_h)
         for name in ("boxes", "features", "class_probs"):
             np.testing.assert_array_equal(getattr(a[k], name), getattr(b[k], name), err_msg=f"{k} {name}")
+
+
+def assert_close(a, b):
+    """Equal up to float rounding: a --nproc worker runs with fewer threads, so oneDNN sums in another order
+    (differences seen: 5e-6 on features up to 14, 3e-4 px on boxes up to 1249 px)."""
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k].image_w, a[k].image_h) == (b[k].image_w, b[k].image_h)
+        for name in ("boxes", "features", "class_probs"):
+            want = getattr(b[k], name)
+            np.testing.assert_allclose(getattr(a[k], name), want, rtol=1e-5, atol=1e-5 * np.abs(want).max(),
+                                       err_msg=f"{k} {name}")
 
 
 # ---- the compat layer ----------------------------------------------------------------------------------
@@ -268,3 +284,89 @@ def test_list_file_accepts_a_byte_order_mark_and_windows_line_ends(tmp_path):
     items, bad = extract_regions.list_images(str(listed))
     assert items == [("a.jpg", str(tmp_path / "a.jpg")), ("b.png", str(tmp_path / "sub" / "b.png"))]
     assert bad == [(str(tmp_path / "c" / "a.jpg"), f"duplicate image_id 'a.jpg' (also {tmp_path / 'a.jpg'})")]
+
+
+# ---- --nproc: worker processes, each writing its own part of the store ---------------------------------
+
+def tiny_record(image_id, value):
+    return RegionRecord(image_id, 20, 10, np.array([[0, 0, 5, 5]], np.float32), np.full((1, 3), value, np.float32))
+
+
+def test_parts_become_one_store(tmp_path):
+    out = tmp_path / "store"
+    RegionStore(out).append([tiny_record("a", 1)])
+    RegionStore(out / "worker-00").append([tiny_record("b", 2), tiny_record("c", 3)])
+    part1 = RegionStore(out / "worker-01")
+    part1.append([tiny_record("d", 4)])
+    store = RegionStore(out)
+    assert store.add_parts(["worker-00", "worker-01"]) == 3
+    assert store.add_parts(["worker-00", "worker-01"]) == 0  # already live: nothing twice
+    part1.append([tiny_record("e", 5)])  # a resumed worker adds a shard
+    assert store.add_parts(["worker-00", "worker-01"]) == 1
+    store.append([tiny_record("f", 6)])  # numbered after the top-level shards only
+    reread = RegionStore(out)
+    assert reread.ids() == ["a", "b", "c", "d", "e", "f"]
+    assert [float(reread.get(i).features[0, 0]) for i in reread.ids()] == [1, 2, 3, 4, 5, 6]
+    names = [e["name"] for e in json.loads((out / "index.json").read_text())["shards"]]
+    assert names == ["shard-000001", "worker-00/shard-000001", "worker-01/shard-000001",
+                     "worker-01/shard-000002", "shard-000002"]
+    RegionStore(out / "worker-02").append([tiny_record("c", 7)])
+    with pytest.raises(ValueError, match="'c' is in both worker-00/shard-000001 and worker-02/shard-000001"):
+        reread.add_parts(["worker-02"])
+    with pytest.raises(ValueError, match="sub-folder name"):
+        reread.add_parts(["../elsewhere"])
+    assert RegionStore(out).ids() == ["a", "b", "c", "d", "e", "f"]  # a refused merge changes nothing
+
+
+def test_split_is_contiguous_and_covers_every_image():
+    items = list(range(7))
+    assert extract_regions.split(items, 3) == [[0, 1], [2, 3], [4, 5, 6]]
+    assert extract_regions.split(items, 1) == [items]
+    assert sum(extract_regions.split(items, 7), []) == items
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_store_as_one(first_run, tmp_path, capsys):
+    images, reference = first_run
+    folder = tmp_path / "images"
+    shutil.copytree(images, folder)
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)  # 5th of 6: worker 1
+    out = tmp_path / "store"
+    assert extract_regions.main(["--images", str(folder), "--out", str(out), "--nproc", "2"] + SMALL) == 0
+    assert summary(capsys) == {"done": 5, "skipped": 0, "failed": 1}
+    assert RegionStore(out).ids() == NAMES  # chunks in order, so the list order survives
+    assert RegionStore(out / "worker-00").ids() == NAMES[:3]
+    assert RegionStore(out / "worker-01").ids() == NAMES[3:]
+    assert_close(records(out), records(reference))
+    assert json.loads((out / "extraction.json").read_text()) == json.loads((reference / "extraction.json").read_text())
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    reason = "cv2 cannot decode it (corrupt or not an image)"
+    assert errors == [{"image": str(folder / "corrupt.jpg"), "reason": reason}]
+    assert extract_regions.main(["--images", str(folder), "--out", str(out), "--nproc", "2"] + SMALL) == 0
+    assert summary(capsys) == {"done": 0, "skipped": 5, "failed": 1}
+
+
+@pytest.mark.slow
+def test_killed_two_process_run_resumes(first_run, tmp_path, capsys):
+    images, reference = first_run
+    out = tmp_path / "store"
+    command = [sys.executable, "-m", "tools.extract_regions", "--images", str(images), "--out", str(out),
+               "--nproc", "2", "--flush-every", "1"] + SMALL
+    proc = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    parts = [out / "worker-00" / "index.json", out / "worker-01" / "index.json"]
+    try:
+        deadline = time.monotonic() + 300
+        while not any(p.exists() for p in parts):  # a worker has made its first image live
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before any image was kept"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the main process and both workers, mid-run
+        proc.wait()
+    kept = len(RegionStore(out / "worker-00")) + len(RegionStore(out / "worker-01"))
+    assert 1 <= kept < len(NAMES)
+    assert len(RegionStore(out)) == 0  # killed before the merge: readers do not see the parts yet
+    assert extract_regions.main(["--images", str(images), "--out", str(out), "--nproc", "2"] + SMALL) == 0
+    assert summary(capsys) == {"done": len(NAMES) - kept, "skipped": kept, "failed": 0}
+    assert sorted(RegionStore(out).ids()) == NAMES
+    assert_close(records(out), records(reference))

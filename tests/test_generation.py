@@ -175,3 +175,39 @@ def test_paddlenlp_shared_row_float_mask_decodes_as_the_bool_key_mask():
                for mask in (additive, valid, None)]
     np.testing.assert_array_equal(outputs[0], outputs[1])
     np.testing.assert_array_equal(outputs[0], outputs[2])
+
+
+def test_step_cache_reads_each_source_once_and_moves_only_generated_keys():
+    """The decoding cache never copies a source per row: expanding into beams and reordering them keep the
+    prefill's tensors (the same objects), move only the written generated slots (rows within their source), refuse
+    a row that would change source, and grow the buffer when a decoding outlasts it."""
+    from paddle_unimo.generation import ModelStepper
+    model = make_model(0)
+    batch = decoding_batch(0, batch=2)
+    stepper = ModelStepper(model)
+    with paddle.no_grad():
+        _, state = stepper.prefill(batch["input_ids"], batch["token_type_ids"], batch["position_ids"],
+                                   batch["attention_mask"])
+    cache = state.cache
+    source = list(cache.source_k)
+    cache.select(paddle.to_tensor([0, 0, 0, 1, 1, 1]))
+    assert cache.rows == 6 and all(a is b for a, b in zip(cache.source_k, source))
+    rng = np.random.default_rng(0)
+    shape = cache.generated_k.shape[:3] + [1, cache.generated_k.shape[4]]
+    written = [rng.standard_normal(shape).astype("float32") for _ in range(3)]
+    for w in written:
+        cache.write(paddle.to_tensor(w), paddle.to_tensor(-w))
+    order = [2, 0, 1, 3, 5, 4]
+    cache.select(paddle.to_tensor(order))
+    want = np.concatenate(written, axis=3)[:, order]
+    np.testing.assert_array_equal(cache.generated_k.numpy()[:, :, :, :3], want)
+    np.testing.assert_array_equal(cache.generated_v.numpy()[:, :, :, :3], -want)
+    assert not cache.generated_k.numpy()[:, :, :, 3:].any()  # unwritten slots untouched
+    assert all(a is b for a, b in zip(cache.source_k, source))
+    with pytest.raises(ValueError, match="mix the hypotheses of 2 sources"):
+        cache.select(paddle.to_tensor([0, 1, 2, 3, 4, 0]))  # row 5 (source 1) would read row 0 (source 0)
+    slots = cache.generated_k.shape[3]
+    for _ in range(slots):
+        cache.write(paddle.to_tensor(written[0]), paddle.to_tensor(written[0]))
+    assert cache.length == slots + 3 and cache.generated_k.shape[3] == 2 * slots
+    np.testing.assert_array_equal(cache.generated_k.numpy()[:, :, :, :3], want)

@@ -48,8 +48,7 @@ class ScriptedStepper:
 
     def prefill(self, input_ids, token_type_ids, position_ids, attention_mask, **regions):
         n = input_ids.shape[0]
-        state = DecodeState([()] * n, paddle.ones([n, input_ids.shape[1]], "bool"), position_ids[:, -1:],
-                            token_type_ids[:, -1:])
+        state = DecodeState([()] * n, position_ids[:, -1:], token_type_ids[:, -1:])
         return self._logits(state.cache), state
 
     def step(self, tokens, state):

@@ -1,37 +1,36 @@
-"""CPU benchmark: paddle_unimo against paddlenlp's UNIMOLMHeadModel on the same weights, in one process,
-and the effect of the MKL/OpenMP variables that ``paddle_unimo.cpu_defaults()`` sets.
+"""CPU benchmark: one table of speed ratios, all measured in one process on the same weights and inputs.
 
     python -m tools.benchmark_cpu [--layers 12] [--batch 4] [--src-len 96] [--new-tokens 20] [--beams 6]
+                                  [--repeats 3] [--skip-train] [--skip-export] [--profile]
 
-Measures forward, greedy and beam-search generation (tokens/s) and a training step (AdamW, label smoothing
-0.1, batch 8 x 128 tokens with a 32-token target) on the unimo-text-1.0 shape with random weights.
+Rows (ratio = reference time / ours, above 1 means ours is faster):
 
-Prints ratios (paddlenlp time / ours; above 1 means ours is faster), never absolute pass/fail.
+* forward, greedy and beam search against PaddleNLP's ``UNIMOLMHeadModel`` (unimo-text-1.0 shape, random
+  weights saved by PaddleNLP and loaded by ours), with identical-ids flags;
+* a training step (AdamW, label smoothing 0.1, batch 8 x 128 tokens with a 32-token target) against PaddleNLP's,
+  its share of the machine's measured fp32 matmul rate on the step's matmul FLOPs (3x the forward's), and the
+  peak RSS of each (each in a fresh process);
+* the exported Paddle Inference decoding (``paddle_unimo.export``), and its ONNX Runtime twin when onnxruntime
+  is installed (``paddle_unimo.onnx_export``), against our dynamic decoding;
+* with ``--profile``, where one decoding's time goes: prefill, steps (the model), cache handling (writes,
+  beam reordering), search bookkeeping.
+
+Timings are the best of ``--repeats`` runs; the printed figures are for a quiet machine only. No pass/fail.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from collections import defaultdict
 
 import paddle_unimo
 
-MATMUL = """
-import time, paddle
-a = paddle.randn([2048, 2048]); b = paddle.randn([2048, 2048]); paddle.matmul(a, b)
-t = time.perf_counter(); n = 5
-for _ in range(n): paddle.matmul(a, b).numpy()
-print(2 * 2048 ** 3 * n / (time.perf_counter() - t) / 1e9)
-"""
-
-
-def matmul_gflops(env_overrides: dict) -> float:
-    env = {k: v for k, v in os.environ.items() if k not in ("MKL_DEBUG_CPU_TYPE", "OMP_NUM_THREADS")}
-    env.update(env_overrides)
-    out = subprocess.run([sys.executable, "-c", MATMUL], env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+ROWS = []  # (figure, ours, reference, ratio, note)
 
 
 def best_of(fn, repeats: int) -> float:
@@ -43,31 +42,36 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
+def row(figure: str, ours: float, reference: float, note: str = "", unit: str = "s") -> None:
+    ROWS.append((figure, f"{ours:.3f} {unit}", f"{reference:.3f} {unit}", f"x{reference / ours:.2f}", note))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--src-len", type=int, default=96)
     parser.add_argument("--new-tokens", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--beams", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-export", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="split one beam decoding's time")
+    parser.add_argument("--rss", choices=("ours", "paddlenlp"), help=argparse.SUPPRESS)  # a child process
     return parser.parse_args(argv)
 
 
-def report_matmul() -> None:
-    """Matmul speed in fresh processes, without and with the variables of ``cpu_defaults``."""
-    cores = str(paddle_unimo.cpu_count())
-    plain = matmul_gflops({})
-    tuned = matmul_gflops({"MKL_DEBUG_CPU_TYPE": "5", "OMP_NUM_THREADS": cores})
-    print(f"matmul 2048^3 fp32: default {plain:.1f} GFLOP/s, with MKL_DEBUG_CPU_TYPE=5 OMP_NUM_THREADS={cores} "
-          f"{tuned:.1f} GFLOP/s -> x{tuned / plain:.2f}")
+def matmul_gflops() -> float:
+    """fp32 2048^3 paddle.matmul rate of this process (after ``cpu_defaults``)."""
+    import paddle
+    a, b = paddle.randn([2048, 2048]), paddle.randn([2048, 2048])
+    paddle.matmul(a, b).numpy()
+    seconds = best_of(lambda: paddle.matmul(a, b).numpy(), 5)
+    return 2 * 2048 ** 3 / seconds / 1e9
 
 
 def build_models(layers: int):
-    """paddlenlp's model (unimo-text-1.0 shape, random weights) and ours loaded from its saved folder."""
-    import tempfile
-
+    """PaddleNLP's model (unimo-text-1.0 shape, random weights) and ours loaded from its saved folder."""
     import paddle
     from paddlenlp.transformers import UNIMOConfig as RefConfig
     from paddlenlp.transformers import UNIMOLMHeadModel as RefModel
@@ -96,90 +100,214 @@ def make_inputs(batch: int, src_len: int) -> dict:
                 attention_mask=paddle.zeros([batch, 1, 1, src_len]))
 
 
-def report_forward(ref, ours, inputs, args) -> None:
+def decode_settings(args) -> dict:
+    greedy = dict(max_length=args.new_tokens, min_length=args.new_tokens)
+    return {"greedy": greedy,
+            f"beam {args.beams}": dict(greedy, decode_strategy="beam_search", num_beams=args.beams,
+                                       length_penalty=1.2)}
+
+
+def bench_against_paddlenlp(ref, ours, inputs, args) -> None:
     import paddle
 
+    from paddle_unimo.generation import generate
     with paddle.no_grad():
         diff = float((ours(**inputs) - ref(**inputs)).abs().max())
         t_ref = best_of(lambda: ref(**inputs).numpy(), args.repeats)
         t_ours = best_of(lambda: ours(**inputs).numpy(), args.repeats)
-    print(f"forward {args.batch}x{args.src_len}, {args.layers} layers x768: paddlenlp {t_ref:.3f}s, ours {t_ours:.3f}s "
-          f"-> x{t_ref / t_ours:.2f} (max |logit diff| {diff:.2e})")
-
-
-def report_decoding(ref, ours, inputs, args) -> None:
-    """Greedy and beam search: tokens/s of both, and whether they chose the same ids."""
-    from paddle_unimo.generation import generate
-
-    tokens = args.batch * args.new_tokens
-    greedy = dict(max_length=args.new_tokens, min_length=args.new_tokens)
-    beam = dict(greedy, decode_strategy="beam_search", num_beams=args.beams, length_penalty=1.2)
-    for name, kwargs, repeats in ((f"greedy {args.new_tokens}", greedy, args.repeats),
-                                  (f"beam {args.beams}, {args.new_tokens}", beam, 1)):
+    row(f"forward {args.batch}x{args.src_len} vs PaddleNLP", t_ours, t_ref, f"max |logit diff| {diff:.1e}")
+    for name, kwargs in decode_settings(args).items():
         ref_kwargs = {"decode_strategy": "greedy_search", **kwargs, "use_fast": False}
-        same = bool((ref.generate(**inputs, **ref_kwargs)[0].numpy()
-                     == generate(ours, **inputs, **kwargs)[0].numpy()).all())
+        same = bool((ref.generate(**inputs, **ref_kwargs)[0].numpy() == generate(ours, **inputs, **kwargs)[0].numpy())
+                    .all())
+        repeats = args.repeats if name == "greedy" else 1
         t_ref = best_of(lambda: ref.generate(**inputs, **ref_kwargs), repeats)
         t_ours = best_of(lambda: generate(ours, **inputs, **kwargs), repeats)
-        print(f"{name} new tokens x {args.batch}: paddlenlp {tokens / t_ref:.2f} tok/s, "
-              f"ours {tokens / t_ours:.2f} tok/s -> x{t_ref / t_ours:.2f} (identical ids: {same})")
+        row(f"{name}, {args.new_tokens} new x {args.batch} vs PaddleNLP", t_ours, t_ref, f"same ids: {same}")
+
+
+def bench_exported(ours, inputs, args) -> None:
+    """Paddle Inference (and ONNX Runtime) decoding of the exported model against dynamic decoding."""
+    from paddle_unimo.export import InferenceStepper, export_model
+    from paddle_unimo.generation import generate
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = export_model(ours, os.path.join(tmp, "inference"))
+        steppers = {"Paddle Inference": InferenceStepper(folder)}
+        try:
+            from paddle_unimo.onnx_export import OnnxStepper, export_onnx
+            export_onnx(folder)
+            steppers["ONNX Runtime"] = OnnxStepper(folder)
+        except ImportError as e:
+            ROWS.append(("ONNX Runtime decoding", "-", "-", "-", f"skipped: {e}"))
+        for name, kwargs in decode_settings(args).items():
+            dynamic_ids = generate(ours, **inputs, **kwargs)[0].numpy()
+            t_dynamic = best_of(lambda: generate(ours, **inputs, **kwargs), args.repeats)
+            for runtime, stepper in steppers.items():
+                same = bool((generate(None, **inputs, stepper=stepper, **kwargs)[0].numpy() == dynamic_ids).all())
+                t = best_of(lambda: generate(None, **inputs, stepper=stepper, **kwargs), args.repeats)
+                row(f"{runtime} {name} vs dynamic", t, t_dynamic, f"same ids: {same}")
+
+
+def profile_decoding(stepper, inputs, kwargs, label: str) -> None:
+    """One decoding's time split: prefill, steps (model), cache handling (writes, reordering), bookkeeping."""
+    from paddle_unimo import generation
+    spent = defaultdict(float)
+
+    def timed(fn, key):
+        def wrapper(*a, **k):
+            start = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[key] += time.perf_counter() - start
+        return wrapper
+
+    class Timed:
+        config, supports_regions = stepper.config, stepper.supports_regions
+        prefill = staticmethod(timed(stepper.prefill, "prefill"))
+        step = staticmethod(timed(stepper.step, "step"))
+        select_cache = staticmethod(timed(stepper.select_cache, "cache"))
+
+    cache_class = getattr(generation, "StepCache", None)  # (absent before the shared-source cache)
+    write = cache_class.write if cache_class else None
+    if cache_class:
+        cache_class.write = timed(write, "write")
+    try:
+        generation.generate(None, **inputs, stepper=Timed(), **kwargs)  # warm-up
+        spent.clear()
+        start = time.perf_counter()
+        generation.generate(None, **inputs, stepper=Timed(), **kwargs)
+        total = time.perf_counter() - start
+    finally:
+        if cache_class:
+            cache_class.write = write
+    parts = {"prefill": spent["prefill"], "steps (model)": spent["step"] - spent["write"],
+             "cache (write, reorder)": spent["write"] + spent["cache"],
+             "search bookkeeping": total - spent["prefill"] - spent["step"] - spent["cache"]}
+    print(f"{label}: {total:.2f} s = " + ", ".join(f"{k} {v:.2f} s ({v / total:.0%})" for k, v in parts.items()))
+
+
+def train_batch():
+    import numpy as np
+    import paddle
+
+    from paddle_unimo.data.seq2seq import Encoded, training_batch
+    rng = np.random.default_rng(1)
+    items = [Encoded(rng.integers(5, 17000, 96).tolist(), rng.integers(5, 17000, 32).tolist()) for _ in range(8)]
+    return {k: paddle.to_tensor(v) for k, v in training_batch(items, 0, 0).items()}
+
+
+def train_step(model, batch, reference: bool):
+    """One AdamW step's closure: PaddleNLP's recipe for its model (float mask, F.label_smooth + soft-label
+    cross-entropy, as the 千言 baseline), ours (bool mask, logsumexp label smoothing) for ours."""
+    import paddle
+    import paddle.nn.functional as F
+
+    from paddle_unimo.losses import label_smoothed_cross_entropy
+    model.train()
+    opt = paddle.optimizer.AdamW(5e-5, beta2=0.98, epsilon=1e-6, parameters=model.parameters(), weight_decay=0.01)
+    mask = batch["attention_mask"]
+    if reference:
+        mask = paddle.where(mask, paddle.zeros([1]), paddle.full([1], -1e4)).unsqueeze(1)
+    vocab = model.config.vocab_size
+
+    def step():
+        logits = model(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], mask,
+                       masked_positions=batch["masked_positions"])
+        if reference:
+            soft = F.label_smooth(F.one_hot(batch["labels"], vocab), epsilon=0.1)
+            loss = F.cross_entropy(logits, soft, soft_label=True).mean()
+        else:
+            loss = label_smoothed_cross_entropy(logits, batch["labels"], 0.1)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+    return step
+
+
+def step_matmul_flops(config, batch) -> float:
+    """Matmul FLOPs of one training step: 3x the forward's (the backward computes two products per product)."""
+    b, s = batch["input_ids"].shape
+    h, i, t, n = config.hidden_size, config.intermediate_size, b * s, batch["labels"].shape[0]
+    layer = 8 * t * h * h + 4 * t * h * i + 4 * b * s * s * h  # q/k/v/out, the FFN, scores and weighted sum
+    head = 2 * n * h * h + 2 * n * h * config.vocab_size  # the LM head on the target positions only
+    return 3.0 * (config.num_hidden_layers * layer + head)
+
+
+def peak_rss(which: str, layers: int) -> float:
+    """Peak RSS (MiB) of a fresh process building the model and running two training steps."""
+    out = subprocess.run([sys.executable, "-m", "tools.benchmark_cpu", "--rss", which, "--layers", str(layers)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+
+
+def rss_child(which: str, layers: int) -> int:
+    import resource
+
+    import paddle
+    paddle.seed(0)
+    if which == "ours":
+        from paddle_unimo import UNIMOLMHeadModel, get_preset
+        model = UNIMOLMHeadModel(get_preset("unimo-text-1.0", num_hidden_layers=layers))
+    else:
+        from paddlenlp.transformers import UNIMOConfig, UNIMOLMHeadModel
+        model = UNIMOLMHeadModel(UNIMOConfig(num_hidden_layers=layers))
+    step = train_step(model, train_batch(), reference=which == "paddlenlp")
+    step()
+    step()
+    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    return 0
+
+
+def bench_training(ref, ours, args, gflops: float) -> None:
+    batch = train_batch()
+    times = []
+    for model, reference in ((ref, True), (ours, False)):
+        step = train_step(model, batch, reference)
+        step()  # warm-up
+        times.append(best_of(step, args.repeats))
+    t_ref, t_ours = times
+    share = step_matmul_flops(ours.config, batch) / t_ours / 1e9 / gflops
+    rss = {which: peak_rss(which, args.layers) for which in ("ours", "paddlenlp")}
+    row("train step 8x128 vs PaddleNLP", t_ours, t_ref,
+        f"{share:.0%} of the matmul rate; peak RSS {rss['ours']:.0f} / {rss['paddlenlp']:.0f} MiB")
+    for model in (ref, ours):
+        model.eval()
+
+
+def print_table() -> None:
+    widths = [max(len(str(r[i])) for r in ROWS + [("figure", "ours", "reference", "ratio", "note")])
+              for i in range(5)]
+    header = ("figure", "ours", "reference", "ratio", "note")
+    for line in (header, tuple("-" * w for w in widths), *ROWS):
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(line, widths)).rstrip())
 
 
 def main(argv=None) -> int:
     paddle_unimo.cpu_defaults()
     args = parse_args(argv)
-    report_matmul()
+    if args.rss:
+        return rss_child(args.rss, args.layers)
+    gflops = matmul_gflops()
+    ROWS.append(("fp32 matmul 2048^3", f"{gflops:.1f} GFLOP/s", "-", "-", "this process, after cpu_defaults()"))
     ref, ours = build_models(args.layers)
     inputs = make_inputs(args.batch, args.src_len)
-    report_forward(ref, ours, inputs, args)
-    report_decoding(ref, ours, inputs, args)
+    bench_against_paddlenlp(ref, ours, inputs, args)
+    if not args.skip_export:
+        bench_exported(ours, inputs, args)
     if not args.skip_train:
-        t_ref, t_ours = train_step_times(ref, ours, args.repeats)
-        print(f"train step 8x128 (32 target tokens each): paddlenlp {t_ref:.2f}s, ours {t_ours:.2f}s "
-              f"-> x{t_ref / t_ours:.2f}")
+        bench_training(ref, ours, args, gflops)
+    print_table()
+    if args.profile:
+        from paddle_unimo.generation import ModelStepper
+        beam = decode_settings(args)[f"beam {args.beams}"]
+        profile_decoding(ModelStepper(ours), inputs, beam, f"dynamic beam {args.beams}")
+        if not args.skip_export:
+            from paddle_unimo.export import InferenceStepper, export_model
+            with tempfile.TemporaryDirectory() as tmp:
+                stepper = InferenceStepper(export_model(ours, os.path.join(tmp, "inference")))
+                profile_decoding(stepper, inputs, beam, f"exported beam {args.beams}")
     return 0
-
-
-def train_step_times(ref, ours, repeats: int):
-    """One AdamW step on the same seq2seq batch: paddlenlp's recipe (float mask, F.label_smooth + soft-label
-    cross-entropy, as the 千言 baseline) against ours (bool mask, logsumexp label smoothing)."""
-    import numpy as np
-    import paddle
-    import paddle.nn.functional as F
-
-    from paddle_unimo.data.seq2seq import Encoded, training_batch
-    from paddle_unimo.losses import label_smoothed_cross_entropy
-
-    rng = np.random.default_rng(1)
-    items = [Encoded(rng.integers(5, 17000, 96).tolist(), rng.integers(5, 17000, 32).tolist()) for _ in range(8)]
-    batch = {k: paddle.to_tensor(v) for k, v in training_batch(items, 0, 0).items()}
-    float_mask = paddle.where(batch["attention_mask"], paddle.zeros([1]), paddle.full([1], -1e4)).unsqueeze(1)
-    vocab = ours.config.vocab_size
-
-    def step_ref(opt):
-        logits = ref(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], float_mask,
-                     masked_positions=batch["masked_positions"])
-        soft = F.label_smooth(F.one_hot(batch["labels"], vocab), epsilon=0.1)
-        loss = F.cross_entropy(logits, soft, soft_label=True).mean()
-        loss.backward()
-        opt.step()
-        opt.clear_grad()
-
-    def step_ours(opt):
-        logits = ours(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], batch["attention_mask"],
-                      masked_positions=batch["masked_positions"])
-        label_smoothed_cross_entropy(logits, batch["labels"], 0.1).backward()
-        opt.step()
-        opt.clear_grad()
-
-    times = []
-    for model, fn in ((ref, step_ref), (ours, step_ours)):
-        model.train()
-        opt = paddle.optimizer.AdamW(5e-5, beta2=0.98, epsilon=1e-6, parameters=model.parameters(),
-                                     weight_decay=0.01)
-        fn(opt)  # warm-up
-        times.append(best_of(lambda: fn(opt), repeats))
-    return times
 
 
 if __name__ == "__main__":

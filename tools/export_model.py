@@ -1,12 +1,15 @@
 """Export a trained model folder for Paddle Inference (CPU, dynamic batch and length).
 
-    python -m tools.export_model --model OUT/best --out OUT/inference
+    python -m tools.export_model --model OUT/best --out OUT/inference [--format paddle|onnx]
 
 ``--model`` is a paddle_unimo / PaddleNLP-layout folder (config.json + model_state.pdparams, tokenizer files
 optional). ``--out`` receives prefill.json/.pdiparams, step.json/.pdiparams, export.json, config.json and the
 tokenizer files; ``paddle_unimo.export.InferenceStepper(out)`` decodes with them (see that module's doc). An
 understanding model (retrieval, visual entailment, VQA; config.json's ``architectures``) gets one
 forward.json/.pdiparams instead, run by ``paddle_unimo.export.InferenceForward(out)``.
+``--format onnx`` writes the same folder plus ``<program>.onnx`` for each program and ``onnx.json``
+(``paddle_unimo.onnx_export``, with paddle2onnx); ``paddle_unimo.onnx_export.OnnxStepper(out)`` decodes with
+them under onnxruntime.
 An existing ``--out`` is replaced only if it is empty or a previous export.
 """
 from __future__ import annotations
@@ -46,7 +49,12 @@ def run(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model folder (config.json + model_state.pdparams)")
     parser.add_argument("--out", required=True, help="export folder to write")
+    parser.add_argument("--format", choices=("paddle", "onnx"), default="paddle",
+                        help="paddle: Paddle Inference programs; onnx: those and their ONNX conversions")
     args = parser.parse_args(argv)
+    if args.format == "onnx":  # before the Paddle export, not after it
+        from paddle_unimo.onnx_export import require
+        require("paddle2onnx", "--format onnx")
     from paddle_unimo.checkpoint import load_any  # these import paddle
     from paddle_unimo.export import export_model
 
@@ -56,8 +64,12 @@ def run(argv=None) -> str:
     for name in TASK_FILES:
         if os.path.isfile(os.path.join(args.model, name)):
             shutil.copyfile(os.path.join(args.model, name), os.path.join(out, name))
+    if args.format == "onnx":
+        from paddle_unimo.onnx_export import export_onnx
+        export_onnx(out)
+    onnx_note = ", with the ONNX programs" if args.format == "onnx" else ""
     print(f"exported {args.model} to {out} ({folder_bytes(out) / 2 ** 20:.1f} MiB, "
-          f"{'with' if tokenizer else 'without'} tokenizer)")
+          f"{'with' if tokenizer else 'without'} tokenizer{onnx_note})")
     return out
 
 

@@ -10,29 +10,42 @@ store. Images that cannot be used are listed in ``OUT/errors.jsonl`` (path + rea
 grayscale, 16-bit and RGBA images are converted, tiny images are upscaled by the resize.
 ``OUT/extraction.json`` records the detector settings; a rerun with different settings is refused.
 
+``--nproc N`` runs N worker processes, one per GPU when paddle has CUDA (``gpu:0`` .. ``gpu:N-1`` of the
+visible devices), else on the CPU, where they share the cores (``OMP_NUM_THREADS``, default all cores, is
+split among them). The images still missing from the store are cut into N contiguous, nearly equal chunks;
+worker k writes its chunk into its own part of the store, ``OUT/worker-NN`` (a store of its own, see
+``paddle_unimo.data.regions``), so no two processes write one file. The main process makes the parts' shards
+live in ``OUT/index.json`` when the workers end and at the start of every run, so readers see one store and a
+rerun after an interruption (with any ``--nproc``) extracts only what is missing.
+
 Without ``--weights`` you must say ``--random-weights``: every stage runs, but the features mean nothing.
-Exit status: 0, or 1 when every image tried failed.
+Exit status: 0, or 1 when every image tried failed or a worker process failed.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import multiprocessing
 import os
+import re
 import sys
 import time
+from typing import Optional
 
 import paddle_unimo
 from paddle_unimo.data.regions import RegionStore
-from paddle_unimo.fileio import read_json, read_text_lines, write_json
+from paddle_unimo.fileio import atomic_write, read_json, read_text_lines, write_json
 # detector imports paddle inside its functions, so main's cpu_defaults() still comes first
-from paddle_unimo.regions.detector import ExtractorConfig, ImageError, RegionExtractor, read_image
+from paddle_unimo.regions.detector import ExtractorConfig, ImageError, RegionExtractor, describe, read_image
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 RANDOM_WARNING = ("RANDOM WEIGHTS: these region features, boxes and class probabilities come from an "
                   "untrained detector and are MEANINGLESS. Use them only to test the pipeline.")
 # Settings that do not change the extracted values, so a resumed run may differ in them.
 _NOT_COMPARED = ("roi_batch",)
+_PART = re.compile(r"^worker-(\d{2,})$")
+INTERRUPTED = 130  # a worker's exit code after Ctrl-C, as a shell reports it
 
 
 def parse_args(argv=None):
@@ -55,9 +68,13 @@ def parse_args(argv=None):
     p.add_argument("--short-side", type=int, default=d.short_side)
     p.add_argument("--max-side", type=int, default=d.max_side)
     p.add_argument("--flush-every", type=int, default=8, help="images per append to the store")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="worker processes: one per GPU, or sharing the CPU cores (see above)")
     args = p.parse_args(argv)
     if bool(args.weights) == args.random_weights:
         p.error("give exactly one of --weights FILE.pdparams or --random-weights")
+    if args.nproc < 1:
+        p.error(f"--nproc must be >= 1, got {args.nproc}")
     return args
 
 
@@ -111,14 +128,34 @@ def check_settings(out: str, settings: dict) -> None:
     write_json(path, settings)
 
 
-class Run:
-    """One pass over the images: extraction, batched appends, error log, counts."""
+def part_name(rank: int) -> str:
+    return f"worker-{rank:02d}"
 
-    def __init__(self, args, extractor: RegionExtractor):
+
+def store_parts(out: str):
+    """The worker folders of the store ``out``, in rank order."""
+    if not os.path.isdir(out):
+        return []
+    names = [n for n in os.listdir(out) if _PART.match(n) and os.path.isdir(os.path.join(out, n))]
+    return sorted(names, key=lambda n: int(_PART.match(n).group(1)))
+
+
+def split(items, n: int):
+    """``n`` contiguous chunks of nearly equal size, the same for the same ``items``."""
+    return [items[k * len(items) // n:(k + 1) * len(items) // n] for k in range(n)]
+
+
+class Run:
+    """One pass over the images into the store ``folder`` (default ``--out``): extraction, batched appends,
+    error log, counts."""
+
+    def __init__(self, args, extractor: RegionExtractor, folder: Optional[str] = None):
         self.args, self.extractor = args, extractor
-        self.store = RegionStore(args.out)
+        folder = folder or args.out
+        self.store = RegionStore(folder)
         self.pending, self.counts = [], {"done": 0, "skipped": 0, "failed": 0}
-        self.errors = open(os.path.join(args.out, "errors.jsonl"), "w", encoding="utf-8")  # this run's failures
+        os.makedirs(folder, exist_ok=True)
+        self.errors = open(os.path.join(folder, "errors.jsonl"), "w", encoding="utf-8")  # this run's failures
 
     def fail(self, path: str, reason: str, log) -> None:
         self.counts["failed"] += 1
@@ -150,8 +187,8 @@ class Run:
             self.flush()
 
 
-def settings_of(args, extractor: RegionExtractor) -> dict:
-    settings = {**extractor.describe(), "random_weights": args.random_weights,
+def settings_of(args, cfg: ExtractorConfig) -> dict:
+    settings = {**describe(cfg), "random_weights": args.random_weights,
                 "seed": args.seed if args.random_weights else None,
                 "weights_sha256": file_sha256(args.weights) if args.weights else None}
     if args.random_weights:
@@ -164,15 +201,25 @@ def loud_warning(message: str) -> None:
     print(f"\n{bar}\n!!! {message}\n{bar}\n", file=sys.stderr, flush=True)
 
 
-def main(argv=None) -> int:
-    paddle_unimo.cpu_defaults()
+def timing_report(extractor: RegionExtractor) -> str:
+    t = extractor.timings
+    return (f"backbone+RPN {t['backbone_rpn']:.1f} s, RoI head {t['roi_head']:.1f} s ({extractor.num_rois} RoIs), "
+            f"selection {t['select']:.1f} s")
+
+
+def report(args, counts: dict, store: RegionStore, details: str) -> None:
+    c = counts
+    see = f" (see {os.path.join(args.out, 'errors.jsonl')})" if c["failed"] else ""
+    print(f"extract_regions: {c['done']} done, {c['skipped']} skipped (already in the store), {c['failed']} "
+          f"failed{see}; store holds {len(store)} images; {details}")
+
+
+def extract_here(args, cfg: ExtractorConfig, items, bad) -> dict:
+    """``--nproc 1``: this process extracts every missing image into the store itself."""
     from tqdm import tqdm
-    args = parse_args(argv)
-    if args.random_weights:
-        loud_warning(RANDOM_WARNING)
-    items, bad = list_images(args.images)
-    extractor = RegionExtractor(config_from_args(args), args.weights, args.random_weights, args.seed)
-    check_settings(args.out, settings_of(args, extractor))
+    extractor = RegionExtractor(cfg, args.weights, args.random_weights, args.seed)
+    check_settings(args.out, settings_of(args, cfg))
+    RegionStore(args.out).add_parts(store_parts(args.out))  # finished images of an interrupted --nproc run
     run = Run(args, extractor)
     start = time.perf_counter()
     try:
@@ -183,14 +230,138 @@ def main(argv=None) -> int:
     finally:
         run.flush()  # also on Ctrl-C: finished images are kept
         run.errors.close()
-    c, t = run.counts, extractor.timings
-    print(f"extract_regions: {c['done']} done, {c['skipped']} skipped (already in the store), {c['failed']} "
-          f"failed{' (see ' + os.path.join(args.out, 'errors.jsonl') + ')' if c['failed'] else ''}; store holds "
-          f"{len(run.store)} images; {time.perf_counter() - start:.1f} s, backbone+RPN {t['backbone_rpn']:.1f} s, "
-          f"RoI head {t['roi_head']:.1f} s ({extractor.num_rois} RoIs), selection {t['select']:.1f} s")
+    report(args, run.counts, run.store, f"{time.perf_counter() - start:.1f} s, {timing_report(extractor)}")
+    return run.counts
+
+
+def worker_devices(nproc: int):
+    """``gpu:0`` .. ``gpu:N-1`` when paddle has CUDA and GPUs are visible, else ``cpu`` for every worker."""
+    import paddle
+    gpus = paddle.device.cuda.device_count() if paddle.device.is_compiled_with_cuda() else 0
+    if gpus == 0:
+        return ["cpu"] * nproc
+    if nproc > gpus:
+        raise SystemExit(f"--nproc {nproc}: only {gpus} GPUs are visible (CUDA_VISIBLE_DEVICES="
+                         f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); run one process per GPU")
+    return [f"gpu:{rank}" for rank in range(nproc)]
+
+
+def _worker(args, rank: int, nproc: int, items, device: str, threads: int, parent: int) -> None:
+    """Worker ``rank`` of ``--nproc``: extracts ``items`` into its part ``OUT/worker-NN``. Runs in a fresh
+    (spawned) interpreter, so the thread count is set before paddle is imported."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    paddle_unimo.cpu_defaults()
+    import paddle
+    from tqdm import tqdm
+    name = f"worker {rank}/{nproc}"
+    try:
+        paddle.set_device(device)
+        extractor = RegionExtractor(config_from_args(args), args.weights, args.random_weights, args.seed)
+        run = Run(args, extractor, os.path.join(args.out, part_name(rank)))
+        try:
+            for image_id, path in tqdm(items, desc=f"regions {rank}", unit="img", file=sys.stderr, position=rank):
+                if os.getppid() != parent:  # the main process was killed: nobody would merge what follows
+                    tqdm.write(f"{name}: the main process is gone, stopping (finished images are kept)")
+                    break
+                run.one(image_id, path, lambda message: tqdm.write(f"{name}: {message}"))
+        finally:
+            run.flush()
+            run.errors.close()
+    except KeyboardInterrupt:
+        sys.exit(INTERRUPTED)
+    c = run.counts
+    print(f"extract_regions {name} on {device}: {c['done']} done, {c['failed']} failed; {timing_report(extractor)}",
+          flush=True)
+
+
+def gather_errors(args, bad, parts) -> int:
+    """Writes this run's failures, the main process's and every worker's, to OUT/errors.jsonl; their count."""
+    lines = [json.dumps({"image": path, "reason": reason}) + "\n" for path, reason in bad]
+    for part in parts:
+        path = os.path.join(args.out, part, "errors.jsonl")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                lines.extend(line if line.endswith("\n") else line + "\n" for line in f if line.strip())
+    atomic_write(os.path.join(args.out, "errors.jsonl"), "".join(lines))
+    return len(lines)
+
+
+def worker_threads(nproc: int) -> int:
+    """Threads per worker: ``OMP_NUM_THREADS`` (default all cores) shared among the ``nproc`` processes."""
+    budget = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, (int(budget) if budget.isdigit() else paddle_unimo.cpu_count()) // max(1, nproc))
+
+
+def start_errors(args, bad) -> None:
+    """Drops the workers' failure lists of the previous run and lists the main process's failures now."""
+    for part in store_parts(args.out):
+        if os.path.exists(os.path.join(args.out, part, "errors.jsonl")):
+            os.remove(os.path.join(args.out, part, "errors.jsonl"))
+    gather_errors(args, bad, [])
+    for path, reason in bad:
+        print(f"failed: {path}: {reason}", file=sys.stderr)
+
+
+def run_workers(args, chunks, devices, threads: int, procs: list) -> None:
+    """Starts one spawned worker per chunk (appended to ``procs`` as it starts) and waits for them."""
+    if devices[0] == "cpu" and len(chunks) > 1:
+        print(f"extract_regions: {len(chunks)} worker processes on the CPU share its {paddle_unimo.cpu_count()} "
+              f"cores ({threads} thread{'s' if threads > 1 else ''} each), so expect about the speed of one "
+              "process; --nproc is meant for one process per GPU", file=sys.stderr, flush=True)
+    elif chunks:
+        print(f"extract_regions: {len(chunks)} worker processes on {', '.join(devices[:len(chunks)])}",
+              file=sys.stderr, flush=True)
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked paddle state
+    for rank, chunk in enumerate(chunks):
+        procs.append(ctx.Process(target=_worker, name=f"extract_regions-{rank}",
+                                 args=(args, rank, len(chunks), chunk, devices[rank], threads, os.getpid())))
+        procs[-1].start()
+    for proc in procs:
+        proc.join()
+
+
+def extract_in_workers(args, cfg: ExtractorConfig, items, bad) -> dict:
+    """``--nproc N``: the missing images in N chunks, one worker process each; see the module docstring."""
+    devices = worker_devices(args.nproc)
+    settings_path = os.path.join(args.out, "extraction.json")
+    new_store = not os.path.exists(settings_path)
+    check_settings(args.out, settings_of(args, cfg))  # before the workers, which must not race to write it
+    store = RegionStore(args.out)
+    store.add_parts(store_parts(args.out))  # an interrupted run's finished images count as done
+    todo = [(image_id, path) for image_id, path in items if image_id not in store]
+    nproc = min(args.nproc, len(todo))
+    start_errors(args, bad)
+    start, procs = time.perf_counter(), []
+    try:
+        run_workers(args, split(todo, nproc) if nproc else [], devices, worker_threads(nproc), procs)
+    finally:
+        for proc in procs:  # after Ctrl-C the workers still write their finished images
+            proc.join()
+        counts = {"done": store.add_parts(store_parts(args.out)), "skipped": len(items) - len(todo),
+                  "failed": gather_errors(args, bad, [part_name(rank) for rank in range(nproc)])}
+        if new_store and not len(store):  # e.g. no worker could load the weights: do not pin the settings
+            os.remove(settings_path)
+    report(args, counts, store, f"{time.perf_counter() - start:.1f} s with {nproc} worker processes")
+    broken = [(rank, proc.exitcode) for rank, proc in enumerate(procs) if proc.exitcode != 0]
+    if broken:
+        print(f"extract_regions: worker processes ended early (rank, exit code): {broken}; their finished images "
+              "are kept, a rerun extracts the missing ones", file=sys.stderr)
+        counts["worker_failed"] = len(broken)
+    return counts
+
+
+def main(argv=None) -> int:
+    paddle_unimo.cpu_defaults()
+    args = parse_args(argv)
     if args.random_weights:
         loud_warning(RANDOM_WARNING)
-    return 1 if c["failed"] and not c["done"] and not c["skipped"] else 0
+    items, bad = list_images(args.images)
+    cfg = config_from_args(args)
+    counts = (extract_here if args.nproc == 1 else extract_in_workers)(args, cfg, items, bad)
+    if args.random_weights:
+        loud_warning(RANDOM_WARNING)
+    c = counts
+    return 1 if c.get("worker_failed") or (c["failed"] and not c["done"] and not c["skipped"]) else 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ Store layout (one folder, single writer, any number of readers)::
 A shard and its table are written under temporary names, renamed, and only then made live by rewriting
 ``index.json`` (temp file + ``os.replace``). Files that the index does not name are ignored, and removed by
 the next ``append``. ``get`` reads one record's byte range (seek + read), never a whole shard.
+
+Parts: a sub-folder that is itself a store (``worker-00/index.json``, ``worker-00/shard-000001.*``), written by
+its own single writer, e.g. one process of ``tools/extract_regions.py --nproc``. ``add_parts`` lists the
+parts' shards in this index as ``worker-00/shard-000001``, in one index rewrite and without copying data, so
+readers see one store; the part folders then belong to the store.
 """
 from __future__ import annotations
 
@@ -281,7 +286,7 @@ class RegionStore:
         os.makedirs(self.path, exist_ok=True)
         self._check_unchanged()
         self._remove_orphans()
-        seq = 1 + max([int(s.name.split("-")[1]) for s in self._shards], default=0)
+        seq = 1 + max([int(s.name.split("-")[1]) for s in self._shards if "/" not in s.name], default=0)
         name = f"shard-{seq:06d}"
         atomic_write(os.path.join(self.path, name + ".bin"), (
             np.ascontiguousarray(a, dtype=_DTYPE).tobytes()
@@ -290,14 +295,55 @@ class RegionStore:
                  "image_w": [r.image_w for r in fresh], "image_h": [r.image_h for r in fresh],
                  "has_probs": [r.class_probs is not None for r in fresh]}
         write_json(os.path.join(self.path, name + ".json"), table, indent=None)
-        shard = _Shard(name, table, feature_dim, num_classes)
-        entries = [{"name": s.name, "num_records": len(s.ids), "bytes": s.nbytes} for s in self._shards + [shard]]
+        self._make_live([_Shard(name, table, feature_dim, num_classes)], feature_dim, num_classes)
+
+    def add_parts(self, parts: Sequence[str]) -> int:
+        """Makes the shards of the stores in the sub-folders ``parts`` live in this store (see the module
+        docstring) and returns the number of images added. Shards already listed are skipped, so calling it
+        again after a part grew adds only its new shards. An image id in two places raises ValueError."""
+        new, feature_dim, num_classes = [], self._feature_dim, self._num_classes
+        listed = {s.name for s in self._shards}
+        for part in parts:
+            if not part or part in (".", "..") or "/" in part or os.sep in part:
+                raise ValueError(f"{self.path}: a part is a sub-folder name, got {part!r}")
+            sub = RegionStore(os.path.join(self.path, part))
+            fresh = [s for s in sub._shards if f"{part}/{s.name}" not in listed]
+            if not fresh:
+                continue
+            for dim, ours, theirs in (("feature_dim", feature_dim, sub.feature_dim),
+                                      ("num_classes", num_classes, sub.num_classes)):
+                if ours is not None and theirs is not None and ours != theirs:
+                    raise ValueError(f"{sub.path}: part has {dim} {theirs}, the store {ours}")
+            feature_dim, num_classes = feature_dim or sub.feature_dim, num_classes or sub.num_classes
+            for shard in fresh:
+                shard.name = f"{part}/{shard.name}"
+                new.append(shard)
+        self._check_no_duplicates(new)
+        if new:
+            self._check_unchanged()
+            self._make_live(new, feature_dim, num_classes)
+        return sum(len(s.ids) for s in new)
+
+    def _check_no_duplicates(self, shards: List[_Shard]) -> None:
+        where = {}
+        for shard in shards:
+            for image_id in shard.ids:
+                other = (self._shards[self._where[image_id][0]].name if image_id in self._where
+                         else where.get(image_id))
+                if other is not None:
+                    raise ValueError(f"{self.path}: image id {image_id!r} is in both {other} and {shard.name}")
+                where[image_id] = shard.name
+
+    def _make_live(self, shards: List[_Shard], feature_dim: int, num_classes: Optional[int]) -> None:
+        """Rewrites the index with ``shards`` added after the live ones."""
+        entries = [{"name": s.name, "num_records": len(s.ids), "bytes": s.nbytes} for s in self._shards + shards]
         index = {"format": FORMAT, "version": VERSION, "dtype": _DTYPE.str, "box_dim": 4,
-                 "feature_dim": feature_dim, "num_classes": num_classes, "num_records": len(self) + len(fresh),
-                 "shards": entries}
+                 "feature_dim": feature_dim, "num_classes": num_classes,
+                 "num_records": len(self) + sum(len(s.ids) for s in shards), "shards": entries}
         write_json(os.path.join(self.path, INDEX), index)
         self._feature_dim, self._num_classes = feature_dim, num_classes
-        self._add_shard(shard)
+        for shard in shards:
+            self._add_shard(shard)
 
     def _select_new(self, records: List[RegionRecord], skip_existing: bool) -> List[RegionRecord]:
         seen, fresh, dups = set(), [], []

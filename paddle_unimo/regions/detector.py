@@ -292,6 +292,12 @@ def select_regions(class_boxes: np.ndarray, probs: np.ndarray, cfg: ExtractorCon
     return order[:n], best[order[:n]]
 
 
+def describe(cfg: ExtractorConfig) -> dict:
+    """The settings that decide the extracted values, as recorded beside a region store."""
+    return {**asdict(cfg), "feature_dim": cfg.feature_dim,
+            "class_probs": f"{cfg.num_classes + 1} columns, first = background"}
+
+
 class RegionExtractor:
     """Image -> RegionRecord. ``timings`` accumulates seconds per stage over all images."""
 
@@ -303,8 +309,7 @@ class RegionExtractor:
         self.num_rois = 0
 
     def describe(self) -> dict:
-        return {**asdict(self.cfg), "feature_dim": self.cfg.feature_dim,
-                "class_probs": f"{self.cfg.num_classes + 1} columns, first = background"}
+        return describe(self.cfg)
 
     def _tick(self, stage: str, start: float) -> float:
         now = time.perf_counter()

@@ -1,0 +1,205 @@
+"""ONNX export (paddle_unimo/onnx_export.py): every converted program returns what the Paddle Inference program
+returns on the same feeds, and decoding through the ONNX programs equals dynamic mode (greedy and beam search,
+rows finishing at different steps, captioning from regions).
+
+Needs onnxruntime; without it these tests skip, or fail when PADDLE_UNIMO_REQUIRE_ONNX=1 (CI)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_unimo import get_preset, masks
+from paddle_unimo.export import InferenceStepper, Program, export_model
+from paddle_unimo.fileio import read_json
+from paddle_unimo.generation import generate
+from paddle_unimo.modeling import UNIMOForRetrieval
+from paddle_unimo.onnx_export import OnnxProgram, OnnxStepper, export_onnx, map_outputs, program_names
+
+from test_caption_decoding import SEP, start_inputs
+from test_export import BEAM, SOURCES, assert_decodes_as_dynamic_mode, left_padded, make_model
+from tools import export_model as export_tool
+
+REQUIRE_ONNX = os.environ.get("PADDLE_UNIMO_REQUIRE_ONNX") == "1"
+
+
+@pytest.fixture(scope="module")
+def onnx_runtime():
+    """Skips the test when onnxruntime (or paddle2onnx) is not installed, unless CI requires them."""
+    for module in ("onnxruntime", "paddle2onnx"):
+        try:
+            __import__(module)
+        except ImportError:
+            message = f"{module} is not installed (pip install {module})"
+            if REQUIRE_ONNX:
+                pytest.fail(message + " and PADDLE_UNIMO_REQUIRE_ONNX=1")
+            pytest.skip(message + "; PADDLE_UNIMO_REQUIRE_ONNX=1 makes this a failure")
+
+
+class RecordingProgram(Program):
+    """A Paddle Inference program that keeps a copy of the feeds it was called with (the stepper writes its cache
+    buffers in place), each of the kind it was given: Paddle Inference shares a tensor feed's memory and copies an
+    array's, and a handle once shared must not be copied into afterwards."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.calls = []
+
+    def __call__(self, **feeds):
+        self.calls.append({k: v.clone() if isinstance(v, paddle.Tensor) else np.array(v) for k, v in feeds.items()})
+        return super().__call__(**feeds)
+
+
+def test_onnx_outputs_map_to_ours_by_name_or_position():
+    ours = ["logits", "k_cache", "v_cache"]
+    assert map_outputs(["v_cache", "logits", "k_cache"], ours, "step") == {n: n for n in ours}
+    assert map_outputs(["fetch_name_2", "fetch_name_0", "fetch_name_1"], ours, "step") == \
+        {"fetch_name_2": "v_cache", "fetch_name_0": "logits", "fetch_name_1": "k_cache"}
+    assert map_outputs(["a", "b", "c"], ours, "step") == {"a": "logits", "b": "k_cache", "c": "v_cache"}
+    with pytest.raises(ValueError, match="expected 3"):
+        map_outputs(["fetch_name_0", "fetch_name_1"], ours, "step")
+
+
+# (seed, eos bias) of test_export: greedy and beam outputs of its batches end at several different steps
+@pytest.fixture(scope="module", params=[(0, 3.0), (0, 4.0)], ids=["eos3", "eos4"])
+def converted(request, onnx_runtime, tmp_path_factory):
+    model = make_model(*request.param)
+    folder = export_model(model, tmp_path_factory.mktemp("export") / "inference")
+    with open(os.path.join(folder, "export.json"), "rb") as f:
+        manifest_bytes = f.read()
+    written = export_onnx(folder)
+    return model, folder, written, manifest_bytes
+
+
+def test_every_program_is_converted_and_export_json_is_kept(converted):
+    _, folder, written, manifest_bytes = converted
+    manifest = read_json(os.path.join(folder, "export.json"))
+    names = program_names(manifest)
+    assert sorted(names) == ["prefill", "prefill_regions", "step"]
+    assert written == [os.path.join(folder, n + ".onnx") for n in names] + [os.path.join(folder, "onnx.json")]
+    with open(os.path.join(folder, "export.json"), "rb") as f:
+        assert f.read() == manifest_bytes
+    info = read_json(os.path.join(folder, "onnx.json"))
+    assert info["opset"] >= 17 and set(info["programs"]) == set(names)
+    for name in names:
+        entry = info["programs"][name]
+        assert [(s["name"], s["dtype"]) for s in entry["inputs"]] == \
+            [(s["name"], s["dtype"]) for s in manifest[name]["inputs"]]
+        assert sorted(entry["outputs"].values()) == sorted(manifest[name]["outputs"])
+
+
+def test_onnx_programs_equal_paddle_inference_on_the_same_feeds(converted):
+    """The feeds every program gets while decoding (greedy, beam search, captioning), replayed through ONNX."""
+    _, folder, _, _ = converted
+    stepper = InferenceStepper(folder, 1, program_class=RecordingProgram)
+    generate(None, **left_padded(SOURCES), max_length=5, stepper=stepper)
+    generate(None, **left_padded(SOURCES[:3]), max_length=5, stepper=stepper, **dict(BEAM, num_beams=3))
+    generate(None, **start_inputs(0)[0], max_length=4, eos_token_id=SEP, stepper=stepper)
+    manifest = read_json(os.path.join(folder, "export.json"))
+    for name, program in stepper.programs.items():
+        onnx_program = OnnxProgram(folder, name, manifest[name]["outputs"], 1)
+        assert onnx_program.inputs == [s["name"] for s in manifest[name]["inputs"]]
+        assert program.calls, f"{name} was never run"
+        for feeds in program.calls[:4]:
+            want, got = program(**feeds), onnx_program(**feeds)
+            assert sorted(got) == sorted(want) == sorted(manifest[name]["outputs"])
+            for key in want:
+                assert got[key].shape == want[key].shape and got[key].dtype == want[key].dtype
+                np.testing.assert_allclose(got[key], want[key], atol=1e-5, err_msg=f"{name}.{key}")
+
+
+@pytest.mark.parametrize("settings", [dict(), dict(BEAM, num_beams=3), dict(BEAM, num_beams=6)],
+                         ids=["greedy", "beam3", "beam6"])
+def test_generate_through_onnx_equals_dynamic_mode(converted, settings):
+    model, folder, _, _ = converted
+    finished = assert_decodes_as_dynamic_mode(model, OnnxStepper(folder), settings)
+    assert len(finished) > 1, "the test batch should finish at different steps"
+
+
+@pytest.mark.parametrize("settings", [dict(), dict(BEAM, num_beams=3)], ids=["greedy", "beam3"])
+def test_captioning_through_onnx_equals_dynamic_mode(converted, settings):
+    model, folder, _, _ = converted
+    stepper = OnnxStepper(folder, num_threads=1)
+    assert stepper.supports_regions
+    for image_kwargs in (dict(num_valid=(4, 2, 3)), dict(num_valid=(1, 3), num_regions=3)):
+        inputs, _ = start_inputs(1, **image_kwargs)
+        ref_ids, ref_scores = generate(model, **inputs, max_length=8, eos_token_id=SEP, **settings)
+        ids, scores = generate(None, **inputs, max_length=8, eos_token_id=SEP, stepper=stepper, **settings)
+        np.testing.assert_array_equal(ids.numpy(), ref_ids.numpy())
+        np.testing.assert_allclose(scores.numpy(), ref_scores.numpy(), atol=1e-4)
+
+
+def retrieval_batch(seed, num_valid=(3, 1), length=5):
+    """Inputs of the forward program: random regions (some padded) and text ids, the bidirectional mask."""
+    rng = np.random.default_rng(seed)
+    cfg = get_preset("tiny")
+    region_valid = np.arange(3)[None] < np.asarray(num_valid)[:, None]  # (B, R)
+    input_ids = rng.integers(5, cfg.vocab_size, (len(num_valid), length))
+    input_ids[1, -2:] = cfg.pad_token_id
+    keys = np.concatenate([region_valid, input_ids != cfg.pad_token_id], axis=1)
+    return dict(input_ids=input_ids, token_type_ids=np.zeros_like(input_ids),
+                position_ids=np.tile(np.arange(length), (len(num_valid), 1)),
+                attention_mask=masks.may_attend(keys, np.zeros(keys.shape, np.int64)),
+                region_feats=rng.normal(size=(len(num_valid), 3, cfg.image_embedding_size)).astype("float32"),
+                region_locs=rng.uniform(size=(len(num_valid), 3, 5)).astype("float32"), region_valid=region_valid)
+
+
+def test_forward_program_of_an_understanding_model(onnx_runtime, tmp_path):
+    paddle.seed(3)
+    model = UNIMOForRetrieval(get_preset("tiny", initializer_range=0.3))
+    model.eval()
+    folder = export_model(model, tmp_path / "inference")
+    export_onnx(folder)
+    onnx_program, program = OnnxProgram(folder, "forward", ["logits"], 1), Program(folder, "forward", ["logits"], 1)
+    for seed in (0, 1):
+        batch = retrieval_batch(seed)
+        with paddle.no_grad():
+            want = model(**{k: paddle.to_tensor(v) for k, v in batch.items()}).numpy()
+        got = onnx_program(**batch)["logits"]
+        assert got.shape == want.shape == (2,)
+        np.testing.assert_allclose(got, program(**batch)["logits"], atol=1e-5)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_tool_exports_onnx_and_the_stepper_needs_it(onnx_runtime, tmp_path):
+    model_dir, out = tmp_path / "best", tmp_path / "inference"
+    model = make_model(1, 4.0)
+    model.save_pretrained(str(model_dir))
+    export_tool.main(["--model", str(model_dir), "--out", str(out)])
+    with pytest.raises(FileNotFoundError, match="export_onnx"):
+        OnnxStepper(str(out))
+    export_tool.main(["--model", str(model_dir), "--out", str(out), "--format", "onnx"])
+    assert {"prefill.onnx", "step.onnx", "prefill_regions.onnx", "onnx.json"} <= set(os.listdir(out))
+    b = left_padded(SOURCES[:2])
+    ids, _ = generate(None, **b, max_length=6, stepper=OnnxStepper(str(out)))
+    np.testing.assert_array_equal(ids.numpy(), generate(model, **b, max_length=6)[0].numpy())
+
+
+def test_missing_packages_are_named_when_used_not_at_import(tmp_path):
+    """Runs without onnxruntime: the packages are hidden from a fresh interpreter."""
+    code = """if True:
+        import sys
+        for name in ("onnxruntime", "paddle2onnx", "onnx"):
+            sys.modules[name] = None  # makes `import name` raise ImportError
+        from paddle_unimo import onnx_export
+        from tools import export_model
+        for call in (lambda: onnx_export.OnnxStepper(sys.argv[1]), lambda: onnx_export.export_onnx(sys.argv[1]),
+                     lambda: export_model.run(["--model", sys.argv[1], "--out", sys.argv[1], "--format", "onnx"])):
+            try:
+                call()
+            except ImportError as error:
+                print(error)
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folder = export_model(make_model(0, 0.0), tmp_path / "inference")
+    before = sorted(os.listdir(folder))
+    result = subprocess.run([sys.executable, "-c", code, folder], cwd=root, capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=root), timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3, result.stdout
+    assert "pip install onnxruntime" in lines[0]
+    assert "pip install paddle2onnx" in lines[1] and "pip install paddle2onnx" in lines[2]
+    assert sorted(os.listdir(folder)) == before
