@@ -357,11 +357,11 @@ class InferenceStepper:
         self.region_dtype = next((s["dtype"] for s in region_inputs if s["name"] == "region_feats"), "float32")
 
     def prefill(self, input_ids, token_type_ids, position_ids, attention_mask, region_feats=None, region_locs=None,
-                region_valid=None, role_ids=None, turn_ids=None):
+                region_valid=None, role_ids=None, turn_ids=None, max_new_tokens: int = 32):
         """Checks the inputs (``generation.check_regions`` and ``check_inputs``: Paddle Inference crashes on empty
         ones), then encodes them; with regions through ``prefill_regions``, ``attention_mask`` being the
         (N, R + L, R + L) one (``region_valid`` None: every region valid). A dialog model's ``role_ids``/``turn_ids``
-        default to 0, as in the dynamic model."""
+        default to 0, as in the dynamic model. ``max_new_tokens`` sizes the generated buffers."""
         input_ids, token_type_ids, position_ids = map(_tensor, (input_ids, token_type_ids, position_ids))
         if attention_mask is not None:
             attention_mask = _tensor(attention_mask)
@@ -385,7 +385,7 @@ class InferenceStepper:
                 region_feats=_numpy(region_feats).astype(dtype), region_locs=_numpy(region_locs).astype(dtype),
                 region_valid=valid)
         keys = StepCache(list(paddle.to_tensor(out["k_cache"])), list(paddle.to_tensor(out["v_cache"])),
-                         last_row_keys(attention_mask, input_ids, self.config.pad_token_id))
+                         last_row_keys(attention_mask, input_ids, self.config.pad_token_id), max_new_tokens)
         return paddle.to_tensor(out["logits"]), DecodeState(keys, position_ids[:, -1:], token_type_ids[:, -1:])
 
     def step(self, tokens, state: DecodeState):
