@@ -12,6 +12,7 @@ from paddle_unimo.export import InferenceStepper, export_model
 from paddle_unimo.generation import generate
 
 from test_checkpoint import ORIGINAL_CONFIG, original_params, reference_forward, save_legacy
+from test_generation import make_model  # the tiny model with a tunable eos bias
 from tools import convert_checkpoint
 
 PAD, SEP, CLS, EOS = 2, 1, 3, 4  # the tiny preset's ids
@@ -19,13 +20,7 @@ DIALOG = dict(role_type_size=3, turn_type_size=16)
 
 
 def dialog_model(seed, eos_bias=0.0, **overrides):
-    paddle.seed(seed)
-    model = UNIMOLMHeadModel(get_preset("tiny", initializer_range=0.3, **{**DIALOG, **overrides}))
-    bias = model.lm_head.decoder_bias.numpy()
-    bias[EOS] = eos_bias
-    model.lm_head.decoder_bias.set_value(bias)
-    model.eval()
-    return model
+    return make_model(seed, eos_bias, **{**DIALOG, **overrides})
 
 
 def dialog_sources(seed, batch=3):

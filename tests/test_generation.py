@@ -10,9 +10,9 @@ from paddle_unimo.modeling import log_softmax
 EOS = 4
 
 
-def make_model(seed, eos_bias=0.0):
+def make_model(seed, eos_bias=0.0, **overrides):
     paddle.seed(seed)
-    model = UNIMOLMHeadModel(get_preset("tiny", initializer_range=0.3))
+    model = UNIMOLMHeadModel(get_preset("tiny", initializer_range=0.3, **overrides))
     bias = model.lm_head.decoder_bias.numpy()
     bias[EOS] = eos_bias
     model.lm_head.decoder_bias.set_value(bias)
