@@ -209,3 +209,48 @@ def test_recompute_gives_the_same_loss_and_gradients():
     assert_same_loss_and_gradients(*runs)
     with pytest.raises(TypeError, match="true or false"):
         model.set_recompute("yes")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_training_kernels_equal_paddles_own(seed):
+    """``_swap_heads`` (a dense einsum transpose) equals ``transpose`` bit for bit, forward and backward;
+    ``_linear`` in training equals ``nn.Linear`` in value and gradients, and a frozen layer keeps ``nn.Linear``."""
+    from paddle_unimo import modeling
+    rng = np.random.default_rng(seed)
+    x = paddle.to_tensor(rng.standard_normal((3, 7, 4, 5)).astype("float32"), stop_gradient=False)
+    upstream = paddle.to_tensor(rng.standard_normal((3, 4, 7, 5)).astype("float32"))
+    results = []
+    for swap in (modeling._swap_heads, lambda t: t.transpose([0, 2, 1, 3])):
+        out = swap(x)
+        (out * upstream).sum().backward()
+        results.append((out.numpy(), x.grad.numpy().copy()))
+        x.clear_gradient()
+    for got, expected in zip(*results):
+        np.testing.assert_array_equal(got, expected)
+
+    paddle.seed(seed)
+    layer = paddle.nn.Linear(6, 9)
+    layer.train()
+    h = paddle.to_tensor(rng.standard_normal((2, 5, 6)).astype("float32"), stop_gradient=False)
+    upstream = paddle.to_tensor(rng.standard_normal((2, 5, 9)).astype("float32"))
+    runs = []
+    for forward in (lambda: modeling._linear(layer, h), lambda: layer(h)):
+        out = forward()
+        (out * upstream).sum().backward()
+        runs.append([out.numpy(), h.grad.numpy().copy(), layer.weight.grad.numpy().copy(),
+                     layer.bias.grad.numpy().copy()])
+        for t in (h, layer.weight, layer.bias):
+            t.clear_gradient()
+    assert np.abs(runs[0][3]).max() > 0.5  # a real bias gradient
+    for got, expected in zip(*runs):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+    layer.weight.stop_gradient = True
+    calls = []
+    original = modeling._LinearFunction.apply
+    modeling._LinearFunction.apply = lambda *a: calls.append(1) or original(*a)
+    try:
+        modeling._linear(layer, h).sum().backward()
+    finally:
+        modeling._LinearFunction.apply = original
+    assert calls == [] and not layer.weight.grad.numpy().any() and layer.bias.grad.numpy().any()

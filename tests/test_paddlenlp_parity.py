@@ -187,3 +187,62 @@ def test_eos_bias_restores_the_shared_models(models):
             raise RuntimeError("a failing comparison")
     for model, bias in zip(models, before):
         np.testing.assert_array_equal(model.lm_head.decoder_bias.numpy(), bias)
+
+
+@pytest.mark.parametrize("name", ["768x2", "tiny-preln-gelu"])
+def test_training_steps_equal_paddlenlp(name, tokenizer, paddlenlp, tmp_path):
+    """Five AdamW steps (the 千言 recipe's settings) with label smoothing on the same weights and batch (dropout off, so both are
+    deterministic): every parameter of ours stays equal to PaddleNLP's, though ours trains through its CPU
+    training kernels (``modeling._LinearFunction``, ``_swap_heads``) and PaddleNLP through ``nn.Linear``."""
+    import paddle.nn.functional as F
+
+    from paddle_unimo import modeling
+    from paddle_unimo.losses import label_smoothed_cross_entropy
+    config = dict(CONFIGS[name], **SPECIAL, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    paddle.seed(3)
+    ref = paddlenlp.UNIMOLMHeadModel(paddlenlp.UNIMOConfig(**config))
+    ref.save_pretrained(str(tmp_path))
+    ours = UNIMOLMHeadModel.from_pretrained(str(tmp_path))
+    batch = encode_batch(tokenizer, EXAMPLES)
+    ids, types = batch["input_ids"].numpy(), batch["token_type_ids"].numpy()
+    target = (types[:, :-1] == 1) & (ids[:, 1:] != SPECIAL["pad_token_id"])  # predicts the next target token
+    rows, cols = np.nonzero(target)
+    positions = paddle.to_tensor(rows * ids.shape[1] + cols)  # flat indices into (B, L)
+    labels = paddle.to_tensor(ids[:, 1:][target])
+    fast_calls, first_grads = [], {}  # reference? -> the first step's gradients
+    original_apply = modeling._LinearFunction.apply
+    modeling._LinearFunction.apply = lambda *a: fast_calls.append(1) or original_apply(*a)
+    try:
+        for model, reference in ((ref, True), (ours, False)):
+            model.train()
+            opt = paddle.optimizer.AdamW(1e-3, beta2=0.98, epsilon=1e-6, parameters=model.parameters(),
+                                         weight_decay=0.01)  # the fine-tuning recipe's epsilon
+            for _ in range(5):
+                logits = model(**batch, masked_positions=positions)
+                if reference:
+                    soft = F.label_smooth(F.one_hot(labels, config["vocab_size"]), epsilon=0.1)
+                    loss = F.cross_entropy(logits, soft, soft_label=True).mean()
+                else:
+                    loss = label_smoothed_cross_entropy(logits, labels, 0.1)
+                loss.backward()
+                first_grads.setdefault(reference, {n: p.grad.numpy().copy() for n, p in model.named_parameters()})
+                opt.step()
+                opt.clear_grad()
+    finally:
+        modeling._LinearFunction.apply = original_apply
+    assert len(fast_calls) == 5 * 6 * config["num_hidden_layers"]  # q, k, v, out, linear1, linear2 per layer
+    for key, grad in first_grads[True].items():  # Adam is blind to a gradient's scale: compare them first
+        np.testing.assert_allclose(first_grads[False][key], grad, atol=1e-6, rtol=1e-4, err_msg=key)
+    start = paddle.load(str(tmp_path / "model_state.pdparams"))
+    theirs, mine = ref.state_dict(), ours.state_dict()
+    assert set(mine) == set(theirs)
+    moved = 0
+    for key, value in theirs.items():
+        if key.endswith("k_proj.bias"):
+            # its gradient is 0 in exact arithmetic (softmax ignores what a key bias adds to a whole row of
+            # scores), so both only move by Adam's rescaling of rounding noise
+            assert np.abs(mine[key].numpy() - start[key].numpy()).max() < 1e-4, key
+            continue
+        np.testing.assert_allclose(mine[key].numpy(), value.numpy(), atol=2e-5, rtol=1e-5, err_msg=key)
+        moved += not np.allclose(value.numpy(), start[key].numpy(), atol=1e-4)
+    assert moved > 0.9 * (len(theirs) - config["num_hidden_layers"])  # the steps did train

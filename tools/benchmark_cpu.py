@@ -33,13 +33,17 @@ import paddle_unimo
 ROWS = []  # (figure, ours, reference, ratio, note)
 
 
-def best_of(fn, repeats: int) -> float:
-    times = []
+def best_of(*fns, repeats: int):
+    """The best time of each function over ``repeats`` rounds, the functions taking turns within a round, so
+    that a change in the machine's load falls on all of them alike. One function: a float, else a list."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    best = [min(spent) for spent in times]
+    return best[0] if len(fns) == 1 else best
 
 
 def row(figure: str, ours: float, reference: float, note: str = "", unit: str = "s") -> None:
@@ -66,7 +70,7 @@ def matmul_gflops() -> float:
     import paddle
     a, b = paddle.randn([2048, 2048]), paddle.randn([2048, 2048])
     paddle.matmul(a, b).numpy()
-    seconds = best_of(lambda: paddle.matmul(a, b).numpy(), 5)
+    seconds = best_of(lambda: paddle.matmul(a, b).numpy(), repeats=5)
     return 2 * 2048 ** 3 / seconds / 1e9
 
 
@@ -113,16 +117,16 @@ def bench_against_paddlenlp(ref, ours, inputs, args) -> None:
     from paddle_unimo.generation import generate
     with paddle.no_grad():
         diff = float((ours(**inputs) - ref(**inputs)).abs().max())
-        t_ref = best_of(lambda: ref(**inputs).numpy(), args.repeats)
-        t_ours = best_of(lambda: ours(**inputs).numpy(), args.repeats)
+        t_ref, t_ours = best_of(lambda: ref(**inputs).numpy(), lambda: ours(**inputs).numpy(),
+                                repeats=args.repeats)
     row(f"forward {args.batch}x{args.src_len} vs PaddleNLP", t_ours, t_ref, f"max |logit diff| {diff:.1e}")
     for name, kwargs in decode_settings(args).items():
         ref_kwargs = {"decode_strategy": "greedy_search", **kwargs, "use_fast": False}
         same = bool((ref.generate(**inputs, **ref_kwargs)[0].numpy() == generate(ours, **inputs, **kwargs)[0].numpy())
                     .all())
         repeats = args.repeats if name == "greedy" else 1
-        t_ref = best_of(lambda: ref.generate(**inputs, **ref_kwargs), repeats)
-        t_ours = best_of(lambda: generate(ours, **inputs, **kwargs), repeats)
+        t_ref, t_ours = best_of(lambda: ref.generate(**inputs, **ref_kwargs),
+                                lambda: generate(ours, **inputs, **kwargs), repeats=repeats)
         row(f"{name}, {args.new_tokens} new x {args.batch} vs PaddleNLP", t_ours, t_ref, f"same ids: {same}")
 
 
@@ -141,11 +145,12 @@ def bench_exported(ours, inputs, args) -> None:
             ROWS.append(("ONNX Runtime decoding", "-", "-", "-", f"skipped: {e}"))
         for name, kwargs in decode_settings(args).items():
             dynamic_ids = generate(ours, **inputs, **kwargs)[0].numpy()
-            t_dynamic = best_of(lambda: generate(ours, **inputs, **kwargs), args.repeats)
-            for runtime, stepper in steppers.items():
-                same = bool((generate(None, **inputs, stepper=stepper, **kwargs)[0].numpy() == dynamic_ids).all())
-                t = best_of(lambda: generate(None, **inputs, stepper=stepper, **kwargs), args.repeats)
-                row(f"{runtime} {name} vs dynamic", t, t_dynamic, f"same ids: {same}")
+            exported = [lambda stepper=stepper: generate(None, **inputs, stepper=stepper, **kwargs)
+                        for stepper in steppers.values()]
+            same = [bool((run()[0].numpy() == dynamic_ids).all()) for run in exported]
+            t_dynamic, *times = best_of(lambda: generate(ours, **inputs, **kwargs), *exported, repeats=args.repeats)
+            for runtime, t, equal in zip(steppers, times, same):
+                row(f"{runtime} {name} vs dynamic", t, t_dynamic, f"same ids: {equal}")
 
 
 def profile_decoding(stepper, inputs, kwargs, label: str) -> None:
@@ -241,9 +246,21 @@ def peak_rss(which: str, layers: int) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"]
 
 
-def rss_child(which: str, layers: int) -> int:
+def peak_rss_mib() -> float:
+    """This process's peak RSS in MiB: ``VmHWM`` where /proc has it. ``ru_maxrss`` is no good in a child: Linux
+    carries the parent's peak over fork and exec, so each child of this benchmark reported the parent's RSS."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+
+def rss_child(which: str, layers: int) -> int:
     import paddle
     paddle.seed(0)
     if which == "ours":
@@ -255,18 +272,16 @@ def rss_child(which: str, layers: int) -> int:
     step = train_step(model, train_batch(), reference=which == "paddlenlp")
     step()
     step()
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"peak_rss_mib": peak_rss_mib()}))
     return 0
 
 
 def bench_training(ref, ours, args, gflops: float) -> None:
     batch = train_batch()
-    times = []
-    for model, reference in ((ref, True), (ours, False)):
-        step = train_step(model, batch, reference)
+    steps = [train_step(model, batch, reference) for model, reference in ((ref, True), (ours, False))]
+    for step in steps:
         step()  # warm-up
-        times.append(best_of(step, args.repeats))
-    t_ref, t_ours = times
+    t_ref, t_ours = best_of(*steps, repeats=args.repeats)
     share = step_matmul_flops(ours.config, batch) / t_ours / 1e9 / gflops
     rss = {which: peak_rss(which, args.layers) for which in ("ours", "paddlenlp")}
     row("train step 8x128 vs PaddleNLP", t_ours, t_ref,
