@@ -10,7 +10,9 @@ Rows (ratio = reference time / ours, above 1 means ours is faster):
 * a training step (AdamW, label smoothing 0.1, batch 8 x 128 tokens with a 32-token target) against PaddleNLP's,
   its share of the machine's measured fp32 matmul rate on the step's matmul FLOPs (3x the forward's), and the
   peak RSS of each (each in a fresh process);
-* the exported Paddle Inference decoding (``paddle_unimo.export``), and its ONNX Runtime twin when onnxruntime
+* one greedy step against reading its weights once (the fp32 floor of a decoding step of few rows);
+* the exported Paddle Inference decoding (``paddle_unimo.export``), and its ONNX Runtime twins (fp32 and int8,
+  with the share of equal tokens when the ids differ) when onnxruntime
   is installed (``paddle_unimo.onnx_export``), against our dynamic decoding;
 * with ``--profile``, where one decoding's time goes: prefill, steps (the model), cache handling (writes,
   beam reordering), search bookkeeping.
@@ -72,6 +74,33 @@ def matmul_gflops() -> float:
     paddle.matmul(a, b).numpy()
     seconds = best_of(lambda: paddle.matmul(a, b).numpy(), repeats=5)
     return 2 * 2048 ** 3 / seconds / 1e9
+
+
+def bench_step_floor(ours, inputs, args) -> None:
+    """One greedy decoding step of the dynamic model against the time this process takes to read the same
+    weights once, by matmuls of the step's shape (rows x hidden times hidden x N, N = the weights' total
+    columns): a ratio near 1 means the step is bound by reading the weights, as fp32 decoding of few rows is."""
+    import paddle
+
+    from paddle_unimo.generation import ModelStepper
+    stepper = ModelStepper(ours)
+    with paddle.no_grad():
+        logits, state = stepper.prefill(**inputs, max_new_tokens=args.new_tokens)
+        tokens = logits.argmax(axis=-1, keepdim=True)
+        cache = state.cache.model_cache()
+        step = lambda: ours(tokens, state.token_type, state.position + 1, use_cache=True, cache=cache)[0].numpy()
+        step()
+        hidden = ours.config.hidden_size
+        columns = sum(int(p.numel()) for n, p in ours.named_parameters()
+                      if len(p.shape) == 2 and "embeddings" not in n) // hidden + ours.config.vocab_size
+        rows = paddle.randn([tokens.shape[0], hidden])
+        chunks = [paddle.randn([hidden, 4096]) for _ in range(columns // 4096 + 1)]
+        read = lambda: [paddle.matmul(rows, w).numpy() for w in chunks]
+        read()
+        t_step, t_read = best_of(step, read, repeats=args.repeats * 3)
+    row(f"greedy step ({tokens.shape[0]} rows) vs reading its weights once", t_step * 1e3,
+        t_read * 1e3 * columns / (len(chunks) * 4096), f"{4 * hidden * columns / 2 ** 20:.0f} MiB of weights",
+        unit="ms")
 
 
 def build_models(layers: int):
@@ -139,18 +168,20 @@ def bench_exported(ours, inputs, args) -> None:
         steppers = {"Paddle Inference": InferenceStepper(folder)}
         try:
             from paddle_unimo.onnx_export import OnnxStepper, export_onnx
-            export_onnx(folder)
-            steppers["ONNX Runtime"] = OnnxStepper(folder)
+            export_onnx(folder, quantize="int8")
+            steppers["ONNX Runtime"] = OnnxStepper(folder, int8=False)
+            steppers["ONNX Runtime int8"] = OnnxStepper(folder, int8=True)
         except ImportError as e:
             ROWS.append(("ONNX Runtime decoding", "-", "-", "-", f"skipped: {e}"))
         for name, kwargs in decode_settings(args).items():
             dynamic_ids = generate(ours, **inputs, **kwargs)[0].numpy()
             exported = [lambda stepper=stepper: generate(None, **inputs, stepper=stepper, **kwargs)
                         for stepper in steppers.values()]
-            same = [bool((run()[0].numpy() == dynamic_ids).all()) for run in exported]
+            equal = [float((run()[0].numpy() == dynamic_ids).mean()) for run in exported]
             t_dynamic, *times = best_of(lambda: generate(ours, **inputs, **kwargs), *exported, repeats=args.repeats)
-            for runtime, t, equal in zip(steppers, times, same):
-                row(f"{runtime} {name} vs dynamic", t, t_dynamic, f"same ids: {equal}")
+            for runtime, t, share in zip(steppers, times, equal):
+                row(f"{runtime} {name} vs dynamic", t, t_dynamic,
+                    f"same ids: {share == 1.0}" + ("" if share == 1.0 else f", {share:.0%} equal tokens"))
 
 
 def profile_decoding(stepper, inputs, kwargs, label: str) -> None:
@@ -308,6 +339,7 @@ def main(argv=None) -> int:
     ref, ours = build_models(args.layers)
     inputs = make_inputs(args.batch, args.src_len)
     bench_against_paddlenlp(ref, ours, inputs, args)
+    bench_step_floor(ours, inputs, args)
     if not args.skip_export:
         bench_exported(ours, inputs, args)
     if not args.skip_train:

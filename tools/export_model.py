@@ -1,6 +1,6 @@
 """Export a trained model folder for Paddle Inference (CPU, dynamic batch and length).
 
-    python -m tools.export_model --model OUT/best --out OUT/inference [--format paddle|onnx]
+    python -m tools.export_model --model OUT/best --out OUT/inference [--format paddle|onnx] [--quantize int8]
 
 ``--model`` is a paddle_unimo / PaddleNLP-layout folder (config.json + model_state.pdparams, tokenizer files
 optional). ``--out`` receives prefill.json/.pdiparams, step.json/.pdiparams, export.json, config.json and the
@@ -9,7 +9,8 @@ understanding model (retrieval, visual entailment, VQA; config.json's ``architec
 forward.json/.pdiparams instead, run by ``paddle_unimo.export.InferenceForward(out)``.
 ``--format onnx`` writes the same folder plus ``<program>.onnx`` for each program and ``onnx.json``
 (``paddle_unimo.onnx_export``, with paddle2onnx); ``paddle_unimo.onnx_export.OnnxStepper(out)`` decodes with
-them under onnxruntime.
+them under onnxruntime. ``--quantize int8`` (with ``--format onnx`` only) adds ``<program>.int8.onnx``, the int8
+dynamic quantization of each program, which ``OnnxStepper(out)`` then runs (see ``paddle_unimo.onnx_export``).
 An existing ``--out`` is replaced only if it is empty or a previous export.
 """
 from __future__ import annotations
@@ -51,10 +52,17 @@ def run(argv=None) -> str:
     parser.add_argument("--out", required=True, help="export folder to write")
     parser.add_argument("--format", choices=("paddle", "onnx"), default="paddle",
                         help="paddle: Paddle Inference programs; onnx: those and their ONNX conversions")
+    parser.add_argument("--quantize", choices=("int8",),
+                        help="with --format onnx: also int8 ONNX programs (weights 8-bit, faster CPU decoding, "
+                             "slightly different logits)")
     args = parser.parse_args(argv)
+    if args.quantize and args.format != "onnx":
+        parser.error(f"--quantize {args.quantize} needs --format onnx (Paddle Inference programs stay fp32)")
     if args.format == "onnx":  # before the Paddle export, not after it
         from paddle_unimo.onnx_export import require
         require("paddle2onnx", "--format onnx")
+        if args.quantize:
+            require("onnxruntime.quantization", f"--quantize {args.quantize}")
     from paddle_unimo.checkpoint import load_any  # these import paddle
     from paddle_unimo.export import export_model
 
@@ -66,8 +74,9 @@ def run(argv=None) -> str:
             shutil.copyfile(os.path.join(args.model, name), os.path.join(out, name))
     if args.format == "onnx":
         from paddle_unimo.onnx_export import export_onnx
-        export_onnx(out)
-    onnx_note = ", with the ONNX programs" if args.format == "onnx" else ""
+        export_onnx(out, quantize=args.quantize)
+    onnx_note = (f", with the ONNX programs{' and their int8 twins' if args.quantize else ''}"
+                 if args.format == "onnx" else "")
     print(f"exported {args.model} to {out} ({folder_bytes(out) / 2 ** 20:.1f} MiB, "
           f"{'with' if tokenizer else 'without'} tokenizer{onnx_note})")
     return out
