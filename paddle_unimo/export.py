@@ -290,6 +290,13 @@ def _map_outputs(found: List[str], expected: List[str], program: str) -> Dict[st
     raise ValueError(f"{program}: outputs {found} do not match the expected {expected}")
 
 
+def dynamic_mode_threads() -> int:
+    """The math-library threads of dynamic mode: ``OMP_NUM_THREADS`` (``paddle_unimo.cpu_defaults`` sets it to
+    the cores this process may use when the user has not), else those cores."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else cpu_count()
+
+
 class Program:
     """One exported program under Paddle Inference on CPU, fed and read by name."""
 
@@ -320,6 +327,9 @@ class Program:
         for name, value in self._fed.items():
             self.predictor.get_input_handle(name).share_external_data(value)
         self.predictor.run()
+        # a Paddle Inference 3.3.1 run leaves the process's math-library threads changed: dynamic-mode matmuls
+        # after it ran at half their rate (60 against 122 GFLOP/s, 2 cores) until they were set back
+        paddle.base.core.set_num_threads(dynamic_mode_threads())
         return {ours: self.predictor.get_output_handle(theirs).copy_to_cpu() for theirs, ours in self.outputs.items()}
 
 
