@@ -180,32 +180,32 @@ def test_tool_exports_onnx_and_the_stepper_needs_it(onnx_runtime, tmp_path):
     np.testing.assert_array_equal(ids.numpy(), generate(model, **b, max_length=6)[0].numpy())
 
 
-def test_missing_packages_are_named_when_used_not_at_import(tmp_path):
-    """Runs without onnxruntime: the packages are hidden from a fresh interpreter."""
-    code = """if True:
-        import sys
-        for name in ("onnxruntime", "paddle2onnx", "onnx"):
-            sys.modules[name] = None  # makes `import name` raise ImportError
-        from paddle_unimo import onnx_export
-        from tools import export_model
-        for call in (lambda: onnx_export.OnnxStepper(sys.argv[1]), lambda: onnx_export.export_onnx(sys.argv[1]),
-                     lambda: export_model.run(["--model", sys.argv[1], "--out", sys.argv[1], "--format", "onnx"])):
-            try:
-                call()
-            except ImportError as error:
-                print(error)
-    """
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def import_errors(tmp_path, hidden, calls, first="") -> str:
+    """Runs each of ``calls`` (statements over ``onnx_export``, ``export_model`` (tools) and ``folder``, a fresh
+    export folder) in a new interpreter at the repository root in which the ``hidden`` modules cannot be
+    imported, after the statement ``first``; returns its output, each ImportError's message on a line. Checks the
+    calls left the folder as it was."""
     folder = export_model(make_model(0, 0.0), tmp_path / "inference")
     before = sorted(os.listdir(folder))
+    code = "\n".join(["import sys", *(f"sys.modules[{name!r}] = None" for name in hidden), first,
+                      "from paddle_unimo import onnx_export", "from tools import export_model", "folder = sys.argv[1]",
+                      *(f"try:\n    {call}\nexcept ImportError as error:\n    print(error)" for call in calls)])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run([sys.executable, "-c", code, folder], cwd=root, capture_output=True, text=True,
                             env=dict(os.environ, PYTHONPATH=root), timeout=300)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 3, result.stdout
+    assert sorted(os.listdir(folder)) == before
+    return result.stdout
+
+
+def test_missing_packages_are_named_when_used_not_at_import(tmp_path):
+    """Runs without onnxruntime: the packages are hidden from a fresh interpreter."""
+    lines = import_errors(tmp_path, ("onnxruntime", "paddle2onnx", "onnx"), [
+        "onnx_export.OnnxStepper(folder)", "onnx_export.export_onnx(folder)",
+        "export_model.run(['--model', folder, '--out', folder, '--format', 'onnx'])"]).strip().splitlines()
+    assert len(lines) == 3, lines
     assert "pip install onnxruntime" in lines[0]
     assert "pip install paddle2onnx" in lines[1] and "pip install paddle2onnx" in lines[2]
-    assert sorted(os.listdir(folder)) == before
 
 
 # ---- int8 ------------------------------------------------------------------------------------------------------
@@ -349,33 +349,12 @@ def test_tool_exports_int8_only_with_onnx(onnx_quantization, tmp_path, capsys):
 
 def test_missing_quantization_package_is_named_before_anything_is_written(onnx_runtime, tmp_path):
     """onnxruntime.quantization imports ml_dtypes, which the onnxruntime wheel does not install: hidden here."""
-    code = """if True:
-        import sys
-        sys.modules["ml_dtypes"] = None  # makes `import ml_dtypes` raise ImportError
-        try:
-            import onnxruntime.quantization
-            print("SKIP: onnxruntime.quantization imports without ml_dtypes")
-            sys.exit(0)
-        except ImportError:
-            pass
-        from paddle_unimo import onnx_export
-        from tools import export_model
-        for call in (lambda: onnx_export.export_onnx(sys.argv[1], quantize="int8"),
-                     lambda: export_model.run(["--model", sys.argv[1], "--out", sys.argv[1], "--format", "onnx",
-                                               "--quantize", "int8"])):
-            try:
-                call()
-            except ImportError as error:
-                print(error)
-    """
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    folder = export_model(make_model(0, 0.0), tmp_path / "inference")
-    before = sorted(os.listdir(folder))
-    result = subprocess.run([sys.executable, "-c", code, folder], cwd=root, capture_output=True, text=True,
-                            env=dict(os.environ, PYTHONPATH=root), timeout=300)
-    assert result.returncode == 0, result.stderr
-    if result.stdout.startswith("SKIP"):
-        pytest.skip(result.stdout.strip())
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 2 and all("pip install ml_dtypes" in line for line in lines), result.stdout
-    assert sorted(os.listdir(folder)) == before
+    first = ("try:\n    import onnxruntime.quantization\n    print('SKIP: onnxruntime.quantization imports without "
+             "ml_dtypes')\n    sys.exit(0)\nexcept ImportError:\n    pass")
+    out = import_errors(tmp_path, ["ml_dtypes"], [
+        "onnx_export.export_onnx(folder, quantize='int8')",
+        "export_model.run(['--model', folder, '--out', folder, '--format', 'onnx', '--quantize', 'int8'])"], first)
+    if out.startswith("SKIP"):
+        pytest.skip(out.strip())
+    lines = out.strip().splitlines()
+    assert len(lines) == 2 and all("pip install ml_dtypes" in line for line in lines), out
