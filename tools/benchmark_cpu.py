@@ -12,8 +12,8 @@ Rows (ratio = reference time / ours, above 1 means ours is faster):
   peak RSS of each (each in a fresh process);
 * one greedy step against reading its weights once (the fp32 floor of a decoding step of few rows);
 * the exported Paddle Inference decoding (``paddle_unimo.export``), and its ONNX Runtime twins (fp32 and int8,
-  with the share of equal tokens when the ids differ) when onnxruntime
-  is installed (``paddle_unimo.onnx_export``), against our dynamic decoding;
+  with the share of equal tokens when the ids differ) when onnxruntime is installed (``paddle_unimo.onnx_export``),
+  against our dynamic decoding;
 * with ``--profile``, where one decoding's time goes: prefill, steps (the model), cache handling (writes,
   beam reordering), search bookkeeping.
 
