@@ -354,7 +354,7 @@ class InferenceForward:
 class InferenceStepper:
     """The decoding stepper of an export folder (see ``generation.generate(..., stepper=)``).
 
-    The KV cache is the pair of stacked numpy arrays (num_layers, N, num_heads, T, head_dim).
+    The KV cache is a ``generation.StepCache`` of paddle tensors, fed to the step program without a copy.
     ``supports_regions``: the folder has ``prefill_regions``, so ``generate`` may pass image regions.
     """
 

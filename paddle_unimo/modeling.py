@@ -39,16 +39,37 @@ class DecodingCache(NamedTuple):
     generated_k: object  # per layer (N, nh, T, hd)
     generated_v: object
     generated_bias: paddle.Tensor  # (1, 1, 1, T) additive: 0 for the slots written so far
+    weights: object = None  # per layer the ``transposed_weights`` the step multiplies by, or None: the layers'
 
     def layer(self, i: int) -> "DecodingCache":
         return DecodingCache(self.source_k[i], self.source_v[i], self.source_bias, self.generated_k[i],
-                             self.generated_v[i], self.generated_bias)
+                             self.generated_v[i], self.generated_bias,
+                             None if self.weights is None else self.weights[i])
+
+    def layer_weights(self) -> tuple:
+        """One layer's (q, k, v, out, linear1, linear2) transposed weights, or six Nones."""
+        return (None,) * 6 if self.weights is None else self.weights
+
+
+def transposed_weights(encoder: "Encoder") -> List[Tuple[paddle.Tensor, ...]]:
+    """Per layer, the weights of (q, k, v, out, linear1, linear2) as (out, in) contiguous copies, for
+    ``DecodingCache.weights``. A decoding step multiplies a few rows by every weight, and on CPU that matmul
+    reads an (out, in) weight 25-35% faster than the (in, out) one ``nn.Linear`` keeps: one 12-layer
+    unimo-text-1.0 step's matmuls take 44 against 61 ms at 4 rows, 69 against 108 ms at 24
+    (``tools/benchmark_cpu.py``). They are copies: a second set of those weights in memory, made once."""
+    with paddle.no_grad():
+        return [tuple(paddle.transpose(lin.weight, [1, 0]).contiguous() for lin in layer.step_linears())
+                for layer in encoder.layers]
 
 
 def log_softmax(logits):
-    """log-softmax over the last axis. paddle 3.3.1's CPU ``F.log_softmax`` kernel is far slower than this
-    form: 80 ms against 0.4 ms forward on (4, 18000), 20 s against 0.13 s forward+backward on (512, 18000)."""
-    return logits - paddle.logsumexp(logits, axis=-1, keepdim=True)
+    """log-softmax over the last axis, as ``x - max - log(sum(exp(x - max)))`` (the max held constant: the
+    result does not depend on it). paddle 3.3.1's CPU ``F.log_softmax`` kernel is far slower (80 ms against
+    0.4 ms forward on (4, 18000), 20 s against 0.13 s forward+backward on (512, 18000)) and off by up to ~90
+    where a probability underflows (log-probabilities below about -87); and its ``logsumexp``
+    takes 3x this form's time on a beam step's (24, 18000) (6 against 2 ms)."""
+    shifted = logits - logits.max(axis=-1, keepdim=True).detach()
+    return shifted - paddle.log(paddle.exp(shifted).sum(axis=-1, keepdim=True))
 
 
 def cached_real_tokens(cache: Optional[KVCache], attention_mask):
@@ -123,9 +144,12 @@ class SelfAttention(nn.Layer):
         return _dense(_swap_heads(x.reshape([0, 0, self.num_heads, self.head_dim])))
 
     def forward(self, x, bias, cache=None):
+        if isinstance(cache, DecodingCache):  # one token per row: (N, 1, H) is (N, nh, 1, hd) in memory
+            w = cache.layer_weights()
+            q, k, v = (_linear(proj, x, t).reshape([0, self.num_heads, 1, self.head_dim])
+                       for proj, t in zip((self.q_proj, self.k_proj, self.v_proj), w))
+            return _linear(self.out_proj, self._decoding_step(q * self.head_dim ** -0.5, k, v, cache), w[3]), (k, v)
         q, k, v = (self._heads(_linear(proj, x)) for proj in (self.q_proj, self.k_proj, self.v_proj))
-        if isinstance(cache, DecodingCache):
-            return self.out_proj(self._decoding_step(q * self.head_dim ** -0.5, k, v, cache)), (k, v)
         if cache is not None:
             k = paddle.concat([cache[0], k], axis=2)  # (B, nh, T + L, hd)
             v = paddle.concat([cache[1], v], axis=2)
@@ -142,16 +166,16 @@ class SelfAttention(nn.Layer):
         keys of the concatenated cache in its order. Returns (N, 1, H)."""
         nh, hd = self.num_heads, self.head_dim
         sources, length = _dim(c.source_k, 0), _dim(c.source_k, 2)
-        grouped = _dense(q.reshape([sources, -1, nh, hd]).transpose([0, 2, 1, 3]))  # (B, nh, g, hd): by source
+        grouped = _dense(_swap_heads(q.reshape([sources, -1, nh, hd])))  # (B, nh, g, hd): by source
         source = paddle.matmul(grouped, c.source_k, transpose_y=True) + c.source_bias  # (B, nh, g, S)
         generated = paddle.matmul(q, c.generated_k, transpose_y=True) + c.generated_bias  # (N, nh, 1, T)
         own = (q * k).sum(axis=-1, keepdim=True)  # (N, nh, 1, 1)
-        source = source.transpose([0, 2, 1, 3]).reshape([-1, nh, 1, length])  # (N, nh, 1, S)
+        source = _swap_heads(source).reshape([-1, nh, 1, length])  # (N, nh, 1, S)
         weights = self.dropout(F.softmax(paddle.concat([source, generated, own], axis=-1), axis=-1))
         w_source, w_generated, w_own = weights[..., :length], weights[..., length:-1], weights[..., -1:]
-        w_source = _dense(w_source.reshape([sources, -1, nh, length]).transpose([0, 2, 1, 3]))  # (B, nh, g, S)
-        from_source = paddle.matmul(w_source, c.source_v).transpose([0, 2, 1, 3])  # (B, g, nh, hd)
-        rest = (paddle.matmul(w_generated, c.generated_v) + w_own * v).transpose([0, 2, 1, 3])  # (N, 1, nh, hd)
+        w_source = _dense(_swap_heads(w_source.reshape([sources, -1, nh, length])))  # (B, nh, g, S)
+        from_source = _swap_heads(paddle.matmul(w_source, c.source_v))  # (B, g, nh, hd)
+        rest = _swap_heads(paddle.matmul(w_generated, c.generated_v) + w_own * v)  # (N, 1, nh, hd)
         # (B, g, nh, hd) -> (B, g, H) first: Paddle Inference 3.3.1 misreads a transposed tensor reshaped straight
         # to (N, 1, H) (wrong values, while dynamic and jit.load are right)
         return from_source.reshape([0, 0, nh * hd]).reshape([-1, 1, nh * hd]) + rest.reshape([-1, 1, nh * hd])
@@ -164,11 +188,14 @@ def _dense(x):
 
 
 def _swap_heads(x):
-    """(B, L, nh, hd) <-> (B, nh, L, hd). Eager on CPU, for L > 1, a dense transpose by ``einsum`` (its backward
-    too): ``transpose`` gives a strided view, and the copy made of it (``_dense``, or by the next op) is ~30x
-    slower on CPU (8 ms against 0.3 ms for (8, 128, 12, 64)). The same values, bit for bit."""
-    if paddle.in_dynamic_mode() and x.place.is_cpu_place() and x.shape[1] > 1 and x.shape[2] > 1:
-        return paddle.einsum("abcd->acbd", x)
+    """(B, L, nh, hd) <-> (B, nh, L, hd), axes 1 and 2 swapped. Eager on CPU a dense result: a reshape when either
+    axis has size 1, else a transpose by ``einsum`` (its backward too). ``transpose`` gives a strided view, and the
+    copy made of it (``_dense``, or by the next op) is ~30x slower on CPU (8 ms against 0.3 ms for
+    (8, 128, 12, 64); in a 24-row decoding step these copies took 40% of the step). The same values, bit for
+    bit."""
+    if paddle.in_dynamic_mode() and x.place.is_cpu_place():
+        a, b, c, d = x.shape
+        return x.reshape([a, c, b, d]) if b == 1 or c == 1 else paddle.einsum("abcd->acbd", x)
     return x.transpose([0, 2, 1, 3])
 
 
@@ -191,9 +218,12 @@ class _LinearFunction(paddle.autograd.PyLayer):
                 paddle.matmul(ones, grad_rows).reshape([-1]))
 
 
-def _linear(layer: nn.Linear, x):
-    """``layer(x)``, by ``_LinearFunction`` when training eagerly on CPU (where mixed precision is never on) and
-    every input takes a gradient (a frozen layer keeps paddle's own)."""
+def _linear(layer: nn.Linear, x, weight_t=None):
+    """``layer(x)``: by a matmul against ``weight_t``, the weight transposed (``transposed_weights``), when given;
+    by ``_LinearFunction`` when training eagerly on CPU (where mixed precision is never on) and every input takes
+    a gradient (a frozen layer keeps paddle's own)."""
+    if weight_t is not None:
+        return paddle.matmul(x, weight_t, transpose_y=True) + layer.bias
     if (layer.training and paddle.in_dynamic_mode() and x.place.is_cpu_place() and layer.bias is not None
             and not (x.stop_gradient or layer.weight.stop_gradient or layer.bias.stop_gradient)):
         return _LinearFunction.apply(x, layer.weight, layer.bias)
@@ -221,6 +251,11 @@ class EncoderLayer(nn.Layer):
         self.dropout2 = Dropout(config.hidden_dropout_prob)
         self.activation = getattr(F, config.hidden_act)
 
+    def step_linears(self) -> Tuple[nn.Linear, ...]:
+        """The linear layers in ``DecodingCache.layer_weights``' order."""
+        attn = self.self_attn
+        return attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj, self.linear1, self.linear2
+
     def forward(self, x, bias, cache=None):
         h = self.norm1(x) if self.normalize_before else x
         h, kv = self.self_attn(h, bias, cache)
@@ -228,7 +263,8 @@ class EncoderLayer(nn.Layer):
         if not self.normalize_before:
             x = self.norm1(x)
         h = self.norm2(x) if self.normalize_before else x
-        x = x + self.dropout2(_linear(self.linear2, self.activation(_linear(self.linear1, h))))
+        w = cache.layer_weights() if isinstance(cache, DecodingCache) else (None,) * 6
+        x = x + self.dropout2(_linear(self.linear2, self.activation(_linear(self.linear1, h, w[4])), w[5]))
         if not self.normalize_before:
             x = self.norm2(x)
         return x, kv

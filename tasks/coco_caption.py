@@ -228,8 +228,9 @@ class CaptionRunner(VLRunner):
 
     def predict(self, examples: Sequence[VLExample], model=None) -> List[str]:
         import paddle
-        from paddle_unimo.generation import generate
+        from paddle_unimo.generation import batch_stepper, generate
         model = model or self.model
+        stepper = batch_stepper(model)
         settings = {k: v for k, v in vars(self.cfg.decode).items() if k != "batch_size"}
         if settings.get("trigram_blocking"):  # the original img2txt's block_trigram, with convention original
             from paddle_unimo.decoding_original import word_start_table
@@ -241,7 +242,8 @@ class CaptionRunner(VLRunner):
             batch = self.inputs(images, [[self.tokenizer.cls_token_id]] * len(images), left_pad=True)
             keys = ("input_ids", "token_type_ids", "position_ids", "attention_mask", "region_feats", "region_locs",
                     "region_valid")
-            ids, _ = generate(model, **{k: paddle.to_tensor(batch[k]) for k in keys}, eos_token_id=sep, **settings)
+            ids, _ = generate(model, **{k: paddle.to_tensor(batch[k]) for k in keys}, eos_token_id=sep,
+                              stepper=stepper, **settings)
             for row in ids.numpy().tolist():
                 row = row[:row.index(sep)] if sep in row else row
                 outputs.append(self.tokenizer.decode(row))

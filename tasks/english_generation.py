@@ -95,8 +95,9 @@ class EnglishRunner:
     def predict(self, examples: Sequence, model=None) -> List[str]:
         import paddle
         from paddle_unimo.decoding_original import word_start_table
-        from paddle_unimo.generation import generate
+        from paddle_unimo.generation import batch_stepper, generate
         model = model or self.model
+        stepper = batch_stepper(model)
         settings = {k: v for k, v in vars(self.cfg.decode).items() if k != "batch_size"}
         if settings.get("trigram_blocking"):
             settings["word_starts"] = word_start_table(self.tokenizer, model.config.vocab_size)
@@ -106,7 +107,7 @@ class EnglishRunner:
         for start in range(0, len(encoded), size):
             batch = data.original_decoding_batch(encoded[start:start + size], model.config.pad_token_id)
             ids, _ = generate(model, **{k: paddle.to_tensor(v) for k, v in batch.items()}, eos_token_id=eos,
-                              **settings)
+                              stepper=stepper, **settings)
             for row in ids.numpy().tolist():
                 out.append(self.tokenizer.decode(row[:row.index(eos)] if eos in row else row))
         return out

@@ -170,15 +170,16 @@ class GenerationRunner:
 
     def predict(self, examples: Sequence[Example], model=None) -> List[str]:
         import paddle
-        from paddle_unimo.generation import generate
+        from paddle_unimo.generation import batch_stepper, generate
         model = model or self.model
+        stepper = batch_stepper(model)
         settings = {k: v for k, v in vars(self.cfg.decode).items() if k != "batch_size"}
         size = self.cfg.decode.batch_size
         encoded = self.encoder.encode_all(examples, with_target=False, where="decoding inputs")
         outputs = []
         for start in range(0, len(encoded), size):
             batch = decoding_batch(encoded[start:start + size], model.config.pad_token_id, model.config.position_start)
-            ids, _ = generate(model, **{k: paddle.to_tensor(v) for k, v in batch.items()}, **settings)
+            ids, _ = generate(model, **{k: paddle.to_tensor(v) for k, v in batch.items()}, stepper=stepper, **settings)
             outputs.extend(postprocess(self.tokenizer, row) for row in ids.numpy())
         return outputs
 

@@ -117,10 +117,21 @@ def test_repetition_penalty_matches_hand_computation():
     assert int(unpenalised[0, 1]) == t  # this model repeats t without the penalty, so the test can fail
 
 
-def test_log_softmax_equals_paddle_kernel():
-    x = paddle.randn([3, 50]) * 10
-    np.testing.assert_allclose(log_softmax(x).numpy(), paddle.nn.functional.log_softmax(x, -1).numpy(),
-                               atol=1e-5)
+@pytest.mark.parametrize("seed", range(3))
+def test_log_softmax_equals_float64(seed):
+    """Values and gradients against float64 numpy, on rows with a large spread (log-probabilities below -100,
+    where paddle 3.3.1's CPU ``F.log_softmax`` is off by up to ~90) and a row of equal values (no unique max)."""
+    paddle.seed(seed)
+    x = paddle.concat([paddle.randn([3, 50]) * 30, paddle.full([1, 50], 7.0)])
+    x.stop_gradient = False
+    w = paddle.randn([4, 50])
+    a, wa = x.numpy().astype("float64"), w.numpy().astype("float64")
+    shifted = a - a.max(-1, keepdims=True)
+    want = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    assert want.min() < -100
+    np.testing.assert_allclose(log_softmax(x).numpy(), want, atol=2e-5, rtol=1e-6)
+    grad = paddle.grad((log_softmax(x) * w).sum(), x)[0].numpy()
+    np.testing.assert_allclose(grad, wa - np.exp(want) * wa.sum(-1, keepdims=True), atol=1e-5)
 
 
 def test_unknown_strategy_and_arguments_are_refused():
@@ -193,21 +204,83 @@ def test_step_cache_reads_each_source_once_and_moves_only_generated_keys():
     cache.select(paddle.to_tensor([0, 0, 0, 1, 1, 1]))
     assert cache.rows == 6 and all(a is b for a, b in zip(cache.source_k, source))
     rng = np.random.default_rng(0)
-    shape = cache.generated_k.shape[:3] + [1, cache.generated_k.shape[4]]
+    stacked = lambda buffers: np.stack([b.numpy() for b in buffers])  # (layers, N, nh, T, hd)
+    shape = [len(cache.generated_k)] + cache.generated_k[0].shape[:2] + [1, cache.generated_k[0].shape[3]]
     written = [rng.standard_normal(shape).astype("float32") for _ in range(3)]
     for w in written:
         cache.write(paddle.to_tensor(w), paddle.to_tensor(-w))
     order = [2, 0, 1, 3, 5, 4]
     cache.select(paddle.to_tensor(order))
     want = np.concatenate(written, axis=3)[:, order]
-    np.testing.assert_array_equal(cache.generated_k.numpy()[:, :, :, :3], want)
-    np.testing.assert_array_equal(cache.generated_v.numpy()[:, :, :, :3], -want)
-    assert not cache.generated_k.numpy()[:, :, :, 3:].any()  # unwritten slots untouched
+    np.testing.assert_array_equal(stacked(cache.generated_k)[:, :, :, :3], want)
+    np.testing.assert_array_equal(stacked(cache.generated_v)[:, :, :, :3], -want)
+    assert not stacked(cache.generated_k)[:, :, :, 3:].any()  # unwritten slots untouched
     assert all(a is b for a, b in zip(cache.source_k, source))
     with pytest.raises(ValueError, match="mix the hypotheses of 2 sources"):
         cache.select(paddle.to_tensor([0, 1, 2, 3, 4, 0]))  # row 5 (source 1) would read row 0 (source 0)
-    slots = cache.generated_k.shape[3]
+    slots = cache.generated_k[0].shape[2]
     for _ in range(slots):
-        cache.write(paddle.to_tensor(written[0]), paddle.to_tensor(written[0]))
-    assert cache.length == slots + 3 and cache.generated_k.shape[3] == 2 * slots
-    np.testing.assert_array_equal(cache.generated_k.numpy()[:, :, :, :3], want)
+        cache.write(paddle.to_tensor(written[0]), [paddle.to_tensor(w) for w in written[0]])  # stacked or a list
+    assert cache.length == slots + 3 and all(b.shape[2] == 2 * slots for b in cache.generated_k + cache.generated_v)
+    np.testing.assert_array_equal(stacked(cache.generated_k)[:, :, :, :3], want)
+    np.testing.assert_array_equal(stacked(cache.generated_v)[:, :, :, 3:slots + 3], np.repeat(written[0], slots, 3))
+
+
+def caption_batch(seed, batch=3, regions=4):
+    """generate() inputs of [regions; [CLS]] with some padded regions (the tiny preset's 24-d features)."""
+    rng = np.random.default_rng(seed)
+    valid = np.arange(regions)[None] < rng.integers(1, regions + 1, batch)[:, None]
+    b = masks.captioning_inputs([[]] * batch, [[3]] * batch, valid, pad_id=2, position_start=0, left_pad=True)
+    inputs = {k: paddle.to_tensor(b[k]) for k in ("input_ids", "token_type_ids", "position_ids", "attention_mask")}
+    return dict(inputs, region_feats=paddle.to_tensor(rng.normal(size=(batch, regions, 24)).astype("float32")),
+                region_locs=paddle.to_tensor(rng.uniform(size=(batch, regions, 5)).astype("float32")),
+                region_valid=paddle.to_tensor(valid))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_transposed_step_weights_decode_as_the_model(seed):
+    """ModelStepper(transpose_weights=True), what ``make predict`` decodes with on CPU: the same ids and scores
+    as the model's own weights, for every strategy, with and without regions -- and the copies are what it reads
+    (zeroing them changes the output)."""
+    from paddle_unimo.generation import ModelStepper, batch_stepper
+    model = make_model(seed, eos_bias=float(seed % 3))
+    stepper = batch_stepper(model)
+    assert stepper.weights is not None and len(stepper.weights) == model.config.num_hidden_layers
+    for batch in (decoding_batch(seed), caption_batch(seed)):
+        for settings in (dict(max_length=9), dict(decode_strategy="beam_search", num_beams=3, max_length=8),
+                         dict(decode_strategy="beam_search", num_beams=4, max_length=7, num_return_sequences=2,
+                              length_penalty=1.2), dict(decode_strategy="sampling", top_k=5, seed=seed,
+                                                        max_length=8)):
+            want, want_scores = generate(model, **batch, **settings)
+            got, scores = generate(model, **batch, stepper=stepper, **settings)
+            np.testing.assert_array_equal(got.numpy(), want.numpy())
+            np.testing.assert_allclose(scores.numpy(), want_scores.numpy(), atol=1e-6, rtol=1e-6)
+    zeroed = ModelStepper(model, transpose_weights=True)
+    zeroed.weights = [tuple(paddle.zeros_like(w) for w in layer) for layer in zeroed.weights]
+    batch = decoding_batch(seed)
+    want, want_scores = generate(model, **batch, max_length=9)
+    got, scores = generate(model, **batch, stepper=zeroed, max_length=9)
+    assert not np.allclose(scores.numpy(), want_scores.numpy(), atol=1e-3)
+
+
+def test_transposed_step_weights_refuse_changed_weights():
+    """The copies are a snapshot: after an optimizer step (which paddle does not count as an in-place change) or a
+    set_value, decoding with the old stepper raises; a new stepper decodes the new weights."""
+    from paddle_unimo.generation import ModelStepper
+    model = make_model(3)
+    batch = decoding_batch(3)
+    stepper = ModelStepper(model, transpose_weights=True)
+    generate(model, **batch, max_length=5, stepper=stepper)
+    model.train()
+    optimizer = paddle.optimizer.AdamW(1e-3, parameters=model.parameters())
+    model(**batch).mean().backward()
+    optimizer.step()
+    with pytest.raises(ValueError, match="weights changed"):
+        generate(model, **batch, max_length=5, stepper=stepper)
+    fresh = ModelStepper(model, transpose_weights=True)
+    want, _ = generate(model, **batch, max_length=5)
+    np.testing.assert_array_equal(generate(model, **batch, max_length=5, stepper=fresh)[0].numpy(), want.numpy())
+    weight = model.unimo.encoder.layers[1].linear2.weight
+    weight.set_value(weight.numpy() * 1.01)
+    with pytest.raises(ValueError, match="weights changed"):
+        generate(model, **batch, max_length=5, stepper=fresh)

@@ -10,7 +10,7 @@ import paddle
 import pytest
 
 from paddle_unimo import UNIMOConfig, UNIMOLMHeadModel, masks
-from paddle_unimo.generation import generate
+from paddle_unimo.generation import batch_stepper, generate
 
 from conftest import shared_path
 
@@ -141,8 +141,10 @@ def test_greedy_ids_identical(models, tokenizer, shift):
         batch = encode_batch(tokenizer, EXAMPLES, decoding=True)
         expected, _ = ref.generate(**batch, max_length=12, min_length=2, decode_strategy="greedy_search",
                                    eos_token_id=SPECIAL["eos_token_id"], use_fast=False)
-        got, _ = generate(ours, **batch, max_length=12, min_length=2, eos_token_id=SPECIAL["eos_token_id"])
-        np.testing.assert_array_equal(got.numpy(), expected.numpy())
+        for stepper in (None, batch_stepper(ours)):  # the model's weights, the transposed copies
+            got, _ = generate(ours, **batch, max_length=12, min_length=2, eos_token_id=SPECIAL["eos_token_id"],
+                              stepper=stepper)
+            np.testing.assert_array_equal(got.numpy(), expected.numpy())
         if shift:
             assert (got.numpy() == SPECIAL["eos_token_id"]).any()
 
@@ -159,10 +161,11 @@ def test_beam_search_ids_identical(models, tokenizer, settings, bias):
         batch = encode_batch(tokenizer, EXAMPLES, decoding=True)
         expected, expected_scores = ref.generate(**batch, decode_strategy="beam_search", use_fast=False,
                                                  eos_token_id=SPECIAL["eos_token_id"], **settings)
-        got, scores = generate(ours, **batch, decode_strategy="beam_search", eos_token_id=SPECIAL["eos_token_id"],
-                               **settings)
-    np.testing.assert_array_equal(got.numpy(), expected.numpy())
-    np.testing.assert_allclose(scores.numpy(), expected_scores.numpy(), atol=1e-4, rtol=1e-5)
+        for stepper in (None, batch_stepper(ours)):  # the model's weights, the transposed copies
+            got, scores = generate(ours, **batch, decode_strategy="beam_search", stepper=stepper,
+                                   eos_token_id=SPECIAL["eos_token_id"], **settings)
+            np.testing.assert_array_equal(got.numpy(), expected.numpy())
+            np.testing.assert_allclose(scores.numpy(), expected_scores.numpy(), atol=1e-4, rtol=1e-5)
 
 
 def test_beam_search_outputs_vary(models, tokenizer):
