@@ -9,8 +9,8 @@ Rows (ratio = reference time / ours, above 1 means ours is faster):
   weights saved by PaddleNLP and loaded by ours), with identical-ids flags; our decoding runs as ``make predict``
   runs it, with the step weights transposed once per model (``generation.batch_stepper``; its time is a row);
 * a training step (AdamW, label smoothing 0.1, batch 8 x 128 tokens with a 32-token target) against PaddleNLP's,
-  its share of the machine's measured fp32 matmul rate on the step's matmul FLOPs (3x the forward's), and the
-  peak RSS of each (each in a fresh process);
+  its share of the machine's fp32 matmul rate (measured in the same rounds) on the step's matmul FLOPs (3x the
+  forward's), and the peak RSS of each (each in a fresh process);
 * one greedy step against reading its weights once (the fp32 floor of a decoding step of few rows);
 * the exported Paddle Inference decoding (``paddle_unimo.export``), and its ONNX Runtime twins (fp32 and int8,
   with the share of equal tokens when the ids differ) when onnxruntime is installed (``paddle_unimo.onnx_export``),
@@ -68,13 +68,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def matmul_gflops() -> float:
-    """fp32 2048^3 paddle.matmul rate of this process (after ``cpu_defaults``)."""
+def matmuls(count: int = 1):
+    """``count`` fp32 2048^3 paddle.matmul calls as one function, and their FLOPs."""
     import paddle
     a, b = paddle.randn([2048, 2048]), paddle.randn([2048, 2048])
-    paddle.matmul(a, b).numpy()
-    seconds = best_of(lambda: paddle.matmul(a, b).numpy(), repeats=5)
-    return 2 * 2048 ** 3 / seconds / 1e9
+    return (lambda: [paddle.matmul(a, b).numpy() for _ in range(count)]), count * 2 * 2048 ** 3
+
+
+def matmul_gflops() -> float:
+    """fp32 2048^3 paddle.matmul rate of this process (after ``cpu_defaults``)."""
+    run, flops = matmuls()
+    run()
+    return flops / best_of(run, repeats=5) / 1e9
 
 
 def bench_step_floor(ours, stepper, inputs, args) -> None:
@@ -319,16 +324,20 @@ def rss_child(which: str, layers: int) -> int:
     return 0
 
 
-def bench_training(ref, ours, args, gflops: float) -> None:
+def bench_training(ref, ours, args) -> None:
+    """The training steps, and the matmul rate they are held against measured in the same rounds (so that a
+    change in the machine's load falls on both)."""
     batch = train_batch()
     steps = [train_step(model, batch, reference) for model, reference in ((ref, True), (ours, False))]
     for step in steps:
         step()  # warm-up
-    t_ref, t_ours = best_of(*steps, repeats=args.repeats)
+    rate, flops = matmuls(10)
+    t_ref, t_ours, t_rate = best_of(*steps, rate, repeats=args.repeats)
+    gflops = flops / t_rate / 1e9
     share = step_matmul_flops(ours.config, batch) / t_ours / 1e9 / gflops
     rss = {which: peak_rss(which, args.layers) for which in ("ours", "paddlenlp")}
     row("train step 8x128 vs PaddleNLP", t_ours, t_ref,
-        f"{share:.0%} of the matmul rate; peak RSS {rss['ours']:.0f} / {rss['paddlenlp']:.0f} MiB")
+        f"{share:.0%} of the matmul rate ({gflops:.0f} GFLOP/s in the same rounds); peak RSS {rss['ours']:.0f} / {rss['paddlenlp']:.0f} MiB")
     for model in (ref, ours):
         model.eval()
 
@@ -356,7 +365,7 @@ def main(argv=None) -> int:
     if not args.skip_export:
         bench_exported(ours, stepper, inputs, args)
     if not args.skip_train:
-        bench_training(ref, ours, args, gflops)
+        bench_training(ref, ours, args)
     print_table()
     if args.profile:
         beam = decode_settings(args)[f"beam {args.beams}"]
