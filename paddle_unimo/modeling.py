@@ -54,9 +54,9 @@ class DecodingCache(NamedTuple):
 def transposed_weights(encoder: "Encoder") -> List[Tuple[paddle.Tensor, ...]]:
     """Per layer, the weights of (q, k, v, out, linear1, linear2) as (out, in) contiguous copies, for
     ``DecodingCache.weights``. A decoding step multiplies a few rows by every weight, and on CPU that matmul
-    reads an (out, in) weight 25-35% faster than the (in, out) one ``nn.Linear`` keeps: one 12-layer
-    unimo-text-1.0 step's matmuls take 44 against 61 ms at 4 rows, 69 against 108 ms at 24
-    (``tools/benchmark_cpu.py``). They are copies: a second set of those weights in memory, made once."""
+    reads an (out, in) weight 25-35% faster than the (in, out) one ``nn.Linear`` keeps: the matmuls of one
+    12-layer unimo-text-1.0 step, weights read from memory, take 44 against 61 ms at 4 rows, 69 against 108 ms at
+    24. They are copies: a second set of those weights in memory, made once (``generation.ModelStepper``)."""
     with paddle.no_grad():
         return [tuple(paddle.transpose(lin.weight, [1, 0]).contiguous() for lin in layer.step_linears())
                 for layer in encoder.layers]
@@ -223,8 +223,8 @@ class _LinearFunction(paddle.autograd.PyLayer):
 def _linear(layer: nn.Linear, x, weight_t=None):
     """``layer(x)``: by a matmul against ``weight_t``, the weight transposed (``transposed_weights``), when given
     (the bias added in place where no gradient is recorded, as in ``_LinearFunction``); by ``_LinearFunction`` when
-    training eagerly on CPU (where mixed precision is never on) and every input takes
-    a gradient (a frozen layer keeps paddle's own)."""
+    training eagerly on CPU (where mixed precision is never on) and every input takes a gradient (a frozen layer
+    keeps paddle's own)."""
     if weight_t is not None:
         out = paddle.matmul(x, weight_t, transpose_y=True)
         return out.add_(layer.bias) if not paddle.is_grad_enabled() else out + layer.bias

@@ -337,7 +337,8 @@ def bench_training(ref, ours, args) -> None:
     share = step_matmul_flops(ours.config, batch) / t_ours / 1e9 / gflops
     rss = {which: peak_rss(which, args.layers) for which in ("ours", "paddlenlp")}
     row("train step 8x128 vs PaddleNLP", t_ours, t_ref,
-        f"{share:.0%} of the matmul rate ({gflops:.0f} GFLOP/s in the same rounds); peak RSS {rss['ours']:.0f} / {rss['paddlenlp']:.0f} MiB")
+        f"{share:.0%} of the matmul rate ({gflops:.0f} GFLOP/s in the same rounds); "
+        f"peak RSS {rss['ours']:.0f} / {rss['paddlenlp']:.0f} MiB")
     for model in (ref, ours):
         model.eval()
 
@@ -368,8 +369,10 @@ def main(argv=None) -> int:
         bench_training(ref, ours, args)
     print_table()
     if args.profile:
+        from paddle_unimo.generation import batch_stepper
         beam = decode_settings(args)[f"beam {args.beams}"]
-        profile_decoding(stepper, inputs, beam, f"dynamic beam {args.beams}")
+        # a new stepper: the training rows changed the weights its copies were made of
+        profile_decoding(batch_stepper(ours), inputs, beam, f"dynamic beam {args.beams}")
         if not args.skip_export:
             from paddle_unimo.export import InferenceStepper, export_model
             with tempfile.TemporaryDirectory() as tmp:
