@@ -27,6 +27,9 @@ from .config import REGION_LOCATION_SIZE, UNIMOConfig
 KVCache = List[Tuple[paddle.Tensor, paddle.Tensor]]  # per layer (k, v), each (B, nh, T, hd)
 
 
+NO_STEP_WEIGHTS = (None,) * 6  # a layer's (q, k, v, out, linear1, linear2): its own weights
+
+
 class DecodingCache(NamedTuple):
     """The keys/values one decoding step attends to (``generation``): the source's -- everything the prefill
     encoded -- once per source, shared by that source's ``N / B`` consecutive rows (beams, returned sequences),
@@ -47,8 +50,8 @@ class DecodingCache(NamedTuple):
                              None if self.weights is None else self.weights[i])
 
     def layer_weights(self) -> tuple:
-        """One layer's (q, k, v, out, linear1, linear2) transposed weights, or six Nones."""
-        return (None,) * 6 if self.weights is None else self.weights
+        """One layer's (q, k, v, out, linear1, linear2) transposed weights, or ``NO_STEP_WEIGHTS``."""
+        return NO_STEP_WEIGHTS if self.weights is None else self.weights
 
 
 def transposed_weights(encoder: "Encoder") -> List[Tuple[paddle.Tensor, ...]]:
@@ -267,7 +270,7 @@ class EncoderLayer(nn.Layer):
         if not self.normalize_before:
             x = self.norm1(x)
         h = self.norm2(x) if self.normalize_before else x
-        w = cache.layer_weights() if isinstance(cache, DecodingCache) else (None,) * 6
+        w = cache.layer_weights() if isinstance(cache, DecodingCache) else NO_STEP_WEIGHTS
         x = x + self.dropout2(_linear(self.linear2, self.activation(_linear(self.linear1, h, w[4])), w[5]))
         if not self.normalize_before:
             x = self.norm2(x)
