@@ -226,6 +226,26 @@ def test_step_cache_reads_each_source_once_and_moves_only_generated_keys():
     np.testing.assert_array_equal(stacked(cache.generated_v)[:, :, :, 3:slots + 3], np.repeat(written[0], slots, 3))
 
 
+def test_step_bias_is_each_rows_source_then_generated_then_own():
+    """DecodingCache.step_bias: row n (of source n // g) and every head see its source's key bias, the generated
+    slots' bias, and 0 for its own key -- the one bias all layers of a step add to [source; generated; own]."""
+    from paddle_unimo.modeling import DecodingCache
+    rng = np.random.default_rng(0)
+    sources, per_source, heads, length, slots = 3, 4, 5, 7, 6
+    source_bias = np.where(rng.random((sources, 1, 1, length)) < 0.3, -1e4, 0.0).astype("float32")
+    generated_bias = np.where(np.arange(slots) < 2, 0.0, -1e4).astype("float32").reshape(1, 1, 1, slots)
+    keys = [paddle.zeros([sources, heads, length, 2])]
+    generated = [paddle.zeros([sources * per_source, heads, slots, 2])]
+    cache = DecodingCache(keys, keys, paddle.to_tensor(source_bias), generated, generated,
+                          paddle.to_tensor(generated_bias))
+    got = cache.step_bias(heads).numpy()
+    assert got.shape == (sources * per_source, heads, 1, length + slots + 1)
+    for row in range(sources * per_source):
+        want = np.concatenate([source_bias[row // per_source, 0, 0], generated_bias[0, 0, 0], [0.0]])
+        for head in range(heads):
+            np.testing.assert_array_equal(got[row, head, 0], want)
+
+
 def caption_batch(seed, batch=3, regions=4):
     """generate() inputs of [regions; [CLS]] with some padded regions (the tiny preset's 24-d features)."""
     rng = np.random.default_rng(seed)
