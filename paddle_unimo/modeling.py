@@ -196,8 +196,9 @@ class SelfAttention(nn.Layer):
 
 def _dense(x):
     """``x`` materialised: paddle 3's transposes are strided views, and a batched matmul reading one runs 2x
-    (training shapes) to 35x (one decoding step) slower on CPU than on a contiguous copy."""
-    return x.contiguous()
+    (training shapes) to 35x (one decoding step) slower on CPU than on a contiguous copy. Static programs (export)
+    have no strided views, and no ``contiguous``: ``x`` as it is."""
+    return x.contiguous() if paddle.in_dynamic_mode() else x
 
 
 def _swap_heads(x):

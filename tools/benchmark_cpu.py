@@ -169,9 +169,8 @@ def bench_against_paddlenlp(ref, ours, stepper, inputs, args) -> None:
         ref_kwargs = {"decode_strategy": "greedy_search", **kwargs, "use_fast": False}
         ours_ids = generate(ours, **inputs, stepper=stepper, **kwargs)[0].numpy()
         same = bool((ref.generate(**inputs, **ref_kwargs)[0].numpy() == ours_ids).all())
-        repeats = args.repeats if name == "greedy" else 1
         t_ref, t_ours = best_of(lambda: ref.generate(**inputs, **ref_kwargs),
-                                lambda: generate(ours, **inputs, stepper=stepper, **kwargs), repeats=repeats)
+                                lambda: generate(ours, **inputs, stepper=stepper, **kwargs), repeats=args.repeats)
         row(f"{name}, {args.new_tokens} new x {args.batch} vs PaddleNLP", t_ours, t_ref, f"same ids: {same}")
 
 
