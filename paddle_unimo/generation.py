@@ -86,7 +86,7 @@ import paddle
 from . import masks
 from .config import REGION_LOCATION_SIZE
 from .typed import ConfigError, bounded, check
-from .modeling import log_softmax
+from .modeling import add_bias, log_softmax
 
 NEVER = -1e9  # logit of tokens that are never generated
 STRATEGIES = ("greedy_search", "beam_search", "sampling")
@@ -462,7 +462,8 @@ def beam_search(stepper, logits, state, cons: Constraints, num_beams: int, max_l
     hyps = [BeamHypotheses(num_beams, length_penalty, early_stopping) for _ in range(batch)]
     done = np.zeros(batch, bool)
     for t in range(max_length):
-        scores = cons.apply(log_softmax(cons.never(logits)), generated, t) + paddle.to_tensor(beam_scores)[:, None]
+        scores = add_bias(cons.apply(log_softmax(cons.never(logits)), generated, t),
+                           paddle.to_tensor(beam_scores)[:, None])
         top_scores, top_ids = paddle.topk(scores.reshape([batch, num_beams * vocab]), 2 * num_beams, axis=1)
         top_scores, top_ids = top_scores.numpy(), top_ids.numpy()
         next_scores = np.zeros((batch, num_beams), "float32")
