@@ -94,7 +94,7 @@ class Prefill(nn.Layer):
 
     def forward(self, input_ids, token_type_ids, position_ids, attention_mask, role_ids=None, turn_ids=None):
         hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True,
-                                         role_ids=role_ids, turn_ids=turn_ids)
+                                         role_ids=role_ids, turn_ids=turn_ids, last_only=True)
         return (self.model.lm_head(hidden[:, -1]), *stack_cache(cache))  # the head only where it is needed
 
 
@@ -105,7 +105,7 @@ class PrefillRegions(Prefill):
                 region_valid):
         hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True,
                                          region_feats=region_feats, region_locs=region_locs,
-                                         region_valid=region_valid)
+                                         region_valid=region_valid, last_only=True)
         return (self.model.lm_head(hidden[:, -1]), *stack_cache(cache))
 
 

@@ -329,7 +329,8 @@ class ModelStepper:
         self._check_weights()
         hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True,
                                          region_feats=region_feats, region_locs=region_locs,
-                                         region_valid=region_valid, role_ids=role_ids, turn_ids=turn_ids)
+                                         region_valid=region_valid, role_ids=role_ids, turn_ids=turn_ids,
+                                         last_only=True)
         keys = StepCache([k for k, _ in cache], [v for _, v in cache],
                          last_row_keys(attention_mask, input_ids, self.config.pad_token_id), max_new_tokens)
         state = DecodeState(keys, position_ids[:, -1:], token_type_ids[:, -1:])

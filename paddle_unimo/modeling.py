@@ -164,20 +164,22 @@ class SelfAttention(nn.Layer):
     def _heads(self, x):  # (B, L, H) -> (B, nh, L, hd), contiguous (see _dense)
         return _dense(_swap_heads(x.reshape([0, 0, self.num_heads, self.head_dim])))
 
-    def forward(self, x, bias, cache=None):
+    def forward(self, x, bias, cache=None, last_only: bool = False):
+        """``last_only``: the queries of the last position only (``Encoder``), the keys/values of all."""
         if isinstance(cache, DecodingCache):  # one token per row: (N, 1, H) is (N, nh, 1, hd) in memory
             w = cache.layer_weights()
             q, k, v = (_linear(proj, x, t).reshape([0, self.num_heads, 1, self.head_dim])
                        for proj, t in zip((self.q_proj, self.k_proj, self.v_proj), w))
             step = self._decoding_step(q * self.head_dim ** -0.5, k, v, cache, bias)
             return _linear(self.out_proj, step, w[3]), (k, v)
-        q, k, v = (self._heads(_linear(proj, x)) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (self._heads(_linear(proj, y)) for proj, y in
+                   ((self.q_proj, x[:, -1:] if last_only else x), (self.k_proj, x), (self.v_proj, x)))
         if cache is not None:
             k = paddle.concat([cache[0], k], axis=2)  # (B, nh, T + L, hd)
             v = paddle.concat([cache[1], v], axis=2)
         scores = paddle.matmul(q * self.head_dim ** -0.5, k, transpose_y=True)  # (B, nh, L, T + L)
         if bias is not None:
-            scores = scores + bias
+            scores = scores + (bias[:, :, -1:] if last_only else bias)
         weights = self.dropout(F.softmax(scores, axis=-1))
         out = _swap_heads(paddle.matmul(weights, v))  # (B, L, nh, hd)
         return _linear(self.out_proj, out.reshape([0, 0, self.num_heads * self.head_dim])), (k, v)
@@ -281,10 +283,11 @@ class EncoderLayer(nn.Layer):
         attn = self.self_attn
         return attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj, self.linear1, self.linear2
 
-    def forward(self, x, bias, cache=None):
+    def forward(self, x, bias, cache=None, last_only: bool = False):
+        """``last_only``: the output of the last position only (B, 1, H), besides every position's keys/values."""
         h = self.norm1(x) if self.normalize_before else x
-        h, kv = self.self_attn(h, bias, cache)
-        x = x + self.dropout1(h)
+        h, kv = self.self_attn(h, bias, cache, last_only)
+        x = (x[:, -1:] if last_only else x) + self.dropout1(h)
         if not self.normalize_before:
             x = self.norm1(x)
         h = self.norm2(x) if self.normalize_before else x
@@ -301,7 +304,9 @@ class Encoder(nn.Layer):
         self.layers = nn.LayerList([EncoderLayer(config) for _ in range(config.num_hidden_layers)])
         self.recompute = False  # see UNIMOPretrainedModel.set_recompute
 
-    def forward(self, x, bias, cache: Optional[KVCache] = None):
+    def forward(self, x, bias, cache: Optional[KVCache] = None, last_only: bool = False):
+        """``last_only``: the last layer computes the output of the last position only, (B, 1, H), and every
+        position's keys/values (a decoding's prefill, which predicts from the last position alone)."""
         if (len(self.layers) and bias is not None and paddle.in_dynamic_mode() and bias.place.is_cpu_place()
                 and bias.shape[1] == 1 and bias.shape[2] > 1):
             # one (B, nh, Lq, Lk) copy for every layer: paddle's CPU add that broadcasts (B, 1, Lq, Lk) over the
@@ -309,7 +314,7 @@ class Encoder(nn.Layer):
             bias = bias.expand([-1, self.layers[0].self_attn.num_heads, -1, -1])
         if isinstance(cache, DecodingCache) and len(self.layers):
             bias = cache.step_bias(self.layers[0].self_attn.num_heads)
-        if self.recompute and self.training and cache is None:
+        if self.recompute and self.training and cache is None and not last_only:
             from paddle.distributed.fleet.utils import recompute
             for layer in self.layers:
                 x = recompute(lambda h, layer=layer: layer(h, bias)[0], x)
@@ -317,7 +322,7 @@ class Encoder(nn.Layer):
         new_cache = []
         for i, layer in enumerate(self.layers):
             layer_cache = cache.layer(i) if isinstance(cache, DecodingCache) else None if cache is None else cache[i]
-            x, kv = layer(x, bias, layer_cache)
+            x, kv = layer(x, bias, layer_cache, last_only and i == len(self.layers) - 1)
             new_cache.append(kv)
         return x, new_cache  # with a DecodingCache: each layer's new (k, v) only
 
@@ -391,7 +396,8 @@ class UNIMOModel(UNIMOPretrainedModel):
 
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, attention_mask=None,
                 use_cache: bool = False, cache: Optional[KVCache] = None, region_feats=None, region_locs=None,
-                region_valid=None, inputs_embeds=None, text_delta=None, role_ids=None, turn_ids=None):
+                region_valid=None, inputs_embeds=None, text_delta=None, role_ids=None, turn_ids=None,
+                last_only: bool = False):
         """
         input_ids       (B, L) int64, or None for image-only input
         position_ids    (B, L) int64; default position_start + index among the row's real (non-pad) tokens,
@@ -409,6 +415,8 @@ class UNIMOModel(UNIMOPretrainedModel):
                         ``region_feats`` by the caller, as the original does)
         role_ids, turn_ids  (B, L) int64 dialog roles and turns (models with ``role_type_size``/``turn_type_size``,
                         CoQA); default 0
+        last_only       hidden states of the last position only, (B, 1, H); the last layer computes no others
+                        (a decoding's prefill predicts from the last position alone; the cache is complete)
         """
         parts, valid = [], []
         if region_feats is not None:
@@ -430,7 +438,7 @@ class UNIMOModel(UNIMOPretrainedModel):
             keys = paddle.concat(valid, axis=1)
             attention_mask = masks.may_attend(keys, paddle.zeros(keys.shape, "int64"))
         x = self.dropout(paddle.concat(parts, axis=1) if len(parts) > 1 else parts[0])
-        hidden, new_cache = self.encoder(x, masks.additive_bias(attention_mask, x.dtype), cache)
+        hidden, new_cache = self.encoder(x, masks.additive_bias(attention_mask, x.dtype), cache, last_only)
         return (hidden, new_cache) if use_cache else hidden
 
     def pooled_outputs(self, hidden, num_regions, has_text: bool = True):

@@ -79,6 +79,35 @@ def test_float_and_bool_masks_mean_the_same(tiny):
     np.testing.assert_array_equal(a, c)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_last_only_is_the_full_forwards_last_position_and_cache(seed):
+    """A decoding's prefill (``last_only``): the last layer computes the last position only, so its output must be
+    the full forward's last position and the cache every layer's full keys/values -- with regions, a mask that
+    differs per query row or only per key, post-LN and pre-LN."""
+    rng = np.random.default_rng(seed)
+    paddle.seed(seed)
+    model = UNIMOModel(get_preset("tiny", normalize_before=bool(seed % 2)))
+    model.eval()
+    ids = paddle.to_tensor(rng.integers(5, 99, (2, 7)))
+    feats, locs, valid = region_inputs(rng, 3, 1)
+    feats, locs, valid = (np.repeat(a, 2, axis=0) for a in (feats, locs, valid))
+    attend = masks.may_attend(np.concatenate([valid, rng.random((2, 7)) > 0.2], 1),
+                              np.sort(rng.integers(0, 3, (2, 11)), 1))
+    attend[:, :, 0] = True
+    t = paddle.to_tensor
+    with paddle.no_grad():
+        for mask in (t(attend), t(attend[:, -1]) if seed < 2 else None):  # per row, per key, default
+            kwargs = dict(attention_mask=mask, use_cache=True, region_feats=t(feats), region_locs=t(locs))
+            full, full_cache = model(ids, **kwargs)
+            last, cache = model(ids, **kwargs, last_only=True)
+            assert last.shape == [2, 1, 36]
+            np.testing.assert_allclose(last.numpy(), full[:, -1:].numpy(), atol=1e-5, rtol=0)
+            assert np.abs(full[:, -1:].numpy() - full[:, -2:-1].numpy()).max() > 1e-3  # not any position
+            for (k, v), (full_k, full_v) in zip(cache, full_cache):
+                np.testing.assert_array_equal(k.numpy(), full_k.numpy())
+                np.testing.assert_array_equal(v.numpy(), full_v.numpy())
+
+
 def test_lm_loss_ignores_minus_100_and_matches_manual(tiny):
     paddle.seed(3)
     model = UNIMOLMHeadModel(get_preset("tiny"))
