@@ -277,6 +277,10 @@ class EncoderLayer(nn.Layer):
         self.dropout1 = Dropout(config.hidden_dropout_prob)
         self.dropout2 = Dropout(config.hidden_dropout_prob)
         self.activation = getattr(F, config.hidden_act)
+        # relu in place on linear1's fresh output, which nothing else reads (its gradient needs only relu's output):
+        # paddle's CPU relu into a new (8, 128, 3072) tensor and its gradient took ~20 ms a layer per training step,
+        # in place ~6 ms. paddle has no in-place gelu.
+        self.activation_ = getattr(F, config.hidden_act + "_", None)
 
     def step_linears(self) -> Tuple[nn.Linear, ...]:
         """The linear layers in ``DecodingCache.layer_weights``' order."""
@@ -292,7 +296,9 @@ class EncoderLayer(nn.Layer):
             x = self.norm1(x)
         h = self.norm2(x) if self.normalize_before else x
         w = cache.layer_weights() if isinstance(cache, DecodingCache) else NO_STEP_WEIGHTS
-        x = x + self.dropout2(_linear(self.linear2, self.activation(_linear(self.linear1, h, w[4])), w[5]))
+        h = _linear(self.linear1, h, w[4])
+        h = self.activation_(h) if self.activation_ and paddle.in_dynamic_mode() else self.activation(h)
+        x = x + self.dropout2(_linear(self.linear2, h, w[5]))
         if not self.normalize_before:
             x = self.norm2(x)
         return x, kv
