@@ -172,8 +172,8 @@ class SelfAttention(nn.Layer):
                        for proj, t in zip((self.q_proj, self.k_proj, self.v_proj), w))
             step = self._decoding_step(q * self.head_dim ** -0.5, k, v, cache, bias)
             return _linear(self.out_proj, step, w[3]), (k, v)
-        q, k, v = (self._heads(_linear(proj, y)) for proj, y in
-                   ((self.q_proj, x[:, -1:] if last_only else x), (self.k_proj, x), (self.v_proj, x)))
+        q = self._heads(_linear(self.q_proj, x[:, -1:] if last_only else x))
+        k, v = (self._heads(_linear(proj, x)) for proj in (self.k_proj, self.v_proj))
         if cache is not None:
             k = paddle.concat([cache[0], k], axis=2)  # (B, nh, T + L, hd)
             v = paddle.concat([cache[1], v], axis=2)
