@@ -22,6 +22,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from . import masks
+from .cpu_kernels import LayerNorm, dropout
 from .config import REGION_LOCATION_SIZE, UNIMOConfig
 
 KVCache = List[Tuple[paddle.Tensor, paddle.Tensor]]  # per layer (k, v), each (B, nh, T, hd)
@@ -108,11 +109,14 @@ def cached_real_tokens(cache: Optional[KVCache], attention_mask):
 
 
 class Dropout(nn.Dropout):
-    """``nn.Dropout`` that is the identity outside training without running a kernel (paddle's runs one either
-    way: 0.3 ms a call on CPU, 4% of a greedy decoding's time)."""
+    """``nn.Dropout`` that is the identity outside training and at p = 0 without running a kernel (paddle's runs
+    one either way: 0.3 ms a call on CPU, 4% of a greedy decoding's time); in training on CPU the kernel of
+    ``cpu_kernels.dropout``."""
 
     def forward(self, x):
-        return super().forward(x) if self.training else x
+        if not self.training or self.p == 0:
+            return x
+        return dropout(x, self.p) if self.axis is None and self.mode == "upscale_in_train" else super().forward(x)
 
 
 class UNIMOEmbeddings(nn.Layer):
@@ -146,7 +150,7 @@ class RegionEmbeddings(nn.Layer):
         super().__init__()
         self.image_emb = nn.Linear(config.image_embedding_size, config.hidden_size)
         self.image_loc = nn.Linear(REGION_LOCATION_SIZE, config.hidden_size)
-        self.layer_norm = nn.LayerNorm(config.hidden_size)
+        self.layer_norm = LayerNorm(config.hidden_size)
 
     def forward(self, region_feats, region_locs):  # (B, R, D), (B, R, 5) -> (B, R, H)
         return self.layer_norm(self.image_emb(region_feats) + self.image_loc(region_locs))
@@ -273,7 +277,7 @@ class EncoderLayer(nn.Layer):
         self.self_attn = SelfAttention(config)
         self.linear1 = nn.Linear(h, config.intermediate_size)
         self.linear2 = nn.Linear(config.intermediate_size, h)
-        self.norm1, self.norm2 = nn.LayerNorm(h), nn.LayerNorm(h)
+        self.norm1, self.norm2 = LayerNorm(h), LayerNorm(h)
         self.dropout1 = Dropout(config.hidden_dropout_prob)
         self.dropout2 = Dropout(config.hidden_dropout_prob)
         self.activation = getattr(F, config.hidden_act)
@@ -388,7 +392,7 @@ class UNIMOModel(UNIMOPretrainedModel):
     def __init__(self, config: UNIMOConfig):
         super().__init__(config)
         self.embeddings = UNIMOEmbeddings(config)
-        self.encoder_norm = nn.LayerNorm(config.hidden_size)
+        self.encoder_norm = LayerNorm(config.hidden_size)
         self.dropout = Dropout(config.hidden_dropout_prob)
         if config.has_regions:
             self.region_embeddings = RegionEmbeddings(config)
@@ -467,7 +471,7 @@ class UNIMOLMHead(nn.Layer):
         super().__init__()
         self.transform = nn.Linear(config.hidden_size, config.hidden_size)
         self.activation = getattr(F, config.hidden_act)
-        self.layer_norm = nn.LayerNorm(config.hidden_size)
+        self.layer_norm = LayerNorm(config.hidden_size)
         self.decoder_weight = embedding_weight
         self.decoder_bias = self.create_parameter([config.vocab_size], is_bias=True)
 
@@ -594,7 +598,7 @@ class UNIMOForVQA(UNIMOPairModel):
         if config.num_labels < 1:
             raise ValueError("UNIMOForVQA needs config.num_labels >= 1 (the answer vocabulary's size)")
         h = config.hidden_size
-        self.vqa_output = nn.Sequential(nn.Linear(h, 2 * h), nn.GELU(), nn.LayerNorm(2 * h),
+        self.vqa_output = nn.Sequential(nn.Linear(h, 2 * h), nn.GELU(), LayerNorm(2 * h),
                                         nn.Linear(2 * h, config.num_labels))
         self.init_weights(self.vqa_output)
 

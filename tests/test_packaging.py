@@ -116,14 +116,15 @@ def test_pip_install_gives_the_packages_anywhere(tmp_path, editable):
     code = ("import importlib.resources as r, paddle_unimo, tasks.run, tools.export_model; "
             "print(paddle_unimo.__file__); print(tasks.run.__file__); "
             "print(r.files('tasks').joinpath('configs', 'dureader_qg_tiny.yaml').is_file(), "
-            "r.files('tasks').joinpath('demo_data', 'dureader_qg', 'train.json').is_file())")
+            "r.files('tasks').joinpath('demo_data', 'dureader_qg', 'train.json').is_file(), "
+            "r.files('paddle_unimo').joinpath('csrc', 'cpu_kernels.cc').is_file())")
     out = python(["-c", code], cwd=elsewhere, exe=exe)
     assert out.returncode == 0, out.stderr
     package, tasks_run, data = out.stdout.splitlines()
     expected = ROOT if editable else site  # editable: this checkout; regular: a copy in the venv
     assert Path(package) == expected / "paddle_unimo" / "__init__.py"
     assert Path(tasks_run) == expected / "tasks" / "run.py"
-    assert data == "True True"  # the configs and demo data that tasks/ reads at run time
+    assert data == "True True True"  # the configs and demo data tasks/ reads, the kernels' source
     script = exe.parent / "unimo-convert-regions"
     out = subprocess.run([str(script), "--help"], cwd=elsewhere, env=clean_env(), capture_output=True, text=True,
                          timeout=120)

@@ -1,0 +1,136 @@
+"""CPU training kernels: dropout and LayerNorm as C++ operators (``csrc/cpu_kernels.cc``), compiled on first use
+by paddle's custom-operator mechanism (``paddle.utils.cpp_extension``) and cached for the machine.
+
+Why: on CPU, paddle 3.3.1's dropout draws one mt19937 number per element on one thread and keeps a mask for the
+backward, and its LayerNorm backward is single-threaded. In a unimo-text-1.0 training step (8 x 128 tokens) the
+two took 0.85 s of a 6.7 s step under paddle's profiler; these kernels take a fraction of that
+(``make benchmark`` compares the step both ways).
+
+Dropout (``dropout``, paddle's "upscale_in_train": kept elements are divided by 1 - p): element i is kept when
+word i % 4 of Philox4x32-10 (Salmon et al., SC 2011) at counter i / 4, under a 64-bit key drawn from paddle's
+generator at every call, read as a uniform u = (word >> 8) / 2^24, has u >= p. So ``paddle.seed`` fixes the
+masks (the trainer reseeds before every forward, so a resumed run continues exactly) and recompute
+(``set_recompute``, which restores paddle's generator) redraws the same keys; the backward applies the forward's
+keep bits (one bit an element; paddle keeps a byte). The masks are not paddle's ``F.dropout``'s (another
+generator); the rate is the same.
+
+LayerNorm (``LayerNorm``, ``nn.LayerNorm``'s parameters and epsilon): over the last axis, each row's sums in 8
+float lanes added in double; its results and gradients equal float64's and paddle's to float rounding (tested).
+
+They run where a gradient is recorded on float32 CPU tensors in eager mode (dropout: wherever a layer is in
+training mode); inference keeps paddle's kernels, so decoding and export are untouched. Without a C++ compiler,
+or with ``PADDLE_UNIMO_CPU_KERNELS=0``, paddle's own dropout and layer_norm run (one warning says so);
+``PADDLE_UNIMO_REQUIRE_CPU_KERNELS=1`` (CI) makes a failed build an error. The build takes ~25 s once; it is kept
+under ``PADDLE_UNIMO_KERNEL_CACHE`` (default ``~/.cache/paddle_unimo/kernels``) per source, compiler flags,
+paddle and Python version, behind a file lock (concurrent processes build once).
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import sys
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.cc"
+NAME = "unimo_cpu_kernels"
+FLAGS = ["-O3"]
+log = logging.getLogger(__name__)
+_loaded = {}  # "ops": the compiled module, or None where it could not be built
+
+
+def cache_folder() -> Path:
+    """Where this source, flags, paddle and Python build to."""
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(FLAGS).encode(), paddle.__version__.encode(),
+                                     sys.version.encode()])).hexdigest()[:16]
+    root = os.environ.get("PADDLE_UNIMO_KERNEL_CACHE") or \
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "paddle_unimo" / "kernels"
+    return Path(root) / key
+
+
+def kernels():
+    """The compiled operators, or None where they are turned off or could not be built (one warning)."""
+    if "ops" not in _loaded:
+        _loaded["ops"] = _load()
+    return _loaded["ops"]
+
+
+@contextmanager
+def paddle_ops():
+    """Within it, training runs paddle's own dropout and layer_norm (comparisons: tests, ``make benchmark``)."""
+    built = kernels()
+    _loaded["ops"] = None
+    try:
+        yield
+    finally:
+        _loaded["ops"] = built
+
+
+def _load():
+    if os.environ.get("PADDLE_UNIMO_CPU_KERNELS") == "0":
+        log.info("PADDLE_UNIMO_CPU_KERNELS=0: training uses paddle's CPU dropout and layer_norm")
+        return None
+    folder = cache_folder()
+    try:
+        return _build_or_import(folder)
+    except Exception as e:  # a missing compiler, a failed build: training still runs, on paddle's kernels
+        message = (f"could not build the CPU training kernels in {folder} ({type(e).__name__}: {e}); training uses "
+                   "paddle's CPU dropout and layer_norm, about 10% slower, with other dropout masks. A C++ compiler "
+                   "(g++) is needed; PADDLE_UNIMO_CPU_KERNELS=0 silences this")
+        if os.environ.get("PADDLE_UNIMO_REQUIRE_CPU_KERNELS") == "1":
+            raise RuntimeError(message + " (PADDLE_UNIMO_REQUIRE_CPU_KERNELS=1)") from e
+        log.warning(message)
+        return None
+
+
+def _build_or_import(folder: Path):
+    from paddle.utils.cpp_extension import load
+    from paddle.utils.cpp_extension.extension_utils import _import_module_from_library
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process builds; the others wait and import its build
+        if (folder / "built").exists():  # importing the built library directly skips paddle's ~2 s rebuild check
+            return _import_module_from_library(NAME, str(folder / NAME))
+        log.warning("building the CPU training kernels in %s (once for this machine and paddle, ~25 s)", folder)
+        with redirect_stdout(sys.stderr):
+            ops = load(NAME, [str(SOURCE)], extra_cxx_cflags=FLAGS, build_directory=str(folder))
+        (folder / "built").write_text(str(SOURCE) + "\n")
+        return ops
+
+
+def _ops_for(x):
+    """The kernels when ``x`` is an eager float32 CPU tensor and they could be built, else None."""
+    if paddle.in_dynamic_mode() and x.place.is_cpu_place() and x.dtype == paddle.float32:
+        return kernels()
+    return None
+
+
+def dropout(x, p: float):
+    """Training-mode dropout of ``x`` (paddle's "upscale_in_train"): by the kernel where it runs, else by
+    paddle's ``F.dropout``."""
+    ops = _ops_for(x)
+    if ops is None or not 0.0 <= p <= 1.0:  # paddle's own error for a bad p
+        return F.dropout(x, p, training=True)
+    high, low = paddle.randint(0, 2 ** 31 - 1, [2]).tolist()  # the key, from paddle's generator
+    return ops.unimo_dropout(x if x.is_contiguous() else x.contiguous(), float(p), (high << 31) | low)[0]
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` (the same parameters, names and epsilon) whose forward runs the kernel where a gradient is
+    recorded on float32 CPU tensors, paddle's ``layer_norm`` elsewhere."""
+
+    def forward(self, x):
+        if (paddle.is_grad_enabled() and self.weight is not None and self.bias is not None
+                and len(self._normalized_shape) == 1
+                and not (x.stop_gradient and self.weight.stop_gradient and self.bias.stop_gradient)):
+            ops = _ops_for(x)
+            if ops is not None:
+                return ops.unimo_layer_norm(x if x.is_contiguous() else x.contiguous(), self.weight, self.bias,
+                                            float(self._epsilon))[0]
+        return super().forward(x)

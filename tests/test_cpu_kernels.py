@@ -1,0 +1,196 @@
+"""The CPU training kernels (``paddle_unimo.cpu_kernels``): dropout against a numpy Philox4x32-10 checked on the
+published known answers, LayerNorm against float64, the model training through them, and the fallback to paddle's
+own ops when they cannot be built. Without a C++ compiler the kernel tests skip, unless
+PADDLE_UNIMO_REQUIRE_CPU_KERNELS=1 (CI), where the build failing fails them."""
+import contextlib
+import logging
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from paddle_unimo import cpu_kernels, get_preset, masks
+from paddle_unimo.modeling import UNIMOLMHeadModel
+
+M32 = np.uint64(0xFFFFFFFF)
+
+
+@pytest.fixture(scope="module")
+def ops():
+    built = cpu_kernels.kernels()  # raises under PADDLE_UNIMO_REQUIRE_CPU_KERNELS=1 when the build fails
+    if built is None:
+        pytest.skip("the CPU training kernels could not be built here (no C++ compiler?)")
+    return built
+
+
+def philox(counter, key):
+    """Philox4x32-10 (Salmon et al., SC 2011) of counters (4 uint32 arrays) under a key (2 uint32), in numpy."""
+    c0, c1, c2, c3 = (np.asarray(c, np.uint64) for c in counter)
+    k0, k1 = np.uint64(key[0]), np.uint64(key[1])
+    for round_ in range(10):
+        if round_:
+            k0, k1 = (k0 + np.uint64(0x9E3779B9)) & M32, (k1 + np.uint64(0xBB67AE85)) & M32
+        p0, p1 = np.uint64(0xD2511F53) * c0, np.uint64(0xCD9E8D57) * c2
+        c0, c1, c2, c3 = (p1 >> np.uint64(32)) ^ c1 ^ k0, p1 & M32, (p0 >> np.uint64(32)) ^ c3 ^ k1, p0 & M32
+    return c0, c1, c2, c3
+
+
+def reference_keep(n: int, p: float, seed: int) -> np.ndarray:
+    """The documented rule: element i is kept when u = (word i % 4 of counter i // 4 >> 8) / 2^24 >= p."""
+    blocks = np.arange((n + 3) // 4, dtype=np.uint64)
+    words = np.stack(philox((blocks & M32, blocks >> np.uint64(32), 0 * blocks, 0 * blocks),
+                            (seed & 0xFFFFFFFF, seed >> 32)), axis=1).reshape(-1)[:n]
+    return (words >> np.uint64(8)).astype(np.float64) / 2 ** 24 >= np.float32(p)
+
+
+def test_the_numpy_philox_gives_the_published_known_answers():
+    """Random123's kat_vectors for philox4x32 10: counter, key -> output."""
+    known = [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+             ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+             ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+              (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]
+    for counter, key, expected in known:
+        assert tuple(int(w[0]) for w in philox([[c] for c in counter], key)) == expected
+
+
+@pytest.mark.parametrize("n", [1, 31, 33, 1000, 4099])
+def test_dropout_keeps_the_documented_elements_and_its_gradient_uses_the_same_mask(ops, n):
+    rng = np.random.default_rng(n)
+    for p, seed in ((0.1, 12345), (0.5, 2 ** 40 + 7), (0.9, 2 ** 62 - 1), (1.0, 3), (0.0, 9)):
+        keep = reference_keep(n, p, seed)
+        scale = np.float32(1) / (np.float32(1) - np.float32(p)) if p < 1 else np.float32(0)
+        x = paddle.to_tensor(rng.standard_normal(n).astype("float32"), stop_gradient=False)
+        out, _ = ops.unimo_dropout(x, p, seed)
+        np.testing.assert_array_equal(out.numpy(), np.where(keep, x.numpy() * scale, 0.0))
+        upstream = rng.standard_normal(n).astype("float32")
+        out.backward(paddle.to_tensor(upstream))
+        np.testing.assert_array_equal(x.grad.numpy(), np.where(keep, upstream * scale, 0.0))
+        if n >= 1000 and 0 < p < 1:
+            assert abs(1 - keep.mean() - p) < 5 * np.sqrt(p * (1 - p) / n)
+
+
+def test_dropout_draws_its_key_from_paddles_generator(ops):
+    """``paddle.seed`` fixes the masks; consecutive calls use other keys; over many calls the rate is p and the
+    masks of two calls are independent (their agreement is that of independent draws)."""
+    x = paddle.ones([64, 512])
+    paddle.seed(7)
+    first = [cpu_kernels.dropout(x, 0.1).numpy() for _ in range(20)]
+    paddle.seed(7)
+    again = [cpu_kernels.dropout(x, 0.1).numpy() for _ in range(20)]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    kept = np.stack(first) != 0
+    n = kept.size
+    assert abs(kept.mean() - 0.9) < 5 * np.sqrt(0.09 / n)
+    assert set(np.unique(np.stack(first)).tolist()) == {0.0, np.float32(1) / np.float32(0.9)}
+    both = (kept[:-1] & kept[1:]).mean()  # consecutive calls: P(kept in both) = 0.81 if independent
+    assert abs(both - 0.81) < 5 * np.sqrt(0.81 * 0.19 / kept[1:].size)
+    rows = kept.reshape(-1, 32)  # no pattern within a 32-element mask word
+    assert np.abs(rows.mean(axis=0) - 0.9).max() < 5 * np.sqrt(0.09 / rows.shape[0])
+
+
+def layer_norm_float64(x, weight, bias, upstream, epsilon):
+    """LayerNorm over the last axis and its gradients (x, weight, bias), in float64."""
+    x, weight, upstream = (np.asarray(a, np.float64) for a in (x, weight, upstream))
+    mean = x.mean(-1, keepdims=True)
+    rstd = 1 / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + epsilon)
+    xhat = (x - mean) * rstd
+    g = upstream * weight
+    dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+    rows = (-1, x.shape[-1])
+    return (xhat * weight + bias, dx, (upstream * xhat).reshape(rows).sum(0), upstream.reshape(rows).sum(0))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_layer_norm_and_its_gradients_equal_float64_and_paddles(ops, seed):
+    rng = np.random.default_rng(seed)
+    shape = [(2, 3, 768), (70, 37), (5, 8), (1, 1, 300)][seed]
+    x = rng.standard_normal(shape) * rng.uniform(0.01, 3) + rng.uniform(-50, 50)  # offset rows, small spread
+    weight, bias = rng.standard_normal(shape[-1]), rng.standard_normal(shape[-1])
+    upstream = rng.standard_normal(shape)
+    expected = layer_norm_float64(x, weight, bias, upstream, 1e-5)
+    tensors = [paddle.to_tensor(a.astype("float32"), stop_gradient=False) for a in (x, weight, bias)]
+    for run in (lambda t: ops.unimo_layer_norm(*t, 1e-5)[0], lambda t: F.layer_norm(t[0], shape[-1:], *t[1:], 1e-5)):
+        out = run(tensors)
+        out.backward(paddle.to_tensor(upstream.astype("float32")))
+        got = [out.numpy()] + [t.grad.numpy() for t in tensors]
+        for name, value, reference in zip(("y", "dx", "dweight", "dbias"), got, expected):
+            scale = np.abs(reference).max()
+            np.testing.assert_allclose(value, reference, atol=2e-5 * scale, rtol=0, err_msg=name)
+        for t in tensors:
+            t.clear_gradient()
+
+
+def tiny_batch():
+    batch = masks.seq2seq_inputs([[3, 10, 11, 1], [3, 12, 1]], [[3, 20, 21, 4], [3, 22, 4]], 2, 0)
+    labels = np.where(batch["token_type_ids"] == 1, np.roll(batch["input_ids"], -1, axis=1), -100)
+    return {k: paddle.to_tensor(v) for k, v in batch.items() if k != "valid"}, paddle.to_tensor(labels)
+
+
+def loss_and_grads(model):
+    batch, labels = tiny_batch()
+    loss, _ = model(**batch, labels=labels)
+    loss.backward()
+    grads = {n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
+    model.clear_gradients()
+    return float(loss), grads
+
+
+def test_the_model_trains_through_the_kernels_as_through_paddles_ops(ops, monkeypatch):
+    """Without dropout, a training forward and backward through the kernels (every LayerNorm) equals paddle's
+    own layer_norm's; with dropout, every dropout runs the kernel, and inference runs none."""
+    calls = []
+    for name in ("unimo_layer_norm", "unimo_dropout"):
+        monkeypatch.setattr(ops, name, lambda *a, _f=getattr(ops, name), _n=name: calls.append(_n) or _f(*a))
+    runs = []
+    for context in (contextlib.nullcontext, cpu_kernels.paddle_ops):
+        with context():
+            paddle.seed(2)
+            model = UNIMOLMHeadModel(get_preset("tiny", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+            model.train()
+            runs.append(loss_and_grads(model))
+    layers = get_preset("tiny").num_hidden_layers
+    assert calls.count("unimo_layer_norm") == 2 * layers + 2 and "unimo_dropout" not in calls  # + embeddings, head
+    (loss_a, grads_a), (loss_b, grads_b) = runs
+    assert loss_a == pytest.approx(loss_b, rel=1e-6) and set(grads_a) == set(grads_b) and len(grads_a) > 20
+    for name, grad in grads_b.items():
+        np.testing.assert_allclose(grads_a[name], grad, atol=2e-6 * max(1.0, np.abs(grad).max()), err_msg=name)
+
+    calls.clear()
+    paddle.seed(2)
+    model = UNIMOLMHeadModel(get_preset("tiny"))
+    model.train()
+    paddle.seed(11)
+    first = loss_and_grads(model)
+    assert calls.count("unimo_dropout") == 1 + 3 * layers  # embeddings; attention, two residuals per layer
+    paddle.seed(11)
+    assert loss_and_grads(model)[0] == first[0]  # the same seed, the same masks
+    model.eval()
+    calls.clear()
+    with paddle.no_grad():
+        model(**tiny_batch()[0])
+    assert calls == []
+
+
+def test_without_kernels_training_uses_paddles_ops_and_says_why(monkeypatch, caplog, tmp_path):
+    def fail(folder):
+        raise OSError("g++: not found")
+    monkeypatch.setattr(cpu_kernels, "_build_or_import", fail)
+    monkeypatch.setenv("PADDLE_UNIMO_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.delenv("PADDLE_UNIMO_REQUIRE_CPU_KERNELS", raising=False)
+    with caplog.at_level(logging.WARNING, logger="paddle_unimo.cpu_kernels"):
+        assert cpu_kernels._load() is None
+    assert "g++: not found" in caplog.text and str(tmp_path) in caplog.text
+    monkeypatch.setenv("PADDLE_UNIMO_REQUIRE_CPU_KERNELS", "1")
+    with pytest.raises(RuntimeError, match="g\\+\\+: not found"):
+        cpu_kernels._load()
+    monkeypatch.setenv("PADDLE_UNIMO_CPU_KERNELS", "0")
+    assert cpu_kernels._load() is None  # turned off: nothing is built
+
+    paddle.seed(4)
+    x = paddle.ones([4000])
+    with cpu_kernels.paddle_ops():
+        dropped = cpu_kernels.dropout(x, 0.25).numpy()
+    paddle.seed(4)
+    np.testing.assert_array_equal(dropped, F.dropout(x, 0.25, training=True).numpy())  # paddle's own
