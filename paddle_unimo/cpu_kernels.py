@@ -118,7 +118,7 @@ def dropout(x, p: float):
     if ops is None or not 0.0 <= p <= 1.0:  # paddle's own error for a bad p
         return F.dropout(x, p, training=True)
     high, low = paddle.randint(0, 2 ** 31 - 1, [2]).tolist()  # the key, from paddle's generator
-    return ops.unimo_dropout(x if x.is_contiguous() else x.contiguous(), float(p), (high << 31) | low)[0]
+    return ops.unimo_dropout(x.contiguous(), float(p), (high << 31) | low)[0]  # contiguous(): x if it is
 
 
 class LayerNorm(nn.LayerNorm):
@@ -131,6 +131,5 @@ class LayerNorm(nn.LayerNorm):
                 and not (x.stop_gradient and self.weight.stop_gradient and self.bias.stop_gradient)):
             ops = _ops_for(x)
             if ops is not None:
-                return ops.unimo_layer_norm(x if x.is_contiguous() else x.contiguous(), self.weight, self.bias,
-                                            float(self._epsilon))[0]
+                return ops.unimo_layer_norm(x.contiguous(), self.weight, self.bias, float(self._epsilon))[0]
         return super().forward(x)
