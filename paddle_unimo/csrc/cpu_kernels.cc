@@ -134,11 +134,11 @@ TARGETS void LayerNormGradRows(const float* x, const float* w, const float* mean
   }
 }
 
-}  // namespace
-
 int64_t MaskWords(int64_t n) { return (n + 31) / 32; }
 
 float KeptScale(float p) { return p < 1.0f ? 1.0f / (1.0f - p) : 0.0f; }  // p = 1 drops everything
+
+}  // namespace
 
 // Returns the output and the keep bits (int32 words, see DropoutMask), which the backward applies again.
 std::vector<paddle::Tensor> DropoutForward(const paddle::Tensor& x, float p, int64_t seed) {
