@@ -18,7 +18,7 @@ _LAZY = {
     "UNIMOForConditionalGeneration": "modeling",
     "GptBpeTokenizer": "tokenization", "WordPieceTokenizer": "tokenization", "load_tokenizer": "tokenization",
 }
-__all__ = ["cpu_count", "cpu_defaults", *_LAZY]
+__all__ = ["cpu_count", "cpu_defaults", "cpu_flags", "mkl_cpu_type", *_LAZY]
 
 
 def cpu_count() -> int:
@@ -28,14 +28,37 @@ def cpu_count() -> int:
     return os.cpu_count() or 1
 
 
+# The instruction-set flags of MKL's AVX-512 (Skylake server) kernels.
+_AVX512 = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset:
+    """The first processor's instruction-set flags from ``cpuinfo``; empty where there is no such file."""
+    try:
+        with open(cpuinfo) as lines:
+            for line in lines:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def mkl_cpu_type(flags: frozenset) -> str:
+    """The ``MKL_DEBUG_CPU_TYPE`` for a CPU with these flags: "7" (MKL's AVX-512 kernels) where it has AVX-512
+    F/CD/BW/DQ/VL, else "5" (AVX2). Paddle's MKL (2019) runs its generic kernels on AMD CPUs unless told; on
+    Intel CPUs these are the kernels it picks itself."""
+    return "7" if _AVX512 <= flags else "5"
+
+
 def cpu_defaults() -> Dict[str, str]:
-    """Sets ``MKL_DEBUG_CPU_TYPE=5`` and ``OMP_NUM_THREADS=<cores>`` unless the user set them; returns what it
-    set. Under ``paddle.distributed.launch`` the cores are shared among the node's processes
-    (``PADDLE_LOCAL_SIZE``). They only act when set before paddle is imported: a call after that logs a warning
-    and sets nothing."""
+    """Sets ``MKL_DEBUG_CPU_TYPE`` (``mkl_cpu_type``: 7 with AVX-512, else 5) and ``OMP_NUM_THREADS=<cores>``
+    unless the user set them; returns what it set. Under ``paddle.distributed.launch`` the cores are shared
+    among the node's processes (``PADDLE_LOCAL_SIZE``). They only act when set before paddle is imported: a call
+    after that logs a warning and sets nothing."""
     local = os.environ.get("PADDLE_LOCAL_SIZE", "1")
     threads = max(1, cpu_count() // max(1, int(local) if local.isdigit() else 1))
-    wanted = {"MKL_DEBUG_CPU_TYPE": "5", "OMP_NUM_THREADS": str(threads)}
+    wanted = {"MKL_DEBUG_CPU_TYPE": mkl_cpu_type(cpu_flags()), "OMP_NUM_THREADS": str(threads)}
     missing = {k: v for k, v in wanted.items() if k not in os.environ}
     if not missing:
         return {}

@@ -141,4 +141,24 @@ def test_task_entry_points_set_the_cpu_variables_before_paddle(module):
     out = python(["-c", code], cwd=ROOT)
     assert out.returncode == 0, out.stderr
     import paddle_unimo
-    assert out.stdout.split()[-2:] == ["5", str(paddle_unimo.cpu_count())]
+    assert out.stdout.split()[-2:] == [paddle_unimo.mkl_cpu_type(paddle_unimo.cpu_flags()),
+                                       str(paddle_unimo.cpu_count())]
+
+
+AVX2 = "fpu sse sse2 avx avx2 fma"
+AVX512 = AVX2 + " avx512f avx512dq avx512cd avx512bw avx512vl avx512_bf16"
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (AVX512, "7"), (AVX2, "5"), (AVX512.replace(" avx512vl", ""), "5"), (None, "5")])
+def test_mkl_cpu_type_follows_the_cpu_flags(tmp_path, flags, expected):
+    """MKL's AVX-512 kernels (7) only where the CPU has every AVX-512 subset they use, read from the first
+    processor's flags line; AVX2 (5) otherwise and where there is no cpuinfo file."""
+    import paddle_unimo
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        block = f"processor\t: {{}}\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n\n"
+        cpuinfo.write_text(block.format(0) + block.format(1).replace(" avx512", " x"), encoding="utf-8")
+    found = paddle_unimo.cpu_flags(str(cpuinfo))
+    assert found == (frozenset(flags.split()) if flags else frozenset())
+    assert paddle_unimo.mkl_cpu_type(found) == expected

@@ -76,7 +76,13 @@ def test_logits_equal_with_paddlenlp_float_mask(models, tokenizer, subset):
     expected = ref(**batch).numpy()
     got = ours(**batch).numpy()
     assert np.abs(expected).max() > 0.1  # the comparison is not between two near-zero tensors
-    np.testing.assert_allclose(got, expected, atol=TOL, rtol=0)
+    # A left pad's query may attend to nothing: both models then average the pads' values through a softmax of
+    # scores - 1e4 in float32, which keeps the scores to ~1e-3 (the float32 spacing at 1e4), so those rows
+    # (read by nothing) agree to rounding only; MKL's AVX-512 kernels moved them by 1.3e-4 on "tiny".
+    blind = (batch["attention_mask"].numpy()[:, 0] < -1).all(-1)
+    np.testing.assert_array_equal(blind, batch["input_ids"].numpy() == SPECIAL["pad_token_id"])  # pads only
+    np.testing.assert_allclose(got[~blind], expected[~blind], atol=TOL, rtol=0)
+    np.testing.assert_allclose(got[blind], expected[blind], atol=1e-3, rtol=0)
 
 
 def test_logits_equal_with_our_mask_rule(models, tokenizer):

@@ -367,7 +367,9 @@ def main(argv=None) -> int:
     if args.rss:
         return rss_child(args.rss, args.layers)
     gflops = matmul_gflops()
-    ROWS.append(("fp32 matmul 2048^3", f"{gflops:.1f} GFLOP/s", "-", "-", "this process, after cpu_defaults()"))
+    ROWS.append(("fp32 matmul 2048^3", f"{gflops:.1f} GFLOP/s", "-", "-",
+                 f"this process, MKL_DEBUG_CPU_TYPE={os.environ.get('MKL_DEBUG_CPU_TYPE', '')} "
+                 f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}"))
     ref, ours = build_models(args.layers)
     inputs = make_inputs(args.batch, args.src_len)
     stepper = copy_step_weights(ours)
