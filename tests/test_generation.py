@@ -257,12 +257,15 @@ def caption_batch(seed, batch=3, regions=4):
                 region_valid=paddle.to_tensor(valid))
 
 
+@pytest.mark.parametrize("order", [None, (1, 10 ** 6)], ids=["x-first", "weight-first"])
 @pytest.mark.parametrize("seed", range(4))
-def test_transposed_step_weights_decode_as_the_model(seed):
+def test_transposed_step_weights_decode_as_the_model(seed, order, monkeypatch):
     """ModelStepper(transpose_weights=True), what ``make predict`` decodes with on CPU: the same ids and scores
-    as the model's own weights, for every strategy, with and without regions -- and the copies are what it reads
-    (zeroing them changes the output)."""
+    as the model's own weights, for every strategy, with and without regions, multiplying either way
+    (``modeling.WEIGHT_FIRST_ROWS``) -- and the copies are what it reads (zeroing them changes the output)."""
+    from paddle_unimo import modeling
     from paddle_unimo.generation import ModelStepper, batch_stepper
+    monkeypatch.setattr(modeling, "WEIGHT_FIRST_ROWS", order)
     model = make_model(seed, eos_bias=float(seed % 3))
     stepper = batch_stepper(model)
     assert stepper.weights is not None and len(stepper.weights) == model.config.num_hidden_layers
@@ -281,6 +284,21 @@ def test_transposed_step_weights_decode_as_the_model(seed):
     want, want_scores = generate(model, **batch, max_length=9)
     got, scores = generate(model, **batch, stepper=zeroed, max_length=9)
     assert not np.allclose(scores.numpy(), want_scores.numpy(), atol=1e-3)
+
+
+@pytest.mark.parametrize("order", [None, (1, 10 ** 6), (8, 48)], ids=["x-first", "weight-first", "8-48"])
+def test_step_matmul_equals_float64_in_either_order(order, monkeypatch):
+    """``_times_transposed`` (x @ Wᵀ for a step's rows and an (out, in) weight copy) equals the float64 product at
+    row counts on both sides of the window, with the input's leading shape kept."""
+    from paddle_unimo import modeling
+    monkeypatch.setattr(modeling, "WEIGHT_FIRST_ROWS", order)
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((24, 40)).astype("float32")
+    for rows in (1, 7, 8, 24, 48, 49):
+        x = rng.standard_normal((rows, 1, 40)).astype("float32")
+        got = modeling._times_transposed(paddle.to_tensor(x), paddle.to_tensor(weight)).numpy()
+        assert got.shape == (rows, 1, 24)
+        np.testing.assert_allclose(got, x.astype("float64") @ weight.T.astype("float64"), atol=2e-5, rtol=0)
 
 
 def test_transposed_step_weights_refuse_changed_weights():
