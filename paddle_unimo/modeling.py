@@ -22,7 +22,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from . import cpu_flags, masks
+from . import cpu_flags, masks, mkl_cpu_type
 from .cpu_kernels import LayerNorm, dropout
 from .config import REGION_LOCATION_SIZE, UNIMOConfig
 
@@ -253,15 +253,16 @@ class _LinearFunction(paddle.autograd.PyLayer):
 # where ``cpu_defaults`` has MKL run its AVX-512 kernels, (W @ xᵀ)ᵀ is 20-30% faster than x @ Wᵀ from 8 to 48 rows
 # (24 rows by the 12 layers' weights: 22.6 against 28.6 ms) and slower at 4 rows (16.8 against 15.7 ms) and from 64
 # (54.0 against 49.3 ms); MKL's AVX2 kernels took the same time either way (a beam-6 decoding x0.995). None: never.
-WEIGHT_FIRST_ROWS = (8, 48) if "avx512f" in cpu_flags() else None
+WEIGHT_FIRST_ROWS = (8, 48) if mkl_cpu_type(cpu_flags()) == "7" else None
 
 
 def _times_transposed(x, weight_t):
     """``x @ weight_tᵀ`` for ``x`` (..., in) and ``weight_t`` (out, in), weight first at ``WEIGHT_FIRST_ROWS``."""
-    rows = math.prod(x.shape[:-1]) if WEIGHT_FIRST_ROWS and paddle.in_dynamic_mode() else 0
-    if WEIGHT_FIRST_ROWS and WEIGHT_FIRST_ROWS[0] <= rows <= WEIGHT_FIRST_ROWS[1]:
-        out = paddle.matmul(weight_t, x.reshape([rows, x.shape[-1]]), transpose_y=True).t().contiguous()
-        return out.reshape([*x.shape[:-1], weight_t.shape[0]])
+    *lead, width = x.shape
+    window = WEIGHT_FIRST_ROWS if paddle.in_dynamic_mode() else None  # static shapes may hold -1
+    if window and window[0] <= math.prod(lead) <= window[1]:
+        out = paddle.matmul(weight_t, x.reshape([-1, width]), transpose_y=True).t().contiguous()
+        return out.reshape([*lead, weight_t.shape[0]])
     return paddle.matmul(x, weight_t, transpose_y=True)
 
 
