@@ -23,7 +23,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from . import cpu_flags, masks, mkl_cpu_type
-from .cpu_kernels import LayerNorm, dropout
+from .cpu_kernels import LayerNorm, dropout, runs_on, softmax_dropout
 from .config import REGION_LOCATION_SIZE, UNIMOConfig
 
 KVCache = List[Tuple[paddle.Tensor, paddle.Tensor]]  # per layer (k, v), each (B, nh, T, hd)
@@ -182,10 +182,13 @@ class SelfAttention(nn.Layer):
         if cache is not None:
             k = paddle.concat([cache[0], k], axis=2)  # (B, nh, T + L, hd)
             v = paddle.concat([cache[1], v], axis=2)
-        scores = paddle.matmul(q * self.head_dim ** -0.5, k, transpose_y=True)  # (B, nh, L, T + L)
-        if bias is not None:
-            scores = scores + (bias[:, :, -1:] if last_only else bias)
-        weights = self.dropout(F.softmax(scores, axis=-1))
+        bias = bias[:, :, -1:] if last_only and bias is not None else bias
+        if self.training and runs_on(q):  # scale, bias, softmax and dropout in one pass (cpu_kernels)
+            weights = softmax_dropout(paddle.matmul(q, k, transpose_y=True), bias, self.head_dim ** -0.5,
+                                      self.dropout.p)
+        else:
+            scores = paddle.matmul(q * self.head_dim ** -0.5, k, transpose_y=True)  # (B, nh, L, T + L)
+            weights = self.dropout(F.softmax(scores if bias is None else scores + bias, axis=-1))
         out = _swap_heads(paddle.matmul(weights, v))  # (B, L, nh, hd)
         return _linear(self.out_proj, out.reshape([0, 0, self.num_heads * self.head_dim])), (k, v)
 

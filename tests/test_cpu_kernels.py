@@ -3,6 +3,7 @@ published known answers, LayerNorm against float64, the model training through t
 own ops when they cannot be built. Without a C++ compiler the kernel tests skip, unless
 PADDLE_UNIMO_REQUIRE_CPU_KERNELS=1 (CI), where the build failing fails them."""
 import contextlib
+import ctypes
 import logging
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_the_numpy_philox_gives_the_published_known_answers():
         assert tuple(int(w[0]) for w in philox([[c] for c in counter], key)) == expected
 
 
-@pytest.mark.parametrize("n", [1, 31, 33, 1000, 4099])
+@pytest.mark.parametrize("n", [1, 31, 33, 1000, 4099, 200_003])  # the last on threads
 def test_dropout_keeps_the_documented_elements_and_its_gradient_uses_the_same_mask(ops, n):
     rng = np.random.default_rng(n)
     for p, seed in ((0.1, 12345), (0.5, 2 ** 40 + 7), (0.9, 2 ** 62 - 1), (1.0, 3), (0.0, 9)):
@@ -103,10 +104,10 @@ def layer_norm_float64(x, weight, bias, upstream, epsilon):
     return (xhat * weight + bias, dx, (upstream * xhat).reshape(rows).sum(0), upstream.reshape(rows).sum(0))
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(5))
 def test_layer_norm_and_its_gradients_equal_float64_and_paddles(ops, seed):
     rng = np.random.default_rng(seed)
-    shape = [(2, 3, 768), (70, 37), (5, 8), (1, 1, 300)][seed]
+    shape = [(2, 3, 768), (70, 37), (5, 8), (1, 1, 300), (3, 100, 768)][seed]  # the last on threads
     x = rng.standard_normal(shape) * rng.uniform(0.01, 3) + rng.uniform(-50, 50)  # offset rows, small spread
     weight, bias = rng.standard_normal(shape[-1]), rng.standard_normal(shape[-1])
     upstream = rng.standard_normal(shape)
@@ -121,6 +122,106 @@ def test_layer_norm_and_its_gradients_equal_float64_and_paddles(ops, seed):
             np.testing.assert_allclose(value, reference, atol=2e-5 * scale, rtol=0, err_msg=name)
         for t in tensors:
             t.clear_gradient()
+
+
+def test_the_kernels_run_on_paddles_openmp_runtime_and_give_the_same_bits_on_any_thread_count(ops):
+    """Linked to paddle's libiomp5 (MKL's threads), never GCC's libgomp; dropout, LayerNorm and the attention
+    weights, forward and backward, at sizes that run threaded: the same bits on one thread as on two and three."""
+    if not cpu_kernels.LINK:
+        pytest.skip("paddle ships no libiomp5 here: the kernels are built without OpenMP and run on one thread")
+    library = next((cpu_kernels.cache_folder() / cpu_kernels.NAME).glob("*.so")).read_bytes()
+    assert b"libiomp5.so" in library and b"libgomp" not in library
+    omp = ctypes.CDLL(str(cpu_kernels.OPENMP))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 12, 33, 129)).astype("float32")  # 408,672 elements, not a multiple of 32
+    h, upstream_h = (rng.standard_normal((4, 100, 768)).astype("float32") for _ in range(2))
+    weight, bias = (rng.standard_normal(768).astype("float32") for _ in range(2))
+
+    def run():
+        t = paddle.to_tensor(x, stop_gradient=False)
+        out, _ = ops.unimo_dropout(t, 0.1, 2 ** 40 + 3)
+        out.backward(paddle.to_tensor(x[::-1].copy()))
+        tensors = [paddle.to_tensor(a, stop_gradient=False) for a in (h, weight, bias)]
+        y = ops.unimo_layer_norm(*tensors, 1e-5)[0]
+        y.backward(paddle.to_tensor(upstream_h))
+        scores = paddle.to_tensor(x, stop_gradient=False)
+        probs = ops.unimo_softmax_dropout(scores, paddle.to_tensor(x[:, :1]), 0.125, 0.1, 77)[0]
+        probs.backward(paddle.to_tensor(x[::-1].copy()))
+        return [out.numpy(), t.grad.numpy(), y.numpy(), probs.numpy(), scores.grad.numpy()] + \
+            [a.grad.numpy() for a in tensors]
+
+    before = omp.omp_get_max_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            omp.omp_set_num_threads(threads)
+            results.append(run())
+    finally:
+        omp.omp_set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def softmax_dropout_float64(scores, bias, scale, p, seed, upstream):
+    """The attention weights' documented rule and their gradient in float64: y = softmax(scores * scale + bias),
+    probs = y * keep / (1 - p), keep by ``reference_keep``; d scores = scale * y * (g' - sum(g' * y)), g' the
+    upstream gradient through the dropout."""
+    v = scores.astype(np.float64) * scale + (0 if bias is None else bias)
+    e = np.exp(v - v.max(-1, keepdims=True))
+    y = e / e.sum(-1, keepdims=True)
+    kept = reference_keep(scores.size, p, seed).reshape(scores.shape) / (1 - np.float64(p)) if p < 1 else 0 * y
+    through = upstream * kept
+    return y * kept, scale * y * (through - (through * y).sum(-1, keepdims=True))
+
+
+@pytest.mark.parametrize("shape, bias_shape, p", [
+    ((8, 12, 33, 129), (8, 1, 33, 129), 0.1),  # threaded; the bias broadcast over the heads; rows of 129
+    ((2, 3, 5, 7), (2, 3, 5, 7), 0.5), ((2, 3, 5, 40), (1, 1, 1, 40), 0.9), ((1, 2, 4, 32), (2, 1, 4, 32), 0.0),
+    ((3, 2, 1, 16), None, 1.0), ((2, 4, 6, 64), (2, 4, 1, 64), 0.2)])
+def test_softmax_dropout_equals_the_rule_in_float64_with_the_documented_masks(ops, shape, bias_shape, p):
+    rng = np.random.default_rng(len(shape) + shape[-1])
+    scores = (rng.standard_normal(shape) * 20).astype("float32")
+    bias = None if bias_shape is None else \
+        np.where(rng.random(bias_shape) < 0.3, -1e4, rng.standard_normal(bias_shape)).astype("float32")
+    if bias_shape == (2, 1, 4, 32):  # a batch of 1 against a bias of 2: not broadcastable
+        with pytest.raises(OSError, match=r"does not broadcast to the scores on axis 0 \(2 against 1\)"):
+            ops.unimo_softmax_dropout(paddle.to_tensor(scores), paddle.to_tensor(bias), 0.125, p, 5)
+        bias = bias[:1]
+    upstream = rng.standard_normal(shape).astype("float32")
+    seed = 2 ** 40 + shape[-1]
+    t = paddle.to_tensor(scores, stop_gradient=False)
+    bias_t = paddle.to_tensor(bias if bias is not None else np.zeros((1, 1, 1, shape[-1]), "float32"))
+    probs, y, _ = ops.unimo_softmax_dropout(t, bias_t, 0.125, p, seed)
+    probs.backward(paddle.to_tensor(upstream))
+    expected, expected_grad = softmax_dropout_float64(scores, bias, 0.125, p, seed, upstream.astype(np.float64))
+    np.testing.assert_array_equal(probs.numpy() == 0, expected == 0)  # the same elements dropped
+    np.testing.assert_allclose(y.numpy().sum(-1), 1, atol=1e-6)
+    np.testing.assert_allclose(probs.numpy(), expected, rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(t.grad.numpy(), expected_grad, rtol=0, atol=1e-6 * max(1, np.abs(expected_grad).max()))
+
+
+def test_softmax_dropout_draws_the_masks_dropout_draws_and_falls_back_to_paddles_ops(ops):
+    """Under the same generator state the fused attention weights drop what ``dropout`` of the softmax drops;
+    a float64 bias (not the kernel's) or no kernels: paddle's softmax and ``dropout``, the same values."""
+    rng = np.random.default_rng(3)
+    scores = paddle.to_tensor(rng.standard_normal((4, 2, 8, 24)).astype("float32"))
+    bias = paddle.to_tensor(np.where(rng.random((4, 1, 8, 24)) < 0.2, -1e4, 0).astype("float32"))
+    paddle.seed(21)
+    fused = cpu_kernels.softmax_dropout(scores, bias, 0.5, 0.3).numpy()
+    paddle.seed(21)
+    unfused = cpu_kernels.dropout(F.softmax(scores * 0.5 + bias, axis=-1), 0.3).numpy()
+    live = np.broadcast_to(bias.numpy() == 0, fused.shape)  # paddle's softmax gives masked keys e^-64, ours 0
+    np.testing.assert_array_equal((fused == 0)[live], (unfused == 0)[live])
+    np.testing.assert_allclose(fused, unfused, rtol=2e-6, atol=1e-7)
+    for context, bias_as in ((contextlib.nullcontext, "float64"), (cpu_kernels.paddle_ops, "float32")):
+        with context():
+            paddle.seed(21)
+            other = cpu_kernels.softmax_dropout(scores, bias.astype(bias_as), 0.5, 0.3).numpy()
+        paddle.seed(21)
+        np.testing.assert_array_equal(other, cpu_kernels.dropout(
+            F.softmax(scores * 0.5 + bias.astype(bias_as), axis=-1), 0.3).numpy() if context is contextlib.nullcontext
+            else F.dropout(F.softmax(scores * 0.5 + bias, axis=-1), 0.3, training=True).numpy())
 
 
 def tiny_batch():
@@ -140,10 +241,10 @@ def loss_and_grads(model):
 
 
 def test_the_model_trains_through_the_kernels_as_through_paddles_ops(ops, monkeypatch):
-    """Without dropout, a training forward and backward through the kernels (every LayerNorm) equals paddle's
-    own layer_norm's; with dropout, every dropout runs the kernel, and inference runs none."""
+    """Without dropout, a training forward and backward through the kernels (every LayerNorm, the attention
+    weights) equals paddle's own ops'; with dropout, every dropout runs a kernel, and inference runs none."""
     calls = []
-    for name in ("unimo_layer_norm", "unimo_dropout"):
+    for name in ("unimo_layer_norm", "unimo_dropout", "unimo_softmax_dropout"):
         monkeypatch.setattr(ops, name, lambda *a, _f=getattr(ops, name), _n=name: calls.append(_n) or _f(*a))
     runs = []
     for context in (contextlib.nullcontext, cpu_kernels.paddle_ops):
@@ -154,6 +255,7 @@ def test_the_model_trains_through_the_kernels_as_through_paddles_ops(ops, monkey
             runs.append(loss_and_grads(model))
     layers = get_preset("tiny").num_hidden_layers
     assert calls.count("unimo_layer_norm") == 2 * layers + 2 and "unimo_dropout" not in calls  # + embeddings, head
+    assert calls.count("unimo_softmax_dropout") == layers
     assert_same_loss_and_gradients(*runs)
 
     calls.clear()
@@ -162,7 +264,8 @@ def test_the_model_trains_through_the_kernels_as_through_paddles_ops(ops, monkey
     model.train()
     paddle.seed(11)
     first = loss_and_grads(model)
-    assert calls.count("unimo_dropout") == 1 + 3 * layers  # embeddings; attention, two residuals per layer
+    assert calls.count("unimo_dropout") == 1 + 2 * layers  # embeddings; two residuals per layer
+    assert calls.count("unimo_softmax_dropout") == layers
     paddle.seed(11)
     assert loss_and_grads(model)[0] == first[0]  # the same seed, the same masks
     model.eval()

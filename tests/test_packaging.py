@@ -162,3 +162,38 @@ def test_mkl_cpu_type_follows_the_cpu_flags(tmp_path, flags, expected):
     found = paddle_unimo.cpu_flags(str(cpuinfo))
     assert found == (frozenset(flags.split()) if flags else frozenset())
     assert paddle_unimo.mkl_cpu_type(found) == expected
+
+
+FRESH_BLOCK_FAULTS = """
+import ctypes, json, resource, sys
+import paddle_unimo
+kept = paddle_unimo.keep_freed_memory() if sys.argv[1] == "call" else None
+paddle_unimo.cpu_defaults()
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+def block():  # a 64 MiB block, written and freed, as a large tensor is
+    p = libc.malloc(64 << 20)
+    ctypes.memset(p, 1, 64 << 20)
+    libc.free(p)
+block()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+block()
+print(json.dumps({"kept": kept, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_cpu_defaults_keep_freed_memory_unless_the_user_tuned_malloc(tmp_path):
+    """After ``cpu_defaults`` a freed 64 MiB block is reused without page faults; with one of glibc's own
+    ``MALLOC_*_`` variables set, ``keep_freed_memory`` leaves malloc alone (and glibc maps such a block afresh,
+    16384 faults of 4 KiB, where transparent huge pages do not serve it)."""
+    out = python(["-c", FRESH_BLOCK_FAULTS, "defaults"], cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    ours = json.loads(out.stdout.splitlines()[-1])["faults"]
+    env = {**clean_env(), "MALLOC_TOP_PAD_": "131072"}  # glibc's default value, set by the user
+    out = subprocess.run([sys.executable, "-c", FRESH_BLOCK_FAULTS, "call"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    glibc = json.loads(out.stdout.splitlines()[-1])
+    assert glibc["kept"] is False
+    assert ours < 100 and ours * 10 < max(glibc["faults"], 1000), (ours, glibc)

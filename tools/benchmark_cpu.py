@@ -11,7 +11,7 @@ Rows (ratio = reference time / ours, above 1 means ours is faster):
 * a training step (AdamW, label smoothing 0.1, batch 8 x 128 tokens with a 32-token target) against PaddleNLP's,
   its share of the machine's fp32 matmul rate (measured in the same rounds) on the step's matmul FLOPs (3x the
   forward's), and the peak RSS of each (each in a fresh process); ours also against itself on paddle's own
-  dropout and layer_norm instead of the CPU training kernels (``paddle_unimo.cpu_kernels``);
+  dropout, layer_norm and softmax instead of the CPU training kernels (``paddle_unimo.cpu_kernels``);
 * one greedy step against reading its weights once (the fp32 floor of a decoding step of few rows);
 * the exported Paddle Inference decoding (``paddle_unimo.export``), and its ONNX Runtime twins (fp32 and int8,
   with the share of equal tokens when the ids differ) when onnxruntime is installed (``paddle_unimo.onnx_export``),
@@ -326,8 +326,8 @@ def rss_child(which: str, layers: int) -> int:
 
 def bench_training(ref, ours, args) -> None:
     """The training steps, and the matmul rate they are held against measured in the same rounds (so that a
-    change in the machine's load falls on both); ours also with paddle's own dropout and layer_norm instead of
-    the CPU training kernels (``paddle_unimo.cpu_kernels``)."""
+    change in the machine's load falls on both); ours also with paddle's own dropout, layer_norm and softmax
+    instead of the CPU training kernels (``paddle_unimo.cpu_kernels``)."""
     from paddle_unimo import cpu_kernels
     batch = train_batch()
     steps = [train_step(model, batch, reference) for model, reference in ((ref, True), (ours, False))]
@@ -347,7 +347,7 @@ def bench_training(ref, ours, args) -> None:
         f"{share:.0%} of the matmul rate ({gflops:.0f} GFLOP/s in the same rounds); "
         f"peak RSS {rss['ours']:.0f} / {rss['paddlenlp']:.0f} MiB")
     built = cpu_kernels.kernels() is not None
-    row("train step: CPU kernels vs paddle's dropout, layer_norm", t_ours, t_paddle_ops,
+    row("train step: CPU kernels vs paddle's dropout, layer_norm, softmax", t_ours, t_paddle_ops,
         "" if built else "kernels not built: both ran paddle's ops")
     for model in (ref, ours):
         model.eval()

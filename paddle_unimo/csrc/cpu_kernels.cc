@@ -1,10 +1,13 @@
 // CPU training kernels of paddle_unimo (loaded and documented by paddle_unimo/cpu_kernels.py): dropout with a
-// counter-based generator and LayerNorm over the last axis, forward and backward, float32, single-threaded
-// (paddle's MKL keeps its threads busy on the other cores between ops). TARGETS compiles a function for AVX2 and
-// for the baseline, chosen at load time by the CPU.
+// counter-based generator, LayerNorm over the last axis, and attention weights (scale, bias, softmax and dropout
+// in one pass), forward and backward, float32. Their loops run on OpenMP threads where cpu_kernels.py links
+// paddle's own OpenMP runtime (the one MKL's threads belong to), else on one thread; each element's result, and
+// the order of every sum, is the same either way. TARGETS compiles a function for AVX2 and for the baseline,
+// chosen at load time by the CPU.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "paddle/extension.h"
@@ -16,6 +19,7 @@ namespace {
 constexpr int64_t kLanes = 8;      // Philox counters computed side by side, so that the compiler vectorises them
 constexpr int kSumLanes = 8;       // partial sums of a row, vectorised
 constexpr int64_t kRowChunk = 32;  // rows whose LayerNorm weight/bias gradients are summed in float
+constexpr int64_t kMinParallel = 1 << 16;  // elements below which a loop stays on one thread
 
 // The sum of term(j) for j < width: kSumLanes float partial sums (vectorisable), added in double.
 template <typename Term>
@@ -39,6 +43,7 @@ TARGETS void DropoutMask(uint32_t* mask, int64_t n, float p, int64_t seed) {
   const uint32_t key0 = uint32_t(uint64_t(seed)), key1 = uint32_t(uint64_t(seed) >> 32);
   const int64_t groups = (n + 4 * kLanes - 1) / (4 * kLanes);
   const uint32_t threshold = uint32_t(std::ceil(double(p) * 16777216.0));
+#pragma omp parallel for schedule(static) if (n >= kMinParallel)
   for (int64_t group = 0; group < groups; ++group) {
     uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
     for (int64_t l = 0; l < kLanes; ++l) {
@@ -77,6 +82,7 @@ TARGETS void DropoutMask(uint32_t* mask, int64_t n, float p, int64_t seed) {
 // y[i] = x[i] * scale where bit i of the mask is set, else x[i] * 0 (a product, which vectorises).
 TARGETS void ApplyMask(const float* x, const uint32_t* mask, float* y, int64_t n, float scale) {
   const int64_t words = n / 32;
+#pragma omp parallel for schedule(static) if (n >= kMinParallel)
   for (int64_t word = 0; word < words; ++word) {
     const uint32_t bits = mask[word];
     const float* xw = x + 32 * word;
@@ -91,6 +97,7 @@ TARGETS void ApplyMask(const float* x, const uint32_t* mask, float* y, int64_t n
 // rstd are outputs for the backward.
 TARGETS void LayerNormRows(const float* x, const float* w, const float* b, float* y, float* means, float* rstds,
                            int64_t rows, int64_t width, float epsilon) {
+#pragma omp parallel for schedule(static) if (rows * width >= kMinParallel)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * width;
     const float mu = float(LaneSum(width, [&](int64_t j) { return xr[j]; }) / width);
@@ -105,15 +112,15 @@ TARGETS void LayerNormRows(const float* x, const float* w, const float* b, float
 
 // With xhat = (x - mean) * rstd and g = dy * weight: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) per row;
 // dweight = the sum over rows of dy * xhat, dbias = the sum of dy: summed in float over chunks of kRowChunk
-// rows, the chunks' sums then added in double.
+// rows (the chunks in parallel), the chunks' sums then added in double in their order.
 TARGETS void LayerNormGradRows(const float* x, const float* w, const float* means, const float* rstds,
                                const float* dy, float* dx, double* dw, double* db, int64_t rows, int64_t width) {
-  std::vector<float> chunk_w(width), chunk_b(width);
-  for (int64_t start = 0; start < rows; start += kRowChunk) {
-    std::fill(chunk_w.begin(), chunk_w.end(), 0.0f);
-    std::fill(chunk_b.begin(), chunk_b.end(), 0.0f);
-    float *cw = chunk_w.data(), *cb = chunk_b.data();
-    for (int64_t r = start; r < std::min(start + kRowChunk, rows); ++r) {
+  const int64_t chunks = (rows + kRowChunk - 1) / kRowChunk;
+  std::vector<float> chunk_w(chunks * width, 0.0f), chunk_b(chunks * width, 0.0f);
+#pragma omp parallel for schedule(static) if (rows * width >= kMinParallel)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    float *cw = chunk_w.data() + chunk * width, *cb = chunk_b.data() + chunk * width;
+    for (int64_t r = chunk * kRowChunk; r < std::min((chunk + 1) * kRowChunk, rows); ++r) {
       const float *xr = x + r * width, *dyr = dy + r * width;
       const float mu = means[r], inv = rstds[r];
       const float mean_g = float(LaneSum(width, [&](int64_t j) { return dyr[j] * w[j]; }) / width);
@@ -127,10 +134,72 @@ TARGETS void LayerNormGradRows(const float* x, const float* w, const float* mean
         cb[j] += dyr[j];
       }
     }
+  }
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     for (int64_t j = 0; j < width; ++j) {
-      dw[j] += cw[j];
-      db[j] += cb[j];
+      dw[j] += chunk_w[chunk * width + j];
+      db[j] += chunk_b[chunk * width + j];
     }
+  }
+}
+
+// e^x for x <= 0 (a softmax's arguments less their row's maximum), within ~2 float ulps: x = n ln 2 + r with
+// |r| <= ln 2 / 2, e^r by Cephes' expf polynomial, 2^n by the exponent bits; 0 below -87 (where e^x nears
+// float's smallest normal). Branch-free (the zero by a bit mask), so that loops of it vectorise.
+inline float ExpNonPositive(float x) {
+  const float clamped = std::max(x, -87.0f);
+  const int32_t n = int32_t(clamped * 1.44269504088896341f - 0.5f);  // round(x / ln 2): truncating a negative
+  const float r = clamped - float(n) * 0.693359375f + float(n) * 2.12194440e-4f;  // ln 2 in two parts
+  float poly = 1.9875691500e-4f;
+  poly = poly * r + 1.3981999507e-3f;
+  poly = poly * r + 8.3334519073e-3f;
+  poly = poly * r + 4.1665795894e-2f;
+  poly = poly * r + 1.6666665459e-1f;
+  poly = poly * r + 5.0000001201e-1f;
+  const int32_t bits = ((n + 127) << 23) & -int32_t(x >= -87.0f);  // 2^n, or +0 below -87
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof(two_n));
+  return (poly * r * r + r + 1.0f) * two_n;
+}
+
+// Scores (batch, heads, queries, width) and a bias (batch or 1, heads or 1, queries or 1, width) broadcast over
+// the axes where it has 1: the bias row of scores row r.
+struct BiasRows {
+  int64_t heads, queries, bias_batch, bias_heads, bias_queries;
+  int64_t operator()(int64_t r) const {
+    const int64_t b = r / (heads * queries), h = r / queries % heads, q = r % queries;
+    return ((b % bias_batch) * bias_heads + h % bias_heads) * bias_queries + q % bias_queries;
+  }
+};
+
+// y = softmax(scores * scale + bias) over rows of width `width`.
+TARGETS void SoftmaxRows(const float* scores, const float* bias, BiasRows bias_row, float* y, int64_t rows,
+                         int64_t width, float scale) {
+#pragma omp parallel for schedule(static) if (rows * width >= kMinParallel)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *sr = scores + r * width, *br = bias + bias_row(r) * width;
+    float* yr = y + r * width;
+    float top = -INFINITY;
+#pragma omp simd reduction(max : top)
+    for (int64_t j = 0; j < width; ++j) {
+      yr[j] = sr[j] * scale + br[j];
+      top = std::max(top, yr[j]);
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < width; ++j) yr[j] = ExpNonPositive(yr[j] - top);
+    const float inv = float(1.0 / LaneSum(width, [&](int64_t i) { return yr[i]; }));
+    for (int64_t j = 0; j < width; ++j) yr[j] *= inv;
+  }
+}
+
+// The softmax's backward in place: g becomes scale * y * (g - sum(g * y)) per row.
+TARGETS void SoftmaxGradRows(const float* y, float* g, int64_t rows, int64_t width, float scale) {
+#pragma omp parallel for schedule(static) if (rows * width >= kMinParallel)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* yr = y + r * width;
+    float* gr = g + r * width;
+    const float dot = float(LaneSum(width, [&](int64_t j) { return gr[j] * yr[j]; }));
+    for (int64_t j = 0; j < width; ++j) gr[j] = scale * yr[j] * (gr[j] - dot);
   }
 }
 
@@ -232,3 +301,62 @@ PD_BUILD_GRAD_OP(unimo_layer_norm)
     .Outputs({paddle::Grad("X"), paddle::Grad("Weight"), paddle::Grad("Bias")})
     .Attrs({"epsilon: float"})
     .SetKernelFn(PD_KERNEL(LayerNormBackward));
+
+// Attention probabilities in training (paddle_unimo.cpu_kernels.softmax_dropout): the dropped-out softmax of
+// scores * scale + bias over the last axis, its softmax (for the backward) and the keep bits, drawn as
+// DropoutForward draws them (the same masks as unimo_dropout of the softmax under the same seed).
+std::vector<paddle::Tensor> SoftmaxDropoutForward(const paddle::Tensor& scores, const paddle::Tensor& bias,
+                                                  float scale, float p, int64_t seed) {
+  const auto& s = scores.shape();
+  const auto& b = bias.shape();
+  PD_CHECK(s.size() == 4 && b.size() == 4 && b[3] == s[3], "scores (B, heads, queries, keys) and a bias of as many "
+           "dimensions with the keys last are needed, got ", s.size(), " and ", b.size(), " dimensions");
+  for (int axis = 0; axis < 3; ++axis) {
+    PD_CHECK(b[axis] == 1 || b[axis] == s[axis], "the bias does not broadcast to the scores on axis ", axis, " (",
+             b[axis], " against ", s[axis], ")");
+  }
+  auto y = paddle::empty_like(scores);
+  auto probs = paddle::empty_like(scores);
+  auto mask = paddle::empty({MaskWords(scores.numel())}, paddle::DataType::INT32, scores.place());
+  uint32_t* bits = reinterpret_cast<uint32_t*>(mask.data<int32_t>());
+  DropoutMask(bits, scores.numel(), p, seed);
+  SoftmaxRows(scores.data<float>(), bias.data<float>(), BiasRows{s[1], s[2], b[0], b[1], b[2]}, y.data<float>(),
+              scores.numel() / s[3], s[3], scale);
+  ApplyMask(y.data<float>(), bits, probs.data<float>(), scores.numel(), KeptScale(p));
+  return {probs, y, mask};
+}
+
+std::vector<paddle::Tensor> SoftmaxDropoutBackward(const paddle::Tensor& y, const paddle::Tensor& mask,
+                                                   const paddle::Tensor& grad, float scale, float p) {
+  auto dscores = paddle::empty_like(grad);
+  const int64_t width = y.shape().back();
+  ApplyMask(grad.data<float>(), reinterpret_cast<const uint32_t*>(mask.data<int32_t>()), dscores.data<float>(),
+            grad.numel(), KeptScale(p));  // the gradient of the softmax: dropout's backward
+  SoftmaxGradRows(y.data<float>(), dscores.data<float>(), y.numel() / width, width, scale);
+  return {dscores};
+}
+
+std::vector<std::vector<int64_t>> SoftmaxDropoutShapes(const std::vector<int64_t>& scores,
+                                                       const std::vector<int64_t>& bias) {
+  int64_t n = 1;
+  for (int64_t size : scores) n *= size;
+  return {scores, scores, {MaskWords(n)}};
+}
+
+std::vector<paddle::DataType> SoftmaxDropoutTypes(const paddle::DataType& scores, const paddle::DataType& bias) {
+  return {scores, scores, paddle::DataType::INT32};
+}
+
+PD_BUILD_OP(unimo_softmax_dropout)
+    .Inputs({"Scores", "Bias"})
+    .Outputs({"Probs", "Softmax", "Mask"})
+    .Attrs({"scale: float", "p: float", "seed: int64_t"})
+    .SetKernelFn(PD_KERNEL(SoftmaxDropoutForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(SoftmaxDropoutShapes))
+    .SetInferDtypeFn(PD_INFER_DTYPE(SoftmaxDropoutTypes));
+
+PD_BUILD_GRAD_OP(unimo_softmax_dropout)
+    .Inputs({"Softmax", "Mask", paddle::Grad("Probs")})
+    .Outputs({paddle::Grad("Scores")})
+    .Attrs({"scale: float", "p: float"})
+    .SetKernelFn(PD_KERNEL(SoftmaxDropoutBackward));
