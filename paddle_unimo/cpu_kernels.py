@@ -93,7 +93,7 @@ def _load():
         return _build_or_import(folder)
     except Exception as e:  # a missing compiler, a failed build: training still runs, on paddle's kernels
         message = (f"could not build the CPU training kernels in {folder} ({type(e).__name__}: {e}); training uses "
-                   "paddle's CPU dropout, layer_norm and softmax, about 25% slower, with other dropout masks. A C++ "
+                   "paddle's CPU dropout, layer_norm and softmax, 20-40% slower, with other dropout masks. A C++ "
                    "compiler (g++) is needed; PADDLE_UNIMO_CPU_KERNELS=0 silences this")
         if os.environ.get("PADDLE_UNIMO_REQUIRE_CPU_KERNELS") == "1":
             raise RuntimeError(message + " (PADDLE_UNIMO_REQUIRE_CPU_KERNELS=1)") from e
