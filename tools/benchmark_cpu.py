@@ -10,8 +10,9 @@ Rows (ratio = reference time / ours, above 1 means ours is faster):
   runs it, with the step weights transposed once per model (``generation.batch_stepper``; its time is a row);
 * a training step (AdamW, label smoothing 0.1, batch 8 x 128 tokens with a 32-token target) against PaddleNLP's,
   its share of the machine's fp32 matmul rate (measured in the same rounds) on the step's matmul FLOPs (3x the
-  forward's), and the peak RSS of each (each in a fresh process); ours also against itself on paddle's own
-  dropout, layer_norm and softmax instead of the CPU training kernels (``paddle_unimo.cpu_kernels``);
+  forward's), the peak RSS of each (each in a fresh process) and our step's page faults (the fewest of three
+  steps in a row); ours also against itself on paddle's own dropout, layer_norm and softmax instead of the CPU
+  training kernels (``paddle_unimo.cpu_kernels``);
 * one greedy step against reading its weights once (the fp32 floor of a decoding step of few rows);
 * the exported Paddle Inference decoding (``paddle_unimo.export``), and its ONNX Runtime twins (fp32 and int8,
   with the share of equal tokens when the ids differ) when onnxruntime is installed (``paddle_unimo.onnx_export``),
@@ -287,6 +288,14 @@ def step_matmul_flops(config, batch) -> float:
     return 3.0 * (config.num_hidden_layers * layer + head)
 
 
+def page_faults(fn) -> int:
+    """The page faults of one call of ``fn`` (none once glibc keeps freed memory: ``keep_freed_memory``)."""
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    fn()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
 def peak_rss(which: str, layers: int) -> float:
     """Peak RSS (MiB) of a fresh process building the model and running two training steps."""
     out = subprocess.run([sys.executable, "-m", "tools.benchmark_cpu", "--rss", which, "--layers", str(layers)],
@@ -342,10 +351,11 @@ def bench_training(ref, ours, args) -> None:
     t_ref, t_ours, t_paddle_ops, t_rate = best_of(*steps, without_kernels, rate, repeats=args.repeats)
     gflops = flops / t_rate / 1e9
     share = step_matmul_flops(ours.config, batch) / t_ours / 1e9 / gflops
+    faults = min(page_faults(step_ours) for _ in range(3))  # the heap grows over the first rounds
     rss = {which: peak_rss(which, args.layers) for which in ("ours", "paddlenlp")}
     row("train step 8x128 vs PaddleNLP", t_ours, t_ref,
         f"{share:.0%} of the matmul rate ({gflops:.0f} GFLOP/s in the same rounds); "
-        f"peak RSS {rss['ours']:.0f} / {rss['paddlenlp']:.0f} MiB")
+        f"peak RSS {rss['ours']:.0f} / {rss['paddlenlp']:.0f} MiB; {faults} page faults in a step")
     built = cpu_kernels.kernels() is not None
     row("train step: CPU kernels vs paddle's dropout, layer_norm, softmax", t_ours, t_paddle_ops,
         "" if built else "kernels not built: both ran paddle's ops")
