@@ -123,11 +123,6 @@ def _ops_for(x):
     return None
 
 
-def runs_on(x) -> bool:
-    """Whether the kernels run on ``x``: an eager float32 CPU tensor, where they could be built."""
-    return _ops_for(x) is not None
-
-
 def _key() -> int:
     """A dropout key (64 bits) drawn from paddle's generator."""
     high, low = paddle.randint(0, 2 ** 31 - 1, [2]).tolist()

@@ -23,7 +23,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from . import cpu_flags, masks, mkl_cpu_type
-from .cpu_kernels import LayerNorm, dropout, runs_on, softmax_dropout
+from .cpu_kernels import LayerNorm, dropout, softmax_dropout
 from .config import REGION_LOCATION_SIZE, UNIMOConfig
 
 KVCache = List[Tuple[paddle.Tensor, paddle.Tensor]]  # per layer (k, v), each (B, nh, T, hd)
@@ -183,7 +183,7 @@ class SelfAttention(nn.Layer):
             k = paddle.concat([cache[0], k], axis=2)  # (B, nh, T + L, hd)
             v = paddle.concat([cache[1], v], axis=2)
         bias = bias[:, :, -1:] if last_only and bias is not None else bias
-        if self.training and runs_on(q):  # scale, bias, softmax and dropout in one pass (cpu_kernels)
+        if self.training:  # scale, bias, softmax and dropout: one CPU kernel where it runs (cpu_kernels)
             weights = softmax_dropout(paddle.matmul(q, k, transpose_y=True), bias, self.head_dim ** -0.5,
                                       self.dropout.p)
         else:
