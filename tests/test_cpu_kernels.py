@@ -284,6 +284,7 @@ def test_without_kernels_training_uses_paddles_ops_and_says_why(monkeypatch, cap
     monkeypatch.setattr(cpu_kernels, "_build_or_import", fail)
     monkeypatch.setenv("PADDLE_UNIMO_KERNEL_CACHE", str(tmp_path))
     monkeypatch.delenv("PADDLE_UNIMO_REQUIRE_CPU_KERNELS", raising=False)
+    monkeypatch.delenv("PADDLE_UNIMO_CPU_KERNELS", raising=False)  # a run with the kernels turned off
     with caplog.at_level(logging.WARNING, logger="paddle_unimo.cpu_kernels"):
         assert cpu_kernels._load() is None
     assert "g++: not found" in caplog.text and str(tmp_path) in caplog.text
