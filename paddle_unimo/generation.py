@@ -172,20 +172,30 @@ class StepCache:
     def rows(self) -> int:
         return self.generated_k[0].shape[0]
 
-    def model_cache(self):
-        """The ``modeling.DecodingCache`` of the next step: every source key, the ``length`` written slots."""
+    def model_cache(self, in_place: bool = False):
+        """The ``modeling.DecodingCache`` of the next step: every source key, the ``length`` written slots.
+        ``in_place``: the step writes its keys/values itself (``DecodingCache.slot``), then ``length`` counts
+        them."""
         from .modeling import DecodingCache
+        self._make_room()
         slots = self.generated_k[0].shape[2]
         bias = np.where(np.arange(slots) < self.length, 0.0, masks.MASKED_BIAS).reshape(1, 1, 1, slots)
-        return DecodingCache(self.source_k, self.source_v, self.source_bias, self.generated_k, self.generated_v,
-                             paddle.to_tensor(bias.astype(str(self.source_bias.dtype).split(".")[-1])))
+        cache = DecodingCache(self.source_k, self.source_v, self.source_bias, self.generated_k, self.generated_v,
+                              paddle.to_tensor(bias.astype(str(self.source_bias.dtype).split(".")[-1])),
+                              slot=self.length if in_place else None)
+        self.length += in_place
+        return cache
+
+    def _make_room(self) -> None:
+        """Doubles the generated buffers when every slot is written."""
+        if self.length == self.generated_k[0].shape[2]:
+            self.generated_k = [paddle.concat([b, paddle.zeros_like(b)], axis=2) for b in self.generated_k]
+            self.generated_v = [paddle.concat([b, paddle.zeros_like(b)], axis=2) for b in self.generated_v]
 
     def write(self, k, v) -> None:
         """Stores one step's keys/values, per layer (N, nh, 1, hd) (a list, or stacked on a first axis), in the
         next slot."""
-        if self.length == self.generated_k[0].shape[2]:
-            self.generated_k = [paddle.concat([b, paddle.zeros_like(b)], axis=2) for b in self.generated_k]
-            self.generated_v = [paddle.concat([b, paddle.zeros_like(b)], axis=2) for b in self.generated_v]
+        self._make_room()
         at = slice(self.length, self.length + 1)
         for i, (buffer_k, buffer_v) in enumerate(zip(self.generated_k, self.generated_v)):
             buffer_k[:, :, at] = k[i]
@@ -291,26 +301,36 @@ def check_regions(stepper, batch: int, region_feats, region_locs, region_valid, 
 class ModelStepper:
     """Runs a dynamic-mode ``UNIMOLMHeadModel``; the cache is its list of per-layer (k, v).
 
-    ``transpose_weights``: the steps multiply by (out, in) copies of the layers' weights
-    (``modeling.transposed_weights``), 25-35% faster on CPU, for a second copy of those weights in memory. The
-    copies are made here, once, so the model's weights must not change while this stepper is used: every prefill
-    compares a sample of each weight's values with the ones copied and raises if they differ (make a new stepper
-    after training). The ids and scores are the same as without (tested)."""
+    ``cpu_kernels`` (a float32 model on CPU, where the CPU kernels are built): the steps run
+    ``cpu_kernels.step_attention``, which also writes the cache, and multiply by copies of the layers' weights
+    and the LM head's packed for MKL (``modeling.packed_step_weights``; 1.3-1.4x faster matmuls), a second copy
+    of those weights in memory. The copies are made here, once, so the model's weights must not change while this
+    stepper is used: every prefill compares a sample of each weight's values with the ones copied and raises if
+    they differ (make a new stepper after training). The ids are the same as without, the scores within float
+    rounding (tested)."""
 
     PROBES = 64  # sampled values per weight for that check
 
-    def __init__(self, model, transpose_weights: bool = False):
+    def __init__(self, model, cpu_kernels: bool = False):
+        from . import cpu_kernels as kernels
         self.model = model
         self.config = model.config
         self.supports_regions = model.config.has_regions
-        self.weights = None
-        if transpose_weights:
-            from .modeling import transposed_weights
-            self.weights = transposed_weights(model.unimo.encoder)
-            self._watched = [lin.weight for layer in model.unimo.encoder.layers for lin in layer.step_linears()]
+        embedding = model.unimo.embeddings.word_embeddings.weight
+        self.kernels = cpu_kernels and kernels.ops_for(embedding) is not None
+        self.weights = self.head = None
+        if self.kernels:
+            from .modeling import packed_step_weights
+            self.weights = packed_step_weights(model.unimo.encoder)
+            self.head = kernels.pack_weight(model.lm_head.decoder_weight, transposed=True)
+        if self.weights is not None and self.head is not None:
+            self._watched = [lin.weight for layer in model.unimo.encoder.layers for lin in layer.step_linears()] + \
+                [model.lm_head.decoder_weight]
             rng = np.random.default_rng(0)
             self._probes = [paddle.to_tensor(rng.integers(0, int(w.numel()), self.PROBES)) for w in self._watched]
             self._copied = self._sample()
+        else:
+            self.weights = self.head = None
 
     def _sample(self) -> np.ndarray:
         with paddle.no_grad():
@@ -319,7 +339,7 @@ class ModelStepper:
 
     def _check_weights(self) -> None:
         if self.weights is not None and not np.array_equal(self._sample(), self._copied, equal_nan=True):
-            raise ValueError("the model's weights changed after its ModelStepper(transpose_weights=True) copied "
+            raise ValueError("the model's weights changed after its ModelStepper(cpu_kernels=True) copied "
                              "them: make a new ModelStepper for the new weights")
 
     def prefill(self, input_ids, token_type_ids, position_ids, attention_mask, region_feats=None, region_locs=None,
@@ -334,13 +354,16 @@ class ModelStepper:
         keys = StepCache([k for k, _ in cache], [v for _, v in cache],
                          last_row_keys(attention_mask, input_ids, self.config.pad_token_id), max_new_tokens)
         state = DecodeState(keys, position_ids[:, -1:], token_type_ids[:, -1:])
-        return self.model.lm_head(hidden[:, -1]), state  # the LM head only where the next token is predicted
+        # the LM head only where the next token is predicted
+        return self.model.lm_head(hidden[:, -1], packed_decoder=self.head), state
 
     def step(self, tokens, state: DecodeState):
-        logits, new = self.model(tokens, state.token_type, state.position, use_cache=True,
-                                 cache=state.cache.model_cache()._replace(weights=self.weights))
-        state.cache.write([k for k, _ in new], [v for _, v in new])
-        return logits[:, -1]
+        in_place = self.kernels and not self.model.training  # the kernel's attention has no dropout
+        cache = state.cache.model_cache(in_place)._replace(weights=self.weights)
+        hidden, new = self.model.unimo(tokens, state.token_type, state.position, use_cache=True, cache=cache)
+        if not in_place:
+            state.cache.write([k for k, _ in new], [v for _, v in new])
+        return self.model.lm_head(hidden[:, -1], packed_decoder=self.head)
 
     @staticmethod
     def select_cache(cache: StepCache, index):
@@ -349,9 +372,8 @@ class ModelStepper:
 
 def batch_stepper(model) -> ModelStepper:
     """The stepper for decoding many batches with ``model`` as its weights are now (``generate(..., stepper=)``):
-    on CPU with the transposed weights (see ``ModelStepper``), elsewhere the model's own."""
-    on_cpu = model.unimo.embeddings.word_embeddings.weight.place.is_cpu_place()
-    return ModelStepper(model, transpose_weights=on_cpu)
+    with the CPU kernels where they run (see ``ModelStepper``)."""
+    return ModelStepper(model, cpu_kernels=True)
 
 
 def select_rows(stepper, state: DecodeState, index) -> DecodeState:

@@ -15,15 +15,15 @@ Initialisation from scratch follows the original UNIMO (see ``UNIMOPretrainedMod
 """
 from __future__ import annotations
 
-import math
 from typing import List, NamedTuple, Optional, Tuple
 
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from . import cpu_flags, masks, mkl_cpu_type
-from .cpu_kernels import LayerNorm, dropout, softmax_dropout
+from . import masks
+from .cpu_kernels import (LayerNorm, PackedWeight, dropout, pack_weight, packed_linear, softmax_dropout,
+                          step_attention)
 from .config import REGION_LOCATION_SIZE, UNIMOConfig
 
 KVCache = List[Tuple[paddle.Tensor, paddle.Tensor]]  # per layer (k, v), each (B, nh, T, hd)
@@ -37,22 +37,25 @@ class DecodingCache(NamedTuple):
     encoded -- once per source, shared by that source's ``N / B`` consecutive rows (beams, returned sequences),
     and the generated tokens', one row per hypothesis, in a buffer of ``T`` slots of which ``generated_bias``
     opens the ones written so far. The step's own key/value is attended to besides and returned, not written
-    here. ``*_k``/``*_v`` index by layer: a stacked tensor or a per-layer list."""
+    here -- unless ``slot`` is set: then the CPU kernel ``cpu_kernels.step_attention`` attends and writes them
+    to that slot, the first not written (``generation.ModelStepper``). ``*_k``/``*_v`` index by layer: a
+    stacked tensor or a per-layer list."""
     source_k: object  # per layer (B, nh, S, hd)
     source_v: object
     source_bias: paddle.Tensor  # (B, 1, 1, S) additive: 0 where the source key may be attended to
     generated_k: object  # per layer (N, nh, T, hd)
     generated_v: object
     generated_bias: paddle.Tensor  # (1, 1, 1, T) additive: 0 for the slots written so far
-    weights: object = None  # per layer the ``transposed_weights`` the step multiplies by, or None: the layers'
+    weights: object = None  # per layer the ``packed_step_weights`` the step multiplies by, or None: the layers'
+    slot: Optional[int] = None  # the slot the step writes its keys/values to (CPU kernel), or None: returned
 
     def layer(self, i: int) -> "DecodingCache":
         return DecodingCache(self.source_k[i], self.source_v[i], self.source_bias, self.generated_k[i],
                              self.generated_v[i], self.generated_bias,
-                             None if self.weights is None else self.weights[i])
+                             None if self.weights is None else self.weights[i], self.slot)
 
     def layer_weights(self) -> tuple:
-        """One layer's (q, k, v, out, linear1, linear2) transposed weights, or ``NO_STEP_WEIGHTS``."""
+        """One layer's (q, k, v, out, linear1, linear2) packed weights, or ``NO_STEP_WEIGHTS``."""
         return NO_STEP_WEIGHTS if self.weights is None else self.weights
 
     def step_bias(self, num_heads: int):
@@ -66,15 +69,13 @@ class DecodingCache(NamedTuple):
         return bias.expand([-1, num_heads, -1, -1])
 
 
-def transposed_weights(encoder: "Encoder") -> List[Tuple[paddle.Tensor, ...]]:
-    """Per layer, the weights of (q, k, v, out, linear1, linear2) as (out, in) contiguous copies, for
-    ``DecodingCache.weights``. A decoding step multiplies a few rows by every weight, and on CPU that matmul
-    reads an (out, in) weight 25-35% faster than the (in, out) one ``nn.Linear`` keeps: the matmuls of one
-    12-layer unimo-text-1.0 step, weights read from memory, take 44 against 61 ms at 4 rows, 69 against 108 ms at
-    24. They are copies: a second set of those weights in memory, made once (``generation.ModelStepper``)."""
-    with paddle.no_grad():
-        return [tuple(paddle.transpose(lin.weight, [1, 0]).contiguous() for lin in layer.step_linears())
-                for layer in encoder.layers]
+def packed_step_weights(encoder: "Encoder") -> Optional[List[Tuple[PackedWeight, ...]]]:
+    """Per layer, the weights of (q, k, v, out, linear1, linear2) packed for MKL (``cpu_kernels.pack_weight``),
+    for ``DecodingCache.weights``: a decoding step's matmuls of a few rows by every weight run 1.3-1.4x faster on
+    them. None where the kernels (or paddle's MKL) are not there. They are copies, made once
+    (``generation.ModelStepper``)."""
+    weights = [tuple(pack_weight(lin.weight) for lin in layer.step_linears()) for layer in encoder.layers]
+    return None if any(w is None for layer in weights for w in layer) else weights
 
 
 def log_softmax(logits):
@@ -171,12 +172,8 @@ class SelfAttention(nn.Layer):
 
     def forward(self, x, bias, cache=None, last_only: bool = False):
         """``last_only``: the queries of the last position only (``Encoder``), the keys/values of all."""
-        if isinstance(cache, DecodingCache):  # one token per row: (N, 1, H) is (N, nh, 1, hd) in memory
-            w = cache.layer_weights()
-            q, k, v = (_linear(proj, x, t).reshape([0, self.num_heads, 1, self.head_dim])
-                       for proj, t in zip((self.q_proj, self.k_proj, self.v_proj), w))
-            step = self._decoding_step(q * self.head_dim ** -0.5, k, v, cache, bias)
-            return _linear(self.out_proj, step, w[3]), (k, v)
+        if isinstance(cache, DecodingCache):
+            return self._step(x, cache, bias)
         q = self._heads(_linear(self.q_proj, x[:, -1:] if last_only else x))
         k, v = (self._heads(_linear(proj, x)) for proj in (self.k_proj, self.v_proj))
         if cache is not None:
@@ -191,6 +188,20 @@ class SelfAttention(nn.Layer):
             weights = self.dropout(F.softmax(scores if bias is None else scores + bias, axis=-1))
         out = _swap_heads(paddle.matmul(weights, v))  # (B, L, nh, hd)
         return _linear(self.out_proj, out.reshape([0, 0, self.num_heads * self.head_dim])), (k, v)
+
+    def _step(self, x, cache: DecodingCache, bias):
+        """One new token per row, x (N, 1, H): the output and the token's (k, v), (N, nh, 1, hd) each -- (N, 1, H)
+        when the kernel wrote them to ``cache.slot``."""
+        w = cache.layer_weights()
+        q, k, v = (_linear(proj, x, t) for proj, t in zip((self.q_proj, self.k_proj, self.v_proj), w))
+        if cache.slot is None:  # (N, 1, H) is (N, nh, 1, hd) in memory
+            heads = [0, self.num_heads, 1, self.head_dim]
+            q, k, v = q.reshape(heads), k.reshape(heads), v.reshape(heads)
+            step = self._decoding_step(q * self.head_dim ** -0.5, k, v, cache, bias)
+        else:
+            step = step_attention(q, k, v, cache.source_k, cache.source_v, cache.source_bias, cache.generated_k,
+                                  cache.generated_v, cache.slot, self.head_dim ** -0.5)
+        return _linear(self.out_proj, step, w[3]), (k, v)
 
     def _decoding_step(self, q, k, v, c: DecodingCache, bias):
         """One new token per row (q, k, v: (N, nh, 1, hd), q scaled) over the source keys -- each source's read
@@ -252,30 +263,12 @@ class _LinearFunction(paddle.autograd.PyLayer):
                 paddle.matmul(ones, grad_rows).reshape([-1]))
 
 
-# Rows (low, high) of a decoding step that ``_times_transposed`` multiplies weight first: on CPUs with AVX-512,
-# where ``cpu_defaults`` has MKL run its AVX-512 kernels, (W @ xᵀ)ᵀ is 20-30% faster than x @ Wᵀ from 8 to 48 rows
-# (24 rows by the 12 layers' weights: 22.6 against 28.6 ms) and slower at 4 rows (16.8 against 15.7 ms) and from 64
-# (54.0 against 49.3 ms); MKL's AVX2 kernels took the same time either way (a beam-6 decoding x0.995). None: never.
-WEIGHT_FIRST_ROWS = (8, 48) if mkl_cpu_type(cpu_flags()) == "7" else None
-
-
-def _times_transposed(x, weight_t):
-    """``x @ weight_tᵀ`` for ``x`` (..., in) and ``weight_t`` (out, in), weight first at ``WEIGHT_FIRST_ROWS``."""
-    *lead, width = x.shape
-    window = WEIGHT_FIRST_ROWS if paddle.in_dynamic_mode() else None  # static shapes may hold -1
-    if window and window[0] <= math.prod(lead) <= window[1]:
-        out = paddle.matmul(weight_t, x.reshape([-1, width]), transpose_y=True).t().contiguous()
-        return out.reshape([*lead, weight_t.shape[0]])
-    return paddle.matmul(x, weight_t, transpose_y=True)
-
-
-def _linear(layer: nn.Linear, x, weight_t=None):
-    """``layer(x)``: by a matmul against ``weight_t``, the weight transposed (``transposed_weights``), when given
-    (the bias added in place where no gradient is recorded, as in ``_LinearFunction``); by ``_LinearFunction`` when
-    training eagerly on CPU (where mixed precision is never on) and every input takes a gradient (a frozen layer
-    keeps paddle's own)."""
-    if weight_t is not None:
-        return add_bias(_times_transposed(x, weight_t), layer.bias)
+def _linear(layer: nn.Linear, x, packed: Optional[PackedWeight] = None):
+    """``layer(x)``: against ``packed``, the weight packed (``packed_step_weights``), when given; by
+    ``_LinearFunction`` when training eagerly on CPU (where mixed precision is never on) and every input takes a
+    gradient (a frozen layer keeps paddle's own)."""
+    if packed is not None:
+        return packed_linear(x, packed, layer.bias)
     if (layer.training and paddle.in_dynamic_mode() and x.place.is_cpu_place() and layer.bias is not None
             and not (x.stop_gradient or layer.weight.stop_gradient or layer.bias.stop_gradient)):
         return _LinearFunction.apply(x, layer.weight, layer.bias)
@@ -343,8 +336,8 @@ class Encoder(nn.Layer):
             # one (B, nh, Lq, Lk) copy for every layer: paddle's CPU add that broadcasts (B, 1, Lq, Lk) over the
             # heads is ~10x slower than a same-shape add (13 ms against 1.3 ms at B = 8, L = 128)
             bias = bias.expand([-1, self.layers[0].self_attn.num_heads, -1, -1])
-        if isinstance(cache, DecodingCache) and len(self.layers):
-            bias = cache.step_bias(self.layers[0].self_attn.num_heads)
+        if isinstance(cache, DecodingCache) and len(self.layers):  # the kernel (slot) reads the source bias alone
+            bias = None if cache.slot is not None else cache.step_bias(self.layers[0].self_attn.num_heads)
         if self.recompute and self.training and cache is None and not last_only:
             from paddle.distributed.fleet.utils import recompute
             for layer in self.layers:
@@ -496,10 +489,13 @@ class UNIMOLMHead(nn.Layer):
         self.decoder_weight = embedding_weight
         self.decoder_bias = self.create_parameter([config.vocab_size], is_bias=True)
 
-    def forward(self, hidden, masked_positions=None):
+    def forward(self, hidden, masked_positions=None, packed_decoder: Optional[PackedWeight] = None):
+        """``packed_decoder``: ``decoder_weight`` packed (``cpu_kernels.pack_weight``), for decoding steps."""
         if masked_positions is not None:  # flat indices into (B * L)
             hidden = paddle.gather(hidden.reshape([-1, hidden.shape[-1]]), masked_positions)
         h = self.layer_norm(self.activation(self.transform(hidden)))
+        if packed_decoder is not None:
+            return packed_linear(h, packed_decoder, self.decoder_bias)
         return add_bias(paddle.matmul(h, self.decoder_weight, transpose_y=True), self.decoder_bias)
 
 

@@ -126,8 +126,9 @@ def test_layer_norm_and_its_gradients_equal_float64_and_paddles(ops, seed):
 
 def test_the_kernels_run_on_paddles_openmp_runtime_and_give_the_same_bits_on_any_thread_count(ops):
     """Linked to paddle's libiomp5 (MKL's threads), never GCC's libgomp; dropout, LayerNorm and the attention
-    weights, forward and backward, at sizes that run threaded: the same bits on one thread as on two and three."""
-    if not cpu_kernels.LINK:
+    weights, forward and backward, and a decoding step's attention, at sizes that run threaded: the same bits on
+    one thread as on two and three."""
+    if not cpu_kernels.OPENMP.is_file():
         pytest.skip("paddle ships no libiomp5 here: the kernels are built without OpenMP and run on one thread")
     library = next((cpu_kernels.cache_folder() / cpu_kernels.NAME).glob("*.so")).read_bytes()
     assert b"libiomp5.so" in library and b"libgomp" not in library
@@ -136,6 +137,8 @@ def test_the_kernels_run_on_paddles_openmp_runtime_and_give_the_same_bits_on_any
     x = rng.standard_normal((8, 12, 33, 129)).astype("float32")  # 408,672 elements, not a multiple of 32
     h, upstream_h = (rng.standard_normal((4, 100, 768)).astype("float32") for _ in range(2))
     weight, bias = (rng.standard_normal(768).astype("float32") for _ in range(2))
+    decoding = [rng.standard_normal(shape).astype("float32") for shape in [(24, 1, 768)] * 3 + [(4, 12, 96, 64)] * 2 +
+                [(4, 1, 1, 96)] + [(24, 12, 20, 64)] * 2]  # a beam-6 step's attention (q, k, v, source, generated)
 
     def run():
         t = paddle.to_tensor(x, stop_gradient=False)
@@ -147,7 +150,8 @@ def test_the_kernels_run_on_paddles_openmp_runtime_and_give_the_same_bits_on_any
         scores = paddle.to_tensor(x, stop_gradient=False)
         probs = ops.unimo_softmax_dropout(scores, paddle.to_tensor(x[:, :1]), 0.125, 0.1, 77)[0]
         probs.backward(paddle.to_tensor(x[::-1].copy()))
-        return [out.numpy(), t.grad.numpy(), y.numpy(), probs.numpy(), scores.grad.numpy()] + \
+        step = cpu_kernels.step_attention(*(paddle.to_tensor(a) for a in decoding), 19, 0.125)
+        return [out.numpy(), t.grad.numpy(), y.numpy(), probs.numpy(), scores.grad.numpy(), step.numpy()] + \
             [a.grad.numpy() for a in tensors]
 
     before = omp.omp_get_max_threads()
@@ -300,3 +304,84 @@ def test_without_kernels_training_uses_paddles_ops_and_says_why(monkeypatch, cap
         dropped = cpu_kernels.dropout(x, 0.25).numpy()
     paddle.seed(4)
     np.testing.assert_array_equal(dropped, F.dropout(x, 0.25, training=True).numpy())  # paddle's own
+
+
+@pytest.fixture(scope="module")
+def packing(ops):
+    if not hasattr(ops, "unimo_pack_weight"):
+        assert not cpu_kernels.MKL.is_file(), "paddle ships libmklml_intel but the kernels have no packed matmul"
+        pytest.skip("paddle ships no libmklml_intel here: decoding steps multiply by the layers' own weights")
+
+
+@pytest.mark.parametrize("k, n", [(40, 24), (768, 3072), (33, 1000)])
+def test_packed_linear_equals_float64_at_any_number_of_rows(packing, k, n):
+    """x @ W + b against W packed (as nn.Linear keeps it, or transposed as a tied embedding) equals the float64
+    product at row counts below, at and above the rows MKL packs for, with the input's leading shape kept; the
+    packed weight is a copy (later changes to the weight do not reach it); a wrong width is an error."""
+    rng = np.random.default_rng(k)
+    weight, bias = rng.standard_normal((k, n)).astype("float32"), rng.standard_normal(n).astype("float32")
+    for transposed in (False, True):
+        source = paddle.to_tensor(weight.T.copy() if transposed else weight)
+        packed = cpu_kernels.pack_weight(source, transposed=transposed)
+        assert (packed.k, packed.n) == (k, n)
+        source.set_value(np.zeros_like(source.numpy()))
+        for rows in (1, 3, 4, 24, 100, cpu_kernels.PACK_ROWS + 5):
+            x = rng.standard_normal((rows, 1, k)).astype("float32")
+            got = cpu_kernels.packed_linear(paddle.to_tensor(x), packed, paddle.to_tensor(bias)).numpy()
+            assert got.shape == (rows, 1, n)
+            want = x.astype("float64") @ weight.astype("float64") + bias
+            np.testing.assert_allclose(got, want, atol=2e-6 * np.sqrt(k) * np.abs(want).max(), rtol=0)
+    with pytest.raises(ValueError, match=f"x has {k + 1} features, the packed weight takes {k}"):
+        cpu_kernels.packed_linear(paddle.ones([2, k + 1]), packed, paddle.to_tensor(bias))
+
+
+def step_attention_float64(q, k, v, source_k, source_v, source_bias, generated_k, generated_v, length, scale):
+    """The rule of ``cpu_kernels.step_attention`` in float64: row r of source r // (N / B) over [its source's keys
+    (plus their bias); its first ``length`` generated keys; its own], softmax(q . key * scale), the weighted sum
+    of the values."""
+    rows, heads, hd = generated_k.shape[0], generated_k.shape[1], generated_k.shape[3]
+    per_source = rows // source_k.shape[0]
+    q, k, v = (a.reshape(rows, heads, 1, hd).astype(np.float64) for a in (q, k, v))
+    source = np.repeat(np.arange(source_k.shape[0]), per_source)
+    keys = np.concatenate([source_k[source], generated_k[:, :, :length], k], axis=2)
+    values = np.concatenate([source_v[source], generated_v[:, :, :length], v], axis=2)
+    bias = np.concatenate([source_bias[source], np.zeros((rows, 1, 1, length + 1))], axis=-1)
+    scores = q @ keys.transpose(0, 1, 3, 2) * scale + bias
+    e = np.exp(scores - scores.max(-1, keepdims=True))
+    return ((e / e.sum(-1, keepdims=True)) @ values).reshape(rows, 1, heads * hd)
+
+
+@pytest.mark.parametrize("sources, per_source, heads, S, slots, hd, length", [  # the last runs threaded
+    (1, 1, 2, 5, 4, 8, 0), (2, 3, 2, 7, 6, 8, 5), (3, 4, 3, 9, 8, 5, 2), (4, 6, 12, 96, 20, 64, 19)])
+def test_step_attention_equals_the_rule_in_float64_and_writes_the_slot(ops, sources, per_source, heads, S, slots, hd,
+                                                                       length):
+    """A decoding step's attention by the kernel equals the float64 rule, with masked source keys (the additive
+    mask bias); the new keys/values land in slot ``length`` of the generated buffers, every other slot unchanged."""
+    rng = np.random.default_rng(S)
+    rows = sources * per_source
+    q, k, v = (rng.standard_normal((rows, 1, heads * hd)).astype("float32") for _ in range(3))
+    source_k, source_v = (rng.standard_normal((sources, heads, S, hd)).astype("float32") for _ in range(2))
+    generated_k, generated_v = (rng.standard_normal((rows, heads, slots, hd)).astype("float32") for _ in range(2))
+    source_bias = np.where(rng.uniform(size=(sources, 1, 1, S)) < 0.3, masks.MASKED_BIAS, 0.0).astype("float32")
+    source_bias[..., 0] = 0.0  # every source keeps a key
+    buffers = [paddle.to_tensor(a) for a in (generated_k, generated_v)]
+    got = cpu_kernels.step_attention(*(paddle.to_tensor(a) for a in (q, k, v, source_k, source_v, source_bias)),
+                                     *buffers, length, hd ** -0.5).numpy()
+    want = step_attention_float64(q, k, v, source_k, source_v, source_bias, generated_k, generated_v, length,
+                                  hd ** -0.5)
+    np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max(), rtol=0)
+    for buffer, before, new in zip(buffers, (generated_k, generated_v), (k, v)):
+        after = buffer.numpy()
+        np.testing.assert_array_equal(after[:, :, length], new.reshape(rows, heads, hd))
+        np.testing.assert_array_equal(np.delete(after, length, axis=2), np.delete(before, length, axis=2))
+
+
+def test_step_attention_refuses_a_slot_past_the_buffers_and_mismatched_shapes(ops):
+    """Paddle raises the kernel's checks as OSError, with their message."""
+    z = lambda *shape: paddle.zeros(shape)
+    with pytest.raises(OSError, match="slot 3 is not in the generated buffers' 3 slots"):
+        cpu_kernels.step_attention(z(2, 1, 8), z(2, 1, 8), z(2, 1, 8), z(1, 2, 5, 4), z(1, 2, 5, 4), z(1, 1, 1, 5),
+                                   z(2, 2, 3, 4), z(2, 2, 3, 4), 3, 0.5)
+    with pytest.raises(OSError, match="rows \\* heads \\* head_dim = 16 values"):
+        cpu_kernels.step_attention(z(3, 1, 8), z(3, 1, 8), z(3, 1, 8), z(1, 2, 5, 4), z(1, 2, 5, 4), z(1, 1, 1, 5),
+                                   z(2, 2, 3, 4), z(2, 2, 3, 4), 0, 0.5)

@@ -87,21 +87,30 @@ def matmul_gflops() -> float:
 def bench_step_floor(ours, stepper, inputs, args) -> None:
     """One greedy decoding step of the dynamic model against the time this process takes to read the same
     weights once, by matmuls of the step's shape (rows x hidden times (N x hidden)^T, N = the weights' total
-    rows, the faster layout of ``modeling.transposed_weights``): a ratio near 1 means the step is bound by
-    reading the weights, as fp32 decoding of few rows is."""
+    rows) against packed weights, as the step's (``cpu_kernels.pack_weight``): a ratio near 1 means the step is
+    bound by reading the weights, as fp32 decoding of few rows is."""
     import paddle
+    from paddle_unimo.cpu_kernels import pack_weight, packed_linear
     with paddle.no_grad():
         logits, state = stepper.prefill(**inputs, max_new_tokens=args.new_tokens)
         tokens = logits.argmax(axis=-1, keepdim=True)
-        cache = state.cache.model_cache()._replace(weights=stepper.weights)
-        step = lambda: ours(tokens, state.token_type, state.position + 1, use_cache=True, cache=cache)[0].numpy()
+        written = state.cache.length
+
+        def step():  # the same step again: into the same slot
+            state.cache.length = written
+            return stepper.step(tokens, state).numpy()
         step()
         hidden = ours.config.hidden_size
         columns = sum(int(p.numel()) for n, p in ours.named_parameters()
                       if len(p.shape) == 2 and "embeddings" not in n) // hidden + ours.config.vocab_size
         rows = paddle.randn([tokens.shape[0], hidden])
         chunks = [paddle.randn([4096, hidden]) for _ in range(columns // 4096 + 1)]
-        read = lambda: [paddle.matmul(rows, w, transpose_y=True).numpy() for w in chunks]
+        packed = [pack_weight(w, transposed=True) for w in chunks]
+        if None in packed:  # no kernels: paddle's matmul, as the step's
+            read = lambda: [paddle.matmul(rows, w, transpose_y=True).numpy() for w in chunks]
+        else:
+            bias = paddle.zeros([4096])
+            read = lambda: [packed_linear(rows, w, bias).numpy() for w in packed]
         read()
         t_step, t_read = best_of(step, read, repeats=args.repeats * 3)
     row(f"greedy step ({tokens.shape[0]} rows) vs reading its weights once", t_step * 1e3,
@@ -111,13 +120,14 @@ def bench_step_floor(ours, stepper, inputs, args) -> None:
 
 def copy_step_weights(ours):
     """Our dynamic decoding's stepper, as ``make predict`` makes it (``generation.batch_stepper``): its copy of
-    the weights transposed is made once per model, and reported, not timed with each decoding."""
+    the weights packed is made once per model, and reported, not timed with each decoding."""
     from paddle_unimo.generation import batch_stepper
     start = time.perf_counter()
     stepper = batch_stepper(ours)
     seconds = time.perf_counter() - start
-    size = sum(int(w.numel()) * 4 for layer in stepper.weights for w in layer) / 2 ** 20
-    ROWS.append(("transposed step weights (once per model)", f"{seconds:.3f} s", "-", "-", f"{size:.0f} MiB"))
+    packed = [w for layer in stepper.weights for w in layer] + [stepper.head] if stepper.weights else []
+    size = sum(w.k * w.n * 4 for w in packed) / 2 ** 20  # the weights' own size; MKL's layout adds ~30%
+    ROWS.append(("packed step weights (once per model)", f"{seconds:.3f} s", "-", "-", f"{size:.0f} MiB"))
     return stepper
 
 
