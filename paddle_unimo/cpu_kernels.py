@@ -1,5 +1,5 @@
-"""CPU kernels: dropout, LayerNorm and the attention weights for training, and the decoding step's matmuls
-against packed weights, as C++ operators (``csrc/cpu_kernels.cc``), compiled on first use by paddle's
+"""CPU kernels: dropout, LayerNorm and the attention weights for training, and a decoding step's attention and
+its matmuls against packed weights, as C++ operators (``csrc/cpu_kernels.cc``), compiled on first use by paddle's
 custom-operator mechanism (``paddle.utils.cpp_extension``) and cached for the machine.
 
 Why: on CPU, paddle 3.3.1's dropout draws one mt19937 number per element on one thread and keeps a mask for the
@@ -21,25 +21,25 @@ float lanes added in double; its results and gradients equal float64's and paddl
 Attention weights (``softmax_dropout``): ``dropout(softmax(scores * scale + bias))`` in one pass instead of
 paddle's scale, add, softmax and dropout (and their four backward ops), with the masks ``dropout`` draws.
 
-Decoding steps (``step_attention``): a step's attention over the cache, for every row and head, in one pass
-that also writes the new keys and values into the cache, instead of ~20 paddle ops a layer and two set_value
-writes (those took 0.13 ms each for a 24-row step).
-
-Decoding steps (``pack_weight``, ``packed_linear``): a step multiplies a few rows (the hypotheses) by every weight
-of the model. A plain sgemm, paddle's matmul, packs the weight into MKL's blocked layout at every call, which with
-so few rows costs about as much as the product itself; MKL's packed API (``cblas_sgemm_pack`` once per weight,
-``cblas_sgemm_compute`` per step, from the ``libmklml_intel`` paddle ships) packs it once. The 12 layers' weights
-and the LM head of unimo-text-1.0 take 12 against 17 ms at 4 rows and 19 against 26 ms at 24 (AVX-512 host,
-against paddle's matmul on (out, in) copies and its bias add). A packed weight is a copy (~1.3x the weight's
-memory resident); where paddle has no MKL the step multiplies by the layers' own weights.
+Decoding steps (``step_attention``, ``pack_weight``, ``packed_linear``; ``generation.ModelStepper``): a step's
+attention over the cache, for every row and head, is one pass that also writes the new keys and values into the
+cache, instead of ~20 paddle ops a layer and two set_value writes (0.13 ms each for a 24-row step). A step
+multiplies a few rows (the hypotheses) by every weight of the model. A plain sgemm, paddle's matmul, packs the
+weight into MKL's blocked layout at every call, which with so few rows costs about as much as the product
+itself; MKL's packed API (``cblas_sgemm_pack`` once per weight, ``cblas_sgemm_compute`` per step, from the
+``libmklml_intel`` paddle ships) packs it once. The 12 layers' weights and the LM head of unimo-text-1.0 take 12
+against 17 ms at 4 rows and 19 against 26 ms at 24 (AVX-512 host, against paddle's matmul on (out, in) copies
+and its bias add). A packed weight is a copy: about the weight's size in resident memory (MKL asks for ~3x the
+address space and writes a part); where paddle has no MKL the step multiplies by the layers' own weights.
 
 Threads: the loops run on OpenMP threads, on the OpenMP runtime paddle ships for MKL (``libiomp5``, linked in
 place of GCC's ``libgomp``), so that they reuse the threads MKL keeps waiting between matmuls: on GCC's own
 runtime the two pools fought over the cores and the step ran slower (x0.94-0.96). Where paddle has no
 ``libiomp5`` they run on one thread. Either way every element, and the order of every sum, is the same.
 
-They run where a gradient is recorded on float32 CPU tensors in eager mode (dropout and the attention weights:
-wherever a layer is in training mode); inference keeps paddle's kernels, so decoding and export are untouched.
+The training kernels run where a gradient is recorded on float32 CPU tensors in eager mode (dropout and the
+attention weights: wherever a layer is in training mode); the decoding kernels where ``generation.ModelStepper``
+is asked for them (``batch_stepper``, on float32 CPU models). Exported programs use none of them.
 Without a C++ compiler, or with ``PADDLE_UNIMO_CPU_KERNELS=0``, paddle's own ops run (one warning says so);
 ``PADDLE_UNIMO_REQUIRE_CPU_KERNELS=1`` (CI) makes a failed build an error. The build takes ~25 s once; it is kept
 under ``PADDLE_UNIMO_KERNEL_CACHE`` (default ``~/.cache/paddle_unimo/kernels``) per source, compiler flags,

@@ -316,8 +316,9 @@ def packing(ops):
 @pytest.mark.parametrize("k, n", [(40, 24), (768, 3072), (33, 1000)])
 def test_packed_linear_equals_float64_at_any_number_of_rows(packing, k, n):
     """x @ W + b against W packed (as nn.Linear keeps it, or transposed as a tied embedding) equals the float64
-    product at row counts below, at and above the rows MKL packs for, with the input's leading shape kept; the
-    packed weight is a copy (later changes to the weight do not reach it); a wrong width is an error."""
+    product at row counts below, at and above the rows MKL packs for, with the input's leading shape kept (no rows:
+    an empty result); the packed weight is a copy (later changes to the weight do not reach it); a wrong width is
+    an error."""
     rng = np.random.default_rng(k)
     weight, bias = rng.standard_normal((k, n)).astype("float32"), rng.standard_normal(n).astype("float32")
     for transposed in (False, True):
@@ -331,6 +332,7 @@ def test_packed_linear_equals_float64_at_any_number_of_rows(packing, k, n):
             assert got.shape == (rows, 1, n)
             want = x.astype("float64") @ weight.astype("float64") + bias
             np.testing.assert_allclose(got, want, atol=2e-6 * np.sqrt(k) * np.abs(want).max(), rtol=0)
+    assert cpu_kernels.packed_linear(paddle.zeros([0, k]), packed, paddle.to_tensor(bias)).shape == [0, n]
     with pytest.raises(ValueError, match=f"x has {k + 1} features, the packed weight takes {k}"):
         cpu_kernels.packed_linear(paddle.ones([2, k + 1]), packed, paddle.to_tensor(bias))
 

@@ -1,6 +1,7 @@
-// CPU training kernels of paddle_unimo (loaded and documented by paddle_unimo/cpu_kernels.py): dropout with a
-// counter-based generator, LayerNorm over the last axis, and attention weights (scale, bias, softmax and dropout
-// in one pass), forward and backward, float32. Their loops run on OpenMP threads where cpu_kernels.py links
+// CPU kernels of paddle_unimo (loaded and documented by paddle_unimo/cpu_kernels.py), float32: for training,
+// dropout with a counter-based generator, LayerNorm over the last axis, and attention weights (scale, bias,
+// softmax and dropout in one pass), forward and backward; for decoding steps, the attention over the cache and
+// matmuls against weights MKL packed once. Their loops run on OpenMP threads where cpu_kernels.py links
 // paddle's own OpenMP runtime (the one MKL's threads belong to), else on one thread; each element's result, and
 // the order of every sum, is the same either way. TARGETS compiles a function for AVX2 and for the baseline,
 // chosen at load time by the CPU.
@@ -487,6 +488,7 @@ std::vector<paddle::Tensor> PackedLinear(const paddle::Tensor& x, const paddle::
   shape.back() = n;
   auto out = paddle::empty(shape, paddle::DataType::FLOAT32, x.place());
   float* y = out.data<float>();
+  if (rows == 0) return {out};  // MKL's compute faults on an empty product
   for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * n, bias.data<float>(), n * sizeof(float));
   cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, rows, n, k, x.data<float>(), k, packed.data<float>(), n, 1.0f,
                       y, n);
