@@ -291,6 +291,43 @@ def test_packed_step_weights_decode_as_the_model(seed):
         assert not np.allclose(scores.numpy(), want_scores.numpy(), atol=1e-3), part
 
 
+def test_the_stepper_takes_what_kernels_there_are(monkeypatch):
+    """Without paddle's MKL (no packed matmul) the steps still run the attention kernel, on the layers' own
+    weights; without the kernels, paddle's ops (the cache written by ``StepCache.write``). Same ids either way, and
+    a model in training mode never takes the kernel's attention (it has no dropout)."""
+    from paddle_unimo import modeling
+    from paddle_unimo.generation import ModelStepper, batch_stepper
+    if cpu_kernels.kernels() is None:
+        pytest.skip("the CPU kernels could not be built here (no C++ compiler?)")
+    model = make_model(5, eos_bias=1.0)
+    batch = decoding_batch(5)
+    settings = [dict(max_length=9), dict(decode_strategy="beam_search", num_beams=3, max_length=8)]
+    want = [generate(model, **batch, **kw)[0].numpy() for kw in settings]
+    with monkeypatch.context() as patch:
+        patch.setattr(modeling, "pack_weight", lambda *args, **kwargs: None)
+        patch.setattr(cpu_kernels, "pack_weight", lambda *args, **kwargs: None)
+        stepper = batch_stepper(model)
+        assert stepper.kernels and stepper.weights is None and stepper.head is None
+        for kw, ids in zip(settings, want):
+            np.testing.assert_array_equal(generate(model, **batch, stepper=stepper, **kw)[0].numpy(), ids)
+    with cpu_kernels.paddle_ops():
+        stepper = batch_stepper(model)
+        assert not stepper.kernels and stepper.weights is None
+        for kw, ids in zip(settings, want):
+            np.testing.assert_array_equal(generate(model, **batch, stepper=stepper, **kw)[0].numpy(), ids)
+    stepper = ModelStepper(model, cpu_kernels=True)
+    logits, state = stepper.prefill(**batch, max_new_tokens=4)
+
+    def refuse(*args):
+        raise AssertionError("the kernel's attention ran in training mode")
+    monkeypatch.setattr(modeling, "step_attention", refuse)
+    model.train()
+    with paddle.no_grad():
+        stepper.step(logits.argmax(-1, keepdim=True), state)
+    model.eval()
+    assert state.cache.length == 1 and np.abs(state.cache.generated_k[0].numpy()[:, :, 0]).sum() > 0
+
+
 def test_packed_step_weights_refuse_changed_weights():
     """The copies are a snapshot: after an optimizer step (which paddle does not count as an in-place change) or a
     set_value, decoding with the old stepper raises; a new stepper decodes the new weights."""
