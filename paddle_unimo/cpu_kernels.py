@@ -170,7 +170,8 @@ def softmax_dropout(scores, bias, scale: float, p: float):
 
 
 class PackedWeight(NamedTuple):
-    """A (K, N) weight in MKL's packed layout (``pack_weight``), for ``packed_linear``."""
+    """A (K, N) weight in MKL's packed layout (``pack_weight``), for ``packed_linear``. MKL's packed data is only
+    valid where it was written: never copy ``packed`` (a copy is not a packed weight), pack the weight again."""
     packed: paddle.Tensor  # float32 words
     k: int  # input features
     n: int  # output features
