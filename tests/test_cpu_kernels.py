@@ -1,7 +1,8 @@
-"""The CPU training kernels (``paddle_unimo.cpu_kernels``): dropout against a numpy Philox4x32-10 checked on the
+"""The CPU kernels (``paddle_unimo.cpu_kernels``): dropout against a numpy Philox4x32-10 checked on the
 published known answers, LayerNorm against float64, the model training through them, and the fallback to paddle's
-own ops when they cannot be built. Without a C++ compiler the kernel tests skip, unless
-PADDLE_UNIMO_REQUIRE_CPU_KERNELS=1 (CI), where the build failing fails them."""
+own ops when they cannot be built; for decoding, the packed matmul and a step's attention against float64.
+Without a C++ compiler the kernel tests skip, unless PADDLE_UNIMO_REQUIRE_CPU_KERNELS=1 (CI), where the build
+failing fails them."""
 import contextlib
 import ctypes
 import logging
@@ -22,7 +23,7 @@ M32 = np.uint64(0xFFFFFFFF)
 def ops():
     built = cpu_kernels.kernels()  # raises under PADDLE_UNIMO_REQUIRE_CPU_KERNELS=1 when the build fails
     if built is None:
-        pytest.skip("the CPU training kernels could not be built here (no C++ compiler?)")
+        pytest.skip("the CPU kernels could not be built here (no C++ compiler?)")
     return built
 
 
