@@ -321,16 +321,14 @@ class ModelStepper:
         self.weights = self.head = None
         if self.kernels:
             from .modeling import packed_step_weights
-            self.weights = packed_step_weights(model.unimo.encoder)
+            self.weights = packed_step_weights(model.unimo.encoder)  # None where paddle has no MKL
+        if self.weights is not None:
             self.head = kernels.pack_weight(model.lm_head.decoder_weight, transposed=True)
-        if self.weights is not None and self.head is not None:
             self._watched = [lin.weight for layer in model.unimo.encoder.layers for lin in layer.step_linears()] + \
                 [model.lm_head.decoder_weight]
             rng = np.random.default_rng(0)
             self._probes = [paddle.to_tensor(rng.integers(0, int(w.numel()), self.PROBES)) for w in self._watched]
             self._copied = self._sample()
-        else:
-            self.weights = self.head = None
 
     def _sample(self) -> np.ndarray:
         with paddle.no_grad():
