@@ -21,10 +21,13 @@ float lanes added in double; its results and gradients equal float64's and paddl
 Attention weights (``softmax_dropout``): ``dropout(softmax(scores * scale + bias))`` in one pass instead of
 paddle's scale, add, softmax and dropout (and their four backward ops), with the masks ``dropout`` draws.
 
-Decoding steps (``step_attention``, ``pack_weight``, ``packed_linear``; ``generation.ModelStepper``): a step's
-attention over the cache, for every row and head, is one pass that also writes the new keys and values into the
-cache, instead of ~20 paddle ops a layer and two set_value writes (0.13 ms each for a 24-row step). A step
-multiplies a few rows (the hypotheses) by every weight of the model. A plain sgemm, paddle's matmul, packs the
+Decoding (``step_attention``, ``step_layer``, ``softmax``, ``pack_weight``, ``packed_linear``;
+``generation.ModelStepper``): a step's attention over the cache, for every row and head, is one pass that also
+writes the new keys and values into the cache, instead of ~20 paddle ops a layer and two set_value writes (0.13 ms
+each for a 24-row step); with packed weights (below) a step's whole layer -- six matmuls, the attention, two
+residuals, two LayerNorms and the activation -- is one kernel, not ~11 operators (x1.06-1.10 a step). The prefill's
+attention weights are one pass too (scale, bias and softmax: paddle's scale, broadcasting add and softmax took
+~3 ms a layer at 4 x 96 tokens). A step multiplies a few rows (the hypotheses) by every weight of the model. A plain sgemm, paddle's matmul, packs the
 weight into MKL's blocked layout at every call, which with so few rows costs about as much as the product
 itself; MKL's packed API (``cblas_sgemm_pack`` once per weight, ``cblas_sgemm_compute`` per step, from the
 ``libmklml_intel`` paddle ships) packs it once. The 12 layers' weights and the LM head of unimo-text-1.0 take 12
@@ -39,7 +42,8 @@ runtime the two pools fought over the cores and the step ran slower (x0.94-0.96)
 
 The training kernels run where a gradient is recorded on float32 CPU tensors in eager mode (dropout and the
 attention weights: wherever a layer is in training mode); the decoding kernels where ``generation.ModelStepper``
-is asked for them (``batch_stepper``, on float32 CPU models). Exported programs use none of them.
+is asked for them (``batch_stepper``, on float32 CPU models): its prefill and steps. A model's own forward keeps
+paddle's ops (its logits equal PaddleNLP's bit for bit), and exported programs use none of the kernels.
 Without a C++ compiler, or with ``PADDLE_UNIMO_CPU_KERNELS=0``, paddle's own ops run (one warning says so);
 ``PADDLE_UNIMO_REQUIRE_CPU_KERNELS=1`` (CI) makes a failed build an error. The build takes ~25 s once; it is kept
 under ``PADDLE_UNIMO_KERNEL_CACHE`` (default ``~/.cache/paddle_unimo/kernels``) per source, compiler flags,
@@ -169,6 +173,15 @@ def softmax_dropout(scores, bias, scale: float, p: float):
     return ops.unimo_softmax_dropout(scores.contiguous(), bias.contiguous(), float(scale), float(p), _key())[0]
 
 
+def softmax(scores, bias, scale: float):
+    """Inference attention weights ``softmax(scores * scale + bias)`` over the last axis in one pass
+    (``unimo_softmax``: ``softmax_dropout``'s softmax, without dropout or gradient), for float32 scores (B, heads,
+    queries, keys) and a bias that broadcasts to them, or None."""
+    if bias is None:
+        bias = paddle.zeros([1, 1, 1, scores.shape[-1]], scores.dtype)
+    return kernels().unimo_softmax(scores.contiguous(), bias.contiguous(), float(scale))
+
+
 class PackedWeight(NamedTuple):
     """A (K, N) weight in MKL's packed layout (``pack_weight``), for ``packed_linear``. MKL's packed data is only
     valid where it was written: never copy ``packed`` (a copy is not a packed weight), pack the weight again."""
@@ -206,6 +219,18 @@ def step_attention(q, k, v, source_k, source_v, source_bias, generated_k, genera
     to slot ``length`` of the generated buffers. Inference only; float32 CPU tensors."""
     return kernels().unimo_step_attention(q.contiguous(), k.contiguous(), v.contiguous(), source_k, source_v,
                                           source_bias, generated_k, generated_v, int(length), float(scale))[0]
+
+
+def step_layer(x, packed, params, cache, scale: float, epsilon: float, gelu: bool, normalize_before: bool):
+    """A decoding step through one transformer layer in one kernel (``unimo_step_layer``), inference only: x
+    (N, 1, H) one new token a row; ``packed`` the layer's six weights (q, k, v, out, linear1, linear2) packed;
+    ``params`` their biases, then the two LayerNorms' weights and biases; ``cache`` the layer's
+    ``modeling.DecodingCache`` with ``slot`` set, to which the step's key and value are written (as by
+    ``step_attention``). Returns the layer's output (N, 1, H)."""
+    return kernels().unimo_step_layer(x.contiguous(), [w.packed for w in packed], list(params), cache.source_k,
+                                      cache.source_v, cache.source_bias, cache.generated_k, cache.generated_v,
+                                      int(cache.slot), float(scale), float(epsilon), bool(gelu),
+                                      bool(normalize_before))[0]
 
 
 class LayerNorm(nn.LayerNorm):

@@ -301,10 +301,12 @@ def check_regions(stepper, batch: int, region_feats, region_locs, region_valid, 
 class ModelStepper:
     """Runs a dynamic-mode ``UNIMOLMHeadModel``; the cache is its list of per-layer (k, v).
 
-    ``cpu_kernels`` (a float32 model on CPU, where the CPU kernels are built): the steps run
-    ``cpu_kernels.step_attention``, which also writes the cache, and multiply by copies of the layers' weights
-    and the LM head's packed for MKL (``modeling.packed_step_weights``; 1.3-1.4x faster matmuls), a second copy
-    of those weights in memory. The copies are made here, once, so the model's weights must not change while this
+    ``cpu_kernels`` (a float32 model on CPU, where the CPU kernels are built): the prefill and the steps multiply
+    by copies of the layers' weights and the LM head's packed for MKL (``modeling.packed_layer_weights``; 1.3-1.4x
+    faster matmuls at a step's few rows, 1.1x at a prefill's), a second copy of those weights in memory; each
+    step's layer is then one kernel (``cpu_kernels.step_layer``), and the prefill's attention weights one pass
+    (``cpu_kernels.softmax``). Where paddle has no MKL the steps still run ``cpu_kernels.step_attention``, which
+    also writes the cache. The copies are made here, once, so the model's weights must not change while this
     stepper is used: every prefill compares a sample of each weight's values with the ones copied and raises if
     they differ (make a new stepper after training). The ids are the same as without, the scores within float
     rounding (tested)."""
@@ -320,8 +322,8 @@ class ModelStepper:
         self.kernels = cpu_kernels and kernels.ops_for(embedding) is not None
         self.weights = self.head = None
         if self.kernels:
-            from .modeling import packed_step_weights
-            self.weights = packed_step_weights(model.unimo.encoder)  # None where paddle has no MKL
+            from .modeling import packed_layer_weights
+            self.weights = packed_layer_weights(model.unimo.encoder)  # None where paddle has no MKL
         if self.weights is not None:
             self.head = kernels.pack_weight(model.lm_head.decoder_weight, transposed=True)
             self._watched = [lin.weight for layer in model.unimo.encoder.layers for lin in layer.step_linears()] + \
@@ -348,7 +350,7 @@ class ModelStepper:
         hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True,
                                          region_feats=region_feats, region_locs=region_locs,
                                          region_valid=region_valid, role_ids=role_ids, turn_ids=turn_ids,
-                                         last_only=True)
+                                         last_only=True, packed_weights=self.weights)
         keys = StepCache([k for k, _ in cache], [v for _, v in cache],
                          last_row_keys(attention_mask, input_ids, self.config.pad_token_id), max_new_tokens)
         state = DecodeState(keys, position_ids[:, -1:], token_type_ids[:, -1:])
@@ -357,8 +359,8 @@ class ModelStepper:
 
     def step(self, tokens, state: DecodeState):
         in_place = self.kernels and not self.model.training  # the kernel's attention has no dropout
-        cache = state.cache.model_cache(in_place)._replace(weights=self.weights)
-        hidden, new = self.model.unimo(tokens, state.token_type, state.position, use_cache=True, cache=cache)
+        hidden, new = self.model.unimo(tokens, state.token_type, state.position, use_cache=True,
+                                       cache=state.cache.model_cache(in_place), packed_weights=self.weights)
         if not in_place:
             state.cache.write([k for k, _ in new], [v for _, v in new])
         return self.model.lm_head(hidden[:, -1], packed_decoder=self.head)

@@ -22,14 +22,14 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from . import masks
-from .cpu_kernels import (LayerNorm, PackedWeight, dropout, pack_weight, packed_linear, softmax_dropout,
-                          step_attention)
+from .cpu_kernels import (LayerNorm, PackedWeight, dropout, pack_weight, packed_linear, softmax,
+                          softmax_dropout, step_attention, step_layer)
 from .config import REGION_LOCATION_SIZE, UNIMOConfig
 
 KVCache = List[Tuple[paddle.Tensor, paddle.Tensor]]  # per layer (k, v), each (B, nh, T, hd)
 
 
-NO_STEP_WEIGHTS = (None,) * 6  # a layer's (q, k, v, out, linear1, linear2): its own weights
+OWN_WEIGHTS = (None,) * 6  # a layer's packed (q, k, v, out, linear1, linear2): none, it multiplies by its own
 
 
 class DecodingCache(NamedTuple):
@@ -46,17 +46,11 @@ class DecodingCache(NamedTuple):
     generated_k: object  # per layer (N, nh, T, hd)
     generated_v: object
     generated_bias: paddle.Tensor  # (1, 1, 1, T) additive: 0 for the slots written so far
-    weights: object = None  # per layer the ``packed_step_weights`` the step multiplies by, or None: the layers'
     slot: Optional[int] = None  # the slot the step writes its keys/values to (CPU kernel), or None: returned
 
     def layer(self, i: int) -> "DecodingCache":
         return DecodingCache(self.source_k[i], self.source_v[i], self.source_bias, self.generated_k[i],
-                             self.generated_v[i], self.generated_bias,
-                             None if self.weights is None else self.weights[i], self.slot)
-
-    def layer_weights(self) -> tuple:
-        """One layer's (q, k, v, out, linear1, linear2) packed weights, or ``NO_STEP_WEIGHTS``."""
-        return NO_STEP_WEIGHTS if self.weights is None else self.weights
+                             self.generated_v[i], self.generated_bias, self.slot)
 
     def step_bias(self, num_heads: int):
         """(N, nh, 1, S + T + 1): the additive bias over a step's keys ``[source; generated; own]``, for every row
@@ -69,11 +63,11 @@ class DecodingCache(NamedTuple):
         return bias.expand([-1, num_heads, -1, -1])
 
 
-def packed_step_weights(encoder: "Encoder") -> Optional[List[Tuple[PackedWeight, ...]]]:
+def packed_layer_weights(encoder: "Encoder") -> Optional[List[Tuple[PackedWeight, ...]]]:
     """Per layer, the weights of (q, k, v, out, linear1, linear2) packed for MKL (``cpu_kernels.pack_weight``),
-    for ``DecodingCache.weights``: a decoding step's matmuls of a few rows by every weight run 1.3-1.4x faster on
-    them. None where the kernels (or paddle's MKL) are not there. They are copies, made once
-    (``generation.ModelStepper``)."""
+    the ``packed_weights`` of ``UNIMOModel.forward``: a decoding step's matmuls of a few rows by every weight run
+    1.3-1.4x faster on them, a prefill's 1.1x. None where the kernels (or paddle's MKL) are not there. They are
+    copies, made once (``generation.ModelStepper``)."""
     weights = [tuple(pack_weight(lin.weight) for lin in layer.step_linears()) for layer in encoder.layers]
     return None if any(w is None for layer in weights for w in layer) else weights
 
@@ -170,29 +164,33 @@ class SelfAttention(nn.Layer):
     def _heads(self, x):  # (B, L, H) -> (B, nh, L, hd), contiguous (see _dense)
         return _dense(_swap_heads(x.reshape([0, 0, self.num_heads, self.head_dim])))
 
-    def forward(self, x, bias, cache=None, last_only: bool = False):
-        """``last_only``: the queries of the last position only (``Encoder``), the keys/values of all."""
+    def forward(self, x, bias, cache=None, last_only: bool = False, weights: Optional[tuple] = None):
+        """``last_only``: the queries of the last position only (``Encoder``), the keys/values of all. ``weights``:
+        the layer's packed ones (``EncoderLayer``)."""
+        weights = OWN_WEIGHTS if weights is None else weights
         if isinstance(cache, DecodingCache):
-            return self._step(x, cache, bias)
-        q = self._heads(_linear(self.q_proj, x[:, -1:] if last_only else x))
-        k, v = (self._heads(_linear(proj, x)) for proj in (self.k_proj, self.v_proj))
+            return self._step(x, cache, bias, weights)
+        q = self._heads(_linear(self.q_proj, x[:, -1:] if last_only else x, weights[0]))
+        k = self._heads(_linear(self.k_proj, x, weights[1]))
+        v = self._heads(_linear(self.v_proj, x, weights[2]))
         if cache is not None:
             k = paddle.concat([cache[0], k], axis=2)  # (B, nh, T + L, hd)
             v = paddle.concat([cache[1], v], axis=2)
         bias = bias[:, :, -1:] if last_only and bias is not None else bias
         if self.training:  # scale, bias, softmax and dropout: one CPU kernel where it runs (cpu_kernels)
-            weights = softmax_dropout(paddle.matmul(q, k, transpose_y=True), bias, self.head_dim ** -0.5,
-                                      self.dropout.p)
+            probs = softmax_dropout(paddle.matmul(q, k, transpose_y=True), bias, self.head_dim ** -0.5,
+                                    self.dropout.p)
+        elif weights[0] is not None:  # a stepper's prefill, on the CPU kernels: scale, bias, softmax in one pass
+            probs = softmax(paddle.matmul(q, k, transpose_y=True), bias, self.head_dim ** -0.5)
         else:
             scores = paddle.matmul(q * self.head_dim ** -0.5, k, transpose_y=True)  # (B, nh, L, T + L)
-            weights = self.dropout(F.softmax(scores if bias is None else scores + bias, axis=-1))
-        out = _swap_heads(paddle.matmul(weights, v))  # (B, L, nh, hd)
-        return _linear(self.out_proj, out.reshape([0, 0, self.num_heads * self.head_dim])), (k, v)
+            probs = self.dropout(F.softmax(scores if bias is None else scores + bias, axis=-1))
+        out = _swap_heads(paddle.matmul(probs, v))  # (B, L, nh, hd)
+        return _linear(self.out_proj, out.reshape([0, 0, self.num_heads * self.head_dim]), weights[3]), (k, v)
 
-    def _step(self, x, cache: DecodingCache, bias):
+    def _step(self, x, cache: DecodingCache, bias, w: tuple):
         """One new token per row, x (N, 1, H): the output and the token's (k, v), (N, nh, 1, hd) each -- (N, 1, H)
         when the kernel wrote them to ``cache.slot``."""
-        w = cache.layer_weights()
         q, k, v = (_linear(proj, x, t) for proj, t in zip((self.q_proj, self.k_proj, self.v_proj), w))
         if cache.slot is None:  # (N, 1, H) is (N, nh, 1, hd) in memory
             heads = [0, self.num_heads, 1, self.head_dim]
@@ -264,7 +262,7 @@ class _LinearFunction(paddle.autograd.PyLayer):
 
 
 def _linear(layer: nn.Linear, x, packed: Optional[PackedWeight] = None):
-    """``layer(x)``: against ``packed``, the weight packed (``packed_step_weights``), when given; by
+    """``layer(x)``: against ``packed``, the weight packed (``packed_layer_weights``), when given; by
     ``_LinearFunction`` when training eagerly on CPU (where mixed precision is never on) and every input takes a
     gradient (a frozen layer keeps paddle's own)."""
     if packed is not None:
@@ -301,22 +299,29 @@ class EncoderLayer(nn.Layer):
         self.activation_ = getattr(F, config.hidden_act + "_", None)
 
     def step_linears(self) -> Tuple[nn.Linear, ...]:
-        """The linear layers in ``DecodingCache.layer_weights``' order."""
+        """The linear layers in the order of their packed weights (``packed_layer_weights``)."""
         attn = self.self_attn
         return attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj, self.linear1, self.linear2
 
-    def forward(self, x, bias, cache=None, last_only: bool = False):
-        """``last_only``: the output of the last position only (B, 1, H), besides every position's keys/values."""
+    def forward(self, x, bias, cache=None, last_only: bool = False, weights: Optional[tuple] = None):
+        """``last_only``: the output of the last position only (B, 1, H), besides every position's keys/values.
+        ``weights``: the packed ones to multiply by (``packed_layer_weights``), inference only; in a step that
+        writes its keys/values (``DecodingCache.slot``) the whole layer is one CPU kernel (``step_layer``)."""
+        weights = OWN_WEIGHTS if weights is None else weights
+        if isinstance(cache, DecodingCache) and cache.slot is not None and weights[0] is not None:
+            params = [lin.bias for lin in self.step_linears()] + [self.norm1.weight, self.norm1.bias,
+                                                                   self.norm2.weight, self.norm2.bias]
+            return step_layer(x, weights, params, cache, self.self_attn.head_dim ** -0.5, self.norm1._epsilon,
+                              self.activation is F.gelu, self.normalize_before), None
         h = self.norm1(x) if self.normalize_before else x
-        h, kv = self.self_attn(h, bias, cache, last_only)
+        h, kv = self.self_attn(h, bias, cache, last_only, weights)
         x = (x[:, -1:] if last_only else x) + self.dropout1(h)
         if not self.normalize_before:
             x = self.norm1(x)
         h = self.norm2(x) if self.normalize_before else x
-        w = cache.layer_weights() if isinstance(cache, DecodingCache) else NO_STEP_WEIGHTS
-        h = _linear(self.linear1, h, w[4])
+        h = _linear(self.linear1, h, weights[4])
         h = self.activation_(h) if self.activation_ and paddle.in_dynamic_mode() else self.activation(h)
-        x = x + self.dropout2(_linear(self.linear2, h, w[5]))
+        x = x + self.dropout2(_linear(self.linear2, h, weights[5]))
         if not self.normalize_before:
             x = self.norm2(x)
         return x, kv
@@ -328,13 +333,15 @@ class Encoder(nn.Layer):
         self.layers = nn.LayerList([EncoderLayer(config) for _ in range(config.num_hidden_layers)])
         self.recompute = False  # see UNIMOPretrainedModel.set_recompute
 
-    def forward(self, x, bias, cache: Optional[KVCache] = None, last_only: bool = False):
+    def forward(self, x, bias, cache: Optional[KVCache] = None, last_only: bool = False, packed_weights=None):
         """``last_only``: the last layer computes the output of the last position only, (B, 1, H), and every
-        position's keys/values (a decoding's prefill, which predicts from the last position alone)."""
+        position's keys/values (a decoding's prefill, which predicts from the last position alone).
+        ``packed_weights``: see ``UNIMOModel.forward``."""
         if (len(self.layers) and bias is not None and paddle.in_dynamic_mode() and bias.place.is_cpu_place()
-                and bias.shape[1] == 1 and bias.shape[2] > 1):
+                and bias.shape[1] == 1 and bias.shape[2] > 1 and packed_weights is None):
             # one (B, nh, Lq, Lk) copy for every layer: paddle's CPU add that broadcasts (B, 1, Lq, Lk) over the
-            # heads is ~10x slower than a same-shape add (13 ms against 1.3 ms at B = 8, L = 128)
+            # heads is ~10x slower than a same-shape add (13 ms against 1.3 ms at B = 8, L = 128). With packed
+            # weights the attention's softmax is the kernel's, which broadcasts the bias itself
             bias = bias.expand([-1, self.layers[0].self_attn.num_heads, -1, -1])
         if isinstance(cache, DecodingCache) and len(self.layers):  # the kernel (slot) reads the source bias alone
             bias = None if cache.slot is not None else cache.step_bias(self.layers[0].self_attn.num_heads)
@@ -346,7 +353,8 @@ class Encoder(nn.Layer):
         new_cache = []
         for i, layer in enumerate(self.layers):
             layer_cache = cache.layer(i) if isinstance(cache, DecodingCache) else None if cache is None else cache[i]
-            x, kv = layer(x, bias, layer_cache, last_only and i == len(self.layers) - 1)
+            x, kv = layer(x, bias, layer_cache, last_only and i == len(self.layers) - 1,
+                          None if packed_weights is None else packed_weights[i])
             new_cache.append(kv)
         return x, new_cache  # with a DecodingCache: each layer's new (k, v) only
 
@@ -421,7 +429,7 @@ class UNIMOModel(UNIMOPretrainedModel):
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, attention_mask=None,
                 use_cache: bool = False, cache: Optional[KVCache] = None, region_feats=None, region_locs=None,
                 region_valid=None, inputs_embeds=None, text_delta=None, role_ids=None, turn_ids=None,
-                last_only: bool = False):
+                last_only: bool = False, packed_weights=None):
         """
         input_ids       (B, L) int64, or None for image-only input
         position_ids    (B, L) int64; default position_start + index among the row's real (non-pad) tokens,
@@ -441,6 +449,8 @@ class UNIMOModel(UNIMOPretrainedModel):
                         CoQA); default 0
         last_only       hidden states of the last position only, (B, 1, H); the last layer computes no others
                         (a decoding's prefill predicts from the last position alone; the cache is complete)
+        packed_weights  per layer, copies of its weights packed for MKL (``packed_layer_weights``) that the layers
+                        multiply by instead of their own, in inference (``generation.ModelStepper``)
         """
         parts, valid = [], []
         if region_feats is not None:
@@ -462,7 +472,8 @@ class UNIMOModel(UNIMOPretrainedModel):
             keys = paddle.concat(valid, axis=1)
             attention_mask = masks.may_attend(keys, paddle.zeros(keys.shape, "int64"))
         x = self.dropout(paddle.concat(parts, axis=1) if len(parts) > 1 else parts[0])
-        hidden, new_cache = self.encoder(x, masks.additive_bias(attention_mask, x.dtype), cache, last_only)
+        hidden, new_cache = self.encoder(x, masks.additive_bias(attention_mask, x.dtype), cache, last_only,
+                                         packed_weights)
         return (hidden, new_cache) if use_cache else hidden
 
     def pooled_outputs(self, hidden, num_regions, has_text: bool = True):

@@ -6,6 +6,7 @@ failing fails them."""
 import contextlib
 import ctypes
 import logging
+import math
 
 import numpy as np
 import paddle
@@ -388,3 +389,80 @@ def test_step_attention_refuses_a_slot_past_the_buffers_and_mismatched_shapes(op
     with pytest.raises(OSError, match="rows \\* heads \\* head_dim = 16 values"):
         cpu_kernels.step_attention(z(3, 1, 8), z(3, 1, 8), z(3, 1, 8), z(1, 2, 5, 4), z(1, 2, 5, 4), z(1, 1, 1, 5),
                                    z(2, 2, 3, 4), z(2, 2, 3, 4), 0, 0.5)
+
+
+@pytest.mark.parametrize("shape, bias_shape", [
+    ((8, 12, 33, 129), (8, 1, 33, 129)), ((4, 12, 1, 96), (4, 1, 1, 96)), ((2, 3, 5, 7), (2, 3, 5, 7)),
+    ((3, 2, 1, 16), None)])  # the first runs threaded
+def test_inference_softmax_equals_the_rule_in_float64(ops, shape, bias_shape):
+    """``cpu_kernels.softmax`` (a prefill's attention weights on the kernels): softmax(scores * scale + bias) over
+    the last axis, the bias broadcast, masked keys 0; within float rounding of float64 and of paddle's softmax."""
+    rng = np.random.default_rng(shape[-1])
+    scores = (rng.standard_normal(shape) * 20).astype("float32")
+    bias = None if bias_shape is None else \
+        np.where(rng.random(bias_shape) < 0.3, masks.MASKED_BIAS, rng.standard_normal(bias_shape)).astype("float32")
+    got = cpu_kernels.softmax(paddle.to_tensor(scores), None if bias is None else paddle.to_tensor(bias), 0.125)
+    want, _ = softmax_dropout_float64(scores, bias, 0.125, 0.0, 0, np.zeros(shape))
+    np.testing.assert_allclose(got.numpy(), want, rtol=2e-6, atol=1e-7)
+    paddles = F.softmax(paddle.to_tensor(scores) * 0.125 + (0 if bias is None else paddle.to_tensor(bias)), -1)
+    np.testing.assert_allclose(got.numpy(), paddles.numpy(), rtol=2e-6, atol=1e-7)
+    with pytest.raises(OSError, match="does not broadcast to the scores on axis 2"):
+        cpu_kernels.softmax(paddle.to_tensor(scores), paddle.zeros([1, 1, shape[2] + 1, shape[3]]), 0.125)
+
+
+def layer_step_float64(x, weights, params, cache, length, scale, epsilon, gelu, normalize_before):
+    """The rule of ``cpu_kernels.step_layer`` in float64: ``EncoderLayer``'s forward for one new token a row in
+    inference, its attention by ``step_attention_float64``."""
+    x = x.astype(np.float64)
+    b, (w1, c1, w2, c2) = params[:6], params[6:]
+
+    def norm(z, w, c):
+        return (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + epsilon) * w + c
+
+    def act(z):
+        return 0.5 * z * (1 + np.vectorize(math.erf)(z / np.sqrt(2))) if gelu else np.maximum(z, 0)
+    h = norm(x, w1, c1) if normalize_before else x
+    q, k, v = (h @ weights[i] + b[i] for i in range(3))
+    y = x + step_attention_float64(q, k, v, *cache, length, scale) @ weights[3] + b[3]
+    if normalize_before:
+        return y + act(norm(y, w2, c2) @ weights[4] + b[4]) @ weights[5] + b[5], (k, v)
+    y = norm(y, w1, c1)
+    return norm(y + act(y @ weights[4] + b[4]) @ weights[5] + b[5], w2, c2), (k, v)
+
+
+@pytest.mark.parametrize("gelu, normalize_before", [(False, False), (True, False), (False, True), (True, True)])
+def test_step_layer_equals_the_layer_in_float64_and_writes_the_slot(packing, gelu, normalize_before):
+    """A decoding step through one layer in one kernel (post-LN and pre-LN, relu and gelu, at 1 and 3 rows a
+    source) equals the layer's rule in float64; the step's key/value land in the slot, the other slots unchanged;
+    a wrong number of parameters is refused."""
+    from paddle_unimo.modeling import DecodingCache
+    hidden, inner, heads, S, slots, length = 32, 80, 4, 9, 6, 2
+    for sources, per_source in ((2, 1), (3, 3)):
+        rng = np.random.default_rng(10 * sources + gelu + 2 * normalize_before)
+        rows = sources * per_source
+        x = rng.standard_normal((rows, 1, hidden)).astype("float32")
+        shapes = [(hidden, hidden)] * 4 + [(hidden, inner), (inner, hidden)]
+        weights = [(rng.standard_normal(s) / np.sqrt(s[0])).astype("float32") for s in shapes]
+        params = [rng.standard_normal(s[1]).astype("float32") * 0.5 for s in shapes] + \
+            [rng.uniform(0.5, 1.5, hidden).astype("float32") if i % 2 == 0 else
+             rng.standard_normal(hidden).astype("float32") * 0.3 for i in range(4)]
+        source = [rng.standard_normal((sources, heads, S, hidden // heads)).astype("float32") for _ in range(2)]
+        source_bias = np.where(rng.uniform(size=(sources, 1, 1, S)) < 0.3, masks.MASKED_BIAS, 0.0).astype("float32")
+        source_bias[..., 0] = 0.0
+        generated = [rng.standard_normal((rows, heads, slots, hidden // heads)).astype("float32") for _ in range(2)]
+        buffers = [paddle.to_tensor(a) for a in generated]
+        cache = DecodingCache(*(paddle.to_tensor(a) for a in source), paddle.to_tensor(source_bias), *buffers,
+                              paddle.zeros([1, 1, 1, slots]), slot=length)
+        packed = [cpu_kernels.pack_weight(paddle.to_tensor(w)) for w in weights]
+        got = cpu_kernels.step_layer(paddle.to_tensor(x), packed, [paddle.to_tensor(p) for p in params], cache, 0.5,
+                                     1e-5, gelu, normalize_before).numpy()
+        want, (k, v) = layer_step_float64(x, weights, params, source + [source_bias] + generated, length, 0.5, 1e-5,
+                                          gelu, normalize_before)
+        np.testing.assert_allclose(got, want, atol=2e-5 * np.abs(want).max(), rtol=0)
+        for buffer, before, new in zip(buffers, generated, (k, v)):
+            after = buffer.numpy()
+            np.testing.assert_allclose(after[:, :, length], new.reshape(after[:, :, length].shape), atol=1e-5)
+            np.testing.assert_array_equal(np.delete(after, length, axis=2), np.delete(before, length, axis=2))
+    with pytest.raises(OSError, match="6 packed weights and 10 parameters are needed, got 6 and 9"):
+        cpu_kernels.step_layer(paddle.to_tensor(x), packed, [paddle.to_tensor(p) for p in params[:9]], cache, 0.5,
+                               1e-5, gelu, normalize_before)

@@ -257,13 +257,15 @@ def caption_batch(seed, batch=3, regions=4):
                 region_valid=paddle.to_tensor(valid))
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_packed_step_weights_decode_as_the_model(seed):
-    """ModelStepper(cpu_kernels=True), what ``make predict`` decodes with on CPU: the same ids as the model's own
-    weights and the scores within float rounding, for every strategy, with and without regions -- and the packed
-    copies are what it reads (zeroing them changes the output)."""
+@pytest.mark.parametrize("seed, overrides", [(0, {}), (1, {}), (2, {"hidden_act": "gelu"}),
+                                             (3, {"normalize_before": True})])
+def test_packed_step_weights_decode_as_the_model(seed, overrides):
+    """ModelStepper(cpu_kernels=True), what ``make predict`` decodes with on CPU (the prefill and every step's
+    layers on packed weights, the steps' layers each one kernel): the same ids as the model's own weights and the
+    scores within float rounding, for every strategy, with and without regions, post-LN and pre-LN, relu and gelu
+    -- and the packed copies are what it reads (zeroing them changes the output)."""
     from paddle_unimo.generation import ModelStepper, batch_stepper
-    model = make_model(seed, eos_bias=float(seed % 3))
+    model = make_model(seed, eos_bias=float(seed % 3), **overrides)
     stepper = batch_stepper(model)
     if stepper.weights is None:
         assert cpu_kernels.kernels() is None or not cpu_kernels.MKL.is_file()
@@ -321,6 +323,7 @@ def test_the_stepper_takes_what_kernels_there_are(monkeypatch):
     def refuse(*args):
         raise AssertionError("the kernel's attention ran in training mode")
     monkeypatch.setattr(modeling, "step_attention", refuse)
+    monkeypatch.setattr(modeling, "step_layer", refuse)
     model.train()
     with paddle.no_grad():
         stepper.step(logits.argmax(-1, keepdim=True), state)

@@ -358,8 +358,9 @@ PD_BUILD_GRAD_OP(unimo_layer_norm)
 // Attention probabilities in training (paddle_unimo.cpu_kernels.softmax_dropout): the dropped-out softmax of
 // scores * scale + bias over the last axis, its softmax (for the backward) and the keep bits, drawn as
 // DropoutForward draws them (the same masks as unimo_dropout of the softmax under the same seed).
-std::vector<paddle::Tensor> SoftmaxDropoutForward(const paddle::Tensor& scores, const paddle::Tensor& bias,
-                                                  float scale, float p, int64_t seed) {
+// softmax(scores * scale + bias) over the last axis into a new tensor; scores (B, heads, queries, keys), the
+// bias broadcasting to them.
+paddle::Tensor Softmax(const paddle::Tensor& scores, const paddle::Tensor& bias, float scale) {
   const auto& s = scores.shape();
   const auto& b = bias.shape();
   PD_CHECK(s.size() == 4 && b.size() == 4 && b[3] == s[3], "scores (B, heads, queries, keys) and a bias of as many "
@@ -369,12 +370,18 @@ std::vector<paddle::Tensor> SoftmaxDropoutForward(const paddle::Tensor& scores, 
              b[axis], " against ", s[axis], ")");
   }
   auto y = paddle::empty_like(scores);
+  SoftmaxRows(scores.data<float>(), bias.data<float>(), BiasRows{s[1], s[2], b[0], b[1], b[2]}, y.data<float>(),
+              scores.numel() / s[3], s[3], scale);
+  return y;
+}
+
+std::vector<paddle::Tensor> SoftmaxDropoutForward(const paddle::Tensor& scores, const paddle::Tensor& bias,
+                                                  float scale, float p, int64_t seed) {
+  auto y = Softmax(scores, bias, scale);
   auto probs = paddle::empty_like(scores);
   auto mask = paddle::empty({MaskWords(scores.numel())}, paddle::DataType::INT32, scores.place());
   uint32_t* bits = reinterpret_cast<uint32_t*>(mask.data<int32_t>());
   DropoutMask(bits, scores.numel(), p, seed);
-  SoftmaxRows(scores.data<float>(), bias.data<float>(), BiasRows{s[1], s[2], b[0], b[1], b[2]}, y.data<float>(),
-              scores.numel() / s[3], s[3], scale);
   ApplyMask(y.data<float>(), bits, probs.data<float>(), scores.numel(), KeptScale(p));
   return {probs, y, mask};
 }
@@ -414,25 +421,53 @@ PD_BUILD_GRAD_OP(unimo_softmax_dropout)
     .Attrs({"scale: float", "p: float"})
     .SetKernelFn(PD_KERNEL(SoftmaxDropoutBackward));
 
+// Attention probabilities in inference (paddle_unimo.cpu_kernels.softmax): Softmax, no dropout.
+std::vector<paddle::Tensor> SoftmaxInference(const paddle::Tensor& scores, const paddle::Tensor& bias, float scale) {
+  return {Softmax(scores, bias, scale)};
+}
+
+PD_BUILD_OP(unimo_softmax)
+    .Inputs({"Scores", "Bias"})
+    .Outputs({"Probs"})
+    .Attrs({"scale: float"})
+    .SetKernelFn(PD_KERNEL(SoftmaxInference));
+
 // A decoding step's attention (paddle_unimo.cpu_kernels.step_attention): StepAttentionRows, the generated key and
 // value buffers written in place. q, k, v: (rows, 1, heads * head_dim); source_bias: (sources, 1, 1, S).
+namespace {
+// The checks of a step's cache and q/k/v (values q_size each) against each other.
+void CheckStepCache(int64_t q_size, const paddle::Tensor& source_k, const paddle::Tensor& source_v,
+                    const paddle::Tensor& source_bias, const paddle::Tensor& generated_k,
+                    const paddle::Tensor& generated_v, int64_t length) {
+  const auto &s = source_k.shape(), &g = generated_k.shape();
+  PD_CHECK(s.size() == 4 && g.size() == 4 && g[1] == s[1] && g[3] == s[3] && g[0] % s[0] == 0,
+           "source keys (B, heads, S, head_dim) and generated keys (B * n, heads, T, head_dim) are needed");
+  PD_CHECK(q_size == g[0] * g[1] * g[3], "q, k and v need rows * heads * head_dim = ", g[0] * g[1] * g[3],
+           " values, got ", q_size);
+  PD_CHECK(source_v.shape() == s && generated_v.shape() == g && source_bias.numel() == s[0] * s[2],
+           "source values, generated values and the source bias do not match the keys");
+  PD_CHECK(0 <= length && length < g[2], "slot ", length, " is not in the generated buffers' ", g[2], " slots");
+}
+
+void StepAttentionInto(const float* q, const float* k, const float* v, const paddle::Tensor& source_k,
+                       const paddle::Tensor& source_v, const paddle::Tensor& source_bias, paddle::Tensor& generated_k,
+                       paddle::Tensor& generated_v, float* out, int64_t length, float scale) {
+  const auto &s = source_k.shape(), &g = generated_k.shape();
+  StepAttentionRows(q, k, v, source_k.data<float>(), source_v.data<float>(), source_bias.data<float>(),
+                    generated_k.data<float>(), generated_v.data<float>(), out, s[0], g[0] / s[0], s[1], s[2], g[2],
+                    s[3], length, scale);
+}
+}  // namespace
+
 std::vector<paddle::Tensor> StepAttention(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
                                           const paddle::Tensor& source_k, const paddle::Tensor& source_v,
                                           const paddle::Tensor& source_bias, paddle::Tensor& generated_k,
                                           paddle::Tensor& generated_v, int64_t length, float scale) {
-  const auto &s = source_k.shape(), &g = generated_k.shape();
-  PD_CHECK(s.size() == 4 && g.size() == 4 && g[1] == s[1] && g[3] == s[3] && g[0] % s[0] == 0,
-           "source keys (B, heads, S, head_dim) and generated keys (B * n, heads, T, head_dim) are needed");
-  PD_CHECK(q.numel() == g[0] * g[1] * g[3] && k.numel() == q.numel() && v.numel() == q.numel(),
-           "q, k and v need rows * heads * head_dim = ", g[0] * g[1] * g[3], " values, got ", q.numel());
-  PD_CHECK(source_v.shape() == s && generated_v.shape() == g && source_bias.numel() == s[0] * s[2],
-           "source values, generated values and the source bias do not match the keys");
-  PD_CHECK(0 <= length && length < g[2], "slot ", length, " is not in the generated buffers' ", g[2], " slots");
+  PD_CHECK(k.numel() == q.numel() && v.numel() == q.numel(), "q, k and v differ in size");
+  CheckStepCache(q.numel(), source_k, source_v, source_bias, generated_k, generated_v, length);
   auto out = paddle::empty_like(q);
-  StepAttentionRows(q.data<float>(), k.data<float>(), v.data<float>(), source_k.data<float>(),
-                    source_v.data<float>(), source_bias.data<float>(), generated_k.data<float>(),
-                    generated_v.data<float>(), out.data<float>(), s[0], g[0] / s[0], s[1], s[2], g[2], s[3], length,
-                    scale);
+  StepAttentionInto(q.data<float>(), k.data<float>(), v.data<float>(), source_k, source_v, source_bias, generated_k,
+                    generated_v, out.data<float>(), length, scale);
   return {out};
 }
 
@@ -479,7 +514,18 @@ PD_BUILD_OP(unimo_pack_weight)
     .Attrs({"transposed: bool", "rows: int64_t"})
     .SetKernelFn(PD_KERNEL(PackWeight));
 
-// x (..., K) @ the packed (K, N) weight + bias (N,): the bias written first, the product added (beta = 1).
+namespace {
+// y (rows, n) = x (rows, k) @ the packed (k, n) weight + bias (n,): the bias written first, the product added
+// (beta = 1).
+void PackedProduct(const float* x, int64_t rows, int64_t k, const paddle::Tensor& packed, const float* bias,
+                   int64_t n, float* y) {
+  if (rows == 0) return;  // MKL's compute faults on an empty product
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * n, bias, n * sizeof(float));
+  cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, rows, n, k, x, k, packed.data<float>(), n, 1.0f, y, n);
+}
+}  // namespace
+
+// x (..., K) @ the packed (K, N) weight + bias (N,).
 std::vector<paddle::Tensor> PackedLinear(const paddle::Tensor& x, const paddle::Tensor& packed,
                                          const paddle::Tensor& bias, int64_t n) {
   const int64_t k = x.shape().back(), rows = x.numel() / k;
@@ -487,11 +533,7 @@ std::vector<paddle::Tensor> PackedLinear(const paddle::Tensor& x, const paddle::
   auto shape = x.shape();
   shape.back() = n;
   auto out = paddle::empty(shape, paddle::DataType::FLOAT32, x.place());
-  float* y = out.data<float>();
-  if (rows == 0) return {out};  // MKL's compute faults on an empty product
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * n, bias.data<float>(), n * sizeof(float));
-  cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, rows, n, k, x.data<float>(), k, packed.data<float>(), n, 1.0f,
-                      y, n);
+  PackedProduct(x.data<float>(), rows, k, packed, bias.data<float>(), n, out.data<float>());
   return {out};
 }
 
@@ -508,4 +550,69 @@ PD_BUILD_OP(unimo_packed_linear)
     .Attrs({"n: int64_t"})
     .SetKernelFn(PD_KERNEL(PackedLinear))
     .SetInferShapeFn(PD_INFER_SHAPE(PackedLinearShapes));
+
+// A decoding step through one transformer layer in inference (paddle_unimo.cpu_kernels.step_layer): x (rows, 1, H)
+// of one new token a row; its six linear layers against packed weights (PackedProduct), the step's attention
+// (StepAttentionRows, which writes the new key and value to slot `length` of the generated buffers), the two
+// residual sums, the two LayerNorms (LayerNormRows) and the activation (relu, or gelu by erf), after (post-LN) or
+// before (normalize_before) each block -- the ~11 operators of the layer as one. packed: the (q, k, v, out,
+// linear1, linear2) weights; params: their six biases, then norm1's weight and bias and norm2's.
+std::vector<paddle::Tensor> StepLayer(const paddle::Tensor& x, const std::vector<paddle::Tensor>& packed,
+                                      const std::vector<paddle::Tensor>& params, const paddle::Tensor& source_k,
+                                      const paddle::Tensor& source_v, const paddle::Tensor& source_bias,
+                                      paddle::Tensor& generated_k, paddle::Tensor& generated_v, int64_t length,
+                                      float scale, float epsilon, bool gelu, bool normalize_before) {
+  PD_CHECK(packed.size() == 6 && params.size() == 10, "6 packed weights and 10 parameters are needed, got ",
+           packed.size(), " and ", params.size());
+  const int64_t hidden = x.shape().back(), rows = x.numel() / hidden, inner = params[4].numel();
+  CheckStepCache(x.numel(), source_k, source_v, source_bias, generated_k, generated_v, length);
+  for (int i = 0; i < 10; ++i) {
+    const int64_t want = i == 4 ? inner : hidden;
+    PD_CHECK(params[i].numel() == want, "parameter ", i, " needs ", want, " values, got ", params[i].numel());
+  }
+  const float* p[10];
+  for (int i = 0; i < 10; ++i) p[i] = params[i].data<float>();
+  auto out = paddle::empty_like(x);
+  const float* in = x.data<float>();
+  float* y = out.data<float>();
+  std::vector<float> q(rows * hidden), k(rows * hidden), v(rows * hidden), a(rows * hidden), h(rows * inner),
+      stats(2 * rows);
+  auto norm = [&](const float* from, int which, float* to) {
+    LayerNormRows(from, p[6 + 2 * which], p[7 + 2 * which], to, stats.data(), stats.data() + rows, rows, hidden,
+                  epsilon);
+  };
+  const float* attn_in = in;
+  if (normalize_before) {
+    norm(in, 0, y);  // y holds norm1(x) until the attention's output is added to x
+    attn_in = y;
+  }
+  PackedProduct(attn_in, rows, hidden, packed[0], p[0], hidden, q.data());
+  PackedProduct(attn_in, rows, hidden, packed[1], p[1], hidden, k.data());
+  PackedProduct(attn_in, rows, hidden, packed[2], p[2], hidden, v.data());
+  StepAttentionInto(q.data(), k.data(), v.data(), source_k, source_v, source_bias, generated_k, generated_v,
+                    a.data(), length, scale);
+  PackedProduct(a.data(), rows, hidden, packed[3], p[3], hidden, y);
+  for (int64_t i = 0; i < rows * hidden; ++i) y[i] += in[i];  // y = x + attention
+  float* ffn_in = q.data();  // the block's input: norm2(y) before, norm1(y) after (post-LN also its residual)
+  if (normalize_before) {
+    norm(y, 1, ffn_in);
+  } else {
+    norm(y, 0, y);
+    ffn_in = y;
+  }
+  PackedProduct(ffn_in, rows, hidden, packed[4], p[4], inner, h.data());
+  for (float& e : h) e = gelu ? 0.5f * e * (1.0f + std::erf(e * float(M_SQRT1_2))) : std::max(e, 0.0f);
+  PackedProduct(h.data(), rows, inner, packed[5], p[5], hidden, k.data());
+  for (int64_t i = 0; i < rows * hidden; ++i) y[i] += k[i];  // + the feed-forward block
+  if (!normalize_before) norm(y, 1, y);
+  return {out};
+}
+
+PD_BUILD_OP(unimo_step_layer)
+    .Inputs({"X", paddle::Vec("Packed"), paddle::Vec("Params"), "SourceK", "SourceV", "SourceBias", "GeneratedK",
+             "GeneratedV"})
+    .Outputs({"Out", "GeneratedKOut", "GeneratedVOut"})
+    .SetInplaceMap({{"GeneratedK", "GeneratedKOut"}, {"GeneratedV", "GeneratedVOut"}})
+    .Attrs({"length: int64_t", "scale: float", "epsilon: float", "gelu: bool", "normalize_before: bool"})
+    .SetKernelFn(PD_KERNEL(StepLayer));
 #endif  // UNIMO_MKL
