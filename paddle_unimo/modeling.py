@@ -22,7 +22,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from . import masks
-from .cpu_kernels import (LayerNorm, PackedWeight, dropout, pack_weight, packed_linear, softmax,
+from .cpu_kernels import (LayerNorm, PackedWeight, add_bias_, dropout, pack_weight, packed_linear, softmax,
                           softmax_dropout, step_attention, step_layer)
 from .config import REGION_LOCATION_SIZE, UNIMOConfig
 
@@ -84,10 +84,10 @@ def log_softmax(logits):
 
 
 def add_bias(x, bias):
-    """``x + bias``, into ``x`` where no gradient is recorded (``x`` must be a fresh result): paddle's CPU add that
-    broadcasts into a new tensor is 3-7x slower than in place (1.8-2.2 against 0.3-0.7 ms on a beam step's
-    (24, 18000) scores; ~15 against ~2 ms for (8, 128, 3072))."""
-    return x.add_(bias) if paddle.in_dynamic_mode() and not paddle.is_grad_enabled() else x + bias
+    """``x + bias``, into ``x`` where no gradient is recorded (``x`` must be a fresh result; ``cpu_kernels.add_bias_``):
+    paddle's CPU add that broadcasts into a new tensor is 3-7x slower than in place (1.8-2.2 against 0.3-0.7 ms on
+    a beam step's (24, 18000) scores; ~15 against ~2 ms for (8, 128, 3072))."""
+    return add_bias_(x, bias) if paddle.in_dynamic_mode() and not paddle.is_grad_enabled() else x + bias
 
 
 def cached_real_tokens(cache: Optional[KVCache], attention_mask):
@@ -244,13 +244,13 @@ class _LinearFunction(paddle.autograd.PyLayer):
     """``x @ weight + bias`` with the bias gradient as a matmul with ones: paddle's CPU sum over the rows (the
     gradient of a broadcast add) takes ~40 ms for an (8 * 128, 3072) gradient, the matmul 0.5 ms; the same values.
     Saves 2 to 40 ms per linear layer and training step at B * L = 1024. The bias is added in place (nothing is
-    recorded in a PyLayer's forward): paddle's CPU broadcasting add into a new tensor takes ~15 ms for
-    (8, 128, 3072), in place ~2 ms."""
+    recorded in a PyLayer's forward; ``cpu_kernels.add_bias_``): paddle's CPU broadcasting add into a new tensor
+    takes ~15 ms for (8, 128, 3072), in place ~2 ms, the kernel 0.4 ms."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
-        return paddle.matmul(x, weight).add_(bias)
+        return add_bias_(paddle.matmul(x, weight), bias)
 
     @staticmethod
     def backward(ctx, grad):
@@ -264,12 +264,15 @@ class _LinearFunction(paddle.autograd.PyLayer):
 def _linear(layer: nn.Linear, x, packed: Optional[PackedWeight] = None):
     """``layer(x)``: against ``packed``, the weight packed (``packed_layer_weights``), when given; by
     ``_LinearFunction`` when training eagerly on CPU (where mixed precision is never on) and every input takes a
-    gradient (a frozen layer keeps paddle's own)."""
+    gradient (a frozen layer keeps paddle's own); where no gradient is recorded, eagerly, the product and then the
+    bias added in place (``add_bias``: the same bits as ``layer(x)``, whose bias add broadcasts into a new tensor)."""
     if packed is not None:
         return packed_linear(x, packed, layer.bias)
     if (layer.training and paddle.in_dynamic_mode() and x.place.is_cpu_place() and layer.bias is not None
             and not (x.stop_gradient or layer.weight.stop_gradient or layer.bias.stop_gradient)):
         return _LinearFunction.apply(x, layer.weight, layer.bias)
+    if layer.bias is not None and paddle.in_dynamic_mode() and not paddle.is_grad_enabled():
+        return add_bias(paddle.matmul(x, layer.weight), layer.bias)
     return layer(x)
 
 

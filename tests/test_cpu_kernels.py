@@ -466,3 +466,27 @@ def test_step_layer_equals_the_layer_in_float64_and_writes_the_slot(packing, gel
     with pytest.raises(OSError, match="6 packed weights and 10 parameters are needed, got 6 and 9"):
         cpu_kernels.step_layer(paddle.to_tensor(x), packed, [paddle.to_tensor(p) for p in params[:9]], cache, 0.5,
                                1e-5, gelu, normalize_before)
+
+
+def test_add_bias_in_place_gives_paddles_sums_and_falls_back_where_the_kernel_does_not_fit(ops):
+    """``cpu_kernels.add_bias_``: x += bias into x itself, the same bits as paddle's add, at sizes on one thread and
+    threaded; a bias that is not x's last axis, another dtype or a strided x: paddle's add_, the same values."""
+    rng = np.random.default_rng(8)
+    for shape in ((3, 5), (8, 128, 3072), (2, 7, 33)):
+        x = rng.standard_normal(shape).astype("float32")
+        bias = rng.standard_normal(shape[-1]).astype("float32")
+        t = paddle.to_tensor(x)
+        out = cpu_kernels.add_bias_(t, paddle.to_tensor(bias))
+        np.testing.assert_array_equal(t.numpy(), (paddle.to_tensor(x) + paddle.to_tensor(bias)).numpy())
+        assert out is t
+    x = rng.standard_normal((4, 6)).astype("float32")
+    for bias in (rng.standard_normal((4, 1)).astype("float32"), rng.standard_normal(6).astype("float64")):
+        t = paddle.to_tensor(x)
+        np.testing.assert_array_equal(cpu_kernels.add_bias_(t, paddle.to_tensor(bias)).numpy(),
+                                      (paddle.to_tensor(x) + paddle.to_tensor(bias)).numpy())
+    base = paddle.to_tensor(x)
+    strided = base.transpose([1, 0])  # (6, 4), a view of base where paddle makes one: added where it lies
+    cpu_kernels.add_bias_(strided, paddle.arange(4, dtype="float32"))
+    np.testing.assert_array_equal(strided.numpy(), x.T + np.arange(4, dtype="float32"))
+    with pytest.raises(OSError, match="a bias of 6 values is needed, got 5"):
+        ops.unimo_add_bias(paddle.to_tensor(x), paddle.ones([5]))

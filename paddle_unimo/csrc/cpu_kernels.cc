@@ -80,6 +80,15 @@ TARGETS void DropoutMask(uint32_t* mask, int64_t n, float p, int64_t seed) {
   }
 }
 
+// x[r, j] += bias[j] in place, rows of width n on threads.
+TARGETS void AddBiasRows(float* x, const float* bias, int64_t rows, int64_t n) {
+#pragma omp parallel for schedule(static) if (rows * n >= kMinParallel)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* xr = x + r * n;
+    for (int64_t j = 0; j < n; ++j) xr[j] += bias[j];
+  }
+}
+
 // y[i] = x[i] * scale where bit i of the mask is set, else x[i] * 0 (a product, which vectorises).
 TARGETS void ApplyMask(const float* x, const uint32_t* mask, float* y, int64_t n, float scale) {
   const int64_t words = n / 32;
@@ -299,6 +308,19 @@ PD_BUILD_GRAD_OP(unimo_dropout)
     .Outputs({paddle::Grad("X")})
     .Attrs({"p: float"})
     .SetKernelFn(PD_KERNEL(DropoutBackward));
+
+// A linear layer's bias added in place to its product (paddle_unimo.cpu_kernels.add_bias_): x (..., N), bias (N,).
+void AddBias(paddle::Tensor& x, const paddle::Tensor& bias) {
+  const int64_t n = x.shape().back();
+  PD_CHECK(bias.numel() == n, "a bias of ", n, " values is needed, got ", bias.numel());
+  AddBiasRows(x.data<float>(), bias.data<float>(), x.numel() / n, n);
+}
+
+PD_BUILD_OP(unimo_add_bias)
+    .Inputs({"X", "Bias"})
+    .Outputs({"Out"})
+    .SetInplaceMap({{"X", "Out"}})
+    .SetKernelFn(PD_KERNEL(AddBias));
 
 std::vector<paddle::Tensor> LayerNormForward(const paddle::Tensor& x, const paddle::Tensor& weight,
                                              const paddle::Tensor& bias, float epsilon) {
