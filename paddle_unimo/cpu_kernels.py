@@ -21,19 +21,23 @@ float lanes added in double; its results and gradients equal float64's and paddl
 Attention weights (``softmax_dropout``): ``dropout(softmax(scores * scale + bias))`` in one pass instead of
 paddle's scale, add, softmax and dropout (and their four backward ops), with the masks ``dropout`` draws.
 
+Linear layers' biases (``add_bias_``): added in place to the product, where paddle's CPU ``add_`` that broadcasts
+a bias over the rows took 5-7x the time (the training forward; wherever no gradient is recorded).
+
 Decoding (``step_attention``, ``step_layer``, ``softmax``, ``pack_weight``, ``packed_linear``;
 ``generation.ModelStepper``): a step's attention over the cache, for every row and head, is one pass that also
 writes the new keys and values into the cache, instead of ~20 paddle ops a layer and two set_value writes (0.13 ms
 each for a 24-row step); with packed weights (below) a step's whole layer -- six matmuls, the attention, two
 residuals, two LayerNorms and the activation -- is one kernel, not ~11 operators (x1.06-1.10 a step). The prefill's
-attention weights are one pass too (scale, bias and softmax: paddle's scale, broadcasting add and softmax took
-~3 ms a layer at 4 x 96 tokens). A step multiplies a few rows (the hypotheses) by every weight of the model. A plain sgemm, paddle's matmul, packs the
-weight into MKL's blocked layout at every call, which with so few rows costs about as much as the product
-itself; MKL's packed API (``cblas_sgemm_pack`` once per weight, ``cblas_sgemm_compute`` per step, from the
-``libmklml_intel`` paddle ships) packs it once. The 12 layers' weights and the LM head of unimo-text-1.0 take 12
-against 17 ms at 4 rows and 19 against 26 ms at 24 (AVX-512 host, against paddle's matmul on (out, in) copies
-and its bias add). A packed weight is a copy: about the weight's size in resident memory (MKL asks for ~3x the
-address space and writes a part); where paddle has no MKL the step multiplies by the layers' own weights.
+attention weights are one pass too (scale, bias and softmax: paddle's scale, broadcasting add and softmax took ~3
+ms a layer at 4 x 96 tokens). A step multiplies a few rows (the hypotheses) by every weight of the model. A plain
+sgemm, paddle's matmul, packs the weight into MKL's blocked layout at every call, which with so few rows costs
+about as much as the product itself; MKL's packed API (``cblas_sgemm_pack`` once per weight,
+``cblas_sgemm_compute`` per step, from the ``libmklml_intel`` paddle ships) packs it once. The 12 layers' weights
+and the LM head of unimo-text-1.0 take 12 against 17 ms at 4 rows and 19 against 26 ms at 24 (AVX-512 host, against
+paddle's matmul on (out, in) copies and its bias add). A packed weight is a copy: about the weight's size in
+resident memory (MKL asks for ~3x the address space and writes a part); where paddle has no MKL the step multiplies
+by the layers' own weights.
 
 Threads: the loops run on OpenMP threads, on the OpenMP runtime paddle ships for MKL (``libiomp5``, linked in
 place of GCC's ``libgomp``), so that they reuse the threads MKL keeps waiting between matmuls: on GCC's own
@@ -238,6 +242,11 @@ def step_layer(x, packed, params, cache, scale: float, epsilon: float, gelu: boo
     ``params`` their biases, then the two LayerNorms' weights and biases; ``cache`` the layer's
     ``modeling.DecodingCache`` with ``slot`` set, to which the step's key and value are written (as by
     ``step_attention``). Returns the layer's output (N, 1, H)."""
+    hidden, inner = x.shape[-1], params[4].shape[0]
+    shapes = [(w.k, w.n) for w in packed]
+    if shapes != [(hidden, hidden)] * 4 + [(hidden, inner), (inner, hidden)]:
+        raise ValueError(f"step_layer: packed weights of (in, out) {shapes} do not fit a layer of width {hidden} "
+                         f"and feed-forward width {inner}")
     return kernels().unimo_step_layer(x.contiguous(), [w.packed for w in packed], list(params), cache.source_k,
                                       cache.source_v, cache.source_bias, cache.generated_k, cache.generated_v,
                                       int(cache.slot), float(scale), float(epsilon), bool(gelu),

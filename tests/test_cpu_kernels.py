@@ -466,6 +466,9 @@ def test_step_layer_equals_the_layer_in_float64_and_writes_the_slot(packing, gel
     with pytest.raises(OSError, match="6 packed weights and 10 parameters are needed, got 6 and 9"):
         cpu_kernels.step_layer(paddle.to_tensor(x), packed, [paddle.to_tensor(p) for p in params[:9]], cache, 0.5,
                                1e-5, gelu, normalize_before)
+    with pytest.raises(ValueError, match="do not fit a layer of width 32 and feed-forward width 80"):
+        cpu_kernels.step_layer(paddle.to_tensor(x), packed[:4] + packed[5:] + packed[4:5],
+                               [paddle.to_tensor(p) for p in params], cache, 0.5, 1e-5, gelu, normalize_before)
 
 
 def test_add_bias_in_place_gives_paddles_sums_and_falls_back_where_the_kernel_does_not_fit(ops):

@@ -377,9 +377,6 @@ PD_BUILD_GRAD_OP(unimo_layer_norm)
     .Attrs({"epsilon: float"})
     .SetKernelFn(PD_KERNEL(LayerNormBackward));
 
-// Attention probabilities in training (paddle_unimo.cpu_kernels.softmax_dropout): the dropped-out softmax of
-// scores * scale + bias over the last axis, its softmax (for the backward) and the keep bits, drawn as
-// DropoutForward draws them (the same masks as unimo_dropout of the softmax under the same seed).
 // softmax(scores * scale + bias) over the last axis into a new tensor; scores (B, heads, queries, keys), the
 // bias broadcasting to them.
 paddle::Tensor Softmax(const paddle::Tensor& scores, const paddle::Tensor& bias, float scale) {
@@ -397,6 +394,9 @@ paddle::Tensor Softmax(const paddle::Tensor& scores, const paddle::Tensor& bias,
   return y;
 }
 
+// Attention probabilities in training (paddle_unimo.cpu_kernels.softmax_dropout): the dropped-out softmax of
+// scores * scale + bias over the last axis, its softmax (for the backward) and the keep bits, drawn as
+// DropoutForward draws them (the same masks as unimo_dropout of the softmax under the same seed).
 std::vector<paddle::Tensor> SoftmaxDropoutForward(const paddle::Tensor& scores, const paddle::Tensor& bias,
                                                   float scale, float p, int64_t seed) {
   auto y = Softmax(scores, bias, scale);
@@ -454,8 +454,6 @@ PD_BUILD_OP(unimo_softmax)
     .Attrs({"scale: float"})
     .SetKernelFn(PD_KERNEL(SoftmaxInference));
 
-// A decoding step's attention (paddle_unimo.cpu_kernels.step_attention): StepAttentionRows, the generated key and
-// value buffers written in place. q, k, v: (rows, 1, heads * head_dim); source_bias: (sources, 1, 1, S).
 namespace {
 // The checks of a step's cache and q/k/v (values q_size each) against each other.
 void CheckStepCache(int64_t q_size, const paddle::Tensor& source_k, const paddle::Tensor& source_v,
@@ -481,6 +479,8 @@ void StepAttentionInto(const float* q, const float* k, const float* v, const pad
 }
 }  // namespace
 
+// A decoding step's attention (paddle_unimo.cpu_kernels.step_attention): StepAttentionRows, the generated key and
+// value buffers written in place. q, k, v: (rows, 1, heads * head_dim); source_bias: (sources, 1, 1, S).
 std::vector<paddle::Tensor> StepAttention(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
                                           const paddle::Tensor& source_k, const paddle::Tensor& source_v,
                                           const paddle::Tensor& source_bias, paddle::Tensor& generated_k,
