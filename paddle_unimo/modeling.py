@@ -37,9 +37,9 @@ class DecodingCache(NamedTuple):
     encoded -- once per source, shared by that source's ``N / B`` consecutive rows (beams, returned sequences),
     and the generated tokens', one row per hypothesis, in a buffer of ``T`` slots of which ``generated_bias``
     opens the ones written so far. The step's own key/value is attended to besides and returned, not written
-    here -- unless ``slot`` is set: then the CPU kernel ``cpu_kernels.step_attention`` attends and writes them
-    to that slot, the first not written (``generation.ModelStepper``). ``*_k``/``*_v`` index by layer: a
-    stacked tensor or a per-layer list."""
+    here -- unless ``slot`` is set: then a CPU kernel (``cpu_kernels.step_layer``, or ``step_attention`` where
+    the weights are not packed) attends and writes them to that slot, the first not written
+    (``generation.ModelStepper``). ``*_k``/``*_v`` index by layer: a stacked tensor or a per-layer list."""
     source_k: object  # per layer (B, nh, S, hd)
     source_v: object
     source_bias: paddle.Tensor  # (B, 1, 1, S) additive: 0 where the source key may be attended to

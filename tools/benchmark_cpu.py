@@ -7,7 +7,7 @@ Rows (ratio = reference time / ours, above 1 means ours is faster):
 
 * forward, greedy and beam search against PaddleNLP's ``UNIMOLMHeadModel`` (unimo-text-1.0 shape, random
   weights saved by PaddleNLP and loaded by ours), with identical-ids flags; our decoding runs as ``make predict``
-  runs it, with the step weights packed once per model (``generation.batch_stepper``; its time is a row);
+  runs it, with the layer weights packed once per model (``generation.batch_stepper``; its time is a row);
 * a training step (AdamW, label smoothing 0.1, batch 8 x 128 tokens with a 32-token target) against PaddleNLP's,
   its share of the machine's fp32 matmul rate (measured in the same rounds) on the step's matmul FLOPs (3x the
   forward's), the peak RSS of each (each in a fresh process) and our step's page faults (the fewest of three
@@ -127,7 +127,7 @@ def copy_step_weights(ours):
     seconds = time.perf_counter() - start
     packed = [w for layer in stepper.weights for w in layer] + [stepper.head] if stepper.weights else []
     size = sum(w.k * w.n * 4 for w in packed) / 2 ** 20  # the weights' own size (about what the copies take)
-    ROWS.append(("packed step weights (once per model)", f"{seconds:.3f} s", "-", "-", f"{size:.0f} MiB"))
+    ROWS.append(("packed layer weights (once per model)", f"{seconds:.3f} s", "-", "-", f"{size:.0f} MiB"))
     return stepper
 
 
