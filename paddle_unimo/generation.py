@@ -178,11 +178,13 @@ class StepCache:
         them."""
         from .modeling import DecodingCache
         self._make_room()
-        slots = self.generated_k[0].shape[2]
-        bias = np.where(np.arange(slots) < self.length, 0.0, masks.MASKED_BIAS).reshape(1, 1, 1, slots)
+        bias = None  # the kernel that writes the slot counts the written ones itself
+        if not in_place:
+            slots = self.generated_k[0].shape[2]
+            bias = np.where(np.arange(slots) < self.length, 0.0, masks.MASKED_BIAS).reshape(1, 1, 1, slots)
+            bias = paddle.to_tensor(bias.astype(str(self.source_bias.dtype).split(".")[-1]))
         cache = DecodingCache(self.source_k, self.source_v, self.source_bias, self.generated_k, self.generated_v,
-                              paddle.to_tensor(bias.astype(str(self.source_bias.dtype).split(".")[-1])),
-                              slot=self.length if in_place else None)
+                              bias, slot=self.length if in_place else None)
         self.length += in_place
         return cache
 

@@ -45,7 +45,7 @@ class DecodingCache(NamedTuple):
     source_bias: paddle.Tensor  # (B, 1, 1, S) additive: 0 where the source key may be attended to
     generated_k: object  # per layer (N, nh, T, hd)
     generated_v: object
-    generated_bias: paddle.Tensor  # (1, 1, 1, T) additive: 0 for the slots written so far
+    generated_bias: Optional[paddle.Tensor]  # (1, 1, 1, T) additive: 0 for the slots written so far; None with slot
     slot: Optional[int] = None  # the slot the step writes its keys/values to (CPU kernel), or None: returned
 
     def layer(self, i: int) -> "DecodingCache":
@@ -265,14 +265,14 @@ def _linear(layer: nn.Linear, x, packed: Optional[PackedWeight] = None):
     """``layer(x)``: against ``packed``, the weight packed (``packed_layer_weights``), when given; by
     ``_LinearFunction`` when training eagerly on CPU (where mixed precision is never on) and every input takes a
     gradient (a frozen layer keeps paddle's own); where no gradient is recorded, eagerly, the product and then the
-    bias added in place (``add_bias``: the same bits as ``layer(x)``, whose bias add broadcasts into a new tensor)."""
+    bias added in place (``add_bias_``: the same bits as ``layer(x)``, whose bias add broadcasts into a new tensor)."""
     if packed is not None:
         return packed_linear(x, packed, layer.bias)
     if (layer.training and paddle.in_dynamic_mode() and x.place.is_cpu_place() and layer.bias is not None
             and not (x.stop_gradient or layer.weight.stop_gradient or layer.bias.stop_gradient)):
         return _LinearFunction.apply(x, layer.weight, layer.bias)
     if layer.bias is not None and paddle.in_dynamic_mode() and not paddle.is_grad_enabled():
-        return add_bias(paddle.matmul(x, layer.weight), layer.bias)
+        return add_bias_(paddle.matmul(x, layer.weight), layer.bias)
     return layer(x)
 
 
@@ -504,7 +504,8 @@ class UNIMOLMHead(nn.Layer):
         self.decoder_bias = self.create_parameter([config.vocab_size], is_bias=True)
 
     def forward(self, hidden, masked_positions=None, packed_decoder: Optional[PackedWeight] = None):
-        """``packed_decoder``: ``decoder_weight`` packed (``cpu_kernels.pack_weight``), for decoding steps."""
+        """``packed_decoder``: ``decoder_weight`` packed (``cpu_kernels.pack_weight``), for decoding
+        (``generation.ModelStepper``: its prefill and steps)."""
         if masked_positions is not None:  # flat indices into (B * L)
             hidden = paddle.gather(hidden.reshape([-1, hidden.shape[-1]]), masked_positions)
         h = self.layer_norm(self.activation(self.transform(hidden)))
