@@ -22,8 +22,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from . import masks
-from .cpu_kernels import (LayerNorm, PackedWeight, add_bias_, dropout, pack_weight, packed_linear, softmax,
-                          softmax_dropout, step_attention, step_layer)
+from .cpu_kernels import (LayerNorm, PackedWeight, add_bias_, attention, attention_runs, dropout, pack_weight,
+                          packed_linear, relu_grad, softmax, softmax_dropout, step_attention, step_layer)
 from .config import REGION_LOCATION_SIZE, UNIMOConfig
 
 KVCache = List[Tuple[paddle.Tensor, paddle.Tensor]]  # per layer (k, v), each (B, nh, T, hd)
@@ -170,13 +170,18 @@ class SelfAttention(nn.Layer):
         weights = OWN_WEIGHTS if weights is None else weights
         if isinstance(cache, DecodingCache):
             return self._step(x, cache, bias, weights)
-        q = self._heads(_linear(self.q_proj, x[:, -1:] if last_only else x, weights[0]))
-        k = self._heads(_linear(self.k_proj, x, weights[1]))
-        v = self._heads(_linear(self.v_proj, x, weights[2]))
+        q = _linear(self.q_proj, x[:, -1:] if last_only else x, weights[0])
+        k, v = _linear(self.k_proj, x, weights[1]), _linear(self.v_proj, x, weights[2])
+        bias = bias[:, :, -1:] if last_only and bias is not None else bias
+        if self.training and cache is None and attention_runs(q, bias):  # the heads' attention: one CPU kernel
+            out = attention(q, k, v, bias, self.num_heads, self.head_dim ** -0.5, self.dropout.p)
+            heads = [0, 0, self.num_heads, self.head_dim]  # the keys/values as views (B, nh, L, hd): no copies
+            return _linear(self.out_proj, out, weights[3]), (k.reshape(heads).transpose([0, 2, 1, 3]),
+                                                            v.reshape(heads).transpose([0, 2, 1, 3]))
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
         if cache is not None:
             k = paddle.concat([cache[0], k], axis=2)  # (B, nh, T + L, hd)
             v = paddle.concat([cache[1], v], axis=2)
-        bias = bias[:, :, -1:] if last_only and bias is not None else bias
         if self.training:  # scale, bias, softmax and dropout: one CPU kernel where it runs (cpu_kernels)
             probs = softmax_dropout(paddle.matmul(q, k, transpose_y=True), bias, self.head_dim ** -0.5,
                                     self.dropout.p)
@@ -241,39 +246,51 @@ def _swap_heads(x):
 
 
 class _LinearFunction(paddle.autograd.PyLayer):
-    """``x @ weight + bias`` with the bias gradient as a matmul with ones: paddle's CPU sum over the rows (the
-    gradient of a broadcast add) takes ~40 ms for an (8 * 128, 3072) gradient, the matmul 0.5 ms; the same values.
-    Saves 2 to 40 ms per linear layer and training step at B * L = 1024. The bias is added in place (nothing is
-    recorded in a PyLayer's forward; ``cpu_kernels.add_bias_``): paddle's CPU broadcasting add into a new tensor
-    takes ~15 ms for (8, 128, 3072), in place ~2 ms, the kernel 0.4 ms."""
+    """``x @ weight + bias`` (then relu with ``relu``) with the bias gradient as a matmul with ones: paddle's CPU
+    sum over the rows (the gradient of a broadcast add) takes ~40 ms for an (8 * 128, 3072) gradient, the matmul
+    0.5 ms; the same values. Saves 2 to 40 ms per linear layer and training step at B * L = 1024. The bias is added
+    (and relu applied) in place by a kernel (nothing is recorded in a PyLayer's forward; ``cpu_kernels.add_bias_``):
+    paddle's CPU broadcasting add into a new tensor takes ~15 ms for (8, 128, 3072), in place ~2 ms, the kernel 0.4
+    ms; paddle's relu and its gradient took ~2 ms a layer, the kernels ~0.2 (``cpu_kernels.relu_grad``)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        return add_bias_(paddle.matmul(x, weight), bias)
+    def forward(ctx, x, weight, bias, relu: bool = False):
+        y = add_bias_(paddle.matmul(x, weight), bias, relu)
+        ctx.relu = relu
+        ctx.save_for_backward(x, weight, *([y.detach()] if relu else []))  # the output itself would make a cycle
+        return y
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensor()
+        x, weight, *y = ctx.saved_tensor()
+        if ctx.relu:
+            grad = relu_grad(grad, y[0])
         rows, grad_rows = x.reshape([-1, x.shape[-1]]), grad.reshape([-1, grad.shape[-1]])
         ones = paddle.ones([1, grad_rows.shape[0]], grad.dtype)
         return (paddle.matmul(grad, weight, transpose_y=True), paddle.matmul(rows, grad_rows, transpose_x=True),
                 paddle.matmul(ones, grad_rows).reshape([-1]))
 
 
-def _linear(layer: nn.Linear, x, packed: Optional[PackedWeight] = None):
-    """``layer(x)``: against ``packed``, the weight packed (``packed_layer_weights``), when given; by
-    ``_LinearFunction`` when training eagerly on CPU (where mixed precision is never on) and every input takes a
-    gradient (a frozen layer keeps paddle's own); where no gradient is recorded, eagerly, the product and then the
-    bias added in place (``add_bias_``: the same bits as ``layer(x)``, whose bias add broadcasts into a new tensor)."""
+def _linear(layer: nn.Linear, x, packed: Optional[PackedWeight] = None, relu: bool = False):
+    """``layer(x)``, then relu with ``relu``: against ``packed``, the weight packed (``packed_layer_weights``), when
+    given; by ``_LinearFunction`` when training eagerly on CPU (where mixed precision is never on) and every input
+    takes a gradient (a frozen layer keeps paddle's own); where no gradient is recorded, eagerly, the product and
+    then the bias added in place (``add_bias_``: the same bits as ``layer(x)``, whose bias add broadcasts into a new
+    tensor)."""
     if packed is not None:
-        return packed_linear(x, packed, layer.bias)
+        y = packed_linear(x, packed, layer.bias)
+        return F.relu_(y) if relu else y
     if (layer.training and paddle.in_dynamic_mode() and x.place.is_cpu_place() and layer.bias is not None
             and not (x.stop_gradient or layer.weight.stop_gradient or layer.bias.stop_gradient)):
-        return _LinearFunction.apply(x, layer.weight, layer.bias)
+        return _LinearFunction.apply(x, layer.weight, layer.bias, relu)
     if layer.bias is not None and paddle.in_dynamic_mode() and not paddle.is_grad_enabled():
-        return add_bias_(paddle.matmul(x, layer.weight), layer.bias)
-    return layer(x)
+        return add_bias_(paddle.matmul(x, layer.weight), layer.bias, relu)
+    y = layer(x)
+    if not relu:
+        return y
+    # in place on the fresh output, which nothing else reads (its gradient needs only relu's output): paddle's CPU
+    # relu into a new (8, 128, 3072) tensor and its gradient took ~20 ms a layer per training step, in place ~6 ms
+    return F.relu_(y) if paddle.in_dynamic_mode() else F.relu(y)
 
 
 def _dim(x, axis: int):
@@ -295,11 +312,7 @@ class EncoderLayer(nn.Layer):
         self.norm1, self.norm2 = LayerNorm(h), LayerNorm(h)
         self.dropout1 = Dropout(config.hidden_dropout_prob)
         self.dropout2 = Dropout(config.hidden_dropout_prob)
-        self.activation = getattr(F, config.hidden_act)
-        # relu in place on linear1's fresh output, which nothing else reads (its gradient needs only relu's output):
-        # paddle's CPU relu into a new (8, 128, 3072) tensor and its gradient took ~20 ms a layer per training step,
-        # in place ~6 ms. paddle has no in-place gelu.
-        self.activation_ = getattr(F, config.hidden_act + "_", None)
+        self.activation = getattr(F, config.hidden_act)  # relu is linear1's own (_linear)
 
     def step_linears(self) -> Tuple[nn.Linear, ...]:
         """The linear layers in the order of their packed weights (``packed_layer_weights``)."""
@@ -318,16 +331,22 @@ class EncoderLayer(nn.Layer):
                               self.activation is F.gelu, self.normalize_before), None
         h = self.norm1(x) if self.normalize_before else x
         h, kv = self.self_attn(h, bias, cache, last_only, weights)
-        x = (x[:, -1:] if last_only else x) + self.dropout1(h)
-        if not self.normalize_before:
-            x = self.norm1(x)
+        x = self._residual(x[:, -1:] if last_only else x, h, self.dropout1, self.norm1)
         h = self.norm2(x) if self.normalize_before else x
-        h = _linear(self.linear1, h, weights[4])
-        h = self.activation_(h) if self.activation_ and paddle.in_dynamic_mode() else self.activation(h)
-        x = x + self.dropout2(_linear(self.linear2, h, weights[5]))
-        if not self.normalize_before:
-            x = self.norm2(x)
-        return x, kv
+        if self.activation is F.relu:
+            h = _linear(self.linear1, h, weights[4], relu=True)
+        else:
+            h = self.activation(_linear(self.linear1, h, weights[4]))
+        return self._residual(x, _linear(self.linear2, h, weights[5]), self.dropout2, self.norm2), kv
+
+    def _residual(self, x, h, dropout: "Dropout", norm: LayerNorm):
+        """``x + dropout(h)``, then ``norm`` of it after (post-LN): in training one CPU kernel with the norm where
+        it runs (``LayerNorm.residual``)."""
+        if self.normalize_before:
+            return x + dropout(h)
+        if dropout.training and dropout.axis is None and dropout.mode == "upscale_in_train":
+            return norm.residual(x, h, dropout.p)
+        return norm(x + dropout(h))
 
 
 class Encoder(nn.Layer):
@@ -341,10 +360,11 @@ class Encoder(nn.Layer):
         position's keys/values (a decoding's prefill, which predicts from the last position alone).
         ``packed_weights``: see ``UNIMOModel.forward``."""
         if (len(self.layers) and bias is not None and paddle.in_dynamic_mode() and bias.place.is_cpu_place()
-                and bias.shape[1] == 1 and bias.shape[2] > 1 and packed_weights is None):
+                and bias.shape[1] == 1 and bias.shape[2] > 1 and packed_weights is None
+                and not (self.training and cache is None and attention_runs(x, bias))):
             # one (B, nh, Lq, Lk) copy for every layer: paddle's CPU add that broadcasts (B, 1, Lq, Lk) over the
-            # heads is ~10x slower than a same-shape add (13 ms against 1.3 ms at B = 8, L = 128). With packed
-            # weights the attention's softmax is the kernel's, which broadcasts the bias itself
+            # heads is ~10x slower than a same-shape add (13 ms against 1.3 ms at B = 8, L = 128). The kernels
+            # (with packed weights the prefill's softmax, in training the attention) broadcast the bias themselves
             bias = bias.expand([-1, self.layers[0].self_attn.num_heads, -1, -1])
         if isinstance(cache, DecodingCache) and len(self.layers):  # the kernel (slot) reads the source bias alone
             bias = None if cache.slot is not None else cache.step_bias(self.layers[0].self_attn.num_heads)

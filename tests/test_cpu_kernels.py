@@ -14,7 +14,7 @@ import paddle.nn.functional as F
 import pytest
 
 from conftest import assert_same_loss_and_gradients, loss_and_gradients
-from paddle_unimo import cpu_kernels, get_preset, masks
+from paddle_unimo import cpu_kernels, get_preset, masks, modeling
 from paddle_unimo.modeling import UNIMOLMHeadModel
 
 M32 = np.uint64(0xFFFFFFFF)
@@ -127,9 +127,9 @@ def test_layer_norm_and_its_gradients_equal_float64_and_paddles(ops, seed):
 
 
 def test_the_kernels_run_on_paddles_openmp_runtime_and_give_the_same_bits_on_any_thread_count(ops):
-    """Linked to paddle's libiomp5 (MKL's threads), never GCC's libgomp; dropout, LayerNorm and the attention
-    weights, forward and backward, and a decoding step's attention, at sizes that run threaded: the same bits on
-    one thread as on two and three."""
+    """Linked to paddle's libiomp5 (MKL's threads), never GCC's libgomp; dropout, LayerNorm, the attention
+    weights and the training attention, forward and backward, and a decoding step's attention, at sizes that run
+    threaded: the same bits on one thread as on two and three."""
     if not cpu_kernels.OPENMP.is_file():
         pytest.skip("paddle ships no libiomp5 here: the kernels are built without OpenMP and run on one thread")
     library = next((cpu_kernels.cache_folder() / cpu_kernels.NAME).glob("*.so")).read_bytes()
@@ -153,8 +153,12 @@ def test_the_kernels_run_on_paddles_openmp_runtime_and_give_the_same_bits_on_any
         probs = ops.unimo_softmax_dropout(scores, paddle.to_tensor(x[:, :1]), 0.125, 0.1, 77)[0]
         probs.backward(paddle.to_tensor(x[::-1].copy()))
         step = cpu_kernels.step_attention(*(paddle.to_tensor(a) for a in decoding), 19, 0.125)
-        return [out.numpy(), t.grad.numpy(), y.numpy(), probs.numpy(), scores.grad.numpy(), step.numpy()] + \
-            [a.grad.numpy() for a in tensors]
+        qkv = [paddle.to_tensor(a, stop_gradient=False) for a in (h, upstream_h, h[::-1].copy())]
+        paddle.seed(9)
+        attended = cpu_kernels.attention(*qkv, paddle.to_tensor(x[:4, :1, :1, :100]), 12, 0.125, 0.1)
+        attended.backward(paddle.to_tensor(upstream_h))
+        return [out.numpy(), t.grad.numpy(), y.numpy(), probs.numpy(), scores.grad.numpy(), step.numpy(),
+                attended.numpy()] + [a.grad.numpy() for a in tensors + qkv]
 
     before = omp.omp_get_max_threads()
     try:
@@ -233,6 +237,145 @@ def test_softmax_dropout_draws_the_masks_dropout_draws_and_falls_back_to_paddles
     np.testing.assert_array_equal(without, F.dropout(F.softmax(scores * 0.5 + bias, -1), 0.3, training=True).numpy())
 
 
+def attention_float64(q, k, v, bias, heads, scale, p, seed, upstream):
+    """Multi-head attention by the documented rule in float64 -- per head ``softmax_dropout_float64`` of q k^T,
+    times v -- and the gradients of q, k and v from ``upstream`` (B, Lq, H)."""
+    def split(x):  # (B, L, H) -> (B, heads, L, hd)
+        return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(0, 2, 1, 3).astype(np.float64)
+
+    def join(x):
+        return x.transpose(0, 2, 1, 3).reshape(x.shape[0], x.shape[2], -1)
+    qh, kh, vh, gh = split(q), split(k), split(v), split(upstream)
+    scores = qh @ kh.transpose(0, 1, 3, 2)
+    probs, _ = softmax_dropout_float64(scores, bias, scale, p, seed, np.zeros_like(scores))
+    _, dscores = softmax_dropout_float64(scores, bias, scale, p, seed, gh @ vh.transpose(0, 1, 3, 2))
+    return (join(probs @ vh), join(dscores @ kh), join(dscores.transpose(0, 1, 3, 2) @ qh),
+            join(probs.transpose(0, 1, 3, 2) @ gh))
+
+
+@pytest.mark.parametrize("batch, queries, keys, heads, hd, bias_shape, p", [
+    (8, 64, 64, 12, 64, None, 0.1),  # threaded; the heads of unimo-text-1.0
+    (2, 5, 7, 3, 4, (2, 1, 5, 7), 0.5), (3, 6, 6, 2, 8, (1, 1, 1, 6), 0.0), (2, 4, 33, 1, 16, (2, 1, 1, 33), 0.2),
+    (1, 3, 40, 4, 2, (1, 4, 3, 40), 1.0), (2, 9, 9, 2, 3, (2, 2, 1, 9), 0.9)])
+def test_attention_equals_the_rule_in_float64_with_the_documented_masks(ops, batch, queries, keys, heads, hd,
+                                                                        bias_shape, p):
+    """``attention`` (``unimo_attention``) on the heads' columns of (B, L, heads * hd), forward and backward:
+    biases broadcast over each axis, more keys than queries, one head, p of 0 and 1."""
+    rng = np.random.default_rng(queries * keys + heads)
+    q, v, upstream = (rng.standard_normal((batch, n, heads * hd)).astype("float32") * 2 for n in (queries, keys, queries))
+    k = rng.standard_normal((batch, keys, heads * hd)).astype("float32") * 2
+    bias = None if bias_shape is None else \
+        np.where(rng.random(bias_shape) < 0.3, -1e4, rng.standard_normal(bias_shape)).astype("float32")
+    tensors = [paddle.to_tensor(a, stop_gradient=False) for a in (q, k, v)]
+    paddle.seed(31)
+    seed = cpu_kernels._key()  # the key attention draws next under this generator state
+    paddle.seed(31)
+    out = cpu_kernels.attention(*tensors, None if bias is None else paddle.to_tensor(bias), heads, hd ** -0.5, p)
+    out.backward(paddle.to_tensor(upstream))
+    expected = attention_float64(q, k, v, bias, heads, hd ** -0.5, p, seed, upstream.astype(np.float64))
+    for got, want in zip([out] + [t.grad for t in tensors], expected):
+        np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=2e-5 * max(1, np.abs(want).max()))
+
+
+def test_attention_gives_the_unfused_heads_values_and_refuses_shapes_that_do_not_fit(ops):
+    """Under the same generator state ``attention`` gives what the heads transposed, their scores and
+    ``softmax_dropout`` and the weighted sum give (the same masks), forward and backward; wrong shapes are
+    refused by name."""
+    rng = np.random.default_rng(8)
+    q, k, v, upstream = (rng.standard_normal((2, 16, 24)).astype("float32") for _ in range(4))
+    bias = np.where(rng.random((2, 1, 16, 16)) < 0.25, -1e4, 0).astype("float32")
+    runs = []
+    for fused in (True, False):
+        tensors = [paddle.to_tensor(a, stop_gradient=False) for a in (q, k, v)]
+        paddle.seed(4)
+        if fused:
+            out = cpu_kernels.attention(*tensors, paddle.to_tensor(bias), 3, 0.25, 0.4)
+        else:
+            qh, kh, vh = (t.reshape([2, 16, 3, 8]).transpose([0, 2, 1, 3]) for t in tensors)
+            probs = cpu_kernels.softmax_dropout(paddle.matmul(qh, kh, transpose_y=True), paddle.to_tensor(bias),
+                                                0.25, 0.4)
+            out = paddle.matmul(probs, vh).transpose([0, 2, 1, 3]).reshape([2, 16, 24])
+        out.backward(paddle.to_tensor(upstream))
+        runs.append([out.numpy()] + [t.grad.numpy() for t in tensors])
+    for fused, unfused in zip(*runs):
+        np.testing.assert_allclose(fused, unfused, rtol=1e-5, atol=1e-6)
+    assert (runs[0][0] != runs[1][0]).sum() < runs[0][0].size  # and not vacuously: values there to compare
+    t = paddle.to_tensor(q)
+    with pytest.raises(OSError, match="do not split into 5 heads"):
+        cpu_kernels.attention(t, t, t, None, 5, 0.25, 0.1)
+    with pytest.raises(OSError, match=r"does not broadcast to the scores \(2, 3, 16, 16\)"):
+        cpu_kernels.attention(t, t, t, paddle.to_tensor(bias[:, :, :4]), 3, 0.25, 0.1)
+    with pytest.raises(OSError, match="q \\(B, Lq, H\\) and k, v \\(B, Lk, H\\) are needed"):
+        cpu_kernels.attention(t, t, t[:, :, :12], None, 3, 0.25, 0.1)
+    with pytest.raises(ValueError, match="dropout rate must be in"):
+        cpu_kernels.attention(t, t, t, None, 3, 0.25, 1.5)
+
+
+def test_relu_with_the_bias_and_its_gradient_give_paddles_bits(ops):
+    """``add_bias_(..., relu=True)`` is paddle's add and relu bit for bit, ``relu_grad`` paddle's relu gradient;
+    threaded and not, with the fallbacks where the kernel does not fit."""
+    rng = np.random.default_rng(5)
+    for shape in [(3, 7, 40), (8, 128, 3072)]:
+        x, upstream = (rng.standard_normal(shape).astype("float32") for _ in range(2))
+        x[0, 0, :4] = [0.0, -0.0, np.nan, -np.inf]
+        bias = rng.standard_normal(shape[-1]).astype("float32")
+        want = paddle.to_tensor(x, stop_gradient=False)
+        y = F.relu(want + paddle.to_tensor(bias))
+        y.backward(paddle.to_tensor(upstream))
+        got = cpu_kernels.add_bias_(paddle.to_tensor(x), paddle.to_tensor(bias), relu=True)
+        np.testing.assert_array_equal(got.numpy(), y.numpy())
+        np.testing.assert_array_equal(cpu_kernels.relu_grad(paddle.to_tensor(upstream), got).numpy(),
+                                      want.grad.numpy())
+    x = paddle.to_tensor(rng.standard_normal((4, 6)).astype("float32"))
+    column = paddle.to_tensor(rng.standard_normal((4, 1)).astype("float32"))  # not (N,): paddle's add_ and relu_
+    np.testing.assert_array_equal(cpu_kernels.add_bias_(x.clone(), column, relu=True).numpy(),
+                                  F.relu(x + column).numpy())
+
+
+@pytest.mark.parametrize("shape, p", [((8, 128, 768), 0.1), ((3, 5, 40), 0.5), ((2, 7), 1.0)])
+def test_the_residual_layer_norm_gives_the_dropout_add_and_layer_norm_bits(ops, shape, p):
+    """``LayerNorm.residual`` (``unimo_residual_layer_norm``) is ``dropout``, paddle's add and the LayerNorm
+    kernel bit for bit, forward and backward, under the same generator state; at p = 0 it draws no key."""
+    rng = np.random.default_rng(shape[-1])
+    x, h, upstream = (rng.standard_normal(shape).astype("float32") for _ in range(3))
+    norm = cpu_kernels.LayerNorm(shape[-1])
+    norm.weight.set_value(paddle.to_tensor(rng.standard_normal(shape[-1]).astype("float32")))
+    norm.bias.set_value(paddle.to_tensor(rng.standard_normal(shape[-1]).astype("float32")))
+    runs = []
+    for fused in (True, False):
+        xt, ht = (paddle.to_tensor(a, stop_gradient=False) for a in (x, h))
+        paddle.seed(13)
+        y = norm.residual(xt, ht, p) if fused else norm(xt + cpu_kernels.dropout(ht, p))
+        y.backward(paddle.to_tensor(upstream))
+        runs.append([y.numpy(), xt.grad.numpy(), ht.grad.numpy(), norm.weight.grad.numpy(), norm.bias.grad.numpy()])
+        norm.clear_gradients()
+    for fused, unfused in zip(*runs):
+        np.testing.assert_array_equal(fused, unfused)
+    assert (runs[0][2] == 0).mean() == pytest.approx(p, abs=0.02 if np.prod(shape) > 1000 else 1.0)
+    paddle.seed(13)
+    norm.residual(paddle.to_tensor(x), paddle.to_tensor(h), 0.0)
+    after = paddle.rand([4]).numpy()
+    paddle.seed(13)
+    np.testing.assert_array_equal(after, paddle.rand([4]).numpy())
+
+
+def test_a_training_forward_without_backward_keeps_no_graph_alive(ops):
+    """A linear layer with relu keeps its output for the backward without a reference cycle: an output nothing
+    refers to is freed at once (with the output itself saved it never was, and every training forward run
+    without a backward kept its whole graph)."""
+    import weakref
+    layer = paddle.nn.Linear(8, 16)
+    layer.train()
+    x = paddle.randn([4, 8])
+    x.stop_gradient = False
+    for relu in (False, True):
+        y = modeling._linear(layer, x, relu=relu)
+        assert not y.stop_gradient
+        ref = weakref.ref(y)
+        del y
+        assert ref() is None
+
+
 def tiny_batch():
     batch = masks.seq2seq_inputs([[3, 10, 11, 1], [3, 12, 1]], [[3, 20, 21, 4], [3, 22, 4]], 2, 0)
     labels = np.where(batch["token_type_ids"] == 1, np.roll(batch["input_ids"], -1, axis=1), -100)
@@ -250,10 +393,11 @@ def loss_and_grads(model):
 
 
 def test_the_model_trains_through_the_kernels_as_through_paddles_ops(ops, monkeypatch):
-    """Without dropout, a training forward and backward through the kernels (every LayerNorm, the attention
-    weights) equals paddle's own ops'; with dropout, every dropout runs a kernel, and inference runs none."""
+    """Without dropout, a training forward and backward through the kernels (every LayerNorm, the attention)
+    equals paddle's own ops'; with dropout, every dropout runs a kernel (the residuals' with their LayerNorms),
+    and inference runs none."""
     calls = []
-    for name in ("unimo_layer_norm", "unimo_dropout", "unimo_softmax_dropout"):
+    for name in ("unimo_layer_norm", "unimo_dropout", "unimo_attention", "unimo_residual_layer_norm"):
         monkeypatch.setattr(ops, name, lambda *a, _f=getattr(ops, name), _n=name: calls.append(_n) or _f(*a))
     runs = []
     for context in (contextlib.nullcontext, cpu_kernels.paddle_ops):
@@ -264,7 +408,7 @@ def test_the_model_trains_through_the_kernels_as_through_paddles_ops(ops, monkey
             runs.append(loss_and_grads(model))
     layers = get_preset("tiny").num_hidden_layers
     assert calls.count("unimo_layer_norm") == 2 * layers + 2 and "unimo_dropout" not in calls  # + embeddings, head
-    assert calls.count("unimo_softmax_dropout") == layers
+    assert calls.count("unimo_attention") == layers
     assert_same_loss_and_gradients(*runs)
 
     calls.clear()
@@ -273,8 +417,8 @@ def test_the_model_trains_through_the_kernels_as_through_paddles_ops(ops, monkey
     model.train()
     paddle.seed(11)
     first = loss_and_grads(model)
-    assert calls.count("unimo_dropout") == 1 + 2 * layers  # embeddings; two residuals per layer
-    assert calls.count("unimo_softmax_dropout") == layers
+    assert calls.count("unimo_dropout") == 1  # the embeddings'; the two residuals' are their LayerNorms'
+    assert calls.count("unimo_residual_layer_norm") == 2 * layers and calls.count("unimo_attention") == layers
     paddle.seed(11)
     assert loss_and_grads(model)[0] == first[0]  # the same seed, the same masks
     model.eval()
@@ -492,4 +636,4 @@ def test_add_bias_in_place_gives_paddles_sums_and_falls_back_where_the_kernel_do
     cpu_kernels.add_bias_(strided, paddle.arange(4, dtype="float32"))
     np.testing.assert_array_equal(strided.numpy(), x.T + np.arange(4, dtype="float32"))
     with pytest.raises(OSError, match="a bias of 6 values is needed, got 5"):
-        ops.unimo_add_bias(paddle.to_tensor(x), paddle.ones([5]))
+        ops.unimo_add_bias(paddle.to_tensor(x), paddle.ones([5]), False)

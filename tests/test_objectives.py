@@ -1,5 +1,6 @@
 """Pretraining objectives: masking statistics over many seeded samples, hand-checked cases, and each loss
 training the tiny model."""
+import contextlib
 import math
 
 import numpy as np
@@ -511,6 +512,37 @@ def test_label_smoothed_cross_entropy_and_its_gradient_equal_float64(seed):
         (2.5 * loss).backward()
         assert float(loss) == pytest.approx(want_loss, rel=1e-6)
         np.testing.assert_allclose(logits.grad.numpy(), want_grad, rtol=1e-5, atol=1e-7)
+
+
+def test_label_smoothed_cross_entropy_runs_the_cpu_kernel_as_the_written_out_gradient():
+    """At a training step's size (threaded) the CPU kernel (``unimo_smoothed_cross_entropy``) gives the loss and
+    gradient of the written-out PyLayer on paddle's ops, and the float64 formula; a label outside the vocabulary is
+    refused by row."""
+    from paddle_unimo import cpu_kernels
+    if cpu_kernels.kernels() is None:
+        pytest.skip("the CPU kernels could not be built here (no C++ compiler?)")
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((64, 3001)) * 3).astype("float32")
+    labels = rng.integers(0, 3001, 64)
+    labels[:2] = [0, 3000]
+    runs = []
+    for context in (contextlib.nullcontext, cpu_kernels.paddle_ops):
+        with context():
+            logits = paddle.to_tensor(x, stop_gradient=False)
+            loss = label_smoothed_cross_entropy(logits, paddle.to_tensor(labels), 0.1)
+            (3.0 * loss).backward()
+            runs.append((float(loss), logits.grad.numpy()))
+    logp = x.astype(np.float64) - x.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    target = np.full_like(logp, 0.1 / 3001)
+    target[np.arange(64), labels] += 0.9
+    for loss, grad in runs:
+        assert loss == pytest.approx(-(target * logp).sum(-1).mean(), rel=1e-6)
+        np.testing.assert_allclose(grad, 3.0 * (np.exp(logp) - target) / 64, rtol=1e-5, atol=1e-9)
+    bad = labels.copy()
+    bad[5] = 3001
+    with pytest.raises(OSError, match="label 3001 of row 5 is not in the vocabulary of 3001"):
+        label_smoothed_cross_entropy(paddle.to_tensor(x), paddle.to_tensor(bad), 0.1)
 
 
 def test_objectives_never_import_the_training_package():

@@ -1,6 +1,7 @@
 // CPU kernels of paddle_unimo (loaded and documented by paddle_unimo/cpu_kernels.py), float32: for training,
-// dropout with a counter-based generator, LayerNorm over the last axis, and attention weights (scale, bias,
-// softmax and dropout in one pass), forward and backward; for decoding steps, the attention over the cache and
+// dropout with a counter-based generator, LayerNorm over the last axis (alone and after a residual sum), attention
+// weights (scale, bias, softmax and dropout in one pass), a layer's whole attention, relu's gradient and the
+// label-smoothed cross-entropy, forward and backward; for decoding steps, the attention over the cache and
 // matmuls against weights MKL packed once. Their loops run on OpenMP threads where cpu_kernels.py links
 // paddle's own OpenMP runtime (the one MKL's threads belong to), else on one thread; each element's result, and
 // the order of every sum, is the same either way. TARGETS compiles a function for AVX2 and for the baseline,
@@ -14,11 +15,15 @@
 #include "paddle/extension.h"
 
 #define TARGETS __attribute__((target_clones("avx2", "default")))
+// Philox's 32 x 32 -> 64-bit products take half the time in AVX-512 (integers only: the float kernels ran
+// slower in it, their 8-lane sums split over 16-lane registers)
+#define INTEGER_TARGETS __attribute__((target_clones("avx512f", "avx2", "default")))
 
 namespace {
 
 constexpr int64_t kLanes = 8;      // Philox counters computed side by side, so that the compiler vectorises them
 constexpr int kSumLanes = 8;       // partial sums of a row, vectorised
+constexpr int kMaxLanes = 16;      // partial maxima of a row, vectorised
 constexpr int64_t kRowChunk = 32;  // rows whose LayerNorm weight/bias gradients are summed in float
 constexpr int64_t kMinParallel = 1 << 16;  // elements below which a loop stays on one thread
 
@@ -40,7 +45,7 @@ inline double LaneSum(int64_t width, Term term) {
 // numbers: as easy as 1, 2, 3", SC 2011) at counter (i / 4, 0, 0, 0) under the 64-bit key `seed`, read as a
 // uniform u = (word >> 8) / 2^24 in [0, 1), has u >= p, that is (word >> 8) >= ceil(p * 2^24). Bit i % 32 of
 // mask[i / 32] holds element i's.
-TARGETS void DropoutMask(uint32_t* mask, int64_t n, float p, int64_t seed) {
+INTEGER_TARGETS void DropoutMask(uint32_t* mask, int64_t n, float p, int64_t seed) {
   const uint32_t key0 = uint32_t(uint64_t(seed)), key1 = uint32_t(uint64_t(seed) >> 32);
   const int64_t groups = (n + 4 * kLanes - 1) / (4 * kLanes);
   const uint32_t threshold = uint32_t(std::ceil(double(p) * 16777216.0));
@@ -80,13 +85,24 @@ TARGETS void DropoutMask(uint32_t* mask, int64_t n, float p, int64_t seed) {
   }
 }
 
-// x[r, j] += bias[j] in place, rows of width n on threads.
-TARGETS void AddBiasRows(float* x, const float* bias, int64_t rows, int64_t n) {
+// x[r, j] += bias[j] in place, rows of width n on threads; then with relu x[r, j] = x[r, j] > 0 ? x[r, j] : 0.
+TARGETS void AddBiasRows(float* x, const float* bias, int64_t rows, int64_t n, bool relu) {
 #pragma omp parallel for schedule(static) if (rows * n >= kMinParallel)
   for (int64_t r = 0; r < rows; ++r) {
     float* xr = x + r * n;
+#pragma omp simd
     for (int64_t j = 0; j < n; ++j) xr[j] += bias[j];
+    if (relu) {
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) xr[j] = xr[j] > 0.0f ? xr[j] : 0.0f;
+    }
   }
+}
+
+// dx[i] = y[i] > 0 ? dy[i] : 0, relu's backward from its output y.
+TARGETS void ReluGrad(const float* y, const float* dy, float* dx, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= kMinParallel)
+  for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
 // y[i] = x[i] * scale where bit i of the mask is set, else x[i] * 0 (a product, which vectorises).
@@ -97,26 +113,64 @@ TARGETS void ApplyMask(const float* x, const uint32_t* mask, float* y, int64_t n
     const uint32_t bits = mask[word];
     const float* xw = x + 32 * word;
     float* yw = y + 32 * word;
+#pragma omp simd
     for (int j = 0; j < 32; ++j) yw[j] = xw[j] * (float((bits >> j) & 1u) * scale);
   }
   for (int64_t i = 32 * words; i < n; ++i) y[i] = x[i] * (float((mask[i >> 5] >> (i & 31)) & 1u) * scale);
 }
 
+// ApplyMask for the n elements from element `first` of a larger masked tensor, on the calling thread: y[j] =
+// x[j] * scale where bit first + j of the mask is set, else x[j] * 0 (x and y may be the same). Whole mask words
+// at a time where `first` starts one (rows of 32k keys).
+inline void MaskRow(const float* x, const uint32_t* mask, int64_t first, float* y, int64_t n, float scale) {
+  int64_t j = 0;
+  if (first % 32 == 0) {
+    for (; j + 32 <= n; j += 32) {
+      const uint32_t bits = mask[(first + j) >> 5];
+#pragma omp simd
+      for (int l = 0; l < 32; ++l) y[j + l] = x[j + l] * (float((bits >> l) & 1u) * scale);
+    }
+  }
+  for (; j < n; ++j) {
+    const int64_t i = first + j;
+    y[j] = x[j] * (float((mask[i >> 5] >> (i & 31)) & 1u) * scale);
+  }
+}
+
 // LayerNorm over the last axis (rows x width): y = (x - mean) * rstd * weight + bias, rstd = 1 / sqrt(var +
 // epsilon), the biased variance (two passes: the mean, then the squared deviations from it); each row's mean and
 // rstd are outputs for the backward.
+inline void LayerNormRow(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd,
+                         int64_t width, float epsilon) {
+  const float mu = float(LaneSum(width, [&](int64_t j) { return x[j]; }) / width);
+  const double var = LaneSum(width, [&](int64_t j) { return (x[j] - mu) * (x[j] - mu); }) / width;
+  const float inv = float(1.0 / std::sqrt(var + epsilon));
+#pragma omp simd
+  for (int64_t j = 0; j < width; ++j) y[j] = (x[j] - mu) * inv * w[j] + b[j];
+  *mean = mu;
+  *rstd = inv;
+}
+
 TARGETS void LayerNormRows(const float* x, const float* w, const float* b, float* y, float* means, float* rstds,
                            int64_t rows, int64_t width, float epsilon) {
 #pragma omp parallel for schedule(static) if (rows * width >= kMinParallel)
   for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * width;
-    const float mu = float(LaneSum(width, [&](int64_t j) { return xr[j]; }) / width);
-    const double var = LaneSum(width, [&](int64_t j) { return (xr[j] - mu) * (xr[j] - mu); }) / width;
-    const float inv = float(1.0 / std::sqrt(var + epsilon));
-    float* yr = y + r * width;
-    for (int64_t j = 0; j < width; ++j) yr[j] = (xr[j] - mu) * inv * w[j] + b[j];
-    means[r] = mu;
-    rstds[r] = inv;
+    LayerNormRow(x + r * width, w, b, y + r * width, means + r, rstds + r, width, epsilon);
+  }
+}
+
+// A residual sum and its LayerNorm, rows on threads: s = x + h * keep bit * scale (dropout's, as ApplyMask), y =
+// LayerNormRow(s).
+TARGETS void ResidualLayerNormRows(const float* x, const float* h, const uint32_t* mask, float scale, const float* w,
+                                   const float* b, float* s, float* y, float* means, float* rstds, int64_t rows,
+                                   int64_t width, float epsilon) {
+#pragma omp parallel for schedule(static) if (rows * width >= kMinParallel)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t at = r * width;
+    MaskRow(h + at, mask, at, s + at, width, scale);
+#pragma omp simd
+    for (int64_t j = 0; j < width; ++j) s[at + j] = x[at + j] + s[at + j];
+    LayerNormRow(s + at, w, b, y + at, means + r, rstds + r, width, epsilon);
   }
 }
 
@@ -137,6 +191,7 @@ TARGETS void LayerNormGradRows(const float* x, const float* w, const float* mean
       const float mean_gx =
           float(LaneSum(width, [&](int64_t j) { return dyr[j] * w[j] * ((xr[j] - mu) * inv); }) / width);
       float* dxr = dx + r * width;
+#pragma omp simd
       for (int64_t j = 0; j < width; ++j) {
         const float xhat = (xr[j] - mu) * inv;
         dxr[j] = inv * (dyr[j] * w[j] - mean_g - xhat * mean_gx);
@@ -182,35 +237,47 @@ struct BiasRows {
   }
 };
 
+// y = softmax(s * scale + bias) over one row of `width`.
+inline void SoftmaxRow(const float* s, const float* bias, float* y, int64_t width, float scale) {
+  float lanes[kMaxLanes], top = -INFINITY;  // the maximum in lanes (exact: any order gives it), vectorised
+  std::fill(lanes, lanes + kMaxLanes, -INFINITY);
+  int64_t j = 0;
+  for (; j + kMaxLanes <= width; j += kMaxLanes) {
+    for (int l = 0; l < kMaxLanes; ++l) {
+      y[j + l] = s[j + l] * scale + bias[j + l];
+      lanes[l] = std::max(lanes[l], y[j + l]);
+    }
+  }
+  for (; j < width; ++j) {
+    y[j] = s[j] * scale + bias[j];
+    top = std::max(top, y[j]);
+  }
+  for (int l = 0; l < kMaxLanes; ++l) top = std::max(top, lanes[l]);
+#pragma omp simd
+  for (int64_t i = 0; i < width; ++i) y[i] = ExpNonPositive(y[i] - top);
+  const float inv = float(1.0 / LaneSum(width, [&](int64_t i) { return y[i]; }));
+#pragma omp simd
+  for (int64_t i = 0; i < width; ++i) y[i] *= inv;
+}
+
 // y = softmax(scores * scale + bias) over rows of width `width`.
 TARGETS void SoftmaxRows(const float* scores, const float* bias, BiasRows bias_row, float* y, int64_t rows,
                          int64_t width, float scale) {
 #pragma omp parallel for schedule(static) if (rows * width >= kMinParallel)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float *sr = scores + r * width, *br = bias + bias_row(r) * width;
-    float* yr = y + r * width;
-    float top = -INFINITY;
-#pragma omp simd reduction(max : top)
-    for (int64_t j = 0; j < width; ++j) {
-      yr[j] = sr[j] * scale + br[j];
-      top = std::max(top, yr[j]);
-    }
-#pragma omp simd
-    for (int64_t j = 0; j < width; ++j) yr[j] = ExpNonPositive(yr[j] - top);
-    const float inv = float(1.0 / LaneSum(width, [&](int64_t i) { return yr[i]; }));
-    for (int64_t j = 0; j < width; ++j) yr[j] *= inv;
-  }
+  for (int64_t r = 0; r < rows; ++r) SoftmaxRow(scores + r * width, bias + bias_row(r) * width, y + r * width, width,
+                                                scale);
 }
 
-// The softmax's backward in place: g becomes scale * y * (g - sum(g * y)) per row.
+// The softmax's backward in place over one row: g becomes scale * y * (g - sum(g * y)).
+inline void SoftmaxGradRow(const float* y, float* g, int64_t width, float scale) {
+  const float dot = float(LaneSum(width, [&](int64_t j) { return g[j] * y[j]; }));
+#pragma omp simd
+  for (int64_t j = 0; j < width; ++j) g[j] = scale * y[j] * (g[j] - dot);
+}
+
 TARGETS void SoftmaxGradRows(const float* y, float* g, int64_t rows, int64_t width, float scale) {
 #pragma omp parallel for schedule(static) if (rows * width >= kMinParallel)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* yr = y + r * width;
-    float* gr = g + r * width;
-    const float dot = float(LaneSum(width, [&](int64_t j) { return gr[j] * yr[j]; }));
-    for (int64_t j = 0; j < width; ++j) gr[j] = scale * yr[j] * (gr[j] - dot);
-  }
+  for (int64_t r = 0; r < rows; ++r) SoftmaxGradRow(y + r * width, g + r * width, width, scale);
 }
 
 // q . k over hd floats, in kSumLanes float partial sums (vectorisable).
@@ -309,18 +376,33 @@ PD_BUILD_GRAD_OP(unimo_dropout)
     .Attrs({"p: float"})
     .SetKernelFn(PD_KERNEL(DropoutBackward));
 
-// A linear layer's bias added in place to its product (paddle_unimo.cpu_kernels.add_bias_): x (..., N), bias (N,).
-void AddBias(paddle::Tensor& x, const paddle::Tensor& bias) {
+// A linear layer's bias added in place to its product (paddle_unimo.cpu_kernels.add_bias_): x (..., N), bias (N,);
+// with relu, relu applied after, in place.
+void AddBias(paddle::Tensor& x, const paddle::Tensor& bias, bool relu) {
   const int64_t n = x.shape().back();
   PD_CHECK(bias.numel() == n, "a bias of ", n, " values is needed, got ", bias.numel());
-  AddBiasRows(x.data<float>(), bias.data<float>(), x.numel() / n, n);
+  AddBiasRows(x.data<float>(), bias.data<float>(), x.numel() / n, n, relu);
 }
 
 PD_BUILD_OP(unimo_add_bias)
     .Inputs({"X", "Bias"})
     .Outputs({"Out"})
     .SetInplaceMap({{"X", "Out"}})
+    .Attrs({"relu: bool"})
     .SetKernelFn(PD_KERNEL(AddBias));
+
+// relu's backward (paddle_unimo.cpu_kernels.relu_grad): the gradient of its input from that of its output y.
+std::vector<paddle::Tensor> ReluBackward(const paddle::Tensor& y, const paddle::Tensor& grad) {
+  PD_CHECK(y.numel() == grad.numel(), "relu's output has ", y.numel(), " values, its gradient ", grad.numel());
+  auto dx = paddle::empty_like(grad);
+  ReluGrad(y.data<float>(), grad.data<float>(), dx.data<float>(), grad.numel());
+  return {dx};
+}
+
+PD_BUILD_OP(unimo_relu_backward)
+    .Inputs({"Y", "Grad"})
+    .Outputs({"X"})
+    .SetKernelFn(PD_KERNEL(ReluBackward));
 
 std::vector<paddle::Tensor> LayerNormForward(const paddle::Tensor& x, const paddle::Tensor& weight,
                                              const paddle::Tensor& bias, float epsilon) {
@@ -376,6 +458,68 @@ PD_BUILD_GRAD_OP(unimo_layer_norm)
     .Outputs({paddle::Grad("X"), paddle::Grad("Weight"), paddle::Grad("Bias")})
     .Attrs({"epsilon: float"})
     .SetKernelFn(PD_KERNEL(LayerNormBackward));
+
+// A post-LN layer's residual in training (paddle_unimo.cpu_kernels.LayerNorm.residual): y = LayerNorm(x +
+// dropout(h)), the dropout's keep bits DropoutMask's under `seed` over h's elements (unimo_dropout's), its sum
+// ApplyMask's and paddle's add's; returns y, the sum (for the backward), the rows' means and rstds, the bits.
+std::vector<paddle::Tensor> ResidualLayerNormForward(const paddle::Tensor& x, const paddle::Tensor& h,
+                                                     const paddle::Tensor& weight, const paddle::Tensor& bias,
+                                                     float p, int64_t seed, float epsilon) {
+  const int64_t width = x.shape().back(), rows = x.numel() / width;
+  PD_CHECK(h.shape() == x.shape(), "the residual and its branch differ in shape");
+  PD_CHECK(weight.numel() == width && bias.numel() == width, "a LayerNorm of ", width, " features is needed");
+  auto y = paddle::empty_like(x), sum = paddle::empty_like(x);
+  auto mean = paddle::empty({rows}, paddle::DataType::FLOAT32, x.place());
+  auto rstd = paddle::empty({rows}, paddle::DataType::FLOAT32, x.place());
+  auto mask = paddle::empty({MaskWords(x.numel())}, paddle::DataType::INT32, x.place());
+  uint32_t* bits = reinterpret_cast<uint32_t*>(mask.data<int32_t>());
+  DropoutMask(bits, x.numel(), p, seed);
+  ResidualLayerNormRows(x.data<float>(), h.data<float>(), bits, KeptScale(p), weight.data<float>(),
+                        bias.data<float>(), sum.data<float>(), y.data<float>(), mean.data<float>(),
+                        rstd.data<float>(), rows, width, epsilon);
+  return {y, sum, mean, rstd, mask};
+}
+
+// LayerNormBackward of the sum; the branch's gradient is the sum's through the dropout (ApplyMask).
+std::vector<paddle::Tensor> ResidualLayerNormBackward(const paddle::Tensor& sum, const paddle::Tensor& weight,
+                                                      const paddle::Tensor& mean, const paddle::Tensor& rstd,
+                                                      const paddle::Tensor& mask, const paddle::Tensor& grad,
+                                                      float p, float epsilon) {
+  auto grads = LayerNormBackward(sum, weight, mean, rstd, grad, epsilon);
+  auto dh = paddle::empty_like(grad);
+  ApplyMask(grads[0].data<float>(), reinterpret_cast<const uint32_t*>(mask.data<int32_t>()), dh.data<float>(),
+            grad.numel(), KeptScale(p));
+  return {grads[0], dh, grads[1], grads[2]};
+}
+
+std::vector<std::vector<int64_t>> ResidualLayerNormShapes(const std::vector<int64_t>& x,
+                                                          const std::vector<int64_t>& h,
+                                                          const std::vector<int64_t>& weight,
+                                                          const std::vector<int64_t>& bias) {
+  int64_t n = 1;
+  for (int64_t size : x) n *= size;
+  const int64_t rows = x.empty() ? 1 : n / x.back();
+  return {x, x, {rows}, {rows}, {MaskWords(n)}};
+}
+
+std::vector<paddle::DataType> ResidualLayerNormTypes(const paddle::DataType& x, const paddle::DataType& h,
+                                                     const paddle::DataType& weight, const paddle::DataType& bias) {
+  return {x, x, paddle::DataType::FLOAT32, paddle::DataType::FLOAT32, paddle::DataType::INT32};
+}
+
+PD_BUILD_OP(unimo_residual_layer_norm)
+    .Inputs({"X", "H", "Weight", "Bias"})
+    .Outputs({"Y", "Sum", "Mean", "Rstd", "Mask"})
+    .Attrs({"p: float", "seed: int64_t", "epsilon: float"})
+    .SetKernelFn(PD_KERNEL(ResidualLayerNormForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(ResidualLayerNormShapes))
+    .SetInferDtypeFn(PD_INFER_DTYPE(ResidualLayerNormTypes));
+
+PD_BUILD_GRAD_OP(unimo_residual_layer_norm)
+    .Inputs({"Sum", "Weight", "Mean", "Rstd", "Mask", paddle::Grad("Y")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("H"), paddle::Grad("Weight"), paddle::Grad("Bias")})
+    .Attrs({"p: float", "epsilon: float"})
+    .SetKernelFn(PD_KERNEL(ResidualLayerNormBackward));
 
 // softmax(scores * scale + bias) over the last axis into a new tensor; scores (B, heads, queries, keys), the
 // bias broadcasting to them.
@@ -442,6 +586,96 @@ PD_BUILD_GRAD_OP(unimo_softmax_dropout)
     .Outputs({paddle::Grad("Scores")})
     .Attrs({"scale: float", "p: float"})
     .SetKernelFn(PD_KERNEL(SoftmaxDropoutBackward));
+
+namespace {
+// Per row r of logits (rows, vocab): p = softmax(x) into probs, and the cross-entropy against the smoothed target
+// (1 - eps) onehot(label) + eps / vocab: loss[r] = log(sum e^(x - max)) - (1 - eps) (x[label] - max) - eps *
+// mean(x - max); the sums in double.
+TARGETS void SmoothedCrossEntropyRows(const float* logits, const int64_t* labels, float* probs, float* loss,
+                                      int64_t rows, int64_t vocab, float epsilon) {
+#pragma omp parallel for schedule(static) if (rows * vocab >= kMinParallel)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = logits + r * vocab;
+    float* p = probs + r * vocab;
+    float lanes[kMaxLanes], top = -INFINITY;
+    std::fill(lanes, lanes + kMaxLanes, -INFINITY);
+    int64_t j = 0;
+    for (; j + kMaxLanes <= vocab; j += kMaxLanes) {
+      for (int l = 0; l < kMaxLanes; ++l) lanes[l] = std::max(lanes[l], x[j + l]);
+    }
+    for (; j < vocab; ++j) top = std::max(top, x[j]);
+    for (int l = 0; l < kMaxLanes; ++l) top = std::max(top, lanes[l]);
+#pragma omp simd
+    for (int64_t i = 0; i < vocab; ++i) p[i] = ExpNonPositive(x[i] - top);
+    const double total = LaneSum(vocab, [&](int64_t i) { return p[i]; });
+    const double shifted = LaneSum(vocab, [&](int64_t i) { return x[i] - top; });
+    const float inv = float(1.0 / total);
+#pragma omp simd
+    for (int64_t i = 0; i < vocab; ++i) p[i] *= inv;
+    loss[r] = float(std::log(total) - (1.0 - epsilon) * (x[labels[r]] - top) - epsilon * shifted / vocab);
+  }
+}
+}  // namespace
+
+// Label-smoothed cross-entropy per row (paddle_unimo.losses.label_smoothed_cross_entropy): logits (rows, vocab),
+// labels (rows,) int64; returns the rows' losses and the softmax (for the backward).
+std::vector<paddle::Tensor> SmoothedCrossEntropyForward(const paddle::Tensor& logits, const paddle::Tensor& labels,
+                                                        float epsilon) {
+  const auto& s = logits.shape();
+  PD_CHECK(s.size() == 2 && labels.numel() == s[0], "logits (rows, vocab) and a label a row are needed");
+  const int64_t* label = labels.data<int64_t>();
+  for (int64_t r = 0; r < s[0]; ++r) {
+    PD_CHECK(0 <= label[r] && label[r] < s[1], "label ", label[r], " of row ", r, " is not in the vocabulary of ",
+             s[1]);
+  }
+  auto loss = paddle::empty({s[0]}, paddle::DataType::FLOAT32, logits.place());
+  auto probs = paddle::empty_like(logits);
+  SmoothedCrossEntropyRows(logits.data<float>(), label, probs.data<float>(), loss.data<float>(), s[0], s[1],
+                           epsilon);
+  return {loss, probs};
+}
+
+// d logits[r] = grad[r] * (softmax - the smoothed target).
+std::vector<paddle::Tensor> SmoothedCrossEntropyBackward(const paddle::Tensor& probs, const paddle::Tensor& labels,
+                                                         const paddle::Tensor& grad, float epsilon) {
+  const int64_t rows = probs.shape()[0], vocab = probs.shape()[1];
+  auto dlogits = paddle::empty_like(probs);
+  const float *p = probs.data<float>(), *g = grad.data<float>();
+  const int64_t* label = labels.data<int64_t>();
+  float* d = dlogits.data<float>();
+  const float spread = epsilon / vocab;
+#pragma omp parallel for schedule(static) if (rows * vocab >= kMinParallel)
+  for (int64_t r = 0; r < rows; ++r) {
+#pragma omp simd
+    for (int64_t j = 0; j < vocab; ++j) d[r * vocab + j] = g[r] * (p[r * vocab + j] - spread);
+    d[r * vocab + label[r]] -= g[r] * (1.0f - epsilon);
+  }
+  return {dlogits};
+}
+
+std::vector<std::vector<int64_t>> SmoothedCrossEntropyShapes(const std::vector<int64_t>& logits,
+                                                             const std::vector<int64_t>& labels) {
+  return {{logits[0]}, logits};
+}
+
+std::vector<paddle::DataType> SmoothedCrossEntropyTypes(const paddle::DataType& logits,
+                                                        const paddle::DataType& labels) {
+  return {logits, logits};
+}
+
+PD_BUILD_OP(unimo_smoothed_cross_entropy)
+    .Inputs({"Logits", "Labels"})
+    .Outputs({"Loss", "Probs"})
+    .Attrs({"epsilon: float"})
+    .SetKernelFn(PD_KERNEL(SmoothedCrossEntropyForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(SmoothedCrossEntropyShapes))
+    .SetInferDtypeFn(PD_INFER_DTYPE(SmoothedCrossEntropyTypes));
+
+PD_BUILD_GRAD_OP(unimo_smoothed_cross_entropy)
+    .Inputs({"Probs", "Labels", paddle::Grad("Loss")})
+    .Outputs({paddle::Grad("Logits")})
+    .Attrs({"epsilon: float"})
+    .SetKernelFn(PD_KERNEL(SmoothedCrossEntropyBackward));
 
 // Attention probabilities in inference (paddle_unimo.cpu_kernels.softmax): Softmax, no dropout.
 std::vector<paddle::Tensor> SoftmaxInference(const paddle::Tensor& scores, const paddle::Tensor& bias, float scale) {
@@ -510,6 +744,8 @@ void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k
                       int ld, float* dest);
 void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a, int lda,
                          const float* b, int ldb, float beta, float* c, int ldc);
+void cblas_sgemm(int layout, int transa, int transb, int m, int n, int k, float alpha, const float* a, int lda,
+                 const float* b, int ldb, float beta, float* c, int ldc);
 }
 
 namespace {
@@ -637,4 +873,141 @@ PD_BUILD_OP(unimo_step_layer)
     .SetInplaceMap({{"GeneratedK", "GeneratedKOut"}, {"GeneratedV", "GeneratedVOut"}})
     .Attrs({"length: int64_t", "scale: float", "epsilon: float", "gelu: bool", "normalize_before: bool"})
     .SetKernelFn(PD_KERNEL(StepLayer));
+// Attention in training (paddle_unimo.cpu_kernels.attention), for q (B, Lq, heads * hd) and k, v (B, Lk, heads *
+// hd) -- the linear layers' outputs, each head's columns side by side -- and an additive bias (B or 1, heads or 1,
+// Lq or 1, Lk): per (batch, head) pair, on threads, probs = dropout(softmax(q k^T * scale + bias)) and out = probs v,
+// written into the head's columns of out (B, Lq, heads * hd). The products are MKL's sgemm on the heads' strided
+// columns (one thread's each, inside the pairs' threads), so no head is transposed or copied; the softmax rows are
+// SoftmaxRow's, the keep bits DropoutMask's over (B, heads, Lq, Lk), the same as unimo_softmax_dropout of the
+// scores (B, heads, Lq, Lk) under the same seed. The backward recomputes probs from the softmax and the bits.
+namespace {
+struct AttentionShape {
+  int64_t batch, queries, keys, heads, hd, bias_batch, bias_heads, bias_queries;
+  int64_t width() const { return heads * hd; }
+  int64_t pairs() const { return batch * heads; }
+  const float* BiasRow(const float* bias, int64_t b, int64_t h, int64_t q) const {
+    return bias + (((b % bias_batch) * bias_heads + h % bias_heads) * bias_queries + q % bias_queries) * keys;
+  }
+};
+
+AttentionShape CheckAttention(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
+                              const paddle::Tensor& bias, int64_t heads) {
+  const auto &sq = q.shape(), &sk = k.shape(), &b = bias.shape();
+  PD_CHECK(sq.size() == 3 && sk.size() == 3 && v.shape() == sk && sq[0] == sk[0] && sq[2] == sk[2],
+           "q (B, Lq, H) and k, v (B, Lk, H) are needed");
+  PD_CHECK(heads > 0 && sq[2] % heads == 0, sq[2], " features do not split into ", heads, " heads");
+  PD_CHECK(b.size() == 4 && b[3] == sk[1] && (b[0] == 1 || b[0] == sq[0]) && (b[1] == 1 || b[1] == heads) &&
+               (b[2] == 1 || b[2] == sq[1]),
+           "the bias does not broadcast to the scores (", sq[0], ", ", heads, ", ", sq[1], ", ", sk[1], ")");
+  return {sq[0], sq[1], sk[1], heads, sq[2] / heads, b[0], b[1], b[2]};
+}
+
+TARGETS void AttentionPairs(const float* q, const float* k, const float* v, const float* bias,
+                            const uint32_t* mask, const AttentionShape& s, float scale, float keep, float* y,
+                            float* out) {
+  const int64_t lq = s.queries, lk = s.keys, hd = s.hd, width = s.width();
+#pragma omp parallel if (s.pairs() * lq * lk >= kMinParallel)
+  {
+    std::vector<float> probs(lq * lk);
+#pragma omp for schedule(static)
+    for (int64_t pair = 0; pair < s.pairs(); ++pair) {
+      const int64_t b = pair / s.heads, h = pair % s.heads;
+      const float *qh = q + b * lq * width + h * hd, *kh = k + b * lk * width + h * hd,
+                  *vh = v + b * lk * width + h * hd;
+      float* yp = y + pair * lq * lk;
+      cblas_sgemm(kRowMajor, kNoTrans, kTrans, lq, lk, hd, 1.0f, qh, width, kh, width, 0.0f, probs.data(), lk);
+      for (int64_t i = 0; i < lq; ++i) {
+        float* row = probs.data() + i * lk;
+        SoftmaxRow(row, s.BiasRow(bias, b, h, i), yp + i * lk, lk, scale);
+        MaskRow(yp + i * lk, mask, (pair * lq + i) * lk, row, lk, keep);
+      }
+      cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, lq, hd, lk, 1.0f, probs.data(), lk, vh, width, 0.0f,
+                  out + b * lq * width + h * hd, width);
+    }
+  }
+}
+
+// The gradients of q, k and v from that of out (AttentionPairs's layouts): per pair, with probs recomputed,
+// dv = probs^T dout, dscores = softmax'(dropout'(dout v^T)) (SoftmaxGradRow, which applies the scale), dq = dscores
+// k, dk = dscores^T q.
+TARGETS void AttentionGradPairs(const float* q, const float* k, const float* v, const float* y,
+                                const uint32_t* mask, const float* grad, const AttentionShape& s, float scale,
+                                float keep, float* dq, float* dk, float* dv) {
+  const int64_t lq = s.queries, lk = s.keys, hd = s.hd, width = s.width();
+#pragma omp parallel if (s.pairs() * lq * lk >= kMinParallel)
+  {
+    std::vector<float> probs(lq * lk), dscores(lq * lk);
+#pragma omp for schedule(static)
+    for (int64_t pair = 0; pair < s.pairs(); ++pair) {
+      const int64_t b = pair / s.heads, h = pair % s.heads, first = pair * lq * lk;
+      const int64_t at_q = b * lq * width + h * hd, at_k = b * lk * width + h * hd;
+      const float* yp = y + first;
+      MaskRow(yp, mask, first, probs.data(), lq * lk, keep);
+      cblas_sgemm(kRowMajor, kTrans, kNoTrans, lk, hd, lq, 1.0f, probs.data(), lk, grad + at_q, width, 0.0f,
+                  dv + at_k, width);
+      cblas_sgemm(kRowMajor, kNoTrans, kTrans, lq, lk, hd, 1.0f, grad + at_q, width, v + at_k, width, 0.0f,
+                  dscores.data(), lk);
+      MaskRow(dscores.data(), mask, first, dscores.data(), lq * lk, keep);
+      for (int64_t i = 0; i < lq; ++i) SoftmaxGradRow(yp + i * lk, dscores.data() + i * lk, lk, scale);
+      cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, lq, hd, lk, 1.0f, dscores.data(), lk, k + at_k, width, 0.0f,
+                  dq + at_q, width);
+      cblas_sgemm(kRowMajor, kTrans, kNoTrans, lk, hd, lq, 1.0f, dscores.data(), lk, q + at_q, width, 0.0f,
+                  dk + at_k, width);
+    }
+  }
+}
+}  // namespace
+
+// Returns out, the softmax (B, heads, Lq, Lk) and the keep bits (for the backward).
+std::vector<paddle::Tensor> AttentionForward(const paddle::Tensor& q, const paddle::Tensor& k,
+                                             const paddle::Tensor& v, const paddle::Tensor& bias, int64_t heads,
+                                             float scale, float p, int64_t seed) {
+  const AttentionShape s = CheckAttention(q, k, v, bias, heads);
+  auto out = paddle::empty_like(q);
+  auto y = paddle::empty({s.batch, heads, s.queries, s.keys}, paddle::DataType::FLOAT32, q.place());
+  auto mask = paddle::empty({MaskWords(y.numel())}, paddle::DataType::INT32, q.place());
+  uint32_t* bits = reinterpret_cast<uint32_t*>(mask.data<int32_t>());
+  DropoutMask(bits, y.numel(), p, seed);
+  AttentionPairs(q.data<float>(), k.data<float>(), v.data<float>(), bias.data<float>(), bits, s, scale,
+                 KeptScale(p), y.data<float>(), out.data<float>());
+  return {out, y, mask};
+}
+
+std::vector<paddle::Tensor> AttentionBackward(const paddle::Tensor& q, const paddle::Tensor& k,
+                                              const paddle::Tensor& v, const paddle::Tensor& bias,
+                                              const paddle::Tensor& y, const paddle::Tensor& mask,
+                                              const paddle::Tensor& grad, int64_t heads, float scale, float p) {
+  const AttentionShape s = CheckAttention(q, k, v, bias, heads);
+  auto dq = paddle::empty_like(q), dk = paddle::empty_like(k), dv = paddle::empty_like(v);
+  AttentionGradPairs(q.data<float>(), k.data<float>(), v.data<float>(), y.data<float>(),
+                     reinterpret_cast<const uint32_t*>(mask.data<int32_t>()), grad.data<float>(), s, scale,
+                     KeptScale(p), dq.data<float>(), dk.data<float>(), dv.data<float>());
+  return {dq, dk, dv};
+}
+
+std::vector<std::vector<int64_t>> AttentionShapes(const std::vector<int64_t>& q, const std::vector<int64_t>& k,
+                                                  const std::vector<int64_t>& v, const std::vector<int64_t>& bias,
+                                                  int64_t heads) {
+  const std::vector<int64_t> scores = {q[0], heads, q[1], k[1]};
+  return {q, scores, {MaskWords(q[0] * heads * q[1] * k[1])}};
+}
+
+std::vector<paddle::DataType> AttentionTypes(const paddle::DataType& q, const paddle::DataType& k,
+                                             const paddle::DataType& v, const paddle::DataType& bias) {
+  return {q, q, paddle::DataType::INT32};
+}
+
+PD_BUILD_OP(unimo_attention)
+    .Inputs({"Q", "K", "V", "Bias"})
+    .Outputs({"Out", "Softmax", "Mask"})
+    .Attrs({"heads: int64_t", "scale: float", "p: float", "seed: int64_t"})
+    .SetKernelFn(PD_KERNEL(AttentionForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(AttentionShapes))
+    .SetInferDtypeFn(PD_INFER_DTYPE(AttentionTypes));
+
+PD_BUILD_GRAD_OP(unimo_attention)
+    .Inputs({"Q", "K", "V", "Bias", "Softmax", "Mask", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("Q"), paddle::Grad("K"), paddle::Grad("V")})
+    .Attrs({"heads: int64_t", "scale: float", "p: float"})
+    .SetKernelFn(PD_KERNEL(AttentionBackward));
 #endif  // UNIMO_MKL
