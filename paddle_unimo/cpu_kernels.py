@@ -1,6 +1,7 @@
 """CPU kernels: dropout, LayerNorm, a layer's attention, the residuals, relu and the loss for training, and a
-decoding step's attention and its matmuls against packed weights, as C++ operators (``csrc/cpu_kernels.cc``), compiled on first use by paddle's
-custom-operator mechanism (``paddle.utils.cpp_extension``) and cached for the machine.
+decoding step's attention and its matmuls against packed weights, as C++ operators (``csrc/cpu_kernels.cc``),
+compiled on first use by paddle's custom-operator mechanism (``paddle.utils.cpp_extension``) and cached for the
+machine.
 
 Why: on CPU, paddle 3.3.1's dropout draws one mt19937 number per element on one thread and keeps a mask for the
 backward, and its LayerNorm backward is single-threaded. In a unimo-text-1.0 training step (8 x 128 tokens) the

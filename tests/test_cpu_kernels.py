@@ -262,7 +262,8 @@ def test_attention_equals_the_rule_in_float64_with_the_documented_masks(ops, bat
     """``attention`` (``unimo_attention``) on the heads' columns of (B, L, heads * hd), forward and backward:
     biases broadcast over each axis, more keys than queries, one head, p of 0 and 1."""
     rng = np.random.default_rng(queries * keys + heads)
-    q, v, upstream = (rng.standard_normal((batch, n, heads * hd)).astype("float32") * 2 for n in (queries, keys, queries))
+    q, v, upstream = (rng.standard_normal((batch, n, heads * hd)).astype("float32") * 2
+                      for n in (queries, keys, queries))
     k = rng.standard_normal((batch, keys, heads * hd)).astype("float32") * 2
     bias = None if bias_shape is None else \
         np.where(rng.random(bias_shape) < 0.3, -1e4, rng.standard_normal(bias_shape)).astype("float32")
