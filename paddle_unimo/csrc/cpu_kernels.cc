@@ -238,21 +238,23 @@ struct BiasRows {
 };
 
 // y = softmax(s * scale + bias) over one row of `width`.
-inline void SoftmaxRow(const float* s, const float* bias, float* y, int64_t width, float scale) {
-  float lanes[kMaxLanes], top = -INFINITY;  // the maximum in lanes (exact: any order gives it), vectorised
+// The largest of x[0..width), in lanes (exact: any order gives it), vectorised.
+inline float RowMax(const float* x, int64_t width) {
+  float lanes[kMaxLanes], top = -INFINITY;
   std::fill(lanes, lanes + kMaxLanes, -INFINITY);
   int64_t j = 0;
   for (; j + kMaxLanes <= width; j += kMaxLanes) {
-    for (int l = 0; l < kMaxLanes; ++l) {
-      y[j + l] = s[j + l] * scale + bias[j + l];
-      lanes[l] = std::max(lanes[l], y[j + l]);
-    }
+    for (int l = 0; l < kMaxLanes; ++l) lanes[l] = std::max(lanes[l], x[j + l]);
   }
-  for (; j < width; ++j) {
-    y[j] = s[j] * scale + bias[j];
-    top = std::max(top, y[j]);
-  }
+  for (; j < width; ++j) top = std::max(top, x[j]);
   for (int l = 0; l < kMaxLanes; ++l) top = std::max(top, lanes[l]);
+  return top;
+}
+
+inline void SoftmaxRow(const float* s, const float* bias, float* y, int64_t width, float scale) {
+#pragma omp simd
+  for (int64_t i = 0; i < width; ++i) y[i] = s[i] * scale + bias[i];
+  const float top = RowMax(y, width);
 #pragma omp simd
   for (int64_t i = 0; i < width; ++i) y[i] = ExpNonPositive(y[i] - top);
   const float inv = float(1.0 / LaneSum(width, [&](int64_t i) { return y[i]; }));
@@ -597,14 +599,7 @@ TARGETS void SmoothedCrossEntropyRows(const float* logits, const int64_t* labels
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = logits + r * vocab;
     float* p = probs + r * vocab;
-    float lanes[kMaxLanes], top = -INFINITY;
-    std::fill(lanes, lanes + kMaxLanes, -INFINITY);
-    int64_t j = 0;
-    for (; j + kMaxLanes <= vocab; j += kMaxLanes) {
-      for (int l = 0; l < kMaxLanes; ++l) lanes[l] = std::max(lanes[l], x[j + l]);
-    }
-    for (; j < vocab; ++j) top = std::max(top, x[j]);
-    for (int l = 0; l < kMaxLanes; ++l) top = std::max(top, lanes[l]);
+    const float top = RowMax(x, vocab);
 #pragma omp simd
     for (int64_t i = 0; i < vocab; ++i) p[i] = ExpNonPositive(x[i] - top);
     const double total = LaneSum(vocab, [&](int64_t i) { return p[i]; });
