@@ -8,11 +8,11 @@ Rows (ratio = reference time / ours, above 1 means ours is faster):
 * forward, greedy and beam search against PaddleNLP's ``UNIMOLMHeadModel`` (unimo-text-1.0 shape, random
   weights saved by PaddleNLP and loaded by ours), with identical-ids flags; our decoding runs as ``make predict``
   runs it, with the layer weights packed once per model (``generation.batch_stepper``; its time is a row);
-* a training step (AdamW, label smoothing 0.1, batch 8 x 128 tokens with a 32-token target) against PaddleNLP's,
-  its share of the machine's fp32 matmul rate (measured in the same rounds) on the step's matmul FLOPs (3x the
-  forward's), the peak RSS of each (each in a fresh process) and our step's page faults (the fewest of three
-  steps in a row); ours also against itself on paddle's own dropout, layer_norm and softmax instead of the CPU
-  training kernels (``paddle_unimo.cpu_kernels``);
+* a training step (AdamW, label smoothing 0.1, batch 8 x 128 tokens with a 32-token target; each side clearing
+  its gradients as its own trainer does) against PaddleNLP's, its share of the machine's fp32 matmul rate
+  (measured in the same rounds) on the step's matmul FLOPs (3x the forward's), the peak RSS of each (each in a
+  fresh process) and our step's page faults (the fewest of three steps in a row); ours also against itself on
+  paddle's own dropout, layer_norm and softmax instead of the CPU training kernels (``paddle_unimo.cpu_kernels``);
 * one greedy step against reading its weights once (the fp32 floor of a decoding step of few rows);
 * the exported Paddle Inference decoding (``paddle_unimo.export``), and its ONNX Runtime twins (fp32 and int8,
   with the share of equal tokens when the ids differ) when onnxruntime is installed (``paddle_unimo.onnx_export``),
@@ -263,7 +263,9 @@ def train_batch():
 
 def train_step(model, batch, reference: bool):
     """One AdamW step's closure: PaddleNLP's recipe for its model (float mask, F.label_smooth + soft-label
-    cross-entropy, as the 千言 baseline), ours (bool mask, logsumexp label smoothing) for ours."""
+    cross-entropy, as the 千言 baseline; its Trainer's ``clear_grad()``, which zero-fills the gradients), ours
+    (bool mask, logsumexp label smoothing; our Trainer's ``clear_grad(set_to_zero=False)``, which frees them, so
+    the next backward writes new ones instead of adding to zeros) for ours."""
     import paddle
     import paddle.nn.functional as F
 
@@ -285,7 +287,7 @@ def train_step(model, batch, reference: bool):
             loss = label_smoothed_cross_entropy(logits, batch["labels"], 0.1)
         loss.backward()
         opt.step()
-        opt.clear_grad()
+        opt.clear_grad(set_to_zero=reference)
     return step
 
 
