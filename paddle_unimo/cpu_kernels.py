@@ -47,14 +47,16 @@ writes the new keys and values into the cache, instead of ~20 paddle ops a layer
 each for a 24-row step); with packed weights (below) a step's whole layer -- six matmuls, the attention, two
 residuals, two LayerNorms and the activation -- is one kernel, not ~11 operators (x1.06-1.10 a step). The prefill's
 attention weights are one pass too (scale, bias and softmax: paddle's scale, broadcasting add and softmax took ~3
-ms a layer at 4 x 96 tokens). A step multiplies a few rows (the hypotheses) by every weight of the model. A plain
-sgemm, paddle's matmul, packs the weight into MKL's blocked layout at every call, which with so few rows costs
-about as much as the product itself; MKL's packed API (``cblas_sgemm_pack`` once per weight,
-``cblas_sgemm_compute`` per step, from the ``libmklml_intel`` paddle ships) packs it once. The 12 layers' weights
-and the LM head of unimo-text-1.0 take 12 against 17 ms at 4 rows and 19 against 26 ms at 24 (AVX-512 host, against
-paddle's matmul on (out, in) copies and its bias add). A packed weight is a copy: about the weight's size in
-resident memory (MKL asks for ~3x the address space and writes a part); where paddle has no MKL the step multiplies
-by the layers' own weights.
+ms a layer at 4 x 96 tokens). A step multiplies a few rows (the hypotheses) by every weight of the model, so it
+is bound by reading the weights. A plain sgemm, paddle's matmul, packs the weight into MKL's blocked layout at
+every call, which with so few rows costs about as much as the product itself; MKL's packed API packs it once but
+reads its layout at 4 rows well below the memory's speed. ``pack_weight`` copies a weight once into panels of 64
+columns, each panel's rows one after another, and ``packed_linear`` streams each panel once with its columns'
+sums in registers (6 rows x 64 columns at a time in AVX-512, 3 x 32 in AVX2): on the AVX-512 host the 12 layers'
+weights of unimo-text-1.0 took 6.8-7.5 against 8.7-9.2 ms at 4 rows, 12.7-13.1 against 13.8-14.5 at 24 and
+140-142 against 139-144 at 384 (a prefill's rows), against MKL's packed sgemm. Every output element is the bias
+plus its products added in order by fused multiply-adds, so a row's result does not depend on the other rows, the
+threads or the CPU. A packed weight is a copy: the weight's size in resident memory.
 
 Threads: the loops run on OpenMP threads, on the OpenMP runtime paddle ships for MKL (``libiomp5``, linked in
 place of GCC's ``libgomp``), so that they reuse the threads MKL keeps waiting between matmuls: on GCC's own
@@ -88,7 +90,7 @@ import paddle.nn.functional as F
 SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.cc"
 NAME = "unimo_cpu_kernels"
 OPENMP = Path(paddle.__file__).parent / "libs" / "libiomp5.so"  # paddle's (MKL's) OpenMP runtime
-MKL = OPENMP.with_name("libmklml_intel.so")  # the MKL paddle's matmuls call: its packed sgemm (decoding steps)
+MKL = OPENMP.with_name("libmklml_intel.so")  # the MKL paddle's matmuls call: its sgemm (training attention)
 # -fno-trapping-math lets branch-free selects vectorise (the softmax's exponential); no result changes
 FLAGS = ["-O3", "-fno-trapping-math", "-fopenmp" if OPENMP.is_file() else "-fopenmp-simd"] + \
     (["-DUNIMO_MKL"] if MKL.is_file() else [])
@@ -249,25 +251,21 @@ def softmax(scores, bias, scale: float):
 
 
 class PackedWeight(NamedTuple):
-    """A (K, N) weight in MKL's packed layout (``pack_weight``), for ``packed_linear``. MKL's packed data is only
-    valid where it was written: never copy ``packed`` (a copy is not a packed weight), pack the weight again."""
-    packed: paddle.Tensor  # float32 words
+    """A (K, N) weight in panels (``pack_weight``), for ``packed_linear``."""
+    packed: paddle.Tensor  # (ceil(N / 64), K, 64) float32: the panels, the last one's columns past N zero
     k: int  # input features
     n: int  # output features
 
 
-PACK_ROWS = 256  # the rows MKL is told to pack for (csrc/cpu_kernels.cc: 1 packs a slow layout)
-
-
 def pack_weight(weight, transposed: bool = False) -> Optional[PackedWeight]:
-    """A packed copy of ``weight`` (K, N) -- (N, K) with ``transposed``, as a tied embedding -- or None where the
-    kernels, or paddle's MKL, are not there."""
+    """A copy of ``weight`` (K, N) -- (N, K) with ``transposed``, as a tied embedding -- in panels of 64 columns,
+    or None where the kernels are not there."""
     ops = ops_for(weight)
-    if ops is None or not hasattr(ops, "unimo_pack_weight"):
+    if ops is None:
         return None
     k, n = weight.shape[::-1] if transposed else weight.shape
     with paddle.no_grad():
-        return PackedWeight(ops.unimo_pack_weight(weight.contiguous(), transposed, PACK_ROWS), k, n)
+        return PackedWeight(ops.unimo_pack_weight(weight.contiguous(), transposed), k, n)
 
 
 def packed_linear(x, weight: PackedWeight, bias):

@@ -304,11 +304,11 @@ class ModelStepper:
     """Runs a dynamic-mode ``UNIMOLMHeadModel``; the cache is its list of per-layer (k, v).
 
     ``cpu_kernels`` (a float32 model on CPU, where the CPU kernels are built): the prefill and the steps multiply
-    by copies of the layers' weights and the LM head's packed for MKL (``modeling.packed_layer_weights``; 1.3-1.4x
-    faster matmuls at a step's few rows, 1.1x at a prefill's), a second copy of those weights in memory; each
+    by copies of the layers' weights and the LM head's in panels (``modeling.packed_layer_weights``; a step's
+    matmuls of a few rows stream them at the memory's speed), a second copy of those weights in memory; each
     step's layer is then one kernel (``cpu_kernels.step_layer``), and the prefill's attention weights one pass
-    (``cpu_kernels.softmax``). Where paddle has no MKL the steps still run ``cpu_kernels.step_attention``, which
-    also writes the cache. The copies are made here, once, so the model's weights must not change while this
+    (``cpu_kernels.softmax``). Without the copies the steps still run ``cpu_kernels.step_attention``, which also
+    writes the cache. The copies are made here, once, so the model's weights must not change while this
     stepper is used: every prefill compares a sample of each weight's values with the ones copied and raises if
     they differ (make a new stepper after training). The ids are the same as without, the scores within float
     rounding (tested)."""
@@ -325,7 +325,7 @@ class ModelStepper:
         self.weights = self.head = None
         if self.kernels:
             from .modeling import packed_layer_weights
-            self.weights = packed_layer_weights(model.unimo.encoder)  # None where paddle has no MKL
+            self.weights = packed_layer_weights(model.unimo.encoder)
         if self.weights is not None:
             self.head = kernels.pack_weight(model.lm_head.decoder_weight, transposed=True)
             self._watched = [lin.weight for layer in model.unimo.encoder.layers for lin in layer.step_linears()] + \

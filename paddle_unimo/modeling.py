@@ -64,10 +64,10 @@ class DecodingCache(NamedTuple):
 
 
 def packed_layer_weights(encoder: "Encoder") -> Optional[List[Tuple[PackedWeight, ...]]]:
-    """Per layer, the weights of (q, k, v, out, linear1, linear2) packed for MKL (``cpu_kernels.pack_weight``),
-    the ``packed_weights`` of ``UNIMOModel.forward``: a decoding step's matmuls of a few rows by every weight run
-    1.3-1.4x faster on them, a prefill's 1.1x. None where the kernels (or paddle's MKL) are not there. They are
-    copies, made once (``generation.ModelStepper``)."""
+    """Per layer, the weights of (q, k, v, out, linear1, linear2) in panels (``cpu_kernels.pack_weight``), the
+    ``packed_weights`` of ``UNIMOModel.forward``: a decoding step's matmuls of a few rows by every weight read them
+    at the memory's speed, a prefill's at MKL's rate. None where the kernels are not there. They are copies, made
+    once (``generation.ModelStepper``)."""
     weights = [tuple(pack_weight(lin.weight) for lin in layer.step_linears()) for layer in encoder.layers]
     return None if any(w is None for layer in weights for w in layer) else weights
 
@@ -472,7 +472,7 @@ class UNIMOModel(UNIMOPretrainedModel):
                         CoQA); default 0
         last_only       hidden states of the last position only, (B, 1, H); the last layer computes no others
                         (a decoding's prefill predicts from the last position alone; the cache is complete)
-        packed_weights  per layer, copies of its weights packed for MKL (``packed_layer_weights``) that the layers
+        packed_weights  per layer, copies of its weights in panels (``packed_layer_weights``) that the layers
                         multiply by instead of their own, in inference (``generation.ModelStepper``)
         """
         parts, valid = [], []

@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -453,19 +454,27 @@ def test_without_kernels_training_uses_paddles_ops_and_says_why(monkeypatch, cap
     np.testing.assert_array_equal(dropped, F.dropout(x, 0.25, training=True).numpy())  # paddle's own
 
 
-@pytest.fixture(scope="module")
-def packing(ops):
-    if not hasattr(ops, "unimo_pack_weight"):
-        assert not cpu_kernels.MKL.is_file(), "paddle ships libmklml_intel but the kernels have no packed matmul"
-        pytest.skip("paddle ships no libmklml_intel here: decoding steps multiply by the layers' own weights")
+def fused_sums_float64(x, weight, bias):
+    """The rule of the panels' products: each element is the bias plus its K products added in order, each addition
+    a fused multiply-add: in float64, where a product of two float32 is exact, each sum rounded to float32 (the fused
+    result except where the float64 sum falls on a float32 rounding tie, which these tests' values do not)."""
+    y = np.broadcast_to(bias, (x.shape[0], weight.shape[1])).astype("float32")
+    for i in range(weight.shape[0]):
+        y = (y.astype("float64") + x[:, i:i + 1].astype("float64") * weight[i].astype("float64")).astype("float32")
+    return y
+
+
+def cpu_has_fma() -> bool:
+    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    return " fma" in flags and " avx2" in flags
 
 
 @pytest.mark.parametrize("k, n", [(40, 24), (768, 3072), (33, 1000)])
-def test_packed_linear_equals_float64_at_any_number_of_rows(packing, k, n):
-    """x @ W + b against W packed (as nn.Linear keeps it, or transposed as a tied embedding) equals the float64
-    product at row counts below, at and above the rows MKL packs for, with the input's leading shape kept (no rows:
-    an empty result); the packed weight is a copy (later changes to the weight do not reach it); a wrong width is
-    an error."""
+def test_packed_linear_equals_float64_at_any_number_of_rows(ops, k, n):
+    """x @ W + b against W in panels (as nn.Linear keeps it, or transposed as a tied embedding) equals the float64
+    product at row counts that fill 1 to 6 rows of registers and past a prefill's, with the input's leading shape
+    kept (no rows: an empty result); every row's values are the same bits whatever the other rows; the packed weight
+    is a copy (later changes to the weight do not reach it); a wrong width is an error."""
     rng = np.random.default_rng(k)
     weight, bias = rng.standard_normal((k, n)).astype("float32"), rng.standard_normal(n).astype("float32")
     for transposed in (False, True):
@@ -473,15 +482,36 @@ def test_packed_linear_equals_float64_at_any_number_of_rows(packing, k, n):
         packed = cpu_kernels.pack_weight(source, transposed=transposed)
         assert (packed.k, packed.n) == (k, n)
         source.set_value(np.zeros_like(source.numpy()))
-        for rows in (1, 3, 4, 24, 100, cpu_kernels.PACK_ROWS + 5):
-            x = rng.standard_normal((rows, 1, k)).astype("float32")
-            got = cpu_kernels.packed_linear(paddle.to_tensor(x), packed, paddle.to_tensor(bias)).numpy()
+        x = rng.standard_normal((389, 1, k)).astype("float32")
+        alone = cpu_kernels.packed_linear(paddle.to_tensor(x[:1]), packed, paddle.to_tensor(bias)).numpy()
+        for rows in (1, 2, 3, 4, 5, 7, 24, 100, 389):
+            got = cpu_kernels.packed_linear(paddle.to_tensor(x[:rows]), packed, paddle.to_tensor(bias)).numpy()
             assert got.shape == (rows, 1, n)
-            want = x.astype("float64") @ weight.astype("float64") + bias
+            want = x[:rows].astype("float64") @ weight.astype("float64") + bias
             np.testing.assert_allclose(got, want, atol=2e-6 * np.sqrt(k) * np.abs(want).max(), rtol=0)
+            np.testing.assert_array_equal(got[:1], alone)
+            last = cpu_kernels.packed_linear(paddle.to_tensor(x[rows - 1:rows]), packed, paddle.to_tensor(bias))
+            np.testing.assert_array_equal(got[rows - 1:], last.numpy())
     assert cpu_kernels.packed_linear(paddle.zeros([0, k]), packed, paddle.to_tensor(bias)).shape == [0, n]
     with pytest.raises(ValueError, match=f"x has {k + 1} features, the packed weight takes {k}"):
         cpu_kernels.packed_linear(paddle.ones([2, k + 1]), packed, paddle.to_tensor(bias))
+    with pytest.raises(OSError, match=f"the panels of a \\({k}, {n + 64}\\) weight are needed"):
+        ops.unimo_packed_linear(paddle.ones([2, k]), packed.packed, paddle.ones([n + 64]), n + 64)
+
+
+@pytest.mark.skipif(not cpu_has_fma(), reason="the panels' products use fused multiply-adds on CPUs with AVX2 and FMA")
+def test_packed_linear_adds_the_products_in_order_by_fused_multiply_adds(ops):
+    """Each element of a panels' product is the bias plus its products added in order by fused multiply-adds: the
+    same bits as that rule in float64, at row counts on every register block and for a partial last panel."""
+    rng = np.random.default_rng(3)
+    k, n = 48, 150
+    weight, bias = rng.standard_normal((k, n)).astype("float32"), rng.standard_normal(n).astype("float32")
+    packed = cpu_kernels.pack_weight(paddle.to_tensor(weight))
+    np.testing.assert_array_equal(packed.packed.numpy()[-1, :, n % 64:], 0)  # the last panel's padding
+    for rows in (1, 2, 3, 4, 6, 13):
+        x = rng.standard_normal((rows, k)).astype("float32")
+        got = cpu_kernels.packed_linear(paddle.to_tensor(x), packed, paddle.to_tensor(bias)).numpy()
+        np.testing.assert_array_equal(got, fused_sums_float64(x, weight, bias))
 
 
 def step_attention_float64(q, k, v, source_k, source_v, source_bias, generated_k, generated_v, length, scale):
@@ -576,7 +606,7 @@ def layer_step_float64(x, weights, params, cache, length, scale, epsilon, gelu, 
 
 
 @pytest.mark.parametrize("gelu, normalize_before", [(False, False), (True, False), (False, True), (True, True)])
-def test_step_layer_equals_the_layer_in_float64_and_writes_the_slot(packing, gelu, normalize_before):
+def test_step_layer_equals_the_layer_in_float64_and_writes_the_slot(ops, gelu, normalize_before):
     """A decoding step through one layer in one kernel (post-LN and pre-LN, relu and gelu, at 1 and 3 rows a
     source) equals the layer's rule in float64; the step's key/value land in the slot, the other slots unchanged;
     a wrong number of parameters is refused."""

@@ -268,8 +268,8 @@ def test_packed_step_weights_decode_as_the_model(seed, overrides):
     model = make_model(seed, eos_bias=float(seed % 3), **overrides)
     stepper = batch_stepper(model)
     if stepper.weights is None:
-        assert cpu_kernels.kernels() is None or not cpu_kernels.MKL.is_file()
-        pytest.skip("no packed matmul here (CPU kernels not built, or paddle without MKL)")
+        assert cpu_kernels.kernels() is None
+        pytest.skip("no packed weights here: the CPU kernels are not built")
     assert len(stepper.weights) == model.config.num_hidden_layers and stepper.head is not None
     for batch in (decoding_batch(seed), caption_batch(seed)):
         for settings in (dict(max_length=9), dict(decode_strategy="beam_search", num_beams=3, max_length=8),
@@ -294,8 +294,7 @@ def test_packed_step_weights_decode_as_the_model(seed, overrides):
 
 
 def test_the_stepper_takes_what_kernels_there_are(monkeypatch):
-    """Without paddle's MKL (no packed matmul) the steps still run the attention kernel, on the layers' own
-    weights; without the kernels, paddle's ops (the cache written by ``StepCache.write``). Same ids either way, and
+    """Without packed weights the steps still run the attention kernel, on the layers' own weights; without the kernels, paddle's ops (the cache written by ``StepCache.write``). Same ids either way, and
     a model in training mode never takes the kernel's attention (it has no dropout)."""
     from paddle_unimo import modeling
     from paddle_unimo.generation import ModelStepper, batch_stepper
@@ -339,7 +338,7 @@ def test_packed_step_weights_refuse_changed_weights():
     batch = decoding_batch(3)
     stepper = ModelStepper(model, cpu_kernels=True)
     if stepper.weights is None:
-        pytest.skip("no packed matmul here (CPU kernels not built, or paddle without MKL)")
+        pytest.skip("no packed weights here: the CPU kernels are not built")
     generate(model, **batch, max_length=5, stepper=stepper)
     model.train()
     optimizer = paddle.optimizer.AdamW(1e-3, parameters=model.parameters())

@@ -2,10 +2,10 @@
 // dropout with a counter-based generator, LayerNorm over the last axis (alone and after a residual sum), attention
 // weights (scale, bias, softmax and dropout in one pass), a layer's whole attention, relu's gradient and the
 // label-smoothed cross-entropy, forward and backward; for decoding steps, the attention over the cache and
-// matmuls against weights MKL packed once. Their loops run on OpenMP threads where cpu_kernels.py links
+// matmuls against weights packed once in panels. Their loops run on OpenMP threads where cpu_kernels.py links
 // paddle's own OpenMP runtime (the one MKL's threads belong to), else on one thread; each element's result, and
 // the order of every sum, is the same either way. TARGETS compiles a function for AVX2 and for the baseline,
-// chosen at load time by the CPU.
+// chosen at load time by the CPU (the panels' products: AVX-512, AVX2 with FMA, or the baseline).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -729,54 +729,130 @@ PD_BUILD_OP(unimo_step_attention)
     .Attrs({"length: int64_t", "scale: float"})
     .SetKernelFn(PD_KERNEL(StepAttention));
 
-#ifdef UNIMO_MKL
-// Decoding steps (paddle_unimo.cpu_kernels.PackedWeight): x @ W + b for the few rows of a step, against a copy
-// of W that MKL packed once (its cblas_sgemm_pack / cblas_sgemm_compute, LP64, from paddle's libmklml_intel).
-// A plain sgemm packs the weight again at every call; with a handful of rows that packing is most of the work.
-extern "C" {
-size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k);
-void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha, const float* src,
-                      int ld, float* dest);
-void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a, int lda,
-                         const float* b, int ldb, float beta, float* c, int ldc);
-void cblas_sgemm(int layout, int transa, int transb, int m, int n, int k, float alpha, const float* a, int lda,
-                 const float* b, int ldb, float beta, float* c, int ldc);
+// Decoding's weights in panels (paddle_unimo.cpu_kernels.pack_weight): a (K, N) weight as ceil(N / kPanel) panels,
+// each K rows of kPanel consecutive columns (row-major; the last panel's columns past N are 0). A product of a few
+// rows, a decoding step's, streams each panel once, in order, with its columns' sums held in registers: it reads the
+// weights at the memory's speed, where a plain sgemm packs them anew at every call and MKL's packed sgemm reads its
+// layout more slowly; at a prefill's hundreds of rows it runs at MKL's rate. Every output element is the bias plus its
+// K products added in order by fused multiply-adds, whatever the number of rows, the threads or the CPU (the
+// baseline build, for CPUs without FMA, rounds each product first).
+namespace {
+constexpr int64_t kPanel = 64;
+constexpr int64_t kPrefetch = 16;  // panel rows ahead that are fetched into the cache
+
+// y (R rows, stride ldy) = x (R rows of k) @ columns [0, W) of a panel + bias.
+template <int R, int W, bool kFused>
+__attribute__((always_inline)) inline void PanelRows(const float* x, int64_t k, const float* panel, const float* bias,
+                                                     float* y, int64_t ldy) {
+  float sums[R][W];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < W; ++c) sums[r][c] = bias[c];
+  for (int64_t i = 0; i < k; ++i) {
+    const float* w = panel + i * kPanel;
+    for (int c = 0; c < W; c += 16) __builtin_prefetch(w + kPrefetch * kPanel + c);
+    for (int r = 0; r < R; ++r) {
+      const float a = x[r * k + i];
+      for (int c = 0; c < W; ++c) sums[r][c] = kFused ? __builtin_fmaf(a, w[c], sums[r][c]) : sums[r][c] + a * w[c];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < W; ++c) y[r * ldy + c] = sums[r][c];
 }
 
-namespace {
-enum { kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162 };
+// y (rows, stride ldy) = x (rows, k) @ a whole panel + bias: W columns at a time, up to RM rows at a time -- as many
+// sums as the CPU's vector registers hold.
+template <int W, int RM, bool kFused>
+__attribute__((always_inline)) inline void PanelBlock(const float* x, int64_t rows, int64_t k, const float* panel,
+                                                      const float* bias, float* y, int64_t ldy) {
+  for (int c = 0; c < kPanel; c += W) {
+    for (int64_t r = 0; r < rows;) {
+      const float* xr = x + r * k;
+      float* yr = y + r * ldy + c;
+      switch (std::min<int64_t>(rows - r, RM)) {
+        case 6: PanelRows<6, W, kFused>(xr, k, panel + c, bias + c, yr, ldy); r += 6; break;
+        case 5:
+        case 4: PanelRows<4, W, kFused>(xr, k, panel + c, bias + c, yr, ldy); r += 4; break;
+        case 3: PanelRows<3, W, kFused>(xr, k, panel + c, bias + c, yr, ldy); r += 3; break;
+        case 2: PanelRows<2, W, kFused>(xr, k, panel + c, bias + c, yr, ldy); r += 2; break;
+        default: PanelRows<1, W, kFused>(xr, k, panel + c, bias + c, yr, ldy); r += 1;
+      }
+    }
+  }
+}
+
+using PanelFn = void (*)(const float*, int64_t, int64_t, const float*, const float*, float*, int64_t);
+// AVX-512: 6 rows x 64 columns of sums (24 of the 32 registers); AVX2: 3 x 32 (12 of 16).
+__attribute__((target("avx512f"))) void PanelAvx512(const float* x, int64_t rows, int64_t k, const float* panel,
+                                                    const float* bias, float* y, int64_t ldy) {
+  PanelBlock<64, 6, true>(x, rows, k, panel, bias, y, ldy);
+}
+__attribute__((target("avx2,fma"))) void PanelAvx2(const float* x, int64_t rows, int64_t k, const float* panel,
+                                                   const float* bias, float* y, int64_t ldy) {
+  PanelBlock<32, 3, true>(x, rows, k, panel, bias, y, ldy);
+}
+void PanelBaseline(const float* x, int64_t rows, int64_t k, const float* panel, const float* bias, float* y,
+                   int64_t ldy) {
+  PanelBlock<32, 1, false>(x, rows, k, panel, bias, y, ldy);
+}
+
+PanelFn ChoosePanel() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return PanelAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return PanelAvx2;
+  return PanelBaseline;
+}
+
+// y (rows, n) = x (rows, k) @ the panels of a (k, n) weight + bias (n,); the panels on threads.
+void PackedProduct(const float* x, int64_t rows, int64_t k, const paddle::Tensor& panels, const float* bias,
+                   int64_t n, float* y) {
+  static const PanelFn block = ChoosePanel();
+  const int64_t count = (n + kPanel - 1) / kPanel;
+  PD_CHECK(panels.shape() == std::vector<int64_t>({count, k, kPanel}), "the panels of a (", k, ", ", n,
+           ") weight are needed");
+  const float* w = panels.data<float>();
+#pragma omp parallel for schedule(static) if (count > 1 && rows * k * n >= kMinParallel)
+  for (int64_t j = 0; j < count; ++j) {
+    const int64_t first = j * kPanel, width = std::min(kPanel, n - first);
+    if (width == kPanel) {
+      block(x, rows, k, w + j * k * kPanel, bias + first, y + first, n);
+      continue;
+    }
+    float padded[kPanel] = {};  // the last panel, narrower: through buffers of a whole panel's width
+    std::memcpy(padded, bias + first, width * sizeof(float));
+    std::vector<float> out(rows * kPanel);
+    block(x, rows, k, w + j * k * kPanel, padded, out.data(), kPanel);
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * n + first, out.data() + r * kPanel, width * sizeof(float));
+  }
+}
 }  // namespace
 
-// weight: (K, N) as nn.Linear keeps it, or (N, K) with transposed (a tied embedding); returns the packed K x N
-// matrix as float32 words. rows: the rows MKL packs for; packed for 1 row its layout is as slow as a plain sgemm
-// at 4 and 24 rows, packed for 24 or more it is 1.3-1.4x faster at both (unimo-text-1.0's step weights).
-std::vector<paddle::Tensor> PackWeight(const paddle::Tensor& weight, bool transposed, int64_t rows) {
+// weight: (K, N) as nn.Linear keeps it, or (N, K) with transposed (a tied embedding); returns its panels,
+// (ceil(N / kPanel), K, kPanel).
+std::vector<paddle::Tensor> PackWeight(const paddle::Tensor& weight, bool transposed) {
   const auto& s = weight.shape();
   PD_CHECK(s.size() == 2, "a weight of 2 dimensions is needed, got ", s.size());
-  const int k = transposed ? s[1] : s[0], n = transposed ? s[0] : s[1];
-  const int64_t words = (cblas_sgemm_pack_get_size(kBMatrix, rows, n, k) + 3) / 4;
-  auto packed = paddle::empty({words}, paddle::DataType::FLOAT32, weight.place());
-  cblas_sgemm_pack(kRowMajor, kBMatrix, transposed ? kTrans : kNoTrans, rows, n, k, 1.0f, weight.data<float>(),
-                   transposed ? k : n, packed.data<float>());
+  const int64_t k = transposed ? s[1] : s[0], n = transposed ? s[0] : s[1], count = (n + kPanel - 1) / kPanel;
+  auto packed = paddle::empty({count, k, kPanel}, paddle::DataType::FLOAT32, weight.place());
+  const float* w = weight.data<float>();
+  float* p = packed.data<float>();
+#pragma omp parallel for schedule(static) if (k * n >= kMinParallel)
+  for (int64_t j = 0; j < count; ++j) {
+    for (int64_t i = 0; i < k; ++i) {
+      float* to = p + (j * k + i) * kPanel;
+      for (int64_t c = 0; c < kPanel; ++c) {
+        const int64_t column = j * kPanel + c;
+        to[c] = column >= n ? 0.0f : transposed ? w[column * k + i] : w[i * n + column];
+      }
+    }
+  }
   return {packed};
 }
 
 PD_BUILD_OP(unimo_pack_weight)
     .Inputs({"Weight"})
     .Outputs({"Packed"})
-    .Attrs({"transposed: bool", "rows: int64_t"})
+    .Attrs({"transposed: bool"})
     .SetKernelFn(PD_KERNEL(PackWeight));
-
-namespace {
-// y (rows, n) = x (rows, k) @ the packed (k, n) weight + bias (n,): the bias written first, the product added
-// (beta = 1).
-void PackedProduct(const float* x, int64_t rows, int64_t k, const paddle::Tensor& packed, const float* bias,
-                   int64_t n, float* y) {
-  if (rows == 0) return;  // MKL's compute faults on an empty product
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * n, bias, n * sizeof(float));
-  cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, rows, n, k, x, k, packed.data<float>(), n, 1.0f, y, n);
-}
-}  // namespace
 
 // x (..., K) @ the packed (K, N) weight + bias (N,).
 std::vector<paddle::Tensor> PackedLinear(const paddle::Tensor& x, const paddle::Tensor& packed,
@@ -868,6 +944,18 @@ PD_BUILD_OP(unimo_step_layer)
     .SetInplaceMap({{"GeneratedK", "GeneratedKOut"}, {"GeneratedV", "GeneratedVOut"}})
     .Attrs({"length: int64_t", "scale: float", "epsilon: float", "gelu: bool", "normalize_before: bool"})
     .SetKernelFn(PD_KERNEL(StepLayer));
+
+#ifdef UNIMO_MKL
+// MKL's sgemm (LP64, from paddle's libmklml_intel), for the training attention.
+extern "C" {
+void cblas_sgemm(int layout, int transa, int transb, int m, int n, int k, float alpha, const float* a, int lda,
+                 const float* b, int ldb, float beta, float* c, int ldc);
+}
+
+namespace {
+enum { kRowMajor = 101, kNoTrans = 111, kTrans = 112 };
+}  // namespace
+
 // Attention in training (paddle_unimo.cpu_kernels.attention), for q (B, Lq, heads * hd) and k, v (B, Lk, heads *
 // hd) -- the linear layers' outputs, each head's columns side by side -- and an additive bias (B or 1, heads or 1,
 // Lq or 1, Lk): per (batch, head) pair, on threads, probs = dropout(softmax(q k^T * scale + bias)) and out = probs v,
