@@ -57,7 +57,8 @@ weights of unimo-text-1.0 took 6.9-7.5 against 8.7-9.2 ms at 4 rows, 12.7-13.1 a
 139-142 against 139-144 at 384 (a prefill's rows), against MKL's packed sgemm; greedy decoding ran x1.14-1.21
 faster, beam 6 x0.99-1.19. Every output element is the bias plus its products added in order by fused
 multiply-adds, so a row's result does not depend on the other rows, the threads or the instruction set (AVX-512 or
-AVX2; a CPU without FMA rounds each product first). A packed weight is a copy: the weight's size in memory.
+AVX2; a CPU without FMA rounds each product first; ``PADDLE_UNIMO_PANEL_ISA=avx512|avx2|baseline`` picks one the CPU
+runs, for comparisons). A packed weight is a copy: the weight's size in memory.
 
 Threads: the loops run on OpenMP threads, on the OpenMP runtime paddle ships for MKL (``libiomp5``, linked in
 place of GCC's ``libgomp``), so that they reuse the threads MKL keeps waiting between matmuls: on GCC's own

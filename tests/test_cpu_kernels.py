@@ -7,6 +7,9 @@ import contextlib
 import ctypes
 import logging
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -512,6 +515,44 @@ def test_packed_linear_adds_the_products_in_order_by_fused_multiply_adds(ops):
         x = rng.standard_normal((rows, k)).astype("float32")
         got = cpu_kernels.packed_linear(paddle.to_tensor(x), packed, paddle.to_tensor(bias)).numpy()
         np.testing.assert_array_equal(got, fused_sums_float64(x, weight, bias))
+
+
+PANEL_SCRIPT = """
+import sys
+import numpy as np
+import paddle
+from paddle_unimo import cpu_kernels
+rng = np.random.default_rng(5)
+x, w, b = (rng.standard_normal(s).astype("float32") for s in ((13, 200), (200, 150), (150,)))
+packed = cpu_kernels.pack_weight(paddle.to_tensor(w))
+np.save(sys.argv[1], cpu_kernels.packed_linear(paddle.to_tensor(x), packed, paddle.to_tensor(b)).numpy())
+"""
+
+
+@pytest.mark.skipif(not cpu_has_fma(), reason="needs a CPU with AVX2 and FMA")
+def test_panel_products_give_the_same_bits_on_every_instruction_set(ops, tmp_path):
+    """The panels' products in AVX2 (3 rows x 32 columns of sums at a time) give the AVX-512 kernel's bits (6 x 64),
+    both the in-order fused rule; the baseline's (CPUs without FMA) are the in-order rule with every product
+    rounded; an instruction set the CPU does not run is an error naming it (``PADDLE_UNIMO_PANEL_ISA``, read once
+    per process: each in its own)."""
+    flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    rng = np.random.default_rng(5)
+    x, w, b = (rng.standard_normal(s).astype("float32") for s in ((13, 200), (200, 150), (150,)))
+    rounded = np.broadcast_to(b, (13, 150)).astype("float32")
+    for i in range(200):
+        rounded = rounded + x[:, i:i + 1] * w[i]  # float32: the product rounded, then the sum
+    want = {"avx2": fused_sums_float64(x, w, b), "baseline": rounded}
+    if " avx512f" in flags:
+        want["avx512"] = want["avx2"]
+    for isa, expected in want.items():
+        out = tmp_path / f"{isa}.npy"
+        done = subprocess.run([sys.executable, "-c", PANEL_SCRIPT, str(out)], capture_output=True, text=True,
+                              env={**os.environ, "PADDLE_UNIMO_PANEL_ISA": isa})
+        assert done.returncode == 0, done.stderr[-2000:]
+        np.testing.assert_array_equal(np.load(out), expected, err_msg=isa)
+    done = subprocess.run([sys.executable, "-c", PANEL_SCRIPT, str(tmp_path / "no.npy")], capture_output=True,
+                          text=True, env={**os.environ, "PADDLE_UNIMO_PANEL_ISA": "sse4"})
+    assert done.returncode != 0 and "PADDLE_UNIMO_PANEL_ISA=sse4 is not one this CPU runs: " in done.stderr
 
 
 def step_attention_float64(q, k, v, source_k, source_v, source_bias, generated_k, generated_v, length, scale):

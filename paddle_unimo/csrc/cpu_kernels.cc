@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "paddle/extension.h"
@@ -795,11 +797,17 @@ void PanelBaseline(const float* x, int64_t rows, int64_t k, const float* panel, 
   PanelBlock<32, 1, false>(x, rows, k, panel, bias, y, ldy);
 }
 
+// The CPU's best, or the one PADDLE_UNIMO_PANEL_ISA names (avx512, avx2 or baseline: tests, comparisons).
 PanelFn ChoosePanel() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return PanelAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return PanelAvx2;
-  return PanelBaseline;
+  const bool avx512 = __builtin_cpu_supports("avx512f"),
+             avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const char* chosen = std::getenv("PADDLE_UNIMO_PANEL_ISA");
+  const std::string isa = chosen ? chosen : avx512 ? "avx512" : avx2 ? "avx2" : "baseline";
+  PD_CHECK(isa == "baseline" || (isa == "avx2" && avx2) || (isa == "avx512" && avx512), "PADDLE_UNIMO_PANEL_ISA=",
+           isa, " is not one this CPU runs: ", avx512 ? "avx512 (AVX-512F), " : "", avx2 ? "avx2 (AVX2, FMA), " : "",
+           "baseline");
+  return isa == "avx512" ? PanelAvx512 : isa == "avx2" ? PanelAvx2 : PanelBaseline;
 }
 
 // y (rows, n) = x (rows, k) @ the panels of a (k, n) weight + bias (n,); the panels on threads.
