@@ -52,8 +52,8 @@ is bound by reading the weights. A plain sgemm, paddle's matmul, packs the weigh
 every call, which with so few rows costs about as much as the product itself; MKL's packed API packs it once but
 reads its layout at 4 rows well below the memory's speed. ``pack_weight`` copies a weight once into panels of 64
 columns, each panel's rows one after another, and ``packed_linear`` streams each panel once with its columns'
-sums in registers (6 rows x 64 columns at a time in AVX-512, 3 x 32 in AVX2): on the AVX-512 host the 12 layers'
-weights of unimo-text-1.0 took 6.9-7.5 against 8.7-9.2 ms at 4 rows, 12.7-13.1 against 13.8-14.5 at 24 and
+sums in registers (6 rows x 64 columns at a time in AVX-512; 3 x 32 in AVX2, 64 columns up to 4 rows): on the
+AVX-512 host the 12 layers' weights of unimo-text-1.0 took 6.9-7.5 against 8.7-9.2 ms at 4 rows, 12.7-13.1 against 13.8-14.5 at 24 and
 139-142 against 139-144 at 384 (a prefill's rows), against MKL's packed sgemm; greedy decoding ran x1.14-1.21
 faster, beam 6 x0.99-1.19. Every output element is the bias plus its products added in order by fused
 multiply-adds, so a row's result does not depend on the other rows, the threads or the instruction set (AVX-512 or

@@ -10,7 +10,6 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import paddle
@@ -18,7 +17,7 @@ import paddle.nn.functional as F
 import pytest
 
 from conftest import assert_same_loss_and_gradients, loss_and_gradients
-from paddle_unimo import cpu_kernels, get_preset, masks, modeling
+from paddle_unimo import cpu_flags, cpu_kernels, get_preset, masks, modeling
 from paddle_unimo.modeling import UNIMOLMHeadModel
 
 M32 = np.uint64(0xFFFFFFFF)
@@ -468,8 +467,7 @@ def fused_sums_float64(x, weight, bias):
 
 
 def cpu_has_fma() -> bool:
-    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    return " fma" in flags and " avx2" in flags
+    return {"avx2", "fma"} <= cpu_flags()
 
 
 @pytest.mark.parametrize("k, n", [(40, 24), (768, 3072), (33, 1000)])
@@ -536,7 +534,6 @@ def test_panel_products_give_the_same_bits_on_every_instruction_set(ops, tmp_pat
     AVX-512 kernel's bits (6 x 64), both the in-order fused rule; the baseline's (CPUs without FMA) are the in-order rule with every product
     rounded; an instruction set the CPU does not run is an error naming it (``PADDLE_UNIMO_PANEL_ISA``, read once
     per process: each in its own)."""
-    flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     rng = np.random.default_rng(5)
     x, w, b = (rng.standard_normal(s).astype("float32") for s in ((13, 200), (200, 150), (150,)))
     rounded = np.broadcast_to(b, (13, 150)).astype("float32")
@@ -544,7 +541,7 @@ def test_panel_products_give_the_same_bits_on_every_instruction_set(ops, tmp_pat
         rounded = rounded + x[:, i:i + 1] * w[i]  # float32: the product rounded, then the sum
     fused = fused_sums_float64(x, w, b)
     want = {"avx2": np.concatenate([fused, fused[:3]]), "baseline": np.concatenate([rounded, rounded[:3]])}
-    if " avx512f" in flags:
+    if "avx512f" in cpu_flags():
         want["avx512"] = want["avx2"]
     for isa, expected in want.items():
         out = tmp_path / f"{isa}.npy"

@@ -294,8 +294,9 @@ def test_packed_step_weights_decode_as_the_model(seed, overrides):
 
 
 def test_the_stepper_takes_what_kernels_there_are(monkeypatch):
-    """Without packed weights the steps still run the attention kernel, on the layers' own weights; without the kernels, paddle's ops (the cache written by ``StepCache.write``). Same ids either way, and
-    a model in training mode never takes the kernel's attention (it has no dropout)."""
+    """Without packed weights the steps still run the attention kernel, on the layers' own weights; without the
+    kernels, paddle's ops (the cache written by ``StepCache.write``). Same ids either way, and a model in training
+    mode never takes the kernel's attention (it has no dropout)."""
     from paddle_unimo import modeling
     from paddle_unimo.generation import ModelStepper, batch_stepper
     if cpu_kernels.kernels() is None:
