@@ -82,10 +82,12 @@ sweep: $(STAMP)
 	$(PY) -m tasks.sweep --task $(TASK) --config $(CONFIG) --grid "$(GRID)" --out "$(OUT)/sweep" \
 		$(if $(MODEL),--model "$(MODEL)") $(if $(DATA),--data "$(DATA)") $(OVERRIDES)
 
-# make export [MODEL=$(OUT)/best] [FORMAT=paddle|onnx] [QUANT=int8] -> $(OUT)/inference (Paddle Inference:
+# make export [MODEL=$(OUT)/best] [FORMAT=paddle|kernels|onnx] [QUANT=int8] -> $(OUT)/inference (Paddle Inference:
 #      prefill/step .json + .pdiparams, and prefill_regions for a captioning model; retrieval, snli_ve and vqa models:
-#      one forward.json + .pdiparams). FORMAT=onnx adds <program>.onnx and onnx.json (paddle_unimo/onnx_export.py; runs
-#      with onnxruntime); QUANT=int8 (FORMAT=onnx only) also <program>.int8.onnx, which OnnxStepper then runs.
+#      one forward.json + .pdiparams). FORMAT=kernels: the decoding programs on paddle_unimo's CPU kernels (as fast
+#      as dynamic decoding on CPU; they need paddle_unimo where they run). FORMAT=onnx adds <program>.onnx and
+#      onnx.json (paddle_unimo/onnx_export.py; runs with onnxruntime); QUANT=int8 (FORMAT=onnx only) also
+#      <program>.int8.onnx, which OnnxStepper then runs.
 export: $(STAMP)
 	$(PY) -m tools.export_model --model "$(or $(MODEL),$(OUT)/best)" --out "$(OUT)/inference" \
 		--format $(or $(FORMAT),paddle) $(if $(QUANT),--quantize $(QUANT))

@@ -68,7 +68,8 @@ runtime the two pools fought over the cores and the step ran slower (x0.94-0.96)
 The training kernels run where a gradient is recorded on float32 CPU tensors in eager mode (dropout and the
 attention weights: wherever a layer is in training mode); the decoding kernels where ``generation.ModelStepper``
 is asked for them (``batch_stepper``, on float32 CPU models): its prefill and steps. A model's own forward keeps
-paddle's ops (its logits equal PaddleNLP's bit for bit), and exported programs use none of the kernels.
+paddle's ops (its logits equal PaddleNLP's bit for bit). Exported programs use the decoding kernels only when
+asked (``export.export_model(..., cpu_kernels=True)``: the panels are then parameters of the programs).
 Without a C++ compiler, or with ``PADDLE_UNIMO_CPU_KERNELS=0``, paddle's own ops run (one warning says so);
 ``PADDLE_UNIMO_REQUIRE_CPU_KERNELS=1`` (CI) makes a failed build an error. The build takes ~25 s once; it is kept
 under ``PADDLE_UNIMO_KERNEL_CACHE`` (default ``~/.cache/paddle_unimo/kernels``) per source, compiler flags,
@@ -77,6 +78,7 @@ paddle and Python version, behind a file lock (concurrent processes build once).
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -111,6 +113,7 @@ def cache_folder() -> Path:
     return Path(root) / key
 
 
+@paddle.jit.not_to_static  # called, not converted, where an export traces the kernels into its programs
 def kernels():
     """The compiled operators, or None where they are turned off or could not be built (one warning)."""
     if "ops" not in _loaded:
@@ -166,6 +169,14 @@ def ops_for(x):
     if paddle.in_dynamic_mode() and x.place.is_cpu_place() and x.dtype == paddle.float32:
         return kernels()
     return None
+
+
+def dense(x):
+    """``x`` materialised: paddle 3's transposes are strided views, which the kernels cannot read, and a batched
+    matmul reading one runs 2x (training shapes) to 35x (one decoding step) slower on CPU than on a contiguous copy
+    (``x`` itself when it is one). Static programs (an export) have no strided views, and no ``contiguous``: ``x``
+    as it is."""
+    return x.contiguous() if paddle.in_dynamic_mode() else x
 
 
 def _key() -> int:
@@ -249,7 +260,7 @@ def softmax(scores, bias, scale: float):
     queries, keys) and a bias that broadcasts to them, or None."""
     if bias is None:
         bias = paddle.zeros([1, 1, 1, scores.shape[-1]], scores.dtype)
-    return kernels().unimo_softmax(scores.contiguous(), bias.contiguous(), float(scale))
+    return kernels().unimo_softmax(dense(scores), dense(bias), float(scale))
 
 
 class PackedWeight(NamedTuple):
@@ -274,7 +285,7 @@ def packed_linear(x, weight: PackedWeight, bias):
     """``x @ W + bias`` for ``x`` (..., K), ``W`` packed (``pack_weight``) and ``bias`` (N,), without gradients."""
     if x.shape[-1] != weight.k:
         raise ValueError(f"packed_linear: x has {x.shape[-1]} features, the packed weight takes {weight.k}")
-    return kernels().unimo_packed_linear(x.contiguous(), weight.packed, bias, weight.n)
+    return kernels().unimo_packed_linear(dense(x), weight.packed, bias, weight.n)
 
 
 def step_attention(q, k, v, source_k, source_v, source_bias, generated_k, generated_v, length: int, scale: float):
@@ -291,17 +302,23 @@ def step_layer(x, packed, params, cache, scale: float, epsilon: float, gelu: boo
     """A decoding step through one transformer layer in one kernel (``unimo_step_layer``), inference only: x
     (N, 1, H) one new token a row; ``packed`` the layer's six weights (q, k, v, out, linear1, linear2) packed;
     ``params`` their biases, then the two LayerNorms' weights and biases; ``cache`` the layer's
-    ``modeling.DecodingCache`` with ``slot`` set, to which the step's key and value are written (as by
-    ``step_attention``). Returns the layer's output (N, 1, H)."""
+    ``modeling.DecodingCache`` with ``slot`` set (an int, or a (1,) int64 tensor: in an exported program), to which
+    the step's key and value are written (as by ``step_attention``). Returns the layer's output (N, 1, H)."""
     hidden, inner = x.shape[-1], params[4].shape[0]
     shapes = [(w.k, w.n) for w in packed]
     if shapes != [(hidden, hidden)] * 4 + [(hidden, inner), (inner, hidden)]:
         raise ValueError(f"step_layer: packed weights of (in, out) {shapes} do not fit a layer of width {hidden} "
                          f"and feed-forward width {inner}")
-    return kernels().unimo_step_layer(x.contiguous(), [w.packed for w in packed], list(params), cache.source_k,
+    return kernels().unimo_step_layer(dense(x), [w.packed for w in packed], list(params), cache.source_k,
                                       cache.source_v, cache.source_bias, cache.generated_k, cache.generated_v,
-                                      int(cache.slot), float(scale), float(epsilon), bool(gelu),
-                                      bool(normalize_before))[0]
+                                      _slot(cache.slot) if isinstance(cache.slot, int) else cache.slot,
+                                      float(scale), float(epsilon), bool(gelu), bool(normalize_before))[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _slot(slot: int) -> paddle.Tensor:
+    """The kernel's slot input, made once per slot (a decoding's steps take the same few)."""
+    return paddle.to_tensor([slot], "int64")
 
 
 class LayerNorm(nn.LayerNorm):

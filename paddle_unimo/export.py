@@ -27,8 +27,21 @@ models with image regions:
   attention_mask, region_feats, region_locs, region_valid)`` -> ``logits``, the model's output (retrieval: the
   (N,) match scores; otherwise (N, num_labels)), with the (N, R + L, R + L) mask of ``[regions; text]``.
   ``InferenceForward(folder)(**inputs)`` runs it.
-* ``config.json`` (the model's), ``export.json`` (input and output names, in order, of the programs) and
-  the tokenizer files when a tokenizer was given, so that the folder alone is enough to deploy.
+* ``config.json`` (the model's), ``export.json`` (input and output names, in order, of the programs, and
+  ``cpu_kernels``) and the tokenizer files when a tokenizer was given, so that the folder alone is enough to
+  deploy.
+
+With ``cpu_kernels`` (``make export FORMAT=kernels``) the decoding programs run this package's CPU operators
+(``cpu_kernels``), as dynamic decoding does (``generation.ModelStepper``). The layers' weights and the LM head's
+are parameters in panels (``cpu_kernels.pack_weight``) instead of the layers' own (in, out) weights, so the export
+grows by the LM head's panels only (a copy of the word embeddings); the prefill multiplies by them, and each layer
+of the step is one ``step_layer`` operator, which writes the token's keys/values into the generated buffers it is
+fed (shared with the predictor) at ``slot`` (1,) int64, the input that replaces ``generated_bias``; the step
+returns ``logits`` only. Such a folder decodes on CPU about as fast as dynamic mode, with its scores bit for bit,
+but runs only where the operators are registered: ``InferenceStepper`` builds or loads them
+(``cpu_kernels.kernels``) before it loads the programs, and a C++ deployment compiles ``csrc/cpu_kernels.cc`` into
+its application, as for any Paddle custom operator. ONNX has no such operators: ``onnx_export`` converts exports
+without ``cpu_kernels`` only.
 
 Batch size, lengths and the number of regions are dynamic. ``InferenceStepper``
 runs them with Paddle Inference on CPU and plugs into ``generate``, so greedy, beam search and sampling
@@ -78,6 +91,7 @@ FORWARD_PROGRAM = "forward"  # the one program of an understanding model
 OUTPUTS = ("logits", "k_cache", "v_cache")  # the step's caches: the new token's keys/values only
 STEP_CACHES = ("source_k", "source_v", "generated_k", "generated_v")  # the step's per-layer inputs, <name>_<layer>
 MANIFEST = "export.json"
+CPU_KERNELS = "cpu_kernels"  # the manifest's flag: the programs run paddle_unimo's CPU operators
 
 
 def stack_cache(cache):
@@ -86,16 +100,24 @@ def stack_cache(cache):
 
 
 class Prefill(nn.Layer):
-    """Encodes the inputs once; returns the next-token logits and the stacked KV cache."""
+    """Encodes the inputs once; returns the next-token logits and the stacked KV cache. With ``panels``
+    (``cpu_kernels``) the layers and the head multiply by them, as ``generation.ModelStepper``'s prefill does."""
 
-    def __init__(self, model):
+    def __init__(self, model, panels: "Panels | None" = None):
         super().__init__()
-        self.model = model
+        self.model, self.panels = model, panels
+        self.layer_panels = None if panels is None else panels.layers
+        self.head_panel = None if panels is None else panels.head
 
     def forward(self, input_ids, token_type_ids, position_ids, attention_mask, role_ids=None, turn_ids=None):
         hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True,
-                                         role_ids=role_ids, turn_ids=turn_ids, last_only=True)
-        return (self.model.lm_head(hidden[:, -1]), *stack_cache(cache))  # the head only where it is needed
+                                         role_ids=role_ids, turn_ids=turn_ids, last_only=True,
+                                         packed_weights=self.layer_panels)
+        return (self.head(hidden), *stack_cache(cache))
+
+    def head(self, hidden):
+        """The LM head at the last position only, where the next token is predicted."""
+        return self.model.lm_head(hidden[:, -1], packed_decoder=self.head_panel)
 
 
 class PrefillRegions(Prefill):
@@ -105,8 +127,9 @@ class PrefillRegions(Prefill):
                 region_valid):
         hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True,
                                          region_feats=region_feats, region_locs=region_locs,
-                                         region_valid=region_valid, last_only=True)
-        return (self.model.lm_head(hidden[:, -1]), *stack_cache(cache))
+                                         region_valid=region_valid, last_only=True,
+                                         packed_weights=self.layer_panels)
+        return (self.head(hidden), *stack_cache(cache))
 
 
 class Forward(nn.Layer):
@@ -136,12 +159,56 @@ class Step(nn.Layer):
         return (logits[:, -1], *stack_cache(new))
 
 
+class KernelStep(nn.Layer):
+    """The step on the CPU kernels (an export with ``cpu_kernels``): each layer one ``cpu_kernels.step_layer``
+    against the panels, which also writes the token's keys/values into slot ``slot`` of the generated buffers fed
+    to it, in place; returns the logits only."""
+
+    def __init__(self, model, panels: "Panels"):
+        super().__init__()
+        self.model, self.panels = model, panels
+
+    def forward(self, tokens, token_type, position, source_bias, slot, source_k, source_v, generated_k, generated_v):
+        cache = DecodingCache(source_k, source_v, source_bias, generated_k, generated_v, None, slot=slot)
+        hidden, _ = self.model.unimo(tokens, token_type, position, use_cache=True, cache=cache,
+                                     packed_weights=self.panels.layers)
+        return self.model.lm_head(hidden[:, -1], packed_decoder=self.panels.head)
+
+
+class Panels(nn.Layer):
+    """Copies of the layers' weights and the LM head's in panels (``cpu_kernels.pack_weight``, as
+    ``generation.ModelStepper`` makes them), as parameters of the programs of an export with ``cpu_kernels``."""
+
+    def __init__(self, model):
+        super().__init__()
+        from .cpu_kernels import PackedWeight, pack_weight
+        from .modeling import packed_layer_weights
+        layers = packed_layer_weights(model.unimo.encoder)
+        head = pack_weight(model.lm_head.decoder_weight, transposed=True)
+        if layers is None or head is None:
+            raise RuntimeError("an export with cpu_kernels needs paddle_unimo's CPU kernels (a float32 model on "
+                               "CPU, a C++ compiler to build them; see paddle_unimo.cpu_kernels)")
+
+        def parameter(name: str, weight: PackedWeight) -> PackedWeight:
+            value = self.create_parameter(weight.packed.shape, dtype=weight.packed.dtype)
+            value.set_value(weight.packed)
+            value.stop_gradient = True
+            self.add_parameter(name, value)
+            return PackedWeight(value, weight.k, weight.n)
+
+        self.layers = [tuple(parameter(f"layer{i}_panel{j}", w) for j, w in enumerate(ws))
+                       for i, ws in enumerate(layers)]
+        self.head = parameter("head_panel", head)
+
+
 def is_dialog(config: UNIMOConfig) -> bool:
     return bool(config.role_type_size or config.turn_type_size)
 
 
-def input_specs(config: UNIMOConfig, dtype: str = "float32") -> Dict[str, List[InputSpec]]:
-    """The inputs of the programs the config gets; None marks the dynamic batch, length and region axes."""
+def input_specs(config: UNIMOConfig, dtype: str = "float32", cpu_kernels: bool = False
+                ) -> Dict[str, List[InputSpec]]:
+    """The inputs of the programs the config gets; None marks the dynamic batch, length and region axes.
+    ``cpu_kernels``: the step takes the slot it writes (``KernelStep``) instead of ``generated_bias``."""
     heads = config.num_attention_heads
     cache = [None, heads, None, config.hidden_size // heads]  # (rows, nh, T, hd), one input per layer
     ids = [None, None]
@@ -151,6 +218,7 @@ def input_specs(config: UNIMOConfig, dtype: str = "float32") -> Dict[str, List[I
         "prefill": prefill,
         "step": [InputSpec([None, 1], "int64", "tokens"), InputSpec([None, 1], "int64", "token_type"),
                  InputSpec([None, 1], "int64", "position"), InputSpec([None, 1, 1, None], dtype, "source_bias"),
+                 InputSpec([1], "int64", "slot") if cpu_kernels else
                  InputSpec([1, 1, 1, None], dtype, "generated_bias"),
                  *([InputSpec(cache, dtype, f"{part}_{i}") for i in range(config.num_hidden_layers)]
                    for part in STEP_CACHES)],
@@ -165,20 +233,27 @@ def input_specs(config: UNIMOConfig, dtype: str = "float32") -> Dict[str, List[I
     return specs
 
 
-def _write_export(model, folder: str, tokenizer) -> None:
+def _write_export(model, folder: str, tokenizer, cpu_kernels: bool) -> None:
     from .modeling import UNIMOPairModel
     dtype = str(model.unimo.embeddings.word_embeddings.weight.dtype).split(".")[-1]
-    specs = input_specs(model.config, dtype)
+    specs = input_specs(model.config, dtype, cpu_kernels)
     if isinstance(model, UNIMOPairModel):
+        if cpu_kernels:
+            raise ValueError(f"cpu_kernels: {type(model).__name__} is an understanding model; the CPU kernels "
+                             "run the decoding programs only")
         specs = {FORWARD_PROGRAM: specs[REGION_PROGRAM]}
     # paddle.jit.save refuses a feed that no output depends on: keep the unused token-type inputs of a model
     # without token types (English UNIMO) so that both families take the same inputs. region_valid is always
     # unused (the given mask already hides padded regions) but kept, so the program takes what generate takes.
     keep_unused = not model.config.type_vocab_size or is_dialog(model.config)  # (and a dialog model lacking one)
-    wrappers = {FORWARD_PROGRAM: Forward} if FORWARD_PROGRAM in specs else \
-        {"prefill": Prefill, "step": Step, REGION_PROGRAM: PrefillRegions}
+    if FORWARD_PROGRAM in specs:
+        wrappers = {FORWARD_PROGRAM: Forward(model)}
+    else:
+        panels = Panels(model) if cpu_kernels else None  # one copy, the parameters of every program
+        wrappers = {"prefill": Prefill(model, panels), REGION_PROGRAM: PrefillRegions(model, panels),
+                    "step": KernelStep(model, panels) if cpu_kernels else Step(model)}
     for name in specs:
-        static = paddle.jit.to_static(wrappers[name](model), input_spec=specs[name], full_graph=True)
+        static = paddle.jit.to_static(wrappers[name], input_spec=specs[name], full_graph=True)
         with warnings.catch_warnings():  # paddle.jit.save's own code asks PIR values for .place (3.3.1)
             warnings.filterwarnings("ignore", message="Tensor do not have 'place' interface")
             paddle.jit.save(static, os.path.join(folder, name),
@@ -186,21 +261,24 @@ def _write_export(model, folder: str, tokenizer) -> None:
     for name in specs:
         if name not in ("prefill", FORWARD_PROGRAM):
             _share_identical(os.path.join(folder, "prefill.pdiparams"), os.path.join(folder, name + ".pdiparams"))
-    write_json(os.path.join(folder, MANIFEST), _manifest(specs))
+    write_json(os.path.join(folder, MANIFEST), _manifest(specs, cpu_kernels))
     model.config.save(os.path.join(folder, "config.json"), type(model).__name__)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
 
 
-def _manifest(specs: Dict[str, List[InputSpec]]) -> dict:
-    """What a deployer needs to feed the programs without this package: names, shapes (-1: dynamic), dtypes."""
+def _manifest(specs: Dict[str, List[InputSpec]], cpu_kernels: bool) -> dict:
+    """What a deployer needs to feed the programs without this package: names, shapes (-1: dynamic), dtypes;
+    ``cpu_kernels``: whether they run this package's CPU operators."""
     def describe(spec):
         return {"name": spec.name, "shape": [-1 if d is None else d for d in spec.shape],
                 "dtype": str(spec.dtype).split(".")[-1]}
-    programs = {name: {"inputs": [describe(s) for s in _flat(inputs)],
-                       "outputs": ["logits"] if name == FORWARD_PROGRAM else list(OUTPUTS)}
+
+    def outputs(name):
+        return ["logits"] if name == FORWARD_PROGRAM or (name == "step" and cpu_kernels) else list(OUTPUTS)
+    programs = {name: {"inputs": [describe(s) for s in _flat(inputs)], "outputs": outputs(name)}
                 for name, inputs in specs.items()}
-    return {"paddle_version": paddle.__version__, **programs}
+    return {"paddle_version": paddle.__version__, CPU_KERNELS: cpu_kernels, **programs}
 
 
 def _flat(specs):
@@ -230,9 +308,10 @@ def _check_replaceable(out_dir: str) -> None:
                               "refusing to replace it")
 
 
-def export_model(model, out_dir: str, tokenizer=None) -> str:
+def export_model(model, out_dir: str, tokenizer=None, cpu_kernels: bool = False) -> str:
     """Writes the prefill and step programs (and prefill_regions for a config with regions), config and
-    tokenizer into ``out_dir`` (see the module doc).
+    tokenizer into ``out_dir`` (see the module doc). ``cpu_kernels``: the decoding programs run this package's
+    CPU kernels (see the module doc).
 
     Everything is written into a temporary folder beside ``out_dir`` that replaces it only at the end
     (``fileio.atomic_dir``), so a failure never leaves a half-written export and keeps a previous one whole.
@@ -244,7 +323,7 @@ def export_model(model, out_dir: str, tokenizer=None) -> str:
     model.eval()  # dropout is traced into the program as it is at export time
     try:
         with atomic_dir(out_dir) as tmp:
-            _write_export(model, tmp, tokenizer)
+            _write_export(model, tmp, tokenizer, cpu_kernels)
     finally:
         if was_training:
             model.train()
@@ -297,6 +376,15 @@ def dynamic_mode_threads() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else cpu_count()
 
 
+def _load_kernels(folder: str) -> None:
+    """Registers this package's CPU operators, which an export with ``cpu_kernels`` runs, before its programs are
+    loaded."""
+    from .cpu_kernels import kernels
+    if kernels() is None:
+        raise RuntimeError(f"{folder} was exported with cpu_kernels: its programs run paddle_unimo's CPU operators, "
+                           "which could not be built here (see the warning above; a C++ compiler is needed)")
+
+
 class Program:
     """One exported program under Paddle Inference on CPU, fed and read by name."""
 
@@ -313,7 +401,10 @@ class Program:
         self.name = name
         self.predictor = paddle.inference.create_predictor(config)
         self.inputs = self.predictor.get_input_names()
-        self.outputs = _map_outputs(self.predictor.get_output_names(), outputs, name)
+        # made once: getting the step's ~50 handles anew took 0.35 ms a step (unimo-text-1.0)
+        self.input_handles = {name: self.predictor.get_input_handle(name) for name in self.inputs}
+        self.output_handles = {ours: self.predictor.get_output_handle(theirs) for theirs, ours in
+                               _map_outputs(self.predictor.get_output_names(), outputs, name).items()}
 
     def __call__(self, **feeds) -> Dict[str, np.ndarray]:
         """Runs the program on feeds shared with the predictor, never copied (the decoding caches are large). Every
@@ -325,12 +416,12 @@ class Program:
         self._fed = {name: _tensor(np.ascontiguousarray(feeds[name]) if isinstance(feeds[name], np.ndarray)
                                    else feeds[name]).contiguous() for name in self.inputs}
         for name, value in self._fed.items():
-            self.predictor.get_input_handle(name).share_external_data(value)
+            self.input_handles[name].share_external_data(value)
         self.predictor.run()
         # a Paddle Inference 3.3.1 run leaves the process's math-library threads changed: dynamic-mode matmuls
         # after it ran at half their rate (60 against 122 GFLOP/s, 2 cores) until they were set back
         paddle.base.core.set_num_threads(dynamic_mode_threads())
-        return {ours: self.predictor.get_output_handle(theirs).copy_to_cpu() for theirs, ours in self.outputs.items()}
+        return {ours: handle.copy_to_cpu() for ours, handle in self.output_handles.items()}
 
 
 class InferenceForward:
@@ -365,6 +456,9 @@ class InferenceStepper:
         threads = num_threads or cpu_count()  # the cores this process may use, not all
         names = PROGRAMS + ((REGION_PROGRAM,) if REGION_PROGRAM in manifest else ())
         program_class = program_class or Program
+        self.cpu_kernels = bool(manifest.get(CPU_KERNELS))
+        if self.cpu_kernels:
+            _load_kernels(folder)
         self.programs = {name: program_class(folder, name, manifest[name]["outputs"], threads) for name in names}
         self.supports_regions = REGION_PROGRAM in self.programs
         region_inputs = manifest.get(REGION_PROGRAM, {}).get("inputs", [])
@@ -403,13 +497,19 @@ class InferenceStepper:
         return paddle.to_tensor(out["logits"]), DecodeState(keys, position_ids[:, -1:], token_type_ids[:, -1:])
 
     def step(self, tokens, state: DecodeState):
-        """One step of the step program; the caches stay paddle tensors shared with the predictor."""
-        cache = state.cache.model_cache()
-        layers = range(self.config.num_hidden_layers)  # a layer's generated part is a view of the buffer
-        caches = {f"{part}_{i}": getattr(cache, part)[i] for part in STEP_CACHES for i in layers}
+        """One step of the step program; the caches stay paddle tensors shared with the predictor. On the CPU
+        kernels the program writes the new keys/values into its slot of the generated buffers itself."""
+        cache = state.cache.model_cache(in_place=self.cpu_kernels)
+        layers = range(self.config.num_hidden_layers)
+        feeds = {f"{part}_{i}": getattr(cache, part)[i] for part in STEP_CACHES for i in layers}
+        if self.cpu_kernels:
+            feeds["slot"] = paddle.to_tensor([cache.slot], "int64")
+        else:
+            feeds["generated_bias"] = cache.generated_bias
         out = self.programs["step"](tokens=tokens, token_type=state.token_type, position=state.position,
-                                    source_bias=cache.source_bias, generated_bias=cache.generated_bias, **caches)
-        state.cache.write(paddle.to_tensor(out["k_cache"]), paddle.to_tensor(out["v_cache"]))
+                                    source_bias=cache.source_bias, **feeds)
+        if not self.cpu_kernels:
+            state.cache.write(paddle.to_tensor(out["k_cache"]), paddle.to_tensor(out["v_cache"]))
         return paddle.to_tensor(out["logits"])
 
     @staticmethod

@@ -22,7 +22,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from . import masks
-from .cpu_kernels import (LayerNorm, PackedWeight, add_bias_, attention, attention_runs, dropout, pack_weight,
+from .cpu_kernels import (LayerNorm, PackedWeight, add_bias_, attention, attention_runs, dense, dropout, pack_weight,
                           packed_linear, relu_grad, softmax, softmax_dropout, step_attention, step_layer)
 from .config import REGION_LOCATION_SIZE, UNIMOConfig
 
@@ -46,7 +46,8 @@ class DecodingCache(NamedTuple):
     generated_k: object  # per layer (N, nh, T, hd)
     generated_v: object
     generated_bias: Optional[paddle.Tensor]  # (1, 1, 1, T) additive: 0 for the slots written so far; None with slot
-    slot: Optional[int] = None  # the slot the step writes its keys/values to (CPU kernel), or None: returned
+    # the slot the step writes its keys/values to (CPU kernel; in an exported program a (1,) int64 tensor), or None
+    slot: Optional[int] = None
 
     def layer(self, i: int) -> "DecodingCache":
         return DecodingCache(self.source_k[i], self.source_v[i], self.source_bias, self.generated_k[i],
@@ -161,8 +162,8 @@ class SelfAttention(nn.Layer):
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(h, h) for _ in range(4))
         self.dropout = Dropout(config.attention_probs_dropout_prob)
 
-    def _heads(self, x):  # (B, L, H) -> (B, nh, L, hd), contiguous (see _dense)
-        return _dense(_swap_heads(x.reshape([0, 0, self.num_heads, self.head_dim])))
+    def _heads(self, x):  # (B, L, H) -> (B, nh, L, hd), contiguous (see cpu_kernels.dense)
+        return dense(_swap_heads(x.reshape([0, 0, self.num_heads, self.head_dim])))
 
     def forward(self, x, bias, cache=None, last_only: bool = False, weights: Optional[tuple] = None):
         """``last_only``: the queries of the last position only (``Encoder``), the keys/values of all. ``weights``:
@@ -226,17 +227,10 @@ class SelfAttention(nn.Layer):
         return out.reshape([-1, 1, nh * hd])
 
 
-def _dense(x):
-    """``x`` materialised: paddle 3's transposes are strided views, and a batched matmul reading one runs 2x
-    (training shapes) to 35x (one decoding step) slower on CPU than on a contiguous copy. Static programs (export)
-    have no strided views, and no ``contiguous``: ``x`` as it is."""
-    return x.contiguous() if paddle.in_dynamic_mode() else x
-
-
 def _swap_heads(x):
     """(B, L, nh, hd) <-> (B, nh, L, hd), axes 1 and 2 swapped. Eager on CPU a dense result: a reshape when either
     axis has size 1, else a transpose by ``einsum`` (its backward too). ``transpose`` gives a strided view, and the
-    copy made of it (``_dense``, or by the next op) is ~30x slower on CPU (8 ms against 0.3 ms for
+    copy made of it (``cpu_kernels.dense``, or by the next op) is ~30x slower on CPU (8 ms against 0.3 ms for
     (8, 128, 12, 64); in a 24-row decoding step these copies took 40% of the step). The same values, bit for
     bit."""
     if paddle.in_dynamic_mode() and x.place.is_cpu_place():
@@ -279,7 +273,7 @@ def _linear(layer: nn.Linear, x, packed: Optional[PackedWeight] = None, relu: bo
     tensor)."""
     if packed is not None:
         y = packed_linear(x, packed, layer.bias)
-        return F.relu_(y) if relu else y
+        return (F.relu_ if paddle.in_dynamic_mode() else F.relu)(y) if relu else y  # (a program has no in-place)
     if (layer.training and paddle.in_dynamic_mode() and x.place.is_cpu_place() and layer.bias is not None
             and not (x.stop_gradient or layer.weight.stop_gradient or layer.bias.stop_gradient)):
         return _LinearFunction.apply(x, layer.weight, layer.bias, relu)

@@ -53,7 +53,7 @@ from typing import Dict, List
 import numpy as np
 import paddle
 
-from .export import MANIFEST, InferenceStepper
+from .export import CPU_KERNELS, MANIFEST, InferenceStepper
 from .fileio import atomic_save, atomic_write, read_json, write_json
 
 ONNX_MANIFEST = "onnx.json"
@@ -181,6 +181,10 @@ def export_onnx(folder: str, quantize: str | None = None) -> List[str]:
         ort = require("onnxruntime", "int8 quantization")
         require("onnxruntime.quantization", "int8 quantization")
     manifest = read_json(os.path.join(folder, MANIFEST), "export manifest")
+    if manifest.get(CPU_KERNELS):
+        raise ValueError(f"{folder} was exported with cpu_kernels: its programs run paddle_unimo's CPU operators, "
+                         "which ONNX has not; convert an export without them (export_model(..., cpu_kernels=False),"
+                         " make export FORMAT=onnx)")
     names = program_names(manifest)
     if not names:
         raise ValueError(f"{os.path.join(folder, MANIFEST)} lists no programs")

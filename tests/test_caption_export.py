@@ -77,7 +77,7 @@ def test_text_only_export_has_no_region_program_and_refuses_regions(tmp_path):
     folder = export_model(make_model(0, image_embedding_size=0), tmp_path / "inference")
     assert not any(n.startswith("prefill_regions") for n in os.listdir(folder))
     manifest = read_json(os.path.join(folder, "export.json"), "manifest")
-    assert set(manifest) == {"paddle_version", "prefill", "step"}
+    assert set(manifest) == {"paddle_version", "cpu_kernels", "prefill", "step"} and not manifest["cpu_kernels"]
     stepper = InferenceStepper(folder)
     assert not stepper.supports_regions
     inputs, _ = start_inputs(0)

@@ -164,11 +164,12 @@ def test_generate_refuses_dialog_ids_the_model_lacks():
         generate(model, **batch, max_length=3)
 
 
+@pytest.mark.parametrize("cpu_kernels", [False, True], ids=["paddle", "kernels"])
 @pytest.mark.parametrize("settings", [dict(), dict(decode_strategy="beam_search", num_beams=3, min_length=2)],
                          ids=["greedy", "beam3"])
-def test_an_exported_dialog_model_decodes_as_dynamic_mode(tmp_path, settings):
+def test_an_exported_dialog_model_decodes_as_dynamic_mode(tmp_path, settings, cpu_kernels):
     model = dialog_model(4, eos_bias=2.0)
-    stepper = InferenceStepper(export_model(model, tmp_path / "inference"))
+    stepper = InferenceStepper(export_model(model, tmp_path / "inference", cpu_kernels=cpu_kernels))
     sources, roles, turns = dialog_sources(4, batch=4)
     batch = left_padded(sources, roles, turns)
     ref_ids, ref_scores = generate(model, **batch, max_length=9, **settings)

@@ -808,3 +808,6 @@ def test_inference_forward_equals_dynamic_mode(lm_folder, tmp_path):
         got = forward(**{k: v for k, v in batch.items() if k != "token_type_ids"})
         assert got.shape == want.shape == (3, NUM_LABELS)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="understanding model; the CPU kernels run the decoding programs only"):
+        export_model(model, str(tmp_path / "kernels"), cpu_kernels=True)
+    assert not (tmp_path / "kernels").exists()

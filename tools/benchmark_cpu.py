@@ -14,7 +14,8 @@ Rows (ratio = reference time / ours, above 1 means ours is faster):
   fresh process) and our step's page faults (the fewest of three steps in a row); ours also against itself on
   paddle's own dropout, layer_norm and softmax instead of the CPU training kernels (``paddle_unimo.cpu_kernels``);
 * one greedy step against reading its weights once (the fp32 floor of a decoding step of few rows);
-* the exported Paddle Inference decoding (``paddle_unimo.export``), and its ONNX Runtime twins (fp32 and int8,
+* the exported Paddle Inference decoding (``paddle_unimo.export``; on paddle's operators, and on the CPU kernels:
+  ``export_model(..., cpu_kernels=True)``), and its ONNX Runtime twins (fp32 and int8,
   with the share of equal tokens when the ids differ) when onnxruntime is installed (``paddle_unimo.onnx_export``),
   against our dynamic decoding;
 * with ``--profile``, where one decoding's time goes: prefill, steps (the model), cache handling (writes,
@@ -192,7 +193,9 @@ def bench_exported(ours, dynamic, inputs, args) -> None:
     from paddle_unimo.generation import generate
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_model(ours, os.path.join(tmp, "inference"))
-        steppers = {"Paddle Inference": InferenceStepper(folder)}
+        steppers = {"Paddle Inference": InferenceStepper(folder),
+                    "Paddle Inference, CPU kernels": InferenceStepper(
+                        export_model(ours, os.path.join(tmp, "kernels"), cpu_kernels=True))}
         try:
             from paddle_unimo.onnx_export import OnnxStepper, export_onnx
             export_onnx(folder, quantize="int8")
@@ -410,8 +413,10 @@ def main(argv=None) -> int:
         if not args.skip_export:
             from paddle_unimo.export import InferenceStepper, export_model
             with tempfile.TemporaryDirectory() as tmp:
-                stepper = InferenceStepper(export_model(ours, os.path.join(tmp, "inference")))
-                profile_decoding(stepper, inputs, beam, f"exported beam {args.beams}")
+                for kernels in (False, True):
+                    stepper = InferenceStepper(export_model(ours, os.path.join(tmp, str(kernels)), cpu_kernels=kernels))
+                    profile_decoding(stepper, inputs, beam,
+                                     f"exported beam {args.beams}{', CPU kernels' if kernels else ''}")
     return 0
 
 

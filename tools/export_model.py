@@ -1,12 +1,16 @@
 """Export a trained model folder for Paddle Inference (CPU, dynamic batch and length).
 
-    python -m tools.export_model --model OUT/best --out OUT/inference [--format paddle|onnx] [--quantize int8]
+    python -m tools.export_model --model OUT/best --out OUT/inference [--format paddle|kernels|onnx]
+                                 [--quantize int8]
 
 ``--model`` is a paddle_unimo / PaddleNLP-layout folder (config.json + model_state.pdparams, tokenizer files
 optional). ``--out`` receives prefill.json/.pdiparams, step.json/.pdiparams, export.json, config.json and the
 tokenizer files; ``paddle_unimo.export.InferenceStepper(out)`` decodes with them (see that module's doc). An
 understanding model (retrieval, visual entailment, VQA; config.json's ``architectures``) gets one
 forward.json/.pdiparams instead, run by ``paddle_unimo.export.InferenceForward(out)``.
+``--format kernels`` writes the decoding programs on this package's CPU kernels (``paddle_unimo.export``: weights in
+panels, a step's layer one operator, the cache written in place): on CPU they decode as fast as dynamic mode, with
+its scores bit for bit, and need ``paddle_unimo``'s operators where they run (``InferenceStepper`` loads them).
 ``--format onnx`` writes the same folder plus ``<program>.onnx`` for each program and ``onnx.json``
 (``paddle_unimo.onnx_export``, with paddle2onnx); ``paddle_unimo.onnx_export.OnnxStepper(out)`` decodes with
 them under onnxruntime. ``--quantize int8`` (with ``--format onnx`` only) adds ``<program>.int8.onnx``, the int8
@@ -50,8 +54,10 @@ def run(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model folder (config.json + model_state.pdparams)")
     parser.add_argument("--out", required=True, help="export folder to write")
-    parser.add_argument("--format", choices=("paddle", "onnx"), default="paddle",
-                        help="paddle: Paddle Inference programs; onnx: those and their ONNX conversions")
+    parser.add_argument("--format", choices=("paddle", "kernels", "onnx"), default="paddle",
+                        help="paddle: Paddle Inference programs of paddle's own operators; kernels: Paddle Inference "
+                             "programs on paddle_unimo's CPU kernels (faster on CPU); onnx: the paddle ones and their"
+                             " ONNX conversions")
     parser.add_argument("--quantize", choices=("int8",),
                         help="with --format onnx: also int8 ONNX programs (weights 8-bit, faster CPU decoding, "
                              "slightly different logits)")
@@ -68,7 +74,7 @@ def run(argv=None) -> str:
 
     model = load_any(args.model)
     tokenizer = load_optional_tokenizer(args.model)
-    out = export_model(model, args.out, tokenizer)
+    out = export_model(model, args.out, tokenizer, cpu_kernels=args.format == "kernels")
     for name in TASK_FILES:
         if os.path.isfile(os.path.join(args.model, name)):
             shutil.copyfile(os.path.join(args.model, name), os.path.join(out, name))

@@ -679,11 +679,21 @@ std::vector<paddle::Tensor> SoftmaxInference(const paddle::Tensor& scores, const
   return {Softmax(scores, bias, scale)};
 }
 
+std::vector<std::vector<int64_t>> SoftmaxShapes(const std::vector<int64_t>& scores, const std::vector<int64_t>& bias) {
+  return {scores};
+}
+
+std::vector<paddle::DataType> SoftmaxTypes(const paddle::DataType& scores, const paddle::DataType& bias) {
+  return {scores};
+}
+
 PD_BUILD_OP(unimo_softmax)
     .Inputs({"Scores", "Bias"})
     .Outputs({"Probs"})
     .Attrs({"scale: float"})
-    .SetKernelFn(PD_KERNEL(SoftmaxInference));
+    .SetKernelFn(PD_KERNEL(SoftmaxInference))
+    .SetInferShapeFn(PD_INFER_SHAPE(SoftmaxShapes))
+    .SetInferDtypeFn(PD_INFER_DTYPE(SoftmaxTypes));
 
 namespace {
 // The checks of a step's cache and q/k/v (values q_size each) against each other.
@@ -886,12 +896,18 @@ std::vector<std::vector<int64_t>> PackedLinearShapes(const std::vector<int64_t>&
   return {shape};
 }
 
+std::vector<paddle::DataType> PackedLinearTypes(const paddle::DataType& x, const paddle::DataType& packed,
+                                               const paddle::DataType& bias) {
+  return {x};
+}
+
 PD_BUILD_OP(unimo_packed_linear)
     .Inputs({"X", "Packed", "Bias"})
     .Outputs({"Out"})
     .Attrs({"n: int64_t"})
     .SetKernelFn(PD_KERNEL(PackedLinear))
-    .SetInferShapeFn(PD_INFER_SHAPE(PackedLinearShapes));
+    .SetInferShapeFn(PD_INFER_SHAPE(PackedLinearShapes))
+    .SetInferDtypeFn(PD_INFER_DTYPE(PackedLinearTypes));
 
 // A decoding step through one transformer layer in inference (paddle_unimo.cpu_kernels.step_layer): x (rows, 1, H)
 // of one new token a row; its six linear layers against packed weights (PackedProduct), the step's attention
@@ -902,8 +918,11 @@ PD_BUILD_OP(unimo_packed_linear)
 std::vector<paddle::Tensor> StepLayer(const paddle::Tensor& x, const std::vector<paddle::Tensor>& packed,
                                       const std::vector<paddle::Tensor>& params, const paddle::Tensor& source_k,
                                       const paddle::Tensor& source_v, const paddle::Tensor& source_bias,
-                                      paddle::Tensor& generated_k, paddle::Tensor& generated_v, int64_t length,
-                                      float scale, float epsilon, bool gelu, bool normalize_before) {
+                                      paddle::Tensor& generated_k, paddle::Tensor& generated_v,
+                                      const paddle::Tensor& slot, float scale, float epsilon, bool gelu,
+                                      bool normalize_before) {
+  PD_CHECK(slot.numel() == 1 && slot.dtype() == paddle::DataType::INT64, "the slot is one int64 value");
+  const int64_t length = slot.data<int64_t>()[0];
   PD_CHECK(packed.size() == 6 && params.size() == 10, "6 packed weights and 10 parameters are needed, got ",
            packed.size(), " and ", params.size());
   const int64_t hidden = x.shape().back(), rows = x.numel() / hidden, inner = params[4].numel();
@@ -950,13 +969,30 @@ std::vector<paddle::Tensor> StepLayer(const paddle::Tensor& x, const std::vector
   return {out};
 }
 
+std::vector<std::vector<int64_t>> StepLayerShapes(
+    const std::vector<int64_t>& x, const std::vector<std::vector<int64_t>>& packed,
+    const std::vector<std::vector<int64_t>>& params, const std::vector<int64_t>& source_k,
+    const std::vector<int64_t>& source_v, const std::vector<int64_t>& source_bias,
+    const std::vector<int64_t>& generated_k, const std::vector<int64_t>& generated_v, const std::vector<int64_t>& slot) {
+  return {x, generated_k, generated_v};
+}
+
+std::vector<paddle::DataType> StepLayerTypes(
+    const paddle::DataType& x, const std::vector<paddle::DataType>& packed, const std::vector<paddle::DataType>& params,
+    const paddle::DataType& source_k, const paddle::DataType& source_v, const paddle::DataType& source_bias,
+    const paddle::DataType& generated_k, const paddle::DataType& generated_v, const paddle::DataType& slot) {
+  return {x, generated_k, generated_v};
+}
+
 PD_BUILD_OP(unimo_step_layer)
     .Inputs({"X", paddle::Vec("Packed"), paddle::Vec("Params"), "SourceK", "SourceV", "SourceBias", "GeneratedK",
-             "GeneratedV"})
+             "GeneratedV", "Slot"})
     .Outputs({"Out", "GeneratedKOut", "GeneratedVOut"})
     .SetInplaceMap({{"GeneratedK", "GeneratedKOut"}, {"GeneratedV", "GeneratedVOut"}})
-    .Attrs({"length: int64_t", "scale: float", "epsilon: float", "gelu: bool", "normalize_before: bool"})
-    .SetKernelFn(PD_KERNEL(StepLayer));
+    .Attrs({"scale: float", "epsilon: float", "gelu: bool", "normalize_before: bool"})
+    .SetKernelFn(PD_KERNEL(StepLayer))
+    .SetInferShapeFn(PD_INFER_SHAPE(StepLayerShapes))
+    .SetInferDtypeFn(PD_INFER_DTYPE(StepLayerTypes));
 
 #ifdef UNIMO_MKL
 // MKL's sgemm (LP64, from paddle's libmklml_intel), for the training attention.

@@ -1,0 +1,124 @@
+"""Exports on the CPU kernels (``export_model(..., cpu_kernels=True)``, ``make export FORMAT=kernels``): their
+programs decode exactly as dynamic decoding on the kernels does (``generation.batch_stepper``) -- the same ids and
+the same scores, bit for bit -- for text and for captioning; the step writes its keys/values into the buffers fed
+to it; the programs share one parameter file; what cannot run them says so."""
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_unimo import cpu_kernels
+from paddle_unimo.export import InferenceStepper, export_model
+from paddle_unimo.fileio import read_json
+from paddle_unimo.generation import advance, batch_stepper, generate
+
+from test_caption_decoding import SEP, make_model as make_caption_model, start_inputs
+from test_export import BEAM, SOURCES, left_padded, make_model
+from tools import export_model as export_tool
+
+pytestmark = pytest.mark.skipif(cpu_kernels.kernels() is None, reason="the CPU kernels could not be built here")
+
+SETTINGS = {"greedy": dict(), "beam3": dict(BEAM, num_beams=3), "beam6": dict(BEAM, num_beams=6),
+            "sampling": dict(decode_strategy="sampling", seed=7, top_k=5, num_return_sequences=2)}
+
+
+@pytest.fixture(scope="module", params=[(0, 3.0), (0, 0.0)], ids=["eos3", "long"])
+def exported(request, tmp_path_factory):
+    model = make_model(*request.param)
+    folder = export_model(model, tmp_path_factory.mktemp("export") / "inference", cpu_kernels=True)
+    return model, InferenceStepper(folder)
+
+
+def assert_same_decoding(model, stepper, inputs, **settings):
+    """``generate`` through the export gives dynamic decoding's ids and scores on the kernels bit for bit, and
+    the ids of the model's own ops."""
+    ref_ids, ref_scores = generate(None, **inputs, stepper=batch_stepper(model), **settings)
+    ids, scores = generate(None, **inputs, stepper=stepper, **settings)
+    np.testing.assert_array_equal(ids.numpy(), ref_ids.numpy())
+    np.testing.assert_array_equal(scores.numpy(), ref_scores.numpy())
+    np.testing.assert_array_equal(ids.numpy(), generate(model, **inputs, **settings)[0].numpy())
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+def test_kernel_export_decodes_as_dynamic_mode_bit_for_bit(exported, name):
+    model, stepper = exported
+    for sources in (SOURCES, SOURCES[1:3], SOURCES[2:3]):
+        assert_same_decoding(model, stepper, left_padded(sources), max_length=12, **SETTINGS[name])
+
+
+def test_the_step_writes_its_keys_and_values_into_the_buffers_it_is_fed(exported):
+    model, stepper = exported
+    b = left_padded(SOURCES)
+    args = (b["input_ids"], b["token_type_ids"], b["position_ids"], b["attention_mask"])
+    dynamic = batch_stepper(model)
+    with paddle.no_grad():
+        (ref_logits, ref_state), (logits, state) = dynamic.prefill(*args), stepper.prefill(*args)
+        np.testing.assert_array_equal(logits.numpy(), ref_logits.numpy())
+        tokens = paddle.argmax(ref_logits, axis=-1, keepdim=True)
+        for _ in range(3):  # three steps: slots 0, 1, 2 written in place, the rest still zero
+            np.testing.assert_array_equal(advance(stepper, tokens, state).numpy(),
+                                          advance(dynamic, tokens, ref_state).numpy())
+    assert state.cache.length == 3
+    for part in ("generated_k", "generated_v"):
+        for mine, ref in zip(getattr(state.cache, part), getattr(ref_state.cache, part)):
+            np.testing.assert_array_equal(mine.numpy(), ref.numpy())
+            assert np.abs(mine.numpy()[:, :, :3]).min(axis=(0, 1, 3)).max() > 0 and not mine.numpy()[:, :, 3:].any()
+
+
+def test_kernel_export_manifest_and_one_parameter_file(exported):
+    _, stepper = exported
+    folder = stepper.folder
+    manifest = read_json(os.path.join(folder, "export.json"), "manifest")
+    assert manifest["cpu_kernels"] is True and manifest["step"]["outputs"] == ["logits"]
+    names = [s["name"] for s in manifest["step"]["inputs"]]
+    assert names[:5] == ["tokens", "token_type", "position", "source_bias", "slot"] and "generated_bias" not in names
+    assert manifest["step"]["inputs"][4] == {"name": "slot", "shape": [1], "dtype": "int64"}
+    prefill, step = (os.path.join(folder, n + ".pdiparams") for n in ("prefill", "step"))
+    with open(prefill, "rb") as a, open(step, "rb") as b:
+        assert a.read() == b.read()  # the same parameters: the panels, not the layers' own weights, in both
+
+
+def test_kernel_export_holds_the_panels_not_the_layer_weights(tmp_path):
+    """The layers' (in, out) weights are not in the export: it is the plain export's size, less those weights,
+    plus the panels (the layers' at 64 columns a panel, and the LM head's)."""
+    model = make_model(0, 0.0)
+    plain = os.path.getsize(os.path.join(export_model(model, tmp_path / "plain"), "prefill.pdiparams"))
+    kernels = os.path.getsize(os.path.join(export_model(model, tmp_path / "kern", cpu_kernels=True),
+                                           "prefill.pdiparams"))
+    layers = [lin.weight for layer in model.unimo.encoder.layers for lin in layer.step_linears()]
+    panel_floats = sum(-(-w.shape[1] // 64) * 64 * w.shape[0] for w in layers)
+    head = model.lm_head.decoder_weight
+    panel_floats += -(-head.shape[0] // 64) * 64 * head.shape[1]
+    moved = 4 * (panel_floats - sum(int(w.numel()) for w in layers))
+    assert abs(kernels - plain - moved) < 200 * (len(layers) + 1)  # each tensor's header in the file
+
+
+def test_captioning_through_a_kernel_export(tmp_path):
+    model = make_caption_model(1, sep_bias=3.0)
+    stepper = InferenceStepper(export_model(model, tmp_path / "inference", cpu_kernels=True))
+    assert stepper.supports_regions
+    for image_kwargs in (dict(num_valid=(4, 2, 3)), dict(num_valid=(1, 3), num_regions=3)):
+        inputs, _ = start_inputs(1, **image_kwargs)
+        for settings in (dict(), dict(decode_strategy="beam_search", num_beams=3, length_penalty=0.6)):
+            assert_same_decoding(model, stepper, inputs, max_length=8, eos_token_id=SEP, **settings)
+
+
+def test_tool_writes_a_kernel_export(tmp_path):
+    model_dir, out = tmp_path / "best", tmp_path / "inference"
+    model = make_model(1, 4.0)
+    model.save_pretrained(str(model_dir))
+    export_tool.main(["--model", str(model_dir), "--out", str(out), "--format", "kernels"])
+    assert read_json(os.path.join(out, "export.json"), "manifest")["cpu_kernels"] is True
+    assert_same_decoding(model, InferenceStepper(str(out)), left_padded(SOURCES[:2]), max_length=6)
+
+
+def test_a_kernel_export_is_refused_where_it_cannot_run(exported, monkeypatch):
+    _, stepper = exported
+    from paddle_unimo.onnx_export import export_onnx
+    with pytest.raises(ValueError, match="cpu_kernels.*ONNX has not"):
+        export_onnx(stepper.folder)
+    assert not [n for n in os.listdir(stepper.folder) if "onnx" in n]
+    monkeypatch.setattr(cpu_kernels, "kernels", lambda: None)
+    with pytest.raises(RuntimeError, match="exported with cpu_kernels.*could not be built"):
+        InferenceStepper(stepper.folder)
