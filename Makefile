@@ -82,15 +82,17 @@ sweep: $(STAMP)
 	$(PY) -m tasks.sweep --task $(TASK) --config $(CONFIG) --grid "$(GRID)" --out "$(OUT)/sweep" \
 		$(if $(MODEL),--model "$(MODEL)") $(if $(DATA),--data "$(DATA)") $(OVERRIDES)
 
-# make export [MODEL=$(OUT)/best] [FORMAT=paddle|kernels|onnx] [QUANT=int8] -> $(OUT)/inference (Paddle Inference:
-#      prefill/step .json + .pdiparams, and prefill_regions for a captioning model; retrieval, snli_ve and vqa models:
-#      one forward.json + .pdiparams). FORMAT=kernels: the decoding programs on paddle_unimo's CPU kernels (as fast
-#      as dynamic decoding on CPU; they need paddle_unimo where they run). FORMAT=onnx adds <program>.onnx and
-#      onnx.json (paddle_unimo/onnx_export.py; runs with onnxruntime); QUANT=int8 (FORMAT=onnx only) also
-#      <program>.int8.onnx, which OnnxStepper then runs.
+# make export [MODEL=$(OUT)/best] [FORMAT=paddle|kernels|onnx] [PRECISION=bfloat16] [QUANT=int8] -> $(OUT)/inference
+#      (Paddle Inference: prefill/step .json + .pdiparams, and prefill_regions for a captioning model; retrieval,
+#      snli_ve and vqa models: one forward.json + .pdiparams). FORMAT=kernels: the decoding programs on
+#      paddle_unimo's CPU kernels (as fast as dynamic decoding on CPU; they need paddle_unimo where they run);
+#      PRECISION=bfloat16 (FORMAT=kernels only) keeps their weights rounded to bfloat16 (half the memory, faster
+#      steps, other scores). FORMAT=onnx adds <program>.onnx and onnx.json (paddle_unimo/onnx_export.py; runs with
+#      onnxruntime); QUANT=int8 (FORMAT=onnx only) also <program>.int8.onnx, which OnnxStepper then runs.
 export: $(STAMP)
 	$(PY) -m tools.export_model --model "$(or $(MODEL),$(OUT)/best)" --out "$(OUT)/inference" \
-		--format $(or $(FORMAT),paddle) $(if $(QUANT),--quantize $(QUANT))
+		--format $(or $(FORMAT),paddle) $(if $(PRECISION),--precision $(PRECISION)) \
+		$(if $(QUANT),--quantize $(QUANT))
 
 # make convert PARAMS=unimo_base_en/params CONFIG=unimo_base_en.json OUT=models/unimo-base-en [DICT=model_files/dict]
 convert: $(STAMP)

@@ -53,9 +53,12 @@ every call, which with so few rows costs about as much as the product itself; MK
 reads its layout at 4 rows well below the memory's speed. ``pack_weight`` copies a weight once into panels of 64
 columns, each panel's rows one after another, and ``packed_linear`` streams each panel once with its columns'
 sums in registers (6 rows x 64 columns at a time in AVX-512; 3 x 32 in AVX2, 64 columns up to 4 rows): on the
-AVX-512 host the 12 layers' weights of unimo-text-1.0 took 6.9-7.5 against 8.7-9.2 ms at 4 rows, 12.7-13.1 against 13.8-14.5 at 24 and
-139-142 against 139-144 at 384 (a prefill's rows), against MKL's packed sgemm; greedy decoding ran x1.14-1.21
-faster, beam 6 x0.99-1.19. Every output element is the bias plus its products added in order by fused
+AVX-512 host the 12 layers' weights of unimo-text-1.0 took 6.9-7.5 against 8.7-9.2 ms at 4 rows, 12.7-13.1
+against 13.8-14.5 at 24 and 139-142 against 139-144 at 384 (a prefill's rows), against MKL's packed sgemm; greedy
+decoding ran x1.14-1.21 faster, beam 6 x0.99-1.19. In bfloat16 panels (``pack_weight(..., dtype="bfloat16")``,
+each weight rounded and widened back to float exactly as it is read, so the products are those of the float
+panels of the rounded weights) the 12 layers took 3.4-3.7 against 6.6-7.3 ms at 1-4 rows and 10.0-10.4 against
+12.7-13.2 ms at 24, and as long at 96-384 (a stand-alone C++ loop). Every output element is the bias plus its products added in order by fused
 multiply-adds, so a row's result does not depend on the other rows, the threads or the instruction set (AVX-512 or
 AVX2; a CPU without FMA rounds each product first; ``PADDLE_UNIMO_PANEL_ISA=avx512|avx2|baseline`` picks one the CPU
 runs, for comparisons). A packed weight is a copy: the weight's size in memory.
@@ -265,20 +268,27 @@ def softmax(scores, bias, scale: float):
 
 class PackedWeight(NamedTuple):
     """A (K, N) weight in panels (``pack_weight``), for ``packed_linear``."""
-    packed: paddle.Tensor  # (ceil(N / 64), K, 64) float32: the panels, the last one's columns past N zero
+    packed: paddle.Tensor  # (ceil(N / 64), K, 64) float32 or bfloat16: the panels, the last one's columns past N zero
     k: int  # input features
     n: int  # output features
 
 
-def pack_weight(weight, transposed: bool = False) -> Optional[PackedWeight]:
+PANEL_DTYPES = ("float32", "bfloat16")
+
+
+def pack_weight(weight, transposed: bool = False, dtype: str = "float32") -> Optional[PackedWeight]:
     """A copy of ``weight`` (K, N) -- (N, K) with ``transposed``, as a tied embedding -- in panels of 64 columns,
-    or None where the kernels are not there."""
+    or None where the kernels are not there. ``dtype="bfloat16"``: each weight rounded to bfloat16 (to nearest,
+    ties to even), half the bytes; the products are then those of the float32 panels of the rounded weights, bit
+    for bit, and a few rows' (a decoding step's) take about half the time."""
+    if dtype not in PANEL_DTYPES:
+        raise ValueError(f"pack_weight: dtype {dtype!r}; allowed: {', '.join(PANEL_DTYPES)}")
     ops = ops_for(weight)
     if ops is None:
         return None
     k, n = weight.shape[::-1] if transposed else weight.shape
     with paddle.no_grad():
-        return PackedWeight(ops.unimo_pack_weight(weight.contiguous(), transposed), k, n)
+        return PackedWeight(ops.unimo_pack_weight(weight.contiguous(), transposed, dtype == "bfloat16"), k, n)
 
 
 def packed_linear(x, weight: PackedWeight, bias):

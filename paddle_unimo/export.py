@@ -176,15 +176,15 @@ class KernelStep(nn.Layer):
 
 
 class Panels(nn.Layer):
-    """Copies of the layers' weights and the LM head's in panels (``cpu_kernels.pack_weight``, as
+    """Copies of the layers' weights and the LM head's in panels of ``dtype`` (``cpu_kernels.pack_weight``, as
     ``generation.ModelStepper`` makes them), as parameters of the programs of an export with ``cpu_kernels``."""
 
-    def __init__(self, model):
+    def __init__(self, model, dtype: str = "float32"):
         super().__init__()
         from .cpu_kernels import PackedWeight, pack_weight
         from .modeling import packed_layer_weights
-        layers = packed_layer_weights(model.unimo.encoder)
-        head = pack_weight(model.lm_head.decoder_weight, transposed=True)
+        layers = packed_layer_weights(model.unimo.encoder, dtype)
+        head = pack_weight(model.lm_head.decoder_weight, transposed=True, dtype=dtype)
         if layers is None or head is None:
             raise RuntimeError("an export with cpu_kernels needs paddle_unimo's CPU kernels (a float32 model on "
                                "CPU, a C++ compiler to build them; see paddle_unimo.cpu_kernels)")
@@ -233,7 +233,7 @@ def input_specs(config: UNIMOConfig, dtype: str = "float32", cpu_kernels: bool =
     return specs
 
 
-def _write_export(model, folder: str, tokenizer, cpu_kernels: bool) -> None:
+def _write_export(model, folder: str, tokenizer, cpu_kernels: bool, panel_dtype: str) -> None:
     from .modeling import UNIMOPairModel
     dtype = str(model.unimo.embeddings.word_embeddings.weight.dtype).split(".")[-1]
     specs = input_specs(model.config, dtype, cpu_kernels)
@@ -249,7 +249,7 @@ def _write_export(model, folder: str, tokenizer, cpu_kernels: bool) -> None:
     if FORWARD_PROGRAM in specs:
         wrappers = {FORWARD_PROGRAM: Forward(model)}
     else:
-        panels = Panels(model) if cpu_kernels else None  # one copy, the parameters of every program
+        panels = Panels(model, panel_dtype) if cpu_kernels else None  # one copy, the parameters of every program
         wrappers = {"prefill": Prefill(model, panels), REGION_PROGRAM: PrefillRegions(model, panels),
                     "step": KernelStep(model, panels) if cpu_kernels else Step(model)}
     for name in specs:
@@ -261,15 +261,15 @@ def _write_export(model, folder: str, tokenizer, cpu_kernels: bool) -> None:
     for name in specs:
         if name not in ("prefill", FORWARD_PROGRAM):
             _share_identical(os.path.join(folder, "prefill.pdiparams"), os.path.join(folder, name + ".pdiparams"))
-    write_json(os.path.join(folder, MANIFEST), _manifest(specs, cpu_kernels))
+    write_json(os.path.join(folder, MANIFEST), _manifest(specs, cpu_kernels, panel_dtype))
     model.config.save(os.path.join(folder, "config.json"), type(model).__name__)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
 
 
-def _manifest(specs: Dict[str, List[InputSpec]], cpu_kernels: bool) -> dict:
+def _manifest(specs: Dict[str, List[InputSpec]], cpu_kernels: bool, panel_dtype: str) -> dict:
     """What a deployer needs to feed the programs without this package: names, shapes (-1: dynamic), dtypes;
-    ``cpu_kernels``: whether they run this package's CPU operators."""
+    ``cpu_kernels``: whether they run this package's CPU operators, and ``panel_dtype`` the weights' type there."""
     def describe(spec):
         return {"name": spec.name, "shape": [-1 if d is None else d for d in spec.shape],
                 "dtype": str(spec.dtype).split(".")[-1]}
@@ -278,7 +278,8 @@ def _manifest(specs: Dict[str, List[InputSpec]], cpu_kernels: bool) -> dict:
         return ["logits"] if name == FORWARD_PROGRAM or (name == "step" and cpu_kernels) else list(OUTPUTS)
     programs = {name: {"inputs": [describe(s) for s in _flat(inputs)], "outputs": outputs(name)}
                 for name, inputs in specs.items()}
-    return {"paddle_version": paddle.__version__, CPU_KERNELS: cpu_kernels, **programs}
+    kernels = {CPU_KERNELS: cpu_kernels, **({"panel_dtype": panel_dtype} if cpu_kernels else {})}
+    return {"paddle_version": paddle.__version__, **kernels, **programs}
 
 
 def _flat(specs):
@@ -308,10 +309,12 @@ def _check_replaceable(out_dir: str) -> None:
                               "refusing to replace it")
 
 
-def export_model(model, out_dir: str, tokenizer=None, cpu_kernels: bool = False) -> str:
+def export_model(model, out_dir: str, tokenizer=None, cpu_kernels: bool = False, panel_dtype: str = "float32"
+                 ) -> str:
     """Writes the prefill and step programs (and prefill_regions for a config with regions), config and
     tokenizer into ``out_dir`` (see the module doc). ``cpu_kernels``: the decoding programs run this package's
-    CPU kernels (see the module doc).
+    CPU kernels (see the module doc), with the weights in panels of ``panel_dtype`` (float32, or bfloat16: the
+    weights rounded, as ``generation.ModelStepper(..., panel_dtype=)`` decodes).
 
     Everything is written into a temporary folder beside ``out_dir`` that replaces it only at the end
     (``fileio.atomic_dir``), so a failure never leaves a half-written export and keeps a previous one whole.
@@ -319,11 +322,13 @@ def export_model(model, out_dir: str, tokenizer=None, cpu_kernels: bool = False)
     """
     out_dir = os.path.abspath(out_dir)
     _check_replaceable(out_dir)
+    if panel_dtype != "float32" and not cpu_kernels:
+        raise ValueError(f"panel_dtype={panel_dtype!r} needs cpu_kernels=True: only the kernels' panels take it")
     was_training = model.training
     model.eval()  # dropout is traced into the program as it is at export time
     try:
         with atomic_dir(out_dir) as tmp:
-            _write_export(model, tmp, tokenizer, cpu_kernels)
+            _write_export(model, tmp, tokenizer, cpu_kernels, panel_dtype)
     finally:
         if was_training:
             model.train()

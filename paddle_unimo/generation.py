@@ -311,11 +311,13 @@ class ModelStepper:
     writes the cache. The copies are made here, once, so the model's weights must not change while this
     stepper is used: every prefill compares a sample of each weight's values with the ones copied and raises if
     they differ (make a new stepper after training). The ids are the same as without, the scores within float
-    rounding (tested)."""
+    rounding (tested). ``panel_dtype="bfloat16"``: the copies hold the weights rounded to bfloat16 (half the memory;
+    a greedy step's products ~2x faster, a beam of 6's ~1.3x), computed in float32 as the float32 copies of the
+    rounded weights would be -- the scores move by the rounding, and ids may differ."""
 
     PROBES = 64  # sampled values per weight for that check
 
-    def __init__(self, model, cpu_kernels: bool = False):
+    def __init__(self, model, cpu_kernels: bool = False, panel_dtype: str = "float32"):
         from . import cpu_kernels as kernels
         self.model = model
         self.config = model.config
@@ -325,9 +327,9 @@ class ModelStepper:
         self.weights = self.head = None
         if self.kernels:
             from .modeling import packed_layer_weights
-            self.weights = packed_layer_weights(model.unimo.encoder)
+            self.weights = packed_layer_weights(model.unimo.encoder, panel_dtype)
         if self.weights is not None:
-            self.head = kernels.pack_weight(model.lm_head.decoder_weight, transposed=True)
+            self.head = kernels.pack_weight(model.lm_head.decoder_weight, transposed=True, dtype=panel_dtype)
             self._watched = [lin.weight for layer in model.unimo.encoder.layers for lin in layer.step_linears()] + \
                 [model.lm_head.decoder_weight]
             rng = np.random.default_rng(0)

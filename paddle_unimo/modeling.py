@@ -64,12 +64,12 @@ class DecodingCache(NamedTuple):
         return bias.expand([-1, num_heads, -1, -1])
 
 
-def packed_layer_weights(encoder: "Encoder") -> Optional[List[Tuple[PackedWeight, ...]]]:
-    """Per layer, the weights of (q, k, v, out, linear1, linear2) in panels (``cpu_kernels.pack_weight``), the
-    ``packed_weights`` of ``UNIMOModel.forward``: a decoding step's matmuls of a few rows by every weight read them
-    at the memory's speed, a prefill's at MKL's rate. None where the kernels are not there. They are copies, made
-    once (``generation.ModelStepper``)."""
-    weights = [tuple(pack_weight(lin.weight) for lin in layer.step_linears()) for layer in encoder.layers]
+def packed_layer_weights(encoder: "Encoder", dtype: str = "float32") -> Optional[List[Tuple[PackedWeight, ...]]]:
+    """Per layer, the weights of (q, k, v, out, linear1, linear2) in panels of ``dtype``
+    (``cpu_kernels.pack_weight``), the ``packed_weights`` of ``UNIMOModel.forward``: a decoding step's matmuls of a
+    few rows by every weight read them at the memory's speed, a prefill's at MKL's rate. None where the kernels are
+    not there. They are copies, made once (``generation.ModelStepper``)."""
+    weights = [tuple(pack_weight(lin.weight, dtype=dtype) for lin in layer.step_linears()) for layer in encoder.layers]
     return None if any(w is None for layer in weights for w in layer) else weights
 
 

@@ -500,6 +500,38 @@ def test_packed_linear_equals_float64_at_any_number_of_rows(ops, k, n):
         ops.unimo_packed_linear(paddle.ones([2, k]), packed.packed, paddle.ones([n + 64]), n + 64)
 
 
+def bfloat16_rounded(x):
+    """float32 values rounded to bfloat16 (to nearest, ties to even) on their bits, as float32."""
+    bits = x.astype("float32").view(np.uint32).astype(np.uint64)
+    return (((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16).astype(np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize("k, n", [(40, 24), (768, 3072), (33, 1000)])
+def test_bfloat16_panels_are_the_float_products_of_the_rounded_weights(ops, k, n):
+    """Panels in bfloat16 hold each weight rounded to nearest, ties to even (exact ties among them), in half the
+    bytes, and their products are the float32 panels' of the rounded weights, bit for bit, at 1 to 389 rows, also
+    transposed (a tied embedding); an unknown panel type is an error."""
+    rng = np.random.default_rng(k + 1)
+    weight, bias = rng.standard_normal((k, n)).astype("float32"), paddle.to_tensor(rng.standard_normal(n), "float32")
+    ties = weight.view(np.uint32)
+    ties[::7] = (ties[::7] & 0xFFFF0000) | 0x8000  # halfway between two bfloat16 values: to the even one
+    assert (bfloat16_rounded(weight) != weight).mean() > 0.99
+    for transposed in (False, True):
+        source = paddle.to_tensor(weight.T.copy() if transposed else weight)
+        half = cpu_kernels.pack_weight(source, transposed=transposed, dtype="bfloat16")
+        rounded = paddle.to_tensor(bfloat16_rounded(weight.T if transposed else weight))
+        full = cpu_kernels.pack_weight(rounded, transposed=transposed)
+        assert half.packed.dtype == paddle.bfloat16 and (half.k, half.n) == (k, n)
+        np.testing.assert_array_equal(half.packed.astype("float32").numpy(), full.packed.numpy())
+        x = rng.standard_normal((389, k)).astype("float32")
+        for rows in (1, 3, 4, 7, 24, 389):
+            rows_in = paddle.to_tensor(x[:rows])
+            np.testing.assert_array_equal(cpu_kernels.packed_linear(rows_in, half, bias).numpy(),
+                                          cpu_kernels.packed_linear(rows_in, full, bias).numpy())
+    with pytest.raises(ValueError, match="dtype 'float16'; allowed: float32, bfloat16"):
+        cpu_kernels.pack_weight(paddle.to_tensor(weight), dtype="float16")
+
+
 @pytest.mark.skipif(not cpu_has_fma(), reason="the panels' products use fused multiply-adds on CPUs with AVX2 and FMA")
 def test_packed_linear_adds_the_products_in_order_by_fused_multiply_adds(ops):
     """Each element of a panels' product is the bias plus its products added in order by fused multiply-adds: the
@@ -522,26 +554,31 @@ import paddle
 from paddle_unimo import cpu_kernels
 rng = np.random.default_rng(5)
 x, w, b = (rng.standard_normal(s).astype("float32") for s in ((13, 200), (200, 150), (150,)))
-packed = cpu_kernels.pack_weight(paddle.to_tensor(w))
-np.save(sys.argv[1], np.concatenate([cpu_kernels.packed_linear(paddle.to_tensor(x[:rows]), packed,
-                                                               paddle.to_tensor(b)).numpy() for rows in (13, 3)]))
+np.save(sys.argv[1], np.concatenate([
+    cpu_kernels.packed_linear(paddle.to_tensor(x[:rows]), cpu_kernels.pack_weight(paddle.to_tensor(w), dtype=dtype),
+                              paddle.to_tensor(b)).numpy() for dtype in ("float32", "bfloat16") for rows in (13, 3)]))
 """
 
 
 @pytest.mark.skipif(not cpu_has_fma(), reason="needs a CPU with AVX2 and FMA")
 def test_panel_products_give_the_same_bits_on_every_instruction_set(ops, tmp_path):
     """The panels' products in AVX2 (3 rows x 32 columns of sums at a time; up to 4 rows, 64 columns) give the
-    AVX-512 kernel's bits (6 x 64), both the in-order fused rule; the baseline's (CPUs without FMA) are the in-order rule with every product
-    rounded; an instruction set the CPU does not run is an error naming it (``PADDLE_UNIMO_PANEL_ISA``, read once
-    per process: each in its own)."""
+    AVX-512 kernel's bits (6 x 64), both the in-order fused rule; the baseline's (CPUs without FMA) are the in-order
+    rule with every product rounded; bfloat16 panels give each rule on the rounded weights; an instruction set the
+    CPU does not run is an error naming it (``PADDLE_UNIMO_PANEL_ISA``, read once per process: each in its own)."""
     rng = np.random.default_rng(5)
     x, w, b = (rng.standard_normal(s).astype("float32") for s in ((13, 200), (200, 150), (150,)))
-    rounded = np.broadcast_to(b, (13, 150)).astype("float32")
-    for i in range(200):
-        rounded = rounded + x[:, i:i + 1] * w[i]  # float32: the product rounded, then the sum
-    fused = fused_sums_float64(x, w, b)
-    want = {"avx2": np.concatenate([fused, fused[:3]]), "baseline": np.concatenate([rounded, rounded[:3]])}
-    if "avx512f" in cpu_flags():
+
+    def unfused(weight):
+        y = np.broadcast_to(b, (13, 150)).astype("float32")
+        for i in range(200):
+            y = y + x[:, i:i + 1] * weight[i]  # float32: the product rounded, then the sum
+        return y
+    fused, fused_bf16 = fused_sums_float64(x, w, b), fused_sums_float64(x, bfloat16_rounded(w), b)
+    rounded, rounded_bf16 = unfused(w), unfused(bfloat16_rounded(w))
+    want = {"avx2": np.concatenate([fused, fused[:3], fused_bf16, fused_bf16[:3]]),
+            "baseline": np.concatenate([rounded, rounded[:3], rounded_bf16, rounded_bf16[:3]])}
+    if {"avx512f", "avx512bw"} <= cpu_flags():
         want["avx512"] = want["avx2"]
     for isa, expected in want.items():
         out = tmp_path / f"{isa}.npy"

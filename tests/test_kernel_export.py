@@ -1,7 +1,9 @@
 """Exports on the CPU kernels (``export_model(..., cpu_kernels=True)``, ``make export FORMAT=kernels``): their
 programs decode exactly as dynamic decoding on the kernels does (``generation.batch_stepper``) -- the same ids and
 the same scores, bit for bit -- for text and for captioning; the step writes its keys/values into the buffers fed
-to it; the programs share one parameter file; what cannot run them says so."""
+to it; the programs share one parameter file; what cannot run them says so. In bfloat16 (``panel_dtype``) the
+panels hold the rounded weights: the export decodes as the bfloat16 stepper, which decodes as the float32 panels of
+the rounded weights."""
 import os
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from paddle_unimo import cpu_kernels
 from paddle_unimo.export import InferenceStepper, export_model
 from paddle_unimo.fileio import read_json
-from paddle_unimo.generation import advance, batch_stepper, generate
+from paddle_unimo.generation import ModelStepper, advance, batch_stepper, generate
 
 from test_caption_decoding import SEP, make_model as make_caption_model, start_inputs
 from test_export import BEAM, SOURCES, left_padded, make_model
@@ -122,3 +124,46 @@ def test_a_kernel_export_is_refused_where_it_cannot_run(exported, monkeypatch):
     monkeypatch.setattr(cpu_kernels, "kernels", lambda: None)
     with pytest.raises(RuntimeError, match="exported with cpu_kernels.*could not be built"):
         InferenceStepper(stepper.folder)
+
+
+def test_bfloat16_panels_decode_as_float_panels_of_the_rounded_weights():
+    """``ModelStepper(..., panel_dtype="bfloat16")`` decodes as the float32 panels do once the layers' weights and the
+    LM head are rounded to bfloat16: the same ids and scores, bit for bit; on the unrounded model its scores move."""
+    from test_cpu_kernels import bfloat16_rounded
+    model = make_model(0, 3.0)
+    b = left_padded(SOURCES)
+    half = generate(None, **b, max_length=12, stepper=ModelStepper(model, True, "bfloat16"), **SETTINGS["beam3"])
+    full = generate(None, **b, max_length=12, stepper=batch_stepper(model), **SETTINGS["beam3"])
+    assert not np.array_equal(half[1].numpy(), full[1].numpy())
+    rounded = [lin.weight for layer in model.unimo.encoder.layers for lin in layer.step_linears()]
+    for weight in rounded + [model.lm_head.decoder_weight]:
+        weight.set_value(bfloat16_rounded(weight.numpy()))
+    for name in ("greedy", "beam3"):
+        want = generate(None, **b, max_length=12, stepper=batch_stepper(model), **SETTINGS[name])
+        got = generate(None, **b, max_length=12, stepper=ModelStepper(model, True, "bfloat16"), **SETTINGS[name])
+        for mine, ref in zip(got, want):
+            np.testing.assert_array_equal(mine.numpy(), ref.numpy())
+
+
+def test_bfloat16_kernel_export_decodes_as_the_bfloat16_stepper(tmp_path):
+    model = make_model(0, 3.0)
+    full = export_model(model, tmp_path / "float32", cpu_kernels=True)
+    folder = export_model(model, tmp_path / "bfloat16", cpu_kernels=True, panel_dtype="bfloat16")
+    manifest = read_json(os.path.join(folder, "export.json"), "manifest")
+    assert manifest["cpu_kernels"] is True and manifest["panel_dtype"] == "bfloat16"
+    panels = [lin.weight for layer in model.unimo.encoder.layers for lin in layer.step_linears()]
+    panel_bytes = sum(-(-w.shape[1] // 64) * 64 * w.shape[0] for w in panels) * 4 + \
+        -(-model.config.vocab_size // 64) * 64 * model.config.hidden_size * 4
+    size = {f: os.path.getsize(os.path.join(f, "prefill.pdiparams")) for f in (full, folder)}
+    assert abs(size[full] - size[folder] - panel_bytes // 2) < 200 * (len(panels) + 1)  # half the panels' bytes
+    stepper = InferenceStepper(folder)
+    for name in ("greedy", "beam3"):
+        inputs = left_padded(SOURCES)
+        ref = generate(None, **inputs, max_length=12, stepper=ModelStepper(model, True, "bfloat16"), **SETTINGS[name])
+        got = generate(None, **inputs, max_length=12, stepper=stepper, **SETTINGS[name])
+        for mine, want in zip(got, ref):
+            np.testing.assert_array_equal(mine.numpy(), want.numpy())
+    with pytest.raises(ValueError, match="panel_dtype='bfloat16' needs cpu_kernels=True"):
+        export_model(model, tmp_path / "plain", panel_dtype="bfloat16")
+    with pytest.raises(SystemExit):
+        export_tool.run(["--model", "unused", "--out", str(tmp_path / "x"), "--precision", "bfloat16"])

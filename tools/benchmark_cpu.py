@@ -15,7 +15,7 @@ Rows (ratio = reference time / ours, above 1 means ours is faster):
   paddle's own dropout, layer_norm and softmax instead of the CPU training kernels (``paddle_unimo.cpu_kernels``);
 * one greedy step against reading its weights once (the fp32 floor of a decoding step of few rows);
 * the exported Paddle Inference decoding (``paddle_unimo.export``; on paddle's operators, and on the CPU kernels:
-  ``export_model(..., cpu_kernels=True)``), and its ONNX Runtime twins (fp32 and int8,
+  ``export_model(..., cpu_kernels=True)``, in float32 and bfloat16 panels), and its ONNX Runtime twins (fp32 and int8,
   with the share of equal tokens when the ids differ) when onnxruntime is installed (``paddle_unimo.onnx_export``),
   against our dynamic decoding;
 * with ``--profile``, where one decoding's time goes: prefill, steps (the model), cache handling (writes,
@@ -193,9 +193,11 @@ def bench_exported(ours, dynamic, inputs, args) -> None:
     from paddle_unimo.generation import generate
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_model(ours, os.path.join(tmp, "inference"))
-        steppers = {"Paddle Inference": InferenceStepper(folder),
-                    "Paddle Inference, CPU kernels": InferenceStepper(
-                        export_model(ours, os.path.join(tmp, "kernels"), cpu_kernels=True))}
+        steppers = {"Paddle Inference": InferenceStepper(folder)}
+        for dtype in ("float32", "bfloat16"):
+            kernels = export_model(ours, os.path.join(tmp, dtype), cpu_kernels=True, panel_dtype=dtype)
+            steppers["Paddle Inference, CPU kernels" + (", bfloat16" if dtype == "bfloat16" else "")] = \
+                InferenceStepper(kernels)
         try:
             from paddle_unimo.onnx_export import OnnxStepper, export_onnx
             export_onnx(folder, quantize="int8")
