@@ -450,7 +450,8 @@ class InferenceForward:
 class InferenceStepper:
     """The decoding stepper of an export folder (see ``generation.generate(..., stepper=)``).
 
-    The KV cache is a ``generation.StepCache`` of paddle tensors, fed to the step program without a copy.
+    The KV cache is a ``generation.StepCache`` of paddle tensors, fed to the step program without a copy (an
+    export with ``cpu_kernels`` writes each step's keys/values into it; this class loads the kernels first).
     ``supports_regions``: the folder has ``prefill_regions``, so ``generate`` may pass image regions.
     """
 

@@ -9,8 +9,8 @@ tokenizer files; ``paddle_unimo.export.InferenceStepper(out)`` decodes with them
 understanding model (retrieval, visual entailment, VQA; config.json's ``architectures``) gets one
 forward.json/.pdiparams instead, run by ``paddle_unimo.export.InferenceForward(out)``.
 ``--format kernels`` writes the decoding programs on this package's CPU kernels (``paddle_unimo.export``: weights in
-panels, a step's layer one operator, the cache written in place): on CPU they decode as fast as dynamic mode, with
-its scores bit for bit, and need ``paddle_unimo``'s operators where they run (``InferenceStepper`` loads them);
+panels, a step's layer one operator, the cache written in place): on CPU they decode about as fast as dynamic mode,
+with its scores bit for bit, and need ``paddle_unimo``'s operators where they run (``InferenceStepper`` loads them);
 ``--precision bfloat16`` keeps their weights rounded to bfloat16 (half the memory, faster steps, other scores).
 ``--format onnx`` writes the same folder plus ``<program>.onnx`` for each program and ``onnx.json``
 (``paddle_unimo.onnx_export``, with paddle2onnx); ``paddle_unimo.onnx_export.OnnxStepper(out)`` decodes with
