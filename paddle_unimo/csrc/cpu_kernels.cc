@@ -814,10 +814,12 @@ __attribute__((always_inline)) inline void PanelBlock(const float* x, int64_t ro
 
 // AVX-512: 6 rows x 64 columns of sums (24 of the 32 registers); its BW part widens bfloat16 panels 32 at a time
 // (without it they took 2-4x the float ones' time). AVX2: 3 x 32 (12 of 16); up to 4 rows, 64 columns, some sums
-// spilled to the stack but each panel read once (1.35-1.5x faster there, AVX-512 host).
+// spilled to the stack but each panel read once (1.35-1.5x faster there, AVX-512 host). bfloat16 panels in AVX2:
+// 2 x 32 above 4 rows, and still slower than float ones there (x0.9 at 24 rows, x0.8 at 384; x1.7 at 4 rows; 3 x
+// 32 and widening a whole panel first were slower): a bfloat16 export pays off on AVX2 hosts in greedy decoding.
 template <typename T>
 __attribute__((target("avx512f,avx512bw"))) void PanelAvx512(const float* x, int64_t rows, int64_t k, const T* panel,
-                                                    const float* bias, float* y, int64_t ldy) {
+                                                              const float* bias, float* y, int64_t ldy) {
   PanelBlock<64, 6, true>(x, rows, k, panel, bias, y, ldy);
 }
 template <typename T>
@@ -825,8 +827,10 @@ __attribute__((target("avx2,fma"))) void PanelAvx2(const float* x, int64_t rows,
                                                    const float* bias, float* y, int64_t ldy) {
   if (rows <= 4) {
     PanelBlock<64, 4, true>(x, rows, k, panel, bias, y, ldy);
-  } else {
+  } else if constexpr (std::is_same_v<T, float>) {
     PanelBlock<32, 3, true>(x, rows, k, panel, bias, y, ldy);
+  } else {  // the widened weights take registers too
+    PanelBlock<32, 2, true>(x, rows, k, panel, bias, y, ldy);
   }
 }
 template <typename T>
