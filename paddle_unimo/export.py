@@ -33,15 +33,15 @@ models with image regions:
 
 With ``cpu_kernels`` (``make export FORMAT=kernels``) the decoding programs run this package's CPU operators
 (``cpu_kernels``), as dynamic decoding does (``generation.ModelStepper``). The layers' weights and the LM head's
-are parameters in panels (``cpu_kernels.pack_weight``) instead of the layers' own (in, out) weights, so the export
-grows by the LM head's panels only (a copy of the word embeddings); the prefill multiplies by them, and each layer
-of the step is one ``step_layer`` operator, which writes the token's keys/values into the generated buffers it is
-fed (shared with the predictor) at ``slot`` (1,) int64, the input that replaces ``generated_bias``; the step
-returns ``logits`` only. Such a folder decodes on CPU about as fast as dynamic mode, with its scores bit for bit,
-but runs only where the operators are registered: ``InferenceStepper`` builds or loads them
-(``cpu_kernels.kernels``) before it loads the programs, and a C++ deployment compiles ``csrc/cpu_kernels.cc`` into
-its application, as for any Paddle custom operator. ONNX has no such operators: ``onnx_export`` converts exports
-without ``cpu_kernels`` only.
+are parameters in panels (``cpu_kernels.pack_weight``) instead of the layers' own (in, out) weights (left out of
+every program, ``_without_layer_weights``), so the export grows by the LM head's panels only (a copy of the word
+embeddings). The prefill multiplies by them, and each layer of the step is one ``step_layer`` operator, which
+writes the token's keys/values into the generated buffers it is fed (shared with the predictor) at ``slot`` (1,)
+int64, the input that replaces ``generated_bias``; the step returns ``logits`` only. Such a folder decodes on CPU
+about as fast as dynamic mode, with its scores bit for bit, but runs only where the operators are registered:
+``InferenceStepper`` builds or loads them (``cpu_kernels.kernels``) before it loads the programs, and a C++
+deployment compiles ``csrc/cpu_kernels.cc`` into its application, as for any Paddle custom operator. ONNX has no
+such operators: ``onnx_export`` converts exports without ``cpu_kernels`` only.
 
 Batch size, lengths and the number of regions are dynamic. ``InferenceStepper``
 runs them with Paddle Inference on CPU and plugs into ``generate``, so greedy, beam search and sampling
@@ -68,6 +68,7 @@ a ValueError before they reach Paddle Inference. With ``prefill_regions`` it als
 """
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import os
 import re
@@ -252,12 +253,13 @@ def _write_export(model, folder: str, tokenizer, cpu_kernels: bool, panel_dtype:
         panels = Panels(model, panel_dtype) if cpu_kernels else None  # one copy, the parameters of every program
         wrappers = {"prefill": Prefill(model, panels), REGION_PROGRAM: PrefillRegions(model, panels),
                     "step": KernelStep(model, panels) if cpu_kernels else Step(model)}
-    for name in specs:
-        static = paddle.jit.to_static(wrappers[name], input_spec=specs[name], full_graph=True)
-        with warnings.catch_warnings():  # paddle.jit.save's own code asks PIR values for .place (3.3.1)
-            warnings.filterwarnings("ignore", message="Tensor do not have 'place' interface")
-            paddle.jit.save(static, os.path.join(folder, name),
-                            skip_prune_program=keep_unused or name in (REGION_PROGRAM, FORWARD_PROGRAM))
+    with _without_layer_weights(model) if cpu_kernels else contextlib.nullcontext():
+        for name in specs:
+            static = paddle.jit.to_static(wrappers[name], input_spec=specs[name], full_graph=True)
+            with warnings.catch_warnings():  # paddle.jit.save's own code asks PIR values for .place (3.3.1)
+                warnings.filterwarnings("ignore", message="Tensor do not have 'place' interface")
+                paddle.jit.save(static, os.path.join(folder, name),
+                                skip_prune_program=keep_unused or name in (REGION_PROGRAM, FORWARD_PROGRAM))
     for name in specs:
         if name not in ("prefill", FORWARD_PROGRAM):
             _share_identical(os.path.join(folder, "prefill.pdiparams"), os.path.join(folder, name + ".pdiparams"))
@@ -265,6 +267,20 @@ def _write_export(model, folder: str, tokenizer, cpu_kernels: bool, panel_dtype:
     model.config.save(os.path.join(folder, "config.json"), type(model).__name__)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
+
+
+@contextlib.contextmanager
+def _without_layer_weights(model):
+    """The layers' own weights taken out of ``model`` while the programs on the panels are traced and saved: they
+    multiply by the panels only, but a program saved unpruned (``prefill_regions``; every program of a model without
+    token types, which keeps its unused inputs) would hold the weights besides the panels, twice the parameters."""
+    linears = [lin for layer in model.unimo.encoder.layers for lin in layer.step_linears()]
+    weights = [lin._parameters.pop("weight") for lin in linears]
+    try:
+        yield
+    finally:
+        for lin, weight in zip(linears, weights):
+            lin._parameters["weight"] = weight
 
 
 def _manifest(specs: Dict[str, List[InputSpec]], cpu_kernels: bool, panel_dtype: str) -> dict:

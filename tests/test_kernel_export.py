@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_unimo import cpu_kernels
+from paddle_unimo import UNIMOLMHeadModel, cpu_kernels, get_preset
 from paddle_unimo.export import InferenceStepper, export_model
 from paddle_unimo.fileio import read_json
 from paddle_unimo.generation import ModelStepper, advance, batch_stepper, generate
@@ -81,19 +81,30 @@ def test_kernel_export_manifest_and_one_parameter_file(exported):
         assert a.read() == b.read()  # the same parameters: the panels, not the layers' own weights, in both
 
 
-def test_kernel_export_holds_the_panels_not_the_layer_weights(tmp_path):
-    """The layers' (in, out) weights are not in the export: it is the plain export's size, less those weights,
-    plus the panels (the layers' at 64 columns a panel, and the LM head's)."""
+@pytest.mark.parametrize("token_types", [True, False], ids=["chinese", "no_token_types"])
+def test_kernel_export_holds_the_panels_not_the_layer_weights(tmp_path, token_types):
+    """The layers' (in, out) weights are in none of the kernel export's programs, not even the ones saved unpruned
+    (``prefill_regions``; all three for a model without token types, like the English family): each is the plain
+    export's size, less those weights, plus the panels (the layers' at 64 columns a panel, and the LM head's); the
+    model keeps its weights."""
     model = make_model(0, 0.0)
-    plain = os.path.getsize(os.path.join(export_model(model, tmp_path / "plain"), "prefill.pdiparams"))
-    kernels = os.path.getsize(os.path.join(export_model(model, tmp_path / "kern", cpu_kernels=True),
-                                           "prefill.pdiparams"))
+    if not token_types:
+        paddle.seed(0)
+        model = UNIMOLMHeadModel(get_preset("tiny", initializer_range=0.3, type_vocab_size=0))
+        model.eval()
     layers = [lin.weight for layer in model.unimo.encoder.layers for lin in layer.step_linears()]
+    before = [w.numpy().copy() for w in layers]
+    plain = export_model(model, tmp_path / "plain")
+    kernels = export_model(model, tmp_path / "kern", cpu_kernels=True)
     panel_floats = sum(-(-w.shape[1] // 64) * 64 * w.shape[0] for w in layers)
     head = model.lm_head.decoder_weight
     panel_floats += -(-head.shape[0] // 64) * 64 * head.shape[1]
     moved = 4 * (panel_floats - sum(int(w.numel()) for w in layers))
-    assert abs(kernels - plain - moved) < 200 * (len(layers) + 1)  # each tensor's header in the file
+    for name in ("prefill", "step", "prefill_regions"):
+        sizes = [os.path.getsize(os.path.join(folder, name + ".pdiparams")) for folder in (plain, kernels)]
+        assert abs(sizes[1] - sizes[0] - moved) < 200 * (len(layers) + 1), name  # each tensor's header in the file
+    assert all(np.array_equal(w.numpy(), b) for w, b in zip(layers, before))
+    assert_same_decoding(model, InferenceStepper(kernels), left_padded(SOURCES[:3]), max_length=8)
 
 
 def test_captioning_through_a_kernel_export(tmp_path):
