@@ -58,10 +58,10 @@ against 13.8-14.5 at 24 and 139-142 against 139-144 at 384 (a prefill's rows), a
 decoding ran x1.14-1.21 faster, beam 6 x0.99-1.19. In bfloat16 panels (``pack_weight(..., dtype="bfloat16")``,
 each weight rounded and widened back to float exactly as it is read, so the products are those of the float
 panels of the rounded weights) the 12 layers took 3.4-3.7 against 6.6-7.3 ms at 1-4 rows and 10.0-10.4 against
-12.7-13.2 ms at 24, and as long at 96-384 (a stand-alone C++ loop). Every output element is the bias plus its products added in order by fused
-multiply-adds, so a row's result does not depend on the other rows, the threads or the instruction set (AVX-512 or
-AVX2; a CPU without FMA rounds each product first; ``PADDLE_UNIMO_PANEL_ISA=avx512|avx2|baseline`` picks one the CPU
-runs, for comparisons). A packed weight is a copy: the weight's size in memory.
+12.7-13.2 ms at 24, and as long at 96-384 (a stand-alone C++ loop). Every output element is the bias plus its
+products added in order by fused multiply-adds, so a row's result does not depend on the other rows, the threads or
+the instruction set (AVX-512 or AVX2; a CPU without FMA rounds each product first;
+``PADDLE_UNIMO_PANEL_ISA=avx512|avx2|baseline`` picks one the CPU runs, for comparisons). A packed weight is a copy: the weight's size in memory.
 
 Threads: the loops run on OpenMP threads, on the OpenMP runtime paddle ships for MKL (``libiomp5``, linked in
 place of GCC's ``libgomp``), so that they reuse the threads MKL keeps waiting between matmuls: on GCC's own
@@ -321,13 +321,13 @@ def step_layer(x, packed, params, cache, scale: float, epsilon: float, gelu: boo
                          f"and feed-forward width {inner}")
     return kernels().unimo_step_layer(dense(x), [w.packed for w in packed], list(params), cache.source_k,
                                       cache.source_v, cache.source_bias, cache.generated_k, cache.generated_v,
-                                      _slot(cache.slot) if isinstance(cache.slot, int) else cache.slot,
+                                      slot_tensor(cache.slot) if isinstance(cache.slot, int) else cache.slot,
                                       float(scale), float(epsilon), bool(gelu), bool(normalize_before))[0]
 
 
 @functools.lru_cache(maxsize=None)
-def _slot(slot: int) -> paddle.Tensor:
-    """The kernel's slot input, made once per slot (a decoding's steps take the same few)."""
+def slot_tensor(slot: int) -> paddle.Tensor:
+    """``step_layer``'s slot input, (1,) int64, made once per slot (a decoding's steps take the same few)."""
     return paddle.to_tensor([slot], "int64")
 
 

@@ -82,9 +82,10 @@ from paddle.static import InputSpec
 
 from . import cpu_count, masks
 from .config import REGION_LOCATION_SIZE, UNIMOConfig
+from .cpu_kernels import PackedWeight, pack_weight, slot_tensor
 from .fileio import atomic_dir, read_json, write_json
 from .generation import DecodeState, StepCache, check_inputs, check_regions, last_row_keys
-from .modeling import DecodingCache
+from .modeling import DecodingCache, packed_layer_weights
 
 PROGRAMS = ("prefill", "step")
 REGION_PROGRAM = "prefill_regions"  # exported only for configs with regions
@@ -160,20 +161,16 @@ class Step(nn.Layer):
         return (logits[:, -1], *stack_cache(new))
 
 
-class KernelStep(nn.Layer):
-    """The step on the CPU kernels (an export with ``cpu_kernels``): each layer one ``cpu_kernels.step_layer``
-    against the panels, which also writes the token's keys/values into slot ``slot`` of the generated buffers fed
-    to it, in place; returns the logits only."""
-
-    def __init__(self, model, panels: "Panels"):
-        super().__init__()
-        self.model, self.panels = model, panels
+class KernelStep(Prefill):
+    """The step on the CPU kernels (an export with ``cpu_kernels``; ``panels`` given): each layer one
+    ``cpu_kernels.step_layer`` against the panels, which also writes the token's keys/values into slot ``slot`` of
+    the generated buffers fed to it, in place; returns the logits only."""
 
     def forward(self, tokens, token_type, position, source_bias, slot, source_k, source_v, generated_k, generated_v):
         cache = DecodingCache(source_k, source_v, source_bias, generated_k, generated_v, None, slot=slot)
         hidden, _ = self.model.unimo(tokens, token_type, position, use_cache=True, cache=cache,
-                                     packed_weights=self.panels.layers)
-        return self.model.lm_head(hidden[:, -1], packed_decoder=self.panels.head)
+                                     packed_weights=self.layer_panels)
+        return self.head(hidden)
 
 
 class Panels(nn.Layer):
@@ -182,8 +179,6 @@ class Panels(nn.Layer):
 
     def __init__(self, model, dtype: str = "float32"):
         super().__init__()
-        from .cpu_kernels import PackedWeight, pack_weight
-        from .modeling import packed_layer_weights
         layers = packed_layer_weights(model.unimo.encoder, dtype)
         head = pack_weight(model.lm_head.decoder_weight, transposed=True, dtype=dtype)
         if layers is None or head is None:
@@ -525,7 +520,7 @@ class InferenceStepper:
         layers = range(self.config.num_hidden_layers)
         feeds = {f"{part}_{i}": getattr(cache, part)[i] for part in STEP_CACHES for i in layers}
         if self.cpu_kernels:
-            feeds["slot"] = paddle.to_tensor([cache.slot], "int64")
+            feeds["slot"] = slot_tensor(cache.slot)
         else:
             feeds["generated_bias"] = cache.generated_bias
         out = self.programs["step"](tokens=tokens, token_type=state.token_type, position=state.position,
