@@ -58,10 +58,15 @@ against 13.8-14.5 at 24 and 139-142 against 139-144 at 384 (a prefill's rows), a
 decoding ran x1.14-1.21 faster, beam 6 x0.99-1.19. In bfloat16 panels (``pack_weight(..., dtype="bfloat16")``,
 each weight rounded and widened back to float exactly as it is read, so the products are those of the float
 panels of the rounded weights) the 12 layers took 3.4-3.7 against 6.6-7.3 ms at 1-4 rows and 10.0-10.4 against
-12.7-13.2 ms at 24, and as long at 96-384 (a stand-alone C++ loop). Every output element is the bias plus its
-products added in order by fused multiply-adds, so a row's result does not depend on the other rows, the threads or
-the instruction set (AVX-512 or AVX2; a CPU without FMA rounds each product first;
-``PADDLE_UNIMO_PANEL_ISA=avx512|avx2|baseline`` picks one the CPU runs, for comparisons). A packed weight is a copy: the weight's size in memory.
+12.7-13.2 ms at 24, and as long at 96-384 (a stand-alone C++ loop). In int8 panels (``dtype="int8"``: dynamic
+quantization, each column's weights and each input row quantized to int8 with a scale of its own, the sums exact in
+int32, AVX-512 VNNI's VPDPBUSD or AVX2's VPMADDUBSW) they took 2.8-2.9 against 8.6-8.8 ms at 1-4 rows, 4.8
+against 14.1 at 24 and 42.5 against 143 at 384, with other results (the quantization's, by the rule in
+``csrc/cpu_kernels.cc``; a row's result depends on that row alone, the same on every CPU). In float32 and bfloat16
+every output element is the bias plus its products added in order by fused multiply-adds, so a row's result does
+not depend on the other rows, the threads or the instruction set (AVX-512 or AVX2; a CPU without FMA rounds each
+product first; ``PADDLE_UNIMO_PANEL_ISA=avx512|avx2|baseline`` picks one the CPU runs, for comparisons). A packed
+weight is a copy: the weight's size in memory.
 
 Threads: the loops run on OpenMP threads, on the OpenMP runtime paddle ships for MKL (``libiomp5``, linked in
 place of GCC's ``libgomp``), so that they reuse the threads MKL keeps waiting between matmuls: on GCC's own
@@ -268,19 +273,24 @@ def softmax(scores, bias, scale: float):
 
 class PackedWeight(NamedTuple):
     """A (K, N) weight in panels (``pack_weight``), for ``packed_linear``."""
-    packed: paddle.Tensor  # (ceil(N / 64), K, 64) float32 or bfloat16: the panels, the last one's columns past N zero
+    packed: paddle.Tensor  # (ceil(N / 64), K, 64) float32 or bfloat16, (ceil(N / 64), 8 + 4 * ceil(K / 4), 64) int8:
+    # the panels, the last one's columns past N zero (an int8 panel: its columns' scales and sums, then the weights)
     k: int  # input features
     n: int  # output features
 
 
-PANEL_DTYPES = ("float32", "bfloat16")
+PANEL_DTYPES = ("float32", "bfloat16", "int8")
 
 
 def pack_weight(weight, transposed: bool = False, dtype: str = "float32") -> Optional[PackedWeight]:
     """A copy of ``weight`` (K, N) -- (N, K) with ``transposed``, as a tied embedding -- in panels of 64 columns,
     or None where the kernels are not there. ``dtype="bfloat16"``: each weight rounded to bfloat16 (to nearest,
     ties to even), half the bytes; the products are then those of the float32 panels of the rounded weights, bit
-    for bit, and a few rows' (a decoding step's) take about half the time."""
+    for bit, and a few rows' (a decoding step's) take about half the time. ``dtype="int8"``: dynamic quantization,
+    a quarter of the bytes: each column's weights quantized to int8 by a scale of its own (``max |w| / 127``), and
+    at every product each input row by its own; the int32 sums scaled back to float32 (``csrc/cpu_kernels.cc``
+    gives the rule; every CPU the same bits). With AVX-512 VNNI a product takes a quarter to a third of the float32
+    panels' time at any number of rows; other CPUs run a plain loop, slower than float32."""
     if dtype not in PANEL_DTYPES:
         raise ValueError(f"pack_weight: dtype {dtype!r}; allowed: {', '.join(PANEL_DTYPES)}")
     ops = ops_for(weight)
@@ -288,7 +298,7 @@ def pack_weight(weight, transposed: bool = False, dtype: str = "float32") -> Opt
         return None
     k, n = weight.shape[::-1] if transposed else weight.shape
     with paddle.no_grad():
-        return PackedWeight(ops.unimo_pack_weight(weight.contiguous(), transposed, dtype == "bfloat16"), k, n)
+        return PackedWeight(ops.unimo_pack_weight(weight.contiguous(), transposed, dtype), k, n)
 
 
 def packed_linear(x, weight: PackedWeight, bias):

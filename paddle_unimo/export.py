@@ -41,7 +41,9 @@ int64, the input that replaces ``generated_bias``; the step returns ``logits`` o
 about as fast as dynamic mode, with its scores bit for bit, but runs only where the operators are registered:
 ``InferenceStepper`` builds or loads them (``cpu_kernels.kernels``) before it loads the programs, and a C++
 deployment compiles ``csrc/cpu_kernels.cc`` into its application, as for any Paddle custom operator. ONNX has no
-such operators: ``onnx_export`` converts exports without ``cpu_kernels`` only.
+such operators: ``onnx_export`` converts exports without ``cpu_kernels`` only. The panels may hold bfloat16 or
+int8 (``panel_dtype``, ``export.json``'s ``panel_dtype``): smaller and faster, with other scores -- exactly those
+of ``generation.ModelStepper(model, True, panel_dtype)``.
 
 Batch size, lengths and the number of regions are dynamic. ``InferenceStepper``
 runs them with Paddle Inference on CPU and plugs into ``generate``, so greedy, beam search and sampling
@@ -186,7 +188,8 @@ class Panels(nn.Layer):
                                "CPU, a C++ compiler to build them; see paddle_unimo.cpu_kernels)")
 
         def parameter(name: str, weight: PackedWeight) -> PackedWeight:
-            value = self.create_parameter(weight.packed.shape, dtype=weight.packed.dtype)
+            value = self.create_parameter(weight.packed.shape, dtype=weight.packed.dtype,  # int8 has no random init
+                                          default_initializer=nn.initializer.Constant(0))
             value.set_value(weight.packed)
             value.stop_gradient = True
             self.add_parameter(name, value)
@@ -324,8 +327,8 @@ def export_model(model, out_dir: str, tokenizer=None, cpu_kernels: bool = False,
                  ) -> str:
     """Writes the prefill and step programs (and prefill_regions for a config with regions), config and
     tokenizer into ``out_dir`` (see the module doc). ``cpu_kernels``: the decoding programs run this package's
-    CPU kernels (see the module doc), with the weights in panels of ``panel_dtype`` (float32, or bfloat16: the
-    weights rounded, as ``generation.ModelStepper(..., panel_dtype=)`` decodes).
+    CPU kernels (see the module doc), with the weights in panels of ``panel_dtype`` (float32; bfloat16, the weights
+    rounded; int8, weights and inputs quantized: as ``generation.ModelStepper(..., panel_dtype=)`` decodes).
 
     Everything is written into a temporary folder beside ``out_dir`` that replaces it only at the end
     (``fileio.atomic_dir``), so a failure never leaves a half-written export and keeps a previous one whole.

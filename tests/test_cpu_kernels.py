@@ -528,23 +528,62 @@ def test_bfloat16_panels_are_the_float_products_of_the_rounded_weights(ops, k, n
             rows_in = paddle.to_tensor(x[:rows])
             np.testing.assert_array_equal(cpu_kernels.packed_linear(rows_in, half, bias).numpy(),
                                           cpu_kernels.packed_linear(rows_in, full, bias).numpy())
-    with pytest.raises(ValueError, match="dtype 'float16'; allowed: float32, bfloat16"):
+    with pytest.raises(ValueError, match="dtype 'float16'; allowed: float32, bfloat16, int8"):
         cpu_kernels.pack_weight(paddle.to_tensor(weight), dtype="float16")
 
 
-@pytest.mark.skipif(not cpu_has_fma(), reason="the panels' products use fused multiply-adds on CPUs with AVX2 and FMA")
-def test_packed_linear_adds_the_products_in_order_by_fused_multiply_adds(ops):
-    """Each element of a panels' product is the bias plus its products added in order by fused multiply-adds: the
-    same bits as that rule in float64, at row counts on every register block and for a partial last panel."""
-    rng = np.random.default_rng(3)
-    k, n = 48, 150
+def int8_quantized(a, axis: int):
+    """The int8 panels' rule for the rows (``axis=1``) or columns (``axis=0``) of ``a``: ``q = round(a * (127 /
+    m))`` (float32 operations; to nearest, ties to even, within +-127) and the scale ``m / 127``, with m the largest
+    magnitude (zeros for a row or column of zeros)."""
+    largest = np.abs(a).max(axis=axis, keepdims=True).astype("float32")
+    some = largest > 0
+    inverse = np.where(some, np.float32(127) / np.where(some, largest, 1), 0).astype("float32")
+    q = np.clip(np.rint((a * inverse).astype("float32")), -127, 127).astype(np.int64)
+    return q, np.where(some, largest / np.float32(127), 0).astype("float32")
+
+
+def int8_product(x, weight, bias):
+    """x (rows, K) @ weight (K, N) + bias by int8 panels: ``fma(float(q_x @ q_w), s_x * s_w, bias)``, the sums
+    exact, the fused multiply-add in float64 rounded to float32 (as ``fused_sums_float64``)."""
+    (qx, sx), (qw, sw) = int8_quantized(x, 1), int8_quantized(weight, 0)
+    sums = (qx @ qw).astype("float32")  # exact in int64, then rounded once
+    return (sums.astype("float64") * (sx * sw).astype("float64") + bias.astype("float64")).astype("float32")
+
+
+@pytest.mark.parametrize("k, n", [(40, 24), (768, 3072), (33, 1000)])
+def test_int8_panels_follow_the_dynamic_quantization_rule(ops, k, n):
+    """Panels in int8 hold, per panel of 64 columns, their scales (float32) and the sums of their quantized weights
+    (int32), then the quantized weights in groups of 4 rows, each column's 4 bytes together (zeros past K and past
+    N; exact ties to even; a column of zeros), a quarter of the float panels' bytes; their products are the int8
+    rule's bits (``int8_product``: each row quantized with its own scale, so a row of zeros gives the bias) at 1 to
+    389 rows, also transposed (a tied embedding); a row's result does not depend on the other rows."""
+    rng = np.random.default_rng(k + 2)
     weight, bias = rng.standard_normal((k, n)).astype("float32"), rng.standard_normal(n).astype("float32")
-    packed = cpu_kernels.pack_weight(paddle.to_tensor(weight))
-    np.testing.assert_array_equal(packed.packed.numpy()[-1, :, n % 64:], 0)  # the last panel's padding
-    for rows in (1, 2, 3, 4, 6, 13):
-        x = rng.standard_normal((rows, k)).astype("float32")
-        got = cpu_kernels.packed_linear(paddle.to_tensor(x), packed, paddle.to_tensor(bias)).numpy()
-        np.testing.assert_array_equal(got, fused_sums_float64(x, weight, bias))
+    weight[:, 1] = 0.0
+    weight[:, 2] = np.where(np.arange(k) == 0, 127.0, np.arange(k) % 9 - 3.5)  # scale 1: exact ties
+    q, scale = int8_quantized(weight, 0)
+    assert scale[0, 2] == 1.0 and (q[1:, 2] % 2 == 0).all() and not q[:, 1].any()
+    count, groups = -(-n // 64), -(-k // 4)
+    padded = np.zeros((4 * groups, count * 64), np.int64)
+    padded[:k, :n] = q
+    for transposed in (False, True):
+        source = paddle.to_tensor(weight.T.copy() if transposed else weight)
+        quarter = cpu_kernels.pack_weight(source, transposed=transposed, dtype="int8")
+        assert quarter.packed.dtype == paddle.int8 and quarter.packed.shape == [count, 8 + 4 * groups, 64]
+        panels = quarter.packed.numpy()
+        header = panels[:, :8].copy().reshape(count, 2, 256)
+        np.testing.assert_array_equal(header[:, 0].copy().view("float32").reshape(-1)[:n], scale[0])
+        np.testing.assert_array_equal(header[:, 1].copy().view("int32").reshape(-1)[:n], q.sum(axis=0))
+        body = panels[:, 8:].reshape(count, groups, 64, 4).transpose(1, 3, 0, 2).reshape(4 * groups, count * 64)
+        np.testing.assert_array_equal(body, padded)
+        x = rng.standard_normal((389, k)).astype("float32")
+        x[1] = 0.0
+        want = int8_product(x, weight, bias)
+        np.testing.assert_array_equal(want[1], bias)
+        for rows in (1, 3, 4, 7, 24, 389):
+            got = cpu_kernels.packed_linear(paddle.to_tensor(x[:rows]), quarter, paddle.to_tensor(bias)).numpy()
+            np.testing.assert_array_equal(got, want[:rows], err_msg=f"{rows} rows")
 
 
 PANEL_SCRIPT = """
@@ -556,7 +595,8 @@ rng = np.random.default_rng(5)
 x, w, b = (rng.standard_normal(s).astype("float32") for s in ((13, 200), (200, 150), (150,)))
 np.save(sys.argv[1], np.concatenate([
     cpu_kernels.packed_linear(paddle.to_tensor(x[:rows]), cpu_kernels.pack_weight(paddle.to_tensor(w), dtype=dtype),
-                              paddle.to_tensor(b)).numpy() for dtype in ("float32", "bfloat16") for rows in (13, 3)]))
+                              paddle.to_tensor(b)).numpy() for dtype in ("float32", "bfloat16", "int8")
+    for rows in (13, 3)]))
 """
 
 
@@ -564,7 +604,8 @@ np.save(sys.argv[1], np.concatenate([
 def test_panel_products_give_the_same_bits_on_every_instruction_set(ops, tmp_path):
     """The panels' products in AVX2 (3 rows x 32 columns of sums at a time; up to 4 rows, 64 columns) give the
     AVX-512 kernel's bits (6 x 64), both the in-order fused rule; the baseline's (CPUs without FMA) are the in-order
-    rule with every product rounded; bfloat16 panels give each rule on the rounded weights; an instruction set the
+    rule with every product rounded; bfloat16 panels give each rule on the rounded weights; int8 panels (AVX-512
+    VNNI, else a plain loop) the int8 rule's bits everywhere; an instruction set the
     CPU does not run is an error naming it (``PADDLE_UNIMO_PANEL_ISA``, read once per process: each in its own)."""
     rng = np.random.default_rng(5)
     x, w, b = (rng.standard_normal(s).astype("float32") for s in ((13, 200), (200, 150), (150,)))
@@ -574,10 +615,11 @@ def test_panel_products_give_the_same_bits_on_every_instruction_set(ops, tmp_pat
         for i in range(200):
             y = y + x[:, i:i + 1] * weight[i]  # float32: the product rounded, then the sum
         return y
-    fused, fused_bf16 = fused_sums_float64(x, w, b), fused_sums_float64(x, bfloat16_rounded(w), b)
-    rounded, rounded_bf16 = unfused(w), unfused(bfloat16_rounded(w))
-    want = {"avx2": np.concatenate([fused, fused[:3], fused_bf16, fused_bf16[:3]]),
-            "baseline": np.concatenate([rounded, rounded[:3], rounded_bf16, rounded_bf16[:3]])}
+    fused = [fused_sums_float64(x, weight, b) for weight in (w, bfloat16_rounded(w))]
+    rounded = [unfused(weight) for weight in (w, bfloat16_rounded(w))]
+    int8 = int8_product(x, w, b)  # exact sums: the same bits everywhere
+    want = {"avx2": np.concatenate([y for f in fused for y in (f, f[:3])] + [int8, int8[:3]]),
+            "baseline": np.concatenate([y for r in rounded for y in (r, r[:3])] + [int8, int8[:3]])}
     if {"avx512f", "avx512bw"} <= cpu_flags():
         want["avx512"] = want["avx2"]
     for isa, expected in want.items():

@@ -1,9 +1,9 @@
 """Exports on the CPU kernels (``export_model(..., cpu_kernels=True)``, ``make export FORMAT=kernels``): their
 programs decode exactly as dynamic decoding on the kernels does (``generation.batch_stepper``) -- the same ids and
 the same scores, bit for bit -- for text and for captioning; the step writes its keys/values into the buffers fed
-to it; the programs share one parameter file; what cannot run them says so. In bfloat16 (``panel_dtype``) the
-panels hold the rounded weights: the export decodes as the bfloat16 stepper, which decodes as the float32 panels of
-the rounded weights."""
+to it; the programs share one parameter file; what cannot run them says so. In bfloat16 or int8 (``panel_dtype``)
+the panels hold the rounded or quantized weights: the export decodes as the stepper of that type, which decodes as
+the float32 panels of the weights they hold."""
 import os
 
 import numpy as np
@@ -16,6 +16,7 @@ from paddle_unimo.fileio import read_json
 from paddle_unimo.generation import ModelStepper, advance, batch_stepper, generate
 
 from test_caption_decoding import SEP, make_model as make_caption_model, start_inputs
+from test_cpu_kernels import bfloat16_rounded
 from test_export import BEAM, SOURCES, left_padded, make_model
 from tools import export_model as export_tool
 
@@ -117,13 +118,22 @@ def test_captioning_through_a_kernel_export(tmp_path):
             assert_same_decoding(model, stepper, inputs, max_length=8, eos_token_id=SEP, **settings)
 
 
-def test_tool_writes_a_kernel_export(tmp_path):
+@pytest.mark.parametrize("options, dtype", [([], "float32"), (["--quantize", "int8"], "int8")])
+def test_tool_writes_a_kernel_export(tmp_path, options, dtype):
     model_dir, out = tmp_path / "best", tmp_path / "inference"
     model = make_model(1, 4.0)
     model.save_pretrained(str(model_dir))
-    export_tool.main(["--model", str(model_dir), "--out", str(out), "--format", "kernels"])
-    assert read_json(os.path.join(out, "export.json"), "manifest")["cpu_kernels"] is True
-    assert_same_decoding(model, InferenceStepper(str(out)), left_padded(SOURCES[:2]), max_length=6)
+    export_tool.main(["--model", str(model_dir), "--out", str(out), "--format", "kernels", *options])
+    manifest = read_json(os.path.join(out, "export.json"), "manifest")
+    assert manifest["cpu_kernels"] is True and manifest["panel_dtype"] == dtype
+    if dtype == "float32":
+        assert_same_decoding(model, InferenceStepper(str(out)), left_padded(SOURCES[:2]), max_length=6)
+        return
+    inputs = left_padded(SOURCES[:2])
+    got = generate(None, **inputs, max_length=6, stepper=InferenceStepper(str(out)))
+    want = generate(None, **inputs, max_length=6, stepper=ModelStepper(model, True, dtype))
+    for mine, ref in zip(got, want):
+        np.testing.assert_array_equal(mine.numpy(), ref.numpy())
 
 
 def test_a_kernel_export_is_refused_where_it_cannot_run(exported, monkeypatch):
@@ -140,7 +150,6 @@ def test_a_kernel_export_is_refused_where_it_cannot_run(exported, monkeypatch):
 def test_bfloat16_panels_decode_as_float_panels_of_the_rounded_weights():
     """``ModelStepper(..., panel_dtype="bfloat16")`` decodes as the float32 panels do once the layers' weights and the
     LM head are rounded to bfloat16: the same ids and scores, bit for bit; on the unrounded model its scores move."""
-    from test_cpu_kernels import bfloat16_rounded
     model = make_model(0, 3.0)
     b = left_padded(SOURCES)
     half = generate(None, **b, max_length=12, stepper=ModelStepper(model, True, "bfloat16"), **SETTINGS["beam3"])
@@ -156,25 +165,52 @@ def test_bfloat16_panels_decode_as_float_panels_of_the_rounded_weights():
             np.testing.assert_array_equal(mine.numpy(), ref.numpy())
 
 
-def test_bfloat16_kernel_export_decodes_as_the_bfloat16_stepper(tmp_path):
+def test_int8_panels_decode_near_the_float_panels():
+    """``ModelStepper(..., panel_dtype="int8")`` (every product of the prefill and the steps by the int8 rule, which
+    ``test_cpu_kernels`` checks bit for bit): its logits move from the float32 panels' by the quantization, within
+    a few hundredths of their spread, at the prefill and at a step fed the same token."""
+    model = make_model(0, 3.0)
+    b = left_padded(SOURCES)
+    args = (b["input_ids"], b["token_type_ids"], b["position_ids"], b["attention_mask"])
+    steppers = [batch_stepper(model), ModelStepper(model, True, "int8")]
+    with paddle.no_grad():
+        prefills = [stepper.prefill(*args, max_new_tokens=4) for stepper in steppers]
+        tokens = paddle.argmax(prefills[0][0], axis=-1, keepdim=True)
+        steps = [stepper.step(tokens, state) for stepper, (_, state) in zip(steppers, prefills)]
+    for full, quarter in ((prefills[0][0], prefills[1][0]), (steps[0], steps[1])):
+        full, quarter = full.numpy(), quarter.numpy()
+        spread = full.max() - full.min()
+        assert 0 < np.abs(quarter - full).max() < 0.03 * spread
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+def test_reduced_kernel_export_decodes_as_its_stepper(tmp_path, dtype):
+    """The export in bfloat16 or int8 panels decodes as ``ModelStepper(..., panel_dtype=)``, bit for bit; its
+    parameter file is the float32 export's less what the panels save (half their bytes; in int8 a byte a weight, K
+    rounded up to 4, and each column's scale and sum); the tool refuses the option without the kernels, and both
+    options together."""
     model = make_model(0, 3.0)
     full = export_model(model, tmp_path / "float32", cpu_kernels=True)
-    folder = export_model(model, tmp_path / "bfloat16", cpu_kernels=True, panel_dtype="bfloat16")
+    folder = export_model(model, tmp_path / dtype, cpu_kernels=True, panel_dtype=dtype)
     manifest = read_json(os.path.join(folder, "export.json"), "manifest")
-    assert manifest["cpu_kernels"] is True and manifest["panel_dtype"] == "bfloat16"
-    panels = [lin.weight for layer in model.unimo.encoder.layers for lin in layer.step_linears()]
-    panel_bytes = sum(-(-w.shape[1] // 64) * 64 * w.shape[0] for w in panels) * 4 + \
-        -(-model.config.vocab_size // 64) * 64 * model.config.hidden_size * 4
+    assert manifest["cpu_kernels"] is True and manifest["panel_dtype"] == dtype
+    shapes = [lin.weight.shape for layer in model.unimo.encoder.layers for lin in layer.step_linears()] + \
+        [model.lm_head.decoder_weight.shape[::-1]]
+    panels = [(k, -(-n // 64)) for k, n in shapes]  # (rows, panels) of each weight
+    reduced_bytes = {"bfloat16": lambda k: 2 * k, "int8": lambda k: 8 + 4 * -(-k // 4)}[dtype]  # a column's
+    saved = sum(count * 64 * (4 * k - reduced_bytes(k)) for k, count in panels)
     size = {f: os.path.getsize(os.path.join(f, "prefill.pdiparams")) for f in (full, folder)}
-    assert abs(size[full] - size[folder] - panel_bytes // 2) < 200 * (len(panels) + 1)  # half the panels' bytes
+    assert abs(size[full] - size[folder] - saved) < 200 * len(panels)  # to the per-tensor header
     stepper = InferenceStepper(folder)
     for name in ("greedy", "beam3"):
         inputs = left_padded(SOURCES)
-        ref = generate(None, **inputs, max_length=12, stepper=ModelStepper(model, True, "bfloat16"), **SETTINGS[name])
+        ref = generate(None, **inputs, max_length=12, stepper=ModelStepper(model, True, dtype), **SETTINGS[name])
         got = generate(None, **inputs, max_length=12, stepper=stepper, **SETTINGS[name])
         for mine, want in zip(got, ref):
             np.testing.assert_array_equal(mine.numpy(), want.numpy())
-    with pytest.raises(ValueError, match="panel_dtype='bfloat16' needs cpu_kernels=True"):
-        export_model(model, tmp_path / "plain", panel_dtype="bfloat16")
-    with pytest.raises(SystemExit):
-        export_tool.run(["--model", "unused", "--out", str(tmp_path / "x"), "--precision", "bfloat16"])
+    with pytest.raises(ValueError, match=f"panel_dtype='{dtype}' needs cpu_kernels=True"):
+        export_model(model, tmp_path / "plain", panel_dtype=dtype)
+    option = ["--precision", "bfloat16"] if dtype == "bfloat16" else ["--quantize", "int8"]
+    for refused in (option, ["--precision", "bfloat16", "--quantize", "int8", "--format", "kernels"]):
+        with pytest.raises(SystemExit):
+            export_tool.run(["--model", "unused", "--out", str(tmp_path / "x"), *refused])

@@ -328,7 +328,7 @@ def test_tool_exports_int8_only_with_onnx(onnx_quantization, tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
             export_tool.main(["--model", str(model_dir), "--out", str(out), *bad])
         assert exit_info.value.code == 2 and not out.exists()
-    assert "--quantize int8 needs --format onnx" in capsys.readouterr().err
+    assert "--quantize int8 needs --format kernels or onnx" in capsys.readouterr().err
     export_tool.main(["--model", str(model_dir), "--out", str(out), "--format", "onnx", "--quantize", "int8"])
     assert {"prefill.int8.onnx", "step.int8.onnx", "prefill_regions.int8.onnx"} <= set(os.listdir(out))
     stepper = OnnxStepper(str(out))

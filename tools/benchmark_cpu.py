@@ -15,9 +15,9 @@ Rows (ratio = reference time / ours, above 1 means ours is faster):
   paddle's own dropout, layer_norm and softmax instead of the CPU training kernels (``paddle_unimo.cpu_kernels``);
 * one greedy step against reading its weights once (the fp32 floor of a decoding step of few rows);
 * the exported Paddle Inference decoding (``paddle_unimo.export``; on paddle's operators, and on the CPU kernels:
-  ``export_model(..., cpu_kernels=True)``, in float32 and bfloat16 panels), and its ONNX Runtime twins (fp32 and int8,
-  with the share of equal tokens when the ids differ) when onnxruntime is installed (``paddle_unimo.onnx_export``),
-  against our dynamic decoding;
+  ``export_model(..., cpu_kernels=True)``, in float32, bfloat16 and int8 panels), and its ONNX Runtime twins (fp32
+  and int8) when onnxruntime is installed (``paddle_unimo.onnx_export``), against our dynamic decoding, with the
+  share of equal tokens when the ids differ;
 * with ``--profile``, where one decoding's time goes: prefill, steps (the model), cache handling (writes,
   beam reordering), search bookkeeping.
 
@@ -194,9 +194,9 @@ def bench_exported(ours, dynamic, inputs, args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_model(ours, os.path.join(tmp, "inference"))
         steppers = {"Paddle Inference": InferenceStepper(folder)}
-        for dtype in ("float32", "bfloat16"):
+        for dtype in ("float32", "bfloat16", "int8"):
             kernels = export_model(ours, os.path.join(tmp, dtype), cpu_kernels=True, panel_dtype=dtype)
-            steppers["Paddle Inference, CPU kernels" + (", bfloat16" if dtype == "bfloat16" else "")] = \
+            steppers["Paddle Inference, CPU kernels" + ("" if dtype == "float32" else f", {dtype}")] = \
                 InferenceStepper(kernels)
         try:
             from paddle_unimo.onnx_export import OnnxStepper, export_onnx
@@ -415,10 +415,11 @@ def main(argv=None) -> int:
         if not args.skip_export:
             from paddle_unimo.export import InferenceStepper, export_model
             with tempfile.TemporaryDirectory() as tmp:
-                for kernels in (False, True):
-                    stepper = InferenceStepper(export_model(ours, os.path.join(tmp, str(kernels)), cpu_kernels=kernels))
-                    profile_decoding(stepper, inputs, beam,
-                                     f"exported beam {args.beams}{', CPU kernels' if kernels else ''}")
+                for kernels, dtype in ((False, "float32"), (True, "float32"), (True, "int8")):
+                    folder = export_model(ours, os.path.join(tmp, f"{kernels}{dtype}"), cpu_kernels=kernels,
+                                          panel_dtype=dtype)
+                    label = (", CPU kernels" if kernels else "") + (f", {dtype}" if dtype != "float32" else "")
+                    profile_decoding(InferenceStepper(folder), inputs, beam, f"exported beam {args.beams}{label}")
     return 0
 
 
