@@ -60,8 +60,8 @@ each weight rounded and widened back to float exactly as it is read, so the prod
 panels of the rounded weights) the 12 layers took 3.4-3.7 against 6.6-7.3 ms at 1-4 rows and 10.0-10.4 against
 12.7-13.2 ms at 24, and as long at 96-384 (a stand-alone C++ loop). In int8 panels (``dtype="int8"``: dynamic
 quantization, each column's weights and each input row quantized to int8 with a scale of its own, the sums exact in
-int32, AVX-512 VNNI's VPDPBUSD or AVX2's VPMADDUBSW) they took 2.8-2.9 against 8.6-8.8 ms at 1-4 rows, 4.8
-against 14.1 at 24 and 42.5 against 143 at 384, with other results (the quantization's, by the rule in
+int32, AVX-512 VNNI's VPDPBUSD or AVX2's VPMADDUBSW) they took 2.8-2.9 against 8.9-9.0 ms at 1-4 rows, 5.2
+against 15.0 at 24 and 45 against 149 at 384, with other results (the quantization's, by the rule in
 ``csrc/cpu_kernels.cc``; a row's result depends on that row alone, the same on every CPU). In float32 and bfloat16
 every output element is the bias plus its products added in order by fused multiply-adds, so a row's result does
 not depend on the other rows, the threads or the instruction set (AVX-512 or AVX2; a CPU without FMA rounds each
@@ -289,8 +289,8 @@ def pack_weight(weight, transposed: bool = False, dtype: str = "float32") -> Opt
     for bit, and a few rows' (a decoding step's) take about half the time. ``dtype="int8"``: dynamic quantization,
     a quarter of the bytes: each column's weights quantized to int8 by a scale of its own (``max |w| / 127``), and
     at every product each input row by its own; the int32 sums scaled back to float32 (``csrc/cpu_kernels.cc``
-    gives the rule; every CPU the same bits). With AVX-512 VNNI a product takes a quarter to a third of the float32
-    panels' time at any number of rows; other CPUs run a plain loop, slower than float32."""
+    gives the rule; every CPU the same bits). With AVX-512 VNNI a product takes about a third of the float32 panels'
+    time at any number of rows, with AVX2 alone a half to two thirds; below AVX2 a plain loop runs, slower."""
     if dtype not in PANEL_DTYPES:
         raise ValueError(f"pack_weight: dtype {dtype!r}; allowed: {', '.join(PANEL_DTYPES)}")
     ops = ops_for(weight)

@@ -532,6 +532,21 @@ def test_bfloat16_panels_are_the_float_products_of_the_rounded_weights(ops, k, n
         cpu_kernels.pack_weight(paddle.to_tensor(weight), dtype="float16")
 
 
+@pytest.mark.skipif(not cpu_has_fma(), reason="the panels' products use fused multiply-adds on CPUs with AVX2 and FMA")
+def test_packed_linear_adds_the_products_in_order_by_fused_multiply_adds(ops):
+    """Each element of a panels' product is the bias plus its products added in order by fused multiply-adds: the
+    same bits as that rule in float64, at row counts on every register block and for a partial last panel."""
+    rng = np.random.default_rng(3)
+    k, n = 48, 150
+    weight, bias = rng.standard_normal((k, n)).astype("float32"), rng.standard_normal(n).astype("float32")
+    packed = cpu_kernels.pack_weight(paddle.to_tensor(weight))
+    np.testing.assert_array_equal(packed.packed.numpy()[-1, :, n % 64:], 0)  # the last panel's padding
+    for rows in (1, 2, 3, 4, 6, 13):
+        x = rng.standard_normal((rows, k)).astype("float32")
+        got = cpu_kernels.packed_linear(paddle.to_tensor(x), packed, paddle.to_tensor(bias)).numpy()
+        np.testing.assert_array_equal(got, fused_sums_float64(x, weight, bias))
+
+
 def int8_quantized(a, axis: int):
     """The int8 panels' rule for the rows (``axis=1``) or columns (``axis=0``) of ``a``: ``q = round(a * (127 /
     m))`` (float32 operations; to nearest, ties to even, within +-127) and the scale ``m / 127``, with m the largest
@@ -605,7 +620,7 @@ def test_panel_products_give_the_same_bits_on_every_instruction_set(ops, tmp_pat
     """The panels' products in AVX2 (3 rows x 32 columns of sums at a time; up to 4 rows, 64 columns) give the
     AVX-512 kernel's bits (6 x 64), both the in-order fused rule; the baseline's (CPUs without FMA) are the in-order
     rule with every product rounded; bfloat16 panels give each rule on the rounded weights; int8 panels (AVX-512
-    VNNI, else a plain loop) the int8 rule's bits everywhere; an instruction set the
+    VNNI, AVX2, the plain loop) the int8 rule's bits everywhere; an instruction set the
     CPU does not run is an error naming it (``PADDLE_UNIMO_PANEL_ISA``, read once per process: each in its own)."""
     rng = np.random.default_rng(5)
     x, w, b = (rng.standard_normal(s).astype("float32") for s in ((13, 200), (200, 150), (150,)))
