@@ -873,23 +873,32 @@ PanelFn<T> ChoosePanel() {
   return isa == "avx512" ? PanelAvx512<T> : isa == "avx2" ? PanelAvx2<T> : PanelBaseline<T>;
 }
 
-template <typename T>
-void PanelProduct(const float* x, int64_t rows, int64_t k, const T* w, const float* bias, int64_t n, float* y) {
-  static const PanelFn<T> block = ChoosePanel<T>();
+// y (rows, n) panel by panel, on threads for rows * k * n of kMinParallel or more: block(j, panel bias, out, ldy)
+// writes panel j's kPanel columns; the last panel, narrower, through buffers of a whole panel's width.
+template <typename Block>
+void EachPanel(int64_t rows, int64_t k, int64_t n, const float* bias, float* y, const Block& block) {
   const int64_t count = (n + kPanel - 1) / kPanel;
 #pragma omp parallel for schedule(static) if (count > 1 && rows * k * n >= kMinParallel)
   for (int64_t j = 0; j < count; ++j) {
     const int64_t first = j * kPanel, width = std::min(kPanel, n - first);
     if (width == kPanel) {
-      block(x, rows, k, w + j * k * kPanel, bias + first, y + first, n);
+      block(j, bias + first, y + first, n);
       continue;
     }
-    float padded[kPanel] = {};  // the last panel, narrower: through buffers of a whole panel's width
+    float padded[kPanel] = {};
     std::memcpy(padded, bias + first, width * sizeof(float));
     std::vector<float> out(rows * kPanel);
-    block(x, rows, k, w + j * k * kPanel, padded, out.data(), kPanel);
+    block(j, padded, out.data(), kPanel);
     for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * n + first, out.data() + r * kPanel, width * sizeof(float));
   }
+}
+
+template <typename T>
+void PanelProduct(const float* x, int64_t rows, int64_t k, const T* w, const float* bias, int64_t n, float* y) {
+  static const PanelFn<T> block = ChoosePanel<T>();
+  EachPanel(rows, k, n, bias, y, [&](int64_t j, const float* panel_bias, float* out, int64_t ldy) {
+    block(x, rows, k, w + j * k * kPanel, panel_bias, out, ldy);
+  });
 }
 
 constexpr int64_t kInt8Header = 8;  // an int8 panel's first rows of bytes: its float32 scales, its int32 column sums
@@ -1081,24 +1090,13 @@ Int8PanelFn ChooseInt8Panel() {
 void Int8Product(const float* x, int64_t rows, int64_t k, const int8_t* w, const float* bias, int64_t n, float* y) {
   static const Int8PanelFn block = ChooseInt8Panel();
   PD_CHECK(k <= kMaxInt8K, "int8 panels take up to ", kMaxInt8K, " input features, not ", k);
-  const int64_t width = 4 * Groups4(k), count = (n + kPanel - 1) / kPanel, stride = (kInt8Header + width) * kPanel;
+  const int64_t width = 4 * Groups4(k), stride = (kInt8Header + width) * kPanel;
   std::vector<uint8_t> xq(rows * width);
   std::vector<float> sx(rows);
   QuantizeRows(x, rows, k, xq.data(), sx.data());
-#pragma omp parallel for schedule(static) if (count > 1 && rows * k * n >= kMinParallel)
-  for (int64_t j = 0; j < count; ++j) {
-    const int64_t first = j * kPanel, columns = std::min(kPanel, n - first);
-    const int8_t* panel = w + j * stride;
-    if (columns == kPanel) {
-      block(xq.data(), rows, width, sx.data(), panel, bias + first, y + first, n);
-      continue;
-    }
-    float padded[kPanel] = {};  // the last panel, narrower: through buffers of a whole panel's width
-    std::memcpy(padded, bias + first, columns * sizeof(float));
-    std::vector<float> out(rows * kPanel);
-    block(xq.data(), rows, width, sx.data(), panel, padded, out.data(), kPanel);
-    for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * n + first, out.data() + r * kPanel, columns * sizeof(float));
-  }
+  EachPanel(rows, k, n, bias, y, [&](int64_t j, const float* panel_bias, float* out, int64_t ldy) {
+    block(xq.data(), rows, width, sx.data(), w + j * stride, panel_bias, out, ldy);
+  });
 }
 
 // y (rows, n) = x (rows, k) @ the panels of a (k, n) weight (float32, bfloat16 or int8) + bias (n,); the panels on
