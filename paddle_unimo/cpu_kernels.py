@@ -44,10 +44,15 @@ The loss (``losses.label_smoothed_cross_entropy``): each row's softmax, label-sm
 Decoding (``step_attention``, ``step_layer``, ``softmax``, ``pack_weight``, ``packed_linear``;
 ``generation.ModelStepper``): a step's attention over the cache, for every row and head, is one pass that also
 writes the new keys and values into the cache, instead of ~20 paddle ops a layer and two set_value writes (0.13 ms
-each for a 24-row step); with packed weights (below) a step's whole layer -- six matmuls, the attention, two
-residuals, two LayerNorms and the activation -- is one kernel, not ~11 operators (x1.06-1.10 a step). The prefill's
-attention weights are one pass too (scale, bias and softmax: paddle's scale, broadcasting add and softmax took ~3
-ms a layer at 4 x 96 tokens). A step multiplies a few rows (the hypotheses) by every weight of the model, so it
+each for a 24-row step; its dot products eight keys at a time, by a fixed order of sums: 3.7 against 6.1 ms for the
+12 layers of a beam-6 step); with packed weights (below) a step's whole layer -- six matmuls, the attention, two
+residuals, two LayerNorms and the activation -- is one kernel, not ~11 operators (x1.06-1.10 a step). The search's
+passes over a step's scores are one each (``log_softmax``: the log-softmax with the constraints' columns;
+``group_top_k``: each source's best candidates; ``generation.Constraints.log_probs``, ``best_candidates``): 0.40
+against paddle's 2.6 ms for a beam-6 step's 24 x 18000 scores. The prefill's attention weights are one pass too
+(scale, bias and softmax: paddle's scale, broadcasting add and softmax took ~3 ms a layer at 4 x 96 tokens). A
+step's gelu takes its erf from MKL's vsErf where paddle ships MKL (glibc's erff took ~13 ms for a beam-6 step's
+values on one thread). A step multiplies a few rows (the hypotheses) by every weight of the model, so it
 is bound by reading the weights. A plain sgemm, paddle's matmul, packs the weight into MKL's blocked layout at
 every call, which with so few rows costs about as much as the product itself; MKL's packed API packs it once but
 reads its layout at 4 rows well below the memory's speed. ``pack_weight`` copies a weight once into panels of 64
@@ -103,8 +108,9 @@ SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.cc"
 NAME = "unimo_cpu_kernels"
 OPENMP = Path(paddle.__file__).parent / "libs" / "libiomp5.so"  # paddle's (MKL's) OpenMP runtime
 MKL = OPENMP.with_name("libmklml_intel.so")  # the MKL paddle's matmuls call: its sgemm (training attention)
-# -fno-trapping-math lets branch-free selects vectorise (the softmax's exponential); no result changes
-FLAGS = ["-O3", "-fno-trapping-math", "-fopenmp" if OPENMP.is_file() else "-fopenmp-simd"] + \
+# -fno-trapping-math lets branch-free selects vectorise (the softmax's exponential); no result changes.
+# -Wno-psabi: GCC's note on passing 32-byte vectors (Float8) between functions, which are all inlined.
+FLAGS = ["-O3", "-fno-trapping-math", "-Wno-psabi", "-fopenmp" if OPENMP.is_file() else "-fopenmp-simd"] + \
     (["-DUNIMO_MKL"] if MKL.is_file() else [])
 _LIBS = [f"-l{lib.stem[3:]}" for lib in (OPENMP, MKL) if lib.is_file()]  # -liomp5 -lmklml_intel
 LINK = [f"-L{OPENMP.parent}", *_LIBS, f"-Wl,-rpath,{OPENMP.parent}"] if _LIBS else []
@@ -316,6 +322,21 @@ def step_attention(q, k, v, source_k, source_v, source_bias, generated_k, genera
     to slot ``length`` of the generated buffers. Inference only; float32 CPU tensors."""
     return kernels().unimo_step_attention(q.contiguous(), k.contiguous(), v.contiguous(), source_k, source_v,
                                           source_bias, generated_k, generated_v, int(length), float(scale))[0]
+
+
+def log_softmax(x, before, after):
+    """``log_softmax(x + before) + after`` over the last axis of a decoding step's scores ``x`` (rows, V), with
+    ``before``/``after`` (V,) added to every row: one pass (``unimo_log_softmax``) in place of paddle's add, max,
+    subtract, exp, sum, log and two adds. Float32 CPU tensors (``ops_for``), no gradient."""
+    return kernels().unimo_log_softmax(x.contiguous(), before, after)
+
+
+def group_top_k(x, bias, groups: int, k: int):
+    """The ``k`` largest of ``x[r, j] + bias[r]`` (``x`` (rows, V), ``bias`` (rows,)) over each of ``groups``
+    groups of consecutive rows laid end to end, best first: (values (groups, k), indices (groups, k) into
+    (rows / groups) * V); of equal values the smaller index first, NaN above every number. One pass
+    (``unimo_group_top_k``) in place of paddle's broadcasting add and ``topk``. Float32 CPU tensors."""
+    return tuple(kernels().unimo_group_top_k(x.contiguous(), bias, int(groups), int(k)))
 
 
 def step_layer(x, packed, params, cache, scale: float, epsilon: float, gelu: bool, normalize_before: bool):

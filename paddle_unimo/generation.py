@@ -83,6 +83,7 @@ from typing import Optional
 import numpy as np
 import paddle
 
+from . import cpu_kernels as kernels
 from . import masks
 from .config import REGION_LOCATION_SIZE
 from .typed import ConfigError, bounded, check
@@ -321,7 +322,6 @@ class ModelStepper:
     PROBES = 64  # sampled values per weight for that check
 
     def __init__(self, model, cpu_kernels: bool = False, panel_dtype: str = "float32"):
-        from . import cpu_kernels as kernels
         self.model = model
         self.config = model.config
         self.supports_regions = model.config.has_regions
@@ -427,6 +427,20 @@ class Constraints:
         whatever repeats an n-gram, and applies the repetition penalty."""
         if step < self.min_length:
             scores = scores + self._column(scores.shape[-1], (self.eos,))
+        return self._penalize(scores, generated, step)
+
+    def log_probs(self, logits, generated: np.ndarray, step: int):
+        """``apply(log_softmax(never(logits)), generated, step)``: the log-softmax and the banned and eos columns
+        in one pass where the CPU kernels run (``cpu_kernels.log_softmax``), the same values up to the rounding of
+        the softmax's sum."""
+        if kernels.ops_for(logits) is None:
+            return self.apply(log_softmax(self.never(logits)), generated, step)
+        vocab = logits.shape[-1]
+        eos = self._column(vocab, (self.eos,) if step < self.min_length else ())
+        return self._penalize(kernels.log_softmax(logits, self._column(vocab, self.banned), eos), generated, step)
+
+    def _penalize(self, scores, generated: np.ndarray, step: int):
+        """The repetition penalty and the n-gram ban of ``apply``."""
         if self.repetition_penalty != 1.0 and step:
             seen = paddle.to_tensor(generated)
             picked = paddle.take_along_axis(scores, seen, axis=-1)
@@ -480,6 +494,18 @@ def _pad_rows(rows, pad: int, eos: int, max_length: int, close_with_eos: bool) -
     return masks.pad_batch([np.asarray(r, "int64") for r in rows], pad) if rows else np.zeros((0, 0), "int64")
 
 
+def best_candidates(scores, beam_scores: np.ndarray, sources: int, k: int):
+    """The ``k`` best of ``scores + beam_scores[:, None]`` over each source's rows (its hypotheses, consecutive)
+    laid end to end, as numpy (values, flat indices) (sources, k), best first: in one pass where the CPU kernels run
+    (``cpu_kernels.group_top_k``, equal values the smaller index first), else paddle's add and ``topk``."""
+    bias = paddle.to_tensor(beam_scores)
+    if kernels.ops_for(scores) is not None:
+        values, ids = kernels.group_top_k(scores, bias, sources, k)
+    else:
+        values, ids = paddle.topk(add_bias(scores, bias[:, None]).reshape([sources, -1]), k, axis=1)
+    return values.numpy(), ids.numpy()
+
+
 def beam_search(stepper, logits, state, cons: Constraints, num_beams: int, max_length: int,
                 length_penalty: float, early_stopping: bool, num_return: int, pad: int):
     batch, vocab = logits.shape
@@ -492,10 +518,8 @@ def beam_search(stepper, logits, state, cons: Constraints, num_beams: int, max_l
     hyps = [BeamHypotheses(num_beams, length_penalty, early_stopping) for _ in range(batch)]
     done = np.zeros(batch, bool)
     for t in range(max_length):
-        scores = add_bias(cons.apply(log_softmax(cons.never(logits)), generated, t),
-                           paddle.to_tensor(beam_scores)[:, None])
-        top_scores, top_ids = paddle.topk(scores.reshape([batch, num_beams * vocab]), 2 * num_beams, axis=1)
-        top_scores, top_ids = top_scores.numpy(), top_ids.numpy()
+        top_scores, top_ids = best_candidates(cons.log_probs(logits, generated, t), beam_scores, batch,
+                                              2 * num_beams)
         next_scores = np.zeros((batch, num_beams), "float32")
         next_tokens = np.full((batch, num_beams), pad, "int64")
         sources = np.tile(np.arange(batch)[:, None] * num_beams, (1, num_beams))

@@ -689,6 +689,158 @@ def test_step_attention_equals_the_rule_in_float64_and_writes_the_slot(ops, sour
         np.testing.assert_array_equal(np.delete(after, length, axis=2), np.delete(before, length, axis=2))
 
 
+F32 = np.float32
+
+
+def exp_non_positive(x):
+    """``ExpNonPositive`` of csrc/cpu_kernels.cc in float32, operation by operation: x = n ln 2 + r, Cephes'
+    polynomial for e^r, 2^n by the exponent bits, 0 below -87."""
+    clamped = np.maximum(x, F32(-87))
+    n = (clamped * F32(1.44269504088896341) - F32(0.5)).astype(np.int32)  # truncation toward zero, as C's
+    r = (clamped - n.astype(F32) * F32(0.693359375)) + n.astype(F32) * F32(2.12194440e-4)
+    poly = F32(1.9875691500e-4)
+    for coefficient in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        poly = poly * r + F32(coefficient)
+    two_n = (((n + 127) << 23) & -(x >= F32(-87)).astype(np.int32)).view(F32)
+    return ((poly * r * r + r) + F32(1)) * two_n
+
+
+def lane_sum(terms):
+    """``LaneSum`` over the last axis: 8 float32 lanes over the whole groups of 8, then in double the rest in
+    order and the lanes."""
+    whole = terms.shape[-1] // 8 * 8
+    lanes = np.zeros(terms.shape[:-1] + (8,), F32)
+    for j in range(0, whole, 8):
+        lanes = lanes + terms[..., j:j + 8]
+    total = np.zeros(terms.shape[:-1])
+    for j in range(whole, terms.shape[-1]):
+        total = total + terms[..., j].astype(np.float64)
+    for lane in range(8):
+        total = total + lanes[..., lane].astype(np.float64)
+    return total
+
+
+def dots_float32(q, keys):
+    """``Dots``: q (..., hd) against keys (..., n, hd): 8 float32 lanes (lane l over d = l mod 8, in order, each
+    product rounded), added as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))."""
+    products = q[..., None, :] * keys
+    lanes = np.zeros(products.shape[:-1] + (8,), F32)
+    for d in range(0, products.shape[-1], 8):
+        chunk = products[..., d:d + 8]
+        lanes[..., :chunk.shape[-1]] = lanes[..., :chunk.shape[-1]] + chunk
+    l = [lanes[..., i] for i in range(8)]
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+
+
+def step_attention_float32(q, k, v, source_k, source_v, source_bias, generated_k, generated_v, length, scale):
+    """The rule of ``cpu_kernels.step_attention`` in float32 as the kernel computes it, for bit equality: the
+    scores by ``dots_float32`` (scaled, then the source's bias added), the softmax by ``exp_non_positive`` and
+    ``lane_sum``, the weights times the values summed in the keys' order."""
+    rows, heads, hd = generated_k.shape[0], generated_k.shape[1], generated_k.shape[3]
+    source = np.repeat(np.arange(source_k.shape[0]), rows // source_k.shape[0])
+    q, k, v = (a.reshape(rows, heads, 1, hd) for a in (q, k, v))
+    keys = np.concatenate([source_k[source], generated_k[:, :, :length], k], axis=2)
+    values = np.concatenate([source_v[source], generated_v[:, :, :length], v], axis=2)
+    scores = dots_float32(q[:, :, 0], keys) * F32(scale)
+    scores[..., :source_k.shape[2]] = scores[..., :source_k.shape[2]] + source_bias[source][:, :, 0]
+    e = exp_non_positive(scores - scores.max(-1, keepdims=True))
+    weights = e * (1.0 / lane_sum(e)).astype(F32)[..., None]
+    out = np.zeros((rows, heads, hd), F32)
+    for j in range(keys.shape[2]):
+        out = out + weights[..., j:j + 1] * values[:, :, j]
+    return out.reshape(rows, 1, heads * hd)
+
+
+@pytest.mark.parametrize("sources, per_source, heads, S, slots, hd, length", [
+    (1, 1, 2, 5, 4, 8, 0), (2, 3, 2, 13, 6, 36, 5), (3, 2, 3, 9, 8, 5, 7), (4, 6, 12, 96, 20, 64, 19),
+    (1, 2, 1, 17, 3, 70, 1)])
+def test_step_attention_follows_its_float32_rule_bit_for_bit(ops, sources, per_source, heads, S, slots, hd,
+                                                             length):
+    """The kernel's step attention is its documented float32 rule exactly (eight keys' dot products at a time with
+    a fixed order of sums, the weighted sum 32 columns at a time, the tails past multiples of 8 keys, 8 and 32
+    columns), on any number of threads: the same bits as the NumPy model of it."""
+    rng = np.random.default_rng(hd)
+    rows = sources * per_source
+    q, k, v = (rng.standard_normal((rows, 1, heads * hd)).astype("float32") for _ in range(3))
+    source_k, source_v = (rng.standard_normal((sources, heads, S, hd)).astype("float32") for _ in range(2))
+    generated_k, generated_v = (rng.standard_normal((rows, heads, slots, hd)).astype("float32") for _ in range(2))
+    source_bias = np.where(rng.uniform(size=(sources, 1, 1, S)) < 0.3, masks.MASKED_BIAS, 0.0).astype("float32")
+    got = cpu_kernels.step_attention(*(paddle.to_tensor(a) for a in (q, k, v, source_k, source_v, source_bias,
+                                                                     generated_k, generated_v)),
+                                     length, hd ** -0.5).numpy()
+    want = step_attention_float32(q, k, v, source_k, source_v, source_bias, generated_k, generated_v, length,
+                                  hd ** -0.5)
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(want, step_attention_float64(q, k, v, source_k, source_v, source_bias, generated_k,
+                                                           generated_v, length, hd ** -0.5).astype("float32"))
+
+
+@pytest.mark.parametrize("rows, vocab", [(24, 18000), (3, 7), (5, 99)])  # the first runs threaded
+def test_log_softmax_with_columns_equals_float64(ops, rows, vocab):
+    """``cpu_kernels.log_softmax``: ``log_softmax(x + before) + after``, a row's banned entries (before = NEVER)
+    out of the softmax, within a float rounding of float64; and exactly ((x + before) - max) - lse + after in
+    float32 with one lse a row (read where the row's maximum is), close to float64's log-sum-exp."""
+    rng = np.random.default_rng(vocab)
+    x = (rng.standard_normal((rows, vocab)) * 8).astype("float32")
+    before = np.where(rng.random(vocab) < 0.2, -1e9, 0.0).astype("float32")
+    after = np.where(rng.random(vocab) < 0.2, -1e9, 0.0).astype("float32")
+    before[0] = after[0] = 0.0
+    top = np.where((before == 0) & (after == 0), np.arange(vocab), 0)[rng.integers(0, vocab, rows)]
+    x[np.arange(rows), top] = x.max(-1) + 0.5  # each row's maximum where no column adds: there out = -lse
+    got = cpu_kernels.log_softmax(*(paddle.to_tensor(a) for a in (x, before, after))).numpy()
+    y = x.astype(np.float64) + before
+    lse = np.log(np.exp(y - y.max(-1, keepdims=True)).sum(-1))
+    np.testing.assert_allclose(got, y - y.max(-1, keepdims=True) - lse[:, None] + after, rtol=1e-6, atol=1e-5)
+    kernel_lse = -got[np.arange(rows), top]
+    np.testing.assert_allclose(kernel_lse, lse, rtol=0, atol=2e-5)
+    shifted = (x + before) - (x + before).max(-1, keepdims=True)
+    np.testing.assert_array_equal(got, (shifted - kernel_lse[:, None]) + after)
+    with pytest.raises(OSError, match="two columns of vocab values"):
+        cpu_kernels.log_softmax(paddle.to_tensor(x), paddle.zeros([vocab + 1]), paddle.zeros([vocab]))
+
+
+def top_k_numpy(x, bias, groups, k):
+    """The k best of x + bias[:, None] per group of rows laid end to end: NaN first, then larger values, equal
+    ones by index."""
+    values = (x + bias[:, None]).reshape(groups, -1)
+    index = np.arange(values.shape[1])
+    order = [np.lexsort((index, -np.nan_to_num(row, nan=0.0), ~np.isnan(row)))[:k] for row in values]
+    return np.stack([row[o] for row, o in zip(values, order)]), np.stack(order)
+
+
+@pytest.mark.parametrize("groups, per_group, vocab, k", [(4, 6, 18000, 12), (2, 3, 5, 15), (3, 1, 40, 1),
+                                                         (1, 4, 9, 8)])
+def test_group_top_k_equals_a_sort(ops, groups, per_group, vocab, k):
+    """``cpu_kernels.group_top_k``: each group's k best of x + bias over its rows laid end to end, best first,
+    equal values by index (many ties drawn from a few values), NaN above every number -- exactly a stable sort's;
+    and paddle's topk's values where there are no ties."""
+    rng = np.random.default_rng(vocab + k)
+    rows = groups * per_group
+    x = rng.integers(-3, 3, (rows, vocab)).astype("float32")  # ties everywhere
+    x[rng.random(x.shape) < 0.01] = np.nan
+    bias = rng.integers(-2, 2, rows).astype("float32")
+    values, indices = cpu_kernels.group_top_k(paddle.to_tensor(x), paddle.to_tensor(bias), groups, k)
+    want_values, want_indices = top_k_numpy(x, bias, groups, k)
+    np.testing.assert_array_equal(values.numpy(), want_values)
+    np.testing.assert_array_equal(indices.numpy(), want_indices)
+    x = rng.standard_normal((rows, vocab)).astype("float32")
+    bias = rng.standard_normal(rows).astype("float32")
+    values, indices = cpu_kernels.group_top_k(paddle.to_tensor(x), paddle.to_tensor(bias), groups, k)
+    reference = paddle.topk(paddle.to_tensor((x + bias[:, None]).reshape(groups, -1)), k, axis=1)
+    np.testing.assert_array_equal(values.numpy(), reference[0].numpy())
+    np.testing.assert_array_equal(indices.numpy(), reference[1].numpy())
+
+
+def test_group_top_k_refuses_bad_groups_and_k(ops):
+    x, bias = paddle.zeros([6, 5]), paddle.zeros([6])
+    with pytest.raises(OSError, match="6 rows do not split into 4 groups"):
+        cpu_kernels.group_top_k(x, bias, 4, 2)
+    with pytest.raises(OSError, match="k = 16 is not in \\[1, 15\\]"):
+        cpu_kernels.group_top_k(x, bias, 2, 16)
+    with pytest.raises(OSError, match="a bias a row"):
+        cpu_kernels.group_top_k(x, paddle.zeros([5]), 2, 2)
+
+
 def test_step_attention_refuses_a_slot_past_the_buffers_and_mismatched_shapes(ops):
     """Paddle raises the kernel's checks as OSError, with their message."""
     z = lambda *shape: paddle.zeros(shape)
