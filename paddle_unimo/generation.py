@@ -429,15 +429,17 @@ class Constraints:
             scores = scores + self._column(scores.shape[-1], (self.eos,))
         return self._penalize(scores, generated, step)
 
-    def log_probs(self, logits, generated: np.ndarray, step: int):
-        """``apply(log_softmax(never(logits)), generated, step)``: the log-softmax and the banned and eos columns
-        in one pass where the CPU kernels run (``cpu_kernels.log_softmax``), the same values up to the rounding of
-        the softmax's sum."""
-        if kernels.ops_for(logits) is None:
-            return self.apply(log_softmax(self.never(logits)), generated, step)
+    def log_probs(self, logits, generated: Optional[np.ndarray] = None, step: int = 0):
+        """``log_softmax(never(logits))``, constrained as by ``apply`` given ``generated`` (N, step): the
+        log-softmax with the banned and eos columns in one pass where the CPU kernels run
+        (``cpu_kernels.log_softmax``), the same values up to the rounding of the softmax's sum."""
         vocab = logits.shape[-1]
-        eos = self._column(vocab, (self.eos,) if step < self.min_length else ())
-        return self._penalize(kernels.log_softmax(logits, self._column(vocab, self.banned), eos), generated, step)
+        if kernels.ops_for(logits) is None:
+            scores = log_softmax(self.never(logits))
+            return scores if generated is None else self.apply(scores, generated, step)
+        eos = (self.eos,) if generated is not None and step < self.min_length else ()
+        scores = kernels.log_softmax(logits, self._column(vocab, self.banned), self._column(vocab, eos))
+        return scores if generated is None else self._penalize(scores, generated, step)
 
     def _penalize(self, scores, generated: np.ndarray, step: int):
         """The repetition penalty and the n-gram ban of ``apply``."""
@@ -558,9 +560,8 @@ def sample_or_greedy(stepper, logits, state, cons: Constraints, max_length: int,
     total, length = np.zeros(n, "float32"), np.zeros(n, "float32")
     generated = np.zeros((n, 0), "int64")
     for t in range(max_length):
-        scores = cons.never(logits)
-        logp = log_softmax(scores)
-        scores = cons.apply(scores, generated, t)
+        logp = cons.log_probs(logits)
+        scores = cons.apply(cons.never(logits), generated, t)
         token = _sample(scores, rng, **{k: v for k, v in sampling.items() if k != "seed"}) if sampling \
             else paddle.argmax(scores, axis=-1).numpy()
         token_logp = paddle.take_along_axis(logp, paddle.to_tensor(token[:, None]), axis=-1).numpy()[:, 0]
