@@ -314,14 +314,26 @@ def packed_linear(x, weight: PackedWeight, bias):
     return kernels().unimo_packed_linear(dense(x), weight.packed, bias, weight.n)
 
 
-def step_attention(q, k, v, source_k, source_v, source_bias, generated_k, generated_v, length: int, scale: float):
+def own_rows(rows: int, slots: int) -> paddle.Tensor:
+    """The (rows, slots) int64 table of a cache whose rows hold their own generated slots (``step_attention``'s
+    ``parents`` where no hypothesis was reordered)."""
+    return paddle.arange(rows, dtype="int64").unsqueeze(1).expand([rows, slots]).contiguous()
+
+
+def step_attention(q, k, v, source_k, source_v, source_bias, generated_k, generated_v, length: int, scale: float,
+                   parents=None):
     """A decoding step's attention for rows of one new token, q, k, v (N, 1, H): each row over its source's keys
     (``source_k``/``source_v`` (B, heads, S, head_dim), N / B consecutive rows per source, ``source_bias``
     (B, 1, 1, S) additive), its ``length`` generated keys (``generated_k``/``generated_v`` (N, heads, T,
     head_dim)) and its own, by softmax(q . key * scale); returns (N, 1, H). k and v are then written in place
-    to slot ``length`` of the generated buffers. Inference only; float32 CPU tensors."""
+    to slot ``length`` of the generated buffers, in row r's own. ``parents`` (N, T) int64: the row whose buffers
+    hold each written slot of row r (beam search's reordering; None: ``own_rows``). Inference only; float32 CPU
+    tensors."""
+    if parents is None:
+        parents = own_rows(generated_k.shape[0], generated_k.shape[2])
     return kernels().unimo_step_attention(q.contiguous(), k.contiguous(), v.contiguous(), source_k, source_v,
-                                          source_bias, generated_k, generated_v, int(length), float(scale))[0]
+                                          source_bias, generated_k, generated_v, parents, int(length),
+                                          float(scale))[0]
 
 
 def log_softmax(x, before, after):
@@ -344,15 +356,19 @@ def step_layer(x, packed, params, cache, scale: float, epsilon: float, gelu: boo
     (N, 1, H) one new token a row; ``packed`` the layer's six weights (q, k, v, out, linear1, linear2) packed;
     ``params`` their biases, then the two LayerNorms' weights and biases; ``cache`` the layer's
     ``modeling.DecodingCache`` with ``slot`` set (an int, or a (1,) int64 tensor: in an exported program), to which
-    the step's key and value are written (as by ``step_attention``). Returns the layer's output (N, 1, H)."""
+    the step's key and value are written, and ``parents`` (as by ``step_attention``; None: ``own_rows``). Returns
+    the layer's output (N, 1, H)."""
     hidden, inner = x.shape[-1], params[4].shape[0]
     shapes = [(w.k, w.n) for w in packed]
     if shapes != [(hidden, hidden)] * 4 + [(hidden, inner), (inner, hidden)]:
         raise ValueError(f"step_layer: packed weights of (in, out) {shapes} do not fit a layer of width {hidden} "
                          f"and feed-forward width {inner}")
+    parents = cache.parents
+    if parents is None:
+        parents = own_rows(cache.generated_k.shape[0], cache.generated_k.shape[2])
     return kernels().unimo_step_layer(dense(x), [w.packed for w in packed], list(params), cache.source_k,
                                       cache.source_v, cache.source_bias, cache.generated_k, cache.generated_v,
-                                      slot_tensor(cache.slot) if isinstance(cache.slot, int) else cache.slot,
+                                      parents, slot_tensor(cache.slot) if isinstance(cache.slot, int) else cache.slot,
                                       float(scale), float(epsilon), bool(gelu), bool(normalize_before))[0]
 
 

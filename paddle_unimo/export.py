@@ -37,7 +37,9 @@ are parameters in panels (``cpu_kernels.pack_weight``) instead of the layers' ow
 every program, ``_without_layer_weights``), so the export grows by the LM head's panels only (a copy of the word
 embeddings). The prefill multiplies by them, and each layer of the step is one ``step_layer`` operator, which
 writes the token's keys/values into the generated buffers it is fed (shared with the predictor) at ``slot`` (1,)
-int64, the input that replaces ``generated_bias``; the step returns ``logits`` only. Such a folder decodes on CPU
+int64 and reads the written slots where ``parents`` (N, T) int64 names their rows (beam search reorders that
+table, not the buffers: ``generation.StepCache``), the inputs that replace ``generated_bias``; the step returns
+``logits`` only. (Exports on the kernels from before ``parents`` must be made again; ``InferenceStepper`` says so.) Such a folder decodes on CPU
 about as fast as dynamic mode, with its scores bit for bit, but runs only where the operators are registered:
 ``InferenceStepper`` builds or loads them (``cpu_kernels.kernels``) before it loads the programs, and a C++
 deployment compiles ``csrc/cpu_kernels.cc`` into its application, as for any Paddle custom operator. ONNX has no
@@ -166,10 +168,13 @@ class Step(nn.Layer):
 class KernelStep(Prefill):
     """The step on the CPU kernels (an export with ``cpu_kernels``; ``panels`` given): each layer one
     ``cpu_kernels.step_layer`` against the panels, which also writes the token's keys/values into slot ``slot`` of
-    the generated buffers fed to it, in place; returns the logits only."""
+    the generated buffers fed to it, in place, and reads the written slots where ``parents`` (N, T) says (beam
+    search's reordering, ``generation.StepCache``); returns the logits only."""
 
-    def forward(self, tokens, token_type, position, source_bias, slot, source_k, source_v, generated_k, generated_v):
-        cache = DecodingCache(source_k, source_v, source_bias, generated_k, generated_v, None, slot=slot)
+    def forward(self, tokens, token_type, position, source_bias, slot, parents, source_k, source_v, generated_k,
+                generated_v):
+        cache = DecodingCache(source_k, source_v, source_bias, generated_k, generated_v, None, slot=slot,
+                              parents=parents)
         hidden, _ = self.model.unimo(tokens, token_type, position, use_cache=True, cache=cache,
                                      packed_weights=self.layer_panels)
         return self.head(hidden)
@@ -217,8 +222,8 @@ def input_specs(config: UNIMOConfig, dtype: str = "float32", cpu_kernels: bool =
         "prefill": prefill,
         "step": [InputSpec([None, 1], "int64", "tokens"), InputSpec([None, 1], "int64", "token_type"),
                  InputSpec([None, 1], "int64", "position"), InputSpec([None, 1, 1, None], dtype, "source_bias"),
-                 InputSpec([1], "int64", "slot") if cpu_kernels else
-                 InputSpec([1, 1, 1, None], dtype, "generated_bias"),
+                 *([InputSpec([1], "int64", "slot"), InputSpec([None, None], "int64", "parents")] if cpu_kernels
+                   else [InputSpec([1, 1, 1, None], dtype, "generated_bias")]),
                  *([InputSpec(cache, dtype, f"{part}_{i}") for i in range(config.num_hidden_layers)]
                    for part in STEP_CACHES)],
     }
@@ -478,6 +483,10 @@ class InferenceStepper:
         program_class = program_class or Program
         self.cpu_kernels = bool(manifest.get(CPU_KERNELS))
         if self.cpu_kernels:
+            if "parents" not in (spec["name"] for spec in manifest["step"]["inputs"]):
+                raise ValueError(f"{folder}: this export on the CPU kernels predates the step's 'parents' input "
+                                 "(beam search's reordering table); export the model again (make export "
+                                 "FORMAT=kernels)")
             _load_kernels(folder)
         self.programs = {name: program_class(folder, name, manifest[name]["outputs"], threads) for name in names}
         self.supports_regions = REGION_PROGRAM in self.programs
@@ -523,7 +532,7 @@ class InferenceStepper:
         layers = range(self.config.num_hidden_layers)
         feeds = {f"{part}_{i}": getattr(cache, part)[i] for part in STEP_CACHES for i in layers}
         if self.cpu_kernels:
-            feeds["slot"] = slot_tensor(cache.slot)
+            feeds["slot"], feeds["parents"] = slot_tensor(cache.slot), cache.parents
         else:
             feeds["generated_bias"] = cache.generated_bias
         out = self.programs["step"](tokens=tokens, token_type=state.token_type, position=state.position,

@@ -39,7 +39,9 @@ class DecodingCache(NamedTuple):
     opens the ones written so far. The step's own key/value is attended to besides and returned, not written
     here -- unless ``slot`` is set: then a CPU kernel (``cpu_kernels.step_layer``, or ``step_attention`` where
     the weights are not packed) attends and writes them to that slot, the first not written
-    (``generation.ModelStepper``). ``*_k``/``*_v`` index by layer: a stacked tensor or a per-layer list."""
+    (``generation.ModelStepper``), reading each row's written slots from the rows ``parents`` names (beam search
+    reorders hypotheses by that table instead of moving the buffers; None: each row's own). ``*_k``/``*_v`` index
+    by layer: a stacked tensor or a per-layer list."""
     source_k: object  # per layer (B, nh, S, hd)
     source_v: object
     source_bias: paddle.Tensor  # (B, 1, 1, S) additive: 0 where the source key may be attended to
@@ -48,10 +50,11 @@ class DecodingCache(NamedTuple):
     generated_bias: Optional[paddle.Tensor]  # (1, 1, 1, T) additive: 0 for the slots written so far; None with slot
     # the slot the step writes its keys/values to (CPU kernel; in an exported program a (1,) int64 tensor), or None
     slot: Optional[int] = None
+    parents: Optional[paddle.Tensor] = None  # with slot: (N, T) int64, the row holding each written slot of a row
 
     def layer(self, i: int) -> "DecodingCache":
         return DecodingCache(self.source_k[i], self.source_v[i], self.source_bias, self.generated_k[i],
-                             self.generated_v[i], self.generated_bias, self.slot)
+                             self.generated_v[i], self.generated_bias, self.slot, self.parents)
 
     def step_bias(self, num_heads: int):
         """(N, nh, 1, S + T + 1): the additive bias over a step's keys ``[source; generated; own]``, for every row
@@ -204,7 +207,7 @@ class SelfAttention(nn.Layer):
             step = self._decoding_step(q * self.head_dim ** -0.5, k, v, cache, bias)
         else:
             step = step_attention(q, k, v, cache.source_k, cache.source_v, cache.source_bias, cache.generated_k,
-                                  cache.generated_v, cache.slot, self.head_dim ** -0.5)
+                                  cache.generated_v, cache.slot, self.head_dim ** -0.5, cache.parents)
         return _linear(self.out_proj, step, w[3]), (k, v)
 
     def _decoding_step(self, q, k, v, c: DecodingCache, bias):

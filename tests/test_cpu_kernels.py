@@ -732,11 +732,16 @@ def dots_float32(q, keys):
     return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
 
 
-def step_attention_float32(q, k, v, source_k, source_v, source_bias, generated_k, generated_v, length, scale):
-    """The rule of ``cpu_kernels.step_attention`` in float32 as the kernel computes it, for bit equality: the
-    scores by ``dots_float32`` (scaled, then the source's bias added), the softmax by ``exp_non_positive`` and
-    ``lane_sum``, the weights times the values summed in the keys' order."""
+def step_attention_float32(q, k, v, source_k, source_v, source_bias, generated_k, generated_v, length, scale,
+                           parents):
+    """The rule of ``cpu_kernels.step_attention`` in float32 as the kernel computes it, for bit equality: row r's
+    generated slot t read from row parents[r, t]; the scores by ``dots_float32`` (scaled, then the source's bias
+    added), the softmax by ``exp_non_positive`` and ``lane_sum``, the weights times the values summed in the keys'
+    order."""
     rows, heads, hd = generated_k.shape[0], generated_k.shape[1], generated_k.shape[3]
+    slots = np.arange(generated_k.shape[2])
+    generated_k, generated_v = (g[parents[:, None, :], np.arange(heads)[None, :, None], slots] for g in
+                                (generated_k, generated_v))
     source = np.repeat(np.arange(source_k.shape[0]), rows // source_k.shape[0])
     q, k, v = (a.reshape(rows, heads, 1, hd) for a in (q, k, v))
     keys = np.concatenate([source_k[source], generated_k[:, :, :length], k], axis=2)
@@ -758,21 +763,29 @@ def test_step_attention_follows_its_float32_rule_bit_for_bit(ops, sources, per_s
                                                              length):
     """The kernel's step attention is its documented float32 rule exactly (eight keys' dot products at a time with
     a fixed order of sums, the weighted sum 32 columns at a time, the tails past multiples of 8 keys, 8 and 32
-    columns), on any number of threads: the same bits as the NumPy model of it."""
+    columns; the generated slots read from the rows the reordering table names), on any number of threads: the
+    same bits as the NumPy model of it; the new key/value land in each row's own slot."""
     rng = np.random.default_rng(hd)
     rows = sources * per_source
     q, k, v = (rng.standard_normal((rows, 1, heads * hd)).astype("float32") for _ in range(3))
     source_k, source_v = (rng.standard_normal((sources, heads, S, hd)).astype("float32") for _ in range(2))
     generated_k, generated_v = (rng.standard_normal((rows, heads, slots, hd)).astype("float32") for _ in range(2))
     source_bias = np.where(rng.uniform(size=(sources, 1, 1, S)) < 0.3, masks.MASKED_BIAS, 0.0).astype("float32")
-    got = cpu_kernels.step_attention(*(paddle.to_tensor(a) for a in (q, k, v, source_k, source_v, source_bias,
-                                                                     generated_k, generated_v)),
-                                     length, hd ** -0.5).numpy()
+    parents = rng.integers(0, rows, (rows, slots))
+    buffers = [paddle.to_tensor(a) for a in (generated_k, generated_v)]
+    got = cpu_kernels.step_attention(*(paddle.to_tensor(a) for a in (q, k, v, source_k, source_v, source_bias)),
+                                     *buffers, length, hd ** -0.5, paddle.to_tensor(parents)).numpy()
     want = step_attention_float32(q, k, v, source_k, source_v, source_bias, generated_k, generated_v, length,
-                                  hd ** -0.5)
+                                  hd ** -0.5, parents)
     np.testing.assert_array_equal(got, want)
-    assert not np.array_equal(want, step_attention_float64(q, k, v, source_k, source_v, source_bias, generated_k,
-                                                           generated_v, length, hd ** -0.5).astype("float32"))
+    own = cpu_kernels.step_attention(*(paddle.to_tensor(a) for a in (q, k, v, source_k, source_v, source_bias,
+                                                                     generated_k, generated_v)), length, hd ** -0.5)
+    np.testing.assert_array_equal(own.numpy(), step_attention_float32(
+        q, k, v, source_k, source_v, source_bias, generated_k, generated_v, length, hd ** -0.5,
+        np.repeat(np.arange(rows)[:, None], slots, axis=1)))
+    assert not np.array_equal(own.numpy(), got) or (parents[:, :length] == np.arange(rows)[:, None]).all()
+    for buffer, new in zip(buffers, (k, v)):
+        np.testing.assert_array_equal(buffer.numpy()[:, :, length], new.reshape(rows, heads, hd))
 
 
 @pytest.mark.parametrize("rows, vocab", [(24, 18000), (3, 7), (5, 99)])  # the first runs threaded
@@ -847,6 +860,9 @@ def test_step_attention_refuses_a_slot_past_the_buffers_and_mismatched_shapes(op
     with pytest.raises(OSError, match="slot 3 is not in the generated buffers' 3 slots"):
         cpu_kernels.step_attention(z(2, 1, 8), z(2, 1, 8), z(2, 1, 8), z(1, 2, 5, 4), z(1, 2, 5, 4), z(1, 1, 1, 5),
                                    z(2, 2, 3, 4), z(2, 2, 3, 4), 3, 0.5)
+    with pytest.raises(OSError, match="slot 0 of row 1 names row 2, not one of the 2 rows"):
+        cpu_kernels.step_attention(z(2, 1, 8), z(2, 1, 8), z(2, 1, 8), z(1, 2, 5, 4), z(1, 2, 5, 4), z(1, 1, 1, 5),
+                                   z(2, 2, 3, 4), z(2, 2, 3, 4), 1, 0.5, paddle.to_tensor([[0, 0, 0], [2, 0, 0]]))
     with pytest.raises(OSError, match="rows \\* heads \\* head_dim = 16 values"):
         cpu_kernels.step_attention(z(3, 1, 8), z(3, 1, 8), z(3, 1, 8), z(1, 2, 5, 4), z(1, 2, 5, 4), z(1, 1, 1, 5),
                                    z(2, 2, 3, 4), z(2, 2, 3, 4), 0, 0.5)

@@ -392,3 +392,40 @@ def test_search_kernels_decode_as_paddles_ops(monkeypatch, seed):
         want, want_scores = generate(model, **batch, stepper=stepper, **kw)
         np.testing.assert_array_equal(ids.numpy(), want.numpy())
         np.testing.assert_allclose(scores.numpy(), want_scores.numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_step_cache_reorders_kernel_steps_by_its_table():
+    """Once steps write their own slots (``model_cache(in_place=True)``, the CPU kernels), reordering hypotheses
+    moves the table of the rows holding each slot (``parents``), not the buffers; read through it, every row sees
+    its hypothesis's keys/values in order. A change in the number of rows resolves the buffers through the table
+    (then each row holds its own)."""
+    from paddle_unimo.generation import StepCache
+    rng = np.random.default_rng(0)
+    source = [paddle.to_tensor(rng.standard_normal((2, 3, 5, 4)).astype("float32"))]
+    cache = StepCache(source, source, paddle.ones([2, 5], "bool"), 4)
+    cache.select(np.repeat([0, 1], 3))  # 3 hypotheses a source, before any step
+
+    def read(table):  # each row's written slots, through the table
+        return [b.numpy()[table[:, None, :cache.length], np.arange(3)[None, :, None], np.arange(cache.length)]
+                for b in cache.generated_k + cache.generated_v]
+    hypotheses = [np.zeros((6, 3, 0, 4), "float32") for _ in range(2)]  # what each row's hypothesis holds
+    for order in ([2, 0, 1, 4, 5, 3], [1, 1, 0, 5, 3, 3]):
+        step = cache.model_cache(in_place=True)
+        for buffer, held in zip((step.generated_k[0], step.generated_v[0]), range(2)):
+            new = rng.standard_normal((6, 3, 4)).astype("float32")
+            buffer[:, :, cache.length - 1] = paddle.to_tensor(new)  # as the kernel writes: each row its own slot
+            hypotheses[held] = np.concatenate([hypotheses[held], new[:, :, None]], axis=2)
+        before = [b.numpy().copy() for b in cache.generated_k + cache.generated_v]
+        cache.select(np.array(order))
+        hypotheses = [h[order] for h in hypotheses]
+        for got, want in zip(read(cache.parents), hypotheses):
+            np.testing.assert_array_equal(got, want)
+        for unmoved, earlier in zip(cache.generated_k + cache.generated_v, before):
+            np.testing.assert_array_equal(unmoved.numpy(), earlier)
+    assert not (cache.parents[:, :2] == np.arange(6)[:, None]).all()
+    cache.select(np.array([0, 2, 3, 4]))  # 2 hypotheses a source now
+    own = np.repeat(np.arange(4)[:, None], 4, axis=1)
+    np.testing.assert_array_equal(cache.parents, own)
+    for got, want in zip(read(own), hypotheses):
+        np.testing.assert_array_equal(got, want[[0, 2, 3, 4]])
+    assert not any(b.numpy()[:, :, 2:].any() for b in cache.generated_k + cache.generated_v)

@@ -147,6 +147,20 @@ def test_a_kernel_export_is_refused_where_it_cannot_run(exported, monkeypatch):
         InferenceStepper(stepper.folder)
 
 
+def test_a_kernel_export_without_the_reordering_table_is_refused(exported, tmp_path):
+    """An export on the kernels whose step program has no ``parents`` input (made before beam search reordered
+    by that table) is refused with what to do, not run with the wrong operator inputs."""
+    import json
+    import shutil
+    _, stepper = exported
+    old = shutil.copytree(stepper.folder, tmp_path / "old")
+    manifest = json.loads((old / "export.json").read_text())
+    manifest["step"]["inputs"] = [s for s in manifest["step"]["inputs"] if s["name"] != "parents"]
+    (old / "export.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="predates the step's 'parents' input.*make export FORMAT=kernels"):
+        InferenceStepper(str(old))
+
+
 def test_bfloat16_panels_decode_as_float_panels_of_the_rounded_weights():
     """``ModelStepper(..., panel_dtype="bfloat16")`` decodes as the float32 panels do once the layers' weights and the
     LM head are rounded to bfloat16: the same ids and scores, bit for bit; on the unrounded model its scores move."""

@@ -312,35 +312,36 @@ inline Float8 LaneTotals(const Float8 (&s)[8]) {
          __builtin_shuffle(low, high, Int8{4, 5, 6, 7, 12, 13, 14, 15});
 }
 
-// out[j] = q . keys[j] for n keys of hd floats (one after another). Each dot product in 8 lanes, lane l summing
+// out[j] = q . key(j) for n keys of hd floats (key(j) points at key j). Each dot product in 8 lanes, lane l summing
 // q[d] * k[d] over d = l mod 8 in the order of d, every product rounded (no fused multiply-add on any target: the
 // same bits on every CPU), the lanes then added by LaneTotals: eight keys at a time, their lanes reduced together
 // in registers instead of one horizontal sum per key.
-inline void Dots(const float* q, const float* keys, int64_t n, int64_t hd, float* out) {
+template <typename Key>
+inline void Dots(const float* q, Key key, int64_t n, int64_t hd, float* out) {
   for (int64_t j = 0; j < n; j += 8) {
     const int64_t m = std::min<int64_t>(8, n - j);
-    const float* k = keys + j * hd;
     Float8 s[8] = {};
     int64_t d = 0;
     if (m == 8) {
       for (; d + 8 <= hd; d += 8) {
         const Float8 qd = Load8(q + d);
-        for (int i = 0; i < 8; ++i) s[i] += qd * Load8(k + i * hd + d);
+        for (int i = 0; i < 8; ++i) s[i] += qd * Load8(key(j + i) + d);
       }
     }
     for (int64_t i = 0; i < m; ++i) {  // a last block of fewer keys, and the d past a multiple of 8
-      for (int64_t e = d; e < hd; ++e) s[i][e % 8] += q[e] * k[i * hd + e];
+      for (int64_t e = d; e < hd; ++e) s[i][e % 8] += q[e] * key(j + i)[e];
     }
     const Float8 totals = LaneTotals(s);
     for (int64_t i = 0; i < m; ++i) out[j + i] = totals[i];
   }
 }
 
-// acc[d] += sum over j < n of w[j] * values[j * hd + d] for d < 32, in the order of j, every product rounded.
-inline void AddWeighted32(const float* w, const float* values, int64_t n, int64_t hd, Float8 (&acc)[4]) {
+// acc[c] += sum over j < n of w[j] * value(j)[d + c] for c < 32, in the order of j, every product rounded.
+template <typename Value>
+inline void AddWeighted32(const float* w, Value value, int64_t n, int64_t d, Float8 (&acc)[4]) {
   for (int64_t j = 0; j < n; ++j) {
     const Float8 weight = Float8{} + w[j];
-    for (int i = 0; i < 4; ++i) acc[i] += weight * Load8(values + j * hd + 8 * i);
+    for (int i = 0; i < 4; ++i) acc[i] += weight * Load8(value(j) + d + 8 * i);
   }
 }
 
@@ -348,14 +349,16 @@ inline void AddWeighted32(const float* w, const float* values, int64_t n, int64_
 // attends to b's source keys (with b's additive bias), to its own `length` generated keys and to its new key, by
 // softmax(q . key * scale); out[r, h] is the weighted sum of the values. The new key/value then go to slot
 // `length` of the row's generated buffers (T slots). q, k, v, out: (rows, heads * hd); sk, sv: (sources, heads,
-// S, hd); sbias: (sources, S); gk, gv: (rows, heads, T, hd). The dot products go eight keys at a time (Dots), the
+// S, hd); sbias: (sources, S); gk, gv: (rows, heads, T, hd); parents (rows, T): the row whose buffers hold each
+// written slot of a row's hypothesis (beam search reorders hypotheses by this table, never by moving the buffers:
+// a slot, once written, is never written again). The dot products go eight keys at a time (Dots), the
 // weighted sum 32 columns at a time in registers (AddWeighted32): 12 layers of a beam-6 step (24 rows, 96 source
 // tokens, 8 generated) took 1.4 against 3.9 ms with the keys in cache, 3.7 against 6.1 ms read from memory (as in
 // decoding, where the weights pass through the cache between layers), on the AVX-512 host's two cores.
 TARGETS void StepAttentionRows(const float* q, const float* k, const float* v, const float* sk, const float* sv,
-                               const float* sbias, float* gk, float* gv, float* out, int64_t sources,
-                               int64_t per_source, int64_t heads, int64_t S, int64_t T, int64_t hd, int64_t length,
-                               float scale) {
+                               const float* sbias, float* gk, float* gv, const int64_t* parents, float* out,
+                               int64_t sources, int64_t per_source, int64_t heads, int64_t S, int64_t T, int64_t hd,
+                               int64_t length, float scale) {
   const int64_t width = heads * hd, keys = S + length + 1;
 #pragma omp parallel for schedule(static) if (sources * per_source * width * keys >= kMinParallel)
   for (int64_t pair = 0; pair < sources * heads; ++pair) {  // a source's keys are read once for all its rows
@@ -364,10 +367,17 @@ TARGETS void StepAttentionRows(const float* q, const float* k, const float* v, c
     std::vector<float> w(keys);
     for (int64_t r = b * per_source; r < (b + 1) * per_source; ++r) {
       const float *qr = q + r * width + h * hd, *kr = k + r * width + h * hd, *vr = v + r * width + h * hd;
-      float *gkh = gk + (r * heads + h) * T * hd, *gvh = gv + (r * heads + h) * T * hd;
-      Dots(qr, skh, S, hd, w.data());
-      Dots(qr, gkh, length, hd, w.data() + S);
-      Dots(qr, kr, 1, hd, w.data() + keys - 1);
+      const int64_t* rows_of = parents + r * T;
+      auto slot_of = [&](float* buffer, int64_t t) { return buffer + ((rows_of[t] * heads + h) * T + t) * hd; };
+      auto source_key = [&](int64_t j) { return skh + j * hd; };
+      auto source_value = [&](int64_t j) { return svh + j * hd; };
+      auto generated_key = [&](int64_t t) { return slot_of(gk, t); };
+      auto generated_value = [&](int64_t t) { return slot_of(gv, t); };
+      auto new_key = [&](int64_t) { return kr; };
+      auto new_value = [&](int64_t) { return vr; };
+      Dots(qr, source_key, S, hd, w.data());
+      Dots(qr, generated_key, length, hd, w.data() + S);
+      Dots(qr, new_key, 1, hd, w.data() + keys - 1);
       for (int64_t j = 0; j < S; ++j) w[j] = w[j] * scale + sbias[b * S + j];
       for (int64_t j = S; j < keys; ++j) w[j] *= scale;
       float top = -INFINITY;
@@ -381,19 +391,20 @@ TARGETS void StepAttentionRows(const float* q, const float* k, const float* v, c
       int64_t d = 0;
       for (; d + 32 <= hd; d += 32) {
         Float8 acc[4] = {};
-        AddWeighted32(w.data(), svh + d, S, hd, acc);
-        AddWeighted32(w.data() + S, gvh + d, length, hd, acc);
-        AddWeighted32(w.data() + keys - 1, vr + d, 1, hd, acc);
+        AddWeighted32(w.data(), source_value, S, d, acc);
+        AddWeighted32(w.data() + S, generated_value, length, d, acc);
+        AddWeighted32(w.data() + keys - 1, new_value, 1, d, acc);
         for (int i = 0; i < 4; ++i) Store8(o + d + 8 * i, acc[i]);
       }
       for (; d < hd; ++d) {  // the columns past a multiple of 32, in the same order
         float sum = 0.0f;
         for (int64_t j = 0; j < S; ++j) sum += w[j] * svh[j * hd + d];
-        for (int64_t j = 0; j < length; ++j) sum += w[S + j] * gvh[j * hd + d];
+        for (int64_t j = 0; j < length; ++j) sum += w[S + j] * generated_value(j)[d];
         o[d] = sum + w[keys - 1] * vr[d];
       }
-      std::memcpy(gkh + length * hd, kr, hd * sizeof(float));
-      std::memcpy(gvh + length * hd, vr, hd * sizeof(float));
+      // the new key/value into this row's own buffers (the table then names this row for slot `length`)
+      std::memcpy(gk + ((r * heads + h) * T + length) * hd, kr, hd * sizeof(float));
+      std::memcpy(gv + ((r * heads + h) * T + length) * hd, vr, hd * sizeof(float));
     }
   }
 }
@@ -761,7 +772,7 @@ namespace {
 // The checks of a step's cache and q/k/v (values q_size each) against each other.
 void CheckStepCache(int64_t q_size, const paddle::Tensor& source_k, const paddle::Tensor& source_v,
                     const paddle::Tensor& source_bias, const paddle::Tensor& generated_k,
-                    const paddle::Tensor& generated_v, int64_t length) {
+                    const paddle::Tensor& generated_v, const paddle::Tensor& parents, int64_t length) {
   const auto &s = source_k.shape(), &g = generated_k.shape();
   PD_CHECK(s.size() == 4 && g.size() == 4 && g[1] == s[1] && g[3] == s[3] && g[0] % s[0] == 0,
            "source keys (B, heads, S, head_dim) and generated keys (B * n, heads, T, head_dim) are needed");
@@ -770,15 +781,25 @@ void CheckStepCache(int64_t q_size, const paddle::Tensor& source_k, const paddle
   PD_CHECK(source_v.shape() == s && generated_v.shape() == g && source_bias.numel() == s[0] * s[2],
            "source values, generated values and the source bias do not match the keys");
   PD_CHECK(0 <= length && length < g[2], "slot ", length, " is not in the generated buffers' ", g[2], " slots");
+  PD_CHECK(parents.dtype() == paddle::DataType::INT64 && parents.numel() == g[0] * g[2],
+           "the slots' rows are int64 (rows, T) = (", g[0], ", ", g[2], ")");
+  const int64_t* rows_of = parents.data<int64_t>();
+  for (int64_t r = 0; r < g[0]; ++r) {
+    for (int64_t t = 0; t < length; ++t) {
+      PD_CHECK(0 <= rows_of[r * g[2] + t] && rows_of[r * g[2] + t] < g[0], "slot ", t, " of row ", r,
+               " names row ", rows_of[r * g[2] + t], ", not one of the ", g[0], " rows");
+    }
+  }
 }
 
 void StepAttentionInto(const float* q, const float* k, const float* v, const paddle::Tensor& source_k,
                        const paddle::Tensor& source_v, const paddle::Tensor& source_bias, paddle::Tensor& generated_k,
-                       paddle::Tensor& generated_v, float* out, int64_t length, float scale) {
+                       paddle::Tensor& generated_v, const paddle::Tensor& parents, float* out, int64_t length,
+                       float scale) {
   const auto &s = source_k.shape(), &g = generated_k.shape();
   StepAttentionRows(q, k, v, source_k.data<float>(), source_v.data<float>(), source_bias.data<float>(),
-                    generated_k.data<float>(), generated_v.data<float>(), out, s[0], g[0] / s[0], s[1], s[2], g[2],
-                    s[3], length, scale);
+                    generated_k.data<float>(), generated_v.data<float>(), parents.data<int64_t>(), out, s[0],
+                    g[0] / s[0], s[1], s[2], g[2], s[3], length, scale);
 }
 }  // namespace
 
@@ -787,17 +808,18 @@ void StepAttentionInto(const float* q, const float* k, const float* v, const pad
 std::vector<paddle::Tensor> StepAttention(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
                                           const paddle::Tensor& source_k, const paddle::Tensor& source_v,
                                           const paddle::Tensor& source_bias, paddle::Tensor& generated_k,
-                                          paddle::Tensor& generated_v, int64_t length, float scale) {
+                                          paddle::Tensor& generated_v, const paddle::Tensor& parents,
+                                          int64_t length, float scale) {
   PD_CHECK(k.numel() == q.numel() && v.numel() == q.numel(), "q, k and v differ in size");
-  CheckStepCache(q.numel(), source_k, source_v, source_bias, generated_k, generated_v, length);
+  CheckStepCache(q.numel(), source_k, source_v, source_bias, generated_k, generated_v, parents, length);
   auto out = paddle::empty_like(q);
   StepAttentionInto(q.data<float>(), k.data<float>(), v.data<float>(), source_k, source_v, source_bias, generated_k,
-                    generated_v, out.data<float>(), length, scale);
+                    generated_v, parents, out.data<float>(), length, scale);
   return {out};
 }
 
 PD_BUILD_OP(unimo_step_attention)
-    .Inputs({"Q", "K", "V", "SourceK", "SourceV", "SourceBias", "GeneratedK", "GeneratedV"})
+    .Inputs({"Q", "K", "V", "SourceK", "SourceV", "SourceBias", "GeneratedK", "GeneratedV", "Parents"})
     .Outputs({"Out", "GeneratedKOut", "GeneratedVOut"})
     .SetInplaceMap({{"GeneratedK", "GeneratedKOut"}, {"GeneratedV", "GeneratedVOut"}})
     .Attrs({"length: int64_t", "scale: float"})
@@ -1413,7 +1435,8 @@ void GeluInPlace(float* x, int64_t n) {
 
 // A decoding step through one transformer layer in inference (paddle_unimo.cpu_kernels.step_layer): x (rows, 1, H)
 // of one new token a row; its six linear layers against packed weights (PackedProduct), the step's attention
-// (StepAttentionRows, which writes the new key and value to slot `length` of the generated buffers), the two
+// (StepAttentionRows, which writes the new key and value to slot `length` of the generated buffers and reads the
+// written slots where `parents` names them), the two
 // residual sums, the two LayerNorms (LayerNormRows) and the activation (relu, or gelu by erf), after (post-LN) or
 // before (normalize_before) each block -- the ~11 operators of the layer as one. packed: the (q, k, v, out,
 // linear1, linear2) weights; params: their six biases, then norm1's weight and bias and norm2's.
@@ -1421,14 +1444,14 @@ std::vector<paddle::Tensor> StepLayer(const paddle::Tensor& x, const std::vector
                                       const std::vector<paddle::Tensor>& params, const paddle::Tensor& source_k,
                                       const paddle::Tensor& source_v, const paddle::Tensor& source_bias,
                                       paddle::Tensor& generated_k, paddle::Tensor& generated_v,
-                                      const paddle::Tensor& slot, float scale, float epsilon, bool gelu,
-                                      bool normalize_before) {
+                                      const paddle::Tensor& parents, const paddle::Tensor& slot, float scale,
+                                      float epsilon, bool gelu, bool normalize_before) {
   PD_CHECK(slot.numel() == 1 && slot.dtype() == paddle::DataType::INT64, "the slot is one int64 value");
   const int64_t length = slot.data<int64_t>()[0];
   PD_CHECK(packed.size() == 6 && params.size() == 10, "6 packed weights and 10 parameters are needed, got ",
            packed.size(), " and ", params.size());
   const int64_t hidden = x.shape().back(), rows = x.numel() / hidden, inner = params[4].numel();
-  CheckStepCache(x.numel(), source_k, source_v, source_bias, generated_k, generated_v, length);
+  CheckStepCache(x.numel(), source_k, source_v, source_bias, generated_k, generated_v, parents, length);
   for (int i = 0; i < 10; ++i) {
     const int64_t want = i == 4 ? inner : hidden;
     PD_CHECK(params[i].numel() == want, "parameter ", i, " needs ", want, " values, got ", params[i].numel());
@@ -1452,7 +1475,7 @@ std::vector<paddle::Tensor> StepLayer(const paddle::Tensor& x, const std::vector
   PackedProduct(attn_in, rows, hidden, packed[0], p[0], hidden, q.data());
   PackedProduct(attn_in, rows, hidden, packed[1], p[1], hidden, k.data());
   PackedProduct(attn_in, rows, hidden, packed[2], p[2], hidden, v.data());
-  StepAttentionInto(q.data(), k.data(), v.data(), source_k, source_v, source_bias, generated_k, generated_v,
+  StepAttentionInto(q.data(), k.data(), v.data(), source_k, source_v, source_bias, generated_k, generated_v, parents,
                     a.data(), length, scale);
   PackedProduct(a.data(), rows, hidden, packed[3], p[3], hidden, y);
   for (int64_t i = 0; i < rows * hidden; ++i) y[i] += in[i];  // y = x + attention
@@ -1480,20 +1503,21 @@ std::vector<std::vector<int64_t>> StepLayerShapes(
     const std::vector<std::vector<int64_t>>& params, const std::vector<int64_t>& source_k,
     const std::vector<int64_t>& source_v, const std::vector<int64_t>& source_bias,
     const std::vector<int64_t>& generated_k, const std::vector<int64_t>& generated_v,
-    const std::vector<int64_t>& slot) {
+    const std::vector<int64_t>& parents, const std::vector<int64_t>& slot) {
   return {x, generated_k, generated_v};
 }
 
 std::vector<paddle::DataType> StepLayerTypes(
     const paddle::DataType& x, const std::vector<paddle::DataType>& packed, const std::vector<paddle::DataType>& params,
     const paddle::DataType& source_k, const paddle::DataType& source_v, const paddle::DataType& source_bias,
-    const paddle::DataType& generated_k, const paddle::DataType& generated_v, const paddle::DataType& slot) {
+    const paddle::DataType& generated_k, const paddle::DataType& generated_v, const paddle::DataType& parents,
+    const paddle::DataType& slot) {
   return {x, generated_k, generated_v};
 }
 
 PD_BUILD_OP(unimo_step_layer)
     .Inputs({"X", paddle::Vec("Packed"), paddle::Vec("Params"), "SourceK", "SourceV", "SourceBias", "GeneratedK",
-             "GeneratedV", "Slot"})
+             "GeneratedV", "Parents", "Slot"})
     .Outputs({"Out", "GeneratedKOut", "GeneratedVOut"})
     .SetInplaceMap({{"GeneratedK", "GeneratedKOut"}, {"GeneratedV", "GeneratedVOut"}})
     .Attrs({"scale: float", "epsilon: float", "gelu: bool", "normalize_before: bool"})
