@@ -212,7 +212,8 @@ def is_dialog(config: UNIMOConfig) -> bool:
 def input_specs(config: UNIMOConfig, dtype: str = "float32", cpu_kernels: bool = False
                 ) -> Dict[str, List[InputSpec]]:
     """The inputs of the programs the config gets; None marks the dynamic batch, length and region axes.
-    ``cpu_kernels``: the step takes the slot it writes (``KernelStep``) instead of ``generated_bias``."""
+    ``cpu_kernels``: the step takes the slot it writes and the slots' rows (``KernelStep``) instead of
+    ``generated_bias``."""
     heads = config.num_attention_heads
     cache = [None, heads, None, config.hidden_size // heads]  # (rows, nh, T, hd), one input per layer
     ids = [None, None]
