@@ -39,13 +39,13 @@ embeddings). The prefill multiplies by them, and each layer of the step is one `
 writes the token's keys/values into the generated buffers it is fed (shared with the predictor) at ``slot`` (1,)
 int64 and reads the written slots where ``parents`` (N, T) int64 names their rows (beam search reorders that
 table, not the buffers: ``generation.StepCache``), the inputs that replace ``generated_bias``; the step returns
-``logits`` only. (Exports on the kernels from before ``parents`` must be made again; ``InferenceStepper`` says so.) Such a folder decodes on CPU
-about as fast as dynamic mode, with its scores bit for bit, but runs only where the operators are registered:
-``InferenceStepper`` builds or loads them (``cpu_kernels.kernels``) before it loads the programs, and a C++
-deployment compiles ``csrc/cpu_kernels.cc`` into its application, as for any Paddle custom operator. ONNX has no
-such operators: ``onnx_export`` converts exports without ``cpu_kernels`` only. The panels may hold bfloat16 or
-int8 (``panel_dtype``, ``export.json``'s ``panel_dtype``): smaller and faster, with other scores -- exactly those
-of ``generation.ModelStepper(model, True, panel_dtype)``.
+``logits`` only (exports on the kernels made before ``parents`` must be made again: ``InferenceStepper`` says
+so). Such a folder decodes on CPU about as fast as dynamic mode, with its scores bit for bit, but runs only where
+the operators are registered: ``InferenceStepper`` builds or loads them (``cpu_kernels.kernels``) before it loads
+the programs, and a C++ deployment compiles ``csrc/cpu_kernels.cc`` into its application, as for any Paddle custom
+operator. ONNX has no such operators: ``onnx_export`` converts exports without ``cpu_kernels`` only. The panels may
+hold bfloat16 or int8 (``panel_dtype``, ``export.json``'s ``panel_dtype``): smaller and faster, with other scores
+-- exactly those of ``generation.ModelStepper(model, True, panel_dtype)``.
 
 Batch size, lengths and the number of regions are dynamic. ``InferenceStepper``
 runs them with Paddle Inference on CPU and plugs into ``generate``, so greedy, beam search and sampling

@@ -228,11 +228,13 @@ class StepCache:
         if self.in_place and picked.size == self.rows:
             self.parents = self.parents[picked]  # the kernels read the slots where the table says
         elif self.in_place and self.length:  # new rows: the buffers as the table reads them, then own rows
-            parents = self.parents[picked][:, None, :self.length]
+            rows = self.parents[picked][:, None, :self.length]
             heads, slots = np.arange(self.generated_k[0].shape[1])[None, :, None], np.arange(self.length)
-            resolve = lambda b: paddle.to_tensor(np.concatenate(
-                [b.numpy()[parents, heads, slots], np.zeros((picked.size, *b.shape[1:2], b.shape[2] - self.length,
-                                                              b.shape[3]), b.numpy().dtype)], axis=2))
+
+            def resolve(buffer):
+                resolved = np.zeros((picked.size, *buffer.shape[1:]), buffer.numpy().dtype)
+                resolved[:, :, :self.length] = buffer.numpy()[rows, heads, slots]
+                return paddle.to_tensor(resolved)
             self.generated_k = [resolve(b) for b in self.generated_k]
             self.generated_v = [resolve(b) for b in self.generated_v]
             self.parents = self._own_rows(picked.size, self.parents.shape[1])
