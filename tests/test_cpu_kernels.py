@@ -664,6 +664,17 @@ def step_attention_float64(q, k, v, source_k, source_v, source_bias, generated_k
     return ((e / e.sum(-1, keepdims=True)) @ values).reshape(rows, 1, heads * hd)
 
 
+def step_attention_inputs(rng, sources, per_source, heads, S, slots, hd):
+    """Random q, k, v (rows, 1, heads * hd), source keys/values, a source bias masking ~30% of the keys and
+    generated buffers, for ``step_attention``."""
+    rows = sources * per_source
+    q, k, v = (rng.standard_normal((rows, 1, heads * hd)).astype("float32") for _ in range(3))
+    source_k, source_v = (rng.standard_normal((sources, heads, S, hd)).astype("float32") for _ in range(2))
+    source_bias = np.where(rng.uniform(size=(sources, 1, 1, S)) < 0.3, masks.MASKED_BIAS, 0.0).astype("float32")
+    generated_k, generated_v = (rng.standard_normal((rows, heads, slots, hd)).astype("float32") for _ in range(2))
+    return q, k, v, source_k, source_v, source_bias, generated_k, generated_v
+
+
 @pytest.mark.parametrize("sources, per_source, heads, S, slots, hd, length", [  # the last runs threaded
     (1, 1, 2, 5, 4, 8, 0), (2, 3, 2, 7, 6, 8, 5), (3, 4, 3, 9, 8, 5, 2), (4, 6, 12, 96, 20, 64, 19)])
 def test_step_attention_equals_the_rule_in_float64_and_writes_the_slot(ops, sources, per_source, heads, S, slots, hd,
@@ -672,10 +683,8 @@ def test_step_attention_equals_the_rule_in_float64_and_writes_the_slot(ops, sour
     mask bias); the new keys/values land in slot ``length`` of the generated buffers, every other slot unchanged."""
     rng = np.random.default_rng(S)
     rows = sources * per_source
-    q, k, v = (rng.standard_normal((rows, 1, heads * hd)).astype("float32") for _ in range(3))
-    source_k, source_v = (rng.standard_normal((sources, heads, S, hd)).astype("float32") for _ in range(2))
-    generated_k, generated_v = (rng.standard_normal((rows, heads, slots, hd)).astype("float32") for _ in range(2))
-    source_bias = np.where(rng.uniform(size=(sources, 1, 1, S)) < 0.3, masks.MASKED_BIAS, 0.0).astype("float32")
+    q, k, v, source_k, source_v, source_bias, generated_k, generated_v = step_attention_inputs(
+        rng, sources, per_source, heads, S, slots, hd)
     source_bias[..., 0] = 0.0  # every source keeps a key
     buffers = [paddle.to_tensor(a) for a in (generated_k, generated_v)]
     got = cpu_kernels.step_attention(*(paddle.to_tensor(a) for a in (q, k, v, source_k, source_v, source_bias)),
@@ -767,10 +776,8 @@ def test_step_attention_follows_its_float32_rule_bit_for_bit(ops, sources, per_s
     same bits as the NumPy model of it; the new key/value land in each row's own slot."""
     rng = np.random.default_rng(hd)
     rows = sources * per_source
-    q, k, v = (rng.standard_normal((rows, 1, heads * hd)).astype("float32") for _ in range(3))
-    source_k, source_v = (rng.standard_normal((sources, heads, S, hd)).astype("float32") for _ in range(2))
-    generated_k, generated_v = (rng.standard_normal((rows, heads, slots, hd)).astype("float32") for _ in range(2))
-    source_bias = np.where(rng.uniform(size=(sources, 1, 1, S)) < 0.3, masks.MASKED_BIAS, 0.0).astype("float32")
+    q, k, v, source_k, source_v, source_bias, generated_k, generated_v = step_attention_inputs(
+        rng, sources, per_source, heads, S, slots, hd)
     parents = rng.integers(0, rows, (rows, slots))
     buffers = [paddle.to_tensor(a) for a in (generated_k, generated_v)]
     got = cpu_kernels.step_attention(*(paddle.to_tensor(a) for a in (q, k, v, source_k, source_v, source_bias)),
