@@ -109,7 +109,7 @@ NAME = "unimo_cpu_kernels"
 OPENMP = Path(paddle.__file__).parent / "libs" / "libiomp5.so"  # paddle's (MKL's) OpenMP runtime
 MKL = OPENMP.with_name("libmklml_intel.so")  # the MKL paddle's matmuls call: its sgemm (training attention)
 # -fno-trapping-math lets branch-free selects vectorise (the softmax's exponential); no result changes.
-# -Wno-psabi: GCC's note on passing 32-byte vectors (Float8) between functions, which are all inlined.
+# -Wno-psabi: GCC's note on passing 32-byte vectors (F32x8) between functions, which are all inlined.
 FLAGS = ["-O3", "-fno-trapping-math", "-Wno-psabi", "-fopenmp" if OPENMP.is_file() else "-fopenmp-simd"] + \
     (["-DUNIMO_MKL"] if MKL.is_file() else [])
 _LIBS = [f"-l{lib.stem[3:]}" for lib in (OPENMP, MKL) if lib.is_file()]  # -liomp5 -lmklml_intel

@@ -291,25 +291,25 @@ TARGETS void SoftmaxGradRows(const float* y, float* g, int64_t rows, int64_t wid
 
 // Eight floats as one value (GCC's vector extension): AVX2 registers in the AVX2 build, two SSE registers in the
 // baseline one, the same arithmetic lane by lane in both.
-typedef float Float8 __attribute__((vector_size(32)));
-typedef float Float8Unaligned __attribute__((vector_size(32), aligned(4)));
-typedef int32_t Int8 __attribute__((vector_size(32)));
+typedef float F32x8 __attribute__((vector_size(32)));
+typedef float F32x8Unaligned __attribute__((vector_size(32), aligned(4)));
+typedef int32_t I32x8 __attribute__((vector_size(32)));
 
-inline Float8 Load8(const float* p) { return *reinterpret_cast<const Float8Unaligned*>(p); }
-inline void Store8(float* p, Float8 x) { *reinterpret_cast<Float8Unaligned*>(p) = x; }
+inline F32x8 Load8(const float* p) { return *reinterpret_cast<const F32x8Unaligned*>(p); }
+inline void Store8(float* p, F32x8 x) { *reinterpret_cast<F32x8Unaligned*>(p) = x; }
 
 // [a0 + a1, a2 + a3, b0 + b1, b2 + b3, a4 + a5, a6 + a7, b4 + b5, b6 + b7] (AVX's vhaddps)
-inline Float8 PairSums(Float8 a, Float8 b) {
-  return __builtin_shuffle(a, b, Int8{0, 2, 8, 10, 4, 6, 12, 14}) +
-         __builtin_shuffle(a, b, Int8{1, 3, 9, 11, 5, 7, 13, 15});
+inline F32x8 PairSums(F32x8 a, F32x8 b) {
+  return __builtin_shuffle(a, b, I32x8{0, 2, 8, 10, 4, 6, 12, 14}) +
+         __builtin_shuffle(a, b, I32x8{1, 3, 9, 11, 5, 7, 13, 15});
 }
 
 // Lane i of the result: s[i]'s lanes added as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).
-inline Float8 LaneTotals(const Float8 (&s)[8]) {
-  const Float8 low = PairSums(PairSums(s[0], s[1]), PairSums(s[2], s[3])),
+inline F32x8 LaneTotals(const F32x8 (&s)[8]) {
+  const F32x8 low = PairSums(PairSums(s[0], s[1]), PairSums(s[2], s[3])),
                high = PairSums(PairSums(s[4], s[5]), PairSums(s[6], s[7]));
-  return __builtin_shuffle(low, high, Int8{0, 1, 2, 3, 8, 9, 10, 11}) +
-         __builtin_shuffle(low, high, Int8{4, 5, 6, 7, 12, 13, 14, 15});
+  return __builtin_shuffle(low, high, I32x8{0, 1, 2, 3, 8, 9, 10, 11}) +
+         __builtin_shuffle(low, high, I32x8{4, 5, 6, 7, 12, 13, 14, 15});
 }
 
 // out[j] = q . key(j) for n keys of hd floats (key(j) points at key j). Each dot product in 8 lanes, lane l summing
@@ -320,27 +320,27 @@ template <typename Key>
 inline void Dots(const float* q, Key key, int64_t n, int64_t hd, float* out) {
   for (int64_t j = 0; j < n; j += 8) {
     const int64_t m = std::min<int64_t>(8, n - j);
-    Float8 s[8] = {};
+    F32x8 s[8] = {};
     int64_t d = 0;
     if (m == 8) {
       for (; d + 8 <= hd; d += 8) {
-        const Float8 qd = Load8(q + d);
+        const F32x8 qd = Load8(q + d);
         for (int i = 0; i < 8; ++i) s[i] += qd * Load8(key(j + i) + d);
       }
     }
     for (int64_t i = 0; i < m; ++i) {  // a last block of fewer keys, and the d past a multiple of 8
       for (int64_t e = d; e < hd; ++e) s[i][e % 8] += q[e] * key(j + i)[e];
     }
-    const Float8 totals = LaneTotals(s);
+    const F32x8 totals = LaneTotals(s);
     for (int64_t i = 0; i < m; ++i) out[j + i] = totals[i];
   }
 }
 
 // acc[c] += sum over j < n of w[j] * value(j)[d + c] for c < 32, in the order of j, every product rounded.
 template <typename Value>
-inline void AddWeighted32(const float* w, Value value, int64_t n, int64_t d, Float8 (&acc)[4]) {
+inline void AddWeighted32(const float* w, Value value, int64_t n, int64_t d, F32x8 (&acc)[4]) {
   for (int64_t j = 0; j < n; ++j) {
-    const Float8 weight = Float8{} + w[j];
+    const F32x8 weight = F32x8{} + w[j];
     for (int i = 0; i < 4; ++i) acc[i] += weight * Load8(value(j) + d + 8 * i);
   }
 }
@@ -390,7 +390,7 @@ TARGETS void StepAttentionRows(const float* q, const float* k, const float* v, c
       float* o = out + r * width + h * hd;
       int64_t d = 0;
       for (; d + 32 <= hd; d += 32) {
-        Float8 acc[4] = {};
+        F32x8 acc[4] = {};
         AddWeighted32(w.data(), source_value, S, d, acc);
         AddWeighted32(w.data() + S, generated_value, length, d, acc);
         AddWeighted32(w.data() + keys - 1, new_value, 1, d, acc);
