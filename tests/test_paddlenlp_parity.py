@@ -198,11 +198,19 @@ def test_eos_bias_restores_the_shared_models(models):
         np.testing.assert_array_equal(model.lm_head.decoder_bias.numpy(), bias)
 
 
+def rms(x) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
 @pytest.mark.parametrize("name", ["768x2", "tiny-preln-gelu"])
 def test_training_steps_equal_paddlenlp(name, tokenizer, paddlenlp, tmp_path):
-    """Five AdamW steps (the 千言 recipe's settings) with label smoothing on the same weights and batch (dropout off, so both are
-    deterministic): every parameter of ours stays equal to PaddleNLP's, though ours trains through its CPU
-    training kernels (``modeling._LinearFunction``, ``_swap_heads``) and PaddleNLP through ``nn.Linear``."""
+    """Five AdamW steps (the 千言 recipe's settings) with label smoothing on the same weights and batch (dropout off,
+    so both are deterministic), ours through its CPU training kernels (``modeling._LinearFunction``,
+    ``_swap_heads``) and PaddleNLP through ``nn.Linear``: the first step's gradients are equal, and after five
+    steps every parameter of ours equals PaddleNLP's within 2e-5, or is no further from it (root mean square) than
+    twice PaddleNLP's own run from starting weights moved by float32 rounding (scaled by 1 + 1e-7): AdamW's steps of
+    ~1e-3 whatever a gradient's size amplify rounding, and on an AVX2-only CPU such a start ends up to 1.2e-3 away
+    in some weights after five steps (within 2e-5 after one), ours as far (its RMS distance 1.00-1.31x that run's)."""
     import paddle.nn.functional as F
 
     from paddle_unimo import modeling
@@ -221,8 +229,13 @@ def test_training_steps_equal_paddlenlp(name, tokenizer, paddlenlp, tmp_path):
     fast_calls, first_grads = [], {}  # reference? -> the first step's gradients
     original_apply = modeling._LinearFunction.apply
     modeling._LinearFunction.apply = lambda *a: fast_calls.append(1) or original_apply(*a)
+    rounded = paddlenlp.UNIMOLMHeadModel(paddlenlp.UNIMOConfig(**config))  # PaddleNLP from a rounding-moved start
+    rounded.set_state_dict(ref.state_dict())
+    with paddle.no_grad():
+        for p in rounded.parameters():
+            p.set_value(p * (1 + 1e-7))
     try:
-        for model, reference in ((ref, True), (ours, False)):
+        for model, reference in ((ref, True), (ours, False), (rounded, True)):
             model.train()
             opt = paddle.optimizer.AdamW(1e-3, beta2=0.98, epsilon=1e-6, parameters=model.parameters(),
                                          weight_decay=0.01)  # the fine-tuning recipe's epsilon
@@ -243,7 +256,7 @@ def test_training_steps_equal_paddlenlp(name, tokenizer, paddlenlp, tmp_path):
     for key, grad in first_grads[True].items():  # Adam is blind to a gradient's scale: compare them first
         np.testing.assert_allclose(first_grads[False][key], grad, atol=1e-6, rtol=1e-4, err_msg=key)
     start = paddle.load(str(tmp_path / "model_state.pdparams"))
-    theirs, mine = ref.state_dict(), ours.state_dict()
+    theirs, mine, nearby = ref.state_dict(), ours.state_dict(), rounded.state_dict()
     assert set(mine) == set(theirs)
     moved = 0
     for key, value in theirs.items():
@@ -252,6 +265,8 @@ def test_training_steps_equal_paddlenlp(name, tokenizer, paddlenlp, tmp_path):
             # scores), so both only move by Adam's rescaling of rounding noise
             assert np.abs(mine[key].numpy() - start[key].numpy()).max() < 1e-4, key
             continue
-        np.testing.assert_allclose(mine[key].numpy(), value.numpy(), atol=2e-5, rtol=1e-5, err_msg=key)
+        ours_off, rounding_off = (rms(other[key].numpy() - value.numpy()) for other in (mine, nearby))
+        assert (np.allclose(mine[key].numpy(), value.numpy(), atol=2e-5, rtol=1e-5)
+                or ours_off <= 2 * rounding_off), (key, ours_off, rounding_off)
         moved += not np.allclose(value.numpy(), start[key].numpy(), atol=1e-4)
     assert moved > 0.9 * (len(theirs) - config["num_hidden_layers"])  # the steps did train
