@@ -1530,10 +1530,19 @@ PD_BUILD_OP(unimo_step_layer)
 extern "C" {
 void cblas_sgemm(int layout, int transa, int transb, int m, int n, int k, float alpha, const float* a, int lda,
                  const float* b, int ldb, float beta, float* c, int ldc);
+int MKL_Set_Num_Threads_Local(int threads);
 }
 
 namespace {
 enum { kRowMajor = 101, kNoTrans = 111, kTrans = 112 };
+
+// MKL on the calling thread alone while it lives. Inside a team of one thread (one OpenMP thread, or a region too
+// small to split) MKL would otherwise take the threads paddle set for it (Paddle Inference's predictors set them),
+// and its AVX2 sgemm then splits the sums differently: other bits than inside a team of two.
+struct OneMklThread {
+  const int before = MKL_Set_Num_Threads_Local(1);
+  ~OneMklThread() { MKL_Set_Num_Threads_Local(before); }
+};
 }  // namespace
 
 // Attention in training (paddle_unimo.cpu_kernels.attention), for q (B, Lq, heads * hd) and k, v (B, Lk, heads *
@@ -1571,6 +1580,7 @@ TARGETS void AttentionPairs(const float* q, const float* k, const float* v, cons
   const int64_t lq = s.queries, lk = s.keys, hd = s.hd, width = s.width();
 #pragma omp parallel if (s.pairs() * lq * lk >= kMinParallel)
   {
+    const OneMklThread alone;
     std::vector<float> probs(lq * lk);
 #pragma omp for schedule(static)
     for (int64_t pair = 0; pair < s.pairs(); ++pair) {
@@ -1599,6 +1609,7 @@ TARGETS void AttentionGradPairs(const float* q, const float* k, const float* v, 
   const int64_t lq = s.queries, lk = s.keys, hd = s.hd, width = s.width();
 #pragma omp parallel if (s.pairs() * lq * lk >= kMinParallel)
   {
+    const OneMklThread alone;
     std::vector<float> probs(lq * lk), dscores(lq * lk);
 #pragma omp for schedule(static)
     for (int64_t pair = 0; pair < s.pairs(); ++pair) {
