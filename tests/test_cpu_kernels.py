@@ -601,7 +601,8 @@ def test_int8_panels_follow_the_dynamic_quantization_rule(ops, k, n):
             np.testing.assert_array_equal(got, want[:rows], err_msg=f"{rows} rows")
 
 
-PANEL_SCRIPT = """
+PANEL_ROWS = (13, 5, 10, 8, 9, 3, 2)  # AVX2's blocks of 6, 1; 5; 6, 4; 6, 2; 6, 3 rows, then up to 4 at once
+PANEL_SCRIPT = f"""
 import sys
 import numpy as np
 import paddle
@@ -611,17 +612,17 @@ x, w, b = (rng.standard_normal(s).astype("float32") for s in ((13, 200), (200, 1
 np.save(sys.argv[1], np.concatenate([
     cpu_kernels.packed_linear(paddle.to_tensor(x[:rows]), cpu_kernels.pack_weight(paddle.to_tensor(w), dtype=dtype),
                               paddle.to_tensor(b)).numpy() for dtype in ("float32", "bfloat16", "int8")
-    for rows in (13, 3)]))
+    for rows in {PANEL_ROWS}]))
 """
 
 
 @pytest.mark.skipif(not cpu_has_fma(), reason="needs a CPU with AVX2 and FMA")
 def test_panel_products_give_the_same_bits_on_every_instruction_set(ops, tmp_path):
-    """The panels' products in AVX2 (3 rows x 32 columns of sums at a time; up to 4 rows, 64 columns) give the
-    AVX-512 kernel's bits (6 x 64), both the in-order fused rule; the baseline's (CPUs without FMA) are the in-order
-    rule with every product rounded; bfloat16 panels give each rule on the rounded weights; int8 panels (AVX-512
-    VNNI, AVX2, the plain loop) the int8 rule's bits everywhere; an instruction set the
-    CPU does not run is an error naming it (``PADDLE_UNIMO_PANEL_ISA``, read once per process: each in its own)."""
+    """The panels' products in AVX2 (up to 6 rows x 16 columns of sums at a time; up to 4 rows, 64 columns) give
+    the AVX-512 kernel's bits (6 x 64), both the in-order fused rule; the baseline's (CPUs without FMA) are the
+    in-order rule with every product rounded; bfloat16 panels give each rule on the rounded weights; int8 panels
+    (AVX-512 VNNI, AVX2, the plain loop) the int8 rule's bits everywhere; an instruction set the CPU does not run is
+    an error naming it (``PADDLE_UNIMO_PANEL_ISA``, read once per process: each in its own)."""
     rng = np.random.default_rng(5)
     x, w, b = (rng.standard_normal(s).astype("float32") for s in ((13, 200), (200, 150), (150,)))
 
@@ -633,8 +634,8 @@ def test_panel_products_give_the_same_bits_on_every_instruction_set(ops, tmp_pat
     fused = [fused_sums_float64(x, weight, b) for weight in (w, bfloat16_rounded(w))]
     rounded = [unfused(weight) for weight in (w, bfloat16_rounded(w))]
     int8 = int8_product(x, w, b)  # exact sums: the same bits everywhere
-    want = {"avx2": np.concatenate([y for f in fused for y in (f, f[:3])] + [int8, int8[:3]]),
-            "baseline": np.concatenate([y for r in rounded for y in (r, r[:3])] + [int8, int8[:3]])}
+    want = {isa: np.concatenate([y[:rows] for y in (*by_dtype, int8) for rows in PANEL_ROWS])
+            for isa, by_dtype in (("avx2", fused), ("baseline", rounded))}
     if {"avx512f", "avx512bw"} <= cpu_flags():
         want["avx512"] = want["avx2"]
     for isa, expected in want.items():
