@@ -100,6 +100,7 @@ from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import NamedTuple, Optional
 
+import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -314,10 +315,15 @@ def packed_linear(x, weight: PackedWeight, bias):
     return kernels().unimo_packed_linear(dense(x), weight.packed, bias, weight.n)
 
 
-def own_rows(rows: int, slots: int) -> paddle.Tensor:
+def own_rows(rows: int, slots: int) -> np.ndarray:
     """The (rows, slots) int64 table of a cache whose rows hold their own generated slots (``step_attention``'s
-    ``parents`` where no hypothesis was reordered)."""
-    return paddle.arange(rows, dtype="int64").unsqueeze(1).expand([rows, slots]).contiguous()
+    ``parents`` where no hypothesis was reordered; ``generation.StepCache``'s after a resolve)."""
+    return np.repeat(np.arange(rows, dtype="int64")[:, None], slots, axis=1)
+
+
+def _parents(parents, generated_k) -> paddle.Tensor:
+    """``parents`` as given, or ``own_rows`` of the generated buffers (N, heads, T, head_dim)."""
+    return paddle.to_tensor(own_rows(generated_k.shape[0], generated_k.shape[2])) if parents is None else parents
 
 
 def step_attention(q, k, v, source_k, source_v, source_bias, generated_k, generated_v, length: int, scale: float,
@@ -329,11 +335,9 @@ def step_attention(q, k, v, source_k, source_v, source_bias, generated_k, genera
     to slot ``length`` of the generated buffers, in row r's own. ``parents`` (N, T) int64: the row whose buffers
     hold each written slot of row r (beam search's reordering; None: ``own_rows``). Inference only; float32 CPU
     tensors."""
-    if parents is None:
-        parents = own_rows(generated_k.shape[0], generated_k.shape[2])
     return kernels().unimo_step_attention(q.contiguous(), k.contiguous(), v.contiguous(), source_k, source_v,
-                                          source_bias, generated_k, generated_v, parents, int(length),
-                                          float(scale))[0]
+                                          source_bias, generated_k, generated_v, _parents(parents, generated_k),
+                                          int(length), float(scale))[0]
 
 
 def log_softmax(x, before, after):
@@ -363,12 +367,10 @@ def step_layer(x, packed, params, cache, scale: float, epsilon: float, gelu: boo
     if shapes != [(hidden, hidden)] * 4 + [(hidden, inner), (inner, hidden)]:
         raise ValueError(f"step_layer: packed weights of (in, out) {shapes} do not fit a layer of width {hidden} "
                          f"and feed-forward width {inner}")
-    parents = cache.parents
-    if parents is None:
-        parents = own_rows(cache.generated_k.shape[0], cache.generated_k.shape[2])
     return kernels().unimo_step_layer(dense(x), [w.packed for w in packed], list(params), cache.source_k,
                                       cache.source_v, cache.source_bias, cache.generated_k, cache.generated_v,
-                                      parents, slot_tensor(cache.slot) if isinstance(cache.slot, int) else cache.slot,
+                                      _parents(cache.parents, cache.generated_k),
+                                      slot_tensor(cache.slot) if isinstance(cache.slot, int) else cache.slot,
                                       float(scale), float(epsilon), bool(gelu), bool(normalize_before))[0]
 
 

@@ -170,12 +170,8 @@ class StepCache:
         self.generated_k = [paddle.zeros(shape, first.dtype) for _ in self.source_k]
         self.generated_v = [paddle.zeros(shape, first.dtype) for _ in self.source_k]
         self.length = 0
-        self.parents = self._own_rows(shape[0], slots)
+        self.parents = kernels.own_rows(shape[0], slots)
         self.in_place = False  # set by the first step that writes its own slot (the kernels)
-
-    @staticmethod
-    def _own_rows(rows: int, slots: int) -> np.ndarray:
-        return np.repeat(np.arange(rows, dtype="int64")[:, None], slots, axis=1)
 
     @property
     def rows(self) -> int:
@@ -206,7 +202,7 @@ class StepCache:
         if self.length == self.generated_k[0].shape[2]:
             self.generated_k = [paddle.concat([b, paddle.zeros_like(b)], axis=2) for b in self.generated_k]
             self.generated_v = [paddle.concat([b, paddle.zeros_like(b)], axis=2) for b in self.generated_v]
-            self.parents = np.concatenate([self.parents, self._own_rows(*self.parents.shape)], axis=1)
+            self.parents = np.concatenate([self.parents, kernels.own_rows(*self.parents.shape)], axis=1)
 
     def write(self, k, v) -> None:
         """Stores one step's keys/values, per layer (N, nh, 1, hd) (a list, or stacked on a first axis), in the
@@ -232,19 +228,20 @@ class StepCache:
             heads, slots = np.arange(self.generated_k[0].shape[1])[None, :, None], np.arange(self.length)
 
             def resolve(buffer):
-                resolved = np.zeros((picked.size, *buffer.shape[1:]), buffer.numpy().dtype)
-                resolved[:, :, :self.length] = buffer.numpy()[rows, heads, slots]
+                data = buffer.numpy()
+                resolved = np.zeros((picked.size, *data.shape[1:]), data.dtype)
+                resolved[:, :, :self.length] = data[rows, heads, slots]
                 return paddle.to_tensor(resolved)
             self.generated_k = [resolve(b) for b in self.generated_k]
             self.generated_v = [resolve(b) for b in self.generated_v]
-            self.parents = self._own_rows(picked.size, self.parents.shape[1])
+            self.parents = kernels.own_rows(picked.size, self.parents.shape[1])
         elif picked.size != self.rows or (self.length and (picked != np.arange(picked.size)).any()):
             # a gather of whole buffers (sized to the decoding's max_length): 2.6x faster than gathering the
             # written slots and writing them back in place
             index = paddle.to_tensor(picked)
             self.generated_k = [paddle.gather(b, index) for b in self.generated_k]
             self.generated_v = [paddle.gather(b, index) for b in self.generated_v]
-            self.parents = self._own_rows(picked.size, self.parents.shape[1])
+            self.parents = kernels.own_rows(picked.size, self.parents.shape[1])
         return self
 
 
