@@ -67,7 +67,9 @@ panels of the rounded weights) the 12 layers took 3.4-3.7 against 6.6-7.3 ms at 
 quantization, each column's weights and each input row quantized to int8 with a scale of its own, the sums exact in
 int32, AVX-512 VNNI's VPDPBUSD or AVX2's VPMADDUBSW) they took 2.8-2.9 against 8.9-9.0 ms at 1-4 rows, 5.2
 against 15.0 at 24 and 45 against 149 at 384, with other results (the quantization's, by the rule in
-``csrc/cpu_kernels.cc``; a row's result depends on that row alone, the same on every CPU). In float32 and bfloat16
+``csrc/cpu_kernels.cc``; a row's result depends on that row alone, the same on every CPU). AVX2 without VNNI has no
+exact 8-bit product instruction: its int8 products ran x1.3-2.1 faster than its float32 ones at 1-384 rows;
+``dtype="int8_w7"`` (7-bit weights, 63 levels a side; other results, the same on every CPU) x1.9-2.7. In float32 and bfloat16
 every output element is the bias plus its products added in order by fused multiply-adds, so a row's result does
 not depend on the other rows, the threads or the instruction set (AVX-512 or AVX2; a CPU without FMA rounds each
 product first; ``PADDLE_UNIMO_PANEL_ISA=avx512|avx2|baseline`` picks one the CPU runs, for comparisons). A packed
@@ -280,13 +282,14 @@ def softmax(scores, bias, scale: float):
 
 class PackedWeight(NamedTuple):
     """A (K, N) weight in panels (``pack_weight``), for ``packed_linear``."""
-    packed: paddle.Tensor  # (ceil(N / 64), K, 64) float32 or bfloat16, (ceil(N / 64), 8 + 4 * ceil(K / 4), 64) int8:
-    # the panels, the last one's columns past N zero (an int8 panel: its columns' scales and sums, then the weights)
+    packed: paddle.Tensor  # (ceil(N / 64), K, 64) float32 or bfloat16, (ceil(N / 64), 9 + 4 * ceil(K / 4), 64) int8:
+    # the panels, the last one's columns past N zero (an int8 panel: its columns' scales and sums, its weight
+    # levels, then the weights)
     k: int  # input features
     n: int  # output features
 
 
-PANEL_DTYPES = ("float32", "bfloat16", "int8")
+PANEL_DTYPES = ("float32", "bfloat16", "int8", "int8_w7")
 
 
 def pack_weight(weight, transposed: bool = False, dtype: str = "float32") -> Optional[PackedWeight]:
@@ -297,7 +300,10 @@ def pack_weight(weight, transposed: bool = False, dtype: str = "float32") -> Opt
     a quarter of the bytes: each column's weights quantized to int8 by a scale of its own (``max |w| / 127``), and
     at every product each input row by its own; the int32 sums scaled back to float32 (``csrc/cpu_kernels.cc``
     gives the rule; every CPU the same bits). With AVX-512 VNNI a product takes about a third of the float32 panels'
-    time at any number of rows, with AVX2 alone a half to two thirds; below AVX2 a plain loop runs, slower."""
+    time at any number of rows, with AVX2 alone a half to four fifths; below AVX2 a plain loop runs, slower.
+    ``dtype="int8_w7"``: the same with 7-bit weights (``max |w| / 63``; the logits move ~1.5 times as far), whose
+    products AVX2 takes in fewer instructions: x1.4-1.5 faster than 8-bit ones there at 24-384 rows, as fast
+    elsewhere."""
     if dtype not in PANEL_DTYPES:
         raise ValueError(f"pack_weight: dtype {dtype!r}; allowed: {', '.join(PANEL_DTYPES)}")
     ops = ops_for(weight)

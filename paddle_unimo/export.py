@@ -44,7 +44,7 @@ so). Such a folder decodes on CPU about as fast as dynamic mode, with its scores
 the operators are registered: ``InferenceStepper`` builds or loads them (``cpu_kernels.kernels``) before it loads
 the programs, and a C++ deployment compiles ``csrc/cpu_kernels.cc`` into its application, as for any Paddle custom
 operator. ONNX has no such operators: ``onnx_export`` converts exports without ``cpu_kernels`` only. The panels may
-hold bfloat16 or int8 (``panel_dtype``, ``export.json``'s ``panel_dtype``): smaller and faster, with other scores
+hold bfloat16, int8 or int8_w7 (``panel_dtype``, ``export.json``'s ``panel_dtype``): smaller and faster, with other scores
 -- exactly those of ``generation.ModelStepper(model, True, panel_dtype)``.
 
 Batch size, lengths and the number of regions are dynamic. ``InferenceStepper``
@@ -334,7 +334,8 @@ def export_model(model, out_dir: str, tokenizer=None, cpu_kernels: bool = False,
     """Writes the prefill and step programs (and prefill_regions for a config with regions), config and
     tokenizer into ``out_dir`` (see the module doc). ``cpu_kernels``: the decoding programs run this package's
     CPU kernels (see the module doc), with the weights in panels of ``panel_dtype`` (float32; bfloat16, the weights
-    rounded; int8, weights and inputs quantized: as ``generation.ModelStepper(..., panel_dtype=)`` decodes).
+    rounded; int8, weights and inputs quantized; int8_w7, with 7-bit weights: as ``generation.ModelStepper(...,
+    panel_dtype=)`` decodes).
 
     Everything is written into a temporary folder beside ``out_dir`` that replaces it only at the end
     (``fileio.atomic_dir``), so a failure never leaves a half-written export and keeps a previous one whole.

@@ -547,58 +547,76 @@ def test_packed_linear_adds_the_products_in_order_by_fused_multiply_adds(ops):
         np.testing.assert_array_equal(got, fused_sums_float64(x, weight, bias))
 
 
-def int8_quantized(a, axis: int):
-    """The int8 panels' rule for the rows (``axis=1``) or columns (``axis=0``) of ``a``: ``q = round(a * (127 /
-    m))`` (float32 operations; to nearest, ties to even, within +-127) and the scale ``m / 127``, with m the largest
-    magnitude (zeros for a row or column of zeros)."""
+INT8_LEVELS = {"int8": 127, "int8_w7": 63}  # the weights' levels a side of each int8 panel dtype
+
+
+def int8_quantized(a, axis: int, levels: int = 127):
+    """The int8 panels' rule for the rows (``axis=1``) or columns (``axis=0``) of ``a``: ``q = round(a * (L / m))``
+    (float32 operations; to nearest, ties to even, within +-L) and the scale ``m / L``, with m the largest
+    magnitude (zeros for a row or column of zeros), L 127 (rows; int8 weights) or 63 (int8_w7 weights)."""
     largest = np.abs(a).max(axis=axis, keepdims=True).astype("float32")
     some = largest > 0
-    inverse = np.where(some, np.float32(127) / np.where(some, largest, 1), 0).astype("float32")
-    q = np.clip(np.rint((a * inverse).astype("float32")), -127, 127).astype(np.int64)
-    return q, np.where(some, largest / np.float32(127), 0).astype("float32")
+    inverse = np.where(some, np.float32(levels) / np.where(some, largest, 1), 0).astype("float32")
+    q = np.clip(np.rint((a * inverse).astype("float32")), -levels, levels).astype(np.int64)
+    return q, np.where(some, largest / np.float32(levels), 0).astype("float32")
 
 
-def int8_product(x, weight, bias):
-    """x (rows, K) @ weight (K, N) + bias by int8 panels: ``fma(float(q_x @ q_w), s_x * s_w, bias)``, the sums
-    exact, the fused multiply-add in float64 rounded to float32 (as ``fused_sums_float64``)."""
-    (qx, sx), (qw, sw) = int8_quantized(x, 1), int8_quantized(weight, 0)
+def int8_product(x, weight, bias, dtype: str = "int8"):
+    """x (rows, K) @ weight (K, N) + bias by int8 panels of ``dtype``: ``fma(float(q_x @ q_w), s_x * s_w, bias)``,
+    the sums exact, the fused multiply-add in float64 rounded to float32 (as ``fused_sums_float64``)."""
+    (qx, sx), (qw, sw) = int8_quantized(x, 1), int8_quantized(weight, 0, INT8_LEVELS[dtype])
     sums = (qx @ qw).astype("float32")  # exact in int64, then rounded once
     return (sums.astype("float64") * (sx * sw).astype("float64") + bias.astype("float64")).astype("float32")
 
 
+@pytest.mark.parametrize("dtype", sorted(INT8_LEVELS))
 @pytest.mark.parametrize("k, n", [(40, 24), (768, 3072), (33, 1000)])
-def test_int8_panels_follow_the_dynamic_quantization_rule(ops, k, n):
-    """Panels in int8 hold, per panel of 64 columns, their scales (float32) and the sums of their quantized weights
-    (int32), then the quantized weights in groups of 4 rows, each column's 4 bytes together (zeros past K and past
-    N; exact ties to even; a column of zeros), a quarter of the float panels' bytes; their products are the int8
-    rule's bits (``int8_product``: each row quantized with its own scale, so a row of zeros gives the bias) at 1 to
-    389 rows, also transposed (a tied embedding); a row's result does not depend on the other rows."""
+def test_int8_panels_follow_the_dynamic_quantization_rule(ops, k, n, dtype):
+    """Panels in int8 hold, per panel of 64 columns, their scales (float32), the sums of their quantized weights
+    (int32) and a row whose first byte is the weights' levels L (127 for int8, 63 for int8_w7), then the quantized
+    weights in groups of 4 rows, each column's 4 bytes together (zeros past K and past N; exact ties to even; a
+    column of zeros), a quarter of the float panels' bytes; their products are the int8 rule's bits
+    (``int8_product``: each row quantized with its own scale, so a row of zeros gives the bias) at 1 to 389 rows,
+    also transposed (a tied embedding), and where inputs and weights reach their largest magnitudes together (the
+    16-bit pair sums of AVX2's VPMADDUBSW at their bound); a row's result does not depend on the other rows. A
+    panel whose levels byte is neither is refused, and so are panels with the 8 header rows of earlier versions."""
+    levels = INT8_LEVELS[dtype]
     rng = np.random.default_rng(k + 2)
     weight, bias = rng.standard_normal((k, n)).astype("float32"), rng.standard_normal(n).astype("float32")
     weight[:, 1] = 0.0
-    weight[:, 2] = np.where(np.arange(k) == 0, 127.0, np.arange(k) % 9 - 3.5)  # scale 1: exact ties
-    q, scale = int8_quantized(weight, 0)
+    weight[:, 2] = np.where(np.arange(k) == 0, levels, np.arange(k) % 9 - 3.5)  # scale 1: exact ties
+    weight[:, 3], weight[:, 4] = 0.5, -2.0  # every q_w at +L, at -L
+    q, scale = int8_quantized(weight, 0, levels)
     assert scale[0, 2] == 1.0 and (q[1:, 2] % 2 == 0).all() and not q[:, 1].any()
+    assert (q[:, 3] == levels).all() and (q[:, 4] == -levels).all() and np.abs(q).max() == levels
     count, groups = -(-n // 64), -(-k // 4)
     padded = np.zeros((4 * groups, count * 64), np.int64)
     padded[:k, :n] = q
     for transposed in (False, True):
         source = paddle.to_tensor(weight.T.copy() if transposed else weight)
-        quarter = cpu_kernels.pack_weight(source, transposed=transposed, dtype="int8")
-        assert quarter.packed.dtype == paddle.int8 and quarter.packed.shape == [count, 8 + 4 * groups, 64]
+        quarter = cpu_kernels.pack_weight(source, transposed=transposed, dtype=dtype)
+        assert quarter.packed.dtype == paddle.int8 and quarter.packed.shape == [count, 9 + 4 * groups, 64]
         panels = quarter.packed.numpy()
         header = panels[:, :8].copy().reshape(count, 2, 256)
         np.testing.assert_array_equal(header[:, 0].copy().view("float32").reshape(-1)[:n], scale[0])
         np.testing.assert_array_equal(header[:, 1].copy().view("int32").reshape(-1)[:n], q.sum(axis=0))
-        body = panels[:, 8:].reshape(count, groups, 64, 4).transpose(1, 3, 0, 2).reshape(4 * groups, count * 64)
+        np.testing.assert_array_equal(panels[:, 8], np.eye(1, 64, dtype=np.int8)[[0] * count] * levels)
+        body = panels[:, 9:].reshape(count, groups, 64, 4).transpose(1, 3, 0, 2).reshape(4 * groups, count * 64)
         np.testing.assert_array_equal(body, padded)
         x = rng.standard_normal((389, k)).astype("float32")
         x[1] = 0.0
-        want = int8_product(x, weight, bias)
+        x[2], x[3] = 3.0, -3.0  # every q_x at +127, at -127
+        want = int8_product(x, weight, bias, dtype)
         np.testing.assert_array_equal(want[1], bias)
         for rows in (1, 3, 4, 7, 24, 389):
             got = cpu_kernels.packed_linear(paddle.to_tensor(x[:rows]), quarter, paddle.to_tensor(bias)).numpy()
             np.testing.assert_array_equal(got, want[:rows], err_msg=f"{rows} rows")
+    for bad, error in ((np.delete(panels, 8, axis=1), "9 header rows: an export from a version with 8 must be made"),
+                       (panels.copy(), f"int8 panel {count - 1} holds weight levels 100, not 127 or 63")):
+        bad[-1, 8, 0] = 100
+        with pytest.raises(OSError, match=error):
+            cpu_kernels.packed_linear(paddle.to_tensor(x[:2]), quarter._replace(packed=paddle.to_tensor(bad)),
+                                      paddle.to_tensor(bias))
 
 
 PANEL_ROWS = (13, 5, 10, 8, 9, 3, 2)  # AVX2's blocks of 6, 1; 5; 6, 4; 6, 2; 6, 3 rows, then up to 4 at once
@@ -611,7 +629,7 @@ rng = np.random.default_rng(5)
 x, w, b = (rng.standard_normal(s).astype("float32") for s in ((13, 200), (200, 150), (150,)))
 np.save(sys.argv[1], np.concatenate([
     cpu_kernels.packed_linear(paddle.to_tensor(x[:rows]), cpu_kernels.pack_weight(paddle.to_tensor(w), dtype=dtype),
-                              paddle.to_tensor(b)).numpy() for dtype in ("float32", "bfloat16", "int8")
+                              paddle.to_tensor(b)).numpy() for dtype in ("float32", "bfloat16", "int8", "int8_w7")
     for rows in {PANEL_ROWS}]))
 """
 
@@ -620,8 +638,8 @@ np.save(sys.argv[1], np.concatenate([
 def test_panel_products_give_the_same_bits_on_every_instruction_set(ops, tmp_path):
     """The panels' products in AVX2 (up to 6 rows x 16 columns of sums at a time; up to 4 rows, 64 columns) give
     the AVX-512 kernel's bits (6 x 64), both the in-order fused rule; the baseline's (CPUs without FMA) are the
-    in-order rule with every product rounded; bfloat16 panels give each rule on the rounded weights; int8 panels
-    (AVX-512 VNNI, AVX2, the plain loop) the int8 rule's bits everywhere; an instruction set the CPU does not run is
+    in-order rule with every product rounded; bfloat16 panels give each rule on the rounded weights; int8 and
+    int8_w7 panels (AVX-512 VNNI, AVX2 with and without VPSIGNB, the plain loop) the int8 rule's bits everywhere; an instruction set the CPU does not run is
     an error naming it (``PADDLE_UNIMO_PANEL_ISA``, read once per process: each in its own)."""
     rng = np.random.default_rng(5)
     x, w, b = (rng.standard_normal(s).astype("float32") for s in ((13, 200), (200, 150), (150,)))
@@ -633,8 +651,8 @@ def test_panel_products_give_the_same_bits_on_every_instruction_set(ops, tmp_pat
         return y
     fused = [fused_sums_float64(x, weight, b) for weight in (w, bfloat16_rounded(w))]
     rounded = [unfused(weight) for weight in (w, bfloat16_rounded(w))]
-    int8 = int8_product(x, w, b)  # exact sums: the same bits everywhere
-    want = {isa: np.concatenate([y[:rows] for y in (*by_dtype, int8) for rows in PANEL_ROWS])
+    int8 = [int8_product(x, w, b, dtype) for dtype in ("int8", "int8_w7")]  # exact sums: the same bits everywhere
+    want = {isa: np.concatenate([y[:rows] for y in (*by_dtype, *int8) for rows in PANEL_ROWS])
             for isa, by_dtype in (("avx2", fused), ("baseline", rounded))}
     if {"avx512f", "avx512bw"} <= cpu_flags():
         want["avx512"] = want["avx2"]

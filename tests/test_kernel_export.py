@@ -118,7 +118,8 @@ def test_captioning_through_a_kernel_export(tmp_path):
             assert_same_decoding(model, stepper, inputs, max_length=8, eos_token_id=SEP, **settings)
 
 
-@pytest.mark.parametrize("options, dtype", [([], "float32"), (["--quantize", "int8"], "int8")])
+@pytest.mark.parametrize("options, dtype", [([], "float32"), (["--quantize", "int8"], "int8"),
+                                            (["--quantize", "int8_w7"], "int8_w7")])
 def test_tool_writes_a_kernel_export(tmp_path, options, dtype):
     model_dir, out = tmp_path / "best", tmp_path / "inference"
     model = make_model(1, 4.0)
@@ -179,14 +180,16 @@ def test_bfloat16_panels_decode_as_float_panels_of_the_rounded_weights():
             np.testing.assert_array_equal(mine.numpy(), ref.numpy())
 
 
-def test_int8_panels_decode_near_the_float_panels():
+@pytest.mark.parametrize("dtype", ["int8", "int8_w7"])
+def test_int8_panels_decode_near_the_float_panels(dtype):
     """``ModelStepper(..., panel_dtype="int8")`` (every product of the prefill and the steps by the int8 rule, which
     ``test_cpu_kernels`` checks bit for bit): its logits move from the float32 panels' by the quantization, within
-    a few hundredths of their spread, at the prefill and at a step fed the same token."""
+    a few hundredths of their spread, at the prefill and at a step fed the same token; with 7-bit weights
+    (``"int8_w7"``) a little further."""
     model = make_model(0, 3.0)
     b = left_padded(SOURCES)
     args = (b["input_ids"], b["token_type_ids"], b["position_ids"], b["attention_mask"])
-    steppers = [batch_stepper(model), ModelStepper(model, True, "int8")]
+    steppers = [batch_stepper(model), ModelStepper(model, True, dtype)]
     with paddle.no_grad():
         prefills = [stepper.prefill(*args, max_new_tokens=4) for stepper in steppers]
         tokens = paddle.argmax(prefills[0][0], axis=-1, keepdim=True)
@@ -197,12 +200,12 @@ def test_int8_panels_decode_near_the_float_panels():
         assert 0 < np.abs(quarter - full).max() < 0.03 * spread
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
-def test_reduced_kernel_export_decodes_as_its_stepper(tmp_path, dtype):
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8", "int8_w7"])
+def test_reduced_kernel_export_decodes_as_its_stepper(tmp_path, dtype, capsys):
     """The export in bfloat16 or int8 panels decodes as ``ModelStepper(..., panel_dtype=)``, bit for bit; its
     parameter file is the float32 export's less what the panels save (half their bytes; in int8 a byte a weight, K
-    rounded up to 4, and each column's scale and sum); the tool refuses the option without the kernels, and both
-    options together."""
+    rounded up to 4, and each column's scale and sum, and each panel's levels); the tool refuses the option without
+    the kernels (7-bit weights: ONNX too), and both options together."""
     model = make_model(0, 3.0)
     full = export_model(model, tmp_path / "float32", cpu_kernels=True)
     folder = export_model(model, tmp_path / dtype, cpu_kernels=True, panel_dtype=dtype)
@@ -211,7 +214,7 @@ def test_reduced_kernel_export_decodes_as_its_stepper(tmp_path, dtype):
     shapes = [lin.weight.shape for layer in model.unimo.encoder.layers for lin in layer.step_linears()] + \
         [model.lm_head.decoder_weight.shape[::-1]]
     panels = [(k, -(-n // 64)) for k, n in shapes]  # (rows, panels) of each weight
-    reduced_bytes = {"bfloat16": lambda k: 2 * k, "int8": lambda k: 8 + 4 * -(-k // 4)}[dtype]  # a column's
+    reduced_bytes = (lambda k: 2 * k) if dtype == "bfloat16" else (lambda k: 9 + 4 * -(-k // 4))  # a column's
     saved = sum(count * 64 * (4 * k - reduced_bytes(k)) for k, count in panels)
     size = {f: os.path.getsize(os.path.join(f, "prefill.pdiparams")) for f in (full, folder)}
     assert abs(size[full] - size[folder] - saved) < 200 * len(panels)  # to the per-tensor header
@@ -224,7 +227,12 @@ def test_reduced_kernel_export_decodes_as_its_stepper(tmp_path, dtype):
             np.testing.assert_array_equal(mine.numpy(), want.numpy())
     with pytest.raises(ValueError, match=f"panel_dtype='{dtype}' needs cpu_kernels=True"):
         export_model(model, tmp_path / "plain", panel_dtype=dtype)
-    option = ["--precision", "bfloat16"] if dtype == "bfloat16" else ["--quantize", "int8"]
-    for refused in (option, ["--precision", "bfloat16", "--quantize", "int8", "--format", "kernels"]):
+    option = ["--precision", "bfloat16"] if dtype == "bfloat16" else ["--quantize", dtype]
+    refusals = [option, ["--precision", "bfloat16", "--quantize", "int8", "--format", "kernels"]]
+    if dtype == "int8_w7":
+        refusals.append([*option, "--format", "onnx"])
+    for refused in refusals:
         with pytest.raises(SystemExit):
             export_tool.run(["--model", "unused", "--out", str(tmp_path / "x"), *refused])
+    if dtype == "int8_w7":
+        assert "--quantize int8_w7 needs --format kernels" in capsys.readouterr().err

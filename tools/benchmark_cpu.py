@@ -15,7 +15,7 @@ Rows (ratio = reference time / ours, above 1 means ours is faster):
   paddle's own dropout, layer_norm and softmax instead of the CPU training kernels (``paddle_unimo.cpu_kernels``);
 * one greedy step against reading its weights once (the fp32 floor of a decoding step of few rows);
 * the exported Paddle Inference decoding (``paddle_unimo.export``; on paddle's operators, and on the CPU kernels:
-  ``export_model(..., cpu_kernels=True)``, in float32, bfloat16 and int8 panels), and its ONNX Runtime twins (fp32
+  ``export_model(..., cpu_kernels=True)``, in float32, bfloat16, int8 and int8_w7 panels), and its ONNX Runtime twins (fp32
   and int8) when onnxruntime is installed (``paddle_unimo.onnx_export``), against our dynamic decoding, with the
   share of equal tokens when the ids differ;
 * with ``--profile``, where one decoding's time goes: prefill, steps (the model), cache handling (writes,
@@ -194,7 +194,7 @@ def bench_exported(ours, dynamic, inputs, args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_model(ours, os.path.join(tmp, "inference"))
         steppers = {"Paddle Inference": InferenceStepper(folder)}
-        for dtype in ("float32", "bfloat16", "int8"):
+        for dtype in ("float32", "bfloat16", "int8", "int8_w7"):
             kernels = export_model(ours, os.path.join(tmp, dtype), cpu_kernels=True, panel_dtype=dtype)
             steppers["Paddle Inference, CPU kernels" + ("" if dtype == "float32" else f", {dtype}")] = \
                 InferenceStepper(kernels)
@@ -415,7 +415,7 @@ def main(argv=None) -> int:
         if not args.skip_export:
             from paddle_unimo.export import InferenceStepper, export_model
             with tempfile.TemporaryDirectory() as tmp:
-                for kernels, dtype in ((False, "float32"), (True, "float32"), (True, "int8")):
+                for kernels, dtype in ((False, "float32"), (True, "float32"), (True, "int8"), (True, "int8_w7")):
                     folder = export_model(ours, os.path.join(tmp, f"{kernels}{dtype}"), cpu_kernels=kernels,
                                           panel_dtype=dtype)
                     label = (", CPU kernels" if kernels else "") + (f", {dtype}" if dtype != "float32" else "")

@@ -953,17 +953,18 @@ PD_BUILD_OP(unimo_group_top_k)
 // is the float panels' on the rounded weights, bit for bit, and a step of a few rows reads them in half the time.
 //
 // Panels in int8 (dynamic quantization, weights and activations in 8 bits): each column's weights w as q_w =
-// round(w * (127 / m)) with m = max |w| over the column, its scale s_w = m / 127; each input row x, at every
-// product, as q_x = round(x * (127 / m_x)) with m_x = max |x| over the row, s_x = m_x / 127 (float32 operations;
-// round: to nearest, ties to even, within +-127; a row or column of zeros gives zeros). y = fma(float(sum q_x q_w),
-// s_x * s_w, bias), the sum exact in int32, so every instruction set gives the same bits and a row's result depends
-// on that row alone. A panel holds its 64 columns' scales (float32) and the sums of their q_w (int32; kInt8Header
-// rows of bytes), then the q_w in groups of 4 rows: for each column its 4 bytes together, as AVX-512 VNNI's VPDPBUSD
-// multiplies them with 4 bytes of an input row (q_x + 128, unsigned; 128 * the column's sum taken off the result
-// after). A quarter of the float panels' bytes,
-// and 4 times their products per instruction: on the AVX-512 host the 12 layers' products of unimo-text-1.0 took
-// x3.0-3.4 less time than the float panels' at 1 to 384 rows; in AVX2 (VPMADDUBSW, below) x1.5-2.5 less than the
-// AVX2 float panels'. CPUs without AVX2 run a plain loop with the same sums.
+// round(w * (L / m)) with m = max |w| over the column, its scale s_w = m / L, L the panels' weight levels (127; 63
+// for "int8_w7", 7-bit weights); each input row x, at every product, as q_x = round(x * (127 / m_x)) with m_x =
+// max |x| over the row, s_x = m_x / 127 (float32 operations; round: to nearest, ties to even, within +-L; a row or
+// column of zeros gives zeros). y = fma(float(sum q_x q_w), s_x * s_w, bias), the sum exact in int32, so every
+// instruction set gives the same bits and a row's result depends on that row alone. A panel holds its 64 columns'
+// scales (float32), the sums of their q_w (int32) and a row whose first byte is L (kInt8Header rows of bytes), then
+// the q_w in groups of 4 rows: for each column its 4 bytes together, as AVX-512 VNNI's VPDPBUSD multiplies them
+// with 4 bytes of an input row (q_x + 128, unsigned; 128 * the column's sum taken off the result after). A quarter
+// of the float panels' bytes, and 4 times their products per instruction: on the AVX-512 host the 12 layers'
+// products of unimo-text-1.0 took x3.0-3.4 less time than the float panels' at 1 to 384 rows. AVX2 has no such
+// exact instruction (VPMADDUBSW, below): on the AVX2 host, with 8-bit weights its products took x1.3-2.1 less than
+// the AVX2 float panels' at 1 to 384 rows, with 7-bit ones x1.9-2.7. CPUs without AVX2 run a plain loop, the same sums.
 namespace {
 constexpr int64_t kPanel = 64;
 constexpr int64_t kPrefetch = 16;  // panel rows ahead that are fetched into the cache
@@ -1131,20 +1132,22 @@ void PanelProduct(const float* x, int64_t rows, int64_t k, const T* w, const flo
   });
 }
 
-constexpr int64_t kInt8Header = 8;  // an int8 panel's first rows of bytes: its float32 scales, its int32 column sums
+constexpr int64_t kInt8Header = 9;  // an int8 panel's first rows: its float32 scales, its int32 column sums, L
+constexpr int64_t kInt8Levels = 8 * kPanel;  // the byte holding L, the panel's weight levels
 constexpr int64_t kMaxInt8K = 65536;  // input features whose sums of (q_x + 128) * q_w cannot overflow int32
 
 inline int64_t Groups4(int64_t k) { return (k + 3) / 4; }
 
-// 127 / m and m / 127 for the largest magnitude m of a row or column; 0 and 0 for zeros (or a NaN).
-inline void Int8Scales(float largest, float* inverse, float* scale) {
+// L / m and m / L for the largest magnitude m of a row or column, L levels; 0 and 0 for zeros (or a NaN).
+inline void Int8Scales(float largest, float levels, float* inverse, float* scale) {
   const bool some = largest > 0.0f;
-  *inverse = some ? 127.0f / largest : 0.0f;
-  *scale = some ? largest / 127.0f : 0.0f;
+  *inverse = some ? levels / largest : 0.0f;
+  *scale = some ? largest / levels : 0.0f;
 }
 
-inline int Int8Round(float v) {  // round(v), to nearest, ties to even, within [-127, 127] (a NaN to -127);
-  const float within = v > -127.0f ? (v < 127.0f ? v : 127.0f) : -127.0f;  // branch-free, so that loops vectorise
+// round(v), to nearest, ties to even, within [-L, L] (a NaN to -L); branch-free, so that loops vectorise.
+inline int Int8Round(float v, float levels = 127.0f) {
+  const float within = v > -levels ? (v < levels ? v : levels) : -levels;
   return int(std::nearbyint(within));
 }
 
@@ -1155,7 +1158,7 @@ TARGETS void QuantizeRows(const float* x, int64_t rows, int64_t k, uint8_t* xq, 
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = x + r * k;
     float inverse;
-    Int8Scales(RowMax<true>(row, k), &inverse, &scales[r]);
+    Int8Scales(RowMax<true>(row, k), 127.0f, &inverse, &scales[r]);
     uint8_t* out = xq + r * width;
     for (int64_t i = 0; i < k; ++i) out[i] = uint8_t(Int8Round(row[i] * inverse) + 128);
     for (int64_t i = k; i < width; ++i) out[i] = 128;
@@ -1236,10 +1239,12 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void Int8PanelVnni(const 
   }
 }
 
-// AVX2: VPMADDUBSW multiplies |q_x| (unsigned) by q_w with q_x's sign (VPSIGNB), pairs added in 16 bits (at most
-// 2 * 127 * 127: no saturation), VPMADDWD adds the pairs into 32 bits: each column's 4 products. 2 rows x 32 columns
-// of sums at a time (8 registers).
-template <int R>
+// AVX2: VPMADDUBSW multiplies unsigned bytes by signed ones and adds pairs in 16 bits, saturating above 32767;
+// VPMADDWD adds the pairs into 32 bits: each column's 4 products. With 7-bit weights it takes q_x + 128 as it is (a
+// pair at most 2 * 255 * 63: no saturation; 128 * the column's sum taken off after, as VNNI's); with 8-bit ones
+// |q_x| by q_w carrying q_x's sign (VPSIGNB; at most 2 * 127 * 127), one more instruction per 32 products on the
+// same ports (x1.4-1.5 slower at 24-384 rows, the AVX2 host). 2 rows x 32 columns of sums at a time (8 registers).
+template <int R, bool kSevenBit>
 __attribute__((always_inline, target("avx2"))) inline void Int8RowsAvx2(const uint8_t* xq, int64_t width,
                                                                         const int8_t* panel,
                                                                         int32_t (&sums)[R][kPanel]) {
@@ -1255,19 +1260,36 @@ __attribute__((always_inline, target("avx2"))) inline void Int8RowsAvx2(const ui
       for (int r = 0; r < R; ++r) {
         int32_t four;
         std::memcpy(&four, xq + r * width + 4 * g, 4);
-        x[r] = _mm256_set1_epi32(four ^ int32_t(0x80808080u));  // q_x + 128 -> q_x
-        magnitude[r] = _mm256_abs_epi8(x[r]);
+        x[r] = _mm256_set1_epi32(kSevenBit ? four : four ^ int32_t(0x80808080u));  // q_x + 128, or q_x
+        magnitude[r] = kSevenBit ? x[r] : _mm256_abs_epi8(x[r]);
       }
       for (int j = 0; j < 4; ++j) {
         const __m256i weights = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + 32 * j));
         for (int r = 0; r < R; ++r) {
-          const __m256i pairs = _mm256_maddubs_epi16(magnitude[r], _mm256_sign_epi8(weights, x[r]));
+          const __m256i pairs =
+              _mm256_maddubs_epi16(magnitude[r], kSevenBit ? weights : _mm256_sign_epi8(weights, x[r]));
           acc[r][j] = _mm256_add_epi32(acc[r][j], _mm256_madd_epi16(pairs, ones));
         }
       }
     }
     for (int r = 0; r < R; ++r)
       for (int j = 0; j < 4; ++j) _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums[r] + half + 8 * j), acc[r][j]);
+  }
+  if constexpr (kSevenBit) {  // sum (q_x + 128) q_w - 128 sum q_w
+    const int32_t* column_sums = reinterpret_cast<const int32_t*>(panel + kPanel * 4);
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < kPanel; ++c) sums[r][c] -= 128 * column_sums[c];
+  }
+}
+
+template <int R>
+__attribute__((always_inline, target("avx2"))) inline void Int8RowsAvx2(const uint8_t* xq, int64_t width,
+                                                                        const int8_t* panel,
+                                                                        int32_t (&sums)[R][kPanel]) {
+  if (panel[kInt8Levels] <= 63) {
+    Int8RowsAvx2<R, true>(xq, width, panel, sums);
+  } else {
+    Int8RowsAvx2<R, false>(xq, width, panel, sums);
   }
 }
 
@@ -1321,6 +1343,10 @@ void Int8Product(const float* x, int64_t rows, int64_t k, const int8_t* w, const
   static const Int8PanelFn block = ChooseInt8Panel();
   PD_CHECK(k <= kMaxInt8K, "int8 panels take up to ", kMaxInt8K, " input features, not ", k);
   const int64_t width = 4 * Groups4(k), stride = (kInt8Header + width) * kPanel;
+  for (int64_t j = 0; j < (n + kPanel - 1) / kPanel; ++j) {  // each VPMADDUBSW path is exact only for its own L
+    const int levels = w[j * stride + kInt8Levels];
+    PD_CHECK(levels == 127 || levels == 63, "int8 panel ", j, " holds weight levels ", levels, ", not 127 or 63");
+  }
   std::vector<uint8_t> xq(rows * width);
   std::vector<float> sx(rows);
   QuantizeRows(x, rows, k, xq.data(), sx.data());
@@ -1336,7 +1362,8 @@ void PackedProduct(const float* x, int64_t rows, int64_t k, const paddle::Tensor
   const int64_t count = (n + kPanel - 1) / kPanel;
   if (panels.dtype() == paddle::DataType::INT8) {
     PD_CHECK(panels.shape() == std::vector<int64_t>({count, kInt8Header + 4 * Groups4(k), kPanel}),
-             "the int8 panels of a (", k, ", ", n, ") weight are needed");
+             "the int8 panels of a (", k, ", ", n, ") weight are needed (", kInt8Header,
+             " header rows: an export from a version with 8 must be made again)");
     Int8Product(x, rows, k, panels.data<int8_t>(), bias, n, y);
     return;
   }
@@ -1358,10 +1385,11 @@ void PackedProduct(const float* x, int64_t rows, int64_t k, const paddle::Tensor
 std::vector<paddle::Tensor> PackWeight(const paddle::Tensor& weight, bool transposed, const std::string& dtype) {
   const auto& s = weight.shape();
   PD_CHECK(s.size() == 2, "a weight of 2 dimensions is needed, got ", s.size());
-  PD_CHECK(dtype == "float32" || dtype == "bfloat16" || dtype == "int8", "panels of float32, bfloat16 or int8, not ",
-           dtype);
+  PD_CHECK(dtype == "float32" || dtype == "bfloat16" || dtype == "int8" || dtype == "int8_w7",
+           "panels of float32, bfloat16, int8 or int8_w7, not ", dtype);
   const int64_t k = transposed ? s[1] : s[0], n = transposed ? s[0] : s[1], count = (n + kPanel - 1) / kPanel;
-  const bool bfloat16 = dtype == "bfloat16", int8 = dtype == "int8";
+  const bool bfloat16 = dtype == "bfloat16", int8 = dtype == "int8" || dtype == "int8_w7";
+  const float levels = dtype == "int8_w7" ? 63.0f : 127.0f;
   PD_CHECK(!int8 || k <= kMaxInt8K, "int8 panels take up to ", kMaxInt8K, " input features, not ", k);
   const auto type = int8 ? paddle::DataType::INT8 : bfloat16 ? paddle::DataType::BFLOAT16 : paddle::DataType::FLOAT32;
   const int64_t rows = int8 ? kInt8Header + 4 * Groups4(k) : k;
@@ -1380,14 +1408,15 @@ std::vector<paddle::Tensor> PackWeight(const paddle::Tensor& weight, bool transp
       int8_t* panel = q + j * rows * kPanel;
       float scales[kPanel];
       int32_t sums[kPanel];
-      std::memset(panel + kInt8Header * kPanel, 0, (rows - kInt8Header) * kPanel);
+      std::memset(panel + kInt8Levels, 0, rows * kPanel - kInt8Levels);
+      panel[kInt8Levels] = int8_t(levels);
       for (int64_t c = 0; c < kPanel; ++c) {
         float largest = 0.0f, inverse;
         for (int64_t i = 0; i < k; ++i) largest = std::max(largest, std::fabs(value(i, c)));
-        Int8Scales(largest, &inverse, &scales[c]);
+        Int8Scales(largest, levels, &inverse, &scales[c]);
         sums[c] = 0;
         for (int64_t i = 0; i < k; ++i) {
-          const int v = Int8Round(value(i, c) * inverse);
+          const int v = Int8Round(value(i, c) * inverse, levels);
           panel[(kInt8Header + i / 4 * 4) * kPanel + c * 4 + i % 4] = int8_t(v);
           sums[c] += v;
         }
