@@ -69,11 +69,11 @@ int32, AVX-512 VNNI's VPDPBUSD or AVX2's VPMADDUBSW) they took 2.8-2.9 against 8
 against 15.0 at 24 and 45 against 149 at 384, with other results (the quantization's, by the rule in
 ``csrc/cpu_kernels.cc``; a row's result depends on that row alone, the same on every CPU). AVX2 without VNNI has no
 exact 8-bit product instruction: its int8 products ran x1.3-2.1 faster than its float32 ones at 1-384 rows;
-``dtype="int8_w7"`` (7-bit weights, 63 levels a side; other results, the same on every CPU) x1.9-2.7. In float32 and bfloat16
-every output element is the bias plus its products added in order by fused multiply-adds, so a row's result does
-not depend on the other rows, the threads or the instruction set (AVX-512 or AVX2; a CPU without FMA rounds each
-product first; ``PADDLE_UNIMO_PANEL_ISA=avx512|avx2|baseline`` picks one the CPU runs, for comparisons). A packed
-weight is a copy: the weight's size in memory.
+``dtype="int8_w7"`` (7-bit weights, 63 levels a side; other results, the same on every CPU) x1.9-2.7. In float32 and
+bfloat16 every output element is the bias plus its products added in order by fused multiply-adds, so a row's result
+does not depend on the other rows, the threads or the instruction set (AVX-512 or AVX2; a CPU without FMA rounds
+each product first; ``PADDLE_UNIMO_PANEL_ISA=avx512|avx2|baseline`` picks one the CPU runs, for comparisons). A
+packed weight is a copy: the weight's size in memory.
 
 Threads: the loops run on OpenMP threads, on the OpenMP runtime paddle ships for MKL (``libiomp5``, linked in
 place of GCC's ``libgomp``), so that they reuse the threads MKL keeps waiting between matmuls: on GCC's own

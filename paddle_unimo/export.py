@@ -44,8 +44,8 @@ so). Such a folder decodes on CPU about as fast as dynamic mode, with its scores
 the operators are registered: ``InferenceStepper`` builds or loads them (``cpu_kernels.kernels``) before it loads
 the programs, and a C++ deployment compiles ``csrc/cpu_kernels.cc`` into its application, as for any Paddle custom
 operator. ONNX has no such operators: ``onnx_export`` converts exports without ``cpu_kernels`` only. The panels may
-hold bfloat16, int8 or int8_w7 (``panel_dtype``, ``export.json``'s ``panel_dtype``): smaller and faster, with other scores
--- exactly those of ``generation.ModelStepper(model, True, panel_dtype)``.
+hold bfloat16, int8 or int8_w7 (``panel_dtype``, ``export.json``'s ``panel_dtype``): smaller and faster, with
+other scores -- exactly those of ``generation.ModelStepper(model, True, panel_dtype)``.
 
 Batch size, lengths and the number of regions are dynamic. ``InferenceStepper``
 runs them with Paddle Inference on CPU and plugs into ``generate``, so greedy, beam search and sampling

@@ -639,8 +639,9 @@ def test_panel_products_give_the_same_bits_on_every_instruction_set(ops, tmp_pat
     """The panels' products in AVX2 (up to 6 rows x 16 columns of sums at a time; up to 4 rows, 64 columns) give
     the AVX-512 kernel's bits (6 x 64), both the in-order fused rule; the baseline's (CPUs without FMA) are the
     in-order rule with every product rounded; bfloat16 panels give each rule on the rounded weights; int8 and
-    int8_w7 panels (AVX-512 VNNI, AVX2 with and without VPSIGNB, the plain loop) the int8 rule's bits everywhere; an instruction set the CPU does not run is
-    an error naming it (``PADDLE_UNIMO_PANEL_ISA``, read once per process: each in its own)."""
+    int8_w7 panels (AVX-512 VNNI, AVX2 with and without VPSIGNB, the plain loop) the int8 rule's bits everywhere;
+    an instruction set the CPU does not run is an error naming it (``PADDLE_UNIMO_PANEL_ISA``, read once per
+    process: each in its own)."""
     rng = np.random.default_rng(5)
     x, w, b = (rng.standard_normal(s).astype("float32") for s in ((13, 200), (200, 150), (150,)))
 

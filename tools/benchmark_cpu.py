@@ -15,9 +15,9 @@ Rows (ratio = reference time / ours, above 1 means ours is faster):
   paddle's own dropout, layer_norm and softmax instead of the CPU training kernels (``paddle_unimo.cpu_kernels``);
 * one greedy step against reading its weights once (the fp32 floor of a decoding step of few rows);
 * the exported Paddle Inference decoding (``paddle_unimo.export``; on paddle's operators, and on the CPU kernels:
-  ``export_model(..., cpu_kernels=True)``, in float32, bfloat16, int8 and int8_w7 panels), and its ONNX Runtime twins (fp32
-  and int8) when onnxruntime is installed (``paddle_unimo.onnx_export``), against our dynamic decoding, with the
-  share of equal tokens when the ids differ;
+  ``export_model(..., cpu_kernels=True)``, in float32, bfloat16, int8 and int8_w7 panels), and its ONNX Runtime
+  twins (fp32 and int8) when onnxruntime is installed (``paddle_unimo.onnx_export``), against our dynamic decoding,
+  with the share of equal tokens when the ids differ;
 * with ``--profile``, where one decoding's time goes: prefill, steps (the model), cache handling (writes,
   beam reordering), search bookkeeping.
 
