@@ -89,7 +89,7 @@ sweep: $(STAMP)
 #      PRECISION=bfloat16 (FORMAT=kernels only) keeps their weights rounded to bfloat16 (half the memory, faster
 #      steps, other scores), QUANT=int8 quantizes them and each product's inputs to int8 (a quarter of the memory,
 #      ~2x faster decoding on CPUs with AVX-512 VNNI, other scores); QUANT=int8_w7 (FORMAT=kernels) with 7-bit
-#      weights, x1.3-1.5 faster than int8 on CPUs with AVX2 and no VNNI (the scores move ~1.5 times as far).
+#      weights, x1.1-1.5 faster than int8 on CPUs with AVX2 and no VNNI (the scores move ~1.5 times as far).
 #      FORMAT=onnx adds <program>.onnx and onnx.json (paddle_unimo/onnx_export.py; runs with onnxruntime); QUANT=int8
 #      then also <program>.int8.onnx, which OnnxStepper then runs.
 export: $(STAMP)

@@ -342,7 +342,7 @@ class ModelStepper:
     weights and every product's inputs quantized to int8 (``cpu_kernels.pack_weight``; a quarter of the memory,
     prefill and steps ~2x faster with AVX-512 VNNI), the scores moved by the quantization (~1-2% of their spread),
     and ids may differ; ``"int8_w7"``: with 7-bit weights, which CPUs without VNNI multiply faster (a decoding
-    x1.3-1.5 faster than in ``"int8"`` with AVX2 alone, as fast elsewhere), the scores moved ~1.5 times as far."""
+    x1.1-1.5 faster than in ``"int8"`` with AVX2 alone, as fast elsewhere), the scores moved ~1.5 times as far."""
 
     PROBES = 64  # sampled values per weight for that check
 

@@ -14,7 +14,7 @@ with its scores bit for bit, and need ``paddle_unimo``'s operators where they ru
 ``--precision bfloat16`` keeps their weights rounded to bfloat16 (half the memory, faster steps, other scores);
 ``--quantize int8`` quantizes them, and the inputs of every product, to int8 (a quarter of the memory, about twice
 as fast on CPUs with AVX-512 VNNI, other scores); ``--quantize int8_w7`` the same with 7-bit weights, which CPUs
-with AVX2 and no VNNI multiply in fewer instructions (there decoding x1.3-1.5 faster than with 8-bit ones; the
+with AVX2 and no VNNI multiply in fewer instructions (there decoding x1.1-1.5 faster than with 8-bit ones; the
 scores move ~1.5 times as far).
 ``--format onnx`` writes the same folder plus ``<program>.onnx`` for each program and ``onnx.json``
 (``paddle_unimo.onnx_export``, with paddle2onnx); ``paddle_unimo.onnx_export.OnnxStepper(out)`` decodes with
