@@ -192,12 +192,13 @@ def bench_against_paddlenlp(ref, ours, stepper, inputs, args) -> None:
 
 def bench_exported(ours, dynamic, inputs, args) -> None:
     """Paddle Inference (and ONNX Runtime) decoding of the exported model against dynamic decoding."""
+    from paddle_unimo.cpu_kernels import PANEL_DTYPES
     from paddle_unimo.export import InferenceStepper, export_model
     from paddle_unimo.generation import generate
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_model(ours, os.path.join(tmp, "inference"))
         steppers = {"Paddle Inference": InferenceStepper(folder)}
-        for dtype in ("float32", "bfloat16", "int8", "int8_w7"):
+        for dtype in PANEL_DTYPES:
             kernels = export_model(ours, os.path.join(tmp, dtype), cpu_kernels=True, panel_dtype=dtype)
             steppers["Paddle Inference, CPU kernels" + ("" if dtype == "float32" else f", {dtype}")] = \
                 InferenceStepper(kernels)
