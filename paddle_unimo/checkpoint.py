@@ -85,6 +85,10 @@ def load_pretrained(cls, path: str, **config_overrides):
     all there but of other shapes (another label set) is replaced by a fresh one; and the dialog embeddings
     (``role_type_size``/``turn_type_size`` given as overrides, CoQA) start fresh when the folder has none. A head that is only partly there
     is an error, as is every other missing, unexpected or mis-shaped tensor."""
+    from .export import is_export
+    if os.path.isdir(path) and is_export(path):
+        raise CheckpointError(f"{path} is an export (programs for Paddle Inference), not a checkpoint: load the "
+                              "folder it was exported from (e.g. OUT/best)")
     config = UNIMOConfig.from_file(find_config(path))
     if config_overrides:
         config = config.replace(**config_overrides)

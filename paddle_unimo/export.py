@@ -100,6 +100,11 @@ MANIFEST = "export.json"
 CPU_KERNELS = "cpu_kernels"  # the manifest's flag: the programs run paddle_unimo's CPU operators
 
 
+def is_export(folder: str) -> bool:
+    """Whether ``folder`` is an export (``export_model``'s, with its manifest) rather than a checkpoint folder."""
+    return os.path.isfile(os.path.join(folder, MANIFEST))
+
+
 def stack_cache(cache):
     """Per-layer [(k, v)] -> (k, v), each (num_layers, N, num_heads, T, head_dim)."""
     return paddle.stack([k for k, _ in cache]), paddle.stack([v for _, v in cache])
@@ -484,6 +489,7 @@ class InferenceStepper:
         names = PROGRAMS + ((REGION_PROGRAM,) if REGION_PROGRAM in manifest else ())
         program_class = program_class or Program
         self.cpu_kernels = bool(manifest.get(CPU_KERNELS))
+        self.panel_dtype = manifest.get("panel_dtype", "float32")  # the weights' type (exports on the kernels)
         if self.cpu_kernels:
             if "parents" not in (spec["name"] for spec in manifest["step"]["inputs"]):
                 raise ValueError(f"{folder}: this export on the CPU kernels predates the step's 'parents' input "

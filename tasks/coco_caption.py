@@ -93,6 +93,12 @@ class CaptionTask(VLTask):
     def bind(self, model, tokenizer, cfg: CaptionConfig) -> "CaptionRunner":
         return CaptionRunner(self, model, tokenizer, cfg)
 
+    @staticmethod
+    def load_model(folder: str):
+        """The captioning model of a ``best/`` folder, or the stepper of its export (``generation.load_generator``)."""
+        from tasks.generation import load_generator
+        return load_generator(folder)
+
     def check(self, cfg: CaptionConfig, model_config, where: str) -> None:
         super().check(cfg, model_config, where)
         limit = model_config.max_position_embeddings - model_config.position_start
@@ -228,13 +234,13 @@ class CaptionRunner(VLRunner):
 
     def predict(self, examples: Sequence[VLExample], model=None) -> List[str]:
         import paddle
-        from paddle_unimo.generation import batch_stepper, generate
-        model = model or self.model
-        stepper = batch_stepper(model)
+        from paddle_unimo.generation import generate
+        from tasks.generation import decoder
+        model, stepper = decoder(model or self.model)
         settings = {k: v for k, v in vars(self.cfg.decode).items() if k != "batch_size"}
         if settings.get("trigram_blocking"):  # the original img2txt's block_trigram, with convention original
             from paddle_unimo.decoding_original import word_start_table
-            settings["word_starts"] = word_start_table(self.tokenizer, model.config.vocab_size)
+            settings["word_starts"] = word_start_table(self.tokenizer, stepper.config.vocab_size)
         sep, size = self.tokenizer.sep_token_id, self.cfg.decode.batch_size
         outputs = []
         for start in range(0, len(examples), size):

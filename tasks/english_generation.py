@@ -32,7 +32,7 @@ from paddle_unimo.training import TrainConfig
 from paddle_unimo.typed import ConfigError, bounded
 
 from tasks.cli import EvalSection, ModelSection
-from tasks.generation import GenerationDecode
+from tasks.generation import GenerationDecode, decoder, load_generator
 
 
 @dataclass
@@ -95,17 +95,16 @@ class EnglishRunner:
     def predict(self, examples: Sequence, model=None) -> List[str]:
         import paddle
         from paddle_unimo.decoding_original import word_start_table
-        from paddle_unimo.generation import batch_stepper, generate
-        model = model or self.model
-        stepper = batch_stepper(model)
+        from paddle_unimo.generation import generate
+        model, stepper = decoder(model or self.model)
         settings = {k: v for k, v in vars(self.cfg.decode).items() if k != "batch_size"}
         if settings.get("trigram_blocking"):
-            settings["word_starts"] = word_start_table(self.tokenizer, model.config.vocab_size)
+            settings["word_starts"] = word_start_table(self.tokenizer, stepper.config.vocab_size)
         eos, size = self.tokenizer.mask_token_id, self.cfg.decode.batch_size
         encoded = self.encoder.encode_all(examples, with_target=False, where="decoding inputs")
         out = []
         for start in range(0, len(encoded), size):
-            batch = data.original_decoding_batch(encoded[start:start + size], model.config.pad_token_id)
+            batch = data.original_decoding_batch(encoded[start:start + size], stepper.config.pad_token_id)
             ids, _ = generate(model, **{k: paddle.to_tensor(v) for k, v in batch.items()}, eos_token_id=eos,
                               stepper=stepper, **settings)
             for row in ids.numpy().tolist():
@@ -178,8 +177,7 @@ class EnglishGenerationTask:
 
     @staticmethod
     def load_model(folder: str):
-        from paddle_unimo import UNIMOLMHeadModel
-        return UNIMOLMHeadModel.from_pretrained(folder)
+        return load_generator(folder)
 
     @staticmethod
     def check(cfg, model_config, where: str) -> None:

@@ -8,7 +8,9 @@ the optional title and the target, and which extra metrics apply. The adapter de
 * head and loss: the tied LM head, label-smoothed next-token cross-entropy on the target positions;
 * metric: BLEU-4 (0-100, the 千言 baselines' metric; chooses the best checkpoint), ROUGE, distinct-n and the
   consistency report of ``paddle_unimo.metrics``;
-* decoding: ``paddle_unimo.generation.generate`` with the ``decode`` section.
+* decoding: ``paddle_unimo.generation.generate`` with the ``decode`` section; ``predict --model`` takes a
+  checkpoint folder (``OUT/best``) or an export folder (``make export``'s ``OUT/inference``, decoded by its
+  programs as a deployment would: ``load_generator``).
 """
 from __future__ import annotations
 
@@ -125,9 +127,7 @@ class GenerationTask:
 
     @staticmethod
     def load_model(folder: str):
-        """The fine-tuned model of a ``best/`` folder (the LM head model)."""
-        from paddle_unimo import UNIMOLMHeadModel
-        return UNIMOLMHeadModel.from_pretrained(folder)
+        return load_generator(folder)
 
     @staticmethod
     def check(cfg: GenerationConfig, model_config, where: str) -> None:
@@ -152,6 +152,38 @@ class GenerationTask:
         return metrics
 
 
+def load_generator(folder: str):
+    """The fine-tuned LM head model of a ``best/`` folder, or the stepper of an export folder: decoding then runs
+    the exported programs, in their precision (``make export QUANT=int8`` decodes in int8), on ONNX Runtime for an
+    export converted to ONNX (``FORMAT=onnx``: ``onnx_export.OnnxStepper``, its int8 programs where it has them),
+    else on Paddle Inference (``export.InferenceStepper``)."""
+    import os
+    from paddle_unimo import UNIMOLMHeadModel
+    from paddle_unimo.export import InferenceStepper, is_export
+    from paddle_unimo.onnx_export import ONNX_MANIFEST, OnnxStepper
+    if not is_export(folder):
+        return UNIMOLMHeadModel.from_pretrained(folder)
+    if os.path.isfile(os.path.join(folder, ONNX_MANIFEST)):
+        stepper = OnnxStepper(folder)
+        how = f"ONNX Runtime, {'int8' if stepper.int8 else 'float32'} programs"
+    else:
+        stepper = InferenceStepper(folder)
+        how = "Paddle Inference, " + (f"CPU kernels, {stepper.panel_dtype} weights" if stepper.cpu_kernels
+                                      else "paddle's operators")
+    logger.info("%s is an export: decoding with its programs (%s)", folder, how)
+    return stepper
+
+
+def decoder(model):
+    """(the model ``generate`` switches to eval mode, None for an export; the stepper that decodes) for
+    ``load_generator``'s model or stepper."""
+    from paddle_unimo.export import InferenceStepper
+    from paddle_unimo.generation import batch_stepper
+    if isinstance(model, InferenceStepper):  # OnnxStepper too
+        return None, model
+    return model, batch_stepper(model)
+
+
 class GenerationRunner:
     """A task bound to a model, its tokenizer and the typed config: batches, loss, decoding, the trainer."""
 
@@ -170,15 +202,15 @@ class GenerationRunner:
 
     def predict(self, examples: Sequence[Example], model=None) -> List[str]:
         import paddle
-        from paddle_unimo.generation import batch_stepper, generate
-        model = model or self.model
-        stepper = batch_stepper(model)
+        from paddle_unimo.generation import generate
+        model, stepper = decoder(model or self.model)
         settings = {k: v for k, v in vars(self.cfg.decode).items() if k != "batch_size"}
         size = self.cfg.decode.batch_size
         encoded = self.encoder.encode_all(examples, with_target=False, where="decoding inputs")
         outputs = []
         for start in range(0, len(encoded), size):
-            batch = decoding_batch(encoded[start:start + size], model.config.pad_token_id, model.config.position_start)
+            batch = decoding_batch(encoded[start:start + size], stepper.config.pad_token_id,
+                                   stepper.config.position_start)
             ids, _ = generate(model, **{k: paddle.to_tensor(v) for k, v in batch.items()}, stepper=stepper, **settings)
             outputs.extend(postprocess(self.tokenizer, row) for row in ids.numpy())
         return outputs

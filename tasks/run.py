@@ -133,7 +133,7 @@ def predict(args) -> dict:
     predictions = runner.predict(examples)
     out = write_predictions(args.out, prediction_rows(examples, predictions, report, task.prediction_row))
     task.write_outputs(args.out, examples, predictions)
-    result = {"task": task.name, "input": path, "predictions": out, "examples": len(examples),
+    result = {"task": task.name, "model": args.model, "input": path, "predictions": out, "examples": len(examples),
               "skipped_lines": write_skipped(args.out, [report]), "skipped": report.skipped}
     if all(e.target is not None and e.target != "" for e in examples):
         result.update(task.score(examples, predictions))

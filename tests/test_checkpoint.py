@@ -226,6 +226,13 @@ def test_untied_lm_head_is_refused(tmp_path):
         UNIMOLMHeadModel.from_pretrained(str(tmp_path))
 
 
+def test_an_export_folder_is_refused_as_a_checkpoint(tmp_path):
+    from paddle_unimo.export import export_model
+    export_model(UNIMOLMHeadModel(get_preset("tiny")), str(tmp_path / "inference"))
+    with pytest.raises(CheckpointError, match="is an export .*exported from"):
+        UNIMOModel.from_pretrained(str(tmp_path / "inference"))
+
+
 def test_save_load_round_trip_and_base_model_from_lm_folder(tmp_path):
     paddle.seed(2)
     model = UNIMOLMHeadModel(get_preset("tiny"))

@@ -314,6 +314,14 @@ def test_coqa_memorises_the_twelve_real_turns_and_evaluates_its_predictions(tmp_
     assert (scored["f1"], scored["em"]) == (metrics["f1"], metrics["em"])
     config = json.loads((out / "best" / "config.json").read_text("utf-8"))
     assert (config["role_type_size"], config["turn_type_size"]) == (3, 16)  # the dialog embeddings were trained
+    # predict through the export (its prefill takes the roles and turns): the checkpoint's answers
+    from tools.export_model import run as export
+    export(["--model", str(out / "best"), "--out", str(out / "inference")])
+    answers = {}
+    for model in ("best", "inference"):
+        predict("coqa", out / model, data, tmp_path / model)
+        answers[model] = [r["prediction"] for r in read_jsonl(tmp_path / model / "predictions.jsonl")]
+    assert answers["inference"] == answers["best"] and sum(map(bool, answers["best"])) >= 10
 
 
 def test_gigaword_style_headlines_from_the_ten_real_xsum_pairs(tmp_path):

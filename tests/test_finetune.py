@@ -133,6 +133,42 @@ def test_export_gives_the_same_ids_on_the_demo_data(demo_model, tmp_path):
         assert (dynamic.numpy() == tokenizer.eos_token_id).any()  # trained outputs end with the eos
 
 
+def predictions_of(folder):
+    return [json.loads(line)["prediction"] for line in (folder / "predictions.jsonl").read_text("utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("fmt, dtype", [("paddle", "float32"), ("kernels", "float32"), ("kernels", "int8"),
+                                        ("onnx", "float32")])
+def test_predict_decodes_with_an_export_folder(demo_model, tmp_path, monkeypatch, caplog, fmt, dtype):
+    """``predict --model OUT/inference`` decodes with the exported programs: the predictions of the checkpoint,
+    in int8 those of dynamic decoding on int8 panels (the same kernels); an ONNX export on ONNX Runtime."""
+    from paddle_unimo import cpu_kernels, generation
+    if fmt == "kernels" and cpu_kernels.kernels() is None:
+        pytest.skip("the CPU kernels could not be built here")
+    if fmt == "onnx" and os.environ.get("PADDLE_UNIMO_REQUIRE_ONNX") != "1":  # CI requires them
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("paddle2onnx")
+    model = UNIMOLMHeadModel.from_pretrained(str(demo_model / "best"))
+    folder = tmp_path / "inference"
+    export_model(model, str(folder), load_tokenizer(str(demo_model / "best")), cpu_kernels=fmt == "kernels",
+                 panel_dtype=dtype)
+    if fmt == "onnx":
+        from paddle_unimo.onnx_export import export_onnx
+        export_onnx(str(folder))
+    runtime = {"paddle": "Paddle Inference, paddle's operators", "onnx": "ONNX Runtime, float32 programs",
+               "kernels": f"Paddle Inference, CPU kernels, {dtype} weights"}[fmt]
+    args = ["predict", "--config", CONFIG.format("dureader_qg"), "-o", "decode.num_beams=3"]
+    with caplog.at_level(logging.INFO, logger="tasks.generation"):
+        exported = run.execute([*args, "--model", str(folder), "--out", str(tmp_path / "exported")])
+    assert f"is an export: decoding with its programs ({runtime})" in caplog.text
+    if dtype != "float32":
+        monkeypatch.setattr(generation, "batch_stepper", lambda m: generation.ModelStepper(m, True, dtype))
+    dynamic = run.execute([*args, "--model", str(demo_model / "best"), "--out", str(tmp_path / "dynamic")])
+    assert predictions_of(tmp_path / "exported") == predictions_of(tmp_path / "dynamic")
+    assert exported["bleu4"] == dynamic["bleu4"] and exported["examples"] == dynamic["examples"] > 0
+    assert sum(map(bool, predictions_of(tmp_path / "exported"))) > exported["examples"] // 2
+
+
 def test_predict_and_evaluate_commands(demo_model, tmp_path):
     out = tmp_path / "pred"
     result = run.execute(["predict", "--config", CONFIG.format("dureader_qg"), "--model", str(demo_model / "best"),

@@ -360,6 +360,24 @@ def test_exported_forward_program_equals_the_dynamic_model(demo_runs, tmp_path, 
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
+def test_captions_predicted_through_the_export_equal_the_checkpoints(tmp_path):
+    """``predict --model OUT/inference`` decodes captions with the exported programs (prefill_regions): the
+    captions of the checkpoint it was exported from, beam search included."""
+    from tools.export_model import run as export
+    out = tmp_path / "caption"
+    run.execute(["finetune", "--task", "coco_caption", "--out", str(out), "-o", "train.max_steps=6",
+                 "-o", "train.progress=false"])
+    export(["--model", str(out / "best"), "--out", str(out / "inference")])
+    config = CONFIG.format("coco_caption")
+    got = {}
+    for model in ("best", "inference"):
+        got[model] = run.execute(["predict", "--config", config, "--model", str(out / model), "--out",
+                                  str(tmp_path / model), "-o", "decode.num_beams=2"])
+    rows = {model: [r["prediction"] for r in read_jsonl(tmp_path / model / "predictions.jsonl")] for model in got}
+    assert rows["inference"] == rows["best"] and sum(map(bool, rows["best"])) > len(rows["best"]) // 2
+    assert got["inference"]["bleu4"] == got["best"]["bleu4"] and got["best"]["examples"] > 0
+
+
 @pytest.mark.parametrize("name, predictions, extra", [
     ("snli_ve", "predictions.jsonl", []),
     ("flickr30k_retrieval", "scores.npy", []),
