@@ -15,6 +15,7 @@ the optional title and the target, and which extra metrics apply. The adapter de
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
@@ -157,7 +158,6 @@ def load_generator(folder: str):
     the exported programs, in their precision (``make export QUANT=int8`` decodes in int8), on ONNX Runtime for an
     export converted to ONNX (``FORMAT=onnx``: ``onnx_export.OnnxStepper``, its int8 programs where it has them),
     else on Paddle Inference (``export.InferenceStepper``)."""
-    import os
     from paddle_unimo import UNIMOLMHeadModel
     from paddle_unimo.export import InferenceStepper, is_export
     from paddle_unimo.onnx_export import ONNX_MANIFEST, OnnxStepper
