@@ -381,7 +381,7 @@ def test_captions_predicted_through_the_export_equal_the_checkpoints(tmp_path):
 @pytest.mark.parametrize("name", UNDERSTANDING)
 def test_predict_through_the_export_equals_the_checkpoint(demo_runs, tmp_path, name):
     """``predict --model OUT/inference`` runs the exported forward program (``ExportedPairModel``): the
-    checkpoint's labels and answers, its retrieval scores within float rounding, the same metrics (the logits
+    checkpoint's labels and answers and their accuracy, its retrieval scores within float rounding (the logits
     themselves: test_exported_forward_program_equals_the_dynamic_model)."""
     from tools.export_model import run as export
     export(["--model", str(demo_runs[name] / "best"), "--out", str(tmp_path / "inference")])
@@ -392,11 +392,10 @@ def test_predict_through_the_export_equals_the_checkpoint(demo_runs, tmp_path, n
     if name == "flickr30k_retrieval":
         want, scores = np.load(tmp_path / "best" / "scores.npy"), np.load(tmp_path / "inference" / "scores.npy")
         assert np.isfinite(want).all() and want.std() > 0
-        np.testing.assert_allclose(scores, want, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(scores, want, rtol=0, atol=1e-5)  # (recalls could differ on a near-tie)
     else:
         assert rows["inference"] == rows["best"] and len(rows["best"]) == got["best"]["examples"] > 0
-    keys = [k for k, v in got["best"].items() if isinstance(v, float)]
-    assert keys and {k: got["inference"][k] for k in keys} == pytest.approx({k: got["best"][k] for k in keys})
+        assert got["inference"]["accuracy"] == got["best"]["accuracy"]
 
 
 @pytest.mark.parametrize("name, predictions, extra", [
