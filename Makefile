@@ -62,8 +62,8 @@ finetune: $(STAMP)
 		$(if $(DATA),--data "$(DATA)") $(REGIONS_ARG) $(OVERRIDES)
 
 # make predict [MODEL=$(OUT)/best] [INPUT=file] -> $(OUT)/predict (coco_caption adds captions_results.json, vqa
-#      vqa_submission.json, flickr30k_retrieval scores.npy + scores_index.json); MODEL=$(OUT)/inference (all but
-#      the GLUE tasks) predicts with an export's programs (Paddle Inference; ONNX Runtime for FORMAT=onnx)
+#      vqa_submission.json, flickr30k_retrieval scores.npy + scores_index.json); MODEL=$(OUT)/inference
+#      predicts with an export's programs (Paddle Inference; ONNX Runtime for FORMAT=onnx)
 predict: $(STAMP)
 	$(PY) -m tasks.run predict --task $(TASK) --config $(CONFIG) --out "$(OUT)/predict" \
 		--model "$(or $(MODEL),$(OUT)/best)" \

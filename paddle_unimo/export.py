@@ -25,7 +25,9 @@ models with image regions:
 * ``forward.json`` / ``forward.pdiparams``, instead of the three above for an understanding model (retrieval,
   visual entailment, VQA: ``modeling.UNIMOPairModel``): ``(input_ids, token_type_ids, position_ids,
   attention_mask, region_feats, region_locs, region_valid)`` -> ``logits``, the model's output (retrieval: the
-  (N,) match scores; otherwise (N, num_labels)), with the (N, R + L, R + L) mask of ``[regions; text]``.
+  (N,) match scores; otherwise (N, num_labels)), with the (N, R + L, R + L) mask of ``[regions; text]``; for a
+  text classifier (GLUE: ``UNIMOForSequenceClassification``, which reads no regions) ``(input_ids,
+  token_type_ids, position_ids, attention_mask)`` -> ``logits`` with the (N, L, L) mask.
   ``InferenceForward(folder)(**inputs)`` runs it.
 * ``config.json`` (the model's), ``export.json`` (input and output names, in order, of the programs, and
   ``cpu_kernels``) and the tokenizer files when a tokenizer was given, so that the folder alone is enough to
@@ -156,6 +158,17 @@ class Forward(nn.Layer):
                           token_type_ids)
 
 
+class TextForward(nn.Layer):
+    """A text classifier's forward (GLUE's ``UNIMOForSequenceClassification``, which reads no regions)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, token_type_ids, position_ids, attention_mask):
+        return self.model(input_ids, position_ids, attention_mask, token_type_ids)
+
+
 class Step(nn.Layer):
     """Feeds one token per row over a ``modeling.DecodingCache``; returns its logits and its keys/values."""
 
@@ -244,20 +257,21 @@ def input_specs(config: UNIMOConfig, dtype: str = "float32", cpu_kernels: bool =
 
 
 def _write_export(model, folder: str, tokenizer, cpu_kernels: bool, panel_dtype: str) -> None:
-    from .modeling import UNIMOPairModel
+    from .modeling import UNIMOForSequenceClassification, UNIMOPairModel
     dtype = str(model.unimo.embeddings.word_embeddings.weight.dtype).split(".")[-1]
     specs = input_specs(model.config, dtype, cpu_kernels)
+    text_only = isinstance(model, UNIMOForSequenceClassification)
     if isinstance(model, UNIMOPairModel):
         if cpu_kernels:
             raise ValueError(f"cpu_kernels: {type(model).__name__} is an understanding model; the CPU kernels "
                              "run the decoding programs only")
-        specs = {FORWARD_PROGRAM: specs[REGION_PROGRAM]}
+        specs = {FORWARD_PROGRAM: specs["prefill" if text_only else REGION_PROGRAM]}
     # paddle.jit.save refuses a feed that no output depends on: keep the unused token-type inputs of a model
     # without token types (English UNIMO) so that both families take the same inputs. region_valid is always
     # unused (the given mask already hides padded regions) but kept, so the program takes what generate takes.
     keep_unused = not model.config.type_vocab_size or is_dialog(model.config)  # (and a dialog model lacking one)
     if FORWARD_PROGRAM in specs:
-        wrappers = {FORWARD_PROGRAM: Forward(model)}
+        wrappers = {FORWARD_PROGRAM: TextForward(model) if text_only else Forward(model)}
     else:
         panels = Panels(model, panel_dtype) if cpu_kernels else None  # one copy, the parameters of every program
         wrappers = {"prefill": Prefill(model, panels), REGION_PROGRAM: PrefillRegions(model, panels),
@@ -457,20 +471,28 @@ class Program:
 
 class InferenceForward:
     """The forward program of an exported understanding model: ``__call__(**inputs) -> logits`` (numpy), taking
-    the keyword inputs of the dynamic model's forward (``token_type_ids`` may be left out: zeros)."""
+    the keyword inputs of the dynamic model's forward (``token_type_ids`` may be left out: zeros; the regions
+    only where the program reads them, i.e. not for a text classifier)."""
 
     def __init__(self, folder: str, num_threads: int | None = None):
         self.config = UNIMOConfig.from_file(os.path.join(folder, "config.json"))
         self.program = Program(folder, FORWARD_PROGRAM, ["logits"], num_threads or cpu_count())
+        self.reads_regions = "region_feats" in self.program.inputs
 
-    def __call__(self, input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid=None,
-                 token_type_ids=None) -> np.ndarray:
+    def __call__(self, input_ids, position_ids, attention_mask, region_feats=None, region_locs=None,
+                 region_valid=None, token_type_ids=None) -> np.ndarray:
         input_ids = _numpy(input_ids)
-        region_valid = np.ones(_numpy(region_feats).shape[:2], bool) if region_valid is None else region_valid
-        token_type_ids = np.zeros_like(input_ids) if token_type_ids is None else token_type_ids
-        return self.program(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
-                            attention_mask=_numpy(attention_mask).astype(bool), region_feats=region_feats,
-                            region_locs=region_locs, region_valid=_numpy(region_valid).astype(bool))["logits"]
+        if (region_feats is not None) != self.reads_regions:
+            raise ValueError("this forward program reads image regions: give region_feats and region_locs"
+                             if self.reads_regions else "this forward program (a text classifier) reads no regions")
+        feeds = dict(input_ids=input_ids, position_ids=position_ids,
+                     attention_mask=_numpy(attention_mask).astype(bool),
+                     token_type_ids=np.zeros_like(input_ids) if token_type_ids is None else token_type_ids)
+        if self.reads_regions:
+            region_valid = np.ones(_numpy(region_feats).shape[:2], bool) if region_valid is None else region_valid
+            feeds.update(region_feats=region_feats, region_locs=region_locs,
+                         region_valid=_numpy(region_valid).astype(bool))
+        return self.program(**feeds)["logits"]
 
 
 class InferenceStepper:

@@ -138,6 +138,34 @@ def build_model(model_dir: Optional[str], section: ModelSection, texts: Sequence
     return model_class(config), tokenizer
 
 
+class ExportedModel:
+    """An understanding model's export (``make export``: its ``forward`` program, ``export.InferenceForward`` on
+    Paddle Inference) standing in for the model in ``predict``: called with the model's keyword tensors, it
+    returns the logits as a tensor."""
+
+    def __init__(self, folder: str):
+        from paddle_unimo.export import InferenceForward
+        self.program = InferenceForward(folder)
+        self.config = self.program.config
+
+    def eval(self) -> "ExportedModel":  # an export has no training mode
+        return self
+
+    def __call__(self, **inputs):
+        import paddle
+        arrays = {k: v.numpy() if isinstance(v, paddle.Tensor) else v for k, v in inputs.items()}
+        return paddle.to_tensor(self.program(**arrays))
+
+
+def load_model_or_export(folder: str, model_class):
+    """``model_class`` from a checkpoint folder (``OUT/best``), or an export folder's ``ExportedModel``."""
+    from paddle_unimo.export import is_export
+    if is_export(folder):
+        logger.info("%s is an export: predicting with its forward program (Paddle Inference)", folder)
+        return ExportedModel(folder)
+    return model_class.from_pretrained(folder)
+
+
 FULL_HASH_LIMIT = 1 << 30  # files up to 1 GiB (data files, model weights) are hashed whole
 
 

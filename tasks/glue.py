@@ -92,8 +92,8 @@ class GlueRunner:
         with paddle.no_grad():
             for start in range(0, len(items), size):
                 batch = self.make_batch([self.encode(i) for i in items[start:start + size]])
-                logits = model(*(paddle.to_tensor(batch[k]) for k in ("input_ids", "position_ids", "attention_mask",
-                                                                      "token_type_ids"))).numpy()
+                logits = model(**{k: paddle.to_tensor(batch[k]) for k in ("input_ids", "position_ids",
+                                                                          "attention_mask", "token_type_ids")}).numpy()
                 if self.task.spec.is_regression:
                     out.extend(f"{v:.4f}" for v in logits[:, 0])
                 else:
@@ -158,7 +158,8 @@ class GlueTask:
         return GlueRunner(self, model, tokenizer, cfg)
 
     def load_model(self, folder: str):
-        return self.model_class.from_pretrained(folder)
+        from tasks.cli import load_model_or_export
+        return load_model_or_export(folder, self.model_class)
 
     def check(self, cfg: GlueConfig, model_config, where: str) -> None:
         if not model_config.has_regions:

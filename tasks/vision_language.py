@@ -180,25 +180,6 @@ def to_tensors(batch: Dict[str, Any]) -> Dict[str, Any]:
     return {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
 
 
-class ExportedPairModel:
-    """An understanding task's export (``make export``: the ``forward`` program, ``export.InferenceForward`` on
-    Paddle Inference) standing in for its model in ``predict``: called with the model's keyword tensors, it
-    returns the logits as a tensor."""
-
-    def __init__(self, folder: str):
-        from paddle_unimo.export import InferenceForward
-        self.program = InferenceForward(folder)
-        self.config = self.program.config
-
-    def eval(self) -> "ExportedPairModel":  # an export has no training mode
-        return self
-
-    def __call__(self, **inputs):
-        import paddle
-        arrays = {k: v.numpy() if isinstance(v, paddle.Tensor) else v for k, v in inputs.items()}
-        return paddle.to_tensor(self.program(**arrays))
-
-
 # ---- the task skeleton -------------------------------------------------------------------------------------
 
 class VLTask(abc.ABC):
@@ -253,12 +234,8 @@ class VLTask(abc.ABC):
         return {} if from_folder else {"image_embedding_size": self.regions(cfg).store.feature_dim}
 
     def load_model(self, folder: str):
-        """The model of a ``best/`` folder, or an export folder's forward program (``ExportedPairModel``)."""
-        from paddle_unimo.export import is_export
-        if is_export(folder):
-            logger.info("%s is an export: predicting with its forward program (Paddle Inference)", folder)
-            return ExportedPairModel(folder)
-        return self.model_class.from_pretrained(folder)
+        from tasks.cli import load_model_or_export
+        return load_model_or_export(folder, self.model_class)
 
     def check(self, cfg, model_config, where: str) -> None:
         if not model_config.has_regions:

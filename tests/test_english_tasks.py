@@ -184,6 +184,39 @@ def test_glue_predict_on_a_test_file_writes_the_submission(glue_run, tmp_path):
     assert [(r["id"], r["prediction"]) for r in rows] == [(str(i), label) for i, (_, label) in enumerate(picked)]
 
 
+def test_glue_export_predicts_as_the_checkpoint(glue_run, tmp_path):
+    """``make export`` of a GLUE classifier: a text-only ``forward`` program (no region inputs) whose logits are the
+    model's, and ``predict --model OUT/inference`` gives the checkpoint's predictions and accuracy."""
+    import numpy as np
+    import paddle
+    from paddle_unimo.export import InferenceForward
+    from paddle_unimo.modeling import UNIMOForSequenceClassification
+    from tasks.cli import load_config
+    from tasks.registry import get_task
+    from tools.export_model import run as export
+    data, out, _, _ = glue_run("sst2")
+    folder = export(["--model", str(out / "best"), "--out", str(tmp_path / "inference")])
+    forward = InferenceForward(folder)
+    assert not forward.reads_regions
+    task = get_task("glue_sst2")
+    cfg = load_config(CONFIG.format(task.name), [], task.config_class)
+    model = UNIMOForSequenceClassification.from_pretrained(str(out / "best"))
+    runner = task.bind(model, load_tokenizer(str(out / "best")), cfg)
+    items, _ = task.read(str(data / "dev.tsv"), cfg)
+    batch = runner.make_batch([runner.encode(i) for i in items[:7]])
+    model.eval()
+    keys = ("input_ids", "position_ids", "attention_mask", "token_type_ids")
+    with paddle.no_grad():
+        want = model(**{k: paddle.to_tensor(batch[k]) for k in keys}).numpy()
+    got = forward(**{k: batch[k] for k in keys})
+    assert got.shape == want.shape == (7, 2) and np.abs(want).max() > 0
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    results = {m: predict("glue_sst2", path, data, tmp_path / m)
+               for m, path in (("best", out / "best"), ("inference", folder))}
+    rows = {m: [r["prediction"] for r in read_jsonl(tmp_path / m / "predictions.jsonl")] for m in results}
+    assert rows["inference"] == rows["best"] and results["inference"]["accuracy"] == results["best"]["accuracy"]
+
+
 @pytest.mark.parametrize("name", ["sst2", "mrpc"])
 def test_original_unimo_tsv_and_glue_tsv_predict_alike(glue_run, tmp_path, name):
     """The same sentences as the original UNIMO TSV (``text_a[<TAB>text_b]<TAB>label``: token ids of the

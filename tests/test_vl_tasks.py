@@ -380,7 +380,7 @@ def test_captions_predicted_through_the_export_equal_the_checkpoints(tmp_path):
 
 @pytest.mark.parametrize("name", UNDERSTANDING)
 def test_predict_through_the_export_equals_the_checkpoint(demo_runs, tmp_path, name):
-    """``predict --model OUT/inference`` runs the exported forward program (``ExportedPairModel``): the
+    """``predict --model OUT/inference`` runs the exported forward program (``tasks.cli.ExportedModel``): the
     checkpoint's labels and answers and their accuracy, its retrieval scores within float rounding (the logits
     themselves: test_exported_forward_program_equals_the_dynamic_model)."""
     from tools.export_model import run as export

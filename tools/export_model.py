@@ -6,7 +6,7 @@
 ``--model`` is a paddle_unimo / PaddleNLP-layout folder (config.json + model_state.pdparams, tokenizer files
 optional). ``--out`` receives prefill.json/.pdiparams, step.json/.pdiparams, export.json, config.json and the
 tokenizer files; ``paddle_unimo.export.InferenceStepper(out)`` decodes with them (see that module's doc). An
-understanding model (retrieval, visual entailment, VQA; config.json's ``architectures``) gets one
+understanding model (retrieval, visual entailment, VQA, GLUE; config.json's ``architectures``) gets one
 forward.json/.pdiparams instead, run by ``paddle_unimo.export.InferenceForward(out)``.
 ``--format kernels`` writes the decoding programs on this package's CPU kernels (``paddle_unimo.export``: weights in
 panels, a step's layer one operator, the cache written in place): on CPU they decode about as fast as dynamic mode,
