@@ -211,6 +211,9 @@ def test_glue_export_predicts_as_the_checkpoint(glue_run, tmp_path):
     got = forward(**{k: batch[k] for k in keys})
     assert got.shape == want.shape == (7, 2) and np.abs(want).max() > 0
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="reads no regions"):
+        forward(**{k: batch[k] for k in keys}, region_feats=np.zeros((7, 1, 2048), "float32"),
+                region_locs=np.zeros((7, 1, 5), "float32"))
     results = {m: predict("glue_sst2", path, data, tmp_path / m)
                for m, path in (("best", out / "best"), ("inference", folder))}
     rows = {m: [r["prediction"] for r in read_jsonl(tmp_path / m / "predictions.jsonl")] for m in results}
