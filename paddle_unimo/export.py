@@ -474,9 +474,9 @@ class InferenceForward:
     the keyword inputs of the dynamic model's forward (``token_type_ids`` may be left out: zeros; the regions
     only where the program reads them, i.e. not for a text classifier)."""
 
-    def __init__(self, folder: str, num_threads: int | None = None):
+    def __init__(self, folder: str, num_threads: int | None = None, program_class=None):
         self.config = UNIMOConfig.from_file(os.path.join(folder, "config.json"))
-        self.program = Program(folder, FORWARD_PROGRAM, ["logits"], num_threads or cpu_count())
+        self.program = (program_class or Program)(folder, FORWARD_PROGRAM, ["logits"], num_threads or cpu_count())
         self.reads_regions = "region_feats" in self.program.inputs
 
     def __call__(self, input_ids, position_ids, attention_mask, region_feats=None, region_locs=None,

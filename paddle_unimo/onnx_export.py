@@ -27,7 +27,8 @@ initializers by ONNX Runtime's basic graph optimizations (what ``quant_pre_proce
 ``export.json`` itself is left as it is. The ONNX programs take and return exactly what the Paddle programs
 do, so ``OnnxStepper(folder)`` is ``export.InferenceStepper`` with ``OnnxProgram`` in place of its Paddle
 Inference programs and plugs into ``generation.generate`` the same way; it runs the int8 programs when
-``onnx.json`` says they were written (``OnnxStepper(folder, int8=False)``: the fp32 ones)::
+``onnx.json`` says they were written (``OnnxStepper(folder, int8=False)``: the fp32 ones); ``OnnxForward(folder)``
+is ``export.InferenceForward`` (an understanding model's ``forward`` program) on ONNX Runtime alike. Decoding::
 
     from paddle_unimo.onnx_export import OnnxStepper, export_onnx
     export_onnx("OUT/inference")           # or: python -m tools.export_model ... --format onnx [--quantize int8]
@@ -53,7 +54,7 @@ from typing import Dict, List
 import numpy as np
 import paddle
 
-from .export import CPU_KERNELS, MANIFEST, InferenceStepper
+from .export import CPU_KERNELS, MANIFEST, InferenceForward, InferenceStepper
 from .fileio import atomic_save, atomic_write, read_json, write_json
 
 ONNX_MANIFEST = "onnx.json"
@@ -282,6 +283,15 @@ class OnnxStepper(InferenceStepper):
     (``generate(None, ..., stepper=OnnxStepper(folder))``); ``num_threads`` defaults to this process's cores.
     ``int8``: None runs the int8 programs when ``onnx.json`` lists them, else the fp32 ones; True or False
     chooses (True without int8 programs: FileNotFoundError)."""
+
+    def __init__(self, folder: str, num_threads: int | None = None, int8: bool | None = None):
+        self.int8 = quantization_of(folder) == "int8" if int8 is None else bool(int8)
+        super().__init__(folder, num_threads, program_class=functools.partial(OnnxProgram, int8=self.int8))
+
+
+class OnnxForward(InferenceForward):
+    """``export.InferenceForward`` running the folder's ``forward.onnx`` (an understanding model's) with ONNX
+    Runtime; ``int8`` as for ``OnnxStepper``."""
 
     def __init__(self, folder: str, num_threads: int | None = None, int8: bool | None = None):
         self.int8 = quantization_of(folder) == "int8" if int8 is None else bool(int8)

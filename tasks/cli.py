@@ -139,13 +139,19 @@ def build_model(model_dir: Optional[str], section: ModelSection, texts: Sequence
 
 
 class ExportedModel:
-    """An understanding model's export (``make export``: its ``forward`` program, ``export.InferenceForward`` on
-    Paddle Inference) standing in for the model in ``predict``: called with the model's keyword tensors, it
-    returns the logits as a tensor."""
+    """An understanding model's export (``make export``: its ``forward`` program) standing in for the model in
+    ``predict``: called with the model's keyword tensors, it returns the logits as a tensor. The program runs on
+    Paddle Inference (``export.InferenceForward``), or on ONNX Runtime for a folder converted to ONNX
+    (``FORMAT=onnx``: ``onnx_export.OnnxForward``, its int8 program where it has one)."""
 
     def __init__(self, folder: str):
         from paddle_unimo.export import InferenceForward
-        self.program = InferenceForward(folder)
+        from paddle_unimo.onnx_export import ONNX_MANIFEST, OnnxForward
+        if os.path.isfile(os.path.join(folder, ONNX_MANIFEST)):
+            self.program = OnnxForward(folder)
+            self.runtime = f"ONNX Runtime, {'int8' if self.program.int8 else 'float32'} program"
+        else:
+            self.program, self.runtime = InferenceForward(folder), "Paddle Inference"
         self.config = self.program.config
 
     def eval(self) -> "ExportedModel":  # an export has no training mode
@@ -160,10 +166,11 @@ class ExportedModel:
 def load_model_or_export(folder: str, model_class):
     """``model_class`` from a checkpoint folder (``OUT/best``), or an export folder's ``ExportedModel``."""
     from paddle_unimo.export import is_export
-    if is_export(folder):
-        logger.info("%s is an export: predicting with its forward program (Paddle Inference)", folder)
-        return ExportedModel(folder)
-    return model_class.from_pretrained(folder)
+    if not is_export(folder):
+        return model_class.from_pretrained(folder)
+    model = ExportedModel(folder)
+    logger.info("%s is an export: predicting with its forward program (%s)", folder, model.runtime)
+    return model
 
 
 FULL_HASH_LIMIT = 1 << 30  # files up to 1 GiB (data files, model weights) are hashed whole

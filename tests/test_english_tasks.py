@@ -186,7 +186,8 @@ def test_glue_predict_on_a_test_file_writes_the_submission(glue_run, tmp_path):
 
 def test_glue_export_predicts_as_the_checkpoint(glue_run, tmp_path):
     """``make export`` of a GLUE classifier: a text-only ``forward`` program (no region inputs) whose logits are the
-    model's, and ``predict --model OUT/inference`` gives the checkpoint's predictions and accuracy."""
+    model's, and ``predict --model OUT/inference`` gives the checkpoint's predictions and accuracy, also when the
+    folder is converted to ONNX (then run by ONNX Runtime)."""
     import numpy as np
     import paddle
     from paddle_unimo.export import InferenceForward
@@ -216,8 +217,12 @@ def test_glue_export_predicts_as_the_checkpoint(glue_run, tmp_path):
                 region_locs=np.zeros((7, 1, 5), "float32"))
     results = {m: predict("glue_sst2", path, data, tmp_path / m)
                for m, path in (("best", out / "best"), ("inference", folder))}
+    from paddle_unimo.onnx_export import export_onnx  # the same folder converted: predict runs ONNX Runtime
+    export_onnx(folder)
+    results["onnx"] = predict("glue_sst2", folder, data, tmp_path / "onnx")
     rows = {m: [r["prediction"] for r in read_jsonl(tmp_path / m / "predictions.jsonl")] for m in results}
-    assert rows["inference"] == rows["best"] and results["inference"]["accuracy"] == results["best"]["accuracy"]
+    assert rows["inference"] == rows["onnx"] == rows["best"]
+    assert results["inference"]["accuracy"] == results["onnx"]["accuracy"] == results["best"]["accuracy"]
 
 
 @pytest.mark.parametrize("name", ["sst2", "mrpc"])

@@ -18,7 +18,8 @@ from paddle_unimo.export import InferenceStepper, Program, export_model
 from paddle_unimo.fileio import read_json
 from paddle_unimo.generation import generate
 from paddle_unimo.modeling import UNIMOForRetrieval
-from paddle_unimo.onnx_export import OnnxProgram, OnnxStepper, export_onnx, map_outputs, program_names
+from paddle_unimo.onnx_export import (OnnxForward, OnnxProgram, OnnxStepper, export_onnx, map_outputs,
+                                      program_names)
 
 from test_caption_decoding import SEP, start_inputs
 from test_export import BEAM, SOURCES, assert_decodes_as_dynamic_mode, left_padded, make_model
@@ -164,6 +165,7 @@ def test_forward_program_of_an_understanding_model(onnx_runtime, tmp_path):
         assert got.shape == want.shape == (2,)
         np.testing.assert_allclose(got, program(**batch)["logits"], atol=1e-5)
         np.testing.assert_allclose(got, want, atol=1e-5)
+        np.testing.assert_array_equal(OnnxForward(folder, num_threads=1)(**batch), got)
 
 
 def test_tool_exports_onnx_and_the_stepper_needs_it(onnx_runtime, tmp_path):
