@@ -272,10 +272,15 @@ class OnnxProgram:
         return {self.outputs[theirs]: value for theirs, value in zip(self.output_names, results)}
 
 
+def is_converted(folder: str) -> bool:
+    """Whether the export ``folder`` was converted to ONNX (``export_onnx`` wrote its ``onnx.json``)."""
+    return os.path.isfile(os.path.join(folder, ONNX_MANIFEST))
+
+
 def quantization_of(folder: str) -> str | None:
     """What ``onnx.json`` of ``folder`` says its conversion added (``"int8"``), None without one."""
     path = os.path.join(folder, ONNX_MANIFEST)
-    return read_json(path, "ONNX manifest").get("quantization") if os.path.isfile(path) else None
+    return read_json(path, "ONNX manifest").get("quantization") if is_converted(folder) else None
 
 
 class OnnxStepper(InferenceStepper):

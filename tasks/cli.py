@@ -146,8 +146,8 @@ class ExportedModel:
 
     def __init__(self, folder: str):
         from paddle_unimo.export import InferenceForward
-        from paddle_unimo.onnx_export import ONNX_MANIFEST, OnnxForward
-        if os.path.isfile(os.path.join(folder, ONNX_MANIFEST)):
+        from paddle_unimo.onnx_export import OnnxForward, is_converted
+        if is_converted(folder):
             self.program = OnnxForward(folder)
             self.runtime = f"ONNX Runtime, {'int8' if self.program.int8 else 'float32'} program"
         else:
@@ -171,6 +171,27 @@ def load_model_or_export(folder: str, model_class):
     model = ExportedModel(folder)
     logger.info("%s is an export: predicting with its forward program (%s)", folder, model.runtime)
     return model
+
+
+def load_generator(folder: str):
+    """The fine-tuned LM head model of a ``best/`` folder, or the stepper of an export folder: decoding then runs
+    the exported programs, in their precision (``make export QUANT=int8`` decodes in int8), on ONNX Runtime for an
+    export converted to ONNX (``FORMAT=onnx``: ``onnx_export.OnnxStepper``, its int8 programs where it has them),
+    else on Paddle Inference (``export.InferenceStepper``)."""
+    from paddle_unimo import UNIMOLMHeadModel
+    from paddle_unimo.export import InferenceStepper, is_export
+    from paddle_unimo.onnx_export import OnnxStepper, is_converted
+    if not is_export(folder):
+        return UNIMOLMHeadModel.from_pretrained(folder)
+    if is_converted(folder):
+        stepper = OnnxStepper(folder)
+        how = f"ONNX Runtime, {'int8' if stepper.int8 else 'float32'} programs"
+    else:
+        stepper = InferenceStepper(folder)
+        how = "Paddle Inference, " + (f"CPU kernels, {stepper.panel_dtype} weights" if stepper.cpu_kernels
+                                      else "paddle's operators")
+    logger.info("%s is an export: decoding with its programs (%s)", folder, how)
+    return stepper
 
 
 FULL_HASH_LIMIT = 1 << 30  # files up to 1 GiB (data files, model weights) are hashed whole

@@ -95,8 +95,8 @@ class CaptionTask(VLTask):
 
     @staticmethod
     def load_model(folder: str):
-        """The captioning model of a ``best/`` folder, or the stepper of its export (``generation.load_generator``)."""
-        from tasks.generation import load_generator
+        """The captioning model of a ``best/`` folder, or the stepper of its export (``cli.load_generator``)."""
+        from tasks.cli import load_generator
         return load_generator(folder)
 
     def check(self, cfg: CaptionConfig, model_config, where: str) -> None:

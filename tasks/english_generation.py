@@ -31,8 +31,8 @@ from paddle_unimo.fileio import DataError
 from paddle_unimo.training import TrainConfig
 from paddle_unimo.typed import ConfigError, bounded
 
-from tasks.cli import EvalSection, ModelSection
-from tasks.generation import GenerationDecode, decoder, load_generator
+from tasks.cli import EvalSection, ModelSection, load_generator
+from tasks.generation import GenerationDecode, decoder
 
 
 @dataclass

@@ -10,12 +10,11 @@ the optional title and the target, and which extra metrics apply. The adapter de
   consistency report of ``paddle_unimo.metrics``;
 * decoding: ``paddle_unimo.generation.generate`` with the ``decode`` section; ``predict --model`` takes a
   checkpoint folder (``OUT/best``) or an export folder (``make export``'s ``OUT/inference``, decoded by its
-  programs as a deployment would: ``load_generator``).
+  programs as a deployment would: ``tasks.cli.load_generator``).
 """
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
@@ -25,7 +24,7 @@ from paddle_unimo.generation import DecodeConfig
 from paddle_unimo.training import TrainConfig
 from paddle_unimo.typed import ConfigError, bounded
 
-from tasks.cli import EvalSection, ModelSection
+from tasks.cli import EvalSection, ModelSection, load_generator
 
 logger = logging.getLogger(__name__)
 
@@ -153,30 +152,9 @@ class GenerationTask:
         return metrics
 
 
-def load_generator(folder: str):
-    """The fine-tuned LM head model of a ``best/`` folder, or the stepper of an export folder: decoding then runs
-    the exported programs, in their precision (``make export QUANT=int8`` decodes in int8), on ONNX Runtime for an
-    export converted to ONNX (``FORMAT=onnx``: ``onnx_export.OnnxStepper``, its int8 programs where it has them),
-    else on Paddle Inference (``export.InferenceStepper``)."""
-    from paddle_unimo import UNIMOLMHeadModel
-    from paddle_unimo.export import InferenceStepper, is_export
-    from paddle_unimo.onnx_export import ONNX_MANIFEST, OnnxStepper
-    if not is_export(folder):
-        return UNIMOLMHeadModel.from_pretrained(folder)
-    if os.path.isfile(os.path.join(folder, ONNX_MANIFEST)):
-        stepper = OnnxStepper(folder)
-        how = f"ONNX Runtime, {'int8' if stepper.int8 else 'float32'} programs"
-    else:
-        stepper = InferenceStepper(folder)
-        how = "Paddle Inference, " + (f"CPU kernels, {stepper.panel_dtype} weights" if stepper.cpu_kernels
-                                      else "paddle's operators")
-    logger.info("%s is an export: decoding with its programs (%s)", folder, how)
-    return stepper
-
-
 def decoder(model):
     """(the model ``generate`` switches to eval mode, None for an export; the stepper that decodes) for
-    ``load_generator``'s model or stepper."""
+    ``tasks.cli.load_generator``'s model or stepper."""
     from paddle_unimo.export import InferenceStepper
     from paddle_unimo.generation import batch_stepper
     if isinstance(model, InferenceStepper):  # OnnxStepper too

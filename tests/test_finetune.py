@@ -158,7 +158,7 @@ def test_predict_decodes_with_an_export_folder(demo_model, tmp_path, monkeypatch
     runtime = {"paddle": "Paddle Inference, paddle's operators", "onnx": "ONNX Runtime, float32 programs",
                "kernels": f"Paddle Inference, CPU kernels, {dtype} weights"}[fmt]
     args = ["predict", "--config", CONFIG.format("dureader_qg"), "-o", "decode.num_beams=3"]
-    with caplog.at_level(logging.INFO, logger="tasks.generation"):
+    with caplog.at_level(logging.INFO, logger="paddle_unimo"):
         exported = run.execute([*args, "--model", str(folder), "--out", str(tmp_path / "exported")])
     assert f"is an export: decoding with its programs ({runtime})" in caplog.text
     if dtype != "float32":
