@@ -99,9 +99,10 @@ export: $(STAMP)
 		$(if $(QUANT),--quantize $(QUANT))
 
 # make convert PARAMS=unimo_base_en/params CONFIG=unimo_base_en.json OUT=models/unimo-base-en [DICT=model_files/dict]
+#      [ALLOW_UNUSED='cls_out_.*']  (parameter files to leave out, e.g. a fine-tuned model's task head)
 convert: $(STAMP)
 	$(PY) -m tools.convert_checkpoint --params "$(PARAMS)" --config "$(CONFIG)" --out "$(OUT)" \
-		$(if $(DICT),--dict-dir "$(DICT)")
+		$(if $(DICT),--dict-dir "$(DICT)") $(if $(ALLOW_UNUSED),--allow-unused '$(ALLOW_UNUSED)')
 
 benchmark: $(STAMP)
 	$(PY) -m tools.benchmark_cpu
@@ -129,7 +130,8 @@ convert-regions: $(STAMP)
 	$(PY) -m tools.convert_regions --format "$(FORMAT)" --input $(IN) --out "$(OUT)"
 
 # ---- pretraining. Default: the embedded mini corpus, the tiny preset, 2 processes on CPU (gloo).
-#      make pretrain [CONFIG=tasks/configs/pretrain_tiny.yaml] [NPROC=2] [OUT=out/pretrain] [MODEL=dir] [O="..."]
+#      make pretrain [CONFIG=tasks/configs/pretrain_tiny.yaml] [NPROC=2] [OUT=out/pretrain] [MODEL=dir | VOCAB=dir]
+#      [O="..."]  (VOCAB: a tokenizer from make train-tokenizer, for a model from scratch)
 #      A GPU node: make pretrain CONFIG=my_pretrain.yaml NPROC=8 (see README for several nodes).
 NPROC ?= 2
 PRETRAIN_CONFIG = $(if $(filter command line environment,$(origin CONFIG)),$(CONFIG),tasks/configs/pretrain_tiny.yaml)
@@ -138,7 +140,7 @@ pretrain: $(STAMP)
 	$(PY) -m tasks.pretrain_mini --out "$(PRETRAIN_OUT)/mini"
 	$(PY) -m paddle.distributed.launch --nproc_per_node $(NPROC) --log_dir "$(PRETRAIN_OUT)/launch" \
 		tasks/pretrain.py --config "$(PRETRAIN_CONFIG)" --out "$(PRETRAIN_OUT)" $(if $(MODEL),--model "$(MODEL)") \
-		$(OVERRIDES)
+		$(if $(VOCAB),--vocab "$(VOCAB)") $(OVERRIDES)
 
 # make train-tokenizer INPUT="corpus.txt more.txt.gz" TOKENIZER_OUT=dir [KIND=wordpiece|sentencepiece] [VOCAB_SIZE=8000]
 train-tokenizer: $(STAMP)

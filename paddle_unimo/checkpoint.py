@@ -188,14 +188,15 @@ def original_to_paddle_name(name: str) -> str | None:
 
 
 def map_original_state(arrays: Mapping[str, np.ndarray], source: str, allow_unused: str | None = None):
-    """Renames original arrays; returns (state, skipped optimizer files). Unknown names are an error."""
+    """Renames original arrays; returns (state, skipped files: optimizer state and names matching
+    ``allow_unused``). Other names without a paddle_unimo name are an error."""
     state, skipped, unknown = {}, [], []
     for name, value in sorted(arrays.items()):
         target = original_to_paddle_name(name)
-        if target is not None:
+        if OPTIMIZER_STATE.search(name) or (allow_unused and re.fullmatch(allow_unused, name)):
+            skipped.append(name)  # left out even where it has a name (a task head the user does not want)
+        elif target is not None:
             state[target] = value
-        elif OPTIMIZER_STATE.search(name) or (allow_unused and re.fullmatch(allow_unused, name)):
-            skipped.append(name)
         elif name == "mask_lm_out_fc.w_0":
             unknown.append(f"{name} (an untied LM output matrix; paddle_unimo ties it to word_embedding)")
         else:

@@ -33,7 +33,8 @@ def read_text_lines(path) -> Iterator[Tuple[str, str]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(f"{where}: not UTF-8 ({e.reason} at byte {e.start})") from None
+                raise DataError(f"{where}: not UTF-8 ({e.reason} at byte {e.start}); another encoding (GBK?) "
+                                "needs converting first, e.g. iconv -f gbk -t utf-8") from None
             if line_no == 1 and text.startswith(BOM):
                 text = text[1:]
             text = text.rstrip("\r\n")

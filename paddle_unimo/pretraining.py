@@ -218,11 +218,19 @@ class PretrainModel(nn.Layer):
         paddle.save(self.heads.state_dict(), os.path.join(path, HEADS_FILE))
 
 
-def objective_configs(names: Sequence[str], overrides: Dict[str, dict], tokenizer, model_config) -> Dict[str, object]:
+def objective_configs(names: Sequence[str], overrides: Dict[str, dict], tokenizer, model_config,
+                      where: str = "") -> Dict[str, object]:
     """Each objective's config: the specials of the tokenizer, the model's position start and region
     ``overlap_ratio``, then the YAML ``objectives.<name>`` values, checked (``typed.from_dict``). Region rows
     (``max_img_len``) keep the objectives' pretraining default of 101 unless the YAML sets them: the model
-    preset's ``max_img_len`` is its fine-tuning length (37 for unimo-base-en)."""
+    preset's ``max_img_len`` is its fine-tuning length (37 for unimo-base-en). ``objectives.<name>`` of a name
+    that is no objective, or the specials or position start (the tokenizer's and model's), is an error (``where``:
+    the config file)."""
+    from .objectives import OBJECTIVES
+    unknown = sorted(set(overrides) - set(OBJECTIVES))
+    if unknown:
+        raise ConfigError(f"{where}objectives: unknown objective {unknown[0]!r}; "
+                          f"known: {', '.join(sorted(OBJECTIVES))}")
     specials = TextSpecials(cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id,
                             pad_id=tokenizer.pad_token_id, mask_id=tokenizer.mask_token_id,
                             vocab_size=model_config.vocab_size, special_ids=frozenset(tokenizer.special_ids))
@@ -232,9 +240,12 @@ def objective_configs(names: Sequence[str], overrides: Dict[str, dict], tokenize
     for name in names:
         cls = get_objective(name).config
         values = {k: v for k, v in model_values.items() if k in cls.__dataclass_fields__}
-        configs[name] = from_dict(cls, {**values, **overrides.get(name, {})}, f"objectives.{name}")
+        fixed = sorted({"specials", "position_start"} & set(overrides.get(name, {})))
+        if fixed:
+            raise ConfigError(f"{where}objectives.{name}.{fixed[0]}: set from the model and tokenizer, not the config")
+        configs[name] = from_dict(cls, {**values, **overrides.get(name, {})}, f"{where}objectives.{name}")
         limit = model_config.max_position_embeddings - model_config.position_start
         if getattr(configs[name], "max_seq_len", 0) > limit:
-            raise ConfigError(f"objectives.{name}.max_seq_len: {configs[name].max_seq_len} is above the model's "
+            raise ConfigError(f"{where}objectives.{name}.max_seq_len: {configs[name].max_seq_len} is above the model's "
                               f"{model_config.max_position_embeddings} position embeddings (allowed: <= {limit})")
     return configs

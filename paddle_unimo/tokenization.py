@@ -55,7 +55,7 @@ class Tokenizer(abc.ABC):
         self.inv_vocab = {i: t for t, i in self.vocab.items()}
         missing = [t for t in SPECIAL_TOKENS if t not in self.vocab]
         if missing:
-            raise ValueError(f"vocabulary lacks special tokens {missing}")
+            raise DataError(f"vocabulary lacks special tokens {missing}")
         self.unk_token_id, self.sep_token_id, self.pad_token_id, self.cls_token_id, self.mask_token_id = (
             self.vocab[t] for t in SPECIAL_TOKENS)
         self.special_ids = {self.vocab[t] for t in SPECIAL_TOKENS}
@@ -379,7 +379,17 @@ def from_original_ids(tokenizer, ids: Sequence[int]) -> List[int]:
 def load_tokenizer(path: str) -> Tokenizer:
     """The tokenizer of a model folder: GPT-2 BPE if it has ``encoder.json`` (or ``<prefix>encoder.json`` with
     its vocab.txt and vocab.bpe of the same prefix, as the original release's ``model_files/dict`` has
-    ``unimo_en.*``), SentencePiece if it has ``spm.model``, else WordPiece ``*vocab.txt``."""
+    ``unimo_en.*``), SentencePiece if it has ``spm.model``, else WordPiece ``*vocab.txt``. A bad tokenizer is a
+    ``DataError`` naming the folder (or the file and line)."""
+    try:
+        return _load_tokenizer(path)
+    except DataError as e:
+        if str(e).startswith(path):
+            raise
+        raise DataError(f"{path}: {e}") from None
+
+
+def _load_tokenizer(path: str) -> Tokenizer:
     if os.path.isfile(os.path.join(path, "encoder.json")):
         return GptBpeTokenizer.from_dir(path)
     encoders = sorted(n for n in os.listdir(path) if n.endswith("encoder.json"))

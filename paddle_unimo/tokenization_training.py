@@ -124,7 +124,7 @@ def wordpiece_vocab(word_counts: Dict[str, int], vocab_size: int, min_char_count
         if cjk_continuations or not _is_cjk(ord(ch)):
             vocab.setdefault("##" + ch, len(vocab))
     if len(vocab) > vocab_size:
-        raise ValueError(f"the {len(kept)} characters seen at least {min_char_count} times need {len(vocab)} "
+        raise DataError(f"the {len(kept)} characters seen at least {min_char_count} times need {len(vocab)} "
                          f"vocabulary entries (with the specials and ## forms), more than --vocab-size "
                          f"{vocab_size}; raise --vocab-size or --min-char-count"
                          + ("" if not cjk_continuations else ", or use --no-cjk-continuations"))
@@ -142,7 +142,7 @@ def train_wordpiece(lines: Iterable[str], vocab_size: int, lower: bool = True, *
     """A ``WordPieceTokenizer`` learned from ``lines``; ``options`` go to ``wordpiece_vocab``."""
     word_counts = count_words(lines, lower)
     if not word_counts:
-        raise ValueError("no words to learn a vocabulary from (empty corpus?)")
+        raise DataError("no words to learn a vocabulary from (empty corpus?)")
     return WordPieceTokenizer(wordpiece_vocab(word_counts, vocab_size, **options), do_lower_case=lower)
 
 
@@ -181,7 +181,7 @@ def train_sentencepiece(lines: Iterable[str], vocab_size: int, model_type: str =
         if errors:
             raise errors[0] from None
         if not seen[0]:
-            raise ValueError("no lines to train a SentencePiece model on (empty corpus?)") from None
+            raise DataError("no lines to train a SentencePiece model on (empty corpus?)") from None
         raise
     tokenizer = SentencePieceTokenizer(model.getvalue())
     first = [tokenizer.sp.id_to_piece(i) for i in range(len(SPECIAL_TOKENS))]

@@ -5,6 +5,7 @@ reference scores, the consistency report counts the source's attribute values th
 of the same attribute types (learnt from the training sources) it contradicts.
 """
 from paddle_unimo.data.seq2seq import Fields
+from paddle_unimo.metrics.consistency import parse_attributes
 
 from tasks.generation import GenerationTask
 
@@ -14,6 +15,7 @@ def value_vocabulary(train_examples):
     return build_value_vocabulary(e.source for e in train_examples)
 
 
-TASK = GenerationTask("advertisegen", Fields(source="content", target="summary"),
+# a content that is not type#value pieces is a bad line (file:line; --skip-bad skips it): the report reads them
+TASK = GenerationTask("advertisegen", Fields(source="content", target="summary", source_format=parse_attributes),
                       "ad copy from product attributes (类型#上衣*颜色#白色...)",
                       consistency_vocabulary=value_vocabulary)

@@ -9,6 +9,7 @@ command to resume`` and exits with status 130.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import logging
 import os
@@ -23,7 +24,7 @@ from paddle_unimo.typed import ConfigError, bounded, from_dict, to_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 logger = logging.getLogger("paddle_unimo")
-USER_ERRORS = (DataError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+USER_ERRORS = (DataError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 @dataclass
@@ -37,7 +38,12 @@ class ModelSection:
         from paddle_unimo.config import PRESETS, UNIMOConfig
         if self.preset not in PRESETS:
             raise ConfigError(f"{where}.preset: unknown preset {self.preset!r}; known: {', '.join(sorted(PRESETS))}")
-        UNIMOConfig.from_dict({**PRESETS[self.preset].to_dict(), **self.overrides}, source=f"{where}.overrides")
+        try:
+            UNIMOConfig.from_dict({**PRESETS[self.preset].to_dict(), **self.overrides}, source=f"{where}.overrides")
+        except ConfigError:
+            raise
+        except ValueError as e:  # a combination the model cannot have (e.g. heads that do not divide the width)
+            raise ConfigError(f"{where}.overrides: {e}") from None
 
 
 
@@ -90,22 +96,42 @@ def read_yaml(path: str) -> dict:
 
 
 def load_config(path: str, overrides: Sequence[str] = (), config_class=None):
-    """The YAML file with the overrides applied, typed by ``config_class`` (the task's); the raw dict when None."""
-    raw = apply_overrides(read_yaml(path), overrides)
-    return raw if config_class is None else from_dict(config_class, raw, f"{path}:")
+    """The YAML file with the overrides applied, typed by ``config_class`` (the task's); the raw dict when None.
+    An error names the file, or the command line's ``-o`` when the file alone is a valid config."""
+    raw = read_yaml(path)
+    if config_class is None:
+        return apply_overrides(raw, overrides)
+    if not overrides:
+        return from_dict(config_class, raw, f"{path}:")
+    try:
+        from_dict(config_class, copy.deepcopy(raw), f"{path}:")
+    except ConfigError:
+        return from_dict(config_class, apply_overrides(raw, overrides), f"{path}:")
+    try:
+        return from_dict(config_class, apply_overrides(raw, overrides), "")
+    except ConfigError as e:  # the file alone is valid: an override is wrong; name it
+        message = str(e).lstrip(": ")
+        about = message.partition("; known:")[0]  # not the list of known keys
+        last = {o.partition("=")[0]: o for o in overrides}  # a key given twice: the later one counts
+        named = [o for k, o in last.items() if k in about] or \
+            [o for k, o in last.items() if k.rpartition(".")[2] in about] or list(last.values())
+        raise ConfigError(f"-o {' -o '.join(named)}: {message}") from None
 
 
 # ---- runs -----------------------------------------------------------------------------------------------
 
 def setup_logging(out_dir: str) -> None:
-    """INFO to OUT/train.log, and to the console unless paddle/paddlenlp already print there."""
+    """INFO to OUT/train.log (another process of a launched run: OUT/train.rank<N>.log), and to the console unless
+    paddle/paddlenlp already print there."""
     os.makedirs(out_dir, exist_ok=True)
+    rank = int(os.environ.get("PADDLE_TRAINER_ID", "0") or 0)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for old in [h for h in root.handlers if getattr(h, "paddle_unimo_run", False)]:
         root.removeHandler(old)  # a previous run in this process (tests, the demo)
         old.close()
-    handler = logging.FileHandler(os.path.join(out_dir, "train.log"), encoding="utf-8")
+    handler = logging.FileHandler(os.path.join(out_dir, "train.log" if rank == 0 else f"train.rank{rank}.log"),
+                                  encoding="utf-8")
     handler.paddle_unimo_run = True
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
@@ -123,7 +149,14 @@ def build_model(model_dir: Optional[str], section: ModelSection, texts: Sequence
     from paddle_unimo import UNIMOLMHeadModel, WordPieceTokenizer, get_preset, load_tokenizer
     model_class = model_class or UNIMOLMHeadModel
     if model_dir:
-        return model_class.from_pretrained(model_dir, **settings), load_tokenizer(model_dir)
+        if section.overrides:
+            logger.warning("model.overrides %s left aside: the model comes from %s", section.overrides, model_dir)
+        model, tokenizer = model_class.from_pretrained(model_dir, **settings), load_tokenizer(model_dir)
+        if tokenizer.vocab_size > model.config.vocab_size:
+            raise ConfigError(f"{model_dir}: the tokenizer has ids up to {tokenizer.vocab_size - 1}, the model's "
+                              f"embeddings only {model.config.vocab_size} rows (config.json vocab_size): a "
+                              "vocabulary of another model?")
+        return model, tokenizer
     tokenizer = load_tokenizer(section.vocab_dir) if section.vocab_dir else \
         WordPieceTokenizer.build_char_vocab(texts, words=vocabulary == "words")
     config = get_preset(section.preset, **{**section.overrides, **settings}).replace(
@@ -271,6 +304,16 @@ def run_command(command: Callable[[], Any], debug: bool = False):
             raise
         from paddle_unimo.training import Interrupted
         message = str(e) if isinstance(e, Interrupted) else \
-            "interrupted; run the same command to resume from the last checkpoint"
+            "interrupted (no output file is left half-written; a training run resumes from its last checkpoint " \
+            "when run again)"
         report(logging.WARNING, message)
         raise SystemExit(130) from None
+
+
+def run_tool(run: Callable[[list], Any], argv: Optional[Sequence[str]] = None) -> int:
+    """``run(argv)`` of a ``tools`` script under ``run_command``: exit status 0, or one ``error:`` line and 2 for a
+    user's error; ``--debug`` anywhere on the command line shows the traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    run_command(lambda: run([a for a in argv if a != "--debug"]), debug)
+    return 0

@@ -14,9 +14,12 @@ Files (``data.train`` / ``data.dev`` name a split or a file in ``DATA=dir``): li
 ``{"src", "tgt"}``, the original UNIMO TSV (GPT-2 BPE ids), CNN/DM's raw stories (``cnn_stories/`` and/or
 ``dailymail_stories/`` beside ``url_lists/``; the split names ``all_<split>.txt``) and CoQA's official JSON.
 
-Metrics (x100): ROUGE-1/2/L F1 with ``rouge-score`` and stemming for CNN/DM and Gigaword (the paper used the Perl
-ROUGE-1.5.5 through pyrouge, whose sentence splitting and tokenisation differ slightly); BLEU-4 / METEOR / ROUGE-L
-as UniLM's SQuAD-QG evaluation (pycocoevalcap, needs Java); CoQA F1 and EM as the official ``evaluate-v1.0.py``.
+Metrics (x100): ROUGE-1/2/L F1 with ``rouge-score`` and stemming for CNN/DM and Gigaword, and for CNN/DM also the
+summary-level ``rougeLsum`` over sentences (the highlights; predictions split at sentence ends), which is what the
+paper's ROUGE-L is (Perl ROUGE-1.5.5 through pyrouge on one sentence per line; its tokenisation differs slightly);
+``rougeL`` is rouge-score's sentence-level LCS of the whole texts, several points lower on CNN/DM. BLEU-4 / METEOR /
+ROUGE-L as UniLM's SQuAD-QG evaluation (pycocoevalcap, needs Java; during training the best checkpoint is chosen
+by that BLEU-4 alone); CoQA F1 and EM as the official ``evaluate-v1.0.py``.
 CoQA adds the original's role and turn embeddings (``role_type_size`` 3, ``turn_type_size`` 16) to the model, new
 parameters when it starts from a pretrained folder.
 """
@@ -42,6 +45,8 @@ class EnglishData:
     dev: str = "dev"
     max_src_len: int = bounded(512, min=3)  # the source budget, [CLS] and [SEP]s included
     max_tgt_len: int = bounded(128, min=2)  # [CLS] target [MASK]
+    source_key: str = "src"  # the fields of a JSON-lines file (e.g. XSum's document / summary)
+    target_key: str = "tgt"
     skip_bad: bool = False
 
 
@@ -56,16 +61,22 @@ class EnglishGenerationConfig:
 
 
 def read_any(path: str, cfg: EnglishGenerationConfig, need_target: bool, dialog: bool):
-    """``(examples, report)`` of a file (.jsonl, .json = CoQA, .tsv = the original) or a split of a folder."""
+    """``(examples, report)`` of a file (.tsv = the original, .json = CoQA, the source side of a line-aligned
+    pair such as ``test.src`` or ``src-test.txt``, else JSON lines) or a split of a folder."""
     skip = cfg.data.skip_bad
+    folder, split = os.path.split(path)
+    if dialog and not os.path.isfile(path):
+        raise DataError(f"{path}: file not found (CoQA's official JSON, e.g. coqa-dev-v1.0.json)")
     if os.path.isfile(path):
         if path.endswith(".tsv"):
             return data.read_unimo_tsv(path, dialog=dialog, need_target=need_target, skip_bad=skip)
         if dialog:
             return data.read_coqa(path)
-        return data.read_jsonl_pairs(path, need_target=need_target, skip_bad=skip)
-    folder, split = os.path.split(path)
-    if os.path.isdir(os.path.join(folder, "url_lists")):
+        split = data.split_of_source_file(path)
+        if split is None:
+            return data.read_jsonl_pairs(path, cfg.data.source_key, cfg.data.target_key, need_target=need_target,
+                                         skip_bad=skip)
+    elif os.path.isdir(os.path.join(folder, "url_lists")):
         stories = [os.path.join(folder, d) for d in ("cnn_stories", "dailymail_stories", "cnn/stories",
                                                      "dailymail/stories") if os.path.isdir(os.path.join(folder, d))]
         return data.read_cnn_dm(stories, os.path.join(folder, "url_lists"), split, skip_bad=skip)
@@ -80,7 +91,7 @@ class EnglishRunner:
                                                    model.config.position_start)
 
     def report(self) -> dict:
-        return {"truncated": dict(self.encoder.truncated)}
+        return {"truncated": self.encoder.counted()}
 
     def make_batch(self, encoded):
         return data.original_training_batch(encoded, self.model.config.pad_token_id)
@@ -134,6 +145,13 @@ def references(examples) -> List:
 def rouge(examples, predictions) -> dict:
     from paddle_unimo.metrics.english import rouge_scores
     return rouge_scores(predictions, references(examples))
+
+
+def summary_rouge(examples, predictions) -> dict:
+    """CNN/DM: also ``rougeLsum`` over sentences (the highlights, or the target split as the predictions are)."""
+    from paddle_unimo.metrics.english import split_sentences, summary_rouge_scores
+    return summary_rouge_scores(predictions, [getattr(e, "target_sentences", None) or split_sentences(e.target)
+                                              for e in examples])
 
 
 def squad_qg(examples, predictions) -> dict:
@@ -198,10 +216,10 @@ class EnglishGenerationTask:
         return {**self.scorer(examples, predictions), "examples": len(examples)}
 
     def quick_score(self, examples, predictions) -> float:
-        """The checkpoint-choosing number during training, without Java (SQuAD-QG: the project's BLEU-4)."""
+        """The checkpoint-choosing number during training, without Java (SQuAD-QG: its BLEU-4 without METEOR)."""
         if self.scorer is squad_qg:
-            from paddle_unimo.metrics import bleu4
-            return bleu4(predictions, [e.target for e in examples])
+            from paddle_unimo.metrics.english import squad_qg_bleu4
+            return squad_qg_bleu4(predictions, [e.source for e in examples], [e.target for e in examples])
         return self.scorer(examples, predictions)[self.metric]
 
     def evaluate(self, path: str, references_path: str, cfg) -> dict:
@@ -242,7 +260,7 @@ def read_coqa_submission(path: str):
 
 
 TASKS = [
-    EnglishGenerationTask("cnn_dm", "CNN/DailyMail summarisation", "rougeL", rouge),
+    EnglishGenerationTask("cnn_dm", "CNN/DailyMail summarisation", "rougeL", summary_rouge),
     EnglishGenerationTask("gigaword", "Gigaword headline generation", "rougeL", rouge),
     EnglishGenerationTask("squad_qg", "SQuAD question generation (Du et al. split)", "bleu4", squad_qg),
     EnglishGenerationTask("coqa", "CoQA conversational question answering", "f1", coqa, dialog=True),

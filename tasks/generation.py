@@ -172,8 +172,9 @@ class GenerationRunner:
                                       data.max_title_len if task.fields.title else 0)
 
     def report(self) -> dict:
-        """What metrics.json reports of the run's inputs: the truncations counted by the encoder."""
-        return {"truncated": dict(self.encoder.truncated)}
+        """What metrics.json reports of the run's inputs: the truncations of the training data and of the inputs
+        decoded last (``Seq2SeqEncoder.counted``)."""
+        return {"truncated": self.encoder.counted()}
 
     def make_batch(self, encoded):
         return training_batch(encoded, self.model.config.pad_token_id, self.model.config.position_start)

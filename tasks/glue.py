@@ -11,7 +11,7 @@ the text pooler (ReLU) -> dropout 0.1 -> fc(num_labels), cross-entropy; STS-B is
 squared error) and the original starts it from an MNLI-fine-tuned model (``--model`` such a folder: its 3-way
 head is replaced, logged). Metrics as GLUE defines them (``paddle_unimo.metrics.glue``): accuracy; F1 and
 accuracy for MRPC / QQP; Matthews correlation for CoLA; Pearson and Spearman for STS-B; MNLI reports the
-mismatched dev set too (``mnli_mm``). ``predict`` on a test file writes the GLUE submission file (``SST-2.tsv``,
+mismatched dev set too (``dev_mismatched``). ``predict`` on a test file writes the GLUE submission file (``SST-2.tsv``,
 ``MNLI-m.tsv``, ... with ``index<TAB>prediction``).
 """
 from __future__ import annotations
@@ -22,7 +22,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from paddle_unimo.data import PassCounts
 from paddle_unimo.data import glue as glue_data
+from paddle_unimo.fileio import DataError
 from paddle_unimo.training import TrainConfig
 from paddle_unimo.typed import ConfigError, bounded
 
@@ -62,16 +64,17 @@ class GlueItem:
 class GlueRunner:
     def __init__(self, task: "GlueTask", model, tokenizer, cfg: GlueConfig):
         self.task, self.model, self.tokenizer, self.cfg = task, model, tokenizer, cfg
-        self.truncated = 0
+        self.passes = PassCounts()
 
     def report(self) -> dict:
-        return {"truncated": {"pair": self.truncated}}
+        """The pairs cut to ``data.max_seq_len``: of the training data and of the items predicted last."""
+        return {"truncated": self.passes.totals(["pair"])}
 
-    def encode(self, item: GlueItem):
-        row = glue_data.encode_example(glue_data.GlueExample(item.id, item.text_a, item.text_b, item.target),
-                                       self.task.spec, self.tokenizer, self.cfg.data.max_seq_len)
-        self.truncated += row.truncated
-        return row
+    def encode_all(self, items: Sequence[GlueItem], where: str):
+        rows = [glue_data.encode_example(glue_data.GlueExample(i.id, i.text_a, i.text_b, i.target), self.task.spec,
+                                         self.tokenizer, self.cfg.data.max_seq_len) for i in items]
+        self.passes.record(where, {"pair": sum(bool(r.truncated) for r in rows)})
+        return rows
 
     def make_batch(self, rows) -> Dict[str, np.ndarray]:
         return glue_data.glue_batch(rows, self.model.config.pad_token_id, self.model.config.position_start)
@@ -89,9 +92,10 @@ class GlueRunner:
         model = model or self.model
         model.eval()
         size, out = self.cfg.eval.batch_size, []
+        rows = self.encode_all(items, "inputs")
         with paddle.no_grad():
-            for start in range(0, len(items), size):
-                batch = self.make_batch([self.encode(i) for i in items[start:start + size]])
+            for start in range(0, len(rows), size):
+                batch = self.make_batch(rows[start:start + size])
                 logits = model(**{k: paddle.to_tensor(batch[k]) for k in ("input_ids", "position_ids",
                                                                           "attention_mask", "token_type_ids")}).numpy()
                 if self.task.spec.is_regression:
@@ -108,8 +112,8 @@ class GlueRunner:
 
         def evaluate(model):
             return {metric: self.task.score(dev, self.predict(dev, model))[metric]}
-        return Trainer(self.model, self.cfg.train, [self.encode(i) for i in train_items], self.make_batch, self.loss,
-                       out_dir, evaluate=evaluate if dev else None, metric=metric, greater_is_better=True,
+        return Trainer(self.model, self.cfg.train, self.encode_all(train_items, "training data"), self.make_batch,
+                       self.loss, out_dir, evaluate=evaluate if dev else None, metric=metric, greater_is_better=True,
                        save_extra=self.tokenizer.save_pretrained, count=lambda batch: len(batch["input_ids"]),
                        fingerprint=fingerprint)
 
@@ -186,8 +190,21 @@ class GlueTask:
     def evaluate(self, path: str, references_path: str, cfg: GlueConfig) -> dict:
         from tasks.evaluation import match_predictions, read_predictions
         references, _ = self.read(references_path, cfg)
-        items, predictions = match_predictions(read_predictions(path), references, path, references_path)
+        rows = read_predictions(path)
+        for where, _, prediction in rows:
+            self.check_prediction(prediction, where)
+        items, predictions = match_predictions(rows, references, path, references_path)
         return self.score(items, predictions)
+
+    def check_prediction(self, prediction: str, where: str) -> None:
+        """A label of the task (or its index), or for STS-B a finite number; else a DataError at ``where``."""
+        try:
+            value = glue_data.label_id(self.spec, prediction)
+        except ValueError:
+            value = None
+        if value is None or not np.isfinite(value):
+            expected = "a finite number" if self.spec.is_regression else f"one of {list(self.spec.labels)}"
+            raise DataError(f"{where}: prediction {prediction!r} is not {expected}")
 
     def write_outputs(self, out_dir: str, items: Sequence[GlueItem], predictions: Sequence[str]) -> Optional[str]:
         """The GLUE submission file when the items come from a test file."""

@@ -104,9 +104,10 @@ def pretrain(args) -> dict:
         model, tokenizer = roberta_init(args, cfg)
     else:
         model, tokenizer = build_model(args.model, cfg.model, corpus_texts(cfg))
+    check_region_stores(cfg, model.config, args.config)
     corpora = [load_corpus(to_dict(spec), tokenizer, ROOT, chinese=cfg.chinese) for spec in cfg.corpora]
     names = sorted({o for c in corpora for o in c.objectives})
-    mixture = Mixture(corpora, objective_configs(names, cfg.objectives, tokenizer, model.config),
+    mixture = Mixture(corpora, objective_configs(names, cfg.objectives, tokenizer, model.config, f"{args.config}: "),
                       cfg.train.batch_size, cfg.train.seed, dist.get_rank(), dist.get_world_size())
     inputs = {f"{s.name}.{k}": resolve(p, out) for s in cfg.corpora
               for k, p in [*((f"path{j}", q) for j, q in enumerate(s.paths)), ("regions", s.regions or ""),
@@ -142,6 +143,21 @@ def execute(argv=None):
     args = parser.parse_args(argv)
     setup_logging(args.out)
     return run_command(lambda: pretrain(args), args.debug)
+
+
+def check_region_stores(cfg, model_config, where: str) -> None:
+    """Every region store a corpus reads holds features of the width the model's region embedding takes."""
+    from paddle_unimo.data.regions import RegionStore
+    for spec in cfg.corpora:
+        if not spec.regions:
+            continue
+        if not model_config.has_regions:
+            raise ConfigError(f"{where}: corpus {spec.name!r} reads regions, but the model has no region "
+                              "embeddings (image_embedding_size 0)")
+        dim = RegionStore(spec.regions).feature_dim
+        if dim is not None and dim != model_config.image_embedding_size:
+            raise ConfigError(f"{where}: corpus {spec.name!r}: the region store {spec.regions} holds {dim}-d "
+                              f"features but the model takes {model_config.image_embedding_size}-d ones")
 
 
 def main(argv=None) -> int:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 
@@ -61,6 +63,9 @@ def resolve_config(args):
 
 
 def data_file(args, cfg, name: str) -> str:
+    if not args.data and not cfg.data.default_dir and not os.path.isabs(name):
+        from paddle_unimo.typed import ConfigError
+        raise ConfigError(f"{cfg.task} has no bundled data: give DATA=dir (--data), the folder holding {name}")
     return os.path.join(args.data or os.path.join(ROOT, cfg.data.default_dir), name)
 
 
@@ -77,15 +82,36 @@ def write_skipped(out: str, reports) -> int:
     return len(skipped)
 
 
+def finished_metrics(out: str, run_digest: str, step: int):
+    """OUT/metrics.json when it was written by this same run (its fingerprint's digest) at this step, else None:
+    running a finished command again returns its results instead of decoding the dev set anew."""
+    from paddle_unimo.fileio import read_json
+    path = os.path.join(out, "metrics.json")
+    if not os.path.isfile(path):
+        return None
+    metrics = read_json(path, "run metrics")
+    return metrics if metrics.get("run") == run_digest and metrics.get("steps") == step else None
+
+
 def finetune(args) -> dict:
     from paddle_unimo.fileio import write_json
+    from paddle_unimo.typed import ConfigError
     from tasks.outputs import describe, mean_loss_curve, prediction_rows, write_predictions
     task, cfg, config_path = resolve_config(args)
     paths = {"train": data_file(args, cfg, cfg.data.train), "dev": data_file(args, cfg, cfg.data.dev)}
     train, train_report = task.read(paths["train"], cfg, role="train")
     dev, dev_report = task.read(paths["dev"], cfg, role="dev")
-    extras = [(name, task.read(data_file(args, cfg, name), cfg, role="dev")[0])  # e.g. MNLI's mismatched dev set,
-              for name in getattr(task, "extra_dev_files", lambda cfg: [])(cfg)]  # read now: a bad one fails early
+    extras = []  # e.g. MNLI's mismatched dev set, read now: a bad one fails early
+    for name in getattr(task, "extra_dev_files", lambda cfg: [])(cfg):
+        path = data_file(args, cfg, name)
+        if not os.path.isfile(path):
+            from paddle_unimo.fileio import DataError
+            raise DataError(f"{path}: file not found (data.extra_dev names it; -o data.extra_dev=[] leaves it out)")
+        extras.append((name, task.read(path, cfg, role="dev")[0]))
+    if not args.model and not cfg.model.vocab_dir and not task.texts(train):
+        raise ConfigError(f"{paths['train']}: no text to build a vocabulary from: the file holds token ids (the "
+                          "original UNIMO TSV of GPT-2 BPE ids), which need MODEL= (a converted English UNIMO "
+                          "folder, whose vocabulary they index)")
     model, tokenizer = build_model(args.model, cfg.model, task.texts(train), task.model_class, task.vocabulary,
                                    **task.model_settings(cfg, train, from_folder=bool(args.model)))
     task.check(cfg, model.config, config_path)
@@ -100,10 +126,16 @@ def finetune(args) -> dict:
     state = trainer.train(resume=not args.no_resume)
     if trainer.rank != 0:
         return state  # with several processes, rank 0 alone decodes and writes the outputs
+    run_digest = hashlib.sha256(json.dumps(run_id, sort_keys=True).encode()).hexdigest()[:16]
+    finished = finished_metrics(args.out, run_digest, state["step"])
+    if finished is not None:
+        logger.info("%s: this run had finished (step %d); its results: %s", args.out, state["step"],
+                    os.path.join(args.out, "metrics.json"))
+        return finished
     best = task.load_model(os.path.join(args.out, "best"))
     predictions = runner.predict(dev, best)
     metrics = task.score(dev, predictions, train)
-    metrics.update(task=task.name, split="dev", steps=state["step"], best_eval=state["best"],
+    metrics.update(task=task.name, split="dev", steps=state["step"], run=run_digest, best_eval=state["best"],
                    loss_curve=mean_loss_curve(state["history"]),
                    skipped_lines=write_skipped(args.out, [train_report, dev_report]), **runner.report(),
                    predictions=write_predictions(args.out, prediction_rows(dev, predictions, dev_report,
@@ -128,13 +160,20 @@ def predict(args) -> dict:
     path = args.input or data_file(args, cfg, cfg.data.dev)
     examples, report = task.read(path, cfg, need_target=False, role="dev")
     model = task.load_model(args.model)
-    task.check(cfg, model.config, config_path)
+    try:
+        task.check(cfg, model.config, config_path)
+    except ConfigError as e:
+        if args.config is not None:
+            raise
+        raise ConfigError(f"{e} -- with --model and no --config, predict reads the base config; a model fine-tuned "
+                          f"from the tiny preset needs SIZE=tiny (--config tasks/configs/{task.name}_tiny.yaml)") \
+            from None
     runner = task.bind(model, load_tokenizer(args.model), cfg)
     predictions = runner.predict(examples)
     out = write_predictions(args.out, prediction_rows(examples, predictions, report, task.prediction_row))
     task.write_outputs(args.out, examples, predictions)
     result = {"task": task.name, "model": args.model, "input": path, "predictions": out, "examples": len(examples),
-              "skipped_lines": write_skipped(args.out, [report]), "skipped": report.skipped}
+              "skipped_lines": write_skipped(args.out, [report]), "skipped": report.skipped, **runner.report()}
     if all(e.target is not None and e.target != "" for e in examples):
         result.update(task.score(examples, predictions))
     write_json(os.path.join(args.out, "metrics.json"), result)

@@ -5,11 +5,12 @@
 
 As the original UNIMO reports GLUE (PaddlePaddle/Research NLP/UNIMO ``utils/stat_res.py``: the best dev score of
 each run, then max / min / median / mean over the grid). Each combination runs into ``OUT/<key=value,...>`` with
-``tasks.run finetune``; a combination whose ``metrics.json`` exists is read, not rerun, and an interrupted one
-resumes from its checkpoint, so running the same command again finishes a half-done grid. The table has one row
-per run (its settings and best dev score) and one summary per setting other than ``train.seed`` (max, min,
-median, mean over its seeds) and over the whole grid; it is printed and written to ``OUT/sweep.json`` and
-``OUT/sweep.tsv``.
+``tasks.run finetune``: a finished combination returns its ``metrics.json`` (neither training nor decoding is
+redone), an interrupted one resumes from its checkpoint, so running the same command again finishes a half-done
+grid; other settings or data than a combination's run was made with stop the sweep, naming the difference. The
+table has one row per run (its settings and best dev score) and one summary per setting other than ``train.seed``
+(max, min, median, mean over its seeds) and over the whole grid; it is printed and written to ``OUT/sweep.json``
+and ``OUT/sweep.tsv``.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from paddle_unimo import cpu_defaults
 
 cpu_defaults()  # before anything below imports paddle
 
-from paddle_unimo.fileio import atomic_write, read_json, write_json  # noqa: E402
+from paddle_unimo.fileio import atomic_write, write_json  # noqa: E402
 from paddle_unimo.typed import ConfigError  # noqa: E402
 from tasks import run  # noqa: E402
 from tasks.cli import add_common_arguments, run_command  # noqa: E402
@@ -89,8 +90,8 @@ def execute(argv=None) -> dict:
     for combo in combinations(grid):
         folder = os.path.join(args.out, run_name(combo))
         done = os.path.join(folder, "metrics.json")
-        metrics = read_json(done, "run metrics") if os.path.isfile(done) else \
-            run.execute([*base, "--out", folder, *(x for k, v in combo.items() for x in ("-o", f"{k}={v}"))])
+        # a finished run returns its metrics.json; one of other settings or data is refused, naming the difference
+        metrics = run.execute([*base, "--out", folder, *(x for k, v in combo.items() for x in ("-o", f"{k}={v}"))])
         rows.append({"run": run_name(combo), "settings": combo, "best": float(metrics[f"best_eval_{metric}"]),
                      "metrics": done})
     groups = {}

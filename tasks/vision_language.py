@@ -20,6 +20,7 @@ import abc
 import functools
 import logging
 import os
+import re
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -65,6 +66,11 @@ class VLData:
 
 # ---- regions ---------------------------------------------------------------------------------------------
 
+def name_prefix(name: str) -> str:
+    """An image file name's stem before its number: ``COCO_val2014_`` of ``COCO_val2014_000000391895.jpg``."""
+    return re.sub(r"\d+$", "", os.path.splitext(name)[0])
+
+
 class Regions:
     """The region store of a run, with a bounded cache of records (an epoch revisits every image)."""
 
@@ -79,8 +85,9 @@ class Regions:
 
     def key(self, image: str) -> Optional[str]:
         """The store's key for an annotated image: the file name itself, else the same name without its
-        extension, else the one key with the same image number (``COCO_val2014_000000391895.jpg`` finds
-        ``391895.jpg``); None when there is none."""
+        extension, else the one key with the same image number where the names before the numbers agree or one
+        is empty (``COCO_val2014_000000391895.jpg`` finds ``391895.jpg``, never ``orange_391895.jpg``); None
+        when there is none."""
         if image in self.store:
             return image
         stem = os.path.splitext(image)[0]
@@ -89,7 +96,11 @@ class Regions:
         if self.by_number is None:
             numbers = Counter(image_number(k) for k in self.store.ids())
             self.by_number = {image_number(k): k for k in self.store.ids() if numbers[image_number(k)] == 1}
-        return self.by_number.get(image_number(image)) if image_number(image) else None
+        key = self.by_number.get(image_number(image)) if image_number(image) else None
+        if key is None:
+            return None
+        ours, theirs = name_prefix(image), name_prefix(key)
+        return key if not ours or not theirs or ours == theirs else None
 
     def __contains__(self, image: str) -> bool:
         return self.key(image) is not None
@@ -139,16 +150,20 @@ def report_for(path: str, examples: Sequence[VLExample]) -> ReadReport:
 # ---- text --------------------------------------------------------------------------------------------------
 
 class TextEncoder:
-    """``[CLS] text [SEP]`` token ids cut to ``max_len`` (the [SEP] kept); counts what it had to cut."""
+    """``[CLS] text [SEP]`` token ids cut to ``max_len`` (the [SEP] kept); counts the distinct texts it had to cut
+    (a dev caption encoded again at every evaluation counts once)."""
 
     def __init__(self, tokenizer, max_len: int):
         self.tokenizer, self.max_len = tokenizer, max_len
         self.truncated: Counter = Counter()
+        self._cut = set()
 
     def __call__(self, text: str, what: str = "text") -> List[int]:
         ids = self.tokenizer.encode(text)
         if len(ids) > self.max_len - 2:
-            self.truncated[what] += 1
+            if (what, text) not in self._cut:
+                self._cut.add((what, text))
+                self.truncated[what] += 1
             ids = ids[:self.max_len - 2]
         return [self.tokenizer.cls_token_id, *ids, self.tokenizer.sep_token_id]
 

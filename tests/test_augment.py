@@ -317,7 +317,7 @@ def test_tool_rejects_bad_input(tmp_path):
         bad = tmp_path / "bad.jsonl"
         bad.write_text('{"image_id": 1, "caption_id": "c1", "caption": "a cat"}\n' + text)
         with pytest.raises(DataError, match=f"bad.jsonl:2: .*{message}"):
-            build_cmcl_data.main(["--captions", str(bad), "--out", out])
+            build_cmcl_data.run(["--captions", str(bad), "--out", out])
 
 
 def test_rows_become_cmcl_examples_and_a_batch(tmp_path):

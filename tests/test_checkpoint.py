@@ -180,15 +180,36 @@ def test_conversion_refuses_unknown_and_missing_files(original_checkpoint, tmp_p
     params, folder, config = original_checkpoint
     save_legacy(np.zeros((36, 3), "float32"), folder / "my_head_fc.w_0")  # a head the original code never had
     with pytest.raises(CheckpointError, match="my_head_fc.w_0"):
-        convert_checkpoint.main(["--params", str(folder), "--config", str(config), "--out", str(tmp_path / "a")])
+        convert_checkpoint.run(["--params", str(folder), "--config", str(config), "--out", str(tmp_path / "a")])
     os.remove(folder / "encoder_layer_1_ffn_fc_0.b_0")
     os.remove(folder / "image_loc.w_0")
     with pytest.raises(CheckpointError) as err:
-        convert_checkpoint.main(["--params", str(folder), "--config", str(config), "--out", str(tmp_path / "b"),
+        convert_checkpoint.run(["--params", str(folder), "--config", str(config), "--out", str(tmp_path / "b"),
                                  "--allow-unused", "my_head_.*"])
     assert "unimo.encoder.layers.1.linear1.bias" in str(err.value)
     assert "unimo.region_embeddings.image_loc.weight" in str(err.value)
     assert not (tmp_path / "b" / "model_state.pdparams").exists()
+
+
+def test_allow_unused_leaves_a_named_head_out_and_errors_are_one_line(original_checkpoint, tmp_path, capsys):
+    params, folder, config = original_checkpoint
+    save_legacy(np.ones((36, 3), "float32"), folder / "cls_out_3_w")  # a GLUE head beside the LM head
+    save_legacy(np.ones(3, "float32"), folder / "cls_out_3_b")
+    args = ["--params", str(folder), "--config", str(config)]
+    with pytest.raises(CheckpointError, match="lm_head"):  # a classifier has no LM head
+        convert_checkpoint.run(args + ["--out", str(tmp_path / "a")])
+    model = convert_checkpoint.run(args + ["--out", str(tmp_path / "b"), "--allow-unused", "cls_out_.*"])
+    assert type(model) is UNIMOLMHeadModel
+    np.testing.assert_array_equal(model.unimo.embeddings.word_embeddings.weight.numpy(), params["word_embedding"])
+    assert "skipped 5 non-model files" in capsys.readouterr().out  # 3 optimizer files and the head's 2
+
+    # the command line: a user's error is one line and exit status 2, and a bad --dict-dir writes nothing
+    with pytest.raises(SystemExit) as exit_info:
+        convert_checkpoint.main(args + ["--out", str(tmp_path / "c"), "--dict-dir", str(tmp_path / "no_dict")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "no_dict" in err and "unimo_en.vocab.txt" in err and "\n" not in err
+    assert not (tmp_path / "c").exists()
 
 
 def test_name_map_covers_every_parameter_once():

@@ -283,6 +283,23 @@ def test_coqa_leave_one_out():
     assert scores["f1"] == pytest.approx(100 * (0.5 + turn["f1"]) / 2) and scores["em"] == pytest.approx(25.0)
 
 
+def test_cnn_dm_rouge_lsum_is_rouge_scores_over_sentences():
+    assert M.split_sentences(' He said "no." Then he left!  Why? (It rained.) end ') == \
+        ['He said "no."', "Then he left!", "Why?", "(It rained.)", "end"]
+    assert M.split_sentences("3.5 percent rose. e.g.x") == ["3.5 percent rose.", "e.g.x"]  # no space, no break
+    preds = ["Police arrested two men. They were released on Monday!", "The cat sat on the mat."]
+    highlights = [["Two men were released on Monday .", "Police had arrested them ."], ["A cat sat on a mat ."]]
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
+    direct = [scorer.score("\n".join(h), p.replace(". ", ".\n").replace("! ", "!\n"))
+              for p, h in zip(preds, highlights)]
+    ours = M.summary_rouge_scores(preds, highlights)
+    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        assert ours[key] == pytest.approx(100 * np.mean([d[key].fmeasure for d in direct]))
+    assert ours["rougeLsum"] > ours["rougeL"]  # the reordered sentences: the union LCS counts both
+    assert {k: ours[k] for k in ("rouge1", "rouge2", "rougeL")} == pytest.approx(
+        M.rouge_scores(preds, [" ".join(h) for h in highlights]))
+
+
 def test_squad_qg_grouping():
     gts, res = M.squad_qg_groups(["Q one ?", "what is x ?", "who ?"], ["The S ", "the s", "other"],
                                  ["what is x ?", "what is the y ##s ?", "who is he ?"])
@@ -300,6 +317,7 @@ def test_squad_qg_scores_hand_example():
     scores = M.squad_qg_scores(preds, sources, refs)
     gts, res = M.squad_qg_groups(preds, sources, refs)
     assert scores["bleu4"] == pytest.approx(100 * Bleu(4).compute_score(gts, res, verbose=0)[0][3])
+    assert M.squad_qg_bleu4(preds, sources, refs) == scores["bleu4"]  # the checkpoint-choosing number
     assert scores["rougeL"] == pytest.approx(100 * Rouge().compute_score(gts, res)[0])
     assert 50 < scores["meteor"] < 100 and 0 < scores["bleu4"] < 100
     perfect = M.squad_qg_scores(refs, sources, refs)

@@ -21,6 +21,7 @@ import shutil
 import pytest
 
 from paddle_unimo import load_tokenizer
+from paddle_unimo.fileio import DataError
 from paddle_unimo.metrics import bleu4
 from paddle_unimo.metrics.english import coqa_f1_em, rouge_scores, squad_qg_groups
 from paddle_unimo.tokenization import basic_tokenize
@@ -184,6 +185,28 @@ def test_glue_predict_on_a_test_file_writes_the_submission(glue_run, tmp_path):
     assert [(r["id"], r["prediction"]) for r in rows] == [(str(i), label) for i, (_, label) in enumerate(picked)]
 
 
+@pytest.mark.parametrize("name, bad", [("sst2", "positive"), ("stsb", "n/a"), ("stsb", "nan")])
+def test_glue_evaluate_refuses_a_prediction_that_is_no_label(glue_run, tmp_path, capsys, name, bad):
+    """``evaluate`` of an edited predictions.jsonl: a value that is no label (or no finite score) is an error at
+    its line, before anything is scored; the unedited file scores as fine-tuning did."""
+    data, out, metrics, _ = glue_run(name)
+    argv = ["evaluate", "--task", f"glue_{name}", "--data", str(data), "--out", str(tmp_path / "eval")]
+    scored = run.execute(argv + ["--predictions", str(out / "predictions.jsonl")])
+    key = "pearson" if name == "stsb" else "accuracy"
+    assert scored[key] == metrics[key]
+    rows = (out / "predictions.jsonl").read_text("utf-8").splitlines()
+    edited = [json.loads(r) for r in rows]
+    index = next(i for i, r in enumerate(edited) if "prediction" in r and i >= 2)
+    edited[index]["prediction"] = bad
+    path = tmp_path / "edited.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in edited), "utf-8")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run.execute(argv + ["--predictions", str(path)])
+    assert exit_info.value.code == 2
+    assert f"edited.jsonl:{index + 1}: prediction '{bad}' is not " in capsys.readouterr().err
+
+
 def test_glue_export_predicts_as_the_checkpoint(glue_run, tmp_path):
     """``make export`` of a GLUE classifier: a text-only ``forward`` program (no region inputs) whose logits are the
     model's, and ``predict --model OUT/inference`` gives the checkpoint's predictions and accuracy, also when the
@@ -204,7 +227,7 @@ def test_glue_export_predicts_as_the_checkpoint(glue_run, tmp_path):
     model = UNIMOForSequenceClassification.from_pretrained(str(out / "best"))
     runner = task.bind(model, load_tokenizer(str(out / "best")), cfg)
     items, _ = task.read(str(data / "dev.tsv"), cfg)
-    batch = runner.make_batch([runner.encode(i) for i in items[:7]])
+    batch = runner.make_batch(runner.encode_all(items[:7], "inputs"))
     model.eval()
     keys = ("input_ids", "position_ids", "attention_mask", "token_type_ids")
     with paddle.no_grad():
@@ -291,11 +314,16 @@ def test_squad_qg_memorises_56_real_pairs_with_greedy_decoding(tmp_path):
     predictions = [r["prediction"] for r in rows]
     assert [r["target"] for r in rows] == [t.strip() for _, t in pairs]
     score = bleu4(predictions, [t for _, t in pairs])
-    assert score >= 90.0 and metrics["best_eval_bleu4"] == pytest.approx(score), (score, metrics)
-    # the task's bleu4 is pycocoevalcap's over the grouped references
+    assert score >= 90.0, (score, metrics)
+    # the task's bleu4 is pycocoevalcap's over the grouped references, and it chose the best checkpoint
     assert {"bleu4", "meteor", "rougeL"} <= set(metrics)
     gts, res = squad_qg_groups(predictions, [s for s, _ in pairs], [t for _, t in pairs])
     assert metrics["bleu4"] == pytest.approx(100.0 * Bleu(4).compute_score(gts, res, verbose=0)[0][3])
+    assert metrics["best_eval_bleu4"] == pytest.approx(metrics["bleu4"])
+    # predict INPUT= the source file of a line-aligned pair: its target file beside it is found and scored
+    result = predict("squad_qg", out / "best", data, tmp_path / "pred", "--input", str(data / "src-dev.txt"))
+    assert [r["prediction"] for r in read_jsonl(tmp_path / "pred" / "predictions.jsonl")] == predictions
+    assert result["bleu4"] == metrics["bleu4"]
     split = [" ".join(basic_tokenize(p)) for p in predictions]
     gts, res = squad_qg_groups(split, [s for s, _ in pairs], [t for _, t in pairs])
     assert 100.0 * Bleu(4).compute_score(gts, res, verbose=0)[0][3] >= 90.0
@@ -324,6 +352,7 @@ def test_cnn_dm_memorises_the_ten_real_stories(tmp_path):
     assert len(rows) == 10 and rows[1]["target"].startswith("Harry Potter star Daniel Radcliffe gets")
     assert rouge_scores([r["prediction"] for r in rows], [r["target"] for r in rows]) == \
            {k: metrics[k] for k in ("rouge1", "rouge2", "rougeL")}
+    assert metrics["rougeLsum"] >= metrics["rougeL"]
 
 
 @pytest.mark.slow
@@ -382,3 +411,25 @@ def test_gigaword_style_headlines_from_the_ten_real_xsum_pairs(tmp_path):
                                                                   "target": 0}
     assert metrics["rougeL"] >= 90.0, metrics
     assert [r["target"] for r in read_jsonl(out / "predictions.jsonl")] == [t for _, t in pairs]
+
+
+def test_json_lines_with_their_own_field_names_and_a_source_file_as_input(tmp_path):
+    """XSum's ``{"document", "summary"}`` with ``data.source_key`` / ``data.target_key``; a line-aligned source file
+    named as the input (``src-dev.txt``) is read with its target file, not as JSON lines."""
+    from tasks.cli import load_config
+    from tasks.registry import get_task
+    task = get_task("gigaword")
+    path = str(shared_path("xsum", "sample.json"))
+    cfg = load_config(CONFIG.format("gigaword"), ["data.source_key=document", "data.target_key=summary"],
+                      task.config_class)
+    examples, _ = task.read(path, cfg)
+    rows = [json.loads(line) for line in lines(shared_path("xsum", "sample.json"))]
+    assert [(e.source, e.target) for e in examples] == [(r["document"].strip(), r["summary"].strip()) for r in rows]
+    with pytest.raises(DataError, match="sample.json:1: missing field 'src'"):
+        task.read(path, load_config(CONFIG.format("gigaword"), [], task.config_class))
+
+    write_pairs(tmp_path, "dev", [("the first source", "the first target"), ("a second", "its target")],
+                "src-{}.txt", "tgt-{}.txt")
+    examples, _ = task.read(str(tmp_path / "src-dev.txt"), cfg)
+    assert [(e.source, e.target) for e in examples] == [("the first source", "the first target"),
+                                                         ("a second", "its target")]

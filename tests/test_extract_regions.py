@@ -370,3 +370,34 @@ def test_killed_two_process_run_resumes(first_run, tmp_path, capsys):
     assert summary(capsys) == {"done": len(NAMES) - kept, "skipped": kept, "failed": 0}
     assert sorted(RegionStore(out).ids()) == NAMES
     assert_close(records(out), records(reference))
+
+
+@pytest.mark.slow
+def test_sigterm_keeps_the_finished_images_of_a_single_process_run(first_run, tmp_path, capsys):
+    """``kill`` (SIGTERM, as a job scheduler sends) of a one-process run that has not reached its next periodic
+    write: the images it finished are written before it stops, and a rerun extracts only the others."""
+    import select
+    images, reference = first_run
+    out = tmp_path / "store"
+    command = [sys.executable, "-m", "tools.extract_regions", "--images", str(images), "--out", str(out),
+               "--flush-every", "100"] + SMALL
+    proc = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    seen, deadline = b"", time.monotonic() + 300
+    try:
+        while not re.search(rb"\| [1-9]/5 \[", seen):  # the progress bar: an image is finished
+            assert proc.poll() is None and time.monotonic() < deadline, seen[-2000:]
+            if select.select([proc.stderr], [], [], 0.05)[0]:
+                seen += os.read(proc.stderr.fileno(), 65536)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    kept = len(RegionStore(out))
+    assert 1 <= kept < len(NAMES), kept
+    assert extract_regions.main(["--images", str(images), "--out", str(out)] + SMALL) == 0
+    assert summary(capsys) == {"done": len(NAMES) - kept, "skipped": kept, "failed": 0}
+    assert sorted(RegionStore(out).ids()) == NAMES
+    assert_close(records(out), records(reference))

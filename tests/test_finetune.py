@@ -78,9 +78,10 @@ def params(model):
 
 def test_resumed_run_ends_with_the_same_parameters(tmp_path):
     """Dropout on, two epochs with a shuffled order, a checkpoint every 2 steps: stopping after 5 steps and
-    resuming in a new trainer gives the parameters of the uninterrupted run."""
+    resuming in a new trainer gives the parameters of the uninterrupted run, and its loss curve (the stop falls
+    inside a logging window of 3 steps, which the checkpoint carries)."""
     overrides = ["train.epochs=2", "train.batch_size=8", "train.save_steps=2", "train.eval_steps=100000",
-                 "train.progress=false", "train.logging_steps=1"]
+                 "train.progress=false", "train.logging_steps=3"]
     runs = {}
     for name, stops in (("straight", [-1]), ("interrupted", [5, -1])):
         for stop in stops:
@@ -90,6 +91,8 @@ def test_resumed_run_ends_with_the_same_parameters(tmp_path):
         runs[name] = (params(task.model), state)
     (a, state_a), (b, state_b) = runs["straight"], runs["interrupted"]
     assert state_a["step"] == state_b["step"] == 12
+    assert [h["step"] for h in state_a["history"] if "loss" in h] == [3, 6, 9, 12]
+    assert state_b["history"] == state_a["history"]
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     task, config, train, dev = demo_task(overrides)  # a fresh model differs: the comparison can fail

@@ -11,8 +11,8 @@ from paddle_unimo import UNIMOLMHeadModel, WordPieceTokenizer, get_preset
 from paddle_unimo.data.regions import RegionRecord, RegionStore
 from paddle_unimo.fileio import DataError
 from paddle_unimo.objectives import TextExample
-from paddle_unimo.pretraining import (Corpus, Mixture, PretrainModel, load_corpus, objective_configs, read_captions,
-                                      read_text_lines)
+from paddle_unimo.pretraining import (Corpus, CorpusSpec, Mixture, PretrainModel, load_corpus, objective_configs,
+                                      read_captions, read_text_lines)
 from paddle_unimo.typed import ConfigError
 
 from conftest import assert_same_loss_and_gradients, loss_and_gradients
@@ -156,6 +156,14 @@ def test_objective_config_values_are_checked():
         objective_config("tiny", {"region": {"mask_ratio": "many"}})
     with pytest.raises(ConfigError, match=r"objectives.cmcl.tau: 0.0 is out of range"):
         objective_config("unimo-base-en", {"cmcl": {"tau": 0}})
+    with pytest.raises(ConfigError, match=r"objectives: unknown objective 'spanmlm'; known: .*span_mlm"):
+        objective_config("tiny", {"spanmlm": {"mask_ratio": 0.2}})
+    for name, key, value in (("span_mlm", "geometric_p", 0), ("span_mlm", "mask_ratio", 1.5),
+                             ("span_mlm", "max_seq_len", 2), ("seq2seq_lm", "target_ratio", 0)):
+        with pytest.raises(ConfigError, match=rf"objectives.{name}.{key}: {value}.* is out of range"):
+            objective_configs([name], {name: {key: value}}, TOKENIZER, get_preset("tiny"))
+    with pytest.raises(ConfigError, match=r"objectives.span_mlm.position_start: set from the model"):
+        objective_configs(["span_mlm"], {"span_mlm": {"position_start": 2}}, TOKENIZER, get_preset("tiny"))
     with pytest.raises(ConfigError, match=r"objectives.region.max_seq_len: 512 is above the model's 128 position "
                                           r"embeddings \(allowed: <= 128\)"):
         objective_config("tiny")  # every objective's text must fit the position table
@@ -180,3 +188,18 @@ def test_pretrain_model_recompute_gives_the_same_loss_and_gradients():
         loss.backward()
         runs.append(loss_and_gradients(loss, pretrain))
     assert_same_loss_and_gradients(*runs)
+
+
+def test_a_region_store_of_another_width_than_the_model_is_refused_up_front(store):
+    """Before any step: a corpus whose store holds 24-d features and a model taking other ones (or none)."""
+    from types import SimpleNamespace
+
+    from tasks.pretrain import check_region_stores
+    cfg = SimpleNamespace(corpora=[CorpusSpec("text", "text", ["span_mlm"], 1.0, paths=["a.txt"]),
+                                   CorpusSpec("images", "image", ["region"], 1.0, regions=store.path)])
+    check_region_stores(cfg, get_preset("tiny", image_embedding_size=24), "cfg.yaml")
+    with pytest.raises(ConfigError, match=r"cfg.yaml: corpus 'images': the region store .* holds 24-d features but "
+                                          r"the model takes 16-d ones"):
+        check_region_stores(cfg, get_preset("tiny", image_embedding_size=16), "cfg.yaml")
+    with pytest.raises(ConfigError, match="the model has no region embeddings"):
+        check_region_stores(cfg, get_preset("tiny", image_embedding_size=0), "cfg.yaml")

@@ -152,3 +152,32 @@ def test_postprocess_stops_at_eos_and_drops_unk(tokenizer):
     t = tokenizer
     ids = t.encode("人口") + [t.unk_token_id] + t.encode("多少") + [t.mask_token_id] + t.encode("万")
     assert postprocess(t, ids) == "人口多少"
+
+
+def test_advertisegen_content_must_be_attributes(tmp_path):
+    """The consistency report reads AdvertiseGen's content as ``type#value`` pieces: another content is a bad
+    line when the file is read (not a crash after training), and ``--skip-bad`` skips it."""
+    from tasks.advertisegen import TASK
+    path = tmp_path / "dev.json"
+    path.write_text('{"content": "类型#裤*材质#牛仔布", "summary": "牛仔裤"}\n'
+                    '{"content": "类型#裤*宽松", "summary": "这条裤子很宽松"}\n', "utf-8")
+    with pytest.raises(DataError, match=r"dev.json:2: field 'content': attribute piece '宽松' .* not 'type#value'"):
+        read_examples(str(path), TASK.fields)
+    examples, report = read_examples(str(path), TASK.fields, skip_bad=True)
+    assert [e.source for e in examples] == ["类型#裤*材质#牛仔布"] and [s["line"] for s in report.skipped] == [2]
+
+
+def test_truncations_count_each_input_set_once(tokenizer, caplog):
+    """metrics.json's ``truncated``: the training data, plus the inputs decoded last -- not one more dev set per
+    evaluation -- and a set encoded again with the same cuts is not logged again."""
+    enc = Seq2SeqEncoder(tokenizer, max_seq_len=12, max_target_len=5)
+    long, short = Example("1", "青石镇人口多少万青石镇", "人口多少"), Example("2", "青石", "人口")
+    with caplog.at_level(logging.WARNING):
+        enc.encode_all([long, short, long], where="training data")
+        for _ in range(3):  # three evaluations of the same dev subset
+            enc.encode_all([long], with_target=False, where="decoding inputs")
+        enc.encode_all([long, long, short], with_target=False, where="decoding inputs")  # the final dev set
+    assert enc.counted() == {"source": 2 + 2, "title": 0, "target": 2}  # targets: the training data's
+    assert enc.truncated["source"] == 2 + 3 + 2  # every encoding
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["training data", "decoding inputs",
+                                                                     "decoding inputs"]

@@ -22,7 +22,7 @@ def test_grid_parsing_and_refusals():
             sweep.parse_grid(bad)
 
 
-def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch):
+def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch, capsys):
     out = tmp_path / "sweep"
     calls = []
     real = sweep.run.execute
@@ -40,13 +40,23 @@ def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch):
         assert group == {"setting": group["setting"], "max": max(values), "min": min(values),
                          "median": statistics.median(values), "mean": statistics.fmean(values), "runs": 2}
     assert first["summary"][2]["setting"] == "(whole grid)" and first["summary"][2]["runs"] == 4
-    calls.clear()  # a finished grid is read, not rerun
-    assert sweep.execute([*ARGS, "--out", str(out)])["runs"] == first["runs"] and calls == []
+    calls.clear()  # a finished grid: each run returns its metrics.json, untouched
+    stamps = {row["run"]: os.stat(row["metrics"]).st_mtime_ns for row in first["runs"]}
+    assert sweep.execute([*ARGS, "--out", str(out)])["runs"] == first["runs"] and len(calls) == 4
+    assert {row["run"]: os.stat(row["metrics"]).st_mtime_ns for row in first["runs"]} == stamps
+    # the same grid with another setting is refused, naming it, and changes nothing
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.execute([*ARGS, "--out", str(out), "-o", "train.batch_size=3"])
+    assert exit_info.value.code == 2 and "train.batch_size" in capsys.readouterr().err
+    assert {row["run"]: os.stat(row["metrics"]).st_mtime_ns for row in first["runs"]} == stamps
     # a half-finished grid: one run lost its outputs (its checkpoint is kept) and one never started
     victim, lost = out / "train.lr=1e-3,train.seed=2", out / "train.lr=2e-3,train.seed=1"
     os.remove(victim / "metrics.json")
     shutil.rmtree(lost)
     again = sweep.execute([*ARGS, "--out", str(out)])
-    assert sorted(os.path.basename(c[c.index("--out") + 1]) for c in calls) == sorted([victim.name, lost.name])
+    kept = {row["run"] for row in first["runs"]} - {victim.name, lost.name}
+    assert {row["run"]: os.stat(row["metrics"]).st_mtime_ns for row in again["runs"] if row["run"] in kept} == \
+        {run: stamps[run] for run in kept}  # the two finished runs untouched, the others written anew
     assert [r["best"] for r in again["runs"]] == [r["best"] for r in first["runs"]]  # seeded: the same scores
     assert (out / "sweep.tsv").read_text("utf-8").startswith("run\tbest accuracy\n")

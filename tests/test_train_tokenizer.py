@@ -118,9 +118,9 @@ def test_bad_utf8_names_file_line_and_leaves_no_output(tmp_path):
     out = tmp_path / "vocab"
     for kind in ("wordpiece", "sentencepiece"):
         with pytest.raises(DataError, match=re.escape(f"{bad}:3: not UTF-8")):
-            train_tokenizer.main(["--input", str(empty), str(bad), "--out", str(out), "--kind", kind])
+            train_tokenizer.run(["--input", str(empty), str(bad), "--out", str(out), "--kind", kind])
         with pytest.raises(ValueError, match="empty corpus"):
-            train_tokenizer.main(["--input", str(empty), "--out", str(out), "--kind", kind])
+            train_tokenizer.run(["--input", str(empty), "--out", str(out), "--kind", kind])
     assert sorted(os.listdir(tmp_path)) == ["bad.txt", "empty.txt"]  # neither the folder nor a temporary one
 
     gz = tmp_path / "bad.txt.gz"
@@ -145,9 +145,9 @@ def test_failed_run_keeps_the_previous_output(tmp_path):
     assert oct(os.stat(out).st_mode & 0o777) == oct(0o777 & ~current_umask())  # a folder like any new one
     before = (out / "vocab.txt").read_text(encoding="utf-8")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        train_tokenizer.main(["--input", str(good), "--out", str(out)])
+        train_tokenizer.run(["--input", str(good), "--out", str(out)])
     with pytest.raises(ValueError, match="--vocab-size"):  # 9 characters need 23 entries
-        train_tokenizer.main(["--input", str(good), "--out", str(out), "--overwrite", "--vocab-size", "20"])
+        train_tokenizer.run(["--input", str(good), "--out", str(out), "--overwrite", "--vocab-size", "20"])
     assert (out / "vocab.txt").read_text(encoding="utf-8") == before
     assert sorted(os.listdir(tmp_path)) == ["good.txt", "vocab"]
     train_tokenizer.main(["--input", str(good), "--out", str(out), "--overwrite", "--no-cjk-continuations"])

@@ -1,6 +1,7 @@
 """Trainer details: non-finite steps are skipped and counted; Ctrl-C stops after a step with a checkpoint."""
 import numpy as np
 import paddle
+import pytest
 
 from paddle_unimo import UNIMOLMHeadModel, get_preset, masks
 from paddle_unimo.training import TrainConfig, Trainer
@@ -39,13 +40,12 @@ def test_non_finite_loss_skips_the_update_and_counts_it(tmp_path):
     assert all(np.isfinite(v).all() for v in snapshots[2].values())
 
 
-def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_resumes_exactly(tmp_path, capsys):
-    """The first Ctrl-C (SIGINT sent during step 3) ends the run after step 3 with a checkpoint of it; running
-    again resumes there and ends with the parameters of an uninterrupted run."""
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_resumes_exactly(tmp_path, capsys, signum):
+    """The first Ctrl-C (SIGINT sent during step 3; or SIGTERM, as a job scheduler sends) ends the run after step 3
+    with a checkpoint of it; running again resumes there and ends with the parameters of an uninterrupted run."""
     import os
     import signal
-
-    import pytest
 
     from paddle_unimo.training import Interrupted
     from tasks.cli import run_command
@@ -57,7 +57,7 @@ def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_resumes_exactly(tmp_pat
         def loss_fn(m, batch):
             if trainer.state["step"] + 1 == interrupt_at and not sent:
                 sent.append(True)
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), getattr(signal, signum))
             loss, _ = m(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], batch["attention_mask"],
                         labels=batch["labels"])
             return {"loss": loss}
@@ -80,4 +80,5 @@ def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_resumes_exactly(tmp_pat
     assert state["step"] == 5
     for key, value in straight.state_dict().items():
         np.testing.assert_array_equal(model.state_dict()[key].numpy(), value.numpy(), err_msg=key)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

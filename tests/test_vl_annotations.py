@@ -160,9 +160,15 @@ def test_vqa_missing_annotation_and_missing_subtype(tmp_path):
     questions = _write(tmp_path / "questions.json", {"data_subtype": "val2014", "questions": [
         {"image_id": 42, "question": "What?", "question_id": 42000},
         {"image_id": 73, "question": "Why?", "question_id": 73001}]}, bom=True)
+    ten = [{"answer": "yes", "answer_id": k} for k in range(1, 11)]
     annotations = _write(tmp_path / "annotations.json", {"annotations": [
-        {"question_id": 42000, "image_id": 42, "answers": [{"answer": "yes", "answer_id": 1}]}]})
+        {"question_id": 42000, "image_id": 42, "answers": ten}]})
     with pytest.raises(DataError, match=r"annotations\.json: no annotation of question_id 73001"):
+        read_vqa(questions, annotations)
+    _write(annotations, {"annotations": [{"question_id": 42000, "image_id": 42, "answers": ten},
+                                         {"question_id": 73001, "image_id": 73, "answers": ten[:9]}]})
+    with pytest.raises(DataError, match=r"annotations\.json: annotations\[1\]: question_id 73001 has 9 answers; "
+                                        r"VQA v2 gives 10"):  # before any training, not at the first evaluation
         read_vqa(questions, annotations)
     assert read_vqa(questions)[1] == VqaQuestion(73001, "COCO_val2014_000000000073.jpg", "Why?", None)
     _write(questions, {"questions": []})

@@ -23,7 +23,7 @@ import paddle_unimo
 from paddle_unimo.augment.records import build_rows, read_captions, store_image_neighbours, summarize
 from paddle_unimo.augment.rewrite import read_paraphrases
 from paddle_unimo.data.regions import RegionStore
-from paddle_unimo.fileio import write_jsonl
+from paddle_unimo.fileio import DataError, write_jsonl
 
 _BACKGROUND = {"first": 0, "last": -1, "none": None}
 
@@ -67,7 +67,7 @@ def run(argv=None) -> dict:
     if args.regions:
         store = RegionStore(args.regions)
         if store.num_classes is None:
-            raise ValueError(f"{args.regions}: the store has no class_probs, so images have no region labels")
+            raise DataError(f"{args.regions}: the store has no class_probs, so images have no region labels")
         neighbours = store_image_neighbours(store, args.retrieved_images, _BACKGROUND[args.background])
         missing = len({c["image_id"] for c in captions if c["image_id"] not in store})
     rows = build_rows(captions, args.negatives, args.retrieved_texts, args.seed, paraphrases, neighbours)
@@ -86,8 +86,8 @@ def run(argv=None) -> dict:
 
 def main(argv=None) -> int:
     paddle_unimo.cpu_defaults()
-    run(argv)
-    return 0
+    from tasks.cli import run_tool
+    return run_tool(run, argv)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ def convert(params: str, config_path: str, out: str, dict_dir: str | None = None
                                        UNIMOLMHeadModel, UNIMOModel)
 
     config = UNIMOConfig.from_original_json(config_path)
+    # the tokenizer first, so that a bad --dict-dir fails before anything is written
+    tokenizer = GptBpeTokenizer.from_dir(dict_dir, prefix="unimo_en.") if dict_dir else None
     state, skipped = map_original_state(read_param_dir(params), params, allow_unused)
     if "match_fc.weight" in state:  # a model fine-tuned on retrieval
         model_class = UNIMOForRetrieval
@@ -59,15 +61,15 @@ def convert(params: str, config_path: str, out: str, dict_dir: str | None = None
         state = {k[len("unimo."):]: v for k, v in state.items()}
     set_state(model, state, params, optional=[TIED_ALIAS])
     model.save_pretrained(out)
-    if dict_dir:
-        GptBpeTokenizer.from_dir(dict_dir, prefix="unimo_en.").save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
     print(f"converted {len(state)} tensors from {params} into {out} "
           f"({model_class.__name__}); skipped {len(skipped)} non-model files")
     return model
 
 
-def main(argv=None) -> int:
-    paddle_unimo.cpu_defaults()
+def run(argv=None):
+    """Parses the command line and converts; returns the model."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", required=True, help="folder of legacy parameter files")
     parser.add_argument("--config", required=True, help="original unimo_{base,large}_en.json")
@@ -75,8 +77,13 @@ def main(argv=None) -> int:
     parser.add_argument("--dict-dir", help="folder with unimo_en.vocab.txt, unimo_en.encoder.json, unimo_en.vocab.bpe")
     parser.add_argument("--allow-unused", help="regex of parameter files to leave out (e.g. task heads 'cls_out_.*')")
     args = parser.parse_args(argv)
-    convert(args.params, args.config, args.out, args.dict_dir, args.allow_unused)
-    return 0
+    return convert(args.params, args.config, args.out, args.dict_dir, args.allow_unused)
+
+
+def main(argv=None) -> int:
+    paddle_unimo.cpu_defaults()
+    from tasks.cli import run_tool
+    return run_tool(run, argv)
 
 
 if __name__ == "__main__":

@@ -67,8 +67,8 @@ def run(argv=None) -> dict:
 
 def main(argv=None) -> int:
     paddle_unimo.cpu_defaults()
-    run(argv)
-    return 0
+    from tasks.cli import run_tool
+    return run_tool(run, argv)
 
 
 if __name__ == "__main__":

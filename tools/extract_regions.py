@@ -5,9 +5,10 @@
 ``--images`` is a folder (its image files, sorted by name) or a list file (one path per line, relative paths
 taken from the list's folder). Each image becomes up to ``--max-boxes`` regions in the region store ``--out``
 (``paddle_unimo.data.regions.RegionStore``, keyed by the file name without folder). Results are appended every
-``--flush-every`` images, so a killed run keeps what it finished, and a rerun skips images already in the
-store. Images that cannot be used are listed in ``OUT/errors.jsonl`` (path + reason) and the run goes on;
-grayscale, 16-bit and RGBA images are converted, tiny images are upscaled by the resize.
+``--flush-every`` images and when the run stops (Ctrl-C, SIGTERM), so a killed run keeps what it finished, and a
+rerun skips images already in the store. Images that cannot be used are listed in ``OUT/errors.jsonl`` (path +
+reason) and the run goes on; grayscale, 16-bit and RGBA images are converted, tiny images are upscaled by the
+resize.
 ``OUT/extraction.json`` records the detector settings; a rerun with different settings is refused.
 
 ``--nproc N`` runs N worker processes, one per GPU when paddle has CUDA (``gpu:0`` .. ``gpu:N-1`` of the
@@ -29,6 +30,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import time
 from typing import Optional
@@ -214,6 +216,10 @@ def report(args, counts: dict, store: RegionStore, details: str) -> None:
           f"failed{see}; store holds {len(store)} images; {details}")
 
 
+def stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def extract_here(args, cfg: ExtractorConfig, items, bad) -> dict:
     """``--nproc 1``: this process extracts every missing image into the store itself."""
     from tqdm import tqdm
@@ -222,13 +228,15 @@ def extract_here(args, cfg: ExtractorConfig, items, bad) -> dict:
     RegionStore(args.out).add_parts(store_parts(args.out))  # finished images of an interrupted --nproc run
     run = Run(args, extractor)
     start = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)  # kill, a job scheduler: as Ctrl-C
     try:
         for path, reason in bad:
             run.fail(path, reason, tqdm.write)
         for image_id, path in tqdm(items, desc="regions", unit="img", file=sys.stderr):
             run.one(image_id, path, tqdm.write)
     finally:
-        run.flush()  # also on Ctrl-C: finished images are kept
+        signal.signal(signal.SIGTERM, previous)
+        run.flush()  # also on Ctrl-C or SIGTERM: finished images are kept
         run.errors.close()
     report(args, run.counts, run.store, f"{time.perf_counter() - start:.1f} s, {timing_report(extractor)}")
     return run.counts
@@ -253,6 +261,7 @@ def _worker(args, rank: int, nproc: int, items, device: str, threads: int, paren
     paddle_unimo.cpu_defaults()
     import paddle
     from tqdm import tqdm
+    signal.signal(signal.SIGTERM, stop_on_sigterm)  # a worker killed on its own keeps what it finished
     name = f"worker {rank}/{nproc}"
     try:
         paddle.set_device(device)

@@ -47,6 +47,7 @@ import numpy as np
 from .. import masks
 from ..fileio import DataError, read_json, read_text_lines
 from ..tokenization import from_original_ids
+from . import PassCounts
 from .seq2seq import Example, Fields, ReadReport, read_examples
 
 logger = logging.getLogger(__name__)
@@ -104,13 +105,25 @@ def _finish(report: ReadReport, examples: list) -> Tuple[list, ReadReport]:
 
 # ---- line-aligned files and JSON lines ----------------------------------------------------------------
 
+LINE_ALIGNED_NAMES = (("{}.src", "{}.tgt"), ("{}.source", "{}.target"), ("src-{}.txt", "tgt-{}.txt"))
+
+
+def split_of_source_file(path) -> Optional[str]:
+    """The split a file is the source side of by its name (``dev.src``, ``test.source``, ``src-dev.txt``), or None."""
+    name = os.path.basename(os.fspath(path))
+    for src, _ in LINE_ALIGNED_NAMES:
+        prefix, suffix = src.split("{}")
+        if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix):
+            return name[len(prefix):len(name) - len(suffix)]
+    return None
+
+
 def line_aligned_paths(folder, split: str) -> Tuple[str, Optional[str]]:
     """(source, target) files of ``split`` in ``folder``: ``split.src``/``split.tgt`` (UniLM),
     ``split.source``/``split.target`` (fairseq) or ``src-split.txt``/``tgt-split.txt`` (SQuAD-QG, nqg); the
     target is None when absent. A missing source is a ``DataError`` listing the names tried."""
     folder = os.fspath(folder)
-    pairs = [(f"{split}.src", f"{split}.tgt"), (f"{split}.source", f"{split}.target"),
-             (f"src-{split}.txt", f"tgt-{split}.txt")]
+    pairs = [(src.format(split), tgt.format(split)) for src, tgt in LINE_ALIGNED_NAMES]
     for src, tgt in pairs:
         if os.path.isfile(os.path.join(folder, src)):
             tgt_path = os.path.join(folder, tgt)
@@ -349,7 +362,8 @@ class OriginalSeq2SeqEncoder:
             raise ValueError(f"max_src_len {max_src_len} must be >= 3 and max_tgt_len {max_tgt_len} >= 2")
         self.tok, self.max_src_len, self.max_tgt_len = tokenizer, max_src_len, max_tgt_len
         self.position_start, self.max_turns = position_start, turn_type_size - 1
-        self.truncated = {"source": 0, "knowledge": 0, "turns": 0, "target": 0}
+        self.truncated = {"source": 0, "knowledge": 0, "turns": 0, "target": 0}  # every encoding
+        self.passes = PassCounts()  # per input set, its last pass (counted())
 
     def _to_ids(self, segment: Segment, pretokenized: bool) -> List[int]:
         return from_original_ids(self.tok, segment) if pretokenized else self.tok.encode(segment)
@@ -404,11 +418,15 @@ class OriginalSeq2SeqEncoder:
                    where: str = "") -> List[OriginalEncoded]:
         before = dict(self.truncated)
         out = [self.encode(e, with_target) for e in examples]
-        cut = {k: self.truncated[k] - before[k] for k in before if self.truncated[k] > before[k]}
-        if cut:
+        cut = {k: self.truncated[k] - before[k] for k in before}
+        if self.passes.record(where, cut):
             logger.warning("%s: truncated %s (max_src_len %d, max_tgt_len %d)", where or "examples",
-                           ", ".join(f"{n} {k}" for k, n in cut.items()), self.max_src_len, self.max_tgt_len)
+                           ", ".join(f"{n} {k}" for k, n in cut.items() if n), self.max_src_len, self.max_tgt_len)
         return out
+
+    def counted(self) -> dict:
+        """As ``seq2seq.Seq2SeqEncoder.counted``: each input set's last pass."""
+        return self.passes.totals(self.truncated)
 
 
 def _batch(items: Sequence[OriginalEncoded], pad_id: int, decoding: bool) -> Dict[str, np.ndarray]:

@@ -179,6 +179,8 @@ def _parse_label(spec: GlueTask, value: str, where: str) -> Label:
         score = math.nan
     if not math.isfinite(score):
         raise DataError(f"{where}: {spec.name} score {value!r} is not a finite number")
+    if not 0.0 <= score <= 5.0:  # STS-B's similarity scale
+        raise DataError(f"{where}: {spec.name} score {value!r} is outside 0..5")
     return score
 
 

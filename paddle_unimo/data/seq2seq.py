@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from .. import masks
 from ..fileio import DataError, parse_json_line, read_text_lines
+from . import PassCounts
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -35,6 +36,7 @@ class Fields:
     target: str
     title: Optional[str] = None
     id: Optional[str] = None
+    source_format: Optional[Callable[[str], object]] = None  # raises ValueError for a source of the wrong form
 
 
 @dataclass
@@ -78,6 +80,11 @@ def _parse_line(where: str, text: str, fields: Fields, tsv: bool, need_target: b
         raise DataError(f"{where}: empty target '{fields.target}'")
     if not record[fields.source].strip():
         raise DataError(f"{where}: empty source '{fields.source}'")
+    if fields.source_format is not None:
+        try:
+            fields.source_format(record[fields.source])
+        except ValueError as e:
+            raise DataError(f"{where}: field '{fields.source}': {e}") from None
     ident = str(record.get(fields.id, line_no)) if fields.id else str(line_no)
     title = record.get(fields.title) if fields.title else None
     return Example(ident, record[fields.source], target, title, line=line_no)
@@ -92,7 +99,7 @@ def read_examples(path: str, fields: Fields, need_target: bool = True, skip_bad:
     Chinese data set), in which nearly every line would be skipped. A missing file, a folder, a file without
     a non-blank line and a file without one usable example are ``DataError`` naming the file.
     """
-    tsv = os.fspath(path).endswith(".tsv")
+    tsv = os.fspath(path).lower().endswith(".tsv")
     return read_records(path, lambda where, line_no, text: _parse_line(where, text, fields, tsv, need_target, line_no),
                         skip_bad)
 
@@ -149,7 +156,8 @@ class Seq2SeqEncoder:
                              f"{max_target_len} and max_title_len {max_title_len}")
         self.tok = tokenizer
         self.max_seq_len, self.max_target_len, self.max_title_len = max_seq_len, max_target_len, max_title_len
-        self.truncated = {"source": 0, "title": 0, "target": 0}
+        self.truncated = {"source": 0, "title": 0, "target": 0}  # every encoding
+        self.passes = PassCounts()  # per input set, its last pass (counted())
 
     def _cut(self, ids: List[int], limit: int, what: str) -> List[int]:
         if len(ids) > limit:
@@ -174,12 +182,17 @@ class Seq2SeqEncoder:
     def encode_all(self, examples: Sequence[Example], with_target: bool = True, where: str = "") -> List[Encoded]:
         before = dict(self.truncated)
         out = [self.encode(e, with_target) for e in examples]
-        cut = {k: self.truncated[k] - before[k] for k in before if self.truncated[k] > before[k]}
-        if cut:
+        cut = {k: self.truncated[k] - before[k] for k in before}
+        if self.passes.record(where, cut):
             logger.warning("%s: truncated %s (max_seq_len %d, max_target_len %d, max_title_len %d)", where or
-                           "examples", ", ".join(f"{n} {k}s" for k, n in cut.items()), self.max_seq_len,
+                           "examples", ", ".join(f"{n} {k}s" for k, n in cut.items() if n), self.max_seq_len,
                            self.max_target_len, self.max_title_len)
         return out
+
+    def counted(self) -> dict:
+        """Truncations of the input sets ``encode_all`` saw, each set's last pass (the training data once, the
+        dev set once however many evaluations decoded it)."""
+        return self.passes.totals(self.truncated)
 
 
 def training_batch(items: Sequence[Encoded], pad_id: int, position_start: int) -> Dict[str, np.ndarray]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
 
 from ..fileio import DataError, read_json, read_jsonl, read_text_lines
+from ..metrics.vqa import NUM_ANSWERS
 
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
 SNLI_VE_LABELS = ("entailment", "neutral", "contradiction")
@@ -206,6 +207,9 @@ def read_vqa(questions_path, annotations_path=None) -> List[VqaQuestion]:
                 raise DataError(f"{where}: question_id {qid} is annotated twice")
             answers[qid] = [_get(a, "answer", str, f"{where}.answers[{k}]")
                             for k, a in enumerate(_get(ann, "answers", list, where))]
+            if len(answers[qid]) != NUM_ANSWERS:  # the accuracy leaves each of the 10 out in turn
+                raise DataError(f"{where}: question_id {qid} has {len(answers[qid])} answers; VQA v2 gives "
+                                f"{NUM_ANSWERS} per question")
     out = []
     for i, q in enumerate(_get(data, "questions", list, questions_path)):
         where = f"{questions_path}: questions[{i}]"

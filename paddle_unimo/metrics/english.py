@@ -65,6 +65,26 @@ def rouge_scores(predictions: Sequence[str], references: References, stemming: b
     return {key: 100.0 * value / max(len(predictions), 1) for key, value in sums.items()}
 
 
+_SENTENCE_END = re.compile(r"([.!?][\"'\u201d\u2019)\]]*)\s+")
+
+
+def split_sentences(text: str) -> List[str]:
+    """Sentences of a summary, for ``rougeLsum``: a break after ``.``, ``!`` or ``?`` (with any closing quotes or
+    brackets) followed by white space. A plain rule (nltk's punkt needs a download), so an abbreviation such as
+    "U.S." before a space also ends a sentence."""
+    return [part.strip() for part in _SENTENCE_END.sub("\\1\n", text.strip()).split("\n") if part.strip()]
+
+
+def summary_rouge_scores(predictions: Sequence[str], reference_sentences: Sequence[Sequence[str]],
+                         stemming: bool = True) -> Dict[str, float]:
+    """``rouge_scores`` with ``rougeLsum``, the summary-level ROUGE-L that Perl ROUGE-1.5.5 reports for
+    multi-sentence summaries (CNN/DM): each reference given as its sentences (the highlights), each prediction
+    split by ``split_sentences``; one sentence per line, as ``rouge-score`` expects. ROUGE-1/2 and the
+    sentence-level ``rougeL`` are those of the plain texts."""
+    return rouge_scores(["\n".join(split_sentences(p)) for p in predictions],
+                        ["\n".join(sentences) for sentences in reference_sentences], stemming, lsum=True)
+
+
 def perl_rouge_available() -> bool:
     """True when ``pyrouge`` imports and ``ROUGE_HOME`` is a folder holding ``ROUGE-1.5.5.pl`` and Perl runs."""
     home = os.environ.get("ROUGE_HOME", "")
@@ -172,16 +192,24 @@ def squad_qg_groups(predictions: Sequence[str], sources: Sequence[str], referenc
     return gts, res
 
 
+def _bleu4(gts, res) -> float:
+    from pycocoevalcap.bleu.bleu import Bleu
+    return 100.0 * float(Bleu(4).compute_score(gts, res, verbose=0)[0][3])
+
+
+def squad_qg_bleu4(predictions: Sequence[str], sources: Sequence[str], references: Sequence[str]) -> float:
+    """The ``bleu4`` of ``squad_qg_scores`` alone, without Java (the number that picks the best checkpoint)."""
+    return _bleu4(*squad_qg_groups(predictions, sources, references))
+
+
 def squad_qg_scores(predictions: Sequence[str], sources: Sequence[str],
                     references: Sequence[str]) -> Dict[str, float]:
     """BLEU-4, METEOR, ROUGE-L x100 (keys ``bleu4``, ``meteor``, ``rougeL``) as UniLM's QG evaluation."""
     if shutil.which("java") is None:
         raise RuntimeError("squad_qg_scores needs Java (`java` not on PATH) for pycocoevalcap's METEOR")
-    from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.rouge.rouge import Rouge
     from .caption import meteor_score
     gts, res = squad_qg_groups(predictions, sources, references)
-    scores = {"bleu4": 100.0 * float(Bleu(4).compute_score(gts, res, verbose=0)[0][3]),
-              "meteor": meteor_score(gts, res)}
+    scores = {"bleu4": _bleu4(gts, res), "meteor": meteor_score(gts, res)}
     scores["rougeL"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
     return scores

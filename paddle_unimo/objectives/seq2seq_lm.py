@@ -21,6 +21,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..data.seq2seq import Encoded, training_batch
+from ..typed import bounded
 from .words import (TextExample, TextSpecials, example_rngs, predicted_token_count, predicted_token_loss,
                     sample_spans, stochastic_round, word_table)
 
@@ -31,9 +32,9 @@ TokenSpan = Tuple[int, int]  # (first token in the original content, number of t
 @dataclass(frozen=True)
 class Seq2SeqLMConfig:
     specials: TextSpecials
-    target_ratio: float = 0.25
-    max_span_words: int = 4
-    max_seq_len: int = 512  # source + target, i.e. content + 4 special tokens
+    target_ratio: float = bounded(0.25, above=0.0, max=1.0)
+    max_span_words: int = bounded(4, min=1)
+    max_seq_len: int = bounded(512, min=5)  # source + target, i.e. content + 4 special tokens
     position_start: int = 0  # 0 for unimo-text, 2 for the English UNIMO
 
 

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .. import masks
+from ..typed import bounded
 from .words import (TextExample, TextSpecials, chinese_word_starts, example_rngs, predicted_token_count,
                     predicted_token_loss, sample_spans, stochastic_round, word_table)
 
@@ -30,12 +31,12 @@ __all__ = ["SpanMLMConfig", "TextExample", "chinese_word_starts", "span_length_p
 @dataclass(frozen=True)
 class SpanMLMConfig:
     specials: TextSpecials
-    mask_ratio: float = 0.15
-    geometric_p: float = 0.2
-    max_span_words: int = 10
-    mask_prob: float = 0.8  # span -> [MASK]
-    random_prob: float = 0.1  # span -> random tokens; the rest is kept unchanged
-    max_seq_len: int = 512  # including [CLS] and [SEP]
+    mask_ratio: float = bounded(0.15, above=0.0, max=1.0)
+    geometric_p: float = bounded(0.2, above=0.0, max=1.0)
+    max_span_words: int = bounded(10, min=1)
+    mask_prob: float = bounded(0.8, min=0.0, max=1.0)  # span -> [MASK]
+    random_prob: float = bounded(0.1, min=0.0, max=1.0)  # span -> random tokens; the rest is kept unchanged
+    max_seq_len: int = bounded(512, min=3)  # including [CLS] and [SEP]
     position_start: int = 0  # 0 for unimo-text, 2 for the English UNIMO
 
 

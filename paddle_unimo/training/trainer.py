@@ -22,8 +22,9 @@ A checkpoint records the run's *fingerprint* (given by the caller: hashes of the
 started from, the settings that change the run). Resuming into a folder whose checkpoint has another
 fingerprint stops before the checkpoint is loaded or anything is written (``ResumeMismatch``), and loading
 is strict: a missing, unexpected or mis-shaped model tensor, and an unexpected or mis-shaped optimizer
-tensor, is an error (a parameter that was never updated has no moments yet, as in an uninterrupted run). Ctrl-C finishes the
-current step, saves a checkpoint and raises ``Interrupted``.
+tensor, is an error (a parameter that was never updated has no moments yet, as in an uninterrupted run). The
+losses of the current logging window are part of the state, so a resumed run logs the same loss curve. Ctrl-C
+(or SIGTERM) finishes the current step, saves a checkpoint and raises ``Interrupted``.
 """
 from __future__ import annotations
 
@@ -111,6 +112,11 @@ class ResumeMismatch(DataError):
     """An output folder's checkpoint was written by a different run (other data, model or settings)."""
 
 
+def empty_window() -> dict:
+    """The losses (all, and per objective) and tokens of the steps since the last logged one."""
+    return {"losses": [], "tokens": 0, "objectives": {}}
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during training: the run stopped after a completed step, with a checkpoint of it."""
 
@@ -173,7 +179,8 @@ class Trainer:
             fleet.init(is_collective=True, strategy=strategy)
             self.train_model = fleet.distributed_model(self.model)
             self.optimizer = fleet.distributed_optimizer(self.optimizer)
-        self.state = {"micro": 0, "step": 0, "best": None, "history": [], "nonfinite_skipped": 0}
+        self.state = {"micro": 0, "step": 0, "best": None, "history": [], "nonfinite_skipped": 0,
+                      "window": empty_window()}
         self.writer = None
 
     # ---- data order ---------------------------------------------------------------------------------
@@ -360,8 +367,9 @@ class Trainer:
 
     @contextlib.contextmanager
     def interruptible(self):
-        """The first Ctrl-C lets the current step finish, saves a checkpoint and raises ``Interrupted``; a second
-        one stops at once. Only in a single process's main thread (launched runs keep the launcher's handling)."""
+        """The first Ctrl-C (SIGINT, or SIGTERM as job schedulers send) lets the current step finish, saves a
+        checkpoint and raises ``Interrupted``; a second one stops at once. Only in a single process's main
+        thread (launched runs keep the launcher's handling)."""
         import threading
         self.interrupted = False
         if self.world > 1 or threading.current_thread() is not threading.main_thread():
@@ -372,23 +380,28 @@ class Trainer:
             if self.interrupted:
                 raise KeyboardInterrupt
             self.interrupted = True
-            logger.warning("Ctrl-C: stopping after this step with a checkpoint (press again to stop at once)")
-        previous = signal.signal(signal.SIGINT, handler)
+            logger.warning("%s: stopping after this step with a checkpoint (again to stop at once)",
+                           "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, action in previous.items():
+                signal.signal(s, action)
 
-    def log_window(self, step: int, losses: list, tokens: int, seconds: float, window: dict, bar) -> None:
-        """The logging window's mean loss (and per objective), learning rate and speed: log, VisualDL, bar."""
+    def log_window(self, step: int, seconds: float, bar) -> None:
+        """The logging window's mean loss (and per objective), learning rate and speed: log, VisualDL, bar. The
+        window is part of the trainer state, so a window a resume falls in averages the same steps."""
+        window = self.state["window"]
+        losses, tokens, objectives = window["losses"], window["tokens"], window["objectives"]
         mean_loss = float(np.mean(losses))
         rate = tokens / max(seconds, 1e-9)
         lr = self.optimizer.get_lr()
         self.state["history"].append({"step": step, "loss": mean_loss, "lr": lr})
         self.log_scalars({"train/loss": mean_loss, "train/lr": lr, "train/tokens_per_s": rate,
-                          **{f"train/{n}_loss": float(np.mean(v)) for n, v in window.items()}})
+                          **{f"train/{n}_loss": float(np.mean(v)) for n, v in objectives.items()}})
         self.state.setdefault("objective_losses", []).extend(
-            [step, n, float(np.mean(v))] for n, v in sorted(window.items()))
+            [step, n, float(np.mean(v))] for n, v in sorted(objectives.items()))
         logger.info("step %d/%d loss %.4f lr %.3g %.0f tok/s", step, self.total_steps, mean_loss, lr, rate)
         if bar:
             bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
@@ -413,20 +426,27 @@ class Trainer:
             from tqdm import tqdm
             bar = tqdm(total=self.total_steps, initial=self.state["step"], desc="train", dynamic_ncols=True,
                        mininterval=1.0, disable=None)  # disable=None: no bar when stderr is not a terminal
-        tokens, started, losses, window = 0, time.perf_counter(), [], {}
-        with self.interruptible():
+        started = time.perf_counter()
+        self.state.setdefault("window", empty_window())  # a checkpoint of an older version has none
+        if bar:  # log lines above the bar, not appended to it
+            from tqdm.contrib.logging import logging_redirect_tqdm
+            above_bar = logging_redirect_tqdm()
+        else:
+            above_bar = contextlib.nullcontext()
+        with self.interruptible(), above_bar:
             while self.state["step"] < self.total_steps:
                 loss, count = self.accumulate_gradients()
-                losses.append(loss)
-                tokens += count
+                window = self.state["window"]
+                window["losses"].append(loss)
+                window["tokens"] += count
                 self.optimizer_step(loss)
                 step = self.state["step"]
                 name = self.last_output.get("name")
                 if name:  # one curve per objective (pretraining mixes several), averaged per logging window
-                    window.setdefault(name, []).append(loss)
+                    window["objectives"].setdefault(name, []).append(loss)
                 if step % self.cfg.logging_steps == 0 or step == self.total_steps:
-                    self.log_window(step, losses, tokens, time.perf_counter() - started, window, bar)
-                    tokens, started, losses, window = 0, time.perf_counter(), [], {}
+                    self.log_window(step, time.perf_counter() - started, bar)
+                    self.state["window"], started = empty_window(), time.perf_counter()
                 if bar:
                     bar.update(1)
                 self.evaluate_and_save(step)
