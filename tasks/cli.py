@@ -13,6 +13,7 @@ import copy
 import hashlib
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -103,18 +104,22 @@ def load_config(path: str, overrides: Sequence[str] = (), config_class=None):
         return apply_overrides(raw, overrides)
     if not overrides:
         return from_dict(config_class, raw, f"{path}:")
+    merged = apply_overrides(copy.deepcopy(raw), overrides)  # a malformed -o is an error naming it already
     try:
-        from_dict(config_class, copy.deepcopy(raw), f"{path}:")
+        from_dict(config_class, raw, f"{path}:")
     except ConfigError:
-        return from_dict(config_class, apply_overrides(raw, overrides), f"{path}:")
+        return from_dict(config_class, merged, f"{path}:")
     try:
-        return from_dict(config_class, apply_overrides(raw, overrides), "")
+        return from_dict(config_class, merged, "")
     except ConfigError as e:  # the file alone is valid: an override is wrong; name it
         message = str(e).lstrip(": ")
         about = message.partition("; known:")[0]  # not the list of known keys
         last = {o.partition("=")[0]: o for o in overrides}  # a key given twice: the later one counts
-        named = [o for k, o in last.items() if k in about] or \
-            [o for k, o in last.items() if k.rpartition(".")[2] in about] or list(last.values())
+
+        def names(word: str) -> bool:
+            return re.search(rf"(?<![\w.]){re.escape(word)}(?!\w)", about) is not None
+        named = [o for k, o in last.items() if names(k)] or \
+            [o for k, o in last.items() if names(k.rpartition(".")[2])] or list(last.values())
         raise ConfigError(f"-o {' -o '.join(named)}: {message}") from None
 
 

@@ -17,7 +17,8 @@ Files (``data.train`` / ``data.dev`` name a split or a file in ``DATA=dir``): li
 Metrics (x100): ROUGE-1/2/L F1 with ``rouge-score`` and stemming for CNN/DM and Gigaword, and for CNN/DM also the
 summary-level ``rougeLsum`` over sentences (the highlights; predictions split at sentence ends), which is what the
 paper's ROUGE-L is (Perl ROUGE-1.5.5 through pyrouge on one sentence per line; its tokenisation differs slightly);
-``rougeL`` is rouge-score's sentence-level LCS of the whole texts, several points lower on CNN/DM. BLEU-4 / METEOR /
+``rougeL`` is rouge-score's sentence-level LCS of the whole texts, several points lower on CNN/DM; CNN/DM's best
+checkpoint is chosen by ``rougeLsum``, Gigaword's (one sentence) by ``rougeL``. BLEU-4 / METEOR /
 ROUGE-L as UniLM's SQuAD-QG evaluation (pycocoevalcap, needs Java; during training the best checkpoint is chosen
 by that BLEU-4 alone); CoQA F1 and EM as the official ``evaluate-v1.0.py``.
 CoQA adds the original's role and turn embeddings (``role_type_size`` 3, ``turn_type_size`` 16) to the model, new
@@ -68,15 +69,16 @@ def read_any(path: str, cfg: EnglishGenerationConfig, need_target: bool, dialog:
     if dialog and not os.path.isfile(path):
         raise DataError(f"{path}: file not found (CoQA's official JSON, e.g. coqa-dev-v1.0.json)")
     if os.path.isfile(path):
-        if path.endswith(".tsv"):
+        if path.lower().endswith(".tsv"):
             return data.read_unimo_tsv(path, dialog=dialog, need_target=need_target, skip_bad=skip)
         if dialog:
             return data.read_coqa(path)
-        split = data.split_of_source_file(path)
-        if split is None:
+        pair = data.pair_of_source_file(path)
+        if pair is None:
             return data.read_jsonl_pairs(path, cfg.data.source_key, cfg.data.target_key, need_target=need_target,
                                          skip_bad=skip)
-    elif os.path.isdir(os.path.join(folder, "url_lists")):
+        return data.read_line_aligned(*pair, need_target=need_target, skip_bad=skip)
+    if os.path.isdir(os.path.join(folder, "url_lists")):
         stories = [os.path.join(folder, d) for d in ("cnn_stories", "dailymail_stories", "cnn/stories",
                                                      "dailymail/stories") if os.path.isdir(os.path.join(folder, d))]
         return data.read_cnn_dm(stories, os.path.join(folder, "url_lists"), split, skip_bad=skip)
@@ -260,7 +262,7 @@ def read_coqa_submission(path: str):
 
 
 TASKS = [
-    EnglishGenerationTask("cnn_dm", "CNN/DailyMail summarisation", "rougeL", summary_rouge),
+    EnglishGenerationTask("cnn_dm", "CNN/DailyMail summarisation", "rougeLsum", summary_rouge),
     EnglishGenerationTask("gigaword", "Gigaword headline generation", "rougeL", rouge),
     EnglishGenerationTask("squad_qg", "SQuAD question generation (Du et al. split)", "bleu4", squad_qg),
     EnglishGenerationTask("coqa", "CoQA conversational question answering", "f1", coqa, dialog=True),

@@ -84,7 +84,7 @@ def write_skipped(out: str, reports) -> int:
 
 def finished_metrics(out: str, run_digest: str, step: int):
     """OUT/metrics.json when it was written by this same run (its fingerprint's digest) at this step, else None:
-    running a finished command again returns its results instead of decoding the dev set anew."""
+    running a finished command again (nothing left to train) returns its results instead of decoding anew."""
     from paddle_unimo.fileio import read_json
     path = os.path.join(out, "metrics.json")
     if not os.path.isfile(path):
@@ -127,7 +127,7 @@ def finetune(args) -> dict:
     if trainer.rank != 0:
         return state  # with several processes, rank 0 alone decodes and writes the outputs
     run_digest = hashlib.sha256(json.dumps(run_id, sort_keys=True).encode()).hexdigest()[:16]
-    finished = finished_metrics(args.out, run_digest, state["step"])
+    finished = finished_metrics(args.out, run_digest, state["step"]) if trainer.started_at == state["step"] else None
     if finished is not None:
         logger.info("%s: this run had finished (step %d); its results: %s", args.out, state["step"],
                     os.path.join(args.out, "metrics.json"))

@@ -20,7 +20,6 @@ import abc
 import functools
 import logging
 import os
-import re
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -66,11 +65,6 @@ class VLData:
 
 # ---- regions ---------------------------------------------------------------------------------------------
 
-def name_prefix(name: str) -> str:
-    """An image file name's stem before its number: ``COCO_val2014_`` of ``COCO_val2014_000000391895.jpg``."""
-    return re.sub(r"\d+$", "", os.path.splitext(name)[0])
-
-
 class Regions:
     """The region store of a run, with a bounded cache of records (an epoch revisits every image)."""
 
@@ -82,12 +76,13 @@ class Regions:
         self.path, self.store, self.cache_size = path, RegionStore(path), cache_size
         self.cache: "OrderedDict[str, object]" = OrderedDict()
         self.by_number: Optional[Dict[str, str]] = None
+        self.matched_by_number = False
 
     def key(self, image: str) -> Optional[str]:
         """The store's key for an annotated image: the file name itself, else the same name without its
-        extension, else the one key with the same image number where the names before the numbers agree or one
-        is empty (``COCO_val2014_000000391895.jpg`` finds ``391895.jpg``, never ``orange_391895.jpg``); None
-        when there is none."""
+        extension, else the one key with the same image number (``COCO_val2014_000000391895.jpg`` finds
+        ``391895.jpg``; the first such match is logged, as any name ending in that number matches); None when
+        there is none."""
         if image in self.store:
             return image
         stem = os.path.splitext(image)[0]
@@ -97,10 +92,10 @@ class Regions:
             numbers = Counter(image_number(k) for k in self.store.ids())
             self.by_number = {image_number(k): k for k in self.store.ids() if numbers[image_number(k)] == 1}
         key = self.by_number.get(image_number(image)) if image_number(image) else None
-        if key is None:
-            return None
-        ours, theirs = name_prefix(image), name_prefix(key)
-        return key if not ours or not theirs or ours == theirs else None
+        if key is not None and not self.matched_by_number:
+            self.matched_by_number = True
+            logger.info("%s: images found by their number (first: %s -> %s)", self.path, image, key)
+        return key
 
     def __contains__(self, image: str) -> bool:
         return self.key(image) is not None

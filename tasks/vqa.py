@@ -114,7 +114,7 @@ class VqaTask(VLTask):
         annotations = cfg.data.train_annotations if role == "train" else cfg.data.dev_annotations
         if not need_target and os.path.basename(path) != os.path.basename(cfg.data.dev):
             annotations = None  # questions of another split (e.g. test-dev) have no annotations here
-        questions = read_vqa(path, annotations or None)
+        questions = read_vqa(path, annotations or None, scored=role != "train")  # training: any answer count
         return [VLExample(str(q.question_id), q.image, q.question, q.answers, line=n)
                 for n, q in enumerate(questions, 1)]
 

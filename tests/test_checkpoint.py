@@ -201,7 +201,7 @@ def test_allow_unused_leaves_a_named_head_out_and_errors_are_one_line(original_c
     model = convert_checkpoint.run(args + ["--out", str(tmp_path / "b"), "--allow-unused", "cls_out_.*"])
     assert type(model) is UNIMOLMHeadModel
     np.testing.assert_array_equal(model.unimo.embeddings.word_embeddings.weight.numpy(), params["word_embedding"])
-    assert "skipped 5 non-model files" in capsys.readouterr().out  # 3 optimizer files and the head's 2
+    assert "left out 5 files" in capsys.readouterr().out  # 3 optimizer files and the head's 2
 
     # the command line: a user's error is one line and exit status 2, and a bad --dict-dir writes nothing
     with pytest.raises(SystemExit) as exit_info:

@@ -103,9 +103,15 @@ def test_rerun_with_the_same_settings_resumes_and_changes_only_logging(finished,
     data, out = finished
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
+    stamp = os.stat(copy / "metrics.json").st_mtime_ns
     metrics = finetune(data, copy, "-o", "train.logging_steps=1", "-o", "train.progress=true")
     assert metrics["steps"] == 2  # nothing left to train: resumed at the end
     assert "resumed from" in (copy / "train.log").read_text("utf-8")
+    assert "this run had finished" in (copy / "train.log").read_text("utf-8")
+    assert os.stat(copy / "metrics.json").st_mtime_ns == stamp  # its results, not decoded again
+    assert metrics == json.loads((copy / "metrics.json").read_text("utf-8"))
+    finetune(data, copy, "--no-resume")  # trained again: decoded and written again
+    assert os.stat(copy / "metrics.json").st_mtime_ns != stamp
 
 
 def test_no_resume_starts_over_in_the_same_folder(finished, tmp_path):

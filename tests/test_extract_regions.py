@@ -269,8 +269,9 @@ def test_interrupted_run_keeps_finished_images(first_run, tmp_path, monkeypatch,
         return real(self, image, image_id)
 
     monkeypatch.setattr(det.RegionExtractor, "extract", stop_at_third)
-    with pytest.raises(KeyboardInterrupt):  # Ctrl-C: the unflushed batch (2 < --flush-every) is still written
-        extract_regions.main(["--images", str(images), "--out", str(out)] + SMALL)
+    # Ctrl-C: the unflushed batch (2 < --flush-every) is still written; exit status 130, no traceback
+    assert extract_regions.main(["--images", str(images), "--out", str(out)] + SMALL) == 130
+    assert "interrupted; the finished images are kept" in capsys.readouterr().err
     assert RegionStore(out).ids() == NAMES[:2]
     monkeypatch.setattr(det.RegionExtractor, "extract", real)
     assert extract_regions.main(["--images", str(images), "--out", str(out)] + SMALL) == 0
@@ -373,24 +374,27 @@ def test_killed_two_process_run_resumes(first_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_sigterm_keeps_the_finished_images_of_a_single_process_run(first_run, tmp_path, capsys):
-    """``kill`` (SIGTERM, as a job scheduler sends) of a one-process run that has not reached its next periodic
-    write: the images it finished are written before it stops, and a rerun extracts only the others."""
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_sigterm_keeps_the_finished_images(first_run, tmp_path, capsys, nproc):
+    """``kill`` (SIGTERM, as a job scheduler sends) of the main process of a run that has not reached its next
+    periodic write: the images finished (by it, or by the workers it passes the signal to) are written and made
+    live before it stops with status 130, and a rerun extracts only the others."""
     import select
     images, reference = first_run
     out = tmp_path / "store"
     command = [sys.executable, "-m", "tools.extract_regions", "--images", str(images), "--out", str(out),
-               "--flush-every", "100"] + SMALL
+               "--flush-every", "100", "--nproc", str(nproc)] + SMALL
     proc = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     seen, deadline = b"", time.monotonic() + 300
     try:
-        while not re.search(rb"\| [1-9]/5 \[", seen):  # the progress bar: an image is finished
+        while not re.search(rb"\| [1-9]/\d \[", seen):  # a progress bar: an image is finished
             assert proc.poll() is None and time.monotonic() < deadline, seen[-2000:]
             if select.select([proc.stderr], [], [], 0.05)[0]:
                 seen += os.read(proc.stderr.fileno(), 65536)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=300)
+        assert proc.returncode == 130
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

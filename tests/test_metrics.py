@@ -235,8 +235,10 @@ def test_unsupported_spans_hand_worked():
     # 199 (full-width in the output) and 3.5 are in the source; 8, 50% and 3 are not; 春季新款 is quoted
     # in the source, 时尚 is not.
     assert unsupported_spans(source, generated) == {"numbers": ["8", "50%", "3"], "quotes": ["时尚"]}
-    # thousands separators: one number, compared without them (a full-width comma reads as one after NFKC)
-    assert unsupported_spans("相比8088港元", "售价8,088港元，优惠1，500") == {"numbers": ["1,500"], "quotes": []}
+    # ASCII thousands separators: one number, compared without them; a full-width comma separates numbers
+    assert unsupported_spans("相比8088港元", "售价8,088港元，优惠1,500") == {"numbers": ["1,500"], "quotes": []}
+    assert unsupported_spans("适合身高160-170", "适合身高160，165，170")["numbers"] == ["165"]
+    assert unsupported_spans("1234", "1,2345")["numbers"] == ["1", "2345"]  # not a grouped number
     assert unsupported_spans("第15名", "第5名，第5名")["numbers"] == ["5"]  # whole numbers, listed once
     assert unsupported_spans("他说：今天天气好", "他说「今天 天气好」，又称\"大晴天\"")["quotes"] == ["大晴天"]
 

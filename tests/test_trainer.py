@@ -82,3 +82,27 @@ def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_resumes_exactly(tmp_pat
         np.testing.assert_array_equal(model.state_dict()[key].numpy(), value.numpy(), err_msg=key)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are restored
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_a_checkpoint_without_the_logging_window_resumes(tmp_path):
+    """trainer_state.json written before the logging window was part of the state: it resumes, with an empty
+    window, to the parameters of an uninterrupted run."""
+    import json
+
+    def loss_fn(m, batch):
+        loss, _ = m(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], batch["attention_mask"],
+                    labels=batch["labels"])
+        return {"loss": loss}
+
+    cfg = TrainConfig(max_steps=4, batch_size=2, lr=1e-2, progress=False, save_steps=2, logging_steps=3)
+    straight = tiny_model()
+    Trainer(straight, cfg, list(range(8)), lm_batch, loss_fn, str(tmp_path / "a")).train()
+    Trainer(tiny_model(), cfg, list(range(8)), lm_batch, loss_fn, str(tmp_path / "b")).train(stop_after=2)
+    state_file = tmp_path / "b" / "checkpoint" / "trainer_state.json"
+    state = json.loads(state_file.read_text("utf-8"))
+    assert state.pop("window")["losses"]  # steps 1-2 of the window that ends at step 3
+    state_file.write_text(json.dumps(state), "utf-8")
+    model = tiny_model()
+    assert Trainer(model, cfg, list(range(8)), lm_batch, loss_fn, str(tmp_path / "b")).train()["step"] == 4
+    for key, value in straight.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[key].numpy(), value.numpy(), err_msg=key)

@@ -169,7 +169,8 @@ def test_vqa_missing_annotation_and_missing_subtype(tmp_path):
                                          {"question_id": 73001, "image_id": 73, "answers": ten[:9]}]})
     with pytest.raises(DataError, match=r"annotations\.json: annotations\[1\]: question_id 73001 has 9 answers; "
                                         r"VQA v2 gives 10"):  # before any training, not at the first evaluation
-        read_vqa(questions, annotations)
+        read_vqa(questions, annotations, scored=True)
+    assert len(read_vqa(questions, annotations)[1].answers) == 9  # training answers: any number
     assert read_vqa(questions)[1] == VqaQuestion(73001, "COCO_val2014_000000000073.jpg", "Why?", None)
     _write(questions, {"questions": []})
     with pytest.raises(DataError, match=r"questions\.json: missing key 'data_subtype'"):

@@ -64,7 +64,7 @@ def convert(params: str, config_path: str, out: str, dict_dir: str | None = None
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     print(f"converted {len(state)} tensors from {params} into {out} "
-          f"({model_class.__name__}); skipped {len(skipped)} non-model files")
+          f"({model_class.__name__}); left out {len(skipped)} files (optimizer state, --allow-unused)")
     return model
 
 

@@ -341,10 +341,17 @@ def extract_in_workers(args, cfg: ExtractorConfig, items, bad) -> dict:
     nproc = min(args.nproc, len(todo))
     start_errors(args, bad)
     start, procs = time.perf_counter(), []
+
+    def stop_workers(signum, frame):  # SIGTERM to this process alone (kill, a scheduler): the workers too
+        for proc in procs:
+            proc.terminate()
+        raise KeyboardInterrupt("SIGTERM")
+    previous = signal.signal(signal.SIGTERM, stop_workers)
     try:
         run_workers(args, split(todo, nproc) if nproc else [], devices, worker_threads(nproc), procs)
     finally:
-        for proc in procs:  # after Ctrl-C the workers still write their finished images
+        signal.signal(signal.SIGTERM, previous)
+        for proc in procs:  # after Ctrl-C or SIGTERM the workers still write their finished images
             proc.join()
         counts = {"done": store.add_parts(store_parts(args.out)), "skipped": len(items) - len(todo),
                   "failed": gather_errors(args, bad, [part_name(rank) for rank in range(nproc)])}
@@ -366,7 +373,12 @@ def main(argv=None) -> int:
         loud_warning(RANDOM_WARNING)
     items, bad = list_images(args.images)
     cfg = config_from_args(args)
-    counts = (extract_here if args.nproc == 1 else extract_in_workers)(args, cfg, items, bad)
+    try:
+        counts = (extract_here if args.nproc == 1 else extract_in_workers)(args, cfg, items, bad)
+    except KeyboardInterrupt:
+        print("extract_regions: interrupted; the finished images are kept, the same command continues",
+              file=sys.stderr)
+        return 130
     if args.random_weights:
         loud_warning(RANDOM_WARNING)
     c = counts

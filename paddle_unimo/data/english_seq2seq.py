@@ -108,13 +108,16 @@ def _finish(report: ReadReport, examples: list) -> Tuple[list, ReadReport]:
 LINE_ALIGNED_NAMES = (("{}.src", "{}.tgt"), ("{}.source", "{}.target"), ("src-{}.txt", "tgt-{}.txt"))
 
 
-def split_of_source_file(path) -> Optional[str]:
-    """The split a file is the source side of by its name (``dev.src``, ``test.source``, ``src-dev.txt``), or None."""
-    name = os.path.basename(os.fspath(path))
-    for src, _ in LINE_ALIGNED_NAMES:
+def pair_of_source_file(path) -> Optional[Tuple[str, Optional[str]]]:
+    """(source, target) when ``path`` is named as the source of a line-aligned pair (``dev.src``, ``test.source``,
+    ``src-dev.txt``; the target of the same naming beside it, None when absent), else None."""
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    for src, tgt in LINE_ALIGNED_NAMES:
         prefix, suffix = src.split("{}")
         if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix):
-            return name[len(prefix):len(name) - len(suffix)]
+            target = os.path.join(folder, tgt.format(name[len(prefix):len(name) - len(suffix)]))
+            return path, target if os.path.isfile(target) else None
     return None
 
 
@@ -169,7 +172,7 @@ def read_line_aligned(source_path, target_path=None, need_target: bool = True, s
 def read_jsonl_pairs(path, source_key: str = "src", target_key: str = "tgt", id_key: Optional[str] = None,
                      need_target: bool = True, skip_bad: bool = False):
     """JSON lines with a source and a target field (``seq2seq.read_examples``, whose checks it shares)."""
-    if os.fspath(path).endswith(".tsv"):
+    if os.fspath(path).lower().endswith(".tsv"):
         raise DataError(f"{path}: a .tsv file is not JSON lines (use read_unimo_tsv)")
     examples, report = read_examples(path, Fields(source_key, target_key, id=id_key), need_target, skip_bad)
     return [EnglishExample(e.id, e.source, e.target, line=e.line, segments=[e.source]) for e in examples], report

@@ -189,9 +189,10 @@ def coco_image_name(subtype: str, image_id: int) -> str:
     return f"COCO_{subtype}_{image_id:012d}.jpg"
 
 
-def read_vqa(questions_path, annotations_path=None) -> List[VqaQuestion]:
+def read_vqa(questions_path, annotations_path=None, scored: bool = False) -> List[VqaQuestion]:
     """Questions of a VQA v2 questions file, each with the answers of its annotation (None without an
-    annotations file); a question without annotation is a ``DataError`` naming its id."""
+    annotations file); a question without annotation is a ``DataError`` naming its id, and with ``scored``
+    (answers the VQA accuracy will score) one without the 10 answers the accuracy leaves out in turn."""
     questions_path = os.fspath(questions_path)
     data = read_json(questions_path, "VQA questions file")
     subtype = _text(data, "data_subtype", questions_path)
@@ -207,7 +208,7 @@ def read_vqa(questions_path, annotations_path=None) -> List[VqaQuestion]:
                 raise DataError(f"{where}: question_id {qid} is annotated twice")
             answers[qid] = [_get(a, "answer", str, f"{where}.answers[{k}]")
                             for k, a in enumerate(_get(ann, "answers", list, where))]
-            if len(answers[qid]) != NUM_ANSWERS:  # the accuracy leaves each of the 10 out in turn
+            if scored and len(answers[qid]) != NUM_ANSWERS:
                 raise DataError(f"{where}: question_id {qid} has {len(answers[qid])} answers; VQA v2 gives "
                                 f"{NUM_ANSWERS} per question")
     out = []

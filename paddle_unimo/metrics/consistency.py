@@ -13,8 +13,9 @@ removed), so full-width digits, case and the spaces of decoded token output do n
   shorter ones they contain, so nothing is counted twice: with source 颜色#深蓝色 the output's 深蓝色 does
   not also count as 蓝色, and with vocabulary {浅灰色, 灰色} an output 浅灰色 counts once.
 * **Unsupported numbers**: distinct numbers in the output (integers, decimals, percentages: ``\\d+(\\.\\d+)?%?``,
-  with thousands separators: 8,088) that are not among the numbers of the source (compared as whole numbers
-  without separators: 5 is not supported by 15, 8,088 is by 8088).
+  with ASCII thousands separators: 8,088; a full-width comma separates numbers: 160，165) that are not among the
+  numbers of the source (compared as whole numbers without separators: 5 is not supported by 15, 8,088 is by
+  8088).
   Chinese numerals (三十) are not checked, since characters such as 一 and 万 are mostly not numbers.
 * **Unsupported quotes**: distinct quoted spans (“…”, "…", 「…」, 『…』, 《…》) of the output whose inner text
   does not occur in the source.
@@ -29,7 +30,12 @@ import unicodedata
 from collections import defaultdict
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?%?|\d+(?:\.\d+)?%?")  # 8,088 is one number, 8088
+# 8,088 is one number (8088); a full-width comma separates numbers (160，165), so it is not read as one
+_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?![\d,])(?:\.\d+)?%?|\d+(?:\.\d+)?%?")
+
+
+def _numbers(text: str) -> List[str]:
+    return _NUMBER.findall(_nfkc(text.replace("\uff0c", "\u3001")))  # ，-> 、 before NFKC makes it ","
 _QUOTE = re.compile(r"“([^”]*)”|\"([^\"]*)\"|「([^」]*)」|『([^』]*)』|《([^》]*)》")
 _MASK = "\x00"
 
@@ -97,9 +103,8 @@ def attribute_report(content: str, generated: str, value_vocabulary: Mapping[str
 def unsupported_spans(source: str, generated: str) -> dict:
     """``numbers`` and ``quotes`` of the generated text that the source does not support, each a list of
     distinct items in order of first appearance."""
-    source_numbers = {n.replace(",", "") for n in _NUMBER.findall(_nfkc(source))}
-    numbers = [n for n in dict.fromkeys(_NUMBER.findall(_nfkc(generated)))
-               if n.replace(",", "") not in source_numbers]
+    source_numbers = {n.replace(",", "") for n in _numbers(source)}
+    numbers = [n for n in dict.fromkeys(_numbers(generated)) if n.replace(",", "") not in source_numbers]
     source_text = _squash(source)
     inner = (next(g for g in m.groups() if g is not None) for m in _QUOTE.finditer(_nfkc(generated)))
     quotes = [q for q in dict.fromkeys(q.strip() for q in inner) if q and _squash(q) not in source_text]

@@ -113,8 +113,8 @@ class ResumeMismatch(DataError):
 
 
 def empty_window() -> dict:
-    """The losses (all, and per objective) and tokens of the steps since the last logged one."""
-    return {"losses": [], "tokens": 0, "objectives": {}}
+    """The losses (all, and per objective) of the steps since the last logged one."""
+    return {"losses": [], "objectives": {}}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -255,6 +255,7 @@ class Trainer:
             raise ResumeMismatch(
                 f"{path}: the checkpoint in this folder comes from a different run ({'; '.join(differences)}); "
                 f"run with --no-resume to start over here, or choose another output folder")
+        state.setdefault("window", empty_window())  # a checkpoint written before the window was kept
         missing = sorted(set(self.state) - set(state))
         if missing:
             raise DataError(f"{state_file}: missing keys {missing}")
@@ -389,11 +390,10 @@ class Trainer:
             for s, action in previous.items():
                 signal.signal(s, action)
 
-    def log_window(self, step: int, seconds: float, bar) -> None:
+    def log_window(self, step: int, tokens: int, seconds: float, bar) -> None:
         """The logging window's mean loss (and per objective), learning rate and speed: log, VisualDL, bar. The
         window is part of the trainer state, so a window a resume falls in averages the same steps."""
-        window = self.state["window"]
-        losses, tokens, objectives = window["losses"], window["tokens"], window["objectives"]
+        losses, objectives = self.state["window"]["losses"], self.state["window"]["objectives"]
         mean_loss = float(np.mean(losses))
         rate = tokens / max(seconds, 1e-9)
         lr = self.optimizer.get_lr()
@@ -420,14 +420,14 @@ class Trainer:
         """Trains to the end (or, for tests of resuming, returns after ``stop_after`` optimizer steps)."""
         if resume:
             self.resume()
+        self.started_at = self.state["step"]  # a finished run resumed trains nothing: started_at == step
         self.model.train()
         bar = None
         if self.cfg.progress and self.rank == 0:
             from tqdm import tqdm
             bar = tqdm(total=self.total_steps, initial=self.state["step"], desc="train", dynamic_ncols=True,
                        mininterval=1.0, disable=None)  # disable=None: no bar when stderr is not a terminal
-        started = time.perf_counter()
-        self.state.setdefault("window", empty_window())  # a checkpoint of an older version has none
+        tokens, started = 0, time.perf_counter()  # the speed: of this process's steps only
         if bar:  # log lines above the bar, not appended to it
             from tqdm.contrib.logging import logging_redirect_tqdm
             above_bar = logging_redirect_tqdm()
@@ -438,15 +438,15 @@ class Trainer:
                 loss, count = self.accumulate_gradients()
                 window = self.state["window"]
                 window["losses"].append(loss)
-                window["tokens"] += count
+                tokens += count
                 self.optimizer_step(loss)
                 step = self.state["step"]
                 name = self.last_output.get("name")
                 if name:  # one curve per objective (pretraining mixes several), averaged per logging window
                     window["objectives"].setdefault(name, []).append(loss)
                 if step % self.cfg.logging_steps == 0 or step == self.total_steps:
-                    self.log_window(step, time.perf_counter() - started, bar)
-                    self.state["window"], started = empty_window(), time.perf_counter()
+                    self.log_window(step, tokens, time.perf_counter() - started, bar)
+                    self.state["window"], tokens, started = empty_window(), 0, time.perf_counter()
                 if bar:
                     bar.update(1)
                 self.evaluate_and_save(step)
