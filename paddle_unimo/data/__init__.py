@@ -14,5 +14,11 @@ class PassCounts:
         previous, self.passes[where] = self.passes.get(where), dict(counts)
         return counts != previous and any(counts.values())
 
+    def record_since(self, where: str, before: dict, now: dict):
+        """``record`` of the counts a pass added to a running counter (``before`` -> ``now``); returns the
+        non-zero ones when worth logging, else None."""
+        cut = {k: now[k] - before[k] for k in before}
+        return {k: n for k, n in cut.items() if n} if self.record(where, cut) else None
+
     def totals(self, keys) -> dict:
         return {k: sum(p.get(k, 0) for p in self.passes.values()) for k in keys}

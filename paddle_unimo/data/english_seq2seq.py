@@ -421,10 +421,10 @@ class OriginalSeq2SeqEncoder:
                    where: str = "") -> List[OriginalEncoded]:
         before = dict(self.truncated)
         out = [self.encode(e, with_target) for e in examples]
-        cut = {k: self.truncated[k] - before[k] for k in before}
-        if self.passes.record(where, cut):
+        cut = self.passes.record_since(where, before, self.truncated)
+        if cut:
             logger.warning("%s: truncated %s (max_src_len %d, max_tgt_len %d)", where or "examples",
-                           ", ".join(f"{n} {k}" for k, n in cut.items() if n), self.max_src_len, self.max_tgt_len)
+                           ", ".join(f"{n} {k}" for k, n in cut.items()), self.max_src_len, self.max_tgt_len)
         return out
 
     def counted(self) -> dict:

@@ -182,10 +182,10 @@ class Seq2SeqEncoder:
     def encode_all(self, examples: Sequence[Example], with_target: bool = True, where: str = "") -> List[Encoded]:
         before = dict(self.truncated)
         out = [self.encode(e, with_target) for e in examples]
-        cut = {k: self.truncated[k] - before[k] for k in before}
-        if self.passes.record(where, cut):
+        cut = self.passes.record_since(where, before, self.truncated)
+        if cut:
             logger.warning("%s: truncated %s (max_seq_len %d, max_target_len %d, max_title_len %d)", where or
-                           "examples", ", ".join(f"{n} {k}s" for k, n in cut.items() if n), self.max_seq_len,
+                           "examples", ", ".join(f"{n} {k}s" for k, n in cut.items()), self.max_seq_len,
                            self.max_target_len, self.max_title_len)
         return out
 
