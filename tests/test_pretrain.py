@@ -52,11 +52,15 @@ def test_two_processes_equal_one_process_on_the_doubled_batch(tmp_path):
     for name, batch, nproc in (("one", 8, 1), ("two", 4, 2)):
         outs[name] = tmp_path / name
         mini_corpus(outs[name])
-        pretrain(outs[name], "train.max_steps=10", "train.lr=5e-4", f"train.batch_size={batch}", config=path,
+        pretrain(outs[name], "train.max_steps=10", "train.logging_steps=1", "train.lr=5e-4", f"train.batch_size={batch}", config=path,
                  nproc=nproc)
     import json
     trained = json.loads((outs["one"] / "metrics.json").read_text("utf-8"))["loss_curves"]
     assert sorted(trained) == ["cmcl", "region", "seq2seq_lm", "span_mlm"]  # every objective took part
+    logged = json.loads((outs["two"] / "metrics.json").read_text("utf-8"))["loss_curves"]
+    assert sorted(logged) == sorted(trained)  # the step's loss over both processes' items, as one process logs it
+    for name in trained:
+        np.testing.assert_allclose(np.array(logged[name]), np.array(trained[name]), atol=2e-4, rtol=0, err_msg=name)
     one, two = params(outs["one"]), params(outs["two"])
     assert set(one) == set(two) and any(k.startswith("heads.region") for k in one)
     # Float rounding differs between the two runs, and Adam's normalised steps amplify it: changing only how the

@@ -316,7 +316,7 @@ class Trainer:
 
     def accumulate_gradients(self):
         """Forward/backward of the step's micro-batches, each weighted by its share of the step's items
-        over all processes; returns (local mean loss, local item count)."""
+        over all processes; returns (the step's mean loss over all processes, this process's item count)."""
         micros = range(self.state["micro"], self.state["micro"] + self.cfg.accumulate)
         batches = [self.make_batch(self.micro_batch(m)) for m in micros]
         counts = [self.count(b) for b in batches]
@@ -338,6 +338,10 @@ class Trainer:
             loss_sum += float(out["loss"]) * count
             self.last_output = out
         self.state["micro"] = micros[-1] + 1
+        if self.world > 1:  # the step's loss over every process's items, as one process on the whole batch logs
+            loss_sum = paddle.to_tensor(loss_sum, dtype="float64")
+            dist.all_reduce(loss_sum)
+            return float(loss_sum) / max(float(total), 1.0), sum(counts)
         return loss_sum / max(sum(counts), 1), sum(counts)
 
     def gradients_finite(self) -> bool:
