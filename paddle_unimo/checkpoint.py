@@ -46,13 +46,17 @@ def load_state(path: str) -> Dict[str, np.ndarray]:
 
 
 def check_state(model: paddle.nn.Layer, state: Mapping[str, np.ndarray], source: str,
-                optional: Iterable[str] = ()) -> None:
-    """Raises one CheckpointError listing every missing, unexpected and wrongly shaped tensor."""
+                optional: Iterable[str] = (), origins: Mapping[str, str] | None = None) -> None:
+    """Raises one CheckpointError listing every missing, unexpected and wrongly shaped tensor; ``origins`` gives
+    the name a tensor has in the source files when it was renamed (an original checkpoint's file names)."""
     expected = {k: list(v.shape) for k, v in model.state_dict().items()}
-    optional = set(optional)
+    optional, origins = set(optional), origins or {}
+
+    def named(k):
+        return f"{k} (file {origins[k]})" if k in origins else k
     missing = sorted(k for k in expected if k not in state and k not in optional)
-    unexpected = sorted(k for k in state if k not in expected)
-    wrong = sorted(f"{k}: checkpoint {list(state[k].shape)} vs model {expected[k]}"
+    unexpected = sorted(named(k) for k in state if k not in expected)
+    wrong = sorted(f"{named(k)}: checkpoint {list(state[k].shape)} vs model {expected[k]}"
                    for k in expected if k in state and list(state[k].shape) != expected[k])
     problems = [f"{title} ({len(items)}):\n    " + "\n    ".join(items)
                 for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
@@ -62,8 +66,8 @@ def check_state(model: paddle.nn.Layer, state: Mapping[str, np.ndarray], source:
 
 
 def set_state(model: paddle.nn.Layer, state: Mapping[str, np.ndarray], source: str,
-              optional: Iterable[str] = ()) -> None:
-    check_state(model, state, source, optional)
+              optional: Iterable[str] = (), origins: Mapping[str, str] | None = None) -> None:
+    check_state(model, state, source, optional, origins)
     tied = "unimo.embeddings.word_embeddings.weight"
     if TIED_ALIAS in state and tied in state and not np.array_equal(state[TIED_ALIAS], state[tied]):
         raise CheckpointError(f"{source}: {TIED_ALIAS} differs from {tied}; paddle_unimo ties the LM output "
@@ -189,14 +193,15 @@ def original_to_paddle_name(name: str) -> str | None:
 
 def map_original_state(arrays: Mapping[str, np.ndarray], source: str, allow_unused: str | None = None):
     """Renames original arrays; returns (state, skipped files: optimizer state and names matching
-    ``allow_unused``). Other names without a paddle_unimo name are an error."""
-    state, skipped, unknown = {}, [], []
+    ``allow_unused``, the original name of each state key). Other names without a paddle_unimo name are an
+    error."""
+    state, skipped, unknown, origins = {}, [], [], {}
     for name, value in sorted(arrays.items()):
         target = original_to_paddle_name(name)
         if OPTIMIZER_STATE.search(name) or (allow_unused and re.fullmatch(allow_unused, name)):
             skipped.append(name)  # left out even where it has a name (a task head the user does not want)
         elif target is not None:
-            state[target] = value
+            state[target], origins[target] = value, name
         elif name == "mask_lm_out_fc.w_0":
             unknown.append(f"{name} (an untied LM output matrix; paddle_unimo ties it to word_embedding)")
         else:
@@ -204,7 +209,7 @@ def map_original_state(arrays: Mapping[str, np.ndarray], source: str, allow_unus
     if unknown:
         raise CheckpointError(f"{source}: {len(unknown)} parameter files have no paddle_unimo name:\n    "
                               + "\n    ".join(unknown) + "\n  (pass --allow-unused REGEX to leave task heads out)")
-    return state, skipped
+    return state, skipped, origins
 
 
 # ---- initialising from a RoBERTa-like checkpoint (PaddleNLP layout) -----------------------------------------

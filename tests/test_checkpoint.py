@@ -191,6 +191,16 @@ def test_conversion_refuses_unknown_and_missing_files(original_checkpoint, tmp_p
     assert not (tmp_path / "b" / "model_state.pdparams").exists()
 
 
+def test_a_wrongly_shaped_file_is_named_by_its_original_name(original_checkpoint, tmp_path):
+    """E.g. the large model's files with the base config: the error names each tensor and the file it came from."""
+    params, folder, config = original_checkpoint
+    save_legacy(np.zeros((99, 40), "float32"), folder / "word_embedding")
+    with pytest.raises(CheckpointError) as err:
+        convert_checkpoint.run(["--params", str(folder), "--config", str(config), "--out", str(tmp_path / "a")])
+    assert ("unimo.embeddings.word_embeddings.weight (file word_embedding): checkpoint [99, 40] vs model [99, 36]"
+            in str(err.value)), str(err.value)
+
+
 def test_allow_unused_leaves_a_named_head_out_and_errors_are_one_line(original_checkpoint, tmp_path, capsys):
     params, folder, config = original_checkpoint
     save_legacy(np.ones((36, 3), "float32"), folder / "cls_out_3_w")  # a GLUE head beside the LM head

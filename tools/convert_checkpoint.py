@@ -41,7 +41,7 @@ def convert(params: str, config_path: str, out: str, dict_dir: str | None = None
     config = UNIMOConfig.from_original_json(config_path)
     # the tokenizer first, so that a bad --dict-dir fails before anything is written
     tokenizer = GptBpeTokenizer.from_dir(dict_dir, prefix="unimo_en.") if dict_dir else None
-    state, skipped = map_original_state(read_param_dir(params), params, allow_unused)
+    state, skipped, origins = map_original_state(read_param_dir(params), params, allow_unused)
     if "match_fc.weight" in state:  # a model fine-tuned on retrieval
         model_class = UNIMOForRetrieval
     elif "cls_out_1.weight" in state:  # ... on visual entailment
@@ -59,7 +59,8 @@ def convert(params: str, config_path: str, out: str, dict_dir: str | None = None
     model = model_class(config)
     if model_class is UNIMOModel:
         state = {k[len("unimo."):]: v for k, v in state.items()}
-    set_state(model, state, params, optional=[TIED_ALIAS])
+        origins = {k[len("unimo."):]: v for k, v in origins.items()}
+    set_state(model, state, params, optional=[TIED_ALIAS], origins=origins)
     model.save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
