@@ -4,7 +4,7 @@
 Registered as ``glue_cola``, ``glue_sst2``, ``glue_mrpc``, ``glue_stsb``, ``glue_qqp``, ``glue_mnli``,
 ``glue_qnli``, ``glue_rte``, ``glue_wnli``. Files: an official GLUE task folder (``DATA=dir`` holding
 ``train.tsv``, ``dev.tsv`` -- MNLI ``dev_matched.tsv`` / ``dev_mismatched.tsv`` -- and ``test.tsv``) or the original
-UNIMO TSV (``text_a``, ``text_b``, ``label`` header, GPT-2 BPE ids); ``paddle_unimo.data.glue`` reads both.
+UNIMO TSV (``text_a``, ``text_b``, ``label`` header, class indices); ``paddle_unimo.data.glue`` reads both.
 
 Input ``[CLS] a [SEP] (b [SEP])``, the longer side cut first, bidirectional. Head (``UNIMOForSequenceClassification``):
 the text pooler (ReLU) -> dropout 0.1 -> fc(num_labels), cross-entropy; STS-B is a regression (one output, mean
@@ -153,7 +153,7 @@ class GlueTask:
 
     @staticmethod
     def texts(items: Sequence[GlueItem]) -> List[str]:
-        return [t for i in items for t in (i.text_a, i.text_b) if isinstance(t, str)]
+        return [t for i in items for t in (i.text_a, i.text_b) if t is not None]
 
     def model_settings(self, cfg: GlueConfig, train, from_folder: bool) -> dict:
         return {"num_labels": self.spec.num_labels}

@@ -215,17 +215,18 @@ def _tokenizer():
 
 
 def test_unimo_tsv_reader(tmp_path):
-    path = write_tsv(tmp_path / "o.tsv", [["label", "text_a", "text_b", "qid"], ["1", "5 6 7", "8 9", "q1"],
+    """The original's reader BPE-encodes its texts (``tokenizer.tokenize``): they are kept as written, spaces too."""
+    path = write_tsv(tmp_path / "o.tsv", [["label", "text_a", "text_b", "qid"], ["1", "A cat .", " sat 9", "q1"],
                                           ["0", "10", "11 12", "q2"]])
     examples, report = read_unimo_tsv(path)
-    assert examples == [GlueExample("q1", [5, 6, 7], [8, 9], "1", 2), GlueExample("q2", [10], [11, 12], "0", 3)]
+    assert examples == [GlueExample("q1", "A cat .", " sat 9", "1", 2), GlueExample("q2", "10", "11 12", "0", 3)]
     assert report.read == 2
-    single = write_tsv(tmp_path / "s.tsv", [["text_a", "label"], ["5 6", "1"], ["x 6", "0"], ["", "1"]])
-    with pytest.raises(DataError, match=r"s.tsv:3: text_a must be space-separated token ids"):
+    single = write_tsv(tmp_path / "s.tsv", [["text_a", "label"], ["5 6", "1"], [" ", "0"], ["x", "1", "2"]])
+    with pytest.raises(DataError, match=r"s.tsv:3: empty text_a"):
         read_unimo_tsv(single)
     examples, report = read_unimo_tsv(single, skip_bad=True)
-    assert examples == [GlueExample("2", [5, 6], None, "1", 2)]
-    assert [s["line"] for s in report.skipped] == [3, 4] and report.skipped[1]["reason"] == "empty text_a"
+    assert examples == [GlueExample("2", "5 6", None, "1", 2)]
+    assert [s["line"] for s in report.skipped] == [3, 4] and report.skipped[0]["reason"] == "empty text_a"
     assert read_glue_file(path, "rte", "train")[0] == read_unimo_tsv(path)[0]
     with pytest.raises(DataError, match="o.tsv:1: not a RTE train/dev file"):
         read_glue(path, "rte", "train")
@@ -240,18 +241,14 @@ def test_original_and_glue_formats_encode_alike(tmp_path, pair):
         task = "rte"
         glue_rows = [["index", "sentence1", "sentence2", "label"]] + [[str(i), a, b, y] for i, (a, b, y) in
                                                                        enumerate(PAIRS)]
-        orig_rows = [["text_a", "text_b", "label"]] + [
-            [" ".join(map(str, tok.encode(a))), " ".join(map(str, tok.encode(b))), str(label_id("rte", y))]
-            for a, b, y in PAIRS]
+        orig_rows = [["text_a", "text_b", "label"]] + [[a, b, str(label_id("rte", y))] for a, b, y in PAIRS]
     else:
         task = "sst2"
         glue_rows = [["sentence", "label"]] + [[a, str(i % 2)] for i, (a, _, _) in enumerate(PAIRS)]
-        orig_rows = [["label", "text_a"]] + [[str(i % 2), " ".join(map(str, tok.encode(a)))]
-                                             for i, (a, _, _) in enumerate(PAIRS)]
+        orig_rows = [["label", "text_a"]] + [[str(i % 2), a] for i, (a, _, _) in enumerate(PAIRS)]
     glue_examples, _ = read_glue_file(write_tsv(tmp_path / "glue.tsv", glue_rows), task, "train")
     orig_examples, _ = read_glue_file(write_tsv(tmp_path / "orig.tsv", orig_rows), task, "train")
-    assert all(isinstance(e.text_a, str) for e in glue_examples)
-    assert all(isinstance(e.text_a, list) for e in orig_examples)
+    assert [(e.text_a, e.text_b) for e in glue_examples] == [(e.text_a, e.text_b) for e in orig_examples]
     for max_len in (64, 9):  # 9 truncates
         rows_g = [encode_example(e, task, tok, max_len) for e in glue_examples]
         rows_o = [encode_example(e, task, tok, max_len) for e in orig_examples]
@@ -300,12 +297,14 @@ def test_truncation_longer_side_first():
 
 
 def test_batch_positions_types_mask():
-    rows = [encode_example(GlueExample("a", [5, 6, 7], [8], "1"), "mrpc", _tokenizer(), 16),
-            encode_example(GlueExample("b", [9], None, "0"), "mrpc", _tokenizer(), 16)]
     tok = _tokenizer()
+    w = [tok.encode(word)[0] for word in ("cat", "sat", "on", "mat", "He")]
+    rows = [encode_example(GlueExample("a", "cat sat on", "mat", "1"), "mrpc", tok, 16),
+            encode_example(GlueExample("b", "He", None, "0"), "mrpc", tok, 16)]
     batch = glue_batch(rows, tok.pad_token_id, 2)
     c, s, p = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
-    np.testing.assert_array_equal(batch["input_ids"], [[c, 5, 6, 7, s, 8, s], [c, 9, s, p, p, p, p]])
+    assert len(set(w)) == 5 and not {c, s, p} & set(w)
+    np.testing.assert_array_equal(batch["input_ids"], [[c, *w[:3], s, w[3], s], [c, w[4], s, p, p, p, p]])
     np.testing.assert_array_equal(batch["position_ids"], [[2, 3, 4, 5, 6, 7, 8], [2, 3, 4, 0, 0, 0, 0]])
     np.testing.assert_array_equal(batch["token_type_ids"], [[0, 0, 0, 0, 0, 1, 1], [0] * 7])
     valid = batch["input_ids"] != p
@@ -313,9 +312,9 @@ def test_batch_positions_types_mask():
     np.testing.assert_array_equal(batch["attention_mask"], np.broadcast_to(valid[:, None, :], (2, 7, 7)))
     assert batch["labels"].dtype == np.int64 and batch["labels"].tolist() == [1, 0]
     assert all(batch[k].dtype == np.int64 for k in ("input_ids", "position_ids", "token_type_ids"))
-    sts = [encode_example(GlueExample("a", [5], [6], 3.5), "stsb", tok, 8)]
+    sts = [encode_example(GlueExample("a", "cat", "mat", 3.5), "stsb", tok, 8)]
     assert glue_batch(sts, p, 0)["labels"].dtype == np.float32
-    assert "labels" not in glue_batch([encode_example(GlueExample("7", [5], None, None), "sst2", tok, 8)], p, 0)
+    assert "labels" not in glue_batch([encode_example(GlueExample("7", "cat", None, None), "sst2", tok, 8)], p, 0)
 
 
 # ---- submissions ------------------------------------------------------------------------------------------------
@@ -409,19 +408,20 @@ def test_metrics_refuse_bad_input():
         glue_metrics("stsb", [1.0, float("nan")], [1.0, 2.0])
 
 
-def test_original_tsv_with_the_english_tokenizer_maps_gpt2_ids_through_the_vocabulary(tmp_path):
-    """The original TSV holds GPT-2 BPE ids; the English model's ids are their lines in unimo_en.vocab.txt, so the
-    same sentence read from it and from the GLUE TSV encodes to the same model ids."""
+def test_original_tsv_with_the_english_tokenizer_encodes_as_the_original_reader(tmp_path):
+    """The original TSV holds text, which its reader encodes as ``convert_tokens_to_ids(tokenize(text))``: GPT-2 BPE
+    ids as strings, then their lines in unimo_en.vocab.txt. The same sentences from the GLUE TSV encode alike."""
     from paddle_unimo import GptBpeTokenizer
     tok = GptBpeTokenizer.from_dir(str(shared_path("unimo_en")), prefix="unimo_en.")
     sentences = ["it 's a charming and often affecting journey . ", "unflinchingly bleak and desperate "]
-    gpt2 = [" ".join(tok.tokenize(s)) for s in sentences]  # GPT-2 id strings, as the original files hold them
-    assert all(t.isdigit() for g in gpt2 for t in g.split())
-    (tmp_path / "orig.tsv").write_text("text_a\tlabel\n" + "".join(f"{g}\t1\n" for g in gpt2), "utf-8")
+    (tmp_path / "orig.tsv").write_text("text_a\tlabel\n" + "".join(f"{s}\t1\n" for s in sentences), "utf-8")
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t1\n" for s in sentences), "utf-8")
     original, _ = read_glue_file(tmp_path / "orig.tsv", "sst2", "dev")
     glue, _ = read_glue_file(tmp_path / "dev.tsv", "sst2", "dev")
-    for a, b in zip(original, glue):
+    assert [e.text_a for e in original] == sentences  # as written: the trailing space is a token of its own
+    for sentence, a, b in zip(sentences, original, glue):
+        gpt2 = tok.tokenize(sentence)
+        assert all(t.isdigit() for t in gpt2)
         ours, theirs = encode_example(a, "sst2", tok, 64), encode_example(b, "sst2", tok, 64)
-        assert ours.input_ids == theirs.input_ids and ours.input_ids[1:-1] == tok.encode(b.text_a)
-        assert ours.input_ids[1:-1] != [int(t) for t in a.text_a]  # the model ids are not the GPT-2 ids
+        assert ours.input_ids == theirs.input_ids == [tok.cls_token_id, *(tok.vocab[t] for t in gpt2), tok.sep_token_id]
+        assert ours.input_ids[1:-1] != [int(t) for t in gpt2]  # the model ids are not the GPT-2 ids

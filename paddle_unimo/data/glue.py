@@ -11,13 +11,15 @@ Formats:
   header ``label1``). CoLA train/dev have no header: ``source, label, original label, sentence``; their column
   count is checked on line 1. MRPC train/dev keep the byte order mark and header of the MSR release
   (``Quality  #1 ID  #2 ID  #1 String  #2 String``); its test file has ``index`` instead of ``Quality``.
-- The original UNIMO classification TSV (PaddlePaddle/Research NLP/UNIMO ``src/reader/classification_reader.py``):
-  a header naming ``text_a``, optional ``text_b``, ``label`` (optional here, for unlabelled files) and optional
-  ``qid``; the texts are space-separated GPT-2 BPE token ids, the label a class index (or an STS-B score).
+- The original UNIMO classification TSV (PaddlePaddle/Research NLP/UNIMO ``src/reader/classification_reader.py``,
+  ``regression_reader.py``): a header naming ``text_a``, optional ``text_b``, ``label`` (optional here, for
+  unlabelled files) and optional ``qid``; the texts are text, which the original's reader encodes with its GPT-2
+  BPE tokenizer (``tokenizer.tokenize``, then the vocabulary) as ``tokenizer.encode`` does here; the label is a
+  class index (or an STS-B score).
 
 Examples: ``GlueExample.id`` is the test file's index column (``qid`` in the original format) or the line
 number; ``label`` is the label name (``GlueTask.labels``), a float score for STS-B, None for test files. A bad
-row (wrong column count, unknown label, empty text, non-number score, non-integer token id) is a ``DataError``
+row (wrong column count, unknown label, empty text, non-number score) is a ``DataError``
 ``file:line: ...``, or with ``skip_bad`` an entry of the ``ReadReport`` (``paddle_unimo.data.seq2seq``).
 
 Encoding follows the original reader: ``[CLS] a [SEP] (b [SEP])``, the longer text losing its last token first
@@ -42,11 +44,9 @@ import numpy as np
 
 from .. import masks
 from ..fileio import DataError, atomic_write, read_text_lines
-from ..tokenization import from_original_ids
 from .seq2seq import ReadReport, read_records
 
 Column = Union[str, int]  # a header name, or an index in a file without header
-Text = Union[str, List[int]]  # raw text (GLUE TSV) or token ids (original UNIMO TSV)
 Label = Union[str, float, None]
 logger = logging.getLogger(__name__)
 
@@ -153,8 +153,8 @@ def _is_test(split: str) -> bool:
 @dataclass
 class GlueExample:
     id: str
-    text_a: Text
-    text_b: Optional[Text]
+    text_a: str
+    text_b: Optional[str]
     label: Label
     line: int = 0  # 1-based line of the file it was read from; 0 when built in code
 
@@ -239,19 +239,9 @@ def read_glue(path, task: Union[str, GlueTask], split: str = "train",
     return _read_tsv(path, parse, skip_bad, check_first)
 
 
-def _token_ids(value: str, name: str, where: str) -> List[int]:
-    tokens = value.split()
-    if not tokens:
-        raise DataError(f"{where}: empty {name}")
-    try:
-        return [int(t) for t in tokens]
-    except ValueError:
-        raise DataError(f"{where}: {name} must be space-separated token ids, got {value[:60]!r}") from None
-
-
 def read_unimo_tsv(path, skip_bad: bool = False) -> Tuple[List[GlueExample], ReadReport]:
-    """Examples of an original UNIMO classification TSV: ``text_a``/``text_b`` token id lists, ``label`` the
-    file's string (None without a label column), ``id`` the ``qid`` column or the line number."""
+    """Examples of an original UNIMO classification TSV: ``text_a``/``text_b`` as written, ``label`` the file's
+    string (None without a label column), ``id`` the ``qid`` column or the line number."""
     parse = None
 
     def check_first(where, text):
@@ -264,10 +254,10 @@ def read_unimo_tsv(path, skip_bad: bool = False) -> Tuple[List[GlueExample], Rea
         def parse_row(where: str, line_no: int, parts: List[str]) -> GlueExample:
             if len(parts) != len(header):
                 raise DataError(f"{where}: expected {len(header)} tab-separated columns, got {len(parts)}")
-            text_b = None if col["text_b"] is None else _token_ids(parts[col["text_b"]], "text_b", where)
+            text_b = _field(parts, col["text_b"], "text_b", where)
             label = _field(parts, col["label"], "label", where)
             qid = _field(parts, col["qid"], "qid", where)
-            return GlueExample(qid.strip() if qid else str(line_no), _token_ids(parts[col["text_a"]], "text_a", where),
+            return GlueExample(qid.strip() if qid else str(line_no), _field(parts, col["text_a"], "text_a", where),
                                text_b, label.strip() if label else None, line_no)
         return parse_row
     return _read_tsv(path, parse, skip_bad, check_first)
@@ -338,13 +328,10 @@ class GlueRow:
 
 
 def encode_example(example: GlueExample, task: Union[str, GlueTask], tokenizer, max_len: int) -> GlueRow:
-    """A ``GlueRow`` of an example: texts through ``tokenizer.encode`` (token id lists of the original TSV through
-    ``tokenization.from_original_ids``), then
-    ``encode_pair`` with the tokenizer's [CLS] / [SEP]."""
-    a = tokenizer.encode(example.text_a) if isinstance(example.text_a, str) else \
-        from_original_ids(tokenizer, example.text_a)
-    b = example.text_b
-    b = tokenizer.encode(b) if isinstance(b, str) else (None if b is None else from_original_ids(tokenizer, b))
+    """A ``GlueRow`` of an example: texts through ``tokenizer.encode``, then ``encode_pair`` with the tokenizer's
+    [CLS] / [SEP]."""
+    a = tokenizer.encode(example.text_a)
+    b = None if example.text_b is None else tokenizer.encode(example.text_b)
     ids, types = encode_pair(a, b, max_len, tokenizer.cls_token_id, tokenizer.sep_token_id)
     truncated = len(ids) < len(a) + (0 if b is None else len(b) + 1) + 2
     return GlueRow(example.id, ids, types, label_id(task, example.label), truncated)
