@@ -19,9 +19,10 @@ BLOCKED = -65000.0  # added to a blocked candidate's score (trigram_blocking.py 
 
 
 def word_start_table(tokenizer, vocab_size: int | None = None) -> np.ndarray:
-    """(V,) bool: which ids start a word, for ``trigram_blocking``. GPT-2 BPE: a piece beginning with the space
-    byte's character 'Ġ' (trigram_blocking.py: the decoded piece starts with ' '), and every token that is not a
-    GPT-2 id ([CLS], [MASK], ...); SentencePiece: a piece beginning with '▁', and the special tokens; WordPiece:
+    """(V,) bool: which ids start a word, for ``trigram_blocking``. GPT-2 BPE: a token whose decoded text starts
+    with a space (trigram_blocking.py ``_build_id2is_full_token``): a GPT-2 piece beginning with the space byte's
+    character 'Ġ'; the other tokens ([CLS], [SEP], [MASK], madeupword0000, ...) decode to themselves, so they
+    continue the word before them; SentencePiece: a piece beginning with '▁', and the special tokens; WordPiece:
     a token not beginning with '##'. ``vocab_size`` (e.g. the model's, when larger than the tokenizer's) pads the
     table with True; ids the tokenizer lacks are word starts."""
     size = max(tokenizer.vocab_size, vocab_size or 0)
@@ -31,8 +32,8 @@ def word_start_table(tokenizer, vocab_size: int | None = None) -> np.ndarray:
     space = tokenizer.byte_encoder[ord(" ")] if family == "gpt2_bpe" else "\u2581"
     for token, index in tokenizer.vocab.items():
         if family == "gpt2_bpe":
-            piece = tokenizer.decoder.get(int(token)) if token.isdigit() else None
-            table[index] = piece is None or piece.startswith(space)
+            piece = tokenizer.decoder.get(int(token), "") if token.isdigit() else token
+            table[index] = piece.startswith(space)
         elif family == "sentencepiece":
             table[index] = token.startswith(space) or token in special
         else:

@@ -273,7 +273,19 @@ def test_word_start_table_of_wordpiece_and_gpt2(tmp_path):
     tokenizer = GptBpeTokenizer.from_dir(str(tmp_path))
     assert tokenizer.tokenize(" new york") == ["0", "1", "2"]  # 'Ġnew' 'Ġy' 'ork'
     table = word_start_table(tokenizer, vocab_size=12)
-    np.testing.assert_array_equal(table, [1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1])
+    # the special tokens decode to themselves, not to a space-led text: they start no word, as in the original
+    np.testing.assert_array_equal(table, [0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1])
+
+
+def test_word_start_table_of_the_english_vocabulary_is_the_originals():
+    """Every id of unimo_en.vocab.txt: a word start exactly when its decoded text starts with a space
+    (trigram_blocking.py ``_build_id2is_full_token`` with ``decode_token``)."""
+    from conftest import shared_path
+    tok = GptBpeTokenizer.from_dir(str(shared_path("unimo_en")), prefix="unimo_en.")
+    expected = [tok.convert_tokens_to_string([tok.inv_vocab[i]]).startswith(" ") for i in range(tok.vocab_size)]
+    table = word_start_table(tok)
+    np.testing.assert_array_equal(table, expected)
+    assert table.sum() > 10000 and not table[[tok.cls_token_id, tok.sep_token_id, tok.mask_token_id]].any()
 
 
 # ---- a real tiny model against a brute-force reference ------------------------------------------------------
