@@ -91,6 +91,7 @@ from .config import REGION_LOCATION_SIZE, UNIMOConfig
 from .cpu_kernels import PackedWeight, pack_weight, slot_tensor
 from .fileio import atomic_dir, read_json, write_json
 from .generation import DecodeState, StepCache, check_inputs, check_regions, last_row_keys
+from .generation import to_numpy as _numpy, to_tensor as _tensor
 from .modeling import DecodingCache, packed_layer_weights
 
 PROGRAMS = ("prefill", "step")
@@ -118,14 +119,17 @@ class Prefill(nn.Layer):
 
     def __init__(self, model, panels: "Panels | None" = None):
         super().__init__()
-        self.model, self.panels = model, panels
+        self.model, self.panels = model, panels  # self.panels registers the panels' parameters with the program
         self.layer_panels = None if panels is None else panels.layers
         self.head_panel = None if panels is None else panels.head
 
     def forward(self, input_ids, token_type_ids, position_ids, attention_mask, role_ids=None, turn_ids=None):
+        return self.encode(input_ids, token_type_ids, position_ids, attention_mask, role_ids=role_ids,
+                           turn_ids=turn_ids)
+
+    def encode(self, input_ids, token_type_ids, position_ids, attention_mask, **inputs):
         hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True,
-                                         role_ids=role_ids, turn_ids=turn_ids, last_only=True,
-                                         packed_weights=self.layer_panels)
+                                         last_only=True, packed_weights=self.layer_panels, **inputs)
         return (self.head(hidden), *stack_cache(cache))
 
     def head(self, hidden):
@@ -138,11 +142,8 @@ class PrefillRegions(Prefill):
 
     def forward(self, input_ids, token_type_ids, position_ids, attention_mask, region_feats, region_locs,
                 region_valid):
-        hidden, cache = self.model.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=True,
-                                         region_feats=region_feats, region_locs=region_locs,
-                                         region_valid=region_valid, last_only=True,
-                                         packed_weights=self.layer_panels)
-        return (self.head(hidden), *stack_cache(cache))
+        return self.encode(input_ids, token_type_ids, position_ids, attention_mask, region_feats=region_feats,
+                           region_locs=region_locs, region_valid=region_valid)
 
 
 class Forward(nn.Layer):
@@ -351,7 +352,8 @@ def _check_replaceable(out_dir: str) -> None:
 def export_model(model, out_dir: str, tokenizer=None, cpu_kernels: bool = False, panel_dtype: str = "float32"
                  ) -> str:
     """Writes the prefill and step programs (and prefill_regions for a config with regions), config and
-    tokenizer into ``out_dir`` (see the module doc). ``cpu_kernels``: the decoding programs run this package's
+    tokenizer into ``out_dir`` (see the module doc); for an understanding model the forward program instead
+    (``cpu_kernels`` is refused for it). ``cpu_kernels``: the decoding programs run this package's
     CPU kernels (see the module doc), with the weights in panels of ``panel_dtype`` (float32; bfloat16, the weights
     rounded; int8, weights and inputs quantized; int8_w7, with 7-bit weights: as ``generation.ModelStepper(...,
     panel_dtype=)`` decodes).
@@ -376,14 +378,6 @@ def export_model(model, out_dir: str, tokenizer=None, cpu_kernels: bool = False,
 
 
 # ---- running an export -----------------------------------------------------------------------------------
-
-def _numpy(x) -> np.ndarray:
-    return x.numpy() if isinstance(x, paddle.Tensor) else np.asarray(x)
-
-
-def _tensor(x) -> paddle.Tensor:
-    return x if isinstance(x, paddle.Tensor) else paddle.to_tensor(x)
-
 
 def prefill_mask(attention_mask, input_ids, pad_id: int) -> np.ndarray:
     """Whatever ``generate`` got as ``attention_mask`` -> the bool "may attend" (N, L, L) the program takes.

@@ -64,7 +64,8 @@ none of them.
 Image-conditioned decoding (captioning): ``region_feats`` (B, R, D), ``region_locs`` (B, R, 5) and ``region_valid``
 (B, R) go to the prefill with the full (B, R + L, R + L) mask of ``masks.captioning_inputs`` over ``[regions;
 text]``. Each image is encoded once per source, so the KV cache holds its region keys and the source's beams and
-return sequences share copies of those rows; every step's token sees the valid regions through ``valid_keys``.
+return sequences share those rows (``StepCache``); every step's token sees the valid regions through the cache's
+``source_bias``.
 The original img2txt task (PaddlePaddle/Research NLP/UNIMO, ``finetune/img2txt.py``) ends a caption at [SEP]:
 pass its id as ``eos_token_id``.
 
@@ -77,7 +78,7 @@ finished row ends with the eos and then pads in both conventions.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -87,7 +88,7 @@ from . import cpu_kernels as kernels
 from . import masks
 from .config import REGION_LOCATION_SIZE
 from .typed import ConfigError, bounded, check
-from .modeling import add_bias, log_softmax
+from .modeling import DecodingCache, add_bias, log_softmax, packed_layer_weights
 
 NEVER = -1e9  # logit of tokens that are never generated
 STRATEGIES = ("greedy_search", "beam_search", "sampling")
@@ -181,13 +182,11 @@ class StepCache:
         """The ``modeling.DecodingCache`` of the next step: every source key, the ``length`` written slots.
         ``in_place``: the step writes its keys/values itself (``DecodingCache.slot``), then ``length`` counts
         them."""
-        from .modeling import DecodingCache
         self._make_room()
         bias = None  # the kernel that writes the slot counts the written ones itself
         if not in_place:
             slots = self.generated_k[0].shape[2]
-            bias = np.where(np.arange(slots) < self.length, 0.0, masks.MASKED_BIAS).reshape(1, 1, 1, slots)
-            bias = paddle.to_tensor(bias.astype(str(self.source_bias.dtype).split(".")[-1]))
+            bias = masks.additive_bias(paddle.to_tensor(np.arange(slots)[None] < self.length), self.source_bias.dtype)
         self.in_place |= in_place
         if in_place:
             self.parents[:, self.length] = np.arange(self.rows)  # the step writes each row's slot in its own row
@@ -217,7 +216,7 @@ class StepCache:
     def select(self, index) -> "StepCache":
         """Keeps rows ``index`` (N',): expands sources into N' / B rows each, or reorders a source's rows among
         themselves. Only the generated part moves; a row never moves to another source (ValueError)."""
-        picked = np.asarray(index.numpy() if isinstance(index, paddle.Tensor) else index).reshape(-1)
+        picked = to_numpy(index).reshape(-1)
         old, new = self.rows // self.sources, picked.size // self.sources
         if picked.size % self.sources or (picked // old != np.arange(picked.size) // new).any():
             raise ValueError(f"rows {picked.tolist()} mix the hypotheses of {self.sources} sources")
@@ -245,6 +244,14 @@ class StepCache:
         return self
 
 
+def to_numpy(x) -> np.ndarray:
+    return x.numpy() if isinstance(x, paddle.Tensor) else np.asarray(x)
+
+
+def to_tensor(x) -> paddle.Tensor:
+    return x if isinstance(x, paddle.Tensor) else paddle.to_tensor(x)
+
+
 def last_row_keys(attention_mask, input_ids, pad_id) -> paddle.Tensor:
     """Keys the last input token sees, as bool (B, Lk); the next token sees these and itself."""
     if attention_mask is None:
@@ -257,7 +264,7 @@ def check_inputs(input_ids, attention_mask, pad_id: int, where: str = "generate(
     or ends with one (decoding continues after the last position, so sources are padded on the left), a
     mask that does not fit ``input_ids`` (after ``num_regions`` regions its keys are Lk = R + L, and a region
     input needs a mask), or a last token that may attend to no key."""
-    ids = input_ids if isinstance(input_ids, paddle.Tensor) else paddle.to_tensor(np.asarray(input_ids))
+    ids = to_tensor(input_ids)
     shape = list(ids.shape)
     if len(shape) != 2:
         raise ValueError(f"{where}: input_ids must be (B, L), got shape {shape}")
@@ -276,8 +283,7 @@ def check_inputs(input_ids, attention_mask, pad_id: int, where: str = "generate(
             raise ValueError(f"{where}: an input with {num_regions} image regions needs its attention_mask, the "
                              "(B, R + L, R + L) one of masks.captioning_inputs")
         return
-    mask = masks.may_attend_bool(attention_mask if isinstance(attention_mask, paddle.Tensor)
-                                 else paddle.to_tensor(np.asarray(attention_mask)))
+    mask = masks.may_attend_bool(to_tensor(attention_mask))
     keys = num_regions + shape[1]
     if mask.shape[0] != shape[0] or mask.shape[2] != keys or mask.shape[1] not in (1, keys):
         raise ValueError(f"{where}: attention_mask of shape {list(attention_mask.shape)} does not fit "
@@ -354,7 +360,6 @@ class ModelStepper:
         self.kernels = cpu_kernels and kernels.ops_for(embedding) is not None
         self.weights = self.head = None
         if self.kernels:
-            from .modeling import packed_layer_weights
             self.weights = packed_layer_weights(model.unimo.encoder, panel_dtype)
         if self.weights is not None:
             self.head = kernels.pack_weight(model.lm_head.decoder_weight, transposed=True, dtype=panel_dtype)
@@ -431,16 +436,16 @@ class Constraints:
     banned: tuple  # ids never generated: [UNK], [PAD], [CLS]
     no_repeat_ngram_size: int = 0
     repetition_penalty: float = 1.0
+    _columns: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # _column's, by key
 
     def _column(self, vocab_size: int, ids) -> paddle.Tensor:
         """(V,) bias: NEVER at ``ids``, 0 elsewhere; built once per decoding, not at every step."""
         key = (vocab_size, tuple(ids))
-        cache = self.__dict__.setdefault("_columns", {})
-        if key not in cache:
+        if key not in self._columns:
             column = np.zeros(vocab_size, "float32")
             column[list(ids)] = NEVER
-            cache[key] = paddle.to_tensor(column)
-        return cache[key]
+            self._columns[key] = paddle.to_tensor(column)
+        return self._columns[key]
 
     def never(self, logits):
         """Bans [UNK]/[PAD]/[CLS] from the raw logits, so they are out of the softmax too (PaddleNLP's
@@ -533,8 +538,8 @@ def best_candidates(scores, beam_scores: np.ndarray, sources: int, k: int):
     return values.numpy(), ids.numpy()
 
 
-def beam_search(stepper, logits, state, cons: Constraints, num_beams: int, max_length: int,
-                length_penalty: float, early_stopping: bool, num_return: int, pad: int):
+def beam_search(stepper, logits, state, cons: Constraints, dc: DecodeConfig, pad: int):
+    num_beams, max_length = dc.num_beams, dc.max_length
     batch, vocab = logits.shape
     rows = paddle.arange(batch).repeat_interleave(num_beams)
     state, logits = select_rows(stepper, state, rows), paddle.index_select(logits, rows)
@@ -542,7 +547,7 @@ def beam_search(stepper, logits, state, cons: Constraints, num_beams: int, max_l
     beam_scores[:, 1:] = NEVER  # only the first copy of each source starts a beam
     beam_scores = beam_scores.reshape(-1)
     generated = np.zeros((batch * num_beams, 0), "int64")
-    hyps = [BeamHypotheses(num_beams, length_penalty, early_stopping) for _ in range(batch)]
+    hyps = [BeamHypotheses(num_beams, dc.length_penalty, dc.early_stopping) for _ in range(batch)]
     done = np.zeros(batch, bool)
     for t in range(max_length):
         top_scores, top_ids = best_candidates(cons.log_probs(logits, generated, t), beam_scores, batch,
@@ -573,13 +578,14 @@ def beam_search(stepper, logits, state, cons: Constraints, num_beams: int, max_l
     for b in np.flatnonzero(~done):
         for k in range(num_beams):
             hyps[b].add(generated[b * num_beams + k], float(beam_scores[b * num_beams + k]))
-    best = [hyp for h in hyps for hyp in h.best(num_return)]
+    best = [hyp for h in hyps for hyp in h.best(dc.num_return_sequences)]
     ids = _pad_rows([tokens for _, tokens in best], pad, cons.eos, max_length, close_with_eos=True)
     return ids, np.asarray([[score] for score, _ in best], "float32")
 
 
-def sample_or_greedy(stepper, logits, state, cons: Constraints, max_length: int, pad: int, sampling: dict | None):
-    rng = np.random.default_rng(sampling["seed"]) if sampling else None
+def sample_or_greedy(stepper, logits, state, cons: Constraints, dc: DecodeConfig, pad: int):
+    rng = np.random.default_rng(dc.seed) if dc.decode_strategy == "sampling" else None
+    max_length = dc.max_length
     n = logits.shape[0]
     finished = np.zeros(n, bool)
     total, length = np.zeros(n, "float32"), np.zeros(n, "float32")
@@ -587,7 +593,7 @@ def sample_or_greedy(stepper, logits, state, cons: Constraints, max_length: int,
     for t in range(max_length):
         logp = cons.log_probs(logits)
         scores = cons.apply(cons.never(logits), generated, t)
-        token = _sample(scores, rng, **{k: v for k, v in sampling.items() if k != "seed"}) if sampling \
+        token = _sample(scores, rng, dc.temperature, dc.top_k, dc.top_p) if rng is not None \
             else paddle.argmax(scores, axis=-1).numpy()
         token_logp = paddle.take_along_axis(logp, paddle.to_tensor(token[:, None]), axis=-1).numpy()[:, 0]
         token = np.where(finished, pad, token)
@@ -638,11 +644,8 @@ def _decode(stepper, logits, state, dc: DecodeConfig, eos: int, pad: int, start:
     cons = Constraints(dc.min_length, eos, (cfg.unk_token_id, cfg.pad_token_id, cfg.bos_token_id),
                        dc.no_repeat_ngram_size, dc.repetition_penalty)
     if dc.decode_strategy == "beam_search":
-        return beam_search(stepper, logits, state, cons, dc.num_beams, dc.max_length, dc.length_penalty,
-                           dc.early_stopping, dc.num_return_sequences, pad)
-    sampling = dict(seed=dc.seed, temperature=dc.temperature, top_k=dc.top_k, top_p=dc.top_p) \
-        if dc.decode_strategy == "sampling" else None
-    return sample_or_greedy(stepper, logits, state, cons, dc.max_length, pad, sampling)
+        return beam_search(stepper, logits, state, cons, dc, pad)
+    return sample_or_greedy(stepper, logits, state, cons, dc, pad)
 
 
 @paddle.no_grad()
@@ -662,7 +665,8 @@ def generate(model, input_ids, token_type_ids=None, position_ids=None, attention
     ``convention``: "paddlenlp" (PaddleNLP's generate) or "original" (the original UNIMO's fast_decode);
     ``trigram_blocking`` ("original" only) blocks repeated word trigrams and needs ``word_starts``, a (vocab_size,)
     bool array (``decoding_original.word_start_table``); without ``trigram_blocking`` ``word_starts`` is not used.
-    ``role_ids``/``turn_ids`` (B, L): the source's dialog roles and turns (dialog models only)."""
+    ``role_ids``/``turn_ids`` (B, L): the source's dialog roles and turns (dialog models only). ``use_fast``: accepted
+    for PaddleNLP compatibility and ignored."""
     if unsupported:
         raise TypeError(f"generate() got unsupported arguments {sorted(unsupported)}")
     dc = check(DecodeConfig(decode_strategy=decode_strategy, num_beams=num_beams, length_penalty=length_penalty,
@@ -687,7 +691,7 @@ def generate(model, input_ids, token_type_ids=None, position_ids=None, attention
         position_ids = masks.default_position_ids(input_ids != cfg.pad_token_id, cfg.position_start)
     if token_type_ids is None:
         token_type_ids = paddle.zeros_like(input_ids)
-    start = np.asarray(input_ids.numpy() if isinstance(input_ids, paddle.Tensor) else input_ids)[:, -1]  # (B,)
+    start = to_numpy(input_ids)[:, -1]  # (B,)
     was_training = model is not None and model.training
     if model is not None:
         model.eval()

@@ -9,7 +9,7 @@ as it is; ``checkpoint.py`` maps the original static-graph names onto them.
 
 Attention masks: ``attention_mask`` is either bool/int ("may attend", built by ``masks.py``) or float
 (an additive bias, PaddleNLP's meaning). Shapes (B, Lk) for key padding, (B, Lq, Lk) or (B, 1, Lq, Lk).
-``masks.additive_bias`` turns it into an additive bias once, at the top of ``UNIMOModel.forward``.
+``masks.additive_bias`` turns it into an additive bias once, where ``UNIMOModel.forward`` calls the encoder.
 
 Initialisation from scratch follows the original UNIMO (see ``UNIMOPretrainedModel.init_weights``).
 """
@@ -547,8 +547,9 @@ class UNIMOLMHeadModel(UNIMOPretrainedModel):
                 masked_positions=None, use_cache: bool = False, cache: Optional[KVCache] = None, labels=None,
                 region_feats=None, region_locs=None, region_valid=None, inputs_embeds=None, text_delta=None,
                 role_ids=None, turn_ids=None):
-        out = self.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache, cache,
-                         region_feats, region_locs, region_valid, inputs_embeds, text_delta, role_ids, turn_ids)
+        out = self.unimo(input_ids, token_type_ids, position_ids, attention_mask, use_cache=use_cache, cache=cache,
+                         region_feats=region_feats, region_locs=region_locs, region_valid=region_valid,
+                         inputs_embeds=inputs_embeds, text_delta=text_delta, role_ids=role_ids, turn_ids=turn_ids)
         hidden, new_cache = out if use_cache else (out, None)
         if region_feats is not None and masked_positions is None:
             hidden = hidden[:, region_feats.shape[1]:]  # logits for the text part only
@@ -595,6 +596,11 @@ class UNIMOPairModel(UNIMOPretrainedModel):
         regions = 0 if region_feats is None else paddle.shape(region_feats)[1:2]
         return self.unimo.pooled_outputs(hidden, regions, has_text=input_ids is not None)
 
+    def forward(self, input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid=None,
+                token_type_ids=None, text_delta=None):
+        return self.head(*self.pooled(input_ids, position_ids, attention_mask, region_feats, region_locs,
+                                      region_valid, token_type_ids, text_delta))
+
 
 class UNIMOForRetrieval(UNIMOPairModel):
     """Image-text matching score (B,) = match_fc(dropout(pooled_text * pooled_image)), the original's fusion "mul"."""
@@ -606,10 +612,7 @@ class UNIMOForRetrieval(UNIMOPairModel):
         self.match_fc = nn.Linear(config.hidden_size, 1)
         self.init_weights(self.match_fc)
 
-    def forward(self, input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid=None,
-                token_type_ids=None, text_delta=None):
-        text, image = self.pooled(input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid,
-                                  token_type_ids, text_delta)
+    def head(self, text, image):
         return self.match_fc(self.head_dropout(text * image)).squeeze(-1)
 
 
@@ -629,10 +632,7 @@ class UNIMOForVisualEntailment(UNIMOPairModel):
         self.init_weights(self.cls_out_0)
         self.init_weights(self.cls_out_1)
 
-    def forward(self, input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid=None,
-                token_type_ids=None, text_delta=None):
-        text, image = self.pooled(input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid,
-                                  token_type_ids, text_delta)
+    def head(self, text, image):
         return self.cls_out_1(self.head_dropout(self.cls_out_0(text + image)))
 
 
@@ -651,10 +651,7 @@ class UNIMOForVQA(UNIMOPairModel):
                                         nn.Linear(2 * h, config.num_labels))
         self.init_weights(self.vqa_output)
 
-    def forward(self, input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid=None,
-                token_type_ids=None, text_delta=None):
-        text, image = self.pooled(input_ids, position_ids, attention_mask, region_feats, region_locs, region_valid,
-                                  token_type_ids, text_delta)
+    def head(self, text, image):
         return self.vqa_output(text + image)
 
 
