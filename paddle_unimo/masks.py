@@ -129,13 +129,16 @@ def pad_batch(rows: Sequence[np.ndarray], pad_value, length: int | None = None, 
     return out
 
 
-def _seq2seq_text(sources, targets, pad_id: int, position_start: int, left_pad: bool):
-    """The text keys of a seq2seq batch (without the mask) and the (B, L) rank of every position."""
+def _seq2seq_text(sources, targets, pad_id: int, position_start: int, left_pad: bool, source_positions=None):
+    """The text keys of a seq2seq batch (without the mask) and the (B, L) rank of every position.
+    ``source_positions``: per row, the sources' own position ids (None: numbered from ``position_start``)."""
     ids, types, pos, rank, valid = [], [], [], [], []
-    for src, tgt in zip(sources, targets):
+    for i, (src, tgt) in enumerate(zip(sources, targets)):
         ids.append(np.asarray(list(src) + list(tgt), np.int64))
         types.append(np.asarray([0] * len(src) + [1] * len(tgt), np.int64))
         pos.append(block_positions([len(src), len(tgt)], position_start))
+        if source_positions is not None and source_positions[i] is not None:
+            pos[-1][:len(src)] = source_positions[i]
         rank.append(ranks(len(src), len(tgt)))
         valid.append(np.ones(len(src) + len(tgt), bool))
     batch = {
@@ -164,7 +167,7 @@ def seq2seq_inputs(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[
 
 
 def captioning_inputs(tag_ids: Sequence[Sequence[int]], caption_ids: Sequence[Sequence[int]], region_valid,
-                      pad_id: int, position_start: int, left_pad: bool = False) -> dict:
+                      pad_id: int, position_start: int, left_pad: bool = False, tag_positions=None) -> dict:
     """Batch of image-captioning inputs in the original layout ``[regions; object tags; caption]``
     (``img2txt_reader.py`` of PaddlePaddle/Research NLP/UNIMO, input type ``'vol'``).
 
@@ -174,9 +177,10 @@ def captioning_inputs(tag_ids: Sequence[Sequence[int]], caption_ids: Sequence[Se
     ``input_mask`` built from ``image_mask``, ``obj_token_mask`` and the caption's ``tril``.
     Rows of padded positions are left as the rule gives them (their outputs are never used).
     Positions: tags and caption each restart at ``position_start``. What the original fixes: it decodes the caption
-    from ``[CLS]`` at position 2, its ``position_start`` ("pos start from 2"). Its tags' ``obj_pos_ids`` are read
-    precomputed from the (unreleased) object file; numbering them as a block of their own from ``position_start``,
-    as the reader numbers each text block, is our assumption. Token types: 0 tags / 1 caption (the reader's
+    from ``[CLS]`` at position 2, its ``position_start`` ("pos start from 2"), and feeds its tags' ``obj_pos_ids``
+    as the object file gives them: ``tag_positions`` (per row, a list as long as its tags, or None) replaces the
+    tags' numbering. Numbering tags without such positions as a block of their own from ``position_start``, as
+    the reader numbers each text block, is our choice. Token types: 0 tags / 1 caption (the reader's
     ``tgt_type_id`` 1); the English model has no token-type embedding, so they change nothing there.
     The tag and caption lists are given with their special tokens (the caption starts with ``[CLS]``).
 
@@ -191,7 +195,7 @@ def captioning_inputs(tag_ids: Sequence[Sequence[int]], caption_ids: Sequence[Se
     if region_valid.ndim != 2 or len(region_valid) != len(tag_ids) or len(tag_ids) != len(caption_ids):
         raise ValueError(f"captioning_inputs: region_valid of shape {region_valid.shape} must be (B, R) with B = "
                          f"{len(tag_ids)} tag lists = {len(caption_ids)} captions")
-    batch, rank = _seq2seq_text(tag_ids, caption_ids, pad_id, position_start, left_pad)  # tags as the source
+    batch, rank = _seq2seq_text(tag_ids, caption_ids, pad_id, position_start, left_pad, tag_positions)  # tags first
     batch["valid"] = np.concatenate([region_valid, batch["valid"]], axis=1)
     rank = np.concatenate([np.full(region_valid.shape, CONTEXT_RANK, np.int64), rank], axis=1)
     batch["attention_mask"] = may_attend(batch["valid"], rank)

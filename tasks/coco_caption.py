@@ -22,7 +22,7 @@ import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -173,11 +173,12 @@ class CaptionRunner(VLRunner):
         self.tag_table = read_tag_file(data.tag_file) if data.tags == "file" else None
         self.class_names = read_class_names(data.class_names) if data.tags == "store" else None
 
-    def tag_ids(self, image: str) -> List[int]:
-        """The object tag tokens of an image, cut to ``data.max_tag_len`` (no special tokens, as the original's)."""
+    def tag_ids(self, image: str) -> Tuple[List[int], Optional[List[int]]]:
+        """The object tag tokens of an image, cut to ``data.max_tag_len`` (no special tokens, as the original's),
+        and their position ids when the original object file gives them (else None)."""
         data = self.cfg.data
         if data.tags == "none":
-            return []
+            return [], None
         if data.tags == "file":
             tags = lookup_tags(self.tag_table, image)
         else:
@@ -185,17 +186,23 @@ class CaptionRunner(VLRunner):
             if record.class_probs is None:
                 raise DataError(f"{self.regions.path}: image {image} has no class distributions for data.tags store")
             tags = tags_from_regions(record.class_probs, self.class_names, data.tag_threshold, data.max_img_len - 1)
-        ids = tags if isinstance(tags, list) else self.tokenizer.encode(tags)
-        return list(ids[:data.max_tag_len])
+        if isinstance(tags, str):
+            return list(self.tokenizer.encode(tags)[:data.max_tag_len]), None
+        positions, limit = list(tags.positions[:data.max_tag_len]), self.model.config.max_position_embeddings
+        if max(positions, default=0) >= limit:
+            raise DataError(f"{data.tag_file}: image {image}: obj_pos_ids up to {max(positions)}, beyond the "
+                            f"model's {limit} position embeddings")
+        return list(tags.ids[:data.max_tag_len]), positions
 
     def inputs(self, images: Sequence[str], captions: Sequence[List[int]], left_pad: bool) -> Dict[str, np.ndarray]:
         from paddle_unimo import masks
         regions = self.regions.batch(images, self.cfg.data.max_img_len)
         config = self.model.config
         tags = [self.tag_ids(i) for i in images]
-        batch = masks.captioning_inputs(tags, captions, regions["region_valid"], config.pad_token_id,
-                                        config.position_start, left_pad=left_pad)
-        batch["tag_lengths"] = np.asarray([len(t) for t in tags], "int64")
+        batch = masks.captioning_inputs([ids for ids, _ in tags], captions, regions["region_valid"],
+                                        config.pad_token_id, config.position_start, left_pad=left_pad,
+                                        tag_positions=[positions for _, positions in tags])
+        batch["tag_lengths"] = np.asarray([len(ids) for ids, _ in tags], "int64")
         batch.update({k: regions[k] for k in ("region_feats", "region_locs", "region_valid")})
         return batch
 

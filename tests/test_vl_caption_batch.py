@@ -4,9 +4,12 @@
 import json
 
 import numpy as np
+import pytest
 
 from paddle_unimo import UNIMOLMHeadModel, WordPieceTokenizer, get_preset
+from paddle_unimo.data.object_tags import read_tag_file
 from paddle_unimo.data.regions import RegionRecord, RegionStore
+from paddle_unimo.fileio import DataError
 from tasks.cli import load_config
 from tasks.coco_caption import TASK
 from tasks.vision_language import VLExample
@@ -65,3 +68,24 @@ def test_decoding_starts_from_cls_and_stops_at_sep(tmp_path):
                                                          0.0).astype("float32"))
     runner.cfg.decode.min_length = 0
     assert runner.predict([VLExample("img1.jpg", "img1.jpg", "")]) == [""]  # [SEP] first: an empty caption
+
+
+def test_object_file_tags_keep_their_position_ids(tmp_path):
+    """The original's reader feeds the object file's obj_pos_ids as the tags' position ids; the caption still
+    starts at position_start. A position beyond the model's embeddings is an error naming the file."""
+    runner, tok = make_runner(tmp_path)
+    ball, box, cls, sep, pad = tok.vocab["ball"], tok.vocab["box"], tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
+    ids_file = tmp_path / "coco_object.ids"
+    ids_file.write_text(f"1;{ball} {box};0 0;5 6\n2;{box};0;9\n")
+    runner.cfg.data.tag_file = str(ids_file)
+    runner.tag_table = read_tag_file(str(ids_file))
+    assert runner.tag_ids("img1.jpg") == ([ball, box], [5, 6])
+    batch = runner.make_batch([("img1.jpg", [cls, ball, sep]), ("img2.jpg", [cls, sep])])
+    np.testing.assert_array_equal(batch["input_ids"], [[ball, box, cls, ball, sep], [box, cls, sep, pad, pad]])
+    np.testing.assert_array_equal(batch["position_ids"], [[5, 6, 0, 1, 2], [9, 0, 1, 0, 0]])
+    decoding = runner.inputs(["img1.jpg", "img2.jpg"], [[cls]] * 2, left_pad=True)
+    np.testing.assert_array_equal(decoding["position_ids"], [[5, 6, 0], [0, 9, 0]])
+    ids_file.write_text(f"1;{ball};0;128\n")
+    runner.tag_table = read_tag_file(str(ids_file))
+    with pytest.raises(DataError, match=f"{ids_file}: image img1.jpg: obj_pos_ids up to 128, beyond the model's 128"):
+        runner.tag_ids("img1.jpg")

@@ -24,7 +24,8 @@ import pytest
 
 from paddle_unimo import get_preset, masks
 from paddle_unimo.checkpoint import WEIGHTS_NAME, CheckpointError, load_any, load_pretrained
-from paddle_unimo.data.object_tags import image_number, lookup_tags, read_class_names, read_tag_file, tags_from_regions
+from paddle_unimo.data.object_tags import (TagIds, image_number, lookup_tags, read_class_names, read_tag_file,
+                                           tags_from_regions)
 from paddle_unimo.data.regions import RegionRecord, RegionStore
 from paddle_unimo.fileio import DataError
 from paddle_unimo.losses import circle_loss
@@ -701,14 +702,14 @@ def test_read_tag_file_and_lookup(tmp_path):
     assert lookup_tags(table, "2248275918.jpg") == "dog ball" and lookup_tags(table, "other.jpg") == ""
 
     original = tmp_path / "coco_object_0.35_tot.ids"
-    original.write_text("000000391895;12 7 99;0 0 0;2 3 4\n\n48;5;0;2\nabc;1 2;0 0;2 3\n")
+    original.write_text("000000391895;12 7 99;0 0 0;2 3 4\n\n48;5;0;7\nabc;1 2;0 0;2 3\n")
     table = read_tag_file(str(original))
-    assert table == {"391895": [12, 7, 99], "48": [5], "abc": [1, 2]}
-    assert all(isinstance(t, int) for t in table["391895"])
+    assert table == {"391895": TagIds((12, 7, 99), (2, 3, 4)), "48": TagIds((5,), (7,)), "abc": TagIds((1, 2), (2, 3))}
+    assert all(isinstance(t, int) for t in table["391895"].ids + table["391895"].positions)
     # by name first, then by the number at the end of the stem
-    assert lookup_tags(table, "COCO_val2014_000000391895.jpg") == [12, 7, 99]
-    assert lookup_tags(table, "abc") == [1, 2]
-    assert lookup_tags(table, "COCO_val2014_000000000048.jpg") == [5]
+    assert lookup_tags(table, "COCO_val2014_000000391895.jpg") == TagIds((12, 7, 99), (2, 3, 4))
+    assert lookup_tags(table, "abc").ids == (1, 2)
+    assert lookup_tags(table, "COCO_val2014_000000000048.jpg") == TagIds((5,), (7,))
     assert lookup_tags(table, "COCO_val2014_000000000049.jpg") == "" and lookup_tags(table, "nonumber.jpg") == ""
     both = {"48": "by number", "x48.jpg": "by name"}
     assert lookup_tags(both, "x48.jpg") == "by name" and lookup_tags(both, "y48.png") == "by number"
@@ -720,6 +721,12 @@ def test_read_tag_file_and_lookup(tmp_path):
         read_tag_file(str(bad))
     bad.write_text("1;2 x;3;4\n")
     with pytest.raises(DataError, match=f"{bad}:1: obj_token_ids"):
+        read_tag_file(str(bad))
+    bad.write_text("1;2;3;4\n2;2 3;0 0;2\n")
+    with pytest.raises(DataError, match=f"{bad}:2: expected one obj_pos_id >= 0 per obj_token_id, got 1 for 2"):
+        read_tag_file(str(bad))
+    bad.write_text("1;2;3;four\n")
+    with pytest.raises(DataError, match=f"{bad}:1: obj_pos_ids must be"):
         read_tag_file(str(bad))
     js.write_text(json.dumps({"a.jpg": ["dog", 3]}))
     with pytest.raises(DataError, match="a.jpg"):

@@ -10,20 +10,31 @@ Sources:
   ``objects_vocab.txt``; ``a,b`` alternatives keep the first), in box order, each name once.
 - ``read_tag_file``: a JSON file ``{"<image file name>": "tag tag ..." | ["tag", ...]}``, or the original's
   object file ``image_id;obj_token_ids;obj_sent_ids;obj_pos_ids`` whose token ids are used as they are (they
-  are ids of the original English vocabulary) and whose ``image_id`` is matched to an image by the number at
-  the end of its file name (``COCO_val2014_000000391895.jpg`` -> 391895).
+  are ids of the original English vocabulary) with its position ids (the original's reader feeds
+  ``obj_pos_ids`` as they are), and whose ``image_id`` is matched to an image by the number at the end of its
+  file name (``COCO_val2014_000000391895.jpg`` -> 391895).
 """
 from __future__ import annotations
 
 import os
 import re
-from typing import Dict, List, Sequence, Union
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..fileio import DataError, read_json, read_text_lines
 
-Tags = Union[str, List[int]]  # a text of tag names, or token ids of the original object file
+
+
+@dataclass(frozen=True)
+class TagIds:
+    """The tags of one line of the original object file: ``obj_token_ids`` and their ``obj_pos_ids``."""
+    ids: Tuple[int, ...]
+    positions: Tuple[int, ...]
+
+
+Tags = Union[str, TagIds]  # a text of tag names, or the token and position ids of the original object file
 
 
 def read_class_names(path: str) -> List[str]:
@@ -75,11 +86,17 @@ def read_tag_file(path: str) -> Dict[str, Tags]:
         if len(parts) != 4:
             raise DataError(f"{where}: expected 4 ';'-separated fields image_id;obj_token_ids;obj_sent_ids;"
                             f"obj_pos_ids, got {len(parts)}")
-        try:
-            ids = [int(t) for t in parts[1].split()]
-        except ValueError:
-            raise DataError(f"{where}: obj_token_ids must be space-separated integers") from None
-        out[str(int(parts[0])) if parts[0].strip().isdigit() else parts[0].strip()] = ids
+        fields = {}
+        for name, text in (("obj_token_ids", parts[1]), ("obj_pos_ids", parts[3])):
+            try:
+                fields[name] = tuple(int(t) for t in text.split())
+            except ValueError:
+                raise DataError(f"{where}: {name} must be space-separated integers") from None
+        ids, positions = fields["obj_token_ids"], fields["obj_pos_ids"]
+        if len(positions) != len(ids) or min(positions, default=0) < 0:
+            raise DataError(f"{where}: expected one obj_pos_id >= 0 per obj_token_id, got {len(positions)} for "
+                            f"{len(ids)}")
+        out[str(int(parts[0])) if parts[0].strip().isdigit() else parts[0].strip()] = TagIds(ids, positions)
     return out
 
 
