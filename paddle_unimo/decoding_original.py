@@ -2,7 +2,7 @@
 NLP/UNIMO ``src/finetune/seq2seq.py`` ``fast_decode`` and ``src/finetune/trigram_blocking.py``): the eos banned
 before ``min_length`` on the logits, beams that keep finished hypotheses with the GNMT length penalty counting the
 eos, and word-level trigram blocking. ``paddle_unimo.generation`` explains both conventions side by side and
-dispatches here.
+dispatches here. ``output_text``: the text seq2seq.py writes for a decoded sequence.
 """
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ from .modeling import log_softmax
 
 EOS_BAN = -1e18  # added to the eos logit before min_length (seq2seq.py ``neg_inf``)
 BLOCKED = -65000.0  # added to a blocked candidate's score (trigram_blocking.py ``_BLOCKING_DELTA``)
+
+
+def output_text(tokenizer, ids) -> str:
+    """The text of generated ids (cut before the eos) as seq2seq.py writes it: [CLS], [MASK], [PAD] and [UNK]
+    removed (``remove_special_tokens``; a generated [SEP] stays, as its literal text), then white space collapsed
+    (``re.sub('\\s+', ' ', ...)``; the ends are stripped here, which no metric sees)."""
+    drop = {tokenizer.cls_token_id, tokenizer.mask_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id}
+    return " ".join(tokenizer.decode([i for i in ids if i not in drop], skip_special_tokens=False).split())
 
 
 def word_start_table(tokenizer, vocab_size: int | None = None) -> np.ndarray:

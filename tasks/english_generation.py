@@ -107,7 +107,7 @@ class EnglishRunner:
 
     def predict(self, examples: Sequence, model=None) -> List[str]:
         import paddle
-        from paddle_unimo.decoding_original import word_start_table
+        from paddle_unimo.decoding_original import output_text, word_start_table
         from paddle_unimo.generation import generate
         model, stepper = decoder(model or self.model)
         settings = {k: v for k, v in vars(self.cfg.decode).items() if k != "batch_size"}
@@ -121,7 +121,7 @@ class EnglishRunner:
             ids, _ = generate(model, **{k: paddle.to_tensor(v) for k, v in batch.items()}, eos_token_id=eos,
                               stepper=stepper, **settings)
             for row in ids.numpy().tolist():
-                out.append(self.tokenizer.decode(row[:row.index(eos)] if eos in row else row))
+                out.append(output_text(self.tokenizer, row[:row.index(eos)] if eos in row else row))
         return out
 
     def trainer(self, train_examples, dev_examples, out_dir: str, fingerprint=None):

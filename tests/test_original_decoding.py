@@ -9,7 +9,7 @@ import paddle
 import pytest
 
 from paddle_unimo import WordPieceTokenizer, masks
-from paddle_unimo.decoding_original import extend_words, repeats_trigram, word_start_table
+from paddle_unimo.decoding_original import extend_words, output_text, repeats_trigram, word_start_table
 from paddle_unimo.generation import DecodeConfig, DecodeState, generate
 from paddle_unimo.tokenization import GptBpeTokenizer
 from paddle_unimo.typed import ConfigError, from_dict
@@ -275,6 +275,16 @@ def test_word_start_table_of_wordpiece_and_gpt2(tmp_path):
     table = word_start_table(tokenizer, vocab_size=12)
     # the special tokens decode to themselves, not to a space-led text: they start no word, as in the original
     np.testing.assert_array_equal(table, [0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1])
+
+
+def test_output_text_is_what_the_original_seq2seq_writes():
+    """seq2seq.py: [CLS]/[MASK]/[PAD]/[UNK] removed, a generated [SEP] kept as its text, white space collapsed."""
+    from conftest import shared_path
+    tok = GptBpeTokenizer.from_dir(str(shared_path("unimo_en")), prefix="unimo_en.")
+    ids = (tok.encode(" The  cat") + [tok.unk_token_id, tok.sep_token_id] + tok.encode("\n sat") +
+           [tok.cls_token_id, tok.pad_token_id, tok.mask_token_id])
+    assert output_text(tok, ids) == "The cat[SEP] sat"
+    assert tok.decode(ids) == " The  cat\n sat"  # the tokenizer's own decoding drops every special token
 
 
 def test_word_start_table_of_the_english_vocabulary_is_the_originals():
