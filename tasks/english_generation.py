@@ -14,18 +14,20 @@ Files (``data.train`` / ``data.dev`` name a split or a file in ``DATA=dir``): li
 ``{"src", "tgt"}``, the original UNIMO TSV (GPT-2 BPE ids), CNN/DM's raw stories (``cnn_stories/`` and/or
 ``dailymail_stories/`` beside ``url_lists/``; the split names ``all_<split>.txt``) and CoQA's official JSON.
 
-Metrics (x100): ROUGE-1/2/L F1 with ``rouge-score`` and stemming for CNN/DM and Gigaword, and for CNN/DM also the
-summary-level ``rougeLsum`` over sentences (the highlights; predictions split at sentence ends), which is what the
-paper's ROUGE-L is (Perl ROUGE-1.5.5 through pyrouge on one sentence per line; its tokenisation differs slightly);
-``rougeL`` is rouge-score's sentence-level LCS of the whole texts, several points lower on CNN/DM; CNN/DM's best
-checkpoint is chosen by ``rougeLsum``, Gigaword's (one sentence) by ``rougeL``. BLEU-4 / METEOR /
-ROUGE-L as UniLM's SQuAD-QG evaluation (pycocoevalcap, needs Java; during training the best checkpoint is chosen
-by that BLEU-4 alone); CoQA F1 and EM as the official ``evaluate-v1.0.py``.
+Metrics (x100), on texts (the original TSV's targets decoded by the model's tokenizer,
+``EnglishRunner.text_targets``): ROUGE-1/2/L F1 with ``rouge-score`` and stemming for CNN/DM and Gigaword, and for
+CNN/DM also the summary-level ``rougeLsum`` over sentences (the highlights; predictions split at sentence ends),
+which is what the paper's ROUGE-L is (Perl ROUGE-1.5.5 through pyrouge on one sentence per line; its tokenisation
+differs slightly); ``rougeL`` is rouge-score's sentence-level LCS of the whole texts, several points lower on
+CNN/DM; CNN/DM's best checkpoint is chosen by ``rougeLsum``, Gigaword's (one sentence) by ``rougeL``. BLEU-4 /
+METEOR / ROUGE-L as UniLM's SQuAD-QG evaluation (pycocoevalcap, needs Java; during training the best checkpoint is
+chosen by that BLEU-4 alone); CoQA F1 and EM as the official ``evaluate-v1.0.py``.
 CoQA adds the original's role and turn embeddings (``role_type_size`` 3, ``turn_type_size`` 16) to the model, new
 parameters when it starts from a pretrained folder.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Callable, List, Sequence
@@ -94,6 +96,16 @@ class EnglishRunner:
 
     def report(self) -> dict:
         return {"truncated": self.encoder.counted()}
+
+    def text_targets(self, examples) -> list:
+        """The examples with their targets as text: those of the original TSV, GPT-2 BPE ids, decoded by the model's
+        tokenizer as the predictions are (``output_text``); the metrics compare texts, as the original's evaluation
+        compares its decoded predictions with the text of the gold files."""
+        from paddle_unimo.decoding_original import output_text
+        from paddle_unimo.tokenization import from_original_ids
+        return [dataclasses.replace(e, target=output_text(self.tokenizer, from_original_ids(self.tokenizer,
+                                                                                              e.target_ids)))
+                if e.pretokenized and e.target_ids else e for e in examples]
 
     def make_batch(self, encoded):
         return data.original_training_batch(encoded, self.model.config.pad_token_id)
@@ -228,6 +240,10 @@ class EnglishGenerationTask:
         """predictions.jsonl (or, for CoQA, a file in the official submission format) against the references."""
         from tasks.evaluation import match_predictions, read_predictions
         refs, _ = self.read(references_path, cfg)
+        if any(e.pretokenized and e.target_ids for e in refs):
+            raise DataError(f"{references_path}: the targets are GPT-2 BPE ids (the original TSV) and the metrics "
+                            "compare texts, which needs the model's tokenizer: `make predict INPUT=` this file "
+                            "decodes its targets and scores the predictions (OUT/predict/metrics.json)")
         rows = read_coqa_submission(path) if self.dialog and path.endswith(".json") else read_predictions(path)
         examples, predictions = match_predictions(rows, refs, path, references_path)
         return self.score(examples, predictions)

@@ -93,6 +93,12 @@ def finished_metrics(out: str, run_digest: str, step: int):
     return metrics if metrics.get("run") == run_digest and metrics.get("steps") == step else None
 
 
+def text_targets(runner, examples):
+    """The examples as the metrics and predictions.jsonl read them: targets held as token ids (the original
+    English TSV) decoded by the runner's tokenizer (``EnglishRunner.text_targets``)."""
+    return runner.text_targets(examples) if hasattr(runner, "text_targets") else examples
+
+
 def finetune(args) -> dict:
     from paddle_unimo.fileio import write_json
     from paddle_unimo.typed import ConfigError
@@ -116,6 +122,7 @@ def finetune(args) -> dict:
                                    **task.model_settings(cfg, train, from_folder=bool(args.model)))
     task.check(cfg, model.config, config_path)
     runner = task.bind(model, tokenizer, cfg)
+    dev, extras = text_targets(runner, dev), [(name, text_targets(runner, extra)) for name, extra in extras]
     sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "task"}
     if hasattr(cfg.data, "regions"):
         paths["regions"] = cfg.data.regions
@@ -169,6 +176,7 @@ def predict(args) -> dict:
                           f"from the tiny preset needs SIZE=tiny (--config tasks/configs/{task.name}_tiny.yaml)") \
             from None
     runner = task.bind(model, load_tokenizer(args.model), cfg)
+    examples = text_targets(runner, examples)
     predictions = runner.predict(examples)
     out = write_predictions(args.out, prediction_rows(examples, predictions, report, task.prediction_row))
     task.write_outputs(args.out, examples, predictions)

@@ -432,3 +432,44 @@ def test_json_lines_with_their_own_field_names_and_a_source_file_as_input(tmp_pa
     examples, _ = task.read(str(tmp_path / "src-dev.txt"), cfg)
     assert [(e.source, e.target) for e in examples] == [("the first source", "the first target"),
                                                          ("a second", "its target")]
+
+
+def test_original_tsv_of_bpe_ids_trains_and_scores_as_its_text(tmp_path, capsys):
+    """The original UNIMO TSV holds GPT-2 BPE ids; its targets are decoded with the model's tokenizer before they
+    are scored (the original compares decoded predictions with text gold files). The 10 XSum pairs as ids
+    (train.tsv/dev.tsv) and as text (train.src/.tgt ...), the English vocabulary: the same training, the same
+    predictions, the same ROUGE, the text targets in predictions.jsonl; ``predict`` on the TSV scores alike, and
+    ``evaluate`` against the TSV (no tokenizer) says how to score it. 15-25 s."""
+    from paddle_unimo.tokenization import GptBpeTokenizer
+    vocab = shared_path("unimo_en")
+    gpt2 = GptBpeTokenizer.from_dir(str(vocab), prefix="unimo_en.")
+    rows = [json.loads(line) for line in lines(shared_path("xsum", "sample.json"))]
+    pairs = [(r["document"].split("\n")[0].strip(), r["summary"].strip()) for r in rows]
+    text, ids = tmp_path / "text", tmp_path / "ids"
+    for folder in (text, ids):
+        folder.mkdir()
+    tsv = "src\ttgt\n" + "".join(f"{' '.join(gpt2.tokenize(s))}\t{' '.join(gpt2.tokenize(t))}\n" for s, t in pairs)
+    for split in ("train", "dev"):
+        write_pairs(text, split, pairs)
+        (ids / f"{split}.tsv").write_text(tsv, "utf-8")
+    settings = [GENERATION, "train.epochs=4", "train.batch_size=5", "data.max_tgt_len=40", "decode.max_length=8",
+                f"model.vocab_dir={vocab}"]
+    from_text = finetune("gigaword", text, tmp_path / "out_text", *settings)
+    from_ids = finetune("gigaword", ids, tmp_path / "out_ids", *settings, "data.train=train.tsv", "data.dev=dev.tsv")
+    predicted = [r["prediction"] for r in read_jsonl(tmp_path / "out_text" / "predictions.jsonl")]
+    rows = example_rows(tmp_path / "out_ids" / "predictions.jsonl")  # the header line has a blank row
+    assert [r["prediction"] for r in rows] == predicted and [r["target"] for r in rows] == [t for _, t in pairs]
+    expected = rouge_scores(predicted, [t for _, t in pairs])
+    for key in ("rouge1", "rouge2", "rougeL"):
+        assert from_ids[key] == from_text[key] == pytest.approx(expected[key]), key
+    assert from_ids["rougeL"] > 1.0  # the decoded words overlap the targets' (against id strings: 0)
+    result = predict("gigaword", tmp_path / "out_ids" / "best", ids, tmp_path / "pred", "--input",
+                     str(ids / "dev.tsv"), "-o", "decode.max_length=8")
+    assert result["rougeL"] == from_ids["rougeL"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run.execute(["evaluate", "--task", "gigaword", "--config", CONFIG.format("gigaword"), "--data", str(ids),
+                     "--out", str(tmp_path / "pred"), "--predictions", str(tmp_path / "pred" / "predictions.jsonl"),
+                     "--references", str(ids / "dev.tsv")])
+    assert exit_info.value.code == 2
+    assert f"{ids / 'dev.tsv'}: the targets are GPT-2 BPE ids" in capsys.readouterr().err
