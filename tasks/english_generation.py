@@ -10,7 +10,8 @@ Decoding as the original by default in these configs (``decode.convention: origi
 uses it); eos ``[MASK]``.
 
 Files (``data.train`` / ``data.dev`` name a split or a file in ``DATA=dir``): line-aligned ``<split>.src`` /
-``<split>.tgt`` (UniLM) or ``src-<split>.txt`` / ``tgt-<split>.txt`` (SQuAD-QG as distributed), JSON lines
+``<split>.tgt`` (UniLM), ``src-<split>.txt`` / ``tgt-<split>.txt`` (SQuAD-QG of Du et al.) or ``<split>.pa.tok.txt`` /
+``<split>.q.tok.txt`` (UniLM's SQuAD-QG: ``paragraph [SEP] answer``, split by ``data.source_separator``), JSON lines
 ``{"src", "tgt"}``, the original UNIMO TSV (GPT-2 BPE ids), CNN/DM's raw stories (``cnn_stories/`` and/or
 ``dailymail_stories/`` beside ``url_lists/``; the split names ``all_<split>.txt``) and CoQA's official JSON.
 
@@ -50,6 +51,7 @@ class EnglishData:
     max_tgt_len: int = bounded(128, min=2)  # [CLS] target [MASK]
     source_key: str = "src"  # the fields of a JSON-lines file (e.g. XSum's document / summary)
     target_key: str = "tgt"
+    source_separator: str = ""  # splits a source text into segments (squad_qg: " [SEP] ", UniLM's paragraph/answer)
     skip_bad: bool = False
 
 
@@ -66,7 +68,7 @@ class EnglishGenerationConfig:
 def read_any(path: str, cfg: EnglishGenerationConfig, need_target: bool, dialog: bool):
     """``(examples, report)`` of a file (.tsv = the original, .json = CoQA, the source side of a line-aligned
     pair such as ``test.src`` or ``src-test.txt``, else JSON lines) or a split of a folder."""
-    skip = cfg.data.skip_bad
+    skip, separator = cfg.data.skip_bad, cfg.data.source_separator
     folder, split = os.path.split(path)
     if dialog and not os.path.isfile(path):
         raise DataError(f"{path}: file not found (CoQA's official JSON, e.g. coqa-dev-v1.0.json)")
@@ -78,14 +80,14 @@ def read_any(path: str, cfg: EnglishGenerationConfig, need_target: bool, dialog:
         pair = data.pair_of_source_file(path)
         if pair is None:
             return data.read_jsonl_pairs(path, cfg.data.source_key, cfg.data.target_key, need_target=need_target,
-                                         skip_bad=skip)
-        return data.read_line_aligned(*pair, need_target=need_target, skip_bad=skip)
+                                         skip_bad=skip, separator=separator)
+        return data.read_line_aligned(*pair, need_target=need_target, skip_bad=skip, separator=separator)
     if os.path.isdir(os.path.join(folder, "url_lists")):
         stories = [os.path.join(folder, d) for d in ("cnn_stories", "dailymail_stories", "cnn/stories",
                                                      "dailymail/stories") if os.path.isdir(os.path.join(folder, d))]
         return data.read_cnn_dm(stories, os.path.join(folder, "url_lists"), split, skip_bad=skip)
     source, target = data.line_aligned_paths(folder, split)
-    return data.read_line_aligned(source, target, need_target=need_target, skip_bad=skip)
+    return data.read_line_aligned(source, target, need_target=need_target, skip_bad=skip, separator=separator)
 
 
 class EnglishRunner:

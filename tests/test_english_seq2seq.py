@@ -2,6 +2,7 @@
 (``seq2seq_reader.py`` of PaddlePaddle/Research NLP/UNIMO) and the metrics (rouge-score, CoQA
 evaluate-v1.0.py, UniLM's SQuAD-QG evaluation)."""
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from paddle_unimo.masks import may_attend, ranks
 from paddle_unimo.metrics import english as M
 
 CLS, PAD, SEP, UNK, MASK = 0, 1, 2, 3, 9
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 class DigitTokenizer:
@@ -137,6 +139,47 @@ def test_coqa_fifteen_turn_cutoff(tmp_path):
     long = E.EnglishExample("x", "", "1", segments=[str(i) for i in range(1, 21)], dialog=True)
     out = enc.encode(long)
     assert enc.truncated["turns"] == 1 and out.source_ids[1:3] == [6, SEP] and out.turn_ids[0] == 15
+
+
+def test_unilm_squad_qg_lines_give_paragraph_and_answer_segments(tmp_path, gpt2):
+    """UniLM's SQuAD-QG files (``X.pa.tok.txt`` / ``X.q.tok.txt``, a source line ``paragraph [SEP] answer``) read
+    with the squad_qg configs' ``data.source_separator``: two segments, encoded ``[CLS] paragraph [SEP] answer
+    [SEP]`` with the [SEP] token (not the BPE of its characters) and positions restarting; the real SQuAD sample's
+    answered items; an empty answer is an error at its line (skipped with skip_bad); JSON lines alike."""
+    from tasks.english_generation import read_any
+    from tasks.cli import load_config
+    from tasks.registry import get_task
+    items = [i for i in json.loads(shared_path("squad", "sample.json").read_text("utf-8"))["data"]
+             if i["answers"]["text"]]
+    assert len(items) == 8
+    pairs = [(f"{i['context']} [SEP] {i['answers']['text'][0]}", i["question"]) for i in items]
+    (tmp_path / "dev.pa.tok.txt").write_text("".join(s + "\n" for s, _ in pairs), "utf-8")
+    (tmp_path / "dev.q.tok.txt").write_text("".join(q + "\n" for _, q in pairs), "utf-8")
+    task = get_task("squad_qg")
+    cfg = load_config(str(ROOT / "tasks" / "configs" / "squad_qg_tiny.yaml"), [], task.config_class)
+    assert cfg.data.source_separator == " [SEP] "
+    for path in (tmp_path / "dev", tmp_path / "dev.pa.tok.txt"):  # the split, or its source file
+        examples, report = read_any(str(path), cfg, need_target=True, dialog=False)
+        assert report.read == 8 and [e.target for e in examples] == [i["question"] for i in items]
+        assert [e.segments for e in examples] == [[i["context"].strip(), i["answers"]["text"][0]] for i in items]
+    enc = E.OriginalSeq2SeqEncoder(gpt2, max_src_len=512, max_tgt_len=64, position_start=2)
+    out = enc.encode(examples[0])
+    context, answer = (gpt2.encode(t) for t in examples[0].segments)
+    assert out.source_ids == [gpt2.cls_token_id, *context, gpt2.sep_token_id, *answer, gpt2.sep_token_id]
+    assert out.source_positions == [2, *range(3, len(context) + 4), *range(3, len(answer) + 4)]
+    whole, _ = E.read_line_aligned(tmp_path / "dev.pa.tok.txt", tmp_path / "dev.q.tok.txt")  # no separator
+    assert E.OriginalSeq2SeqEncoder(gpt2, 512, 64).encode(whole[0]).source_ids.count(gpt2.sep_token_id) == 1
+
+    (tmp_path / "bad.pa.tok.txt").write_text(f"{pairs[0][0]}\na paragraph [SEP]  [SEP] x\n", "utf-8")
+    (tmp_path / "bad.q.tok.txt").write_text("q1\nq2\n", "utf-8")
+    with pytest.raises(DataError, match=r"bad\.pa\.tok\.txt:2: an empty segment around ' \[SEP\] '"):
+        read_any(str(tmp_path / "bad"), cfg, need_target=True, dialog=False)
+    examples, report = E.read_line_aligned(tmp_path / "bad.pa.tok.txt", tmp_path / "bad.q.tok.txt", skip_bad=True,
+                                           separator=" [SEP] ")
+    assert len(examples) == 1 and report.skipped[0]["line"] == 2
+    (tmp_path / "qg.jsonl").write_text("".join(json.dumps({"src": s, "tgt": q}) + "\n" for s, q in pairs), "utf-8")
+    examples, _ = E.read_jsonl_pairs(tmp_path / "qg.jsonl", separator=" [SEP] ")
+    assert examples[3].segments == [items[3]["context"].strip(), items[3]["answers"]["text"][0]]
 
 
 # ---- the original encoding ----------------------------------------------------------------------------

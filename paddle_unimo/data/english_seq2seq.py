@@ -5,8 +5,9 @@ Readers return ``(examples, ReadReport)`` like ``seq2seq.read_examples``; exampl
 (a ``seq2seq.Example`` with source segments, knowledge and token ids), and bad input is a ``DataError``
 naming ``file:line``:
 
-* ``read_line_aligned``: ``X.src``/``X.tgt`` (UniLM, fairseq ``X.source``/``X.target``, Gigaword), or the
-  SQuAD-QG split of Du et al. (``src-X.txt``/``tgt-X.txt``); ``line_aligned_paths`` finds the pair. Line i
+* ``read_line_aligned``: ``X.src``/``X.tgt`` (UniLM, fairseq ``X.source``/``X.target``, Gigaword), the
+  SQuAD-QG split of Du et al. (``src-X.txt``/``tgt-X.txt``) or UniLM's (``X.pa.tok.txt``/``X.q.tok.txt``,
+  ``paragraph [SEP] answer``: see ``source_segments``); ``line_aligned_paths`` finds the pair. Line i
   of one file goes with line i of the other; surrounding whitespace is stripped (nqg lines end with a space).
 * ``read_jsonl_pairs``: JSON lines ``{"src", "tgt"}`` (or other keys, e.g. XSum ``document``/``summary``).
 * ``read_unimo_tsv``: the original TSV. A header names the columns; ``tgt`` is the target, ``knowledge``
@@ -105,7 +106,21 @@ def _finish(report: ReadReport, examples: list) -> Tuple[list, ReadReport]:
 
 # ---- line-aligned files and JSON lines ----------------------------------------------------------------
 
-LINE_ALIGNED_NAMES = (("{}.src", "{}.tgt"), ("{}.source", "{}.target"), ("src-{}.txt", "tgt-{}.txt"))
+LINE_ALIGNED_NAMES = (("{}.src", "{}.tgt"), ("{}.source", "{}.target"), ("src-{}.txt", "tgt-{}.txt"),
+                      ("{}.pa.tok.txt", "{}.q.tok.txt"))
+
+
+def source_segments(where: str, source: str, separator: str = "") -> List[str]:
+    """The segments of a source text split at ``separator`` (none: the whole text), each encoded as one source
+    segment ending in [SEP], positions restarting, as the original TSV's source columns are. UniLM's SQuAD-QG
+    lines ``paragraph [SEP] answer`` (``squad_qg`` configs: ``data.source_separator: " [SEP] "``) so give
+    ``[CLS] paragraph [SEP] answer [SEP]``, not the characters of "[SEP]". An empty segment is a ``DataError``."""
+    if not separator:
+        return [source]
+    segments = [part.strip() for part in source.split(separator)]
+    if not all(segments):
+        raise DataError(f"{where}: an empty segment around {separator!r}")
+    return segments
 
 
 def pair_of_source_file(path) -> Optional[Tuple[str, Optional[str]]]:
@@ -139,8 +154,10 @@ def _numbered_lines(path: str) -> Tuple[Dict[int, str], int]:
     return lines, max(lines, default=0)
 
 
-def read_line_aligned(source_path, target_path=None, need_target: bool = True, skip_bad: bool = False):
-    """Line i of ``source_path`` with line i of ``target_path``; returns (examples, ReadReport).
+def read_line_aligned(source_path, target_path=None, need_target: bool = True, skip_bad: bool = False,
+                      separator: str = ""):
+    """Line i of ``source_path`` with line i of ``target_path``; returns (examples, ReadReport). ``separator``
+    splits a source into segments (``source_segments``).
 
     Trailing blank lines are ignored; different line counts are a ``DataError`` naming both files. A blank
     line inside either file is a bad record (``DataError``, or skipped with ``skip_bad``). Ids are line numbers.
@@ -165,17 +182,31 @@ def read_line_aligned(source_path, target_path=None, need_target: bool = True, s
             what = "source" if source is None else f"target ({os.fspath(target_path)}:{line})"
             _report_bad(report, DataError(f"{where}: empty {what} line"), where, skip_bad)
             continue
-        examples.append(EnglishExample(str(line), source, target, line=line, segments=[source]))
+        try:
+            segments = source_segments(where, source, separator)
+        except DataError as e:
+            _report_bad(report, e, where, skip_bad)
+            continue
+        examples.append(EnglishExample(str(line), source, target, line=line, segments=segments))
     return _finish(report, examples)
 
 
 def read_jsonl_pairs(path, source_key: str = "src", target_key: str = "tgt", id_key: Optional[str] = None,
-                     need_target: bool = True, skip_bad: bool = False):
-    """JSON lines with a source and a target field (``seq2seq.read_examples``, whose checks it shares)."""
+                     need_target: bool = True, skip_bad: bool = False, separator: str = ""):
+    """JSON lines with a source and a target field (``seq2seq.read_examples``, whose checks it shares);
+    ``separator`` as ``read_line_aligned``'s."""
     if os.fspath(path).lower().endswith(".tsv"):
         raise DataError(f"{path}: a .tsv file is not JSON lines (use read_unimo_tsv)")
     examples, report = read_examples(path, Fields(source_key, target_key, id=id_key), need_target, skip_bad)
-    return [EnglishExample(e.id, e.source, e.target, line=e.line, segments=[e.source]) for e in examples], report
+    out = []
+    for e in examples:
+        where = f"{os.fspath(path)}:{e.line}"
+        try:
+            out.append(EnglishExample(e.id, e.source, e.target, line=e.line,
+                                      segments=source_segments(where, e.source, separator)))
+        except DataError as error:
+            _report_bad(report, error, where, skip_bad)
+    return _finish(report, out) if len(out) < len(examples) else (out, report)
 
 
 # ---- the original UNIMO TSV -----------------------------------------------------------------------------
