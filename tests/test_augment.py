@@ -234,6 +234,20 @@ def test_tfidf_retrieval_finds_the_expected_neighbour_and_never_itself_or_its_im
     assert [row[0][0] for row in tied[:3]] == [1, 0, 0] and tied[3] == []
 
 
+def test_corpus_retrieval_finds_related_texts_and_never_the_query_itself():
+    corpus = ["dogs love to chase a frisbee in the park", "a cat sleeping on a sofa", "stock markets fell today",
+              "the kitten sleeps on the sofa all day"]
+    queries = ["a dog catching a frisbee in a park", "a cat sleeping on a sofa", "red buses"]
+    near = retrieval.nearest_corpus_texts(queries, corpus, k=2)
+    assert near[0][0][0] == 0 and near[1] == [(3, near[1][0][1])]  # the equal text (1) is never retrieved
+    assert near[2] == []  # "red buses": no word in the corpus
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    x = TfidfVectorizer().fit_transform(corpus + queries)
+    assert near[0][0][1] == pytest.approx(float((x[len(corpus)] @ x[0].T).toarray()[0, 0]))
+    assert retrieval.nearest_corpus_texts(queries, corpus, k=2, block_cells=1) == near
+    assert retrieval.nearest_corpus_texts(queries, [], k=2) == [[], [], []]
+
+
 def _record(image_id, argmax, classes=5):
     probs = np.full((len(argmax), classes), 0.01, np.float32)
     probs[np.arange(len(argmax)), argmax] = 0.9
@@ -266,8 +280,14 @@ def _captions_file(tmp_path):
     return path, lines
 
 
+CORPUS = ["a man rides his bicycle to work every morning", "pizza is best eaten hot from the oven",
+          "two dogs playing together on the beach", "the weather was sunny all week"]
+
+
 def test_tool_end_to_end(tmp_path, capsys):
     captions, lines = _captions_file(tmp_path)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS) + "\n\n", "utf-8")
     (tmp_path / "p.tsv").write_text(f"c0\ta young guy cycling on an urban road\nc0\t{TEXTS[0]}\n"
                                     "c5\ta piece of pizza on a plate\n")
     store = RegionStore(tmp_path / "regions")
@@ -276,30 +296,43 @@ def test_tool_end_to_end(tmp_path, capsys):
     summary = build_cmcl_data.run(["--captions", str(captions), "--out", str(out), "--paraphrases",
                                     str(tmp_path / "p.tsv"), "--regions", str(tmp_path / "regions"),
                                     "--background", "first", "--negatives", "3", "--retrieved-texts", "2",
-                                    "--retrieved-images", "2", "--seed", "7"])
+                                    "--retrieved-images", "2", "--seed", "7", "--text-corpus", str(corpus)])
     rows = list(records.read_rows(out))
     assert [(r["caption_id"], r["image_id"], r["caption"]) for r in rows] == \
         [(x["caption_id"], str(x["image_id"]), x["caption"]) for x in lines]
-    assert all(len(r["negative_texts"]) == 3 and r["caption"] not in [n["text"] for n in r["negative_texts"]]
-               for r in rows)
+    assert all(len([n for n in r["negative_texts"] if n["kind"] != "retrieved"]) == 3
+               and r["caption"] not in [n["text"] for n in r["negative_texts"]] for r in rows)
     assert [p["text"] for p in rows[0]["positive_texts"] if p["source"] == "paraphrase"] == \
         ["a young guy cycling on an urban road"]  # the copy of the caption itself is dropped
-    for r in rows:
-        assert all(p["image_id"] != r["image_id"] for p in r["positive_texts"] if p["source"] == "retrieved")
+    captions_by_id = {x["caption_id"]: x for x in lines}
+    for r in rows:  # TF-IDF-similar captions of other images are hard negatives, as nearest_texts finds them
+        hard = [n for n in r["negative_texts"] if n["kind"] == "retrieved"]
+        assert len(hard) <= 2 and all(n["image_id"] != r["image_id"] and n["score"] > 0
+                                      and captions_by_id[n["caption_id"]]["caption"] == n["text"] for n in hard)
+        assert all(p["source"] in ("paraphrase", "corpus") for p in r["positive_texts"])
+    near = retrieval.nearest_texts([x["caption"] for x in lines], [str(x["image_id"]) for x in lines], 2)
+    assert [[n["caption_id"] for n in r["negative_texts"] if n["kind"] == "retrieved"] for r in rows] == \
+        [[lines[j]["caption_id"] for j, _ in row if lines[j]["caption"] != r["caption"]] for row, r in zip(near, rows)]
+    related = retrieval.nearest_corpus_texts([x["caption"] for x in lines], CORPUS, 2)
+    assert [[p["text"] for p in r["positive_texts"] if p["source"] == "corpus"] for r in rows] == \
+        [[CORPUS[j] for j, _ in row] for row in related]
+    assert summary["corpus_texts"] > 0
     assert [p["image_id"] for p in rows[0]["positive_images"]] == ["2", "3"]  # {1,2}: {1,2,3} 2/3, {2} 1/2
     assert rows[6]["positive_images"] == []  # image 4 has {4}, which no other image has
     assert rows[8]["positive_images"] == [{"image_id": "2", "score": 0.333333}]  # {3} vs {1, 2, 3}
     assert all(r["positive_images"] == [] for r in rows[10:])  # images 6.. are not in the store
     neg = summary["negatives"]
-    assert sum(neg.values()) == 3 * len(rows) and min(neg.values()) > 0
+    assert sum(neg.values()) - neg["retrieved"] == 3 * len(rows) and min(neg.values()) > 0
+    assert neg["retrieved"] == sum(len(r["negative_texts"]) for r in rows) - 3 * len(rows)
     assert (summary["paraphrases"], summary["images_not_in_store"]) == (2, len({x["image_id"] for x in lines}) - 5)
-    assert summary["retrieved_texts"] == sum(len(r["positive_texts"]) for r in rows) - 2
+    assert summary["corpus_texts"] == sum(len(r["positive_texts"]) for r in rows) - 2
     assert summary["parsed_with_relation"] == len(TEXTS) - 1
     printed = capsys.readouterr().out
     assert f"{len(rows)} captions" in printed and f"relation {neg['relation']}" in printed
     again = tmp_path / "again.jsonl"
     build_cmcl_data.main(["--captions", str(captions), "--out", str(again), "--seed", "7", "--negatives", "3"])
     assert [r["negative_texts"] for r in records.read_rows(again)] == [r["negative_texts"] for r in rows]
+    assert all(p["source"] == "paraphrase" for r in records.read_rows(again) for p in r["positive_texts"])
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -332,7 +365,7 @@ def test_rows_become_cmcl_examples_and_a_batch(tmp_path):
         [r["caption"] for r in rows] + [t["text"] for r in rows for t in r["positive_texts"] + r["negative_texts"]])
     examples = [records.to_example(r, tokenizer, store) for r in rows]
     assert examples[0].text_ids == tokenizer.encode(rows[0]["caption"])
-    assert [len(e.negative_texts) for e in examples] == [2, 2, 2]
+    assert [len(e.negative_texts) for e in examples] == [2 + 2, 2 + 2, 2 + 2]  # rewrites + retrieved captions
     assert examples[0].positive_images[0].image_id == rows[0]["positive_images"][0]["image_id"]
     batch = cmcl.make_batch(examples, cmcl.CMCLConfig(TextSpecials.from_tokenizer(tokenizer), max_img_len=4))
     for b, (row, e) in enumerate(zip(rows, examples)):

@@ -6,15 +6,17 @@ integers (COCO's are integers) and are kept as strings, the key type of ``Region
 Output row (``build_rows``; one per caption, in input order)::
 
     {"image_id": "139", "caption_id": "c1", "caption": "a man riding a red bike",
-     "positive_texts":  [{"text": ..., "source": "paraphrase"},
-                         {"text": ..., "source": "retrieved", "caption_id": ..., "image_id": ..., "score": 0.41}],
+     "positive_texts":  [{"text": ..., "source": "paraphrase"}, {"text": ..., "source": "corpus", "score": 0.3}],
      "positive_images": [{"image_id": ..., "score": 0.5}],
-     "negative_texts":  [{"text": ..., "kind": "attribute", "type": "colour", "old": "red", "new": "blue"}]}
+     "negative_texts":  [{"text": ..., "kind": "attribute", "type": "colour", "old": "red", "new": "blue"},
+                         {"text": ..., "kind": "retrieved", "caption_id": ..., "image_id": ..., "score": 0.41}]}
 
-The three lists are exactly ``objectives.cmcl.CMCLExample``'s ``positive_texts`` (X+ sentence rewrites and
-X^T retrieved texts), ``positive_images`` (X^I) and ``negative_texts`` (X-). Texts are stored as text, not
-token ids, so one file serves any tokenizer; ``to_example`` tokenizes them and reads the images from a
-``RegionStore`` when a batch is built.
+The three lists are exactly ``objectives.cmcl.CMCLExample``'s ``positive_texts`` (X+ sentence rewrites and X^T
+texts retrieved from a text corpus), ``positive_images`` (X^I) and ``negative_texts`` (X-: the phrase- and
+word-level rewrites, then the captions of other images retrieved by TF-IDF, which the paper takes as sentence-level
+hard negatives: similar to the caption, but not a description of its image). Texts are stored as text, not token
+ids, so one file serves any tokenizer; ``to_example`` tokenizes them and reads the images from a ``RegionStore``
+when a batch is built.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import random
 from typing import Dict, Iterator, List, Optional, Sequence
 
 from ..fileio import DataError, read_jsonl
-from .retrieval import nearest_images, nearest_texts, region_labels
+from .retrieval import nearest_corpus_texts, nearest_images, nearest_texts, region_labels
 from .rewrite import KINDS, make_negatives
 from .scene_graph import parse
 
@@ -79,34 +81,40 @@ def _negatives(caption: Dict[str, str], n: int, seed: int) -> List[dict]:
 
 def build_rows(captions: Sequence[Dict[str, str]], negatives: int, retrieved_texts: int, seed: int,
                paraphrases: Optional[Dict[str, List[str]]] = None,
-               image_neighbours: Optional[Dict[str, List[dict]]] = None) -> List[dict]:
-    """One output row per caption (see the module docstring). ``image_neighbours`` maps an image id to its
-    retrieved images ``[{"image_id", "score"}]``; captions of other images get none."""
+               image_neighbours: Optional[Dict[str, List[dict]]] = None,
+               corpus: Sequence[str] = (), corpus_texts: int = 0) -> List[dict]:
+    """One output row per caption (see the module docstring): ``negatives`` rewrites and ``retrieved_texts``
+    TF-IDF-similar captions of other images as negatives; ``corpus_texts`` texts of ``corpus`` as positives.
+    ``image_neighbours`` maps an image id to its retrieved images ``[{"image_id", "score"}]``."""
     paraphrases, image_neighbours = paraphrases or {}, image_neighbours or {}
-    texts = nearest_texts([c["caption"] for c in captions], [c["image_id"] for c in captions], retrieved_texts)
+    texts = [c["caption"] for c in captions]
+    similar = nearest_texts(texts, [c["image_id"] for c in captions], retrieved_texts)
+    related = nearest_corpus_texts(texts, corpus, corpus_texts)
     rows = []
-    for c, near in zip(captions, texts):
+    for c, near, found in zip(captions, similar, related):
         positives = [{"text": p, "source": "paraphrase"} for p in paraphrases.get(c["caption_id"], [])
                      if p != c["caption"]]
-        positives += [{"text": captions[j]["caption"], "source": "retrieved", "caption_id": captions[j]["caption_id"],
-                       "image_id": captions[j]["image_id"], "score": round(score, 6)} for j, score in near]
+        positives += [{"text": corpus[j], "source": "corpus", "score": round(score, 6)} for j, score in found]
+        hard = [{"text": captions[j]["caption"], "kind": "retrieved", "caption_id": captions[j]["caption_id"],
+                 "image_id": captions[j]["image_id"], "score": round(score, 6)} for j, score in near
+                if captions[j]["caption"] != c["caption"]]  # the same words for another image: not a negative
         rows.append({**c, "positive_texts": positives,
                      "positive_images": list(image_neighbours.get(c["image_id"], [])),
-                     "negative_texts": _negatives(c, negatives, seed)})
+                     "negative_texts": _negatives(c, negatives, seed) + hard})
     return rows
 
 
 def summarize(rows: Sequence[dict]) -> dict:
     """Counts for the tool's summary line."""
     graphs = [parse(r["caption"]) for r in rows]
-    kinds = {k: sum(n["kind"] == k for r in rows for n in r["negative_texts"]) for k in KINDS}
+    kinds = {k: sum(n["kind"] == k for r in rows for n in r["negative_texts"]) for k in (*KINDS, "retrieved")}
     return {"captions": len(rows), "images": len({r["image_id"] for r in rows}),
             "parsed_with_object": sum(bool(g.objects) for g in graphs),
             "parsed_with_relation": sum(bool(g.objects) and bool(g.relations) for g in graphs),
             "negatives": kinds,
-            "captions_without_negatives": sum(not r["negative_texts"] for r in rows),
+            "captions_without_rewrites": sum(not any(n["kind"] in KINDS for n in r["negative_texts"]) for r in rows),
             "paraphrases": sum(p["source"] == "paraphrase" for r in rows for p in r["positive_texts"]),
-            "retrieved_texts": sum(p["source"] == "retrieved" for r in rows for p in r["positive_texts"]),
+            "corpus_texts": sum(p["source"] == "corpus" for r in rows for p in r["positive_texts"]),
             "retrieved_images": sum(len(r["positive_images"]) for r in rows)}
 
 

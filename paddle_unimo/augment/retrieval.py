@@ -1,15 +1,17 @@
 """CMCL retrieval (UNIMO paper section 2.1): similar texts by TF-IDF, similar images by region labels.
 
-The paper adds, for each image-text pair, texts and images retrieved from the corpus as weakly aligned
-positives (X^T, X^I). Texts: cosine similarity of TF-IDF vectors (scikit-learn's ``TfidfVectorizer``, rows
+The paper retrieves, for each image-text pair, (a) the captions of other images most similar to its caption
+by TF-IDF: they nearly describe the image but not exactly, so they are sentence-level hard negatives (X-);
+(b) texts of a text corpus and images of the image collection related to the pair, weakly aligned positives
+(X^T, X^I). Texts: cosine similarity of TF-IDF vectors (scikit-learn's ``TfidfVectorizer``, rows
 L2-normalised, so the sparse dot product is the cosine). Images: the Jaccard overlap of the sets of detected
 object classes (the argmax class of each region, background ignored), a cheap stand-in for visual similarity
 that needs only the region store's ``class_probs``.
 
-Both return, per query, up to ``k`` ``(index, score)`` pairs, best first, ties broken by the lower index,
-with score > ``min_score``; a query never retrieves itself, and a caption never retrieves a caption of its
-own image (those are aligned with the image, not merely similar). Scores are computed in row blocks of at
-most ``block_cells`` dense cells, so memory stays bounded for large corpora (the work is O(N^2)).
+All return, per query, up to ``k`` ``(index, score)`` pairs, best first, ties broken by the lower index, with score
+> ``min_score``; a query never retrieves itself (nor, from a corpus, a text equal to it), and a caption never
+retrieves a caption of its own image (those are aligned with the image, not merely similar). Scores are computed in
+row blocks of at most ``block_cells`` dense cells, so memory stays bounded for large corpora (the work is O(N^2)).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from ..data.regions import RegionRecord
 
-__all__ = ["Neighbours", "nearest_texts", "region_labels", "nearest_images"]
+__all__ = ["Neighbours", "nearest_texts", "nearest_corpus_texts", "region_labels", "nearest_images"]
 
 Neighbours = List[List[Tuple[int, float]]]
 _BLOCK_CELLS = 1 << 24
@@ -42,10 +44,11 @@ def _top_k(scores: np.ndarray, k: int, min_score: float) -> List[Tuple[int, floa
 
 
 def _blocked(score_rows: Callable[[int, int], np.ndarray], n: int, excluded: Callable[[int], np.ndarray], k: int,
-             min_score: float, block_cells: int) -> Neighbours:
-    """Runs ``score_rows(start, stop) -> (stop-start, n)`` over row blocks and keeps each row's top ``k``."""
+             min_score: float, block_cells: int, columns: Optional[int] = None) -> Neighbours:
+    """Runs ``score_rows(start, stop) -> (stop-start, columns)`` over the ``n`` rows in blocks and keeps each
+    row's top ``k`` (``columns``: ``n`` by default)."""
     out: Neighbours = []
-    step = max(1, block_cells // max(n, 1))
+    step = max(1, block_cells // max(n if columns is None else columns, 1))
     for start in range(0, n, step):
         block = np.asarray(score_rows(start, min(n, start + step)), dtype=np.float64)
         for r, row in enumerate(block):
@@ -78,6 +81,26 @@ def nearest_texts(texts: Sequence[str], groups: Optional[Sequence[Hashable]] = N
 
     return _blocked(lambda a, b: (vectors[a:b] @ vectors.T).toarray(), len(texts), excluded, k, min_score,
                     block_cells)
+
+
+def nearest_corpus_texts(queries: Sequence[str], corpus: Sequence[str], k: int = 2, min_score: float = 0.0,
+                         block_cells: int = _BLOCK_CELLS, **tfidf) -> Neighbours:
+    """Per query, the ``k`` texts of ``corpus`` most TF-IDF-cosine-similar to it (indices into ``corpus``); a
+    corpus text equal to the query is skipped. The vectoriser is fitted on the corpus and the queries together;
+    ``tfidf`` as ``nearest_texts``'s. The work is O(len(queries) x len(corpus))."""
+    if k <= 0 or not queries or not corpus:
+        return [[] for _ in queries]
+    try:
+        vectors = TfidfVectorizer(**tfidf).fit_transform([*corpus, *queries]).tocsr()
+    except ValueError as err:
+        if "empty vocabulary" not in str(err):
+            raise
+        return [[] for _ in queries]
+    docs, asked = vectors[:len(corpus)], vectors[len(corpus):]
+    where = _group_rows(corpus)
+    empty = np.zeros(0, np.int64)
+    return _blocked(lambda a, b: (asked[a:b] @ docs.T).toarray(), len(queries),
+                    lambda i: where.get(queries[i], empty), k, min_score, block_cells, columns=len(corpus))
 
 
 def _group_rows(groups: Sequence[Hashable]) -> Dict[Hashable, np.ndarray]:

@@ -12,11 +12,11 @@
 
 Batch layout: for each anchor pair i (image V_i, text W_i) the candidate pairs are
     positives: (V_i, W_i); (V_i, W) for each positive text of i (sentence-level rewrites such as
-               back-translations, and TF-IDF-retrieved similar texts: X+ and XT); (V, W_i) for each retrieved
-               similar image V of i (XI);
-    negatives: (V_i, W) for each hard-negative rewrite W of i (scene-graph object/attribute/relation
-               replacement: X-); (V_i, W_j) for every other anchor j of the *global* batch (in-batch
-               negatives).
+               back-translations: X+; related texts retrieved from a text corpus: XT); (V, W_i) for each
+               retrieved similar image V of i (XI);
+    negatives: (V_i, W) for each hard negative W of i (scene-graph object/attribute/relation replacement, and
+               the TF-IDF-similar captions of other images: X-); (V_i, W_j) for every other anchor j of the
+               *global* batch (in-batch negatives).
 Rows have different numbers of candidates; the (B, K) candidate matrices are padded, ``pair_valid`` False.
 The in-batch negatives are not in those matrices: ``loss`` scores every anchor image against the anchor
 texts of all processes, gathered with their gradients, so N processes compute exactly the loss (and the
@@ -54,9 +54,9 @@ class CMCLConfig:
 class CMCLExample:
     image: RegionRecord
     text_ids: List[int]  # content ids of the aligned text (no [CLS]/[SEP])
-    positive_texts: List[List[int]] = field(default_factory=list)  # rewrites and retrieved texts
+    positive_texts: List[List[int]] = field(default_factory=list)  # sentence rewrites, corpus texts
     positive_images: List[RegionRecord] = field(default_factory=list)  # retrieved similar images
-    negative_texts: List[List[int]] = field(default_factory=list)  # hard-negative rewrites
+    negative_texts: List[List[int]] = field(default_factory=list)  # rewrites, similar captions of other images
 
 
 def cmcl_loss(sim, positive_mask, tau: float, valid=None):
