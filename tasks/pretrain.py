@@ -118,8 +118,9 @@ def pretrain(args) -> dict:
                          skip={f"train.{k}" for k in cfg.train.RESUMABLE_CHANGES})
     trainer = Trainer(PretrainModel(model, names), cfg.train, [], mixture.make_batch, lambda m, batch: m(batch),
                       args.out, save_extra=tokenizer.save_pretrained, sampler=mixture,
-                      count=lambda batch: get_objective(batch["objective"]).count(batch), find_unused_parameters=True,
-                      tensor_inputs=False, fingerprint=run_id)
+                      count=lambda batch: get_objective(batch["objective"]).count(batch),
+                      kind=lambda batch: batch["objective"], find_unused_parameters=True, tensor_inputs=False,
+                      fingerprint=run_id)
     state = trainer.train(resume=not args.no_resume, stop_after=args.stop_after)
     if trainer.rank == 0:
         curves = defaultdict(list)

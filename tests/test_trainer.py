@@ -106,3 +106,60 @@ def test_a_checkpoint_without_the_logging_window_resumes(tmp_path):
     assert Trainer(model, cfg, list(range(8)), lm_batch, loss_fn, str(tmp_path / "b")).train()["step"] == 4
     for key, value in straight.state_dict().items():
         np.testing.assert_array_equal(model.state_dict()[key].numpy(), value.numpy(), err_msg=key)
+
+
+@pytest.mark.parametrize("kinds", [("mlm", "cmcl"), ("mlm", "mlm")])
+def test_accumulated_micro_batches_weigh_by_kind(tmp_path, kinds):
+    """Two accumulated micro-batches counting 1 and 7 items: of two kinds (pretraining's objectives) each weighs
+    1/2, whatever it counts; of one kind they weigh 1/8 and 7/8, the mean over the whole batch's items. The
+    accumulated gradient and the logged loss equal the weighted sum of the micro-batches' own."""
+    model = tiny_model()
+    drawn = {0: {"kind": kinds[0], "count": 1, "targets": [3, 12, 13, 4]},
+             1: {"kind": kinds[1], "count": 7, "targets": [3, 20, 21, 4]}}
+
+    def make_batch(d):
+        batch = masks.seq2seq_inputs([[3, 10, 11, 1]], [d["targets"]], 2, 0)
+        batch.pop("valid")
+        batch["labels"] = np.where(np.arange(8) >= 4, batch["input_ids"], -100)
+        return {**batch, "kind": d["kind"], "count": d["count"]}
+
+    def loss_fn(m, batch):
+        loss, _ = m(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], batch["attention_mask"],
+                    labels=batch["labels"])
+        return {"loss": loss}
+
+    def gradients_and_loss(d):
+        model.clear_gradients()
+        batch = {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in make_batch(d).items()}
+        loss = loss_fn(model, batch)["loss"]
+        loss.backward()
+        return {p.name: p.grad.numpy().copy() for p in model.parameters() if p.grad is not None}, float(loss)
+
+    own = [gradients_and_loss(drawn[m]) for m in (0, 1)]
+    weights = (0.5, 0.5) if kinds[0] != kinds[1] else (1 / 8, 7 / 8)
+    cfg = TrainConfig(max_steps=1, batch_size=1, accumulate=2, lr=1e-2, progress=False, save_steps=1000)
+    trainer = Trainer(model, cfg, [], make_batch, loss_fn, str(tmp_path), sampler=lambda micro: drawn[micro],
+                      count=lambda b: b["count"], kind=lambda b: b["kind"])
+    model.clear_gradients()
+    loss, items = trainer.accumulate_gradients()
+    assert items == 8 and loss == pytest.approx(weights[0] * own[0][1] + weights[1] * own[1][1], rel=1e-6)
+    assert own[0][1] != pytest.approx(own[1][1], rel=1e-3)  # the micro-batches differ
+    for p in model.parameters():
+        if p.grad is not None:
+            expected = weights[0] * own[0][0][p.name] + weights[1] * own[1][0][p.name]
+            np.testing.assert_allclose(p.grad.numpy(), expected, rtol=1e-4, atol=1e-7, err_msg=p.name)
+
+
+def test_lr_steps_down_at_the_listed_epochs(tmp_path):
+    """``train.lr_decay_epochs``: after the warmup the lr is constant and x``lr_decay_rate`` from the first step
+    made entirely of each listed epoch's micro-batches (8 examples, batch 2: 4 micro-batches an epoch; 3 per
+    step: epoch 1 starts at step 2, epoch 2 at step 3); without it, the linear decay to 0."""
+    from paddle_unimo.training.trainer import linear_warmup_decay
+    cfg = TrainConfig(epochs=4, batch_size=2, accumulate=3, lr=1e-2, warmup=1, lr_decay_epochs=[1, 2],
+                      lr_decay_rate=0.5, progress=False)
+    trainer = Trainer(tiny_model(), cfg, list(range(8)), lm_batch, lambda m, b: None, str(tmp_path))
+    assert trainer.total_steps == 6
+    factors = [trainer.scheduler.lr_lambda(step) for step in range(7)]
+    assert factors == [0.0, 1.0, 0.5, 0.25, 0.25, 0.25, 0.25]
+    linear = linear_warmup_decay(6, 1)
+    assert [linear(step) for step in range(7)] == [0.0, 1.0, 0.8, 0.6, 0.4, 0.2, 0.0]

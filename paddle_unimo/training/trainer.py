@@ -34,8 +34,8 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -57,6 +57,10 @@ class TrainConfig:
     batch_size: int = bounded(16, min=1)  # per process and micro-batch
     lr: float = bounded(5e-5, min=0.0)
     warmup: float = bounded(0.02, min=0.0)  # a fraction of all steps (< 1) or a number of steps
+    # after the warmup the lr decays linearly to 0; with epochs listed here it stays constant instead and is
+    # multiplied by lr_decay_rate at the start of each (the original retrieval recipe: [24, 32], 0.1)
+    lr_decay_epochs: List[int] = field(default_factory=list)
+    lr_decay_rate: float = bounded(0.1, above=0.0, max=1.0)
     weight_decay: float = bounded(0.01, min=0.0)
     beta1: float = bounded(0.9, min=0.0, max=1.0)
     beta2: float = bounded(0.98, min=0.0, max=1.0)
@@ -81,18 +85,25 @@ class TrainConfig:
     def validate(self, where: str) -> None:
         if self.max_steps == 0:
             raise ConfigError(f"{where}.max_steps: 0 trains nothing (allowed: -1 for 'epochs decide', or >= 1)")
+        epochs = self.lr_decay_epochs
+        if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in epochs) or sorted(set(epochs)) != epochs:
+            raise ConfigError(f"{where}.lr_decay_epochs: {epochs}: expected increasing epoch numbers >= 1")
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "train") -> "TrainConfig":
         return from_dict(cls, values, where)
 
 
-def linear_warmup_decay(total_steps: int, warmup: float):
+def linear_warmup_decay(total_steps: int, warmup: float, boundaries: Sequence[int] = (), rate: float = 0.1):
+    """The lr factor of a step: a linear warmup, then a linear decay to 0 at ``total_steps`` -- or, with
+    ``boundaries`` (steps), constant and multiplied by ``rate`` at each boundary passed."""
     warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return step / max(1, warmup_steps)
+        if boundaries:
+            return rate ** sum(step >= b for b in boundaries)
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
     return factor
 
@@ -136,10 +147,12 @@ class Trainer:
                  loss_fn: Callable, out_dir: str, evaluate: Optional[Callable] = None, metric: str = "loss",
                  greater_is_better: bool = False, save_extra: Optional[Callable[[str], None]] = None,
                  count: Callable[[dict], int] = lambda batch: 1, sampler: Optional[Callable[[int], object]] = None,
-                 find_unused_parameters: bool = False, tensor_inputs: bool = True, fingerprint: Optional[dict] = None):
+                 find_unused_parameters: bool = False, tensor_inputs: bool = True, fingerprint: Optional[dict] = None,
+                 kind: Optional[Callable[[dict], str]] = None):
         self.fingerprint = dict(fingerprint or {})  # what the run came from; a resume must match it
         self.cfg, self.examples, self.make_batch, self.loss_fn = cfg, list(examples), make_batch, loss_fn
         self.count, self.sampler = count, sampler
+        self.kind = kind  # a micro-batch's loss kind (pretraining: its objective), see accumulate_gradients
         self.tensor_inputs = tensor_inputs  # False: loss_fn gets the numpy batch (objectives convert it themselves)
         self.out_dir, self.evaluate, self.metric, self.greater = out_dir, evaluate, metric, greater_is_better
         self.save_extra = save_extra
@@ -158,7 +171,9 @@ class Trainer:
                 raise ValueError(f"{len(self.examples)} examples are fewer than the {self.world} processes")
         micro_total = self.per_epoch * cfg.epochs
         self.total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(micro_total / cfg.accumulate)
-        self.scheduler = paddle.optimizer.lr.LambdaDecay(cfg.lr, linear_warmup_decay(self.total_steps, cfg.warmup))
+        boundaries = [-(-e * self.per_epoch // cfg.accumulate) for e in cfg.lr_decay_epochs]  # epochs' first steps
+        self.scheduler = paddle.optimizer.lr.LambdaDecay(cfg.lr, linear_warmup_decay(
+            self.total_steps, cfg.warmup, boundaries, cfg.lr_decay_rate))
         decay = {p.name for n, p in model.named_parameters() if "bias" not in n and "norm" not in n}
         self.optimizer = paddle.optimizer.AdamW(
             learning_rate=self.scheduler, beta1=cfg.beta1, beta2=cfg.beta2, epsilon=cfg.eps,
@@ -315,17 +330,24 @@ class Trainer:
             self.writer.add_scalar(key, float(value), self.state["step"])
 
     def accumulate_gradients(self):
-        """Forward/backward of the step's micro-batches, each weighted by its share of the step's items
-        over all processes; returns (the step's mean loss over all processes, this process's item count)."""
+        """Forward/backward of the step's micro-batches; returns (the step's loss over all processes, this
+        process's item count). A micro-batch's loss is weighted by its share of the items of its kind (over
+        all processes), times its kind's share of the step's micro-batches: with one kind (fine-tuning) the step
+        is exactly the mean over the whole batch; pretraining's objectives (``kind``) weigh by how often the step
+        drew them, each by its own mean loss, not by how many items (tokens, regions, pairs) each counts."""
         micros = range(self.state["micro"], self.state["micro"] + self.cfg.accumulate)
         batches = [self.make_batch(self.micro_batch(m)) for m in micros]
         counts = [self.count(b) for b in batches]
-        total = paddle.to_tensor(float(sum(counts)))
+        kinds = [self.kind(b) if self.kind else None for b in batches]
+        totals = paddle.to_tensor(np.asarray(counts, np.float64))
         if self.world > 1:
-            dist.all_reduce(total)  # data parallelism averages gradients over ranks: undo that, then divide
-        scale = self.world / max(float(total), 1.0)
+            dist.all_reduce(totals)  # data parallelism averages gradients over ranks: undo that, then divide
+        per_kind = {}
+        for k, n in zip(kinds, totals.numpy().tolist()):
+            per_kind[k] = per_kind.get(k, 0.0) + n
+        share = {k: kinds.count(k) / len(kinds) for k in per_kind}
         loss_sum = 0.0
-        for micro, batch, count in zip(micros, batches, counts):
+        for micro, batch, count, k in zip(micros, batches, counts, kinds):
             paddle.seed(self.cfg.seed * 1_000_003 + micro)  # dropout depends only on the position: exact resume
             autocast = paddle.amp.auto_cast(level=self.cfg.amp_level, dtype=self.cfg.amp_dtype) if self.amp \
                 else contextlib.nullcontext()
@@ -333,16 +355,16 @@ class Trainer:
                 if self.tensor_inputs:
                     batch = {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
                 out = self.loss_fn(self.train_model, batch)
-            loss = out["loss"] * (count * scale)
+            weight = count * share[k] / max(per_kind[k], 1.0)
+            loss = out["loss"] * (weight * self.world)
             (self.scaler.scale(loss) if self.scaler else loss).backward()
-            loss_sum += float(out["loss"]) * count
+            loss_sum += float(out["loss"]) * weight
             self.last_output = out
         self.state["micro"] = micros[-1] + 1
         if self.world > 1:  # the step's loss over every process's items, as one process on the whole batch logs
             loss_sum = paddle.to_tensor(loss_sum, dtype="float64")
             dist.all_reduce(loss_sum)
-            return float(loss_sum) / max(float(total), 1.0), sum(counts)
-        return loss_sum / max(sum(counts), 1), sum(counts)
+        return float(loss_sum), sum(counts)
 
     def gradients_finite(self) -> bool:
         """With data parallelism the gradients are already averaged, so every rank decides alike."""
