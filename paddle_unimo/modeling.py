@@ -603,14 +603,18 @@ class UNIMOPairModel(UNIMOPretrainedModel):
 
 
 class UNIMOForRetrieval(UNIMOPairModel):
-    """Image-text matching score (B,) = match_fc(dropout(pooled_text * pooled_image)), the original's fusion "mul"."""
+    """Image-text matching score (B,) = match_fc(dropout(pooled_text * pooled_image)), the original's fusion "mul".
+    ``match_fc`` starts as the original's (``src/finetune/retrieval.py``): a Xavier-uniform weight and a bias
+    uniform in [-1, 1] (fluid's ``Xavier()`` and ``UniformInitializer()``), not the truncated normal of the
+    other heads."""
 
     head_prefixes = ("match_fc.",)
 
     def __init__(self, config: UNIMOConfig):
         super().__init__(config)
         self.match_fc = nn.Linear(config.hidden_size, 1)
-        self.init_weights(self.match_fc)
+        nn.initializer.XavierUniform()(self.match_fc.weight)
+        nn.initializer.Uniform(-1.0, 1.0)(self.match_fc.bias)
 
     def head(self, text, image):
         return self.match_fc(self.head_dropout(text * image)).squeeze(-1)

@@ -173,6 +173,18 @@ class CaptionRunner(VLRunner):
         self.tag_table = read_tag_file(data.tag_file) if data.tags == "file" else None
         self.class_names = read_class_names(data.class_names) if data.tags == "store" else None
 
+    def check_tags(self, examples: Sequence[VLExample]) -> None:
+        """With ``data.tags: file`` every image needs an entry (the original reads ``obj_dict[image_id]`` and
+        fails without one): a file of other ids would otherwise caption every image without tags, silently."""
+        if self.tag_table is None:
+            return
+        images = sorted({e.image for e in examples})
+        missing = [i for i in images if lookup_tags(self.tag_table, i, None) is None]
+        if missing:
+            shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
+            raise DataError(f"{self.cfg.data.tag_file}: {len(missing)} of {len(images)} images have no object tags "
+                            f"({shown}): a tag file of other images or ids? (data.tags: none captions without tags)")
+
     def tag_ids(self, image: str) -> Tuple[List[int], Optional[List[int]]]:
         """The object tag tokens of an image, cut to ``data.max_tag_len`` (no special tokens, as the original's),
         and their position ids when the original object file gives them (else None)."""
@@ -249,6 +261,7 @@ class CaptionRunner(VLRunner):
             from paddle_unimo.decoding_original import word_start_table
             settings["word_starts"] = word_start_table(self.tokenizer, stepper.config.vocab_size)
         sep, size = self.tokenizer.sep_token_id, self.cfg.decode.batch_size
+        self.check_tags(examples)
         outputs = []
         for start in range(0, len(examples), size):
             images = [e.image for e in examples[start:start + size]]
@@ -264,6 +277,7 @@ class CaptionRunner(VLRunner):
 
     def trainer(self, train_examples, dev_examples, out_dir: str, fingerprint=None):
         from paddle_unimo.metrics import bleu4
+        self.check_tags([*train_examples, *dev_examples])
         encoded = [(e.image, self.encode(e.text, "caption")) for e in train_examples]
         dev = self.dev_subset(dev_examples)
 

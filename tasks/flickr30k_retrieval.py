@@ -30,7 +30,7 @@ import numpy as np
 
 from paddle_unimo.fileio import DataError, atomic_save, read_json, write_json
 from paddle_unimo.training import TrainConfig
-from paddle_unimo.typed import bounded
+from paddle_unimo.typed import ConfigError, bounded
 
 from tasks.cli import ModelSection
 from tasks.vision_language import VLData, VLExample, VLRunner, VLTask, model_inputs, to_tensors
@@ -46,6 +46,11 @@ class RetrievalData(VLData):
     hard_pool: int = bounded(40, min=1)  # random candidates the hard negatives are chosen from
     margin: float = bounded(0.2, min=0.0)
     scale: float = bounded(1.0, above=0.0)
+
+    def validate(self, where: str) -> None:
+        if self.hard_negatives and self.hard_pool < self.negatives:
+            raise ConfigError(f"{where}.hard_pool: {self.hard_pool} candidates cannot give data.negatives "
+                              f"{self.negatives} hard negatives (allowed: >= {self.negatives})")
 
 
 @dataclass

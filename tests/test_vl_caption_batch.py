@@ -89,3 +89,19 @@ def test_object_file_tags_keep_their_position_ids(tmp_path):
     runner.tag_table = read_tag_file(str(ids_file))
     with pytest.raises(DataError, match=f"{ids_file}: image img1.jpg: obj_pos_ids up to 128, beyond the model's 128"):
         runner.tag_ids("img1.jpg")
+
+
+def test_images_without_tags_in_the_tag_file_are_an_error(tmp_path):
+    """The original reads ``obj_dict[image_id]`` and fails for an image the object file lacks; we name the file
+    and the images before training or decoding, instead of captioning them without tags."""
+    runner, tok = make_runner(tmp_path)
+    examples = [VLExample("1", "img1.jpg", "a red ball"), VLExample("2", "img2.jpg", "ball box"),
+                VLExample("3", "COCO_val2014_000000000042.jpg", "box")]
+    with pytest.raises(DataError, match=r"tags.json: 1 of 3 images have no object tags \(COCO_val2014_000000000042"):
+        runner.predict(examples)
+    with pytest.raises(DataError, match=r"tags.json: 1 of 3 images have no object tags"):
+        runner.trainer(examples[:2], examples[2:], str(tmp_path / "out"))
+    runner.check_tags(examples[:2])  # every image has an entry (img2.jpg's is a string)
+    (tmp_path / "tags.json").write_text(json.dumps({"img1.jpg": [], "img2.jpg": "", "42": "box"}))
+    runner.tag_table = read_tag_file(str(tmp_path / "tags.json"))
+    runner.check_tags(examples)  # empty entries are entries; the COCO file name finds the image number 42

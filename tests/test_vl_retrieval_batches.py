@@ -81,6 +81,15 @@ def test_hard_negatives_are_the_best_scored_of_the_pool(runner):
     np.testing.assert_array_equal(batch["region_feats"][1:4], chosen["region_feats"])
 
 
+def test_a_hard_pool_smaller_than_the_negatives_is_a_config_error():
+    from paddle_unimo.typed import ConfigError
+    with pytest.raises(ConfigError, match=r"data.hard_pool: 5 candidates cannot give data.negatives 10 hard"):
+        load_config("tasks/configs/flickr30k_retrieval_tiny.yaml", ["data.negatives=10", "data.hard_pool=5",
+                                                                    "data.hard_negatives=true"], TASK.config_class)
+    load_config("tasks/configs/flickr30k_retrieval_tiny.yaml", ["data.negatives=10", "data.hard_pool=5"],
+                TASK.config_class)  # random negatives: the pool is not used
+
+
 def test_loss_is_the_mean_of_the_two_circle_losses(runner):
     batch = to_tensors(runner.make_batch(runner.train[:4]))
     runner.model.eval()

@@ -237,7 +237,8 @@ def test_pair_models_load_from_a_pretrained_lm_folder_with_a_fresh_head(lm_folde
         for k in set(state) - set(head):
             np.testing.assert_array_equal(state[k], saved[k], err_msg=k)
         # the head is freshly initialised: truncated normal(0, std) weights cut at 2 std, zero biases, unit LN
-        for k in head:
+        # (retrieval's match_fc: the original's Xavier / uniform, tested below)
+        for k in (k for k in head if not k.startswith("match_fc.")):
             v = state[k]
             if k.endswith("bias"):
                 assert (v == 0).all(), k
@@ -275,6 +276,24 @@ def test_pair_folder_reloads_strictly_with_identical_outputs(lm_folder, tmp_path
             with paddle.no_grad():
                 np.testing.assert_array_equal(again(**inputs).numpy(), model(**inputs).numpy())
     assert type(load_any(folder)) is UNIMOLMHeadModel
+
+
+def test_the_retrieval_head_starts_as_the_original_xavier_weight_and_uniform_bias():
+    """The original's match_fc: fluid Xavier() (uniform within sqrt(6 / (fan_in + fan_out))) and
+    UniformInitializer() (uniform in [-1, 1]), over 30 seeds; the other heads keep the truncated normal."""
+    weights, biases, hidden = [], [], get_preset("tiny").hidden_size
+    for seed in range(30):
+        paddle.seed(seed)
+        model = UNIMOForRetrieval(get_preset("tiny", num_labels=0))
+        weights.append(model.match_fc.weight.numpy().ravel())
+        biases.append(float(model.match_fc.bias.numpy()[0]))
+    weights, limit = np.concatenate(weights), math.sqrt(6.0 / (hidden + 1))
+    assert np.abs(weights).max() <= limit and np.abs(weights).max() > 0.9 * limit
+    assert np.std(weights) == pytest.approx(limit / math.sqrt(3), rel=0.1)  # uniform, far wider than std 0.02
+    assert max(np.abs(biases)) <= 1.0 and min(biases) < -0.5 and max(biases) > 0.5
+    paddle.seed(0)
+    entailment = UNIMOForVisualEntailment(get_preset("tiny", num_labels=3))
+    assert np.abs(entailment.cls_out_0.weight.numpy()).max() <= 2 * 0.02 + 1e-7
 
 
 @pytest.mark.parametrize("cls, dropped", [(UNIMOForRetrieval, "match_fc.bias"),

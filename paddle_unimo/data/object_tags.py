@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -100,8 +100,9 @@ def read_tag_file(path: str) -> Dict[str, Tags]:
     return out
 
 
-def lookup_tags(tags: Dict[str, Tags], image: str) -> Tags:
-    """The tags of ``image`` in a ``read_tag_file`` table (by file name, else by image number); "" if none."""
+def lookup_tags(tags: Dict[str, Tags], image: str, default: Optional[Tags] = "") -> Optional[Tags]:
+    """The tags of ``image`` in a ``read_tag_file`` table (by file name, else by image number); ``default`` if
+    none."""
     if image in tags:
         return tags[image]
-    return tags.get(image_number(image), "")
+    return tags.get(image_number(image), default)
