@@ -25,13 +25,14 @@ import paddle.nn as nn
 from . import fileio
 from .augment.records import to_example
 from .data.regions import RegionStore
-from .objectives import TextSpecials, get_objective, text_example
+from .objectives import TextExample, TextSpecials, get_objective, text_example
 from .objectives.cmcl import CMCLExample
 from .objectives.region import RegionExample
 from .typed import ConfigError, bounded, from_dict, join
 
 HEADS_FILE = "pretraining_heads.pdparams"
-KIND_OBJECTIVES = {"text": {"span_mlm", "seq2seq_lm"}, "image": {"region"}, "pair": {"region", "cmcl"}}
+KIND_OBJECTIVES = {"text": {"span_mlm", "seq2seq_lm"}, "image": {"region"},
+                   "pair": {"region", "cmcl", "span_mlm", "seq2seq_lm"}}
 
 
 @dataclass
@@ -110,15 +111,19 @@ def _caption_row(where: str, row: dict) -> dict:
     return row
 
 
-def read_captions(path: str, store: RegionStore, tokenizer) -> List[CMCLExample]:
+def read_captions(path: str, store: RegionStore, tokenizer, chinese: bool = False) -> List[CMCLExample]:
     """CMCL examples of a captions file in ``tools/build_cmcl_data.py``'s format (``image_id``, ``caption``,
-    ``positive_texts``/``negative_texts`` as ``{"text": ...}``, ``positive_images`` as ``{"image_id": ...}``).
-    A malformed line, a missing key or an image not in ``store`` is a ``fileio.DataError`` naming ``file:line``."""
+    ``positive_texts``/``negative_texts`` as ``{"text": ...}``, ``positive_images`` as ``{"image_id": ...}``),
+    with the caption's word starts (``text_example``) for the text objectives. A malformed line, a missing key
+    or an image not in ``store`` is a ``fileio.DataError`` naming ``file:line``."""
     items = []
     for where, row in fileio.read_jsonl(path):
         row = _caption_row(where, row)
         try:
-            items.append(to_example(row, tokenizer, store))
+            example = to_example(row, tokenizer, store)
+            caption = text_example(row["caption"], tokenizer, chinese=chinese)
+            example.text_ids, example.word_starts = caption.token_ids, caption.word_starts
+            items.append(example)
         except KeyError as e:  # an image id the store does not hold
             raise fileio.DataError(f"{where}: {e.args[0] if e.args else e}") from None
         except (TypeError, ValueError) as e:
@@ -138,7 +143,7 @@ def load_corpus(spec: dict, tokenizer, root: str = "", chinese: bool = False) ->
         store = RegionStore(path(spec.regions))
         items = [store.get(i) for i in store.ids()]
     else:
-        items = read_captions(path(spec.captions), RegionStore(path(spec.regions)), tokenizer)
+        items = read_captions(path(spec.captions), RegionStore(path(spec.regions)), tokenizer, chinese)
     if not items:
         sources = ", ".join(path(p) for p in spec.paths) if spec.kind == "text" else path(spec.regions)
         raise fileio.DataError(f"{sources}: corpus {spec.name!r} has no usable item"
@@ -147,12 +152,18 @@ def load_corpus(spec: dict, tokenizer, root: str = "", chinese: bool = False) ->
 
 
 def objective_example(corpus: Corpus, objective: str, item):
-    """The example type each objective takes, from a corpus item."""
+    """The example type each objective takes, from a corpus item (a pair's: a ``CMCLExample``)."""
     if corpus.kind == "text":
         return item
     if corpus.kind == "image":
         return RegionExample(item)
-    return RegionExample(item.image, item.text_ids) if objective == "region" else item  # item: a CMCLExample
+    if objective == "region":
+        return RegionExample(item.image, item.text_ids)
+    if objective == "cmcl":
+        return item
+    if item.word_starts is None:
+        raise ValueError("a pair's text objective needs the caption's word starts (read_captions gives them)")
+    return TextExample(item.text_ids, item.word_starts, image=item.image)
 
 
 class Mixture:

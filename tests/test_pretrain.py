@@ -52,8 +52,8 @@ def test_two_processes_equal_one_process_on_the_doubled_batch(tmp_path):
     for name, batch, nproc in (("one", 8, 1), ("two", 4, 2)):
         outs[name] = tmp_path / name
         mini_corpus(outs[name])
-        pretrain(outs[name], "train.max_steps=10", "train.logging_steps=1", "train.lr=5e-4", f"train.batch_size={batch}", config=path,
-                 nproc=nproc)
+        pretrain(outs[name], "train.max_steps=10", "train.logging_steps=1", "train.lr=5e-4", f"train.batch_size={batch}",
+                 config=path, nproc=nproc)
     import json
     trained = json.loads((outs["one"] / "metrics.json").read_text("utf-8"))["loss_curves"]
     assert sorted(trained) == ["cmcl", "region", "seq2seq_lm", "span_mlm"]  # every objective took part
@@ -65,9 +65,11 @@ def test_two_processes_equal_one_process_on_the_doubled_batch(tmp_path):
     assert set(one) == set(two) and any(k.startswith("heads.region") for k in one)
     # Float rounding differs between the two runs, and Adam's normalised steps amplify it: changing only how the
     # loss rounds (a sum times 1/N instead of a mean) moved the largest parameter difference from 2e-6 to 5e-6, the
-    # written-out loss gradient to 1.1e-5. A semantic difference moves parameters by up to lr (5e-4) per step.
+    # written-out loss gradient to 1.1e-5; with the captions' text objectives in the mix (CMCL drawn less often),
+    # one image_pooler weight, trained by CMCL's tiny gradients alone, differed by 7.2e-5. A semantic difference
+    # moves parameters by up to lr (5e-4) per step.
     for key in one:
-        np.testing.assert_allclose(two[key].numpy(), one[key].numpy(), atol=5e-5, rtol=0, err_msg=key)
+        np.testing.assert_allclose(two[key].numpy(), one[key].numpy(), atol=1e-4, rtol=0, err_msg=key)
 
 
 def test_a_killed_run_resumes_to_the_same_parameters(tmp_path):

@@ -203,3 +203,93 @@ def test_a_region_store_of_another_width_than_the_model_is_refused_up_front(stor
         check_region_stores(cfg, get_preset("tiny", image_embedding_size=16), "cfg.yaml")
     with pytest.raises(ConfigError, match="the model has no region embeddings"):
         check_region_stores(cfg, get_preset("tiny", image_embedding_size=0), "cfg.yaml")
+
+
+# ---- the text objectives on image-text pairs --------------------------------------------------------------
+
+def pair_texts(store, captions=("a cat on a mat", "two birds")):
+    from paddle_unimo.objectives import text_example
+    texts = [text_example(c, TOKENIZER) for c in captions]
+    return texts, [TextExample(t.token_ids, t.word_starts, image=store.get(i)) for t, i in zip(texts, ("cat", "dog"))]
+
+
+@pytest.mark.parametrize("name", ["span_mlm", "seq2seq_lm"])
+def test_a_caption_is_learned_given_its_image(store, name):
+    """A pair's caption: the same masking or corruption as the text alone (same generator), in the layout
+    ``[regions; text]``: the text keeps its own mask among its tokens and sees every valid region; the regions see
+    each other and the text's rank-0 tokens (all of an MLM text, a seq2seq source, never a target); the loss is
+    the LM head's cross-entropy at the text rows of the joint sequence, and it depends on the image."""
+    from paddle_unimo.losses import label_smoothed_cross_entropy
+    from paddle_unimo.objectives import get_objective
+    cfg = get_preset("tiny", vocab_size=TOKENIZER.vocab_size, pad_token_id=TOKENIZER.pad_token_id,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    objective = get_objective(name)
+    config = objective_configs([name], {name: {"max_img_len": 4, "max_seq_len": 64}}, TOKENIZER, cfg)[name]
+    texts, pairs = pair_texts(store)
+    alone = objective.make_batch(texts, config, np.random.default_rng(3))
+    batch = objective.make_batch(pairs, config, np.random.default_rng(3))
+    for key in ("input_ids", "token_type_ids", "position_ids", "labels"):
+        np.testing.assert_array_equal(batch[key], alone[key], err_msg=key)
+    R, L = batch["region_feats"].shape[1], alone["input_ids"].shape[1]
+    assert R == 4 and batch["attention_mask"].shape == (2, R + L, R + L) and batch["region_valid"].all()
+    joint = np.concatenate([np.full((2, R), -1), batch["input_ids"]], axis=1).reshape(-1)
+    assert (joint[batch["masked_positions"]] == alone["input_ids"].reshape(-1)[alone["masked_positions"]]).all()
+    mask = batch["attention_mask"]
+    np.testing.assert_array_equal(mask[:, R:, R:], alone["attention_mask"])  # the text's own rule
+    text_valid = alone["attention_mask"].any(axis=1)  # keys some token attends: the real tokens
+    for b in range(2):
+        assert mask[b, :, :R].all()  # every row sees every region (all valid here)
+        seen_by_regions = mask[b, :R, R:]
+        assert (seen_by_regions == seen_by_regions[0]).all()
+        expected = text_valid[b] if name == "span_mlm" else alone["attention_mask"][b, 0]  # [CLS]: the source
+        np.testing.assert_array_equal(seen_by_regions[0], expected)
+    assert name == "span_mlm" or not mask[:, :R, R:].all()  # a seq2seq target is hidden from the regions
+
+    paddle.seed(0)
+    model = UNIMOLMHeadModel(cfg)
+    model.eval()
+    t = {k: paddle.to_tensor(v) for k, v in batch.items()}
+    hidden = model.unimo(t["input_ids"], t["token_type_ids"], t["position_ids"], t["attention_mask"],
+                         region_feats=t["region_feats"], region_locs=t["region_locs"], region_valid=t["region_valid"])
+    rows = hidden.numpy()[:, R:].reshape(-1, hidden.shape[-1])[alone["masked_positions"]]
+    logits = model.lm_head(paddle.to_tensor(rows))
+    expected = float(label_smoothed_cross_entropy(logits, paddle.to_tensor(alone["labels"])))
+    assert float(objective.loss(model, batch)["loss"]) == pytest.approx(expected, rel=1e-6)
+    swapped = paddle.to_tensor(batch["region_feats"][::-1].copy())  # the captions with each other's image
+    other = model.unimo(t["input_ids"], t["token_type_ids"], t["position_ids"], t["attention_mask"],
+                        region_feats=swapped, region_locs=t["region_locs"], region_valid=t["region_valid"])
+    assert np.abs(other.numpy()[:, R:] - hidden.numpy()[:, R:]).max() > 1e-2  # the text reads the image
+    with pytest.raises(ValueError, match="mixes texts with an image and texts without one"):
+        objective.make_batch([pairs[0], texts[1]], config, np.random.default_rng(3))
+
+
+def test_a_pair_corpus_trains_the_text_objectives(tmp_path, store):
+    """A pair corpus may list span_mlm and seq2seq_lm beside region and cmcl: their examples are the caption with
+    its word starts and its image; a micro-batch of each trains the pretraining model."""
+    from paddle_unimo.objectives import text_example
+    from paddle_unimo.pretraining import objective_example
+    rows = [{"image_id": "cat", "caption": "a cat on a mat"}, {"image_id": "dog", "caption": "a dog"}]
+    (tmp_path / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    names = ["region", "cmcl", "span_mlm", "seq2seq_lm"]
+    corpus = load_corpus({"name": "pairs", "kind": "pair", "captions": "captions.jsonl", "regions": str(store.path),
+                          "objectives": names, "ratio": 1.0}, TOKENIZER, str(tmp_path))
+    example = objective_example(corpus, "span_mlm", corpus.items[0])
+    caption = text_example("a cat on a mat", TOKENIZER)
+    assert (example.token_ids, example.word_starts, example.image.image_id) == \
+        (caption.token_ids, caption.word_starts, "cat")
+    cfg = get_preset("tiny", vocab_size=TOKENIZER.vocab_size, pad_token_id=TOKENIZER.pad_token_id)
+    overrides = {n: {"max_img_len": 4, "max_seq_len": 64} for n in names}
+    mixture = Mixture([corpus], objective_configs(names, overrides, TOKENIZER, cfg), batch_size=2, seed=0)
+    paddle.seed(0)
+    model = PretrainModel(UNIMOLMHeadModel(cfg), names)
+    seen = set()
+    for micro in range(40):
+        drawn = mixture(micro)
+        if drawn["objective"] in seen:
+            continue
+        seen.add(drawn["objective"])
+        out = model(mixture.make_batch(drawn))
+        assert np.isfinite(float(out["loss"])) and out["name"] == drawn["objective"]
+    assert seen == set(names)
+    with pytest.raises(ConfigError, match="a image corpus cannot train"):
+        CorpusSpec.validate(CorpusSpec("i", "image", ["span_mlm"], 1.0, regions="r"), "corpus 'i':")

@@ -25,7 +25,7 @@ gradients) of one process holding the whole batch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import paddle
@@ -34,8 +34,7 @@ import paddle.nn.functional as F
 from .. import masks
 from ..data.regions import RegionRecord, collate_regions
 from ..typed import bounded
-from .region import PRETRAIN_IMG_LEN
-from .words import TextSpecials
+from .words import PRETRAIN_IMG_LEN, TextSpecials
 
 __all__ = ["CMCLConfig", "CMCLExample", "cmcl_loss", "make_batch", "loss", "count"]
 _EXCLUDED = -1e9  # logit of a padded candidate: exp() underflows to exactly 0
@@ -57,6 +56,7 @@ class CMCLExample:
     positive_texts: List[List[int]] = field(default_factory=list)  # sentence rewrites, corpus texts
     positive_images: List[RegionRecord] = field(default_factory=list)  # retrieved similar images
     negative_texts: List[List[int]] = field(default_factory=list)  # rewrites, similar captions of other images
+    word_starts: Optional[List[int]] = None  # of text_ids, for the text objectives on the pair (pretraining)
 
 
 def cmcl_loss(sim, positive_mask, tau: float, valid=None):

@@ -32,10 +32,9 @@ from .. import masks
 from ..data.regions import RegionRecord, collate_regions
 from ..modeling import log_softmax
 from ..typed import bounded
-from .words import TextSpecials, example_rngs, stochastic_round
+from .words import PRETRAIN_IMG_LEN, TextSpecials, example_rngs, stochastic_round
 
 __all__ = ["RegionConfig", "RegionExample", "RegionHeads", "iou", "overlap_mask", "make_batch", "loss", "count"]
-PRETRAIN_IMG_LEN = 101  # the global row + 100 regions: the original fine-tuning scripts and the paper
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ Layout, as the fine-tuning data (``paddle_unimo.data.seq2seq``; the original ``s
 PaddlePaddle/Research NLP/UNIMO):
 source ``[CLS] remaining text [SEP]``, target ``[CLS] spans [MASK]`` ([MASK] is the eos), UniLM attention
 (source bidirectional, target causal) from ``masks.seq2seq_inputs`` and next-token labels from
-``training_batch``.
+``training_batch``. A caption of an image-text pair is generated given its image as well: the image is part of
+the source, ``[regions; source; target]`` (``words.with_images``), as captioning's ``[regions; tags; caption]``.
 """
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from .. import masks
 from ..data.seq2seq import Encoded, training_batch
 from ..typed import bounded
-from .words import (TextExample, TextSpecials, example_rngs, predicted_token_count, predicted_token_loss,
-                    sample_spans, stochastic_round, word_table)
+from .words import (PRETRAIN_IMG_LEN, TextExample, TextSpecials, example_rngs, predicted_token_count,
+                    predicted_token_loss, sample_spans, stochastic_round, with_images, word_table)
 
 __all__ = ["Seq2SeqLMConfig", "TextExample", "corrupt", "reconstruct", "make_batch", "loss", "count"]
 TokenSpan = Tuple[int, int]  # (first token in the original content, number of tokens)
@@ -36,6 +38,7 @@ class Seq2SeqLMConfig:
     max_span_words: int = bounded(4, min=1)
     max_seq_len: int = bounded(512, min=5)  # source + target, i.e. content + 4 special tokens
     position_start: int = 0  # 0 for unimo-text, 2 for the English UNIMO
+    max_img_len: int = bounded(PRETRAIN_IMG_LEN, min=2)  # rows of a pair's image, the global row included
 
 
 def corrupt(example: TextExample, cfg: Seq2SeqLMConfig, rng: np.random.Generator
@@ -82,9 +85,14 @@ def make_batch(examples: Sequence[TextExample], cfg: Seq2SeqLMConfig, rng: np.ra
       attention_mask    (B, L, L) bool  source bidirectional, target causal (masks.seq2seq_inputs)
       masked_positions  (N,) int64  flat index into B * L of every position that predicts a target token
       labels            (N,) int64  the next target token (the final [MASK] = eos included)
+
+    Texts of image-text pairs: the regions too, before the source (``words.with_images``).
     """
     items = [corrupt(e, cfg, r)[0] for e, r in zip(examples, example_rngs(rng, len(examples)))]
-    return training_batch(items, cfg.specials.pad_id, cfg.position_start)
+    batch = training_batch(items, cfg.specials.pad_id, cfg.position_start)
+    valid = masks.pad_batch([np.ones(len(e.source_ids) + len(e.target_ids), bool) for e in items], False)
+    rank = masks.pad_batch([masks.ranks(len(e.source_ids), len(e.target_ids)) for e in items], 0)
+    return with_images(batch, examples, valid, rank, cfg.max_img_len)
 
 
 count = predicted_token_count

@@ -9,7 +9,9 @@ spans as SpanBERT does (Joshi et al. 2020, section 3.1).
   every token becomes a random non-special token, with 0.1 it is kept. Labels are the original tokens.
 * Special tokens ([CLS], [SEP], [PAD], ...) and padding are never masked.
 
-The attention is bidirectional over the text (every rank 0 in ``masks``).
+The attention is bidirectional over the text (every rank 0 in ``masks``). A caption of an image-text pair is
+masked the same way and predicted given its image as well: ``[regions; text]``, all bidirectional
+(``words.with_images``).
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ import numpy as np
 
 from .. import masks
 from ..typed import bounded
-from .words import (TextExample, TextSpecials, chinese_word_starts, example_rngs, predicted_token_count,
-                    predicted_token_loss, sample_spans, stochastic_round, word_table)
+from .words import (PRETRAIN_IMG_LEN, TextExample, TextSpecials, chinese_word_starts, example_rngs,
+                    predicted_token_count, predicted_token_loss, sample_spans, stochastic_round, with_images,
+                    word_table)
 
 __all__ = ["SpanMLMConfig", "TextExample", "chinese_word_starts", "span_length_probs", "mask_text",
            "make_batch", "loss", "count"]
@@ -38,6 +41,7 @@ class SpanMLMConfig:
     random_prob: float = bounded(0.1, min=0.0, max=1.0)  # span -> random tokens; the rest is kept unchanged
     max_seq_len: int = bounded(512, min=3)  # including [CLS] and [SEP]
     position_start: int = 0  # 0 for unimo-text, 2 for the English UNIMO
+    max_img_len: int = bounded(PRETRAIN_IMG_LEN, min=2)  # rows of a pair's image, the global row included
 
 
 @lru_cache(maxsize=16)
@@ -95,6 +99,9 @@ def make_batch(examples: Sequence[TextExample], cfg: SpanMLMConfig, rng: np.rand
       attention_mask    (B, L, L) bool  bidirectional over the non-pad tokens (masks.may_attend, all ranks 0)
       masked_positions  (N,) int64    flat index into B * L of every masked token
       labels            (N,) int64    its original id
+
+    Texts of image-text pairs: ``region_feats``, ``region_locs``, ``region_valid`` (B, R, ...) too, the mask
+    (B, R + L, R + L) over ``[regions; text]`` and ``masked_positions`` into B * (R + L) (``words.with_images``).
     """
     candidates = cfg.specials.random_candidates()
     texts = [mask_text(e, cfg, r, candidates) for e, r in zip(examples, example_rngs(rng, len(examples)))]
@@ -104,14 +111,16 @@ def make_batch(examples: Sequence[TextExample], cfg: SpanMLMConfig, rng: np.rand
     labels = np.concatenate([t.labels for t in texts])
     if not labels.size:
         raise ValueError("span_mlm.make_batch: no maskable token in the batch")
-    return {
+    rank = np.zeros(valid.shape, np.int64)
+    batch = {
         "input_ids": masks.pad_batch([t.input_ids for t in texts], cfg.specials.pad_id),
         "token_type_ids": np.zeros(valid.shape, np.int64),
         "position_ids": masks.pad_batch([masks.block_positions([n], cfg.position_start) for n in lengths], 0),
-        "attention_mask": masks.may_attend(valid, np.zeros(valid.shape, np.int64)),
+        "attention_mask": masks.may_attend(valid, rank),
         "masked_positions": np.concatenate([b * length + t.positions for b, t in enumerate(texts)]),
         "labels": labels,
     }
+    return with_images(batch, examples, valid, rank, cfg.max_img_len)
 
 
 count = predicted_token_count

@@ -8,16 +8,25 @@ continues the previous word) and Chinese (jieba words) all give the same input t
 Span sampling (``sample_spans``) chooses non-overlapping runs of whole maskable words until a token budget is
 met; the objectives differ only in how they draw a span's length (SpanBERT's clipped geometric for the
 bidirectional MLM, a uniform length for seq2seq).
+
+A text of an image-text pair carries its image (``TextExample.image``): the text objectives then learn the
+caption given the image, in the fine-tuning tasks' layout ``[regions; text]`` (``with_images``), as the
+summary's visual learning on pairs recovers masked regions given the text (the original configs'
+``vl_mask_ratio``, beside ``txt_mask_ratio``, masks the text of pairs).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, FrozenSet, List, Sequence, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import masks
+from ..data.regions import RegionRecord, collate_regions
+
 Span = Tuple[int, int, int]  # (first word, number of words, drawn length in words)
+PRETRAIN_IMG_LEN = 101  # the global row + 100 regions: the original fine-tuning scripts and the paper
 
 
 @dataclass(frozen=True)
@@ -48,9 +57,11 @@ class TextSpecials:
 
 @dataclass
 class TextExample:
-    """One text: content token ids (no [CLS]/[SEP] around it) and the index of each word's first token."""
+    """One text: content token ids (no [CLS]/[SEP] around it) and the index of each word's first token; the
+    image it describes when it comes from an image-text pair."""
     token_ids: List[int]
     word_starts: List[int]
+    image: Optional[RegionRecord] = None
 
     def __post_init__(self):
         starts = sorted(set(int(s) for s in self.word_starts) | ({0} if self.token_ids else set()))
@@ -196,6 +207,30 @@ def sample_spans(rng: np.random.Generator, word_lengths: np.ndarray, maskable: n
     return spans
 
 
+def with_images(batch: Dict[str, np.ndarray], examples: Sequence[TextExample], text_valid: np.ndarray,
+                text_rank: np.ndarray, max_img_len: int) -> Dict[str, np.ndarray]:
+    """A text objective's batch (B, L) with each text's image before it, ``[regions; text]``, when the examples
+    have images (the batch unchanged when none has; a mix is a ValueError). The regions (unmasked, up to
+    ``max_img_len`` rows) are context of rank 0 (``masks``): every text token sees the valid regions, and they see
+    the text's rank-0 tokens (all of an MLM text, a seq2seq source; never a seq2seq target). ``text_valid`` and
+    ``text_rank`` (B, L) are the text's keys and ranks. ``masked_positions`` move to the rows of the joint
+    sequence; ``region_feats``, ``region_locs``, ``region_valid`` are added as ``collate_regions`` gives them."""
+    images = [e.image for e in examples]
+    if all(i is None for i in images):
+        return batch
+    if any(i is None for i in images):
+        raise ValueError("a text batch mixes texts with an image and texts without one")
+    regions = collate_regions(images, max_img_len)
+    region_valid = regions["region_valid"]
+    num_regions, length = region_valid.shape[1], batch["input_ids"].shape[1]
+    rows, columns = np.divmod(batch["masked_positions"], length)
+    valid = np.concatenate([region_valid, text_valid], axis=1)
+    rank = np.concatenate([np.full(region_valid.shape, masks.CONTEXT_RANK, np.int64), text_rank], axis=1)
+    return {**batch, "region_feats": regions["region_feats"], "region_locs": regions["region_locs"],
+            "region_valid": region_valid, "attention_mask": masks.may_attend(valid, rank),
+            "masked_positions": (rows * (num_regions + length) + num_regions + columns).astype(np.int64)}
+
+
 def predicted_token_count(batch) -> int:
     """The text objectives' loss is a mean over this many items: the predicted tokens."""
     return int(batch["labels"].shape[0])
@@ -203,11 +238,14 @@ def predicted_token_count(batch) -> int:
 
 def predicted_token_loss(model, batch) -> dict:
     """Cross-entropy of the LM head at ``masked_positions`` against ``labels`` (span MLM's masked tokens,
-    seq2seq LM's next target tokens); no label smoothing in pretraining."""
+    seq2seq LM's next target tokens), given the images when the batch has regions (``with_images``); no label
+    smoothing in pretraining."""
     import paddle
     from ..losses import label_smoothed_cross_entropy
     t = {k: paddle.to_tensor(v) for k, v in batch.items()}
-    hidden = model.unimo(t["input_ids"], t["token_type_ids"], t["position_ids"], t["attention_mask"])
+    hidden = model.unimo(t["input_ids"], t["token_type_ids"], t["position_ids"], t["attention_mask"],
+                         region_feats=t.get("region_feats"), region_locs=t.get("region_locs"),
+                         region_valid=t.get("region_valid"))  # (B, [R +] L, H): the regions first, if any
     logits = model.lm_head(hidden, t["masked_positions"])  # (N, V)
     value = label_smoothed_cross_entropy(logits, t["labels"])
     accuracy = float((logits.argmax(axis=-1) == t["labels"]).astype("float32").mean())
