@@ -300,7 +300,8 @@ def test_cmcl_loss_counts_every_other_anchor_as_a_negative():
     model = UNIMOLMHeadModel(get_preset("tiny", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
     model.eval()
     batch = cmcl.make_batch(cmcl_examples(rng), cmcl.CMCLConfig(TINY_SPECIALS, 11))
-    pairs, in_batch, own = cmcl.similarity(model, batch)
+    pairs, in_batch, negative = cmcl.similarity(model, batch)
+    assert negative.numpy().tolist() == (~np.eye(3, dtype=bool)).tolist()  # three images, three texts
     pairs, in_batch = pairs.numpy(), in_batch.numpy()
     rows, positives, valids = [], [], []
     for b in range(3):  # the old layout: the row's candidates, then every other anchor's text
@@ -310,6 +311,31 @@ def test_cmcl_loss_counts_every_other_anchor_as_a_negative():
         positives.append(np.concatenate([batch["pair_positive"][b, :k], [False] * 2, [False] * (4 - k)]))
         valids.append(np.concatenate([[True] * (k + 2), [False] * (4 - k)]))
     expected = float(cmcl.cmcl_loss(np.stack(rows).astype("float32"), np.stack(positives), 0.1, np.stack(valids)))
+    assert float(cmcl.loss(model, batch)["loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_cmcl_in_batch_negatives_skip_anchors_of_the_same_image_or_text():
+    """Another caption of the anchor's image (COCO has five), or the anchor's own text for another image (or the
+    same pair drawn twice), describes the anchor's image: no in-batch negative. Anchors: 0 (image a, text t),
+    1 (image b, text t), 2 (image a, text u), 3 (image d, text v)."""
+    rng = np.random.default_rng(9)
+    examples = [cmcl.CMCLExample(random_record(rng, "a", 5), [10, 11]),
+                cmcl.CMCLExample(random_record(rng, "b", 7), [10, 11]),
+                cmcl.CMCLExample(random_record(rng, "a", 3), [30]),
+                cmcl.CMCLExample(random_record(rng, "d", 4), [40, 41])]
+    paddle.seed(2)
+    model = UNIMOLMHeadModel(get_preset("tiny", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    model.eval()
+    batch = cmcl.make_batch(examples, cmcl.CMCLConfig(TINY_SPECIALS, 11))
+    pairs, in_batch, negative = cmcl.similarity(model, batch)
+    allowed = {0: [3], 1: [2, 3], 2: [1, 3], 3: [0, 1, 2]}
+    assert [np.flatnonzero(row).tolist() for row in negative.numpy()] == [allowed[b] for b in range(4)]
+    pairs, in_batch = pairs.numpy(), in_batch.numpy()
+    rows = [np.concatenate([pairs[b, :1], in_batch[b, allowed[b]], np.zeros(3 - len(allowed[b]))]) for b in range(4)]
+    valid = [np.arange(4) < 1 + len(allowed[b]) for b in range(4)]
+    positive = np.zeros((4, 4), bool)
+    positive[:, 0] = True
+    expected = float(cmcl.cmcl_loss(np.stack(rows).astype("float32"), positive, 0.1, np.stack(valid)))
     assert float(cmcl.loss(model, batch)["loss"]) == pytest.approx(expected, rel=1e-5)
 
 

@@ -16,7 +16,8 @@ Batch layout: for each anchor pair i (image V_i, text W_i) the candidate pairs a
                retrieved similar image V of i (XI);
     negatives: (V_i, W) for each hard negative W of i (scene-graph object/attribute/relation replacement, and
                the TF-IDF-similar captions of other images: X-); (V_i, W_j) for every other anchor j of the
-               *global* batch (in-batch negatives).
+               *global* batch (in-batch negatives) -- except an anchor of the same image (another of its
+               captions, or the same pair drawn twice) or with the same text: those describe V_i too.
 Rows have different numbers of candidates; the (B, K) candidate matrices are padded, ``pair_valid`` False.
 The in-batch negatives are not in those matrices: ``loss`` scores every anchor image against the anchor
 texts of all processes, gathered with their gradients, so N processes compute exactly the loss (and the
@@ -24,6 +25,7 @@ gradients) of one process holding the whole batch.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -111,6 +113,11 @@ def _candidates(examples: Sequence[CMCLExample]):
     return images, texts, rows
 
 
+def _key(data: bytes) -> int:
+    """A 56-bit digest (an int64) identifying an anchor's image or text across processes."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=7).digest(), "little")
+
+
 def make_batch(examples: Sequence[CMCLExample], cfg: CMCLConfig, rng: np.random.Generator = None
                ) -> Dict[str, np.ndarray]:
     """Images and texts to encode separately, and the candidate pairs (see the module docstring).
@@ -124,6 +131,8 @@ def make_batch(examples: Sequence[CMCLExample], cfg: CMCLConfig, rng: np.random.
                                                (in-batch negatives excluded: see the module docstring)
       pair_positive                            (B, K) bool   True for positives (column 0 is the aligned pair)
       pair_valid                               (B, K) bool   False on padding
+      anchor_image_key, anchor_text_key        (B,) int64    digests of the anchors' image ids and texts: no
+                                               in-batch negative shares either with its anchor
       tau                                      () float32    the temperature, so that ``loss`` needs no config
     """
     images, texts, rows = _candidates(examples)
@@ -136,6 +145,9 @@ def make_batch(examples: Sequence[CMCLExample], cfg: CMCLConfig, rng: np.random.
                                ("pair_positive", 2, bool)):
         batch[key] = masks.pad_batch([np.asarray([c[column] for c in row], dtype) for row in rows], dtype(0))
     batch["pair_valid"] = masks.pad_batch([np.ones(len(row), bool) for row in rows], False)
+    batch["anchor_image_key"] = np.asarray([_key(str(e.image.image_id).encode()) for e in examples], np.int64)
+    batch["anchor_text_key"] = np.asarray([_key(np.asarray(e.text_ids, np.int64).tobytes()) for e in examples],
+                                          np.int64)
     batch["tau"] = np.asarray(cfg.tau, np.float32)
     return batch
 
@@ -171,9 +183,20 @@ def gather_anchors(x):
     return _GatherWithGrad.apply(x) if dist.get_world_size() > 1 else x
 
 
+def gather_keys(x):
+    """(B,) int64 -> (world * B,): every process's anchor keys, in rank order (no gradient)."""
+    import paddle.distributed as dist
+    if dist.get_world_size() == 1:
+        return x
+    parts = []
+    dist.all_gather(parts, x)
+    return paddle.concat(parts, axis=0)
+
+
 def similarity(model, batch: Dict[str, np.ndarray]):
     """Cosine similarities from separate image and text forwards: the candidate pairs (B, K), and every
-    anchor image against the anchor texts of all processes (B, world * B) with the column of its own text."""
+    anchor image against the anchor texts of all processes (B, world * B) with whether each of those may be a
+    negative (another image and another text than the anchor's own)."""
     t = {k: paddle.to_tensor(v) for k, v in batch.items() if k != "tau"}
     num_regions = batch["region_feats"].shape[1]
     image_hidden = model.unimo(None, None, None, t["image_attention_mask"], region_feats=t["region_feats"],
@@ -188,19 +211,20 @@ def similarity(model, batch: Dict[str, np.ndarray]):
     pairs = (pair_image * pair_text).sum(axis=-1).reshape(batch["pair_image"].shape)
     anchors = batch["pair_image"].shape[0]  # anchor images and texts come first
     in_batch = paddle.matmul(image[:anchors], gather_anchors(text[:anchors]), transpose_y=True)  # (B, world * B)
-    import paddle.distributed as dist
-    own = paddle.arange(anchors) + dist.get_rank() * anchors if dist.get_world_size() > 1 else paddle.arange(anchors)
-    return pairs, in_batch, own
+    negative = None
+    for key in ("anchor_image_key", "anchor_text_key"):  # the own column shares both: never a negative
+        differs = gather_keys(t[key]).unsqueeze(0) != t[key].unsqueeze(1)
+        negative = differs if negative is None else negative & differs
+    return pairs, in_batch, negative
 
 
 def loss(model, batch: Dict[str, np.ndarray], heads=None) -> dict:
     """CMCL loss at the batch's ``tau``; ``accuracy``: anchors whose best-scoring candidate is a positive.
     ``heads`` is unused (the poolers belong to the model)."""
-    pairs, in_batch, own = similarity(model, batch)
-    others = paddle.arange(in_batch.shape[1]).unsqueeze(0) != own.unsqueeze(1)  # the aligned pair is in ``pairs``
+    pairs, in_batch, negative = similarity(model, batch)  # the aligned pair is in ``pairs``, not a negative
     sim = paddle.concat([pairs, in_batch], axis=1)
     positive = paddle.concat([paddle.to_tensor(batch["pair_positive"]), paddle.zeros(in_batch.shape, "bool")], 1)
-    valid = paddle.concat([paddle.to_tensor(batch["pair_valid"]), others], axis=1)
+    valid = paddle.concat([paddle.to_tensor(batch["pair_valid"]), negative], axis=1)
     value = cmcl_loss(sim, positive, float(batch["tau"]), valid)
     best = paddle.where(valid, sim, paddle.full_like(sim, -2.0)).argmax(axis=1)
     accuracy = float(paddle.take_along_axis(positive.astype("float32"), best.unsqueeze(1), axis=1).mean())
