@@ -391,7 +391,8 @@ def test_region_global_row_is_the_mean_of_visible_regions():
         xy = rng.random((n, 2)) * 50
         boxes = np.concatenate([xy, xy + 10 + rng.random((n, 2)) * 40], axis=1).astype("float32")
         records.append(RegionRecord(f"im{n}", 100, 100, boxes, rng.standard_normal((n, 24)).astype("float32")))
-    batch = region_obj.make_batch([region_obj.RegionExample(r) for r in records], region_obj.RegionConfig(max_img_len=11), rng)
+    batch = region_obj.make_batch([region_obj.RegionExample(r) for r in records],
+                                  region_obj.RegionConfig(max_img_len=11), rng)
     for b in range(2):
         visible = batch["region_valid"][b] & ~batch["region_masked"][b]
         visible[0] = False
