@@ -108,6 +108,10 @@ def _caption_row(where: str, row: dict) -> dict:
     for key, inner in CAPTION_LISTS.items():
         if not isinstance(row[key], list) or not all(isinstance(x, dict) and inner in x for x in row[key]):
             raise fileio.DataError(f"{where}: {key} must be a list of {{{inner!r}: ...}} objects")
+    if any(p.get("source") == "retrieved" for p in row["positive_texts"]):
+        raise fileio.DataError(f"{where}: positive_texts holds captions of other images retrieved by TF-IDF, which "
+                               "an older tools/build_cmcl_data.py made positives; they are hard negatives: rebuild "
+                               "the file with the tool")
     return row
 
 
@@ -122,6 +126,8 @@ def read_captions(path: str, store: RegionStore, tokenizer, chinese: bool = Fals
         try:
             example = to_example(row, tokenizer, store)
             caption = text_example(row["caption"], tokenizer, chinese=chinese)
+            if not caption.token_ids:
+                raise fileio.DataError(f"{where}: caption {row['caption']!r} has no token")
             example.text_ids, example.word_starts = caption.token_ids, caption.word_starts
             items.append(example)
         except KeyError as e:  # an image id the store does not hold
@@ -189,8 +195,8 @@ class Mixture:
 
     def make_batch(self, drawn: dict) -> dict:
         """The objective's batch; each example masked by a generator seeded by its place in the global batch,
-        so that N processes see exactly the batches one process would (CMCL's in-batch negatives excepted:
-        they are the other pairs of the same process)."""
+        so that N processes see exactly the batches one process would (CMCL gathers its in-batch negatives
+        from every process)."""
         name = drawn["objective"]
         rngs = [np.random.default_rng([self.seed, drawn["micro"], slot, 1]) for slot in drawn["slots"]]
         batch = get_objective(name).make_batch(drawn["examples"], self.configs[name], rngs)

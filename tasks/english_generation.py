@@ -105,9 +105,16 @@ class EnglishRunner:
         compares its decoded predictions with the text of the gold files."""
         from paddle_unimo.decoding_original import output_text
         from paddle_unimo.tokenization import from_original_ids
-        return [dataclasses.replace(e, target=output_text(self.tokenizer, from_original_ids(self.tokenizer,
-                                                                                              e.target_ids)))
-                if e.pretokenized and e.target_ids else e for e in examples]
+        out = []
+        for e in examples:
+            if e.pretokenized and e.target_ids:
+                try:
+                    ids = from_original_ids(self.tokenizer, e.target_ids)
+                except ValueError as error:  # ids of another vocabulary
+                    raise DataError(f"line {e.line}: column 'tgt': {error}") from None
+                e = dataclasses.replace(e, target=output_text(self.tokenizer, ids))
+            out.append(e)
+        return out
 
     def make_batch(self, encoded):
         return data.original_training_batch(encoded, self.model.config.pad_token_id)

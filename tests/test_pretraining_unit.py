@@ -113,7 +113,10 @@ def store(tmp_path_factory):
     ('{"image_id": "cow", "caption": "a cow"}', r"captions.jsonl:3: image id 'cow' is not in region store"),
     ('{"image_id": "cat", "caption": "a", "negative_texts": ["a dog"]}',
      r"captions.jsonl:3: negative_texts must be a list of \{'text': \.\.\.\} objects"),
-], ids=["json", "key", "image", "list"])
+    ('{"image_id": "cat", "caption": "a", "positive_texts": [{"text": "a dog", "source": "retrieved"}]}',
+     r"captions.jsonl:3: positive_texts holds captions of other images retrieved by TF-IDF, .* rebuild"),
+    ('{"image_id": "cat", "caption": "   "}', r"captions.jsonl:3: caption '   ' has no token"),
+], ids=["json", "key", "image", "list", "old-retrieved", "empty"])
 def test_read_captions_errors_name_file_and_line(tmp_path, store, line, message):
     good = {"image_id": "cat", "caption": "a cat on a mat", "positive_images": [{"image_id": "dog"}]}
     path = tmp_path / "captions.jsonl"

@@ -141,8 +141,12 @@ def test_accumulated_micro_batches_weigh_by_kind(tmp_path, kinds):
     trainer = Trainer(model, cfg, [], make_batch, loss_fn, str(tmp_path), sampler=lambda micro: drawn[micro],
                       count=lambda b: b["count"], kind=lambda b: b["kind"])
     model.clear_gradients()
-    loss, items = trainer.accumulate_gradients()
+    loss, items, per_kind = trainer.accumulate_gradients()
     assert items == 8 and loss == pytest.approx(weights[0] * own[0][1] + weights[1] * own[1][1], rel=1e-6)
+    if kinds[0] != kinds[1]:  # each objective's own loss, for its curve
+        assert per_kind == pytest.approx({kinds[0]: own[0][1], kinds[1]: own[1][1]}, rel=1e-6)
+    else:
+        assert per_kind == pytest.approx({kinds[0]: loss}, rel=1e-6)
     assert own[0][1] != pytest.approx(own[1][1], rel=1e-3)  # the micro-batches differ
     for p in model.parameters():
         if p.grad is not None:
@@ -163,3 +167,27 @@ def test_lr_steps_down_at_the_listed_epochs(tmp_path):
     assert factors == [0.0, 1.0, 0.5, 0.25, 0.25, 0.25, 0.25]
     linear = linear_warmup_decay(6, 1)
     assert [linear(step) for step in range(7)] == [0.0, 1.0, 0.8, 0.6, 0.4, 0.2, 0.0]
+    from paddle_unimo.typed import ConfigError
+    late = TrainConfig(epochs=4, batch_size=2, accumulate=3, lr_decay_epochs=[2, 4], progress=False)
+    with pytest.raises(ConfigError, match=r"lr_decay_epochs: epoch 4 starts at or after the run's last step \(6 "):
+        Trainer(tiny_model(), late, list(range(8)), lm_batch, lambda m, b: None, str(tmp_path))
+
+
+def test_a_checkpoint_of_an_older_version_is_named_as_such(tmp_path):
+    """Resuming under settings the checkpoint's fingerprint lacks (a key a later version added) is refused like
+    any other difference, and the message says which keys the checkpoint predates."""
+    from paddle_unimo.training.trainer import ResumeMismatch
+
+    def loss_fn(m, batch):
+        loss, _ = m(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], batch["attention_mask"],
+                    labels=batch["labels"])
+        return {"loss": loss}
+
+    cfg = TrainConfig(max_steps=2, batch_size=2, lr=1e-3, progress=False, save_steps=1)
+    Trainer(tiny_model(), cfg, list(range(8)), lm_batch, loss_fn, str(tmp_path),
+            fingerprint={"train.lr": 1e-3}).train(resume=False, stop_after=1)
+    newer = Trainer(tiny_model(), cfg, list(range(8)), lm_batch, loss_fn, str(tmp_path),
+                    fingerprint={"train.lr": 1e-3, "train.lr_decay_epochs": []})
+    with pytest.raises(ResumeMismatch, match=r"train.lr_decay_epochs: \(none\) -> \[\]\); settings this checkpoint "
+                                             r"predates, from a later paddle_unimo: train.lr_decay_epochs; run with"):
+        newer.train()

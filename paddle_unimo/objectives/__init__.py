@@ -6,7 +6,7 @@ over ``count(batch)`` items) plus metrics, and ``make_heads(model_config)`` for 
 loss needs (``None`` when it needs none). ``get_objective(name)`` fails loudly on an unknown name.
 
   span_mlm    bidirectional span MLM on text, and on a caption given its image (section 2.3)
-  seq2seq_lm  seq2seq generation of removed text spans, and of a caption's given its image (section 2.3)
+  seq2seq_lm  seq2seq generation of removed text spans, also of a caption's given its image (section 2.3)
   region      masked region feature regression + classification, image and image+text (section 2.2)
   cmcl        cross-modal contrastive learning (section 2.1)
 """

@@ -172,6 +172,11 @@ class Trainer:
         micro_total = self.per_epoch * cfg.epochs
         self.total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(micro_total / cfg.accumulate)
         boundaries = [-(-e * self.per_epoch // cfg.accumulate) for e in cfg.lr_decay_epochs]  # epochs' first steps
+        late = [e for e, b in zip(cfg.lr_decay_epochs, boundaries) if b >= self.total_steps]
+        if late:
+            raise ConfigError(f"train.lr_decay_epochs: epoch {late[0]} starts at or after the run's last step "
+                              f"({self.total_steps} steps of {cfg.accumulate} micro-batches, {self.per_epoch} "
+                              "micro-batches an epoch): the lr would never step down there")
         self.scheduler = paddle.optimizer.lr.LambdaDecay(cfg.lr, linear_warmup_decay(
             self.total_steps, cfg.warmup, boundaries, cfg.lr_decay_rate))
         decay = {p.name for n, p in model.named_parameters() if "bias" not in n and "norm" not in n}
@@ -265,10 +270,13 @@ class Trainer:
         state = read_json(state_file, "trainer state")
         if not isinstance(state, dict) or not isinstance(state.get("fingerprint", {}), dict):
             raise DataError(f"{state_file}: not a trainer state (expected a JSON object with a fingerprint)")
-        differences = fingerprint_differences(state.pop("fingerprint", {}), self.fingerprint)
+        old = state.pop("fingerprint", {})
+        differences = fingerprint_differences(old, self.fingerprint)
         if differences:
+            newer = sorted(set(self.fingerprint) - set(old))
+            why = f"; settings this checkpoint predates, from a later paddle_unimo: {', '.join(newer)}" if newer else ""
             raise ResumeMismatch(
-                f"{path}: the checkpoint in this folder comes from a different run ({'; '.join(differences)}); "
+                f"{path}: the checkpoint in this folder comes from a different run ({'; '.join(differences)}){why}; "
                 f"run with --no-resume to start over here, or choose another output folder")
         state.setdefault("window", empty_window())  # a checkpoint written before the window was kept
         missing = sorted(set(self.state) - set(state))
@@ -331,10 +339,12 @@ class Trainer:
 
     def accumulate_gradients(self):
         """Forward/backward of the step's micro-batches; returns (the step's loss over all processes, this
-        process's item count). A micro-batch's loss is weighted by its share of the items of its kind (over
-        all processes), times its kind's share of the step's micro-batches: with one kind (fine-tuning) the step
-        is exactly the mean over the whole batch; pretraining's objectives (``kind``) weigh by how often the step
-        drew them, each by its own mean loss, not by how many items (tokens, regions, pairs) each counts."""
+        process's item count, each kind's mean loss over all processes when there are kinds). A micro-batch's
+        loss is weighted by its share of the items of its kind (over all processes), times its kind's share of
+        the step's micro-batches: with one kind (fine-tuning) the step is exactly the mean over the whole batch;
+        pretraining's objectives (``kind``) weigh by how often the step drew them, each by its own mean loss, not
+        by how many items (tokens, regions, pairs) each counts. Every process must draw the same kind at each
+        micro-batch (``pretraining.Mixture`` seeds the draw by the micro-batch alone)."""
         micros = range(self.state["micro"], self.state["micro"] + self.cfg.accumulate)
         batches = [self.make_batch(self.micro_batch(m)) for m in micros]
         counts = [self.count(b) for b in batches]
@@ -346,7 +356,7 @@ class Trainer:
         for k, n in zip(kinds, totals.numpy().tolist()):
             per_kind[k] = per_kind.get(k, 0.0) + n
         share = {k: kinds.count(k) / len(kinds) for k in per_kind}
-        loss_sum = 0.0
+        sums = dict.fromkeys(per_kind, 0.0)  # per kind: this process's loss x items
         for micro, batch, count, k in zip(micros, batches, counts, kinds):
             paddle.seed(self.cfg.seed * 1_000_003 + micro)  # dropout depends only on the position: exact resume
             autocast = paddle.amp.auto_cast(level=self.cfg.amp_level, dtype=self.cfg.amp_dtype) if self.amp \
@@ -355,16 +365,17 @@ class Trainer:
                 if self.tensor_inputs:
                     batch = {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
                 out = self.loss_fn(self.train_model, batch)
-            weight = count * share[k] / max(per_kind[k], 1.0)
-            loss = out["loss"] * (weight * self.world)
+            loss = out["loss"] * (count * share[k] / max(per_kind[k], 1.0) * self.world)
             (self.scaler.scale(loss) if self.scaler else loss).backward()
-            loss_sum += float(out["loss"]) * weight
-            self.last_output = out
+            sums[k] += float(out["loss"]) * count
         self.state["micro"] = micros[-1] + 1
-        if self.world > 1:  # the step's loss over every process's items, as one process on the whole batch logs
-            loss_sum = paddle.to_tensor(loss_sum, dtype="float64")
-            dist.all_reduce(loss_sum)
-        return float(loss_sum), sum(counts)
+        totals = np.asarray(list(sums.values()), np.float64)
+        if self.world > 1:  # over every process's items, as one process on the whole batch logs them
+            totals = paddle.to_tensor(totals)
+            dist.all_reduce(totals)
+            totals = totals.numpy()
+        means = {k: float(v) / max(per_kind[k], 1.0) for k, v in zip(sums, totals)}
+        return sum(share[k] * means[k] for k in means), sum(counts), means if self.kind else {}
 
     def gradients_finite(self) -> bool:
         """With data parallelism the gradients are already averaged, so every rank decides alike."""
@@ -461,15 +472,14 @@ class Trainer:
             above_bar = contextlib.nullcontext()
         with self.interruptible(), above_bar:
             while self.state["step"] < self.total_steps:
-                loss, count = self.accumulate_gradients()
+                loss, count, kind_losses = self.accumulate_gradients()
                 window = self.state["window"]
                 window["losses"].append(loss)
                 tokens += count
                 self.optimizer_step(loss)
                 step = self.state["step"]
-                name = self.last_output.get("name")
-                if name:  # one curve per objective (pretraining mixes several), averaged per logging window
-                    window["objectives"].setdefault(name, []).append(loss)
+                for name, value in kind_losses.items():  # one curve per objective, averaged per logging window
+                    window["objectives"].setdefault(name, []).append(value)
                 if step % self.cfg.logging_steps == 0 or step == self.total_steps:
                     self.log_window(step, tokens, time.perf_counter() - started, bar)
                     self.state["window"], tokens, started = empty_window(), 0, time.perf_counter()
