@@ -34,7 +34,8 @@ test-all: $(STAMP)
 	$(PY) -m pytest -m ""
 
 # ---- tasks (tasks/registry.py): make finetune TASK=name [MODEL=dir] [DATA=dir] [REGIONS=store] [OUT=dir]
-#      [O="train.lr=3e-5 decode.num_beams=4"]; without MODEL the tiny preset and the bundled demo data.
+#      [O="train.lr=3e-5 decode.num_beams=4"] [NO_RESUME=1: start over in OUT]; without MODEL the tiny preset and
+#      the bundled demo data.
 #      TASK: dureader_qg|advertisegen|lcsts_new (千言 generation), coco_caption|flickr30k_retrieval|snli_ve|vqa
 #      (vision-language; REGIONS= is their region store, by default data.regions inside the data folder),
 #      glue_cola|glue_sst2|glue_mrpc|glue_stsb|glue_qqp|glue_mnli|glue_qnli|glue_rte|glue_wnli and
@@ -59,7 +60,7 @@ demo-vl: $(STAMP)
 
 finetune: $(STAMP)
 	$(PY) -m tasks.run finetune --task $(TASK) --config $(CONFIG) --out "$(OUT)" $(if $(MODEL),--model "$(MODEL)") \
-		$(if $(DATA),--data "$(DATA)") $(REGIONS_ARG) $(OVERRIDES)
+		$(if $(DATA),--data "$(DATA)") $(REGIONS_ARG) $(if $(NO_RESUME),--no-resume) $(OVERRIDES)
 
 # make predict [MODEL=$(OUT)/best] [INPUT=file] -> $(OUT)/predict (coco_caption adds captions_results.json, vqa
 #      vqa_submission.json, flickr30k_retrieval scores.npy + scores_index.json); MODEL=$(OUT)/inference
@@ -140,7 +141,7 @@ pretrain: $(STAMP)
 	$(PY) -m tasks.pretrain_mini --out "$(PRETRAIN_OUT)/mini"
 	$(PY) -m paddle.distributed.launch --nproc_per_node $(NPROC) --log_dir "$(PRETRAIN_OUT)/launch" \
 		tasks/pretrain.py --config "$(PRETRAIN_CONFIG)" --out "$(PRETRAIN_OUT)" $(if $(MODEL),--model "$(MODEL)") \
-		$(if $(VOCAB),--vocab "$(VOCAB)") $(OVERRIDES)
+		$(if $(VOCAB),--vocab "$(VOCAB)") $(if $(NO_RESUME),--no-resume) $(OVERRIDES)
 
 # make train-tokenizer INPUT="corpus.txt more.txt.gz" TOKENIZER_OUT=dir [KIND=wordpiece|sentencepiece] [VOCAB_SIZE=8000]
 train-tokenizer: $(STAMP)

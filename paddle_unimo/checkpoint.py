@@ -35,6 +35,9 @@ def find_config(path: str) -> str:
     for name in CONFIG_NAMES:
         if os.path.isfile(os.path.join(path, name)):
             return os.path.join(path, name)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such model folder (a fine-tuned model is OUT/best once "
+                                "`make finetune` has run; a converted one is what `make convert` wrote)")
     raise FileNotFoundError(f"{path}: no {' or '.join(CONFIG_NAMES)} (is this a model folder?)")
 
 

@@ -36,11 +36,11 @@ def resolve_config(args):
     """The task and its typed config: from ``--config``, or the task's default YAML for ``--task``."""
     from paddle_unimo.typed import ConfigError
     path = args.config
+    if args.task and args.task not in TASKS:  # before the config: make builds CONFIG from TASK
+        raise ConfigError(f"--task: unknown task {args.task!r}; known: {', '.join(sorted(TASKS))}")
     if path is None:
         if not args.task:
             raise ConfigError("give --task NAME or --config FILE")
-        if args.task not in TASKS:
-            raise ConfigError(f"--task: unknown task {args.task!r}; known: {', '.join(sorted(TASKS))}")
         size = "base" if getattr(args, "model", None) else "tiny"
         path = os.path.join(ROOT, "tasks", "configs", f"{args.task}_{size}.yaml")
     name = read_yaml(path).get("task")
@@ -170,11 +170,10 @@ def predict(args) -> dict:
     try:
         task.check(cfg, model.config, config_path)
     except ConfigError as e:
-        if args.config is not None:
+        if args.config is not None and not args.config.endswith(("_base.yaml", "_large.yaml")):
             raise
-        raise ConfigError(f"{e} -- with --model and no --config, predict reads the base config; a model fine-tuned "
-                          f"from the tiny preset needs SIZE=tiny (--config tasks/configs/{task.name}_tiny.yaml)") \
-            from None
+        raise ConfigError(f"{e} -- with a model, predict reads the base config; a model fine-tuned from the tiny "
+                          f"preset needs SIZE=tiny (--config tasks/configs/{task.name}_tiny.yaml)") from None
     runner = task.bind(model, load_tokenizer(args.model), cfg)
     examples = text_targets(runner, examples)
     predictions = runner.predict(examples)

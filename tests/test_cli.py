@@ -404,3 +404,32 @@ def test_malformed_model_config_names_the_file(finished, tmp_path, capsys):
     line = user_error(capsys, ["predict", "--config", CONFIG, "--model", str(model), "--out", str(tmp_path / "p"),
                                "--data", str(finished[0])])
     assert f"{model}/config.json:2: malformed model config" in line, line
+
+
+def test_an_unknown_task_is_named_before_its_config_is_looked_for(tmp_path, capsys):
+    """``make finetune TASK=dureader`` passes --config tasks/configs/dureader_tiny.yaml, which does not exist: the
+    error is the unknown task with the known ones, not the missing file."""
+    line = user_error(capsys, ["finetune", "--task", "dureader", "--config", "tasks/configs/dureader_tiny.yaml",
+                               "--out", str(tmp_path / "out")])
+    assert "unknown task 'dureader'; known: advertisegen, " in line and "dureader_qg" in line, line
+
+
+def test_predict_with_the_base_config_names_size_tiny_for_a_tiny_model(finished, tmp_path, capsys):
+    """``make predict MODEL=OUT/best`` reads the base config (SIZE=base with a model): a model fine-tuned from the
+    tiny preset has fewer positions than its max_seq_len, and the error says SIZE=tiny."""
+    data, out = finished
+    base = CONFIG.replace("_tiny.yaml", "_base.yaml")
+    line = user_error(capsys, ["predict", "--task", "dureader_qg", "--config", base, "--model", str(out / "best"),
+                               "--data", str(data), "--out", str(tmp_path / "pred")])
+    assert "above the model's" in line and "needs SIZE=tiny" in line, line
+
+
+def test_a_model_folder_that_does_not_exist_says_so(tmp_path, capsys):
+    """``make predict`` before ``make finetune``: the folder is missing, not merely without config.json."""
+    line = user_error(capsys, ["predict", "--task", "dureader_qg", "--config", CONFIG, "--model",
+                               str(tmp_path / "out" / "best"), "--out", str(tmp_path / "pred")])
+    assert f"{tmp_path / 'out' / 'best'}: no such model folder" in line and "make finetune" in line, line
+    (tmp_path / "empty").mkdir()
+    line = user_error(capsys, ["predict", "--task", "dureader_qg", "--config", CONFIG, "--model",
+                               str(tmp_path / "empty"), "--out", str(tmp_path / "pred")])
+    assert "no config.json" in line and "is this a model folder?" in line, line

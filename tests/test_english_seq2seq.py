@@ -63,6 +63,12 @@ def test_line_aligned_mismatch_and_blank_lines(tmp_path):
     assert [e.target for e in examples] == ["x", "z"] and report.skipped[0]["line"] == 2
     with pytest.raises(DataError, match=r"tried test\.src, test\.source, src-test\.txt"):
         E.line_aligned_paths(tmp_path, "test")
+    with pytest.raises(DataError, match=r"train\.tgt: the target side of a line-aligned pair: give its source file "
+                                        r"train\.src"):
+        E.pair_of_source_file(tmp_path / "train.tgt")
+    (tmp_path / "train.tgt").unlink()
+    with pytest.raises(DataError, match=r"train\.src: no target file \(.*train\.tgt not found\)"):
+        E.read_line_aligned(*E.pair_of_source_file(tmp_path / "train.src"))
 
 
 def test_xsum_json_lines():
@@ -170,13 +176,14 @@ def test_unilm_squad_qg_lines_give_paragraph_and_answer_segments(tmp_path, gpt2)
     whole, _ = E.read_line_aligned(tmp_path / "dev.pa.tok.txt", tmp_path / "dev.q.tok.txt")  # no separator
     assert E.OriginalSeq2SeqEncoder(gpt2, 512, 64).encode(whole[0]).source_ids.count(gpt2.sep_token_id) == 1
 
-    (tmp_path / "bad.pa.tok.txt").write_text(f"{pairs[0][0]}\na paragraph [SEP]  [SEP] x\n", "utf-8")
-    (tmp_path / "bad.q.tok.txt").write_text("q1\nq2\n", "utf-8")
+    (tmp_path / "bad.pa.tok.txt").write_text(f"{pairs[0][0]}\na paragraph [SEP]  [SEP] x\nno answer [SEP] \n",
+                                             "utf-8")
+    (tmp_path / "bad.q.tok.txt").write_text("q1\nq2\nq3\n", "utf-8")
     with pytest.raises(DataError, match=r"bad\.pa\.tok\.txt:2: an empty segment around ' \[SEP\] '"):
         read_any(str(tmp_path / "bad"), cfg, need_target=True, dialog=False)
     examples, report = E.read_line_aligned(tmp_path / "bad.pa.tok.txt", tmp_path / "bad.q.tok.txt", skip_bad=True,
                                            separator=" [SEP] ")
-    assert len(examples) == 1 and report.skipped[0]["line"] == 2
+    assert len(examples) == 1 and [s["line"] for s in report.skipped] == [2, 3]
     (tmp_path / "qg.jsonl").write_text("".join(json.dumps({"src": s, "tgt": q}) + "\n" for s, q in pairs), "utf-8")
     examples, _ = E.read_jsonl_pairs(tmp_path / "qg.jsonl", separator=" [SEP] ")
     assert examples[3].segments == [items[3]["context"].strip(), items[3]["answers"]["text"][0]]

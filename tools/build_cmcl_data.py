@@ -7,8 +7,9 @@
 Input: JSON lines ``{"image_id", "caption_id", "caption"}``. ``--paraphrases``: ``caption_id<TAB>paraphrase``
 lines (back-translations or paraphrases made offline). ``--regions``: a ``RegionStore`` folder whose
 ``class_probs`` give each image's region labels; ``--background`` says which column is background: ``first``
-for bottom-up-attention and original UNIMO files, ``last`` for ``tools/extract_regions.py`` (paddledet
-order), ``none`` when there is none. ``--retrieved-texts``: the captions of other images most similar by TF-IDF,
+for stores written by ``tools/extract_regions.py`` (which puts paddledet's background column first) and
+converted bottom-up-attention or original UNIMO files, ``last`` for class distributions in paddledet's own
+order, ``none`` when there is none. ``--retrieved-texts``: the captions of other images most similar by TF-IDF,
 added to the hard negatives (the paper's sentence-level negatives). ``--text-corpus``: a text file, one text per
 line, from which ``--corpus-texts`` TF-IDF neighbours per caption are added to the positives (X^T).
 

@@ -114,8 +114,9 @@ def region_labels(record: RegionRecord, background: Optional[int]) -> FrozenSet[
     """The set of argmax classes of the record's regions, without the background class.
 
     ``background`` is the background column of ``class_probs``: 0 for bottom-up-attention / original UNIMO
-    files (Caffe order), -1 (last) for ``paddle_unimo.regions`` (paddledet order), None when the classes hold
-    no background. A region whose argmax is background is dropped; a record without class_probs has no labels.
+    files (Caffe order) and for stores ``paddle_unimo.regions`` writes (it moves paddledet's last background
+    column first), -1 (last) for paddledet's own order, None when the classes hold no background. A region whose
+    argmax is background is dropped; a record without class_probs has no labels.
     """
     if record.class_probs is None or record.num_boxes == 0:
         return frozenset()

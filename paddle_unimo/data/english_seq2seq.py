@@ -111,28 +111,41 @@ LINE_ALIGNED_NAMES = (("{}.src", "{}.tgt"), ("{}.source", "{}.target"), ("src-{}
 
 
 def source_segments(where: str, source: str, separator: str = "") -> List[str]:
-    """The segments of a source text split at ``separator`` (none: the whole text), each encoded as one source
-    segment ending in [SEP], positions restarting, as the original TSV's source columns are. UniLM's SQuAD-QG
-    lines ``paragraph [SEP] answer`` (``squad_qg`` configs: ``data.source_separator: " [SEP] "``) so give
-    ``[CLS] paragraph [SEP] answer [SEP]``, not the characters of "[SEP]". An empty segment is a ``DataError``."""
+    """The segments of a source text split at ``separator``, its surrounding white space optional (none: the whole
+    text; a line's trailing space is stripped before, so ``paragraph [SEP] `` has an empty answer), each encoded
+    as one source segment ending in [SEP], positions restarting, as the original TSV's source columns are.
+    UniLM's SQuAD-QG lines ``paragraph [SEP] answer`` (the ``squad_qg`` configs' ``data.source_separator``
+    ``" [SEP] "``) so give ``[CLS] paragraph [SEP] answer [SEP]``, not the characters of "[SEP]". An empty segment
+    is a ``DataError``."""
     if not separator:
         return [source]
-    segments = [part.strip() for part in source.split(separator)]
+    segments = [part.strip() for part in source.split(separator.strip() or separator)]  # lines are stripped
     if not all(segments):
         raise DataError(f"{where}: an empty segment around {separator!r}")
     return segments
 
 
+def _partner(path, side: int) -> Optional[str]:
+    """The other file of a line-aligned pair when ``path`` is named as its source (``side`` 0) or target (1)."""
+    folder, name = os.path.split(os.fspath(path))
+    for names in LINE_ALIGNED_NAMES:
+        prefix, suffix = names[side].split("{}")
+        if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix):
+            return os.path.join(folder, names[1 - side].format(name[len(prefix):len(name) - len(suffix)]))
+    return None
+
+
 def pair_of_source_file(path) -> Optional[Tuple[str, Optional[str]]]:
     """(source, target) when ``path`` is named as the source of a line-aligned pair (``dev.src``, ``test.source``,
-    ``src-dev.txt``; the target of the same naming beside it, None when absent), else None."""
-    path = os.fspath(path)
-    folder, name = os.path.split(path)
-    for src, tgt in LINE_ALIGNED_NAMES:
-        prefix, suffix = src.split("{}")
-        if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix):
-            target = os.path.join(folder, tgt.format(name[len(prefix):len(name) - len(suffix)]))
-            return path, target if os.path.isfile(target) else None
+    ``src-dev.txt``; the target of the same naming beside it, None when absent), else None. A file named as a
+    pair's target (``dev.tgt``) is a ``DataError`` saying to give its source."""
+    target = _partner(path, 0)
+    if target is not None:
+        return os.fspath(path), target if os.path.isfile(target) else None
+    source = _partner(path, 1)
+    if source is not None:
+        raise DataError(f"{os.fspath(path)}: the target side of a line-aligned pair: give its source file "
+                        f"{os.path.basename(source)}, read with it line by line")
     return None
 
 
@@ -167,7 +180,8 @@ def read_line_aligned(source_path, target_path=None, need_target: bool = True, s
         if not os.path.exists(path):
             raise DataError(f"{path}: file not found")
     if target_path is None and need_target:
-        raise DataError(f"{source_path}: no target file given")
+        beside = _partner(source_path, 0)
+        raise DataError(f"{source_path}: no target file" + (f" ({beside} not found)" if beside else " given"))
     sources, n_src = _numbered_lines(source_path)
     targets, n_tgt = _numbered_lines(target_path) if target_path is not None else ({}, n_src)
     if n_src != n_tgt:

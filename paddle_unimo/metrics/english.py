@@ -27,6 +27,7 @@ SQuAD question-generation BLEU-4 / METEOR / ROUGE-L. Scores are in 0-100.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -36,6 +37,8 @@ from collections import Counter
 from typing import Dict, List, Sequence, Union
 
 from rouge_score import rouge_scorer
+
+logging.getLogger("absl").setLevel(logging.WARNING)  # rouge-score logs "Using default tokenizer." at every scorer
 
 References = Sequence[Union[str, Sequence[str]]]
 

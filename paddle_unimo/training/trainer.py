@@ -277,7 +277,7 @@ class Trainer:
             why = f"; settings this checkpoint predates, from a later paddle_unimo: {', '.join(newer)}" if newer else ""
             raise ResumeMismatch(
                 f"{path}: the checkpoint in this folder comes from a different run ({'; '.join(differences)}){why}; "
-                f"run with --no-resume to start over here, or choose another output folder")
+                f"run with --no-resume (make: NO_RESUME=1) to start over here, or choose another output folder")
         state.setdefault("window", empty_window())  # a checkpoint written before the window was kept
         missing = sorted(set(self.state) - set(state))
         if missing:
