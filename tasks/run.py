@@ -107,6 +107,8 @@ def finetune(args) -> dict:
     paths = {"train": data_file(args, cfg, cfg.data.train), "dev": data_file(args, cfg, cfg.data.dev)}
     train, train_report = task.read(paths["train"], cfg, role="train")
     dev, dev_report = task.read(paths["dev"], cfg, role="dev")
+    logger.info("train: %d examples from %s; dev: %d from %s", len(train),  # the files a split name resolved to
+                getattr(train_report, "path", paths["train"]), len(dev), getattr(dev_report, "path", paths["dev"]))
     extras = []  # e.g. MNLI's mismatched dev set, read now: a bad one fails early
     for name in getattr(task, "extra_dev_files", lambda cfg: [])(cfg):
         path = data_file(args, cfg, name)
@@ -166,6 +168,7 @@ def predict(args) -> dict:
         raise ConfigError("predict needs --model (a folder written by finetune, e.g. OUT/best)")
     path = args.input or data_file(args, cfg, cfg.data.dev)
     examples, report = task.read(path, cfg, need_target=False, role="dev")
+    logger.info("%d examples from %s", len(examples), getattr(report, "path", path))
     model = task.load_model(args.model)
     try:
         task.check(cfg, model.config, config_path)
