@@ -24,7 +24,7 @@ import paddle.nn as nn
 
 from . import fileio
 from .augment.records import to_example
-from .data.regions import RegionStore
+from .data.regions import RegionStore, open_store
 from .objectives import TextExample, TextSpecials, get_objective, text_example
 from .objectives.cmcl import CMCLExample
 from .objectives.region import RegionExample
@@ -146,10 +146,10 @@ def load_corpus(spec: dict, tokenizer, root: str = "", chinese: bool = False) ->
         items = [text_example(t, tokenizer, chinese=chinese) for t in lines]
         items = [e for e in items if e.token_ids]
     elif spec.kind == "image":
-        store = RegionStore(path(spec.regions))
+        store = open_store(path(spec.regions))
         items = [store.get(i) for i in store.ids()]
     else:
-        items = read_captions(path(spec.captions), RegionStore(path(spec.regions)), tokenizer, chinese)
+        items = read_captions(path(spec.captions), open_store(path(spec.regions)), tokenizer, chinese)
     if not items:
         sources = ", ".join(path(p) for p in spec.paths) if spec.kind == "text" else path(spec.regions)
         raise fileio.DataError(f"{sources}: corpus {spec.name!r} has no usable item"

@@ -69,11 +69,8 @@ class Regions:
     """The region store of a run, with a bounded cache of records (an epoch revisits every image)."""
 
     def __init__(self, path: str, cache_size: int = 4096):
-        from paddle_unimo.data.regions import INDEX, RegionStore
-        if not os.path.isfile(os.path.join(path, INDEX)):
-            raise DataError(f"{path}: not a region store (no {INDEX}); give --regions DIR, a folder written by "
-                            "make extract-regions or make convert-regions")
-        self.path, self.store, self.cache_size = path, RegionStore(path), cache_size
+        from paddle_unimo.data.regions import open_store
+        self.path, self.store, self.cache_size = path, open_store(path), cache_size
         self.cache: "OrderedDict[str, object]" = OrderedDict()
         self.by_number: Optional[Dict[str, str]] = None
         self.matched_by_number = False

@@ -351,6 +351,10 @@ def test_tool_rejects_bad_input(tmp_path):
         bad.write_text('{"image_id": 1, "caption_id": "c1", "caption": "a cat"}\n' + text)
         with pytest.raises(DataError, match=f"bad.jsonl:2: .*{message}"):
             build_cmcl_data.run(["--captions", str(bad), "--out", out])
+    (tmp_path / "not_a_store").mkdir()
+    with pytest.raises(DataError, match=r"not_a_store: not a region store \(no index.json\)"):
+        build_cmcl_data.run(["--captions", str(captions), "--out", out, "--regions", str(tmp_path / "not_a_store")])
+    assert not list((tmp_path / "not_a_store").iterdir())  # nothing written there
 
 
 def test_rows_become_cmcl_examples_and_a_batch(tmp_path):

@@ -26,7 +26,7 @@ import sys
 import paddle_unimo
 from paddle_unimo.augment.records import build_rows, read_captions, store_image_neighbours, summarize
 from paddle_unimo.augment.rewrite import read_paraphrases
-from paddle_unimo.data.regions import RegionStore
+from paddle_unimo.data.regions import open_store
 from paddle_unimo.fileio import DataError, read_text_lines, write_jsonl
 
 _BACKGROUND = {"first": 0, "last": -1, "none": None}
@@ -77,7 +77,7 @@ def run(argv=None) -> dict:
         else {}
     neighbours, missing = {}, 0
     if args.regions:
-        store = RegionStore(args.regions)
+        store = open_store(args.regions)
         if store.num_classes is None:
             raise DataError(f"{args.regions}: the store has no class_probs, so images have no region labels")
         neighbours = store_image_neighbours(store, args.retrieved_images, _BACKGROUND[args.background])

@@ -30,7 +30,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from ..fileio import atomic_write, read_json, write_json
+from ..fileio import DataError, atomic_write, read_json, write_json
 
 FORMAT = "paddle_unimo.region_store"
 VERSION = 1
@@ -389,3 +389,12 @@ class RegionStore:
             m = _OURS.match(name)
             if (m and m.group(1) not in live) or (m and m.group(3)) or name == INDEX + ".tmp":
                 os.remove(os.path.join(self.path, name))
+
+
+def open_store(path: str) -> "RegionStore":
+    """An existing store to read; a folder without ``index.json`` is a ``DataError`` (``RegionStore`` itself starts
+    an empty store there, for writing)."""
+    if not os.path.isfile(os.path.join(path, INDEX)):
+        raise DataError(f"{path}: not a region store (no {INDEX}); give a folder written by make extract-regions or "
+                        "make convert-regions")
+    return RegionStore(path)
