@@ -735,18 +735,12 @@ def test_read_tag_file_and_lookup(tmp_path):
     assert image_number("COCO_val2014_000000391895.jpg") == "391895" and image_number("a.b.jpg") == ""
 
     bad = tmp_path / "bad.ids"
-    bad.write_text("1;2;3;4\n\n5;6;7\n")
-    with pytest.raises(DataError, match=f"{bad}:3: expected 4"):
-        read_tag_file(str(bad))
-    bad.write_text("1;2 x;3;4\n")
-    with pytest.raises(DataError, match=f"{bad}:1: obj_token_ids"):
-        read_tag_file(str(bad))
-    bad.write_text("1;2;3;4\n2;2 3;0 0;2\n")
-    with pytest.raises(DataError, match=f"{bad}:2: expected one obj_pos_id >= 0 per obj_token_id, got 1 for 2"):
-        read_tag_file(str(bad))
-    bad.write_text("1;2;3;four\n")
-    with pytest.raises(DataError, match=f"{bad}:1: obj_pos_ids must be"):
-        read_tag_file(str(bad))
+    for text, message in [("1;2;3;4\n\n5;6;7\n", "3: expected 4"), ("1;2 x;3;4\n", "1: obj_token_ids"),
+                          ("1;2;3;4\n2;2 3;0 0;2\n", "2: expected one obj_pos_id >= 0 per obj_token_id, got 1 for 2"),
+                          ("1;2;3;four\n", "1: obj_pos_ids must be")]:
+        bad.write_text(text)
+        with pytest.raises(DataError, match=f"{bad}:{message}"):
+            read_tag_file(str(bad))
     js.write_text(json.dumps({"a.jpg": ["dog", 3]}))
     with pytest.raises(DataError, match="a.jpg"):
         read_tag_file(str(js))

@@ -26,7 +26,6 @@ import numpy as np
 from ..fileio import DataError, read_json, read_text_lines
 
 
-
 @dataclass(frozen=True)
 class TagIds:
     """The tags of one line of the original object file: ``obj_token_ids`` and their ``obj_pos_ids``."""
