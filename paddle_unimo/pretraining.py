@@ -221,8 +221,7 @@ class PretrainModel(nn.Layer):
     def forward(self, batch: dict) -> dict:
         name = batch["objective"]
         tensors = {k: v for k, v in batch.items() if k != "objective"}
-        out = get_objective(name).loss(self.model, tensors, self.heads[name] if name in self.heads else None)
-        return {**out, "name": name}
+        return get_objective(name).loss(self.model, tensors, self.heads[name] if name in self.heads else None)
 
     def set_recompute(self, flag: bool) -> None:
         """Recompute the encoder layers in the backward pass (``UNIMOPretrainedModel.set_recompute``); the
