@@ -65,16 +65,20 @@ finetune: $(STAMP)
 # make predict [MODEL=$(OUT)/best] [INPUT=file] -> $(OUT)/predict (coco_caption adds captions_results.json, vqa
 #      vqa_submission.json, flickr30k_retrieval scores.npy + scores_index.json); MODEL=$(OUT)/inference
 #      predicts with an export's programs (Paddle Inference; ONNX Runtime for FORMAT=onnx)
+#      The model folder's task.yaml (the settings it was fine-tuned with) is the config unless CONFIG= or SIZE= is
+#      given (evaluate: OUT/best's); older folders without one take tasks/configs/$(TASK)_$(SIZE).yaml.
+PREDICT_MODEL = $(or $(MODEL),$(OUT)/best)
+OWN_CONFIG = $(if $(filter command line environment,$(origin CONFIG) $(origin SIZE)),,$(wildcard $(PREDICT_MODEL)/task.yaml))
 predict: $(STAMP)
-	$(PY) -m tasks.run predict --task $(TASK) --config $(CONFIG) --out "$(OUT)/predict" \
-		--model "$(or $(MODEL),$(OUT)/best)" \
+	$(PY) -m tasks.run predict --task $(TASK) $(if $(OWN_CONFIG),,--config $(CONFIG)) --out "$(OUT)/predict" \
+		--model "$(PREDICT_MODEL)" \
 		$(if $(DATA),--data "$(DATA)") $(if $(INPUT),--input "$(INPUT)") $(REGIONS_ARG) $(OVERRIDES)
 
 # make evaluate [PRED=$(OUT)/predict/predictions.jsonl; flickr30k_retrieval: .../scores.npy; coco_caption also a
 #      COCO result file such as captions_results.json] [REFS=reference file; default: the dev file]
 #      -> $(OUT)/predict/eval/metrics.json
 evaluate: $(STAMP)
-	$(PY) -m tasks.run evaluate --task $(TASK) --config $(CONFIG) --out "$(OUT)/predict" \
+	$(PY) -m tasks.run evaluate --task $(TASK) --config $(or $(OWN_CONFIG),$(CONFIG)) --out "$(OUT)/predict" \
 		--predictions "$(or $(PRED),$(OUT)/predict/$(PRED_FILE))" $(if $(DATA),--data "$(DATA)") \
 		$(if $(REFS),--references "$(REFS)") $(REGIONS_ARG) $(OVERRIDES)
 

@@ -3,9 +3,10 @@
 A model folder holds ``config.json`` (PaddleNLP's name; the older ``model_config.json`` is read too),
 ``model_state.pdparams`` and the tokenizer files, so a downloaded ``unimo-text-1.0*`` folder loads as is.
 
-Loading is strict: every missing, unexpected or wrongly shaped tensor is listed in one error. The only
-tolerated differences are ``lm_head.decoder_weight`` (an alias of the tied word embedding that PaddleNLP
-writes twice) and, for a head-less ``UNIMOModel``, the ``lm_head.*`` tensors of an LM checkpoint.
+Loading is strict: every missing, unexpected or wrongly shaped tensor is listed in one error. The tolerated
+differences are listed in ``load_pretrained`` (e.g. ``lm_head.decoder_weight``, an alias of the tied word
+embedding that PaddleNLP writes twice); a longer position table than the checkpoint's is grown from its rows
+(``grow_positions``).
 """
 from __future__ import annotations
 
@@ -91,17 +92,21 @@ def load_pretrained(cls, path: str, **config_overrides):
     wholly absent from the folder -- a pretrained model -- keeps its freshly initialised head; a head that is
     all there but of other shapes (another label set) is replaced by a fresh one; and the dialog embeddings
     (``role_type_size``/``turn_type_size`` given as overrides, CoQA) start fresh when the folder has none. A head that is only partly there
-    is an error, as is every other missing, unexpected or mis-shaped tensor."""
+    is an error, as is every other missing, unexpected or mis-shaped tensor. A ``max_position_embeddings`` override
+    above the folder's grows its position table (``grow_positions``)."""
     from .export import is_export
     if os.path.isdir(path) and is_export(path):
         raise CheckpointError(f"{path} is an export (programs for Paddle Inference), not a checkpoint: load the "
                               "folder it was exported from (e.g. OUT/best)")
     config = UNIMOConfig.from_file(find_config(path))
+    folder_positions = config.max_position_embeddings
     if config_overrides:
         config = config.replace(**config_overrides)
     with paddle.utils.unique_name.guard():
         model = cls(config)
     state = load_state(path)
+    if config.max_position_embeddings != folder_positions:
+        state = grow_positions(state, config.max_position_embeddings, config.position_start, path)
     expected = model.state_dict()
     is_base = getattr(cls, "base_model_prefix", None) == "unimo" and not hasattr(model, "unimo")
     if is_base and any(k.startswith("unimo.") for k in state):
@@ -129,6 +134,31 @@ def load_pretrained(cls, path: str, **config_overrides):
     set_state(model, state, os.path.join(path, WEIGHTS_NAME), optional=[TIED_ALIAS, *fresh, *dialog])
     model.eval()
     return model
+
+
+POSITION_TABLE = "embeddings.position_embeddings.weight"
+
+
+def grow_positions(state: Dict[str, np.ndarray], rows: int, start: int, source: str) -> Dict[str, np.ndarray]:
+    """``state`` with its position table grown to ``rows`` rows, for inputs longer than the checkpoint was
+    trained on: the trained rows are kept and the new ones repeat the trained positions from ``start`` on (row
+    ``i`` copies row ``start + (i - start) % (trained - start)``), as Longformer grows RoBERTa's table (Beltagy et
+    al., 2020), so that fine-tuning starts from embeddings of the right scale and local structure. A smaller
+    table is an error: rows that were trained would be lost."""
+    key = next((k for k in state if k.endswith(POSITION_TABLE)), None)
+    if key is None:
+        return state
+    table = state[key]
+    if rows < table.shape[0]:
+        raise CheckpointError(f"{source}: max_position_embeddings {rows} is below the checkpoint's {table.shape[0]} "
+                              "trained positions; a table can be grown, not cut")
+    trained = table.shape[0] - start
+    if trained < 1:
+        raise CheckpointError(f"{source}: {key} has {table.shape[0]} rows, none after position_start {start}")
+    extra = [start + (i - start) % trained for i in range(table.shape[0], rows)]
+    logger.info("%s: position table grown from %d to %d rows (the new rows repeat rows %d..%d)", source,
+                table.shape[0], rows, start, table.shape[0] - 1)
+    return {**state, key: np.concatenate([table, table[extra]], axis=0)}
 
 
 def load_any(path: str, **config_overrides):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Dict
 
 from .fileio import read_json, write_json
-from .typed import bounded, check_fields, from_dict
+from .typed import ConfigError, bounded, check_fields, from_dict
 
 # Keys PaddleNLP writes into config.json / model_config.json that describe bookkeeping, not the model.
 PADDLENLP_BOOKKEEPING_KEYS = frozenset({
@@ -115,6 +115,26 @@ class UNIMOConfig:
     @property
     def has_regions(self) -> bool:
         return self.image_embedding_size > 0
+
+
+class PositionLimitError(ConfigError):
+    """A configured length beyond the model's position table; ``rows`` is the table it would need."""
+
+    def __init__(self, message: str, rows: int):
+        super().__init__(message)
+        self.rows = rows
+
+
+def check_positions(config: UNIMOConfig, where: str, lengths: Dict[str, int], extra: int = 0) -> None:
+    """Each configured length (``key -> value``), with ``extra`` positions more, must fit the model's position
+    table from ``position_start`` (source, target and text blocks each restart there)."""
+    limit = config.max_position_embeddings - config.position_start - extra
+    for key, value in lengths.items():
+        if value > limit:
+            place = f"{where}: {key}" if where else key
+            raise PositionLimitError(f"{place}: {value} is above the model's {config.max_position_embeddings} "
+                                     f"position embeddings (allowed: <= {limit})",
+                                     rows=value + extra + config.position_start)
 
 
 def _english(**size) -> UNIMOConfig:

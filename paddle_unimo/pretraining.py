@@ -28,6 +28,7 @@ from .data.regions import RegionStore, open_store
 from .objectives import TextExample, TextSpecials, get_objective, text_example
 from .objectives.cmcl import CMCLExample
 from .objectives.region import RegionExample
+from .config import check_positions
 from .typed import ConfigError, bounded, from_dict, join
 
 HEADS_FILE = "pretraining_heads.pdparams"
@@ -260,8 +261,6 @@ def objective_configs(names: Sequence[str], overrides: Dict[str, dict], tokenize
         if fixed:
             raise ConfigError(f"{where}objectives.{name}.{fixed[0]}: set from the model and tokenizer, not the config")
         configs[name] = from_dict(cls, {**values, **overrides.get(name, {})}, f"{where}objectives.{name}")
-        limit = model_config.max_position_embeddings - model_config.position_start
-        if getattr(configs[name], "max_seq_len", 0) > limit:
-            raise ConfigError(f"{where}objectives.{name}.max_seq_len: {configs[name].max_seq_len} is above the model's "
-                              f"{model_config.max_position_embeddings} position embeddings (allowed: <= {limit})")
+        check_positions(model_config, where.rstrip(": "),
+                        {f"objectives.{name}.max_seq_len": getattr(configs[name], "max_seq_len", 0)})
     return configs

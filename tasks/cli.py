@@ -145,6 +145,50 @@ def setup_logging(out_dir: str) -> None:
     root.addHandler(handler)
 
 
+RUN_CONFIG = "task.yaml"  # the config a model folder was fine-tuned with (finetune writes it into best/)
+
+
+def write_run_config(folder: str, config) -> None:
+    """The run's typed config, every setting spelled out, as ``folder/task.yaml``: predicting with the folder
+    (or its export, which copies the file) then uses the lengths and decoding settings it was trained with."""
+    from paddle_unimo.fileio import atomic_write
+    atomic_write(os.path.join(folder, RUN_CONFIG),
+                 "# the settings this model was fine-tuned with; predicting with this folder reads them\n"
+                 + yaml.safe_dump(to_dict(config), allow_unicode=True, sort_keys=False))
+
+
+def run_config_of(model_dir: Optional[str]) -> Optional[str]:
+    """A model folder's ``task.yaml`` (``write_run_config``), None when it has none (older folders)."""
+    path = os.path.join(model_dir, RUN_CONFIG) if model_dir else None
+    return path if path and os.path.isfile(path) else None
+
+
+def longer_table_hint(check: Callable[[], Any]):
+    """``check()`` for a training command: a length beyond the model's position table
+    (``config.PositionLimitError``) also says how to train a longer one."""
+    from paddle_unimo.config import PositionLimitError
+    try:
+        return check()
+    except PositionLimitError as e:
+        raise ConfigError(f"{e}; or train a longer table: -o model.overrides.max_position_embeddings={e.rows} (a "
+                          "model folder's is grown from its trained rows)") from None
+
+
+def folder_overrides(model_dir: str, section: ModelSection) -> dict:
+    """What ``model.overrides`` changes in a model loaded from a folder: only a ``max_position_embeddings`` above
+    the folder's, which grows its position table (``checkpoint.grow_positions``) for inputs longer than it was
+    trained on. The other overrides describe the preset and are left aside, logged."""
+    from paddle_unimo.checkpoint import find_config
+    from paddle_unimo.config import UNIMOConfig
+    overrides = dict(section.overrides)
+    rows = overrides.pop("max_position_embeddings", None)
+    if rows is not None and rows <= UNIMOConfig.from_file(find_config(model_dir)).max_position_embeddings:
+        overrides["max_position_embeddings"], rows = rows, None
+    if overrides:
+        logger.warning("model.overrides %s left aside: the model comes from %s", overrides, model_dir)
+    return {} if rows is None else {"max_position_embeddings": rows}
+
+
 def build_model(model_dir: Optional[str], section: ModelSection, texts: Sequence[str], model_class=None,
                 vocabulary: str = "characters", **settings):
     """``model_class`` (default the LM head model) from a checkpoint folder, or from the preset with a vocabulary
@@ -154,9 +198,8 @@ def build_model(model_dir: Optional[str], section: ModelSection, texts: Sequence
     from paddle_unimo import UNIMOLMHeadModel, WordPieceTokenizer, get_preset, load_tokenizer
     model_class = model_class or UNIMOLMHeadModel
     if model_dir:
-        if section.overrides:
-            logger.warning("model.overrides %s left aside: the model comes from %s", section.overrides, model_dir)
-        model, tokenizer = model_class.from_pretrained(model_dir, **settings), load_tokenizer(model_dir)
+        model, tokenizer = model_class.from_pretrained(model_dir, **settings, **folder_overrides(model_dir, section)), \
+            load_tokenizer(model_dir)
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ConfigError(f"{model_dir}: the tokenizer has ids up to {tokenizer.vocab_size - 1}, the model's "
                               f"embeddings only {model.config.vocab_size} rows (config.json vocab_size): a "

@@ -26,14 +26,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from paddle_unimo.config import check_positions
 from paddle_unimo.data.object_tags import lookup_tags, read_class_names, read_tag_file, tags_from_regions
 from paddle_unimo.fileio import DataError, write_json
+from paddle_unimo.training import TrainConfig
 from paddle_unimo.training.adversarial import AdversarialConfig
 from paddle_unimo.typed import ConfigError, bounded
 
 from tasks.cli import EvalSection, ModelSection
 from tasks.generation import GenerationDecode
-from paddle_unimo.training import TrainConfig
 from tasks.vision_language import VLData, VLExample, VLRunner, VLTask
 
 logger = logging.getLogger(__name__)
@@ -101,10 +102,8 @@ class CaptionTask(VLTask):
 
     def check(self, cfg: CaptionConfig, model_config, where: str) -> None:
         super().check(cfg, model_config, where)
-        limit = model_config.max_position_embeddings - model_config.position_start
-        if cfg.decode.max_length + 1 > limit or cfg.data.max_tag_len > limit:
-            raise ConfigError(f"{where}: decode.max_length {cfg.decode.max_length} / data.max_tag_len "
-                              f"{cfg.data.max_tag_len} above the model's position table (allowed: <= {limit - 1})")
+        check_positions(model_config, where, {"data.max_tag_len": cfg.data.max_tag_len})
+        check_positions(model_config, where, {"decode.max_length": cfg.decode.max_length}, extra=1)
 
     def score(self, examples: Sequence[VLExample], predictions: Sequence[str], train_examples=()) -> dict:
         """The COCO caption metrics (x100) of one caption per image against its references."""

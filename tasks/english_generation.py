@@ -33,10 +33,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, List, Sequence
 
+from paddle_unimo.config import check_positions
 from paddle_unimo.data import english_seq2seq as data
 from paddle_unimo.fileio import DataError
 from paddle_unimo.training import TrainConfig
-from paddle_unimo.typed import ConfigError, bounded
+from paddle_unimo.typed import bounded
 
 from tasks.cli import EvalSection, ModelSection, load_generator
 from tasks.generation import GenerationDecode, decoder
@@ -222,13 +223,9 @@ class EnglishGenerationTask:
 
     @staticmethod
     def check(cfg, model_config, where: str) -> None:
-        limit = model_config.max_position_embeddings - model_config.position_start - 1
-        for key in ("max_src_len", "max_tgt_len"):
-            if getattr(cfg.data, key) > limit:
-                raise ConfigError(f"{where}: data.{key}: {getattr(cfg.data, key)} is above the model's "
-                                  f"{model_config.max_position_embeddings} positions (allowed: <= {limit})")
-        if cfg.decode.max_length + 1 > limit:
-            raise ConfigError(f"{where}: decode.max_length: {cfg.decode.max_length} is above the model's positions")
+        check_positions(model_config, where, {"data.max_src_len": cfg.data.max_src_len,
+                                              "data.max_tgt_len": cfg.data.max_tgt_len}, extra=1)
+        check_positions(model_config, where, {"decode.max_length": cfg.decode.max_length}, extra=2)
 
     @staticmethod
     def prediction_row(example, prediction: str) -> dict:

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
+from paddle_unimo.config import check_positions
 from paddle_unimo.data.seq2seq import (Example, Fields, Seq2SeqEncoder, decoding_batch, postprocess, read_examples,
                                        training_batch)
 from paddle_unimo.generation import DecodeConfig
@@ -69,13 +70,8 @@ class GenerationConfig:
 def check_lengths(cfg: GenerationConfig, model_config, where: str) -> None:
     """The configured lengths must fit the model's position table (source and target positions each restart
     at ``position_start``)."""
-    limit = model_config.max_position_embeddings - model_config.position_start
-    if cfg.data.max_seq_len > limit:
-        raise ConfigError(f"{where}: data.max_seq_len: {cfg.data.max_seq_len} is above the model's "
-                          f"{model_config.max_position_embeddings} position embeddings (allowed: <= {limit})")
-    if cfg.decode.max_length + 1 > limit:
-        raise ConfigError(f"{where}: decode.max_length: {cfg.decode.max_length} is above the model's "
-                          f"{model_config.max_position_embeddings} position embeddings (allowed: <= {limit - 1})")
+    check_positions(model_config, where, {"data.max_seq_len": cfg.data.max_seq_len})
+    check_positions(model_config, where, {"decode.max_length": cfg.decode.max_length}, extra=1)
 
 
 def seq2seq_loss(model, batch, label_smoothing: float):

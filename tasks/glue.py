@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from paddle_unimo.config import check_positions
 from paddle_unimo.data import PassCounts
 from paddle_unimo.data import glue as glue_data
 from paddle_unimo.fileio import DataError
@@ -169,10 +170,7 @@ class GlueTask:
         if not model_config.has_regions:
             raise ConfigError(f"{where}: the GLUE head reads the English UNIMO's text pooler, which this model "
                               "lacks (image_embedding_size 0)")
-        limit = model_config.max_position_embeddings - model_config.position_start
-        if cfg.data.max_seq_len > limit:
-            raise ConfigError(f"{where}: data.max_seq_len: {cfg.data.max_seq_len} is above the model's "
-                              f"{model_config.max_position_embeddings} position embeddings (allowed: <= {limit})")
+        check_positions(model_config, where, {"data.max_seq_len": cfg.data.max_seq_len})
 
     @staticmethod
     def prediction_row(item: GlueItem, prediction: str) -> dict:

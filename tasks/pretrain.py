@@ -30,7 +30,7 @@ from paddle_unimo.pretraining import CorpusSpec  # noqa: E402
 from paddle_unimo.training import TrainConfig  # noqa: E402
 from paddle_unimo.typed import ConfigError, bounded, join, to_dict  # noqa: E402
 from tasks.cli import (ROOT, ModelSection, add_common_arguments, build_model, fingerprint, load_config,  # noqa: E402
-                       run_command, setup_logging)
+                       longer_table_hint, run_command, setup_logging)
 
 
 @dataclass
@@ -107,8 +107,9 @@ def pretrain(args) -> dict:
     check_region_stores(cfg, model.config, args.config)
     corpora = [load_corpus(to_dict(spec), tokenizer, ROOT, chinese=cfg.chinese) for spec in cfg.corpora]
     names = sorted({o for c in corpora for o in c.objectives})
-    mixture = Mixture(corpora, objective_configs(names, cfg.objectives, tokenizer, model.config, f"{args.config}: "),
-                      cfg.train.batch_size, cfg.train.seed, dist.get_rank(), dist.get_world_size())
+    objectives = longer_table_hint(lambda: objective_configs(names, cfg.objectives, tokenizer, model.config,
+                                                             f"{args.config}: "))
+    mixture = Mixture(corpora, objectives, cfg.train.batch_size, cfg.train.seed, dist.get_rank(), dist.get_world_size())
     inputs = {f"{s.name}.{k}": resolve(p, out) for s in cfg.corpora
               for k, p in [*((f"path{j}", q) for j, q in enumerate(s.paths)), ("regions", s.regions or ""),
                            ("captions", s.captions or "")] if p}

@@ -7,7 +7,8 @@
     python -m tasks.run evaluate --task dureader_qg --predictions out/qg_pred/predictions.jsonl --out out/qg_pred
 
 ``--task NAME`` picks ``tasks/configs/NAME_tiny.yaml`` (``NAME_base.yaml`` with ``--model``); ``--config`` names
-any YAML file of the task. ``--data DIR`` holds the files named by ``data.train``/``data.dev``. Outputs go to
+any YAML file of the task. ``finetune`` writes its config into ``best/task.yaml``, which ``predict`` with that
+folder (or its export) reads when no ``--config`` is given. ``--data DIR`` holds the files named by ``data.train``/``data.dev``. Outputs go to
 ``--out``: ``metrics.json``, predictions, ``train.log``, VisualDL logs (``vdl/``), ``checkpoint/`` (exact resume:
 run the same command again; a folder holding another run's checkpoint is refused) and ``best/``. ``evaluate``
 writes ``OUT/eval/metrics.json`` and touches nothing else.
@@ -25,8 +26,9 @@ from paddle_unimo import cpu_defaults
 
 cpu_defaults()  # before anything below imports paddle
 
-from tasks.cli import (ROOT, add_common_arguments, build_model, fingerprint, load_config, read_yaml,  # noqa: E402
-                       run_command, setup_logging)
+from tasks.cli import (ROOT, add_common_arguments, build_model, fingerprint, load_config,  # noqa: E402
+                       longer_table_hint, read_yaml, run_command, run_config_of, setup_logging,
+                       write_run_config)
 from tasks.registry import TASKS, get_task  # noqa: E402
 
 logger = logging.getLogger("paddle_unimo")
@@ -38,11 +40,14 @@ def resolve_config(args):
     path = args.config
     if args.task and args.task not in TASKS:  # before the config: make builds CONFIG from TASK
         raise ConfigError(f"--task: unknown task {args.task!r}; known: {', '.join(sorted(TASKS))}")
+    if path is None and args.command == "predict":
+        path = run_config_of(args.model)  # the model's own settings
     if path is None:
         if not args.task:
             raise ConfigError("give --task NAME or --config FILE")
         size = "base" if getattr(args, "model", None) else "tiny"
         path = os.path.join(ROOT, "tasks", "configs", f"{args.task}_{size}.yaml")
+    logger.info("config: %s", path)
     name = read_yaml(path).get("task")
     if name not in TASKS:
         raise ConfigError(f"{path}: task: unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
@@ -122,7 +127,7 @@ def finetune(args) -> dict:
                           "folder, whose vocabulary they index)")
     model, tokenizer = build_model(args.model, cfg.model, task.texts(train), task.model_class, task.vocabulary,
                                    **task.model_settings(cfg, train, from_folder=bool(args.model)))
-    task.check(cfg, model.config, config_path)
+    longer_table_hint(lambda: task.check(cfg, model.config, config_path))
     runner = task.bind(model, tokenizer, cfg)
     dev, extras = text_targets(runner, dev), [(name, text_targets(runner, extra)) for name, extra in extras]
     sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "task"}
@@ -132,6 +137,9 @@ def finetune(args) -> dict:
                          skip={"data.default_dir", "data.regions",
                                *(f"train.{k}" for k in cfg.train.RESUMABLE_CHANGES)})
     trainer = runner.trainer(train, dev, args.out, run_id)
+    as_written = load_config(config_path, args.override, task.config_class)  # data paths not yet resolved
+    save_tokenizer = trainer.save_extra
+    trainer.save_extra = lambda folder: (save_tokenizer(folder), write_run_config(folder, as_written))
     state = trainer.train(resume=not args.no_resume)
     if trainer.rank != 0:
         return state  # with several processes, rank 0 alone decodes and writes the outputs
@@ -173,7 +181,7 @@ def predict(args) -> dict:
     try:
         task.check(cfg, model.config, config_path)
     except ConfigError as e:
-        if args.config is not None and not args.config.endswith(("_base.yaml", "_large.yaml")):
+        if not config_path.endswith(("_base.yaml", "_large.yaml")):
             raise
         raise ConfigError(f"{e} -- with a model, predict reads the base config; a model fine-tuned from the tiny "
                           f"preset needs SIZE=tiny (--config tasks/configs/{task.name}_tiny.yaml)") from None
@@ -214,7 +222,8 @@ def execute(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=list(COMMANDS))
     parser.add_argument("--task", help=f"a registered task: {', '.join(sorted(TASKS))}")
-    parser.add_argument("--config", help="a task YAML (default: tasks/configs/<task>_tiny.yaml, _base with --model)")
+    parser.add_argument("--config", help="a task YAML (default: tasks/configs/<task>_tiny.yaml, _base with --model; "
+                        "predict: the model folder's task.yaml, the settings it was fine-tuned with, where it has one)")
     parser.add_argument("--model", help="model folder (PaddleNLP layout); default: the config's preset")
     parser.add_argument("--data", help="folder with the data.train / data.dev files; default: the bundled demo data")
     parser.add_argument("--input", help="predict: the file to generate for (default: the dev file)")

@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from paddle_unimo import masks
+from paddle_unimo.config import check_positions
 from paddle_unimo.data.object_tags import image_number
 from paddle_unimo.data.seq2seq import ReadReport
 from paddle_unimo.fileio import DataError
@@ -252,10 +253,7 @@ class VLTask(abc.ABC):
         if dim is not None and dim != model_config.image_embedding_size:
             raise ConfigError(f"{where}: the region store {cfg.data.regions} holds {dim}-d features but the model "
                               f"takes {model_config.image_embedding_size}-d ones")
-        limit = model_config.max_position_embeddings - model_config.position_start
-        if cfg.data.max_text_len > limit:
-            raise ConfigError(f"{where}: data.max_text_len: {cfg.data.max_text_len} is above the model's "
-                              f"{model_config.max_position_embeddings} position embeddings (allowed: <= {limit})")
+        check_positions(model_config, where, {"data.max_text_len": cfg.data.max_text_len})
 
     @staticmethod
     def prediction_row(example: VLExample, prediction) -> dict:

@@ -276,6 +276,34 @@ def test_save_load_round_trip_and_base_model_from_lm_folder(tmp_path):
     np.testing.assert_array_equal(base(ids).numpy(), model.unimo(ids).numpy())
 
 
+@pytest.mark.parametrize("start", [0, 2])
+def test_a_longer_position_table_is_grown_from_the_trained_rows(tmp_path, start):
+    """unimo-text counts positions from 0, the English UNIMO from 2 (RoBERTa's offset): the new rows repeat the
+    trained ones from there; the trained rows, and so every output on inputs that fit the old table, are
+    unchanged; a smaller table is refused."""
+    paddle.seed(3)
+    model = UNIMOLMHeadModel(get_preset("tiny", max_position_embeddings=40, position_start=start))
+    model.eval()
+    model.save_pretrained(str(tmp_path))
+    grown = UNIMOLMHeadModel.from_pretrained(str(tmp_path), max_position_embeddings=100)
+    old = model.unimo.embeddings.position_embeddings.weight.numpy()
+    new = grown.unimo.embeddings.position_embeddings.weight.numpy()
+    assert new.shape == (100, 36) and grown.config.max_position_embeddings == 100
+    np.testing.assert_array_equal(new[:40], old)
+    period = 40 - start
+    for row in range(40, 100):
+        np.testing.assert_array_equal(new[row], old[start + (row - start) % period], err_msg=str(row))
+    np.testing.assert_array_equal(new[40 + period - 1], old[39])  # one whole repetition, then from the start
+    np.testing.assert_array_equal(new[40 + period], old[start])
+    ids = paddle.to_tensor([[3, 10, 11, 12, 1, 5, 6]])
+    np.testing.assert_array_equal(grown(ids).numpy(), model(ids).numpy())
+    positions = paddle.to_tensor([[start + 60 + i for i in range(7)]])  # beyond the old table: now they embed
+    out = grown(ids, position_ids=positions).numpy()
+    assert np.isfinite(out).all() and not np.allclose(out, grown(ids).numpy())
+    with pytest.raises(CheckpointError, match="max_position_embeddings 30 is below the checkpoint's 40"):
+        UNIMOLMHeadModel.from_pretrained(str(tmp_path), max_position_embeddings=30)
+
+
 def test_init_from_a_roberta_checkpoint(tmp_path):
     pnlp = pytest.importorskip("paddlenlp.transformers")
     from paddle_unimo.checkpoint import init_from_roberta

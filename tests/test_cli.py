@@ -433,3 +433,70 @@ def test_a_model_folder_that_does_not_exist_says_so(tmp_path, capsys):
     line = user_error(capsys, ["predict", "--task", "dureader_qg", "--config", CONFIG, "--model",
                                str(tmp_path / "empty"), "--out", str(tmp_path / "pred")])
     assert "no config.json" in line and "is this a model folder?" in line, line
+
+
+def test_longer_sources_than_a_models_position_table_train_a_grown_table(finished, tmp_path, capsys):
+    """Fine-tuning a model folder (160 positions) on longer sources: the error says how to grow the table; with
+    that override the run trains the new rows, which start as copies of the trained ones, and saves the longer
+    table, which predict then reads."""
+    import numpy as np
+    import paddle
+    data, out = finished
+    long = write_data(tmp_path / "long", [record(i, context="青石镇" * 70 + f"{i}号") for i in range(12)],
+                      [record(i, context="青石镇" * 70 + f"{i}号") for i in range(3)])
+    argv = ["--config", CONFIG, "--data", str(long), *FAST, "--model", str(out / "best"), "-o", "data.max_seq_len=240"]
+    line = user_error(capsys, ["finetune", "--out", str(tmp_path / "refused"), *argv])
+    assert ("data.max_seq_len: 240 is above the model's 160 position embeddings (allowed: <= 160); or train a "
+            "longer table: -o model.overrides.max_position_embeddings=240") in line, line
+    grow = ["-o", "model.overrides.max_position_embeddings=240", "-o", "train.weight_decay=0.0"]
+    run.execute(["finetune", "--out", str(tmp_path / "grown"), *argv, *grow])
+    best = tmp_path / "grown" / "best"
+    assert json.loads((best / "config.json").read_text())["max_position_embeddings"] == 240
+    key = "unimo.embeddings.position_embeddings.weight"
+    before = paddle.load(str(out / "best" / "model_state.pdparams"))[key].numpy()
+    after = paddle.load(str(best / "model_state.pdparams"))[key].numpy()
+    assert after.shape == (240, before.shape[1])
+    # [CLS] answer [SEP] context [SEP] of 216-219 tokens: rows 160..215 (copies of rows 0..55) were trained,
+    # rows 220..239 (copies of 60..79) never used (no weight decay), so still the copies
+    assert (np.abs(after[160:216] - before[0:56]).max(axis=1) > 1e-4).all()
+    np.testing.assert_array_equal(after[220:240], before[60:80])
+    result = run.execute(["predict", "--config", CONFIG, "--model", str(best), "--data", str(long),
+                          "--out", str(tmp_path / "pred"), "-o", "data.max_seq_len=240", "-o", "decode.max_length=4"])
+    assert result["examples"] == 3
+
+
+def test_predict_reads_the_settings_a_model_was_fine_tuned_with(finished, tmp_path, caplog):
+    """finetune writes its config into best/ (task.yaml), and export copies it: predict with the folder and no
+    --config (nor --task) decodes with the run's settings -- here the -o overrides of FAST (max_length 4, 2
+    beams) -- exactly as with the run's YAML and overrides given again."""
+    import logging
+    data, out = finished
+    written = yaml.safe_load((out / "best" / "task.yaml").read_text("utf-8"))
+    assert written["task"] == "dureader_qg" and written["decode"]["max_length"] == 4
+    assert written["decode"]["num_beams"] == 2 and written["model"]["overrides"]["hidden_size"] == 16
+    with caplog.at_level(logging.INFO, logger="paddle_unimo"):
+        own = run.execute(["predict", "--model", str(out / "best"), "--data", str(data), "--out", str(tmp_path / "a")])
+    assert f"config: {out / 'best' / 'task.yaml'}" in caplog.text
+    given = run.execute(["predict", "--config", CONFIG, *FAST, "--model", str(out / "best"), "--data", str(data),
+                         "--out", str(tmp_path / "b")])
+    default = run.execute(["predict", "--config", CONFIG, "--model", str(out / "best"), "--data", str(data),
+                           "--out", str(tmp_path / "c"), "-o", "decode.num_beams=1"])
+    rows = {name: (tmp_path / name / "predictions.txt").read_text("utf-8") for name in "abc"}
+    assert own["examples"] == given["examples"] == default["examples"] == 3
+    assert rows["a"] == rows["b"] != rows["c"]  # the YAML's own max_length (24) and greedy search give others
+    assert max(len(line) for line in rows["a"].splitlines()) <= 4 < max(len(line) for line in rows["c"].splitlines())
+    from tools import export_model
+    export_model.main(["--model", str(out / "best"), "--out", str(tmp_path / "inference")])
+    assert (tmp_path / "inference" / "task.yaml").read_bytes() == (out / "best" / "task.yaml").read_bytes()
+
+
+@pytest.mark.parametrize("name", sorted(n[:-len(".yaml")] for n in os.listdir(os.path.join(ROOT, "tasks", "configs"))
+                                        if not n.startswith("pretrain")))
+def test_a_written_run_config_reads_back_as_the_same_config(tmp_path, name):
+    from tasks.cli import load_config, write_run_config
+    from tasks.registry import get_task
+    path = os.path.join(ROOT, "tasks", "configs", f"{name}.yaml")
+    config = load_config(path, (), get_task(yaml.safe_load(open(path, encoding="utf-8"))["task"]).config_class)
+    write_run_config(str(tmp_path), config)
+    again = load_config(str(tmp_path / "task.yaml"), (), type(config))
+    assert again == config

@@ -33,7 +33,8 @@ import paddle_unimo
 from paddle_unimo.tokenization import load_tokenizer
 
 
-TASK_FILES = ("ans2label.json",)  # what a task saves beside the model and a deployment needs (VQA's answers)
+# what a task saves beside the model and a deployment needs: VQA's answers, the run's config (tasks.cli.RUN_CONFIG)
+TASK_FILES = ("ans2label.json", "task.yaml")
 
 
 def load_optional_tokenizer(model_dir: str):
