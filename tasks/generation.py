@@ -166,6 +166,7 @@ class GenerationRunner:
         data = cfg.data
         self.encoder = Seq2SeqEncoder(tokenizer, data.max_seq_len, data.max_target_len,
                                       data.max_title_len if task.fields.title else 0)
+        self._decoding = None  # decoder(self.model), made once for predictions with the bound model
 
     def report(self) -> dict:
         """What metrics.json reports of the run's inputs: the truncations of the training data and of the inputs
@@ -178,7 +179,9 @@ class GenerationRunner:
     def predict(self, examples: Sequence[Example], model=None) -> List[str]:
         import paddle
         from paddle_unimo.generation import generate
-        model, stepper = decoder(model or self.model)
+        if model is None:  # the bound model: one stepper for every call (its weights are packed once)
+            self._decoding = self._decoding or decoder(self.model)
+        model, stepper = self._decoding if model is None else decoder(model)
         settings = {k: v for k, v in vars(self.cfg.decode).items() if k != "batch_size"}
         size = self.cfg.decode.batch_size
         encoded = self.encoder.encode_all(examples, with_target=False, where="decoding inputs")

@@ -183,6 +183,44 @@ def test_predict_and_evaluate_commands(demo_model, tmp_path):
     assert finetuned["bleu4"] == pytest.approx(result["bleu4"])  # same model, same dev data, same decoding
 
 
+def test_a_pipeline_predicts_what_predict_writes(demo_model, tmp_path):
+    """``Pipeline(folder)`` reads the folder's task.yaml (the run's 3 beams) and gives, record by record or in a
+    list, the predictions ``make predict`` writes for the dev file; so does the export folder."""
+    from tasks.pipeline import Pipeline
+    run.execute(["predict", "--model", str(demo_model / "best"), "--out", str(tmp_path / "pred")])
+    expected = predictions_of(tmp_path / "pred")
+    dev = os.path.join(ROOT, "tasks", "demo_data", "dureader_qg", "dev.json")
+    records = [json.loads(line) for line in open(dev, encoding="utf-8")]
+    assert len(records) == len(expected) > 8 and sum(map(bool, expected)) > len(expected) // 2
+    qg = Pipeline(str(demo_model / "best"))
+    assert qg.config.decode.num_beams == 3
+    assert qg(records) == expected
+    assert [qg(r) for r in records[:4]] == expected[:4]
+    assert Pipeline(str(demo_model / "best"), ["decode.decode_strategy=greedy_search"])(records) != expected
+    from tools import export_model as export_tool
+    export_tool.main(["--model", str(demo_model / "best"), "--out", str(tmp_path / "inference")])
+    assert Pipeline(str(tmp_path / "inference"))(records[:6]) == expected[:6]
+
+
+def test_a_pipeline_names_what_is_wrong(demo_model, tmp_path):
+    from paddle_unimo.fileio import DataError
+    from paddle_unimo.typed import ConfigError
+    from tasks.pipeline import Pipeline
+    qg = Pipeline(str(demo_model / "best"))
+    with pytest.raises(DataError, match="input 0: dureader_qg reads a title as well: give {'context': ..., 'answer'"):
+        qg("青石镇人口3万")
+    with pytest.raises(DataError, match="input 1: missing field 'answer'"):
+        qg([{"context": "青石镇人口3万", "answer": "3万"}, {"context": "青石镇人口3万"}])
+    # a task without a title takes a text as its source
+    lcsts = Pipeline(str(demo_model / "best"), config=CONFIG.format("lcsts_new"))
+    assert lcsts("青石镇人口3万") == lcsts({"content": "青石镇人口3万"}) == lcsts(["青石镇人口3万"])[0]
+    with pytest.raises(ConfigError, match="no task.yaml .* give config="):
+        Pipeline(str(tmp_path))
+    (tmp_path / "task.yaml").write_text("task: glue_sst2\n", "utf-8")
+    with pytest.raises(ConfigError, match="a pipeline serves the generation tasks \\(advertisegen, dureader_qg"):
+        Pipeline(str(tmp_path))
+
+
 def test_skip_bad_trains_on_the_good_lines_and_lists_the_bad_ones(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -68,7 +68,12 @@ def _record(where: str, text: str, fields: Fields, tsv: bool) -> dict:
 
 
 def _parse_line(where: str, text: str, fields: Fields, tsv: bool, need_target: bool, line_no: int) -> Example:
-    record = _record(where, text, fields, tsv)
+    return record_example(where, _record(where, text, fields, tsv), fields, need_target, line_no)
+
+
+def record_example(where: str, record: dict, fields: Fields, need_target: bool = False, line_no: int = 0) -> Example:
+    """The example of one record (a parsed JSON line, or a mapping given in code); a missing, non-string or empty
+    field is a ``DataError`` starting ``where: ``."""
     needed = [fields.source] + ([fields.title] if fields.title else []) + ([fields.target] if need_target else [])
     for name in needed:
         if name not in record:

@@ -1,0 +1,73 @@
+"""A fine-tuned generation model as a Python function, for serving it from one's own code (what PaddleNLP's
+``Taskflow`` offers for its models)::
+
+    from tasks.pipeline import Pipeline
+    qg = Pipeline("out/dureader_qg/best")      # or its export, out/dureader_qg/inference
+    qg({"context": "青石镇位于...", "answer": "3万"})             # -> "青石镇有多少人口"
+    qg([{"context": ..., "answer": ...}, ...])                  # -> a list, decoded in batches
+    Pipeline("out/lcsts_new/best")("一段新闻...")                 # a text is the source of a task without a title
+
+The folder's ``task.yaml`` (``finetune`` writes it into ``best/``, ``make export`` copies it) names the task and
+holds the lengths and decoding settings the model was fine-tuned with; ``overrides`` change them as ``-o`` does
+(``["decode.num_beams=1"]``), ``config=`` gives another YAML (a folder fine-tuned before ``task.yaml`` existed).
+Inputs go through the task's own encoder, truncation and post-processing, so a call gives what ``make predict``
+writes for the same records. The generation tasks of ``tasks/generation.py`` (the 千言 ones) are served.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Union
+
+from paddle_unimo import cpu_defaults
+
+cpu_defaults()  # before anything below imports paddle
+
+from paddle_unimo.data.seq2seq import record_example  # noqa: E402
+from paddle_unimo.fileio import DataError  # noqa: E402
+from paddle_unimo.typed import ConfigError  # noqa: E402
+
+from tasks.cli import load_config, read_yaml, run_config_of  # noqa: E402
+from tasks.generation import GenerationTask  # noqa: E402
+from tasks.registry import TASKS, get_task  # noqa: E402
+
+Record = Union[str, dict]
+
+
+class Pipeline:
+    """``Pipeline(folder)(records)``: predictions for one record (a mapping of the task's fields, or for a task
+    without a title the source text) or a list of them."""
+
+    def __init__(self, folder: str, overrides: Sequence[str] = (), config: Optional[str] = None):
+        from paddle_unimo import load_tokenizer
+        path = config or run_config_of(folder)
+        if path is None:
+            raise ConfigError(f"{folder}: no task.yaml (the settings finetune saves with a model): give config= "
+                              "(e.g. tasks/configs/<task>_tiny.yaml)")
+        name = read_yaml(path).get("task")
+        if name not in TASKS:
+            raise ConfigError(f"{path}: task: unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+        self.task = get_task(name)
+        if not isinstance(self.task, GenerationTask):
+            served = sorted(n for n, t in TASKS.items() if isinstance(t, GenerationTask))
+            raise ConfigError(f"{path}: task {name!r}: a pipeline serves the generation tasks ({', '.join(served)}); "
+                              "the others predict with make predict")
+        self.config = load_config(path, overrides, self.task.config_class)
+        model = self.task.load_model(folder)
+        self.task.check(self.config, model.config, path)
+        self.runner = self.task.bind(model, load_tokenizer(folder), self.config)
+
+    def example(self, record: Record, index: int):
+        fields = self.task.fields
+        if isinstance(record, str):
+            if fields.title:
+                raise DataError(f"input {index}: {self.task.name} reads a title as well: give "
+                                  f"{{'{fields.source}': ..., '{fields.title}': ...}}")
+            record = {fields.source: record}
+        if not isinstance(record, dict):
+            raise DataError(f"input {index}: expected a text or a mapping, got {type(record).__name__}")
+        return record_example(f"input {index}", record, fields, need_target=False, line_no=index)
+
+    def __call__(self, records: Union[Record, Sequence[Record]]) -> Union[str, List[str]]:
+        single = isinstance(records, (str, dict))
+        examples = [self.example(r, i) for i, r in enumerate([records] if single else records)]
+        predictions = self.runner.predict(examples) if examples else []
+        return predictions[0] if single else predictions
