@@ -7,7 +7,7 @@ PADDLE ?= paddlepaddle==3.3.1
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo demo-vl finetune predict evaluate sweep export convert benchmark extract-regions \
+.PHONY: install test test-all demo demo-vl finetune predict serve evaluate sweep export convert benchmark extract-regions \
 	benchmark-regions convert-regions pretrain train-tokenizer clean
 
 # requirements-nodeps.txt holds packages whose metadata pins would break the environment (paddledet pins
@@ -73,6 +73,12 @@ predict: $(STAMP)
 	$(PY) -m tasks.run predict --task $(TASK) $(if $(OWN_CONFIG),,--config $(CONFIG)) --out "$(OUT)/predict" \
 		--model "$(PREDICT_MODEL)" \
 		$(if $(DATA),--data "$(DATA)") $(if $(INPUT),--input "$(INPUT)") $(REGIONS_ARG) $(OVERRIDES)
+
+# make serve [MODEL=$(OUT)/best or $(OUT)/inference] [PORT=8189] [HOST=127.0.0.1] [O="decode.num_beams=1"]: the
+#      generation tasks' model over HTTP (POST /predict {"inputs": [...]}, GET /health; tasks/serve.py)
+serve: $(STAMP)
+	$(PY) -m tasks.serve --model "$(PREDICT_MODEL)" $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) \
+		$(OVERRIDES)
 
 # make evaluate [PRED=$(OUT)/predict/predictions.jsonl; flickr30k_retrieval: .../scores.npy; coco_caption also a
 #      COCO result file such as captions_results.json] [REFS=reference file; default: the dev file]

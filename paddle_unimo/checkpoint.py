@@ -91,9 +91,9 @@ def load_pretrained(cls, path: str, **config_overrides):
     models) leaves the folder's ``lm_head.*`` tensors unused; a task model (``head_prefixes``) whose head is
     wholly absent from the folder -- a pretrained model -- keeps its freshly initialised head; a head that is
     all there but of other shapes (another label set) is replaced by a fresh one; and the dialog embeddings
-    (``role_type_size``/``turn_type_size`` given as overrides, CoQA) start fresh when the folder has none. A head that is only partly there
-    is an error, as is every other missing, unexpected or mis-shaped tensor. A ``max_position_embeddings`` override
-    above the folder's grows its position table (``grow_positions``)."""
+    (``role_type_size``/``turn_type_size`` given as overrides, CoQA) start fresh when the folder has none. A head
+    that is only partly there is an error, as is every other missing, unexpected or mis-shaped tensor. A
+    ``max_position_embeddings`` override above the folder's grows its position table (``grow_positions``)."""
     from .export import is_export
     if os.path.isdir(path) and is_export(path):
         raise CheckpointError(f"{path} is an export (programs for Paddle Inference), not a checkpoint: load the "

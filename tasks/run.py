@@ -8,10 +8,10 @@
 
 ``--task NAME`` picks ``tasks/configs/NAME_tiny.yaml`` (``NAME_base.yaml`` with ``--model``); ``--config`` names
 any YAML file of the task. ``finetune`` writes its config into ``best/task.yaml``, which ``predict`` with that
-folder (or its export) reads when no ``--config`` is given. ``--data DIR`` holds the files named by ``data.train``/``data.dev``. Outputs go to
-``--out``: ``metrics.json``, predictions, ``train.log``, VisualDL logs (``vdl/``), ``checkpoint/`` (exact resume:
-run the same command again; a folder holding another run's checkpoint is refused) and ``best/``. ``evaluate``
-writes ``OUT/eval/metrics.json`` and touches nothing else.
+folder (or its export) reads when no ``--config`` is given. ``--data DIR`` holds the files named by
+``data.train``/``data.dev``. Outputs go to ``--out``: ``metrics.json``, predictions, ``train.log``, VisualDL logs
+(``vdl/``), ``checkpoint/`` (exact resume: run the same command again; a folder holding another run's checkpoint is
+refused) and ``best/``. ``evaluate`` writes ``OUT/eval/metrics.json`` and touches nothing else.
 """
 from __future__ import annotations
 

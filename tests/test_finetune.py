@@ -221,6 +221,81 @@ def test_a_pipeline_names_what_is_wrong(demo_model, tmp_path):
         Pipeline(str(tmp_path))
 
 
+def http(url, body=None):
+    """(status, JSON answer) of a GET, or of a POST of ``body`` (bytes)."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=60) as response:
+            return response.status, json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read().decode("utf-8"))
+
+
+def test_the_server_answers_what_the_pipeline_gives_and_names_bad_requests(demo_model):
+    import threading
+    from tasks.pipeline import Pipeline
+    from tasks.serve import make_server
+    pipeline = Pipeline(str(demo_model / "best"))
+    dev = os.path.join(ROOT, "tasks", "demo_data", "dureader_qg", "dev.json")
+    records = [json.loads(line) for line in open(dev, encoding="utf-8")][:6]
+    server = make_server(pipeline, str(demo_model / "best"), "127.0.0.1", 0, max_inputs=8)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:%d" % server.server_address[1]
+    try:
+        status, answer = http(url + "/predict", json.dumps({"inputs": records}, ensure_ascii=False).encode("utf-8"))
+        assert status == 200 and answer == {"predictions": pipeline(records)}
+        status, answer = http(url + "/health")
+        assert status == 200 and answer["task"] == "dureader_qg" and answer["decode"]["num_beams"] == 3
+        for body, code, error in [
+                (b"{not json", 400, "the body is not UTF-8 JSON"),
+                (b'{"input": []}', 400, 'expected {"inputs": [record, ...]}'),
+                (json.dumps({"inputs": [records[0], {"context": "x"}]}).encode(), 400,
+                 "input 1: missing field 'answer'"),
+                (json.dumps({"inputs": records[:1] * 9}).encode(), 400, "9 inputs; at most 8 per request")]:
+            status, answer = http(url + "/predict", body)
+            assert status == code and error in answer["error"], answer
+        assert http(url + "/generate", b"{}")[0] == 404 and http(url + "/")[0] == 404
+        status, answer = http(url + "/predict", json.dumps({"inputs": records[:2]}).encode())  # still serving
+        assert status == 200 and answer["predictions"] == pipeline(records[:2])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_serve_command_starts_and_answers(demo_model, tmp_path):
+    """``python -m tasks.serve`` (``make serve``) on a free port, from the export folder."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    from tools import export_model as export_tool
+    export_tool.main(["--model", str(demo_model / "best"), "--out", str(tmp_path / "inference")])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "tasks.serve", "--model", str(tmp_path / "inference"), "--port",
+                               str(port), "-o", "decode.num_beams=1"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                status, health = http(f"http://127.0.0.1:{port}/health")
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, server.stderr.read() if server.poll() else ""
+                time.sleep(0.5)
+        assert status == 200 and health["decode"]["num_beams"] == 1
+        record = {"context": "青石镇位于河谷，人口约3万。", "answer": "3万"}
+        status, answer = http(f"http://127.0.0.1:{port}/predict", json.dumps({"inputs": [record]}).encode())
+        from tasks.pipeline import Pipeline
+        assert status == 200
+        assert answer["predictions"] == Pipeline(str(demo_model / "best"), ["decode.num_beams=1"])([record])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_skip_bad_trains_on_the_good_lines_and_lists_the_bad_ones(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -1,0 +1,128 @@
+"""Serve a fine-tuned generation model (or its export) over HTTP with JSON (``make serve``)::
+
+    python -m tasks.serve --model out/dureader_qg/inference [--host 127.0.0.1] [--port 8189] [-o decode.num_beams=1]
+
+    curl -s localhost:8189/predict -d '{"inputs": [{"context": "青石镇人口约3万。", "answer": "3万"}]}'
+    -> {"predictions": ["青石镇有多少人口"]}
+
+``POST /predict`` takes ``{"inputs": [record, ...]}`` (a record: a mapping of the task's fields, or for a task
+without a title its source text) and answers ``{"predictions": [...]}``, one per input, as ``tasks.pipeline``
+gives them (the model folder's ``task.yaml`` settings, ``-o`` on top). ``GET /health`` answers the task, the
+model folder and the decoding settings. A bad request (not JSON, no ``inputs`` list, a record without a field,
+more than ``--max-inputs`` records) is a 400 with ``{"error": "..."}`` naming the input; an error while decoding is a
+500 (and a traceback in the log). Requests are decoded one at a time, each as batches of ``decode.batch_size``;
+the server listens on 127.0.0.1 unless ``--host`` says otherwise, and has no authentication.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from paddle_unimo import cpu_defaults
+
+cpu_defaults()  # before anything below imports paddle
+
+from paddle_unimo.fileio import DataError  # noqa: E402
+
+from tasks.cli import run_tool  # noqa: E402
+
+logger = logging.getLogger("paddle_unimo")
+MAX_BODY = 16 << 20  # bytes of one request
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def parse_request(body: bytes, max_inputs: int) -> list:
+    """The ``inputs`` of a ``/predict`` body; ``BadRequest`` says what is wrong with it."""
+    try:
+        request = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequest(f"the body is not UTF-8 JSON ({e})") from None
+    inputs = request.get("inputs") if isinstance(request, dict) else None
+    if not isinstance(inputs, list):
+        raise BadRequest('expected {"inputs": [record, ...]}')
+    if len(inputs) > max_inputs:
+        raise BadRequest(f"{len(inputs)} inputs; at most {max_inputs} per request (--max-inputs)")
+    return inputs
+
+
+def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 256) -> HTTPServer:
+    """An ``HTTPServer`` answering ``/predict`` and ``/health`` with ``pipeline`` (one request at a time)."""
+    health = {"task": pipeline.task.name, "model": model,
+              "decode": dict(vars(pipeline.config.decode))}
+
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self, status: int, payload: dict) -> None:
+            data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            if self.path == "/health":
+                self.answer(200, health)
+            else:
+                self.answer(404, {"error": f"no {self.path}; GET /health, POST /predict"})
+
+        def do_POST(self):  # noqa: N802
+            if self.path != "/predict":
+                self.answer(404, {"error": f"no {self.path}; POST /predict"})
+                return
+            size = int(self.headers.get("Content-Length") or 0)
+            if size > MAX_BODY:
+                self.answer(413, {"error": f"a body of {size} bytes; at most {MAX_BODY}"})
+                return
+            try:
+                inputs = parse_request(self.rfile.read(size), max_inputs)
+                predictions = pipeline(inputs)
+            except (BadRequest, DataError) as e:
+                self.answer(400, {"error": str(e)})
+                return
+            except Exception as e:  # the server stays up; the traceback goes to the log
+                logger.exception("decoding a request failed")
+                self.answer(500, {"error": f"{type(e).__name__}: {e}"})
+                return
+            self.answer(200, {"predictions": predictions})
+
+        def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
+            logger.info("%s %s", self.address_string(), format % args)
+
+    return HTTPServer((host, port), Handler)
+
+
+def run(argv) -> None:
+    from tasks.pipeline import Pipeline
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a fine-tuned model folder (OUT/best) or its export")
+    parser.add_argument("--config", help="the task YAML (default: the folder's task.yaml)")
+    parser.add_argument("-o", "--override", action="append", default=[], help="section.key=value, e.g. "
+                        "decode.num_beams=1; repeatable")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8189)
+    parser.add_argument("--max-inputs", type=int, default=256, help="records per request")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pipeline = Pipeline(args.model, args.override, args.config)
+    server = make_server(pipeline, args.model, args.host, args.port, args.max_inputs)
+    logger.info("serving %s (%s) on http://%s:%d: POST /predict, GET /health", args.model, pipeline.task.name,
+                *server.server_address[:2])
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        logger.info("stopped")
+    finally:
+        server.server_close()
+
+
+def main(argv=None) -> int:
+    return run_tool(run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
