@@ -6,6 +6,8 @@
     qg({"context": "青石镇位于...", "answer": "3万"})             # -> "青石镇有多少人口"
     qg([{"context": ..., "answer": ...}, ...])                  # -> a list, decoded in batches
     Pipeline("out/lcsts_new/best")("一段新闻...")                 # a text is the source of a task without a title
+    Pipeline("out/advertisegen/best", ["decode.decode_strategy=sampling", "decode.top_k=10"],
+             num_return_sequences=3)(record)                    # -> 3 candidate copies (seed: null, new each call)
 
 The folder's ``task.yaml`` (``finetune`` writes it into ``best/``, ``make export`` copies it) names the task and
 holds the lengths and decoding settings the model was fine-tuned with; ``overrides`` change them as ``-o`` does
@@ -23,6 +25,7 @@ cpu_defaults()  # before anything below imports paddle
 
 from paddle_unimo.data.seq2seq import record_example  # noqa: E402
 from paddle_unimo.fileio import DataError  # noqa: E402
+from paddle_unimo.generation import DecodeConfig  # noqa: E402
 from paddle_unimo.typed import ConfigError  # noqa: E402
 
 from tasks.cli import load_config, read_yaml, run_config_of  # noqa: E402
@@ -34,9 +37,11 @@ Record = Union[str, dict]
 
 class Pipeline:
     """``Pipeline(folder)(records)``: predictions for one record (a mapping of the task's fields, or for a task
-    without a title the source text) or a list of them."""
+    without a title the source text) or a list of them; with ``num_return_sequences`` n > 1, each prediction is
+    the list of a record's n best beams (beam search) or n samples (sampling)."""
 
-    def __init__(self, folder: str, overrides: Sequence[str] = (), config: Optional[str] = None):
+    def __init__(self, folder: str, overrides: Sequence[str] = (), config: Optional[str] = None,
+                 num_return_sequences: int = 1):
         from paddle_unimo import load_tokenizer
         path = config or run_config_of(folder)
         if path is None:
@@ -51,6 +56,12 @@ class Pipeline:
             raise ConfigError(f"{path}: task {name!r}: a pipeline serves the generation tasks ({', '.join(served)}); "
                               "the others predict with make predict")
         self.config = load_config(path, overrides, self.task.config_class)
+        self.candidates = num_return_sequences
+        if num_return_sequences != 1:  # the task's config allows one (a predictions file has a row per example)
+            if not isinstance(num_return_sequences, int) or num_return_sequences < 1:
+                raise ConfigError(f"num_return_sequences: {num_return_sequences!r} (allowed: an integer >= 1)")
+            self.config.decode.num_return_sequences = num_return_sequences
+            DecodeConfig.validate(self.config.decode, "decode")
         model = self.task.load_model(folder)
         self.task.check(self.config, model.config, path)
         self.runner = self.task.bind(model, load_tokenizer(folder), self.config)
@@ -69,5 +80,7 @@ class Pipeline:
     def __call__(self, records: Union[Record, Sequence[Record]]) -> Union[str, List[str]]:
         single = isinstance(records, (str, dict))
         examples = [self.example(r, i) for i, r in enumerate([records] if single else records)]
-        predictions = self.runner.predict(examples) if examples else []
+        flat = self.runner.predict(examples) if examples else []
+        n = self.candidates
+        predictions = flat if n == 1 else [flat[i * n:(i + 1) * n] for i in range(len(examples))]
         return predictions[0] if single else predictions

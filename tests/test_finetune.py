@@ -202,6 +202,27 @@ def test_a_pipeline_predicts_what_predict_writes(demo_model, tmp_path):
     assert Pipeline(str(tmp_path / "inference"))(records[:6]) == expected[:6]
 
 
+def test_a_pipeline_returns_several_candidates(demo_model):
+    """num_return_sequences: the 3 best beams, the best one first (what one beam search returns alone), or 3
+    samples, reproducible under a seed; more than the beams is refused."""
+    from paddle_unimo.typed import ConfigError
+    from tasks.pipeline import Pipeline
+    dev = os.path.join(ROOT, "tasks", "demo_data", "dureader_qg", "dev.json")
+    records = [json.loads(line) for line in open(dev, encoding="utf-8")][:6]
+    best = Pipeline(str(demo_model / "best"))(records)
+    beams = Pipeline(str(demo_model / "best"), num_return_sequences=3)(records)
+    assert [len(b) for b in beams] == [3] * 6 and [b[0] for b in beams] == best
+    assert all(len(set(b)) > 1 for b in beams)
+    sampling = ["decode.decode_strategy=sampling", "decode.top_k=10", "decode.seed=7"]
+    samples = Pipeline(str(demo_model / "best"), sampling, num_return_sequences=3)
+    first = samples(records)
+    assert [len(s) for s in first] == [3] * 6 and any(len(set(s)) > 1 for s in first)
+    assert samples(records) == first  # a sample depends on its batch's draws: a record alone samples anew
+    assert samples(records[0]) == samples(records[:1])[0] and len(samples(records[0])) == 3
+    with pytest.raises(ConfigError, match="decode.num_return_sequences: 4 is above num_beams 3"):
+        Pipeline(str(demo_model / "best"), num_return_sequences=4)
+
+
 def test_a_pipeline_names_what_is_wrong(demo_model, tmp_path):
     from paddle_unimo.fileio import DataError
     from paddle_unimo.typed import ConfigError
