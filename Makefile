@@ -74,11 +74,12 @@ predict: $(STAMP)
 		--model "$(PREDICT_MODEL)" \
 		$(if $(DATA),--data "$(DATA)") $(if $(INPUT),--input "$(INPUT)") $(REGIONS_ARG) $(OVERRIDES)
 
-# make serve [MODEL=$(OUT)/best or $(OUT)/inference] [PORT=8189] [HOST=127.0.0.1] [O="decode.num_beams=1"]: the
-#      generation tasks' model over HTTP (POST /predict {"inputs": [...]}, GET /health; tasks/serve.py)
+# make serve [MODEL=$(OUT)/best or $(OUT)/inference] [PORT=8189] [HOST=127.0.0.1] [CANDIDATES=n]
+#      [O="decode.num_beams=1"]: the generation tasks' model over HTTP (POST /predict {"inputs": [...]}, GET /health;
+#      tasks/serve.py); CANDIDATES=n answers n per record (best beams, or samples with decode.decode_strategy=sampling)
 serve: $(STAMP)
 	$(PY) -m tasks.serve --model "$(PREDICT_MODEL)" $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) \
-		$(OVERRIDES)
+		$(if $(CANDIDATES),--num-return-sequences $(CANDIDATES)) $(OVERRIDES)
 
 # make evaluate [PRED=$(OUT)/predict/predictions.jsonl; flickr30k_retrieval: .../scores.npy; coco_caption also a
 #      COCO result file such as captions_results.json] [REFS=reference file; default: the dev file]

@@ -6,8 +6,8 @@
     -> {"predictions": ["青石镇有多少人口"]}
 
 ``POST /predict`` takes ``{"inputs": [record, ...]}`` (a record: a mapping of the task's fields, or for a task
-without a title its source text) and answers ``{"predictions": [...]}``, one per input, as ``tasks.pipeline``
-gives them (the model folder's ``task.yaml`` settings, ``-o`` on top). ``GET /health`` answers the task, the
+without a title its source text) and answers ``{"predictions": [...]}``, one per input (a list of candidates with
+``--num-return-sequences``), as ``tasks.pipeline`` gives them (the model folder's ``task.yaml`` settings, ``-o`` on top). ``GET /health`` answers the task, the
 model folder and the decoding settings. A bad request (not JSON, no ``inputs`` list, a record without a field,
 more than ``--max-inputs`` records) is a 400 with ``{"error": "..."}`` naming the input; an error while decoding is a
 500 (and a traceback in the log). Requests are decoded one at a time, each as batches of ``decode.batch_size``;
@@ -106,9 +106,11 @@ def run(argv) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8189)
     parser.add_argument("--max-inputs", type=int, default=256, help="records per request")
+    parser.add_argument("--num-return-sequences", type=int, default=1, help="candidates per record (n > 1: each "
+                        "prediction is a list of n: the best beams, or samples with -o decode.decode_strategy=sampling)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    pipeline = Pipeline(args.model, args.override, args.config)
+    pipeline = Pipeline(args.model, args.override, args.config, args.num_return_sequences)
     server = make_server(pipeline, args.model, args.host, args.port, args.max_inputs)
     logger.info("serving %s (%s) on http://%s:%d: POST /predict, GET /health", args.model, pipeline.task.name,
                 *server.server_address[:2])

@@ -296,7 +296,8 @@ def test_the_serve_command_starts_and_answers(demo_model, tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "tasks.serve", "--model", str(tmp_path / "inference"), "--port",
-                               str(port), "-o", "decode.num_beams=1"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                               str(port), "--num-return-sequences", "2"], cwd=ROOT,
+                              stderr=open(tmp_path / "serve.log", "w"))
     try:
         deadline = time.time() + 120
         while True:
@@ -304,14 +305,15 @@ def test_the_serve_command_starts_and_answers(demo_model, tmp_path):
                 status, health = http(f"http://127.0.0.1:{port}/health")
                 break
             except OSError:
-                assert server.poll() is None and time.time() < deadline, server.stderr.read() if server.poll() else ""
+                assert server.poll() is None and time.time() < deadline, (tmp_path / "serve.log").read_text()
                 time.sleep(0.5)
-        assert status == 200 and health["decode"]["num_beams"] == 1
+        assert status == 200 and health["decode"]["num_return_sequences"] == 2
         record = {"context": "青石镇位于河谷，人口约3万。", "answer": "3万"}
         status, answer = http(f"http://127.0.0.1:{port}/predict", json.dumps({"inputs": [record]}).encode())
         from tasks.pipeline import Pipeline
         assert status == 200
-        assert answer["predictions"] == Pipeline(str(demo_model / "best"), ["decode.num_beams=1"])([record])
+        assert answer["predictions"] == Pipeline(str(demo_model / "best"), num_return_sequences=2)([record])
+        assert len(answer["predictions"][0]) == 2
     finally:
         server.terminate()
         server.wait(timeout=30)
