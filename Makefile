@@ -66,26 +66,30 @@ finetune: $(STAMP)
 #      vqa_submission.json, flickr30k_retrieval scores.npy + scores_index.json); MODEL=$(OUT)/inference
 #      predicts with an export's programs (Paddle Inference; ONNX Runtime for FORMAT=onnx)
 #      The model folder's task.yaml (the settings it was fine-tuned with) is the config unless CONFIG= or SIZE= is
-#      given (evaluate: OUT/best's); older folders without one take tasks/configs/$(TASK)_$(SIZE).yaml.
+#      given (evaluate: that of MODEL, or of OUT/best); older folders without one take tasks/configs/$(TASK)_$(SIZE).yaml.
 PREDICT_MODEL = $(or $(MODEL),$(OUT)/best)
-OWN_CONFIG = $(if $(filter command line environment,$(origin CONFIG) $(origin SIZE)),,$(wildcard $(PREDICT_MODEL)/task.yaml))
+OWN_CONFIG = $(if $(filter command line environment,$(origin CONFIG) $(origin SIZE)),,$(shell test -f \
+	"$(PREDICT_MODEL)/task.yaml" && echo "$(PREDICT_MODEL)/task.yaml"))
 predict: $(STAMP)
-	$(PY) -m tasks.run predict --task $(TASK) $(if $(OWN_CONFIG),,--config $(CONFIG)) --out "$(OUT)/predict" \
+	$(PY) -m tasks.run predict --task $(TASK) $(if $(OWN_CONFIG),,--config "$(CONFIG)") --out "$(OUT)/predict" \
 		--model "$(PREDICT_MODEL)" \
 		$(if $(DATA),--data "$(DATA)") $(if $(INPUT),--input "$(INPUT)") $(REGIONS_ARG) $(OVERRIDES)
 
-# make serve [MODEL=$(OUT)/best or $(OUT)/inference] [PORT=8189] [HOST=127.0.0.1] [CANDIDATES=n]
-#      [O="decode.num_beams=1"]: the generation tasks' model over HTTP (POST /predict {"inputs": [...]}, GET /health;
-#      tasks/serve.py); CANDIDATES=n answers n per record (best beams, or samples with decode.decode_strategy=sampling)
+# make serve [MODEL=$(OUT)/best or $(OUT)/inference] [PORT=8189] [HOST=127.0.0.1] [CANDIDATES=n] [CONFIG=file]
+#      [O="decode.num_beams=1"]: a 千言 generation model over HTTP (POST /predict {"inputs": [...]}, GET /health;
+#      tasks/serve.py); CANDIDATES=n answers n per record (best beams, or samples with decode.decode_strategy=sampling).
+#      HOST and PORT are read from the command line only (some shells export HOST, the machine's name).
 serve: $(STAMP)
-	$(PY) -m tasks.serve --model "$(PREDICT_MODEL)" $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) \
+	$(PY) -m tasks.serve --model "$(PREDICT_MODEL)" \
+		$(if $(filter command line,$(origin PORT)),--port $(PORT)) $(if $(filter command line,$(origin HOST)),--host $(HOST)) \
+		$(if $(filter command line environment,$(origin CONFIG)),--config "$(CONFIG)") \
 		$(if $(CANDIDATES),--num-return-sequences $(CANDIDATES)) $(OVERRIDES)
 
 # make evaluate [PRED=$(OUT)/predict/predictions.jsonl; flickr30k_retrieval: .../scores.npy; coco_caption also a
 #      COCO result file such as captions_results.json] [REFS=reference file; default: the dev file]
 #      -> $(OUT)/predict/eval/metrics.json
 evaluate: $(STAMP)
-	$(PY) -m tasks.run evaluate --task $(TASK) --config $(or $(OWN_CONFIG),$(CONFIG)) --out "$(OUT)/predict" \
+	$(PY) -m tasks.run evaluate --task $(TASK) --config "$(or $(OWN_CONFIG),$(CONFIG))" --out "$(OUT)/predict" \
 		--predictions "$(or $(PRED),$(OUT)/predict/$(PRED_FILE))" $(if $(DATA),--data "$(DATA)") \
 		$(if $(REFS),--references "$(REFS)") $(REGIONS_ARG) $(OVERRIDES)
 

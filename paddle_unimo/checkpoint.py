@@ -87,13 +87,14 @@ DIALOG_EMBEDDINGS = ("embeddings.role_embeddings.weight", "embeddings.turn_embed
 def load_pretrained(cls, path: str, **config_overrides):
     """Builds ``cls`` from a PaddleNLP-layout folder and loads its weights strictly.
 
-    Four differences are allowed, and logged: a model without an LM head (``UNIMOModel``, the understanding
-    models) leaves the folder's ``lm_head.*`` tensors unused; a task model (``head_prefixes``) whose head is
-    wholly absent from the folder -- a pretrained model -- keeps its freshly initialised head; a head that is
-    all there but of other shapes (another label set) is replaced by a fresh one; and the dialog embeddings
-    (``role_type_size``/``turn_type_size`` given as overrides, CoQA) start fresh when the folder has none. A head
-    that is only partly there is an error, as is every other missing, unexpected or mis-shaped tensor. A
-    ``max_position_embeddings`` override above the folder's grows its position table (``grow_positions``)."""
+    Besides a grown position table (below), four differences are allowed, and logged: a model without an LM
+    head (``UNIMOModel``, the understanding models) leaves the folder's ``lm_head.*`` tensors unused; a task model
+    (``head_prefixes``) whose head is wholly absent from the folder -- a pretrained model -- keeps its freshly
+    initialised head; a head that is all there but of other shapes (another label set) is replaced by a fresh
+    one; and the dialog embeddings (``role_type_size``/``turn_type_size`` given as overrides, CoQA) start fresh
+    when the folder has none. A head that is only partly there is an error, as is every other missing,
+    unexpected or mis-shaped tensor. A ``max_position_embeddings`` override above the folder's grows its position
+    table (``grow_positions``)."""
     from .export import is_export
     if os.path.isdir(path) and is_export(path):
         raise CheckpointError(f"{path} is an export (programs for Paddle Inference), not a checkpoint: load the "
@@ -271,7 +272,8 @@ def init_from_roberta(path: str, **config_overrides):
     """A ``UNIMOLMHeadModel`` whose encoder comes from a PaddleNLP RoBERTa-like folder (``model_type`` roberta
     or bert with the same layer names). Positions start at ``pad_token_id + 1`` for RoBERTa, 0 for BERT.
 
-    An initialisation, not a load: the parts RoBERTa lacks (region embeddings, image pooler, the LM head's
+    A ``max_position_embeddings`` override above the folder's grows its table (``grow_positions``). An
+    initialisation, not a load: the parts RoBERTa lacks (region embeddings, image pooler, the LM head's
     transform) keep their fresh initialisation and are returned by name; every RoBERTa tensor must map onto a
     parameter of the same shape, else the error lists them all. Returns (model, newly initialised names).
     """
@@ -292,6 +294,8 @@ def init_from_roberta(path: str, **config_overrides):
         state[target] = value
     if unknown:
         raise CheckpointError(f"{path}: tensors with no paddle_unimo name: {sorted(unknown)}")
+    if config.max_position_embeddings != values.get("max_position_embeddings", config.max_position_embeddings):
+        state = grow_positions(state, config.max_position_embeddings, config.position_start, path)
     expected = model.state_dict()
     fresh = sorted(k for k in expected if k not in state and k != TIED_ALIAS)
     check_state(model, state, path, optional=fresh + [TIED_ALIAS])

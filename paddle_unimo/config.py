@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from .fileio import read_json, write_json
 from .typed import ConfigError, bounded, check_fields, from_dict
@@ -125,16 +125,18 @@ class PositionLimitError(ConfigError):
         self.rows = rows
 
 
-def check_positions(config: UNIMOConfig, where: str, lengths: Dict[str, int], extra: int = 0) -> None:
-    """Each configured length (``key -> value``), with ``extra`` positions more, must fit the model's position
-    table from ``position_start`` (source, target and text blocks each restart there)."""
-    limit = config.max_position_embeddings - config.position_start - extra
-    for key, value in lengths.items():
-        if value > limit:
-            place = f"{where}: {key}" if where else key
-            raise PositionLimitError(f"{place}: {value} is above the model's {config.max_position_embeddings} "
-                                     f"position embeddings (allowed: <= {limit})",
-                                     rows=value + extra + config.position_start)
+def check_positions(config: UNIMOConfig, where: str, lengths: Dict[str, Tuple[int, int]]) -> None:
+    """Each configured length must fit the model's position table from ``position_start`` (source, target and
+    text blocks each restart there): ``lengths`` maps a key to (its value, the positions that value takes). The
+    error names the first length too long and the table every length would fit (``PositionLimitError.rows``)."""
+    start, rows = config.position_start, config.max_position_embeddings
+    too_long = [(key, value, needed) for key, (value, needed) in lengths.items() if start + needed > rows]
+    if too_long:
+        key, value, needed = too_long[0]
+        place = f"{where}: {key}" if where else key
+        raise PositionLimitError(f"{place}: {value} is above the model's {rows} position embeddings (allowed: <= "
+                                 f"{rows - start - (needed - value)})",
+                                 rows=start + max(n for _, n in lengths.values()))
 
 
 def _english(**size) -> UNIMOConfig:

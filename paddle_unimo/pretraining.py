@@ -261,6 +261,6 @@ def objective_configs(names: Sequence[str], overrides: Dict[str, dict], tokenize
         if fixed:
             raise ConfigError(f"{where}objectives.{name}.{fixed[0]}: set from the model and tokenizer, not the config")
         configs[name] = from_dict(cls, {**values, **overrides.get(name, {})}, f"{where}objectives.{name}")
-        check_positions(model_config, where.rstrip(": "),
-                        {f"objectives.{name}.max_seq_len": getattr(configs[name], "max_seq_len", 0)})
+        length = getattr(configs[name], "max_seq_len", 0)
+        check_positions(model_config, where.rstrip(": "), {f"objectives.{name}.max_seq_len": (length, length)})
     return configs

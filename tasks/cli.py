@@ -148,13 +148,14 @@ def setup_logging(out_dir: str) -> None:
 RUN_CONFIG = "task.yaml"  # the config a model folder was fine-tuned with (finetune writes it into best/)
 
 
-def write_run_config(folder: str, config) -> None:
+def write_run_config(folder: str, config, origin: str) -> None:
     """The run's typed config, every setting spelled out, as ``folder/task.yaml``: predicting with the folder
-    (or its export, which copies the file) then uses the lengths and decoding settings it was trained with."""
+    (or its export, which copies the file) then uses the lengths and decoding settings it was trained with.
+    ``origin``, the model the run started from (its ``model`` section describes the preset), heads the file."""
     from paddle_unimo.fileio import atomic_write
     atomic_write(os.path.join(folder, RUN_CONFIG),
-                 "# the settings this model was fine-tuned with; predicting with this folder reads them\n"
-                 + yaml.safe_dump(to_dict(config), allow_unicode=True, sort_keys=False))
+                 f"# the settings this model was fine-tuned with, starting from {origin}; predicting with this folder "
+                 "reads them\n" + yaml.safe_dump(to_dict(config), allow_unicode=True, sort_keys=False))
 
 
 def run_config_of(model_dir: Optional[str]) -> Optional[str]:
@@ -182,11 +183,16 @@ def folder_overrides(model_dir: str, section: ModelSection) -> dict:
     from paddle_unimo.config import UNIMOConfig
     overrides = dict(section.overrides)
     rows = overrides.pop("max_position_embeddings", None)
-    if rows is not None and rows <= UNIMOConfig.from_file(find_config(model_dir)).max_position_embeddings:
+    trained = UNIMOConfig.from_file(find_config(model_dir)).max_position_embeddings
+    if rows is not None and rows <= trained:
         overrides["max_position_embeddings"], rows = rows, None
     if overrides:
         logger.warning("model.overrides %s left aside: the model comes from %s", overrides, model_dir)
-    return {} if rows is None else {"max_position_embeddings": rows}
+    if rows is None:
+        return {}
+    logger.warning("%s: its %d positions grown to %d (model.overrides.max_position_embeddings)", model_dir, trained,
+                   rows)
+    return {"max_position_embeddings": rows}
 
 
 def build_model(model_dir: Optional[str], section: ModelSection, texts: Sequence[str], model_class=None,

@@ -102,8 +102,8 @@ class CaptionTask(VLTask):
 
     def check(self, cfg: CaptionConfig, model_config, where: str) -> None:
         super().check(cfg, model_config, where)
-        check_positions(model_config, where, {"data.max_tag_len": cfg.data.max_tag_len})
-        check_positions(model_config, where, {"decode.max_length": cfg.decode.max_length}, extra=1)
+        check_positions(model_config, where, {"data.max_tag_len": (cfg.data.max_tag_len, cfg.data.max_tag_len),
+                                              "decode.max_length": (cfg.decode.max_length, cfg.decode.max_length + 1)})
 
     def score(self, examples: Sequence[VLExample], predictions: Sequence[str], train_examples=()) -> dict:
         """The COCO caption metrics (x100) of one caption per image against its references."""

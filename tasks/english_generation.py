@@ -223,9 +223,10 @@ class EnglishGenerationTask:
 
     @staticmethod
     def check(cfg, model_config, where: str) -> None:
-        check_positions(model_config, where, {"data.max_src_len": cfg.data.max_src_len,
-                                              "data.max_tgt_len": cfg.data.max_tgt_len}, extra=1)
-        check_positions(model_config, where, {"decode.max_length": cfg.decode.max_length}, extra=2)
+        data, decode = cfg.data, cfg.decode
+        check_positions(model_config, where, {"data.max_src_len": (data.max_src_len, data.max_src_len + 1),
+                                              "data.max_tgt_len": (data.max_tgt_len, data.max_tgt_len + 1),
+                                              "decode.max_length": (decode.max_length, decode.max_length + 2)})
 
     @staticmethod
     def prediction_row(example, prediction: str) -> dict:

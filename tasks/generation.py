@@ -70,8 +70,8 @@ class GenerationConfig:
 def check_lengths(cfg: GenerationConfig, model_config, where: str) -> None:
     """The configured lengths must fit the model's position table (source and target positions each restart
     at ``position_start``)."""
-    check_positions(model_config, where, {"data.max_seq_len": cfg.data.max_seq_len})
-    check_positions(model_config, where, {"decode.max_length": cfg.decode.max_length}, extra=1)
+    check_positions(model_config, where, {"data.max_seq_len": (cfg.data.max_seq_len, cfg.data.max_seq_len),
+                                          "decode.max_length": (cfg.decode.max_length, cfg.decode.max_length + 1)})
 
 
 def seq2seq_loss(model, batch, label_smoothing: float):

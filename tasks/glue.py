@@ -170,7 +170,7 @@ class GlueTask:
         if not model_config.has_regions:
             raise ConfigError(f"{where}: the GLUE head reads the English UNIMO's text pooler, which this model "
                               "lacks (image_embedding_size 0)")
-        check_positions(model_config, where, {"data.max_seq_len": cfg.data.max_seq_len})
+        check_positions(model_config, where, {"data.max_seq_len": (cfg.data.max_seq_len, cfg.data.max_seq_len)})
 
     @staticmethod
     def prediction_row(item: GlueItem, prediction: str) -> dict:

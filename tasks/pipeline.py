@@ -45,8 +45,8 @@ class Pipeline:
         from paddle_unimo import load_tokenizer
         path = config or run_config_of(folder)
         if path is None:
-            raise ConfigError(f"{folder}: no task.yaml (the settings finetune saves with a model): give config= "
-                              "(e.g. tasks/configs/<task>_tiny.yaml)")
+            raise ConfigError(f"{folder}: no task.yaml (the settings finetune saves with a model): give the task's "
+                              "YAML (config=, --config: e.g. tasks/configs/<task>_tiny.yaml)")
         name = read_yaml(path).get("task")
         if name not in TASKS:
             raise ConfigError(f"{path}: task: unknown task {name!r}; known: {', '.join(sorted(TASKS))}")

@@ -67,15 +67,21 @@ def corpus_texts(cfg: PretrainConfig):
 
 
 def roberta_init(args, cfg: PretrainConfig):
-    """The encoder from a RoBERTa/BERT folder; regions, the image pooler and the LM head start fresh."""
+    """The encoder from a RoBERTa/BERT folder; regions, the image pooler and the LM head start fresh. A
+    ``max_position_embeddings`` override above the folder's grows its position table."""
     from paddle_unimo import load_tokenizer
-    from paddle_unimo.checkpoint import init_from_roberta
+    from paddle_unimo.checkpoint import find_config, init_from_roberta
+    from paddle_unimo.fileio import read_json
     tokenizer = load_tokenizer(args.vocab or args.model)
-    region = {k: v for k, v in cfg.model.overrides.items() if k.startswith(("image_", "max_img"))}
+    settings = {k: v for k, v in cfg.model.overrides.items() if k.startswith(("image_", "max_img"))}
+    rows, trained = (cfg.model.overrides.get("max_position_embeddings"),
+                     read_json(find_config(args.model), "model config").get("max_position_embeddings", 0))
+    if rows is not None and rows > trained:
+        settings["max_position_embeddings"] = rows
     ids = dict(unk_token_id=tokenizer.unk_token_id, pad_token_id=tokenizer.pad_token_id,
                bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.mask_token_id,
                mask_token_id=tokenizer.mask_token_id)
-    model, _ = init_from_roberta(args.model, **region, **ids)
+    model, _ = init_from_roberta(args.model, **settings, **ids)
     return model, tokenizer
 
 

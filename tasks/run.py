@@ -40,8 +40,9 @@ def resolve_config(args):
     path = args.config
     if args.task and args.task not in TASKS:  # before the config: make builds CONFIG from TASK
         raise ConfigError(f"--task: unknown task {args.task!r}; known: {', '.join(sorted(TASKS))}")
-    if path is None and args.command == "predict":
-        path = run_config_of(args.model)  # the model's own settings
+    own = path is None and args.command == "predict" and run_config_of(args.model)
+    if own:
+        path = own  # the settings the model was fine-tuned with
     if path is None:
         if not args.task:
             raise ConfigError("give --task NAME or --config FILE")
@@ -52,7 +53,9 @@ def resolve_config(args):
     if name not in TASKS:
         raise ConfigError(f"{path}: task: unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
     if args.task and args.task != name:
-        raise ConfigError(f"{path}: task: the config is for {name!r}, not --task {args.task!r}")
+        raise ConfigError(f"{path}: task: the config is for {name!r}, not --task {args.task!r}"
+                          + ("; the model was fine-tuned for it (--config FILE predicts with another task's "
+                             "settings)" if own else ""))
     task = get_task(name)
     cfg = load_config(path, args.override, task.config_class)
     if getattr(args, "skip_bad", False):
@@ -139,7 +142,8 @@ def finetune(args) -> dict:
     trainer = runner.trainer(train, dev, args.out, run_id)
     as_written = load_config(config_path, args.override, task.config_class)  # data paths not yet resolved
     save_tokenizer = trainer.save_extra
-    trainer.save_extra = lambda folder: (save_tokenizer(folder), write_run_config(folder, as_written))
+    origin = args.model or f"preset {cfg.model.preset}"
+    trainer.save_extra = lambda folder: (save_tokenizer(folder), write_run_config(folder, as_written, origin))
     state = trainer.train(resume=not args.no_resume)
     if trainer.rank != 0:
         return state  # with several processes, rank 0 alone decodes and writes the outputs

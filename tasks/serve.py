@@ -7,18 +7,22 @@
 
 ``POST /predict`` takes ``{"inputs": [record, ...]}`` (a record: a mapping of the task's fields, or for a task
 without a title its source text) and answers ``{"predictions": [...]}``, one per input (a list of candidates with
-``--num-return-sequences``), as ``tasks.pipeline`` gives them (the model folder's ``task.yaml`` settings, ``-o`` on top). ``GET /health`` answers the task, the
-model folder and the decoding settings. A bad request (not JSON, no ``inputs`` list, a record without a field,
-more than ``--max-inputs`` records) is a 400 with ``{"error": "..."}`` naming the input; an error while decoding is a
-500 (and a traceback in the log). Requests are decoded one at a time, each as batches of ``decode.batch_size``;
-the server listens on 127.0.0.1 unless ``--host`` says otherwise, and has no authentication.
+``--num-return-sequences``), as ``tasks.pipeline`` gives them: the model folder's ``task.yaml`` settings, ``-o``
+on top. ``GET /health`` answers the task, the model folder and the decoding settings. A bad request (not JSON, no
+``inputs`` list, a record without a field, more than ``--max-inputs`` records) is a 400 with ``{"error": "..."}``
+naming the input (411 without a Content-Length, 413 above 16 MiB); an error while decoding is a 500 (and a
+traceback in the log). Connections are served in threads, requests decoded one at a time, each as batches of
+``decode.batch_size``; the server listens on 127.0.0.1 unless ``--host`` says otherwise, and has no
+authentication.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 from paddle_unimo import cpu_defaults
 
@@ -30,18 +34,34 @@ from tasks.cli import run_tool  # noqa: E402
 
 logger = logging.getLogger("paddle_unimo")
 MAX_BODY = 16 << 20  # bytes of one request
+TIMEOUT = 30  # seconds a connection may stay silent
 
 
 class BadRequest(ValueError):
-    pass
+    """A request the server refuses; ``status`` is its HTTP status."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def body_size(headers) -> int:
+    """The request body's length from its ``Content-Length``: 411 without one (chunked bodies included), 400 for
+    one that is not a number."""
+    value = headers.get("Content-Length")
+    if value is None:
+        raise BadRequest("no Content-Length (a chunked body is not read): send the JSON with its length", 411)
+    if not value.strip().isdigit():
+        raise BadRequest(f"Content-Length {value!r} is not a number of bytes")
+    return int(value)
 
 
 def parse_request(body: bytes, max_inputs: int) -> list:
     """The ``inputs`` of a ``/predict`` body; ``BadRequest`` says what is wrong with it."""
     try:
         request = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadRequest(f"the body is not UTF-8 JSON ({e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise BadRequest(f"the body is not UTF-8 JSON ({type(e).__name__}: {e})") from None
     inputs = request.get("inputs") if isinstance(request, dict) else None
     if not isinstance(inputs, list):
         raise BadRequest('expected {"inputs": [record, ...]}')
@@ -50,38 +70,55 @@ def parse_request(body: bytes, max_inputs: int) -> list:
     return inputs
 
 
-def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 256) -> HTTPServer:
-    """An ``HTTPServer`` answering ``/predict`` and ``/health`` with ``pipeline`` (one request at a time)."""
-    health = {"task": pipeline.task.name, "model": model,
-              "decode": dict(vars(pipeline.config.decode))}
+def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 256) -> ThreadingHTTPServer:
+    """A server answering ``/predict`` and ``/health`` with ``pipeline``: connections are served in threads (a
+    slow or silent client holds only its own, for ``TIMEOUT`` seconds at most), decoding one request at a time."""
+    health = {"task": pipeline.task.name, "model": model, "decode": dict(vars(pipeline.config.decode))}
+    decoding = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = TIMEOUT
+
         def answer(self, status: int, payload: dict) -> None:
             data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
+            if status >= 400:
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
             self.wfile.write(data)
 
+        def discard(self, size: int) -> None:
+            while size > 0:
+                chunk = self.rfile.read(min(size, 1 << 20))
+                if not chunk:
+                    return
+                size -= len(chunk)
+
         def do_GET(self):  # noqa: N802 (http.server's name)
-            if self.path == "/health":
+            if urlsplit(self.path).path == "/health":
                 self.answer(200, health)
             else:
-                self.answer(404, {"error": f"no {self.path}; GET /health, POST /predict"})
+                self.answer(404, {"error": f"no GET {self.path}; GET /health, POST /predict"})
 
         def do_POST(self):  # noqa: N802
-            if self.path != "/predict":
-                self.answer(404, {"error": f"no {self.path}; POST /predict"})
-                return
-            size = int(self.headers.get("Content-Length") or 0)
-            if size > MAX_BODY:
-                self.answer(413, {"error": f"a body of {size} bytes; at most {MAX_BODY}"})
+            if urlsplit(self.path).path != "/predict":
+                self.answer(404, {"error": f"no POST {self.path}; POST /predict"})
                 return
             try:
+                size = body_size(self.headers)
+                if size > MAX_BODY:
+                    self.discard(min(size, 4 * MAX_BODY))  # so that the client, still sending, sees the answer
+                    raise BadRequest(f"a body of {size} bytes; at most {MAX_BODY}", 413)
                 inputs = parse_request(self.rfile.read(size), max_inputs)
-                predictions = pipeline(inputs)
-            except (BadRequest, DataError) as e:
+                with decoding:
+                    predictions = pipeline(inputs)
+            except BadRequest as e:
+                self.answer(e.status, {"error": str(e)})
+                return
+            except DataError as e:
                 self.answer(400, {"error": str(e)})
                 return
             except Exception as e:  # the server stays up; the traceback goes to the log
@@ -93,7 +130,15 @@ def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 25
         def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
             logger.info("%s %s", self.address_string(), format % args)
 
-    return HTTPServer((host, port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
 
 
 def run(argv) -> None:
@@ -105,9 +150,10 @@ def run(argv) -> None:
                         "decode.num_beams=1; repeatable")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8189)
-    parser.add_argument("--max-inputs", type=int, default=256, help="records per request")
-    parser.add_argument("--num-return-sequences", type=int, default=1, help="candidates per record (n > 1: each "
-                        "prediction is a list of n: the best beams, or samples with -o decode.decode_strategy=sampling)")
+    parser.add_argument("--max-inputs", type=positive, default=256, help="records per request")
+    parser.add_argument("--num-return-sequences", type=positive, default=1,
+                        help="candidates per record (n > 1: each prediction is a list of n: the best beams, or "
+                        "samples with -o decode.decode_strategy=sampling)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pipeline = Pipeline(args.model, args.override, args.config, args.num_return_sequences)

@@ -253,7 +253,7 @@ class VLTask(abc.ABC):
         if dim is not None and dim != model_config.image_embedding_size:
             raise ConfigError(f"{where}: the region store {cfg.data.regions} holds {dim}-d features but the model "
                               f"takes {model_config.image_embedding_size}-d ones")
-        check_positions(model_config, where, {"data.max_text_len": cfg.data.max_text_len})
+        check_positions(model_config, where, {"data.max_text_len": (cfg.data.max_text_len, cfg.data.max_text_len)})
 
     @staticmethod
     def prediction_row(example: VLExample, prediction) -> dict:

@@ -325,6 +325,15 @@ def test_init_from_a_roberta_checkpoint(tmp_path):
     positions = paddle.to_tensor(np.where(real, np.cumsum(real, axis=1) + 1, 1))  # right padding: explicit
     got = model.unimo(ids, position_ids=positions).numpy()
     np.testing.assert_allclose(got[real], expected[real], atol=1e-5, rtol=0)
+    grown, _ = init_from_roberta(str(tmp_path), image_embedding_size=24, image_class_size=7, max_img_len=11,
+                                 max_position_embeddings=100)  # RoBERTa's positions from 2: rows 64.. copy 2..
+    grown.eval()
+    table = grown.unimo.embeddings.position_embeddings.weight.numpy()
+    trained = model.unimo.embeddings.position_embeddings.weight.numpy()
+    np.testing.assert_array_equal(table[:64], trained)
+    np.testing.assert_array_equal(table[64:100], trained[2:38])
+    np.testing.assert_allclose(grown.unimo(ids, position_ids=positions).numpy()[real], expected[real], atol=1e-5,
+                               rtol=0)
 
 
 def test_failed_save_keeps_the_previous_weights(tmp_path, monkeypatch):

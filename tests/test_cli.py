@@ -497,6 +497,6 @@ def test_a_written_run_config_reads_back_as_the_same_config(tmp_path, name):
     from tasks.registry import get_task
     path = os.path.join(ROOT, "tasks", "configs", f"{name}.yaml")
     config = load_config(path, (), get_task(yaml.safe_load(open(path, encoding="utf-8"))["task"]).config_class)
-    write_run_config(str(tmp_path), config)
+    write_run_config(str(tmp_path), config, "preset tiny")
     again = load_config(str(tmp_path / "task.yaml"), (), type(config))
     assert again == config

@@ -235,7 +235,7 @@ def test_a_pipeline_names_what_is_wrong(demo_model, tmp_path):
     # a task without a title takes a text as its source
     lcsts = Pipeline(str(demo_model / "best"), config=CONFIG.format("lcsts_new"))
     assert lcsts("青石镇人口3万") == lcsts({"content": "青石镇人口3万"}) == lcsts(["青石镇人口3万"])[0]
-    with pytest.raises(ConfigError, match="no task.yaml .* give config="):
+    with pytest.raises(ConfigError, match="no task.yaml .* give the task.s YAML \\(config=, --config"):
         Pipeline(str(tmp_path))
     (tmp_path / "task.yaml").write_text("task: glue_sst2\n", "utf-8")
     with pytest.raises(ConfigError, match="a pipeline serves the generation tasks \\(advertisegen, dureader_qg"):
@@ -253,7 +253,25 @@ def http(url, body=None):
         return e.code, json.loads(e.read().decode("utf-8"))
 
 
+def raw_post(port, length):
+    """(status, JSON answer) of a POST /predict with the Content-Length header ``length`` (None: chunked)."""
+    import http.client
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.putrequest("POST", "/predict")
+        if length is None:
+            connection.putheader("Transfer-Encoding", "chunked")
+        else:
+            connection.putheader("Content-Length", length)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, json.loads(response.read().decode("utf-8"))
+    finally:
+        connection.close()
+
+
 def test_the_server_answers_what_the_pipeline_gives_and_names_bad_requests(demo_model):
+    import socket
     import threading
     from tasks.pipeline import Pipeline
     from tasks.serve import make_server
@@ -273,10 +291,21 @@ def test_the_server_answers_what_the_pipeline_gives_and_names_bad_requests(demo_
                 (b'{"input": []}', 400, 'expected {"inputs": [record, ...]}'),
                 (json.dumps({"inputs": [records[0], {"context": "x"}]}).encode(), 400,
                  "input 1: missing field 'answer'"),
-                (json.dumps({"inputs": records[:1] * 9}).encode(), 400, "9 inputs; at most 8 per request")]:
+                (json.dumps({"inputs": records[:1] * 9}).encode(), 400, "9 inputs; at most 8 per request"),
+                (b"[" * 100000 + b"]" * 100000, 400, "the body is not UTF-8 JSON (RecursionError"),
+                (b" " * ((16 << 20) + 1), 413, f"a body of {(16 << 20) + 1} bytes; at most {16 << 20}")]:
             status, answer = http(url + "/predict", body)
             assert status == code and error in answer["error"], answer
+        for length, code, error in [(None, 411, "no Content-Length"), ("abc", 400, "Content-Length 'abc' is not"),
+                                    ("-1", 400, "Content-Length '-1' is not")]:
+            status, answer = raw_post(server.server_address[1], length)
+            assert status == code and error in answer["error"], answer
         assert http(url + "/generate", b"{}")[0] == 404 and http(url + "/")[0] == 404
+        silent = socket.create_connection(server.server_address[:2])  # holds its own connection only
+        try:
+            assert http(url + "/health?verbose=1")[0] == 200
+        finally:
+            silent.close()
         status, answer = http(url + "/predict", json.dumps({"inputs": records[:2]}).encode())  # still serving
         assert status == 200 and answer["predictions"] == pipeline(records[:2])
     finally:

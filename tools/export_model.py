@@ -30,6 +30,7 @@ import shutil
 import sys
 
 import paddle_unimo
+from paddle_unimo.fileio import atomic_save
 from paddle_unimo.tokenization import load_tokenizer
 
 
@@ -97,8 +98,9 @@ def run(argv=None) -> str:
     out = export_model(model, args.out, tokenizer, cpu_kernels=kernels,
                        panel_dtype=args.quantize if kernels and args.quantize else args.precision)
     for name in TASK_FILES:
-        if os.path.isfile(os.path.join(args.model, name)):
-            shutil.copyfile(os.path.join(args.model, name), os.path.join(out, name))
+        source = os.path.join(args.model, name)
+        if os.path.isfile(source):
+            atomic_save(os.path.join(out, name), lambda tmp: shutil.copyfile(source, tmp))
     if args.format == "onnx":
         from paddle_unimo.onnx_export import export_onnx
         export_onnx(out, quantize=args.quantize)
