@@ -39,6 +39,9 @@ def find_config(path: str) -> str:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such model folder (a fine-tuned model is OUT/best once "
                                 "`make finetune` has run; a converted one is what `make convert` wrote)")
+    if os.path.isfile(os.path.join(path, "best", CONFIG_NAMES[0])):
+        raise FileNotFoundError(f"{path}: a fine-tuning run's folder, not a model folder: its model is "
+                                f"{os.path.join(path, 'best')}")
     raise FileNotFoundError(f"{path}: no {' or '.join(CONFIG_NAMES)} (is this a model folder?)")
 
 

@@ -46,6 +46,7 @@ def match_predictions(rows, references: Sequence, path: str, references_path: st
     missing = [e.id for e in references if e.id not in by_id]
     if missing:
         shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
-        raise DataError(f"{path}: {len(missing)} of {len(references)} references have no prediction "
-                        f"(ids: {shown})")
+        raise DataError(f"{path}: {len(missing)} of {len(references)} references in {references_path} have no "
+                        f"prediction (ids: {shown}); predictions of another file are scored against it with "
+                        "REFS= (--references) or DATA=")
     return list(references), [by_id[e.id] for e in references]

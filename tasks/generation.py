@@ -54,7 +54,8 @@ class GenerationDecode(DecodeConfig):
         super().validate(where)
         if self.num_return_sequences != 1:
             raise ConfigError(f"{where}.num_return_sequences: {self.num_return_sequences}; a task writes one "
-                              "prediction per example (allowed: 1)")
+                              "prediction per example (allowed: 1; n candidates per record: "
+                              "Pipeline(num_return_sequences=n), make serve CANDIDATES=n)")
 
 
 @dataclass

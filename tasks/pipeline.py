@@ -43,10 +43,12 @@ class Pipeline:
     def __init__(self, folder: str, overrides: Sequence[str] = (), config: Optional[str] = None,
                  num_return_sequences: int = 1):
         from paddle_unimo import load_tokenizer
+        from paddle_unimo.checkpoint import find_config
+        find_config(folder)  # a folder that is missing or no model folder says so first
         path = config or run_config_of(folder)
         if path is None:
             raise ConfigError(f"{folder}: no task.yaml (the settings finetune saves with a model): give the task's "
-                              "YAML (config=, --config: e.g. tasks/configs/<task>_tiny.yaml)")
+                              "YAML (config=; --config, make CONFIG=: e.g. tasks/configs/<task>_tiny.yaml)")
         name = read_yaml(path).get("task")
         if name not in TASKS:
             raise ConfigError(f"{path}: task: unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
@@ -55,13 +57,18 @@ class Pipeline:
             served = sorted(n for n, t in TASKS.items() if isinstance(t, GenerationTask))
             raise ConfigError(f"{path}: task {name!r}: a pipeline serves the generation tasks ({', '.join(served)}); "
                               "the others predict with make predict")
-        self.config = load_config(path, overrides, self.task.config_class)
+        self.config = load_config(path, [overrides] if isinstance(overrides, str) else overrides,
+                                  self.task.config_class)
         self.candidates = num_return_sequences
         if num_return_sequences != 1:  # the task's config allows one (a predictions file has a row per example)
             if not isinstance(num_return_sequences, int) or num_return_sequences < 1:
                 raise ConfigError(f"num_return_sequences: {num_return_sequences!r} (allowed: an integer >= 1)")
-            self.config.decode.num_return_sequences = num_return_sequences
-            DecodeConfig.validate(self.config.decode, "decode")
+            decode = self.config.decode
+            if decode.decode_strategy == "greedy_search":
+                raise ConfigError(f"num_return_sequences {num_return_sequences}: greedy search finds one sequence per "
+                                  "record; use decode.decode_strategy=beam_search or sampling")
+            decode.num_return_sequences = num_return_sequences
+            DecodeConfig.validate(decode, "decode")
         model = self.task.load_model(folder)
         self.task.check(self.config, model.config, path)
         self.runner = self.task.bind(model, load_tokenizer(folder), self.config)
@@ -79,6 +86,8 @@ class Pipeline:
 
     def __call__(self, records: Union[Record, Sequence[Record]]) -> Union[str, List[str]]:
         single = isinstance(records, (str, dict))
+        if not single and not isinstance(records, (list, tuple)):
+            raise DataError(f"expected a record (a text or a mapping) or a list of them, got {type(records).__name__}")
         examples = [self.example(r, i) for i, r in enumerate([records] if single else records)]
         flat = self.runner.predict(examples) if examples else []
         n = self.candidates

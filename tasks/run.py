@@ -70,6 +70,21 @@ def resolve_config(args):
     return task, cfg, path
 
 
+def blame_overrides(check, config_path: str, overrides) -> None:
+    """``check()`` (a task's checks against the model); an error about a key that an ``-o`` set names that ``-o``,
+    not the config file, which may hold another value."""
+    from paddle_unimo.typed import ConfigError
+    try:
+        check()
+    except ConfigError as e:
+        message = str(e)
+        for item in reversed(overrides or []):  # the last -o of a key is the one applied
+            key = item.partition("=")[0]
+            if message.startswith(f"{config_path}: {key}: "):
+                raise ConfigError(f"-o {item}: {message[len(config_path) + 2:]}") from None
+        raise
+
+
 def data_file(args, cfg, name: str) -> str:
     if not args.data and not cfg.data.default_dir and not os.path.isabs(name):
         from paddle_unimo.typed import ConfigError
@@ -130,7 +145,8 @@ def finetune(args) -> dict:
                           "folder, whose vocabulary they index)")
     model, tokenizer = build_model(args.model, cfg.model, task.texts(train), task.model_class, task.vocabulary,
                                    **task.model_settings(cfg, train, from_folder=bool(args.model)))
-    longer_table_hint(lambda: task.check(cfg, model.config, config_path))
+    blame_overrides(lambda: longer_table_hint(lambda: task.check(cfg, model.config, config_path)), config_path,
+                    args.override)
     runner = task.bind(model, tokenizer, cfg)
     dev, extras = text_targets(runner, dev), [(name, text_targets(runner, extra)) for name, extra in extras]
     sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "task"}
@@ -141,6 +157,8 @@ def finetune(args) -> dict:
                                *(f"train.{k}" for k in cfg.train.RESUMABLE_CHANGES)})
     trainer = runner.trainer(train, dev, args.out, run_id)
     as_written = load_config(config_path, args.override, task.config_class)  # data paths not yet resolved
+    if args.data:  # predict and evaluate then read the run's dev file by default
+        as_written.data.default_dir = os.path.abspath(args.data)
     save_tokenizer = trainer.save_extra
     origin = args.model or f"preset {cfg.model.preset}"
     trainer.save_extra = lambda folder: (save_tokenizer(folder), write_run_config(folder, as_written, origin))
@@ -183,7 +201,7 @@ def predict(args) -> dict:
     logger.info("%d examples from %s", len(examples), getattr(report, "path", path))
     model = task.load_model(args.model)
     try:
-        task.check(cfg, model.config, config_path)
+        blame_overrides(lambda: task.check(cfg, model.config, config_path), config_path, args.override)
     except ConfigError as e:
         if not config_path.endswith(("_base.yaml", "_large.yaml")):
             raise
@@ -194,7 +212,8 @@ def predict(args) -> dict:
     predictions = runner.predict(examples)
     out = write_predictions(args.out, prediction_rows(examples, predictions, report, task.prediction_row))
     task.write_outputs(args.out, examples, predictions)
-    result = {"task": task.name, "model": args.model, "input": path, "predictions": out, "examples": len(examples),
+    result = {"task": task.name, "model": args.model, "config": config_path, "overrides": args.override,
+              "input": path, "predictions": out, "examples": len(examples),
               "skipped_lines": write_skipped(args.out, [report]), "skipped": report.skipped, **runner.report()}
     if all(e.target is not None and e.target != "" for e in examples):
         result.update(task.score(examples, predictions))

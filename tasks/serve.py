@@ -10,18 +10,20 @@ without a title its source text) and answers ``{"predictions": [...]}``, one per
 ``--num-return-sequences``), as ``tasks.pipeline`` gives them: the model folder's ``task.yaml`` settings, ``-o``
 on top. ``GET /health`` answers the task, the model folder and the decoding settings. A bad request (not JSON, no
 ``inputs`` list, a record without a field, more than ``--max-inputs`` records) is a 400 with ``{"error": "..."}``
-naming the input (411 without a Content-Length, 413 above 16 MiB); an error while decoding is a 500 (and a
-traceback in the log). Connections are served in threads, requests decoded one at a time, each as batches of
-``decode.batch_size``; the server listens on 127.0.0.1 unless ``--host`` says otherwise, and has no
-authentication.
+naming the input (411 without a Content-Length, 413 above 16 MiB, 405 for another method); an error while
+decoding is a 500 (and a traceback in the log). Connections are served in threads, requests decoded one at a
+time, each as batches of ``decode.batch_size``; the server listens on 127.0.0.1 unless ``--host`` says
+otherwise, and has no authentication. Ctrl-C or SIGTERM stops it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Optional
 from urllib.parse import urlsplit
 
 from paddle_unimo import cpu_defaults
@@ -29,12 +31,14 @@ from paddle_unimo import cpu_defaults
 cpu_defaults()  # before anything below imports paddle
 
 from paddle_unimo.fileio import DataError  # noqa: E402
+from paddle_unimo.typed import ConfigError  # noqa: E402
 
 from tasks.cli import run_tool  # noqa: E402
 
 logger = logging.getLogger("paddle_unimo")
 MAX_BODY = 16 << 20  # bytes of one request
 TIMEOUT = 30  # seconds a connection may stay silent
+ROUTES = {"/health": "GET", "/predict": "POST"}
 
 
 class BadRequest(ValueError):
@@ -79,11 +83,13 @@ def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 25
     class Handler(BaseHTTPRequestHandler):
         timeout = TIMEOUT
 
-        def answer(self, status: int, payload: dict) -> None:
+        def answer(self, status: int, payload: dict, headers: Optional[dict] = None) -> None:
             data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             if status >= 400:
                 self.send_header("Connection", "close")
                 self.close_connection = True
@@ -97,15 +103,28 @@ def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 25
                     return
                 size -= len(chunk)
 
-        def do_GET(self):  # noqa: N802 (http.server's name)
-            if urlsplit(self.path).path == "/health":
-                self.answer(200, health)
+        def route(self, method: str) -> bool:
+            """True when ``method`` on this path is served; else answers 404 (no such path) or 405."""
+            allowed = ROUTES.get(urlsplit(self.path).path)
+            if allowed == method:
+                return True
+            if allowed is None:
+                self.answer(404, {"error": f"no {self.path}; GET /health, POST /predict"})
             else:
-                self.answer(404, {"error": f"no GET {self.path}; GET /health, POST /predict"})
+                self.answer(405, {"error": f"{method} {self.path}: use {allowed}"}, {"Allow": allowed})
+            return False
+
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            if self.route("GET"):
+                self.answer(200, health)
+
+        def do_PUT(self):  # noqa: N802
+            self.route("PUT")
+
+        do_DELETE = do_PATCH = do_PUT  # noqa: N815
 
         def do_POST(self):  # noqa: N802
-            if urlsplit(self.path).path != "/predict":
-                self.answer(404, {"error": f"no POST {self.path}; POST /predict"})
+            if not self.route("POST"):
                 return
             try:
                 size = body_size(self.headers)
@@ -157,9 +176,17 @@ def run(argv) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pipeline = Pipeline(args.model, args.override, args.config, args.num_return_sequences)
-    server = make_server(pipeline, args.model, args.host, args.port, args.max_inputs)
+    try:
+        server = make_server(pipeline, args.model, args.host, args.port, args.max_inputs)
+    except OSError as e:
+        raise ConfigError(f"--host {args.host} --port {args.port}: cannot listen there ({e.strerror}); PORT= picks "
+                          "another port") from None
     logger.info("serving %s (%s) on http://%s:%d: POST /predict, GET /health", args.model, pipeline.task.name,
                 *server.server_address[:2])
+
+    def stop(signum, frame):  # SIGTERM (a scheduler, docker stop, systemd) stops as Ctrl-C does
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

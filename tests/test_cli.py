@@ -199,7 +199,8 @@ def test_predict_skip_bad_keeps_one_output_line_per_input_line(finished, tmp_pat
 
 @pytest.mark.parametrize("content, expected", [
     ("", "no predictions (the file is empty)"),
-    ('{"id": "0", "prediction": "a"}\n{"id": "1", "prediction": "b"}\n', "1 of 3 references have no prediction (ids: 2)"),
+    ('{"id": "0", "prediction": "a"}\n{"id": "1", "prediction": "b"}\n',
+     "1 of 3 references in {data}/dev.json have no prediction (ids: 2); predictions of another file"),
     ('{"id": "0", "prediction": "a"}\n{"id": "1"}\n', "preds.jsonl:2: missing field 'prediction'"),
     ('{"id": "0", "prediction": 5}\n', "preds.jsonl:1: field 'prediction' must be a string, got int"),
     ('{"id": "0", "prediction": "a"}\n{"id": "0", "prediction": "b"}\n', "preds.jsonl:2: id '0' repeats"),
@@ -212,7 +213,7 @@ def test_evaluate_refuses_broken_prediction_files(finished, tmp_path, capsys, co
     path.write_text(content, "utf-8")
     line = user_error(capsys, ["evaluate", "--config", CONFIG, "--data", str(data), "--predictions", str(path),
                                "--out", str(tmp_path / "eval")])
-    assert expected in line, line
+    assert expected.format(data=data) in line, line
     assert not (tmp_path / "eval" / "eval" / "metrics.json").exists()
 
 
@@ -433,6 +434,13 @@ def test_a_model_folder_that_does_not_exist_says_so(tmp_path, capsys):
     line = user_error(capsys, ["predict", "--task", "dureader_qg", "--config", CONFIG, "--model",
                                str(tmp_path / "empty"), "--out", str(tmp_path / "pred")])
     assert "no config.json" in line and "is this a model folder?" in line, line
+    run_folder = tmp_path / "run"
+    (run_folder / "best").mkdir(parents=True)
+    (run_folder / "best" / "config.json").write_text("{}", "utf-8")
+    line = user_error(capsys, ["predict", "--task", "dureader_qg", "--config", CONFIG, "--model", str(run_folder),
+                               "--out", str(tmp_path / "pred")])
+    assert f"{run_folder}: a fine-tuning run's folder, not a model folder: its model is {run_folder / 'best'}" \
+        in line, line
 
 
 def test_longer_sources_than_a_models_position_table_train_a_grown_table(finished, tmp_path, capsys):
@@ -446,12 +454,16 @@ def test_longer_sources_than_a_models_position_table_train_a_grown_table(finishe
                       [record(i, context="青石镇" * 70 + f"{i}号") for i in range(3)])
     argv = ["--config", CONFIG, "--data", str(long), *FAST, "--model", str(out / "best"), "-o", "data.max_seq_len=240"]
     line = user_error(capsys, ["finetune", "--out", str(tmp_path / "refused"), *argv])
-    assert ("data.max_seq_len: 240 is above the model's 160 position embeddings (allowed: <= 160); or train a "
-            "longer table: -o model.overrides.max_position_embeddings=240") in line, line
+    assert line == ("error: -o data.max_seq_len=240: data.max_seq_len: 240 is above the model's 160 position "
+                    "embeddings (allowed: <= 160); or train a longer table: -o model.overrides.max_position_embeddings"
+                    "=240 (a model folder's is grown from its trained rows)"), line
     grow = ["-o", "model.overrides.max_position_embeddings=240", "-o", "train.weight_decay=0.0"]
     run.execute(["finetune", "--out", str(tmp_path / "grown"), *argv, *grow])
     best = tmp_path / "grown" / "best"
     assert json.loads((best / "config.json").read_text())["max_position_embeddings"] == 240
+    written = yaml.safe_load((best / "task.yaml").read_text("utf-8"))
+    assert written["data"]["default_dir"] == str(long) and written["data"]["max_seq_len"] == 240
+    assert f"starting from {out / 'best'};" in (best / "task.yaml").read_text("utf-8")
     key = "unimo.embeddings.position_embeddings.weight"
     before = paddle.load(str(out / "best" / "model_state.pdparams"))[key].numpy()
     after = paddle.load(str(best / "model_state.pdparams"))[key].numpy()
@@ -483,6 +495,7 @@ def test_predict_reads_the_settings_a_model_was_fine_tuned_with(finished, tmp_pa
                            "--out", str(tmp_path / "c"), "-o", "decode.num_beams=1"])
     rows = {name: (tmp_path / name / "predictions.txt").read_text("utf-8") for name in "abc"}
     assert own["examples"] == given["examples"] == default["examples"] == 3
+    assert own["config"] == str(out / "best" / "task.yaml") and given["overrides"] == FAST[1::2]
     assert rows["a"] == rows["b"] != rows["c"]  # the YAML's own max_length (24) and greedy search give others
     assert max(len(line) for line in rows["a"].splitlines()) <= 4 < max(len(line) for line in rows["c"].splitlines())
     from tools import export_model

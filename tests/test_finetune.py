@@ -235,8 +235,16 @@ def test_a_pipeline_names_what_is_wrong(demo_model, tmp_path):
     # a task without a title takes a text as its source
     lcsts = Pipeline(str(demo_model / "best"), config=CONFIG.format("lcsts_new"))
     assert lcsts("青石镇人口3万") == lcsts({"content": "青石镇人口3万"}) == lcsts(["青石镇人口3万"])[0]
-    with pytest.raises(ConfigError, match="no task.yaml .* give the task.s YAML \\(config=, --config"):
+    with pytest.raises(FileNotFoundError, match="no such model folder"):
+        Pipeline(str(tmp_path / "missing"))
+    (tmp_path / "config.json").write_text("{}", "utf-8")
+    with pytest.raises(ConfigError, match="no task.yaml .* give the task.s YAML \\(config=; --config, make CONFIG="):
         Pipeline(str(tmp_path))
+    with pytest.raises(DataError, match="expected a record .* or a list of them, got int"):
+        qg(5)
+    assert Pipeline(str(demo_model / "best"), "decode.num_beams=1").config.decode.num_beams == 1  # one -o as text
+    with pytest.raises(ConfigError, match="greedy search finds one sequence per record"):
+        Pipeline(str(demo_model / "best"), ["decode.decode_strategy=greedy_search"], num_return_sequences=2)
     (tmp_path / "task.yaml").write_text("task: glue_sst2\n", "utf-8")
     with pytest.raises(ConfigError, match="a pipeline serves the generation tasks \\(advertisegen, dureader_qg"):
         Pipeline(str(tmp_path))
@@ -253,12 +261,12 @@ def http(url, body=None):
         return e.code, json.loads(e.read().decode("utf-8"))
 
 
-def raw_post(port, length):
-    """(status, JSON answer) of a POST /predict with the Content-Length header ``length`` (None: chunked)."""
+def raw_request(port, method, path, length="0"):
+    """(status, JSON answer) of a request with the Content-Length header ``length`` (None: chunked)."""
     import http.client
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        connection.putrequest("POST", "/predict")
+        connection.putrequest(method, path)
         if length is None:
             connection.putheader("Transfer-Encoding", "chunked")
         else:
@@ -298,9 +306,11 @@ def test_the_server_answers_what_the_pipeline_gives_and_names_bad_requests(demo_
             assert status == code and error in answer["error"], answer
         for length, code, error in [(None, 411, "no Content-Length"), ("abc", 400, "Content-Length 'abc' is not"),
                                     ("-1", 400, "Content-Length '-1' is not")]:
-            status, answer = raw_post(server.server_address[1], length)
+            status, answer = raw_request(server.server_address[1], "POST", "/predict", length)
             assert status == code and error in answer["error"], answer
         assert http(url + "/generate", b"{}")[0] == 404 and http(url + "/")[0] == 404
+        assert http(url + "/predict") == (405, {"error": "GET /predict: use POST"})
+        assert raw_request(server.server_address[1], "PUT", "/health") == (405, {"error": "PUT /health: use GET"})
         silent = socket.create_connection(server.server_address[:2])  # holds its own connection only
         try:
             assert http(url + "/health?verbose=1")[0] == 200
@@ -343,9 +353,18 @@ def test_the_serve_command_starts_and_answers(demo_model, tmp_path):
         assert status == 200
         assert answer["predictions"] == Pipeline(str(demo_model / "best"), num_return_sequences=2)([record])
         assert len(answer["predictions"][0]) == 2
+        second = subprocess.run([sys.executable, "-m", "tasks.serve", "--model", str(tmp_path / "inference"),
+                                 "--port", str(port)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        errors = [line for line in second.stderr.splitlines() if line.startswith("error: ")]
+        assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+        assert len(errors) == 1 and f"--port {port}: cannot listen there" in errors[0], errors
+        server.terminate()  # SIGTERM, as a scheduler sends: stops as Ctrl-C does
+        assert server.wait(timeout=30) == 0
+        assert "stopped" in (tmp_path / "serve.log").read_text()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=30)
 
 
 def test_skip_bad_trains_on_the_good_lines_and_lists_the_bad_ones(tmp_path):
