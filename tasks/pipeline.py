@@ -28,9 +28,9 @@ from paddle_unimo.fileio import DataError  # noqa: E402
 from paddle_unimo.generation import DecodeConfig  # noqa: E402
 from paddle_unimo.typed import ConfigError  # noqa: E402
 
-from tasks.cli import load_config, read_yaml, run_config_of  # noqa: E402
+from tasks.cli import load_config, run_config_of  # noqa: E402
 from tasks.generation import GenerationTask  # noqa: E402
-from tasks.registry import TASKS, get_task  # noqa: E402
+from tasks.registry import TASKS, get_task, task_of_config  # noqa: E402
 
 Record = Union[str, dict]
 
@@ -49,9 +49,7 @@ class Pipeline:
         if path is None:
             raise ConfigError(f"{folder}: no task.yaml (the settings finetune saves with a model): give the task's "
                               "YAML (config=; --config, make CONFIG=: e.g. tasks/configs/<task>_tiny.yaml)")
-        name = read_yaml(path).get("task")
-        if name not in TASKS:
-            raise ConfigError(f"{path}: task: unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+        name = task_of_config(path)
         self.task = get_task(name)
         if not isinstance(self.task, GenerationTask):
             served = sorted(n for n, t in TASKS.items() if isinstance(t, GenerationTask))
@@ -78,7 +76,7 @@ class Pipeline:
         if isinstance(record, str):
             if fields.title:
                 raise DataError(f"input {index}: {self.task.name} reads a title as well: give "
-                                  f"{{'{fields.source}': ..., '{fields.title}': ...}}")
+                                f"{{'{fields.source}': ..., '{fields.title}': ...}}")
             record = {fields.source: record}
         if not isinstance(record, dict):
             raise DataError(f"input {index}: expected a text or a mapping, got {type(record).__name__}")

@@ -24,3 +24,13 @@ def get_task(name: str):
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; known: {sorted(TASKS)}")
     return TASKS[name]
+
+
+def task_of_config(path: str) -> str:
+    """The registered task a YAML config names (its ``task`` key); an unknown one is a ConfigError."""
+    from paddle_unimo.typed import ConfigError
+    from tasks.cli import read_yaml
+    name = read_yaml(path).get("task")
+    if name not in TASKS:
+        raise ConfigError(f"{path}: task: unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+    return name

@@ -27,9 +27,9 @@ from paddle_unimo import cpu_defaults
 cpu_defaults()  # before anything below imports paddle
 
 from tasks.cli import (ROOT, add_common_arguments, build_model, fingerprint, load_config,  # noqa: E402
-                       longer_table_hint, read_yaml, run_command, run_config_of, setup_logging,
+                       longer_table_hint, run_command, run_config_of, setup_logging,
                        write_run_config)
-from tasks.registry import TASKS, get_task  # noqa: E402
+from tasks.registry import TASKS, get_task, task_of_config  # noqa: E402
 
 logger = logging.getLogger("paddle_unimo")
 
@@ -49,9 +49,7 @@ def resolve_config(args):
         size = "base" if getattr(args, "model", None) else "tiny"
         path = os.path.join(ROOT, "tasks", "configs", f"{args.task}_{size}.yaml")
     logger.info("config: %s", path)
-    name = read_yaml(path).get("task")
-    if name not in TASKS:
-        raise ConfigError(f"{path}: task: unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+    name = task_of_config(path)
     if args.task and args.task != name:
         raise ConfigError(f"{path}: task: the config is for {name!r}, not --task {args.task!r}"
                           + ("; the model was fine-tuned for it (--config FILE predicts with another task's "
