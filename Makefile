@@ -76,8 +76,9 @@ predict: $(STAMP)
 		$(if $(DATA),--data "$(DATA)") $(if $(INPUT),--input "$(INPUT)") $(REGIONS_ARG) $(OVERRIDES)
 
 # make serve [MODEL=$(OUT)/best or $(OUT)/inference] [PORT=8189] [HOST=127.0.0.1] [CANDIDATES=n] [CONFIG=file|SIZE=]
-#      [O="decode.num_beams=1"]: a 千言 generation model over HTTP (POST /predict {"inputs": [...]}, GET /health;
-#      tasks/serve.py); CANDIDATES=n answers n per record (best beams, or samples with decode.decode_strategy=sampling).
+#      [O="decode.num_beams=1"]: a 千言, GLUE or English generation model over HTTP (POST /predict {"inputs": [...]},
+#      GET /health; tasks/serve.py); CANDIDATES=n answers n per record (best beams, or samples with
+#      decode.decode_strategy=sampling).
 #      HOST and PORT are read from the command line only (some shells export HOST, the machine's name).
 serve: $(STAMP)
 	$(PY) -m tasks.serve --model "$(PREDICT_MODEL)" \

@@ -205,6 +205,32 @@ class EnglishGenerationTask:
             raise DataError(f"{path}: no examples")
         return examples, report
 
+    def pipeline_example(self, record, index: int, cfg: EnglishGenerationConfig):
+        """The example of ``tasks.pipeline``'s input ``index``: the source text (``paragraph [SEP] answer`` for
+        SQuAD-QG, split at ``data.source_separator`` as the files are) or a mapping of ``data.source_key``; for
+        CoQA a mapping ``{"story": passage, "history": [q1, a1, ..., qk]}``, the turns so far ending with the
+        question to answer. A bad one is a ``DataError`` naming the input."""
+        where = f"input {index}"
+        if self.dialog:
+            history = record.get("history") if isinstance(record, dict) else None
+            story = record.get("story") if isinstance(record, dict) else None
+            if not isinstance(story, str) or not isinstance(history, list) or not history:
+                raise DataError(f"{where}: {self.name} reads {{'story': passage, 'history': [question 1, answer 1, "
+                                "..., question]}} (the turns so far, ending with the question)")
+            if not story.strip() or not all(isinstance(t, str) and t.strip() for t in history):
+                raise DataError(f"{where}: an empty story or turn, or a turn that is not a text")
+            return data.dialog_example(str(index), story, history, line=index)
+        key = cfg.data.source_key
+        if isinstance(record, dict):
+            if key not in record:
+                raise DataError(f"{where}: missing field {key!r} (has {sorted(record)}; data.source_key)")
+            record = record[key]
+        if not isinstance(record, str) or not record.strip():
+            raise DataError(f"{where}: expected a non-empty source text (or {{{key!r}: text}}), got {record!r:.60}")
+        source = record.strip()
+        return data.EnglishExample(str(index), source, None, line=index,
+                                   segments=data.source_segments(where, source, cfg.data.source_separator))
+
     @staticmethod
     def texts(examples) -> List[str]:
         return [t for e in examples for t in (e.source, e.target, getattr(e, "knowledge", None))

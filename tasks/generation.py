@@ -20,7 +20,8 @@ from typing import Callable, List, Optional, Sequence
 
 from paddle_unimo.config import check_positions
 from paddle_unimo.data.seq2seq import (Example, Fields, Seq2SeqEncoder, decoding_batch, postprocess, read_examples,
-                                       training_batch)
+                                       record_example, training_batch)
+from paddle_unimo.fileio import DataError
 from paddle_unimo.generation import DecodeConfig
 from paddle_unimo.training import TrainConfig
 from paddle_unimo.typed import ConfigError, bounded
@@ -98,6 +99,18 @@ class GenerationTask:
 
     def read(self, path: str, cfg: GenerationConfig, need_target: bool = True, role: str = "dev"):
         return read_examples(path, self.fields, need_target, cfg.data.skip_bad)
+
+    def pipeline_example(self, record, index: int, cfg: GenerationConfig) -> Example:
+        """The example of ``tasks.pipeline``'s input ``index``: a mapping of the task's fields, or for a task without
+        a title the source text; a bad one is a ``DataError`` naming the input."""
+        if isinstance(record, str):
+            if self.fields.title:
+                raise DataError(f"input {index}: {self.name} reads a title as well: give "
+                                f"{{'{self.fields.source}': ..., '{self.fields.title}': ...}}")
+            record = {self.fields.source: record}
+        if not isinstance(record, dict):
+            raise DataError(f"input {index}: expected a text or a mapping, got {type(record).__name__}")
+        return record_example(f"input {index}", record, self.fields, need_target=False, line_no=index)
 
     @staticmethod
     def model_settings(cfg: GenerationConfig, train, from_folder: bool) -> dict:

@@ -152,6 +152,31 @@ class GlueTask:
             raise ConfigError(f"{path}: a test file has no labels; fine-tuning and evaluation need train/dev files")
         return [GlueItem(e.id, e.text_a, e.text_b, e.label, e.line, split) for e in examples], report
 
+    def pipeline_example(self, record, index: int, cfg: GlueConfig) -> GlueItem:
+        """The item of ``tasks.pipeline``'s input ``index``: a text (a one-sentence task: CoLA, SST-2), a pair of
+        texts (the others: a 2-item list or tuple), or a mapping of ``text_a`` (and ``text_b``) -- the original
+        UNIMO TSV's names -- or of the GLUE file's own columns (``sentence``; ``question1``/``question2`` for QQP,
+        ``#1 String``/``#2 String`` for MRPC); a bad one is a ``DataError`` naming the input."""
+        where, layout = f"input {index}", self.spec.test
+        count = 1 if layout.text_b is None else 2
+        if isinstance(record, dict):
+            names = ("text_a", "text_b") if "text_a" in record else (layout.text_a, layout.text_b)
+            missing = [n for n in names[:count] if n not in record]
+            if missing:
+                raise DataError(f"{where}: missing field {missing[0]!r} (has {sorted(record)})")
+            texts = [record[n] for n in names[:count]]
+        else:
+            texts = [record] if isinstance(record, str) else record
+            if not isinstance(texts, (list, tuple)) or len(texts) != count:
+                shape = "a text" if count == 1 else "a pair of texts [text_a, text_b]"
+                got = f"a list of {len(record)}" if isinstance(record, (list, tuple)) else type(record).__name__
+                raise DataError(f"{where}: {self.name} reads {shape} or a mapping of text_a"
+                                f"{'' if count == 1 else ' and text_b'}, got {got}")
+        for text in texts:
+            if not isinstance(text, str) or not text.strip():
+                raise DataError(f"{where}: expected a non-empty text, got {text!r}")
+        return GlueItem(str(index), texts[0], texts[1] if count == 2 else None, None, index, "input")
+
     @staticmethod
     def texts(items: Sequence[GlueItem]) -> List[str]:
         return [t for i in items for t in (i.text_a, i.text_b) if t is not None]

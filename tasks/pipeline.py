@@ -1,5 +1,5 @@
-"""A fine-tuned generation model as a Python function, for serving it from one's own code (what PaddleNLP's
-``Taskflow`` offers for its models)::
+"""A fine-tuned model as a Python function, for serving it from one's own code (what PaddleNLP's ``Taskflow`` offers
+for its models)::
 
     from tasks.pipeline import Pipeline
     qg = Pipeline("out/dureader_qg/best")      # or its export, out/dureader_qg/inference
@@ -8,12 +8,17 @@
     Pipeline("out/lcsts_new/best")("一段新闻...")                 # a text is the source of a task without a title
     Pipeline("out/advertisegen/best", ["decode.decode_strategy=sampling", "decode.top_k=10"],
              num_return_sequences=3)(record)                    # -> 3 candidate copies (seed: null, new each call)
+    Pipeline("out/glue_sst2/best")("a gripping film .")          # -> "1"
+    Pipeline("out/glue_mrpc/best")([("text a", "text b")])       # a pair task: pairs (or {"text_a", "text_b"})
+    Pipeline("out/cnn_dm/best")("(CNN) An article ...")          # the English generation tasks: a source text
+    Pipeline("out/coqa/best")({"story": "...", "history": ["question 1", "answer 1", "question 2"]})
 
 The folder's ``task.yaml`` (``finetune`` writes it into ``best/``, ``make export`` copies it) names the task and
 holds the lengths and decoding settings the model was fine-tuned with; ``overrides`` change them as ``-o`` does
 (``["decode.num_beams=1"]``), ``config=`` gives another YAML (a folder fine-tuned before ``task.yaml`` existed).
 Inputs go through the task's own encoder, truncation and post-processing, so a call gives what ``make predict``
-writes for the same records. The generation tasks of ``tasks/generation.py`` (the 千言 ones) are served.
+writes for the same records. Served: the tasks with a ``pipeline_example`` (the 千言 generation tasks, GLUE, the
+English generation tasks); the vision-language tasks read region stores and predict with ``make predict``.
 """
 from __future__ import annotations
 
@@ -23,22 +28,20 @@ from paddle_unimo import cpu_defaults
 
 cpu_defaults()  # before anything below imports paddle
 
-from paddle_unimo.data.seq2seq import record_example  # noqa: E402
 from paddle_unimo.fileio import DataError  # noqa: E402
 from paddle_unimo.generation import DecodeConfig  # noqa: E402
 from paddle_unimo.typed import ConfigError  # noqa: E402
 
 from tasks.cli import load_config, run_config_of  # noqa: E402
-from tasks.generation import GenerationTask  # noqa: E402
 from tasks.registry import TASKS, get_task, task_of_config  # noqa: E402
 
-Record = Union[str, dict]
+Record = Union[str, dict, tuple]
 
 
 class Pipeline:
-    """``Pipeline(folder)(records)``: predictions for one record (a mapping of the task's fields, or for a task
-    without a title the source text) or a list of them; with ``num_return_sequences`` n > 1, each prediction is
-    the list of a record's n best beams (beam search) or n samples (sampling)."""
+    """``Pipeline(folder)(records)``: predictions for one record (a mapping of the task's fields, or a text: see
+    the task's ``pipeline_example``) or a list of them; with ``num_return_sequences`` n > 1 (generation tasks),
+    each prediction is the list of a record's n best beams (beam search) or n samples (sampling)."""
 
     def __init__(self, folder: str, overrides: Sequence[str] = (), config: Optional[str] = None,
                  num_return_sequences: int = 1):
@@ -51,17 +54,20 @@ class Pipeline:
                               "YAML (config=; --config, make CONFIG=: e.g. tasks/configs/<task>_tiny.yaml)")
         name = task_of_config(path)
         self.task = get_task(name)
-        if not isinstance(self.task, GenerationTask):
-            served = sorted(n for n, t in TASKS.items() if isinstance(t, GenerationTask))
-            raise ConfigError(f"{path}: task {name!r}: a pipeline serves the generation tasks ({', '.join(served)}); "
-                              "the others predict with make predict")
+        if not hasattr(self.task, "pipeline_example"):
+            served = sorted(n for n, t in TASKS.items() if hasattr(t, "pipeline_example"))
+            raise ConfigError(f"{path}: task {name!r} reads region stores: it predicts with make predict (a pipeline "
+                              f"serves {', '.join(served)})")
         self.config = load_config(path, [overrides] if isinstance(overrides, str) else overrides,
                                   self.task.config_class)
         self.candidates = num_return_sequences
         if num_return_sequences != 1:  # the task's config allows one (a predictions file has a row per example)
             if not isinstance(num_return_sequences, int) or num_return_sequences < 1:
                 raise ConfigError(f"num_return_sequences: {num_return_sequences!r} (allowed: an integer >= 1)")
-            decode = self.config.decode
+            decode = getattr(self.config, "decode", None)
+            if decode is None:
+                raise ConfigError(f"num_return_sequences {num_return_sequences}: {name} gives one prediction per "
+                                  "record (it does not generate)")
             if decode.decode_strategy == "greedy_search":
                 raise ConfigError(f"num_return_sequences {num_return_sequences}: greedy search finds one sequence per "
                                   "record; use decode.decode_strategy=beam_search or sampling")
@@ -71,22 +77,12 @@ class Pipeline:
         self.task.check(self.config, model.config, path)
         self.runner = self.task.bind(model, load_tokenizer(folder), self.config)
 
-    def example(self, record: Record, index: int):
-        fields = self.task.fields
-        if isinstance(record, str):
-            if fields.title:
-                raise DataError(f"input {index}: {self.task.name} reads a title as well: give "
-                                f"{{'{fields.source}': ..., '{fields.title}': ...}}")
-            record = {fields.source: record}
-        if not isinstance(record, dict):
-            raise DataError(f"input {index}: expected a text or a mapping, got {type(record).__name__}")
-        return record_example(f"input {index}", record, fields, need_target=False, line_no=index)
-
     def __call__(self, records: Union[Record, Sequence[Record]]) -> Union[str, List[str]]:
         single = isinstance(records, (str, dict))
         if not single and not isinstance(records, (list, tuple)):
             raise DataError(f"expected a record (a text or a mapping) or a list of them, got {type(records).__name__}")
-        examples = [self.example(r, i) for i, r in enumerate([records] if single else records)]
+        examples = [self.task.pipeline_example(r, i, self.config)
+                    for i, r in enumerate([records] if single else records)]
         flat = self.runner.predict(examples) if examples else []
         n = self.candidates
         predictions = flat if n == 1 else [flat[i * n:(i + 1) * n] for i in range(len(examples))]

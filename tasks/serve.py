@@ -1,18 +1,19 @@
-"""Serve a fine-tuned generation model (or its export) over HTTP with JSON (``make serve``)::
+"""Serve a fine-tuned model (or its export) over HTTP with JSON (``make serve``)::
 
     python -m tasks.serve --model out/dureader_qg/inference [--host 127.0.0.1] [--port 8189] [-o decode.num_beams=1]
 
     curl -s localhost:8189/predict -d '{"inputs": [{"context": "青石镇人口约3万。", "answer": "3万"}]}'
     -> {"predictions": ["青石镇有多少人口"]}
 
-``POST /predict`` takes ``{"inputs": [record, ...]}`` (a record: a mapping of the task's fields, or for a task
-without a title its source text) and answers ``{"predictions": [...]}``, one per input (a list of candidates with
-``--num-return-sequences``), as ``tasks.pipeline`` gives them: the model folder's ``task.yaml`` settings, ``-o``
-on top. ``GET /health`` answers the task, the model folder and the decoding settings. A bad request (not JSON, no
-``inputs`` list, a record without a field, more than ``--max-inputs`` records) is a 400 with ``{"error": "..."}``
-naming the input (411 without a Content-Length, 413 above 16 MiB, 405 for another method); an error while
-decoding is a 500 (and a traceback in the log). Connections are served in threads, requests decoded one at a
-time, each as batches of ``decode.batch_size``; the server listens on 127.0.0.1 unless ``--host`` says
+``POST /predict`` takes ``{"inputs": [record, ...]}`` (a record as ``tasks.pipeline`` takes it: a mapping of the
+task's fields, or a text -- for a GLUE pair task a list ``[text_a, text_b]``) and answers ``{"predictions":
+[...]}``, one per input (a list of candidates with ``--num-return-sequences``), as ``tasks.pipeline`` gives them:
+the model folder's ``task.yaml`` settings, ``-o`` on top. ``GET /health`` answers the task, the model folder and
+the decoding settings (null for a classifier). A bad request (not JSON, no ``inputs`` list, a record without a
+field, more than ``--max-inputs`` records) is a 400 with ``{"error": "..."}`` naming the input (411 without a
+Content-Length, 413 above 16 MiB, 405 for another method); an error while decoding is a 500 (and a traceback in
+the log). Connections are served in threads, requests decoded one at a time, each as batches of
+``decode.batch_size`` (a classifier's ``eval.batch_size``); the server listens on 127.0.0.1 unless ``--host`` says
 otherwise, and has no authentication. Ctrl-C or SIGTERM stops it.
 """
 from __future__ import annotations
@@ -77,7 +78,8 @@ def parse_request(body: bytes, max_inputs: int) -> list:
 def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 256) -> ThreadingHTTPServer:
     """A server answering ``/predict`` and ``/health`` with ``pipeline``: connections are served in threads (a
     slow or silent client holds only its own, for ``TIMEOUT`` seconds at most), decoding one request at a time."""
-    health = {"task": pipeline.task.name, "model": model, "decode": dict(vars(pipeline.config.decode))}
+    decode = getattr(pipeline.config, "decode", None)  # a classifier has none
+    health = {"task": pipeline.task.name, "model": model, "decode": decode and dict(vars(decode))}
     decoding = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):

@@ -16,6 +16,7 @@ repeated here: tests/test_sweep.py covers the grid, resume and summary with snli
 """
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -156,6 +157,69 @@ def test_glue_stsb_regression_memorises_its_nine_pairs(glue_run):
     assert all(abs(float(r["prediction"]) - r["target"]) < 0.5 for r in rows), rows
 
 
+@pytest.mark.parametrize("name", ["sst2", "mrpc", "stsb"])
+def test_a_glue_pipeline_predicts_what_finetune_wrote(glue_run, name):
+    """``Pipeline(OUT/best)`` of a GLUE model (its task.yaml): texts (SST-2), pairs as lists, tuples, ``text_a`` /
+    ``text_b`` mappings or GLUE's own column names (MRPC), scores (STS-B) -> the predictions fine-tuning wrote for
+    its dev file, in a list and one by one."""
+    from tasks.pipeline import Pipeline
+    _, out, _, count = glue_run(name)
+    rows = example_rows(out / "predictions.jsonl")
+    expected = [r["prediction"] for r in rows]
+    assert len(expected) == count and (name == "stsb" or len(set(expected)) == 2)
+    classify = Pipeline(str(out / "best"))
+    if name == "sst2":
+        texts = [r["text_a"] for r in rows]
+        assert classify(texts) == expected and [classify(t) for t in texts[:5]] == expected[:5]
+        assert classify([{"sentence": t} for t in texts[:5]]) == classify([{"text_a": t} for t in texts[:5]]) == \
+            expected[:5]
+        return
+    pairs = [[r["text_a"], r["text_b"]] for r in rows]
+    assert classify(pairs) == classify([tuple(p) for p in pairs]) == expected
+    assert [classify({"text_a": a, "text_b": b}) for a, b in pairs] == expected
+    if name == "mrpc":
+        assert classify([{"#1 String": a, "#2 String": b} for a, b in pairs]) == expected
+    else:  # STS-B: the scores as predict writes them, 4 decimals
+        assert all(p == f"{float(p):.4f}" for p in expected) and len(set(expected)) == count
+
+
+def test_a_glue_pipeline_names_what_is_wrong_and_serves(glue_run):
+    import threading
+    import urllib.request
+    from paddle_unimo.typed import ConfigError
+    from tasks.pipeline import Pipeline
+    from tasks.serve import make_server
+    _, out, _, _ = glue_run("mrpc")
+    rows = example_rows(out / "predictions.jsonl")
+    pairs = [[r["text_a"], r["text_b"]] for r in rows]
+    mrpc = Pipeline(str(out / "best"))
+    for records, error in [("one text", re.escape("input 0: glue_mrpc reads a pair of texts [text_a, text_b] or a "
+                                                  "mapping of text_a and text_b, got str")),
+                           ([pairs[0], pairs[0][:1]], "input 1: glue_mrpc reads a pair .*, got a list of 1"),
+                           ([{"text_a": "x"}], "input 0: missing field 'text_b' \\(has \\['text_a'\\]\\)"),
+                           ([["x", " "]], "input 0: expected a non-empty text, got ' '")]:
+        with pytest.raises(DataError, match=error):
+            mrpc(records)
+    with pytest.raises(ConfigError, match="num_return_sequences 2: glue_mrpc gives one prediction per record"):
+        Pipeline(str(out / "best"), num_return_sequences=2)
+    _, sst2_out, _, _ = glue_run("sst2")
+    with pytest.raises(DataError, match="input 0: glue_sst2 reads a text or a mapping of text_a, got a list of 2"):
+        Pipeline(str(sst2_out / "best"))([pairs[0]])
+    server = make_server(mrpc, str(out / "best"), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:%d" % server.server_address[1]
+    try:
+        request = urllib.request.Request(url + "/predict", data=json.dumps({"inputs": pairs}).encode("utf-8"))
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert json.loads(response.read().decode("utf-8")) == {"predictions": [r["prediction"] for r in rows]}
+        with urllib.request.urlopen(url + "/health", timeout=60) as response:
+            assert json.loads(response.read().decode("utf-8")) == {"task": "glue_mrpc", "model": str(out / "best"),
+                                                                   "decode": None}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_mnli_without_the_mismatched_file(tmp_path):
     """A mismatched dev file that the config names but the folder lacks stops the run before training (exit
     status 2, nothing trained); ``-o data.extra_dev=[]`` runs on dev_matched alone. 1 s."""
@@ -246,6 +310,9 @@ def test_glue_export_predicts_as_the_checkpoint(glue_run, tmp_path):
     rows = {m: [r["prediction"] for r in read_jsonl(tmp_path / m / "predictions.jsonl")] for m in results}
     assert rows["inference"] == rows["onnx"] == rows["best"]
     assert results["inference"]["accuracy"] == results["onnx"]["accuracy"] == results["best"]["accuracy"]
+    from tasks.pipeline import Pipeline  # the export folder as a function (its task.yaml copied by the export)
+    assert Pipeline(str(folder))([i.text_a for i in items]) == \
+        [r["prediction"] for r in example_rows(tmp_path / "best" / "predictions.jsonl")]
 
 
 @pytest.mark.parametrize("name", ["sst2", "mrpc"])
@@ -322,6 +389,8 @@ def test_squad_qg_memorises_56_real_pairs_with_greedy_decoding(tmp_path):
     result = predict("squad_qg", out / "best", data, tmp_path / "pred", "--input", str(data / "src-dev.txt"))
     assert [r["prediction"] for r in read_jsonl(tmp_path / "pred" / "predictions.jsonl")] == predictions
     assert result["bleu4"] == metrics["bleu4"]
+    from tasks.pipeline import Pipeline  # the model as a function of source texts
+    assert Pipeline(str(out / "best"))([s for s, _ in pairs]) == predictions
     split = [" ".join(basic_tokenize(p)) for p in predictions]
     gts, res = squad_qg_groups(split, [s for s, _ in pairs], [t for _, t in pairs])
     assert 100.0 * Bleu(4).compute_score(gts, res, verbose=0)[0][3] >= 90.0
@@ -390,6 +459,13 @@ def test_coqa_memorises_the_twelve_real_turns_and_evaluates_its_predictions(tmp_
         predict("coqa", out / model, data, tmp_path / model)
         answers[model] = [r["prediction"] for r in read_jsonl(tmp_path / model / "predictions.jsonl")]
     assert answers["inference"] == answers["best"] and sum(map(bool, answers["best"])) >= 10
+    # the model as a function: the story and the turns so far, ending with the question -> the answer
+    from tasks.pipeline import Pipeline
+    turns = [t["input_text"] for q, a in zip(story["questions"], story["answers"]) for t in (q, a)]
+    records = [{"story": story["story"], "history": turns[:2 * k + 1]} for k in range(12)]
+    assert Pipeline(str(out / "inference"))(records) == answers["best"]
+    with pytest.raises(DataError, match="input 0: coqa reads {'story': passage, 'history': \\[question 1"):
+        Pipeline(str(out / "best"))("a question?")
 
 
 def test_gigaword_style_headlines_from_the_ten_real_xsum_pairs(tmp_path):
@@ -408,7 +484,19 @@ def test_gigaword_style_headlines_from_the_ten_real_xsum_pairs(tmp_path):
     assert metrics["examples"] == 10 and metrics["truncated"] == {"source": 0, "knowledge": 0, "turns": 0,
                                                                   "target": 0}
     assert metrics["rougeL"] >= 90.0, metrics
-    assert [r["target"] for r in read_jsonl(out / "predictions.jsonl")] == [t for _, t in pairs]
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert [r["target"] for r in rows] == [t for _, t in pairs]
+    # the model as a function (its task.yaml: the run's max_length 40): a source text gives its headline
+    from tasks.pipeline import Pipeline
+    headline = Pipeline(str(out / "best"))
+    assert headline.config.decode.max_length == 40
+    assert headline([s for s, _ in pairs]) == [r["prediction"] for r in rows]
+    assert headline({"src": pairs[3][0]}) == headline(pairs[3][0] + "\n") == rows[3]["prediction"]
+    for record, error in [({"document": "x"}, "input 0: missing field 'src' .*data.source_key"),
+                          ("  ", "input 0: expected a non-empty source text"),
+                          (["a text", 5], "input 1: expected a non-empty source text \\(or {'src': text}\\), got 5")]:
+        with pytest.raises(DataError, match=error):
+            headline(record)
 
 
 def test_json_lines_with_their_own_field_names_and_a_source_file_as_input(tmp_path):

@@ -346,6 +346,17 @@ def read_cnn_dm(stories_dirs, url_lists_dir, split: str, lower: bool = False, se
 
 # ---- CoQA ------------------------------------------------------------------------------------------------
 
+def dialog_example(ident: str, passage: str, history: Sequence[str], target: Optional[str] = None, line: int = 0,
+                   max_turns: int = TURN_TYPE_SIZE - 1, references: Optional[List[str]] = None) -> EnglishExample:
+    """The example of a dialog turn: ``history`` the turns so far, oldest first, ending with the current question
+    (``q1, a1, ..., qk``), of which the last ``max_turns`` are kept as ``segments`` (joined by `` [SEP] `` as
+    ``source``), with their ``role_ids``/``turn_ids`` (``dialog_types``); ``knowledge`` the passage."""
+    segments = list(history[-max_turns:])
+    roles, turns = dialog_types(len(segments))
+    return EnglishExample(ident, TURN_SEP.join(segments), target, line=line, segments=segments, knowledge=passage,
+                          dialog=True, role_ids=roles, turn_ids=turns, references=references)
+
+
 def read_coqa(path, max_turns: int = TURN_TYPE_SIZE - 1):
     """The official CoQA JSON: one dialog example per question turn.
 
@@ -374,12 +385,9 @@ def read_coqa(path, max_turns: int = TURN_TYPE_SIZE - 1):
             history: List[str] = []
             for turn, (question, answer) in enumerate(zip(questions, answers)):
                 history.append(question["input_text"])
-                segments = history[-max_turns:]
-                roles, turns = dialog_types(len(segments))
-                examples.append(EnglishExample(
-                    f"{story_id}_{question.get('turn_id', turn + 1)}", TURN_SEP.join(segments),
-                    answer["input_text"], line=len(examples) + 1, segments=list(segments), knowledge=passage,
-                    dialog=True, role_ids=roles, turn_ids=turns,
+                examples.append(dialog_example(
+                    f"{story_id}_{question.get('turn_id', turn + 1)}", passage, history, answer["input_text"],
+                    line=len(examples) + 1, max_turns=max_turns,
                     references=[answer["input_text"]] + [a[turn]["input_text"] for a in extra]))
                 history.append(answer["input_text"])
         except (KeyError, TypeError) as e:
