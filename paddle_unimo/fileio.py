@@ -24,22 +24,41 @@ class DataError(ValueError):
 def read_text_lines(path) -> Iterator[Tuple[str, str]]:
     """``(file:line, text)`` for every non-blank line of a UTF-8 file, without its line ending; a leading byte
     order mark is dropped. Bytes that are not UTF-8 are a ``DataError`` naming the line."""
+    for line_no, _, text in text_lines_at(path):
+        yield f"{os.fspath(path)}:{line_no}", text
+
+
+def text_lines_at(path) -> Iterator[Tuple[int, int, str]]:
+    """``(line number, byte offset, text)`` for every non-blank line, as ``read_text_lines`` reads them; the offset
+    finds the line again (``read_line_at``) without keeping its text."""
     path = os.fspath(path)
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder, not a file")
+    offset = 0
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, 1):
-            where = f"{path}:{line_no}"
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{where}: not UTF-8 ({e.reason} at byte {e.start}); another encoding (GBK?) "
-                                "needs converting first, e.g. iconv -f gbk -t utf-8") from None
-            if line_no == 1 and text.startswith(BOM):
-                text = text[1:]
-            text = text.rstrip("\r\n")
+            text = _decode_line(raw, path, line_no, offset)
             if text.strip():
-                yield where, text
+                yield line_no, offset, text
+            offset += len(raw)
+
+
+def read_line_at(path, offset: int, line_no: int = 0) -> str:
+    """The line starting at byte ``offset`` of a UTF-8 file (``text_lines_at``'s offset), without its line ending."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return _decode_line(f.readline(), os.fspath(path), line_no, offset)
+
+
+def _decode_line(raw: bytes, path: str, line_no: int, offset: int) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}:{line_no}: not UTF-8 ({e.reason} at byte {e.start}); another encoding (GBK?) "
+                        "needs converting first, e.g. iconv -f gbk -t utf-8") from None
+    if offset == 0 and text.startswith(BOM):
+        text = text[1:]
+    return text.rstrip("\r\n")
 
 
 def parse_json_line(where: str, text: str, kind: type = dict):

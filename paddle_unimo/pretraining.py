@@ -8,15 +8,25 @@ Three kinds of corpus, each listing its objectives and a mixing ratio:
 A corpus entry of the config (``CorpusSpec``) is checked before anything is read: a missing or unknown key,
 an unknown kind or a ratio that is not a positive number is an error naming the corpus and the key.
 
+A corpus's items are made when drawn (``LazyItems``): in memory it holds only where each item is -- the byte
+offset of a text line or caption row, an image id -- so corpora larger than the memory train (the paper's
+BookWiki and OpenWebText, OpenImages, 4 M image-text pairs with 100 regions each). Files are checked whole when a
+corpus loads (a malformed row is an error naming ``file:line`` before training starts); the offsets of a file can
+be kept in a cache folder and memory-mapped, shared by the processes of a node.
+
 Every micro-batch uses one (corpus, objective) pair, drawn with probability ``ratio / len(objectives)`` from a
 generator seeded by the run's seed and the micro-batch index, so every process draws the same pair; the
 examples are drawn the same way and each process takes its slice of the global batch.
 """
 from __future__ import annotations
 
+import array
+import hashlib
+import logging
 import os
+from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import paddle
@@ -26,11 +36,11 @@ from . import fileio
 from .augment.records import to_example
 from .data.regions import RegionStore, open_store
 from .objectives import TextExample, TextSpecials, get_objective, text_example
-from .objectives.cmcl import CMCLExample
 from .objectives.region import RegionExample
 from .config import check_positions
 from .typed import ConfigError, bounded, from_dict, join
 
+logger = logging.getLogger(__name__)
 HEADS_FILE = "pretraining_heads.pdparams"
 KIND_OBJECTIVES = {"text": {"span_mlm", "seq2seq_lm"}, "image": {"region"},
                    "pair": {"region", "cmcl", "span_mlm", "seq2seq_lm"}}
@@ -42,7 +52,7 @@ class Corpus:
     kind: str  # text | image | pair
     objectives: List[str]
     ratio: float
-    items: list = field(default_factory=list)  # TextExample | RegionRecord | CMCLExample
+    items: Sequence = field(default_factory=list)  # TextExample | RegionRecord | CMCLExample (a LazyItems)
 
     def __post_init__(self):
         allowed = KIND_OBJECTIVES.get(self.kind)
@@ -88,15 +98,6 @@ def corpus_spec(spec) -> CorpusSpec:
     return from_dict(CorpusSpec, spec, where)
 
 
-def read_text_lines(path: str, fields: Sequence[str] = ()) -> List[str]:
-    """The non-blank lines (stripped) of a text file, or the non-blank string ``fields`` of each object of a
-    JSON-lines file. A malformed line is a ``fileio.DataError`` naming ``file:line``."""
-    if not fields:
-        return [text.strip() for _, text in fileio.read_text_lines(path)]
-    return [record[k] for _, record in fileio.read_jsonl(path) for k in fields
-            if isinstance(record.get(k), str) and record[k].strip()]
-
-
 CAPTION_LISTS = {"positive_texts": "text", "negative_texts": "text", "positive_images": "image_id"}
 
 
@@ -116,42 +117,151 @@ def _caption_row(where: str, row: dict) -> dict:
     return row
 
 
-def read_captions(path: str, store: RegionStore, tokenizer, chinese: bool = False) -> List[CMCLExample]:
+class LazyItems(SequenceABC):
+    """A corpus's items made when drawn: ``places[i]`` says where item i is (a row of offsets, an image id) and
+    ``make(place)`` reads it. An item ``make`` finds unusable (None: a text whose tokens are all dropped by the
+    tokenizer) is stood in for by the next usable one, with a warning naming its line."""
+
+    def __init__(self, places: Sequence, make: Callable):
+        self.places, self.make = places, make
+
+    def __len__(self) -> int:
+        return len(self.places)
+
+    def __getitem__(self, i):
+        n = len(self.places)
+        if not -n <= i < n:
+            raise IndexError(f"item {i} of {n}")
+        for k in range(n):
+            item = self.make(self.places[(int(i) + k) % n])
+            if item is not None:
+                return item
+        raise fileio.DataError("no item of the corpus is usable: no text has a token")
+
+
+def line_index(path: str, fields: Sequence[str] = (), cache: Optional[str] = None,
+               check: Optional[Callable[[str, dict], None]] = None) -> np.ndarray:
+    """``(offset, line, field)`` int64 rows of a text file's usable items: its non-blank lines (field -1), or of a
+    JSON-lines file (``fields`` or ``check``: each line an object) each non-blank string ``fields[field]`` of each
+    object, checked as ``read_text_lines`` checks them; ``check(file:line, object)`` checks each object further
+    (its rows: field -1). With ``cache`` a folder and no ``check``, the rows are saved there, keyed by the file's
+    path, size and time and the fields, and memory-mapped: a second load, or another process, reads no text."""
+    saved = None
+    if cache and check is None:
+        info = os.stat(path)
+        key = repr((os.path.abspath(path), info.st_size, info.st_mtime_ns, list(fields))).encode("utf-8")
+        saved = os.path.join(cache, f"lines-{hashlib.sha1(key).hexdigest()[:20]}.npy")
+        if os.path.exists(saved):
+            return np.load(saved, mmap_mode="r")
+    flat = array.array("q")  # 24 bytes a row while indexing
+    for line_no, offset, text in fileio.text_lines_at(path):
+        if not fields and check is None:
+            flat.extend((offset, line_no, -1))
+            continue
+        where = f"{path}:{line_no}"
+        record = fileio.parse_json_line(where, text)
+        if check is not None:
+            check(where, record)
+            flat.extend((offset, line_no, -1))
+        for j, k in enumerate(fields):
+            if isinstance(record.get(k), str) and record[k].strip():
+                flat.extend((offset, line_no, j))
+    rows = np.frombuffer(flat, np.int64).reshape(-1, 3)
+    if saved is None:
+        return rows
+    os.makedirs(cache, exist_ok=True)
+    tmp = f"{saved}.{os.getpid()}.tmp"  # the processes of a node may build it at once: each its own file
+    with open(tmp, "wb") as f:
+        np.save(f, rows)
+    os.replace(tmp, saved)
+    return np.load(saved, mmap_mode="r")
+
+
+def read_text_lines(path: str, fields: Sequence[str] = ()) -> List[str]:
+    """The non-blank lines (stripped) of a text file, or the non-blank string ``fields`` of each object of a
+    JSON-lines file. A malformed line is a ``fileio.DataError`` naming ``file:line``."""
+    return [text_at(path, fields, row) for row in line_index(path, fields)]
+
+
+def text_at(path: str, fields: Sequence[str], row) -> str:
+    """The text of a ``line_index`` row."""
+    offset, line_no, j = (int(v) for v in row)
+    text = fileio.read_line_at(path, offset, line_no)
+    return text.strip() if j < 0 else fileio.parse_json_line(f"{path}:{line_no}", text)[fields[j]]
+
+
+def text_items(paths: Sequence[str], fields: Sequence[str], tokenizer, chinese: bool = False,
+               cache: Optional[str] = None) -> LazyItems:
+    """The ``TextExample``s of text files (``line_index``), tokenized when drawn."""
+    indexes = [line_index(p, fields, cache) for p in paths]
+    ends = np.cumsum([len(x) for x in indexes])
+
+    def make(i):
+        f = int(np.searchsorted(ends, i, side="right"))
+        row = indexes[f][i - (ends[f - 1] if f else 0)]
+        example = text_example(text_at(paths[f], fields, row), tokenizer, chinese=chinese)
+        if example.token_ids:
+            return example
+        logger.warning("%s:%d: no token in this text; the next one stands in", paths[f], int(row[1]))
+        return None
+    return LazyItems(range(int(ends[-1]) if len(ends) else 0), make)
+
+
+def read_captions(path: str, store: RegionStore, tokenizer, chinese: bool = False) -> LazyItems:
     """CMCL examples of a captions file in ``tools/build_cmcl_data.py``'s format (``image_id``, ``caption``,
     ``positive_texts``/``negative_texts`` as ``{"text": ...}``, ``positive_images`` as ``{"image_id": ...}``),
-    with the caption's word starts (``text_example``) for the text objectives. A malformed line, a missing key
-    or an image not in ``store`` is a ``fileio.DataError`` naming ``file:line``."""
-    items = []
-    for where, row in fileio.read_jsonl(path):
-        row = _caption_row(where, row)
-        try:
-            example = to_example(row, tokenizer, store)
-            caption = text_example(row["caption"], tokenizer, chinese=chinese)
-            if not caption.token_ids:
-                raise fileio.DataError(f"{where}: caption {row['caption']!r} has no token")
-            example.text_ids, example.word_starts = caption.token_ids, caption.word_starts
-            items.append(example)
-        except KeyError as e:  # an image id the store does not hold
-            raise fileio.DataError(f"{where}: {e.args[0] if e.args else e}") from None
-        except (TypeError, ValueError) as e:
-            raise fileio.DataError(f"{where}: {type(e).__name__}: {e}") from None
-    return items
+    with the caption's word starts (``text_example``) for the text objectives, made when drawn. Every row is
+    checked first: a malformed line, a missing key, a text that is no string or an image not in ``store`` is a
+    ``fileio.DataError`` naming ``file:line``."""
+    rows = line_index(path, check=lambda where, row: check_caption_row(where, row, store))
+
+    def make(row):
+        offset, line_no, _ = (int(v) for v in row)
+        where = f"{path}:{line_no}"
+        record = _caption_row(where, fileio.parse_json_line(where, fileio.read_line_at(path, offset, line_no)))
+        example = to_example(record, tokenizer, store)
+        caption = text_example(record["caption"], tokenizer, chinese=chinese)
+        if not caption.token_ids:
+            logger.warning("%s: no token in caption %r; the next row stands in", where, record["caption"])
+            return None
+        example.text_ids, example.word_starts = caption.token_ids, caption.word_starts
+        return example
+    return LazyItems(rows, make)
 
 
-def load_corpus(spec: dict, tokenizer, root: str = "", chinese: bool = False) -> Corpus:
-    """A corpus from its config entry (``CorpusSpec``), checked before any file is read."""
+def check_caption_row(where: str, row: dict, store: RegionStore) -> None:
+    """A captions row ``read_captions`` can make an example of: keys, lists, texts and images; else a DataError."""
+    row = _caption_row(where, row)
+    texts = [row["caption"]] + [t["text"] for k in ("positive_texts", "negative_texts") for t in row[k]]
+    bad = next((t for t in texts if not isinstance(t, str)), None)
+    if bad is not None or not row["caption"].strip():
+        what = f"text {bad!r} is not a string" if bad is not None else f"caption {row['caption']!r} has no token"
+        raise fileio.DataError(f"{where}: {what}")
+    for image_id in [row["image_id"]] + [p["image_id"] for p in row["positive_images"]]:
+        if image_id not in store:
+            try:
+                store.get(image_id)
+            except KeyError as e:  # the store's message: which images it holds
+                raise fileio.DataError(f"{where}: {e.args[0] if e.args else e}") from None
+
+
+def store_items(store: RegionStore) -> LazyItems:
+    """The ``RegionRecord``s of a region store, read when drawn."""
+    return LazyItems(store.ids(), store.get)
+
+
+def load_corpus(spec: dict, tokenizer, root: str = "", chinese: bool = False, cache: Optional[str] = None) -> Corpus:
+    """A corpus from its config entry (``CorpusSpec``), checked before any file is read; its files are checked
+    whole and indexed (``cache``: a folder keeping the indexes, see ``line_index``), its items made when drawn."""
     spec = corpus_spec(spec)
     path = lambda p: os.path.join(root, p)  # noqa: E731
     if spec.kind == "text":
-        lines = [t for p in spec.paths for t in read_text_lines(path(p), spec.fields)]
-        items = [text_example(t, tokenizer, chinese=chinese) for t in lines]
-        items = [e for e in items if e.token_ids]
+        items = text_items([path(p) for p in spec.paths], spec.fields, tokenizer, chinese, cache)
     elif spec.kind == "image":
-        store = open_store(path(spec.regions))
-        items = [store.get(i) for i in store.ids()]
+        items = store_items(open_store(path(spec.regions)))
     else:
         items = read_captions(path(spec.captions), open_store(path(spec.regions)), tokenizer, chinese)
-    if not items:
+    if not len(items):
         sources = ", ".join(path(p) for p in spec.paths) if spec.kind == "text" else path(spec.regions)
         raise fileio.DataError(f"{sources}: corpus {spec.name!r} has no usable item"
                                + (f" (no non-blank text in the fields {list(spec.fields)})" if spec.fields else ""))

@@ -10,8 +10,9 @@ a PaddleNLP RoBERTa/BERT folder (its tokenizer, or ``--vocab``; regions and head
 scratch with a trained tokenizer (tools/train_tokenizer.py); with neither, from scratch with a character
 vocabulary built from the corpora. ``OUT`` gets ``checkpoint/`` (exact resume: run the same command again; a
 folder holding another run's checkpoint is refused), ``best/`` (the model folder plus
-``pretraining_heads.pdparams``), ``train.log``, ``vdl/`` (a scalar per objective) and ``metrics.json`` (the
-loss curve of each objective).
+``pretraining_heads.pdparams``), ``train.log``, ``vdl/`` (a scalar per objective), ``metrics.json`` (the
+loss curve of each objective) and ``index/`` (where each text line is, memory-mapped: a text corpus is read when
+drawn, so it may be larger than the memory; see ``paddle_unimo.pretraining``).
 """
 from __future__ import annotations
 
@@ -111,7 +112,8 @@ def pretrain(args) -> dict:
     else:
         model, tokenizer = build_model(args.model, cfg.model, corpus_texts(cfg))
     check_region_stores(cfg, model.config, args.config)
-    corpora = [load_corpus(to_dict(spec), tokenizer, ROOT, chinese=cfg.chinese) for spec in cfg.corpora]
+    corpora = [load_corpus(to_dict(spec), tokenizer, ROOT, chinese=cfg.chinese, cache=os.path.join(out, "index"))
+               for spec in cfg.corpora]
     names = sorted({o for c in corpora for o in c.objectives})
     objectives = longer_table_hint(lambda: objective_configs(names, cfg.objectives, tokenizer, model.config,
                                                              f"{args.config}: "))

@@ -93,6 +93,64 @@ def test_read_text_lines_plain_and_fields(tmp_path):
     assert read_text_lines(str(rows), ["q", "a", "n"]) == ["why", "because", "so"]  # blank and non-strings skipped
 
 
+def test_a_text_corpus_is_read_when_drawn_from_an_index_of_offsets(tmp_path, caplog):
+    """load_corpus keeps (offset, line, field) rows, not texts: its items are the text_example of each usable line
+    or field, in file order, made when drawn (a line rewritten in place after loading gives its new text); with a
+    cache folder the rows are saved once and memory-mapped; a text with no token stands in for by the next one."""
+    from paddle_unimo.objectives import text_example
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes("\ufeff a cat on a mat \n\n\u200b\r\ntwo birds\n".encode("utf-8"))  # BOM, blank, no token
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"q": "a dog", "a": "two cats", "n": 3}\n\n{"q": " ", "a": "a bird"}\n', encoding="utf-8")
+    spec = {"name": "text", "kind": "text", "objectives": ["span_mlm"], "ratio": 1.0}
+    texts = ["a cat on a mat", "\u200b", "two birds"]
+    corpus = load_corpus({**spec, "paths": ["plain.txt"]}, TOKENIZER, str(tmp_path))
+    assert len(corpus.items) == 3 and corpus.items.places == range(3)
+    with caplog.at_level("WARNING"):
+        got = [corpus.items[i] for i in range(3)] + [corpus.items[-3]]
+    want = [text_example(texts[i], TOKENIZER) for i in (0, 2, 2, 0)]  # item 1 has no token: item 2 stands in
+    assert [(e.token_ids, e.word_starts) for e in got] == [(e.token_ids, e.word_starts) for e in want]
+    assert "plain.txt:3: no token in this text; the next one stands in" in caplog.text
+    with pytest.raises(IndexError):
+        corpus.items[3]
+    cache = tmp_path / "index"
+    (tmp_path / "more.jsonl").write_text('{"a": "a cat on a mat"}\n', encoding="utf-8")
+    fields = load_corpus({**spec, "paths": ["rows.jsonl", "more.jsonl"], "fields": ["q", "a"]}, TOKENIZER,
+                         str(tmp_path), cache=str(cache))
+    assert [fields.items[i].token_ids for i in range(3)] == \
+        [text_example(t, TOKENIZER).token_ids for t in ("a dog", "two cats", "a bird")]
+    assert fields.items[3].token_ids == text_example("a cat on a mat", TOKENIZER).token_ids  # the second file
+    saved = sorted(p.name for p in cache.iterdir())
+    assert len(saved) == 2 and all(n.startswith("lines-") and n.endswith(".npy") for n in saved)
+    again = load_corpus({**spec, "paths": ["rows.jsonl"], "fields": ["q", "a"]}, TOKENIZER, str(tmp_path),
+                        cache=str(cache))
+    assert sorted(p.name for p in cache.iterdir()) == saved  # the saved rows, memory-mapped
+    assert [again.items[i].token_ids for i in range(3)] == [fields.items[i].token_ids for i in range(3)]
+    data = plain.read_bytes()
+    plain.write_bytes(data.replace(b"two birds", b"a bird, a"))  # same length, same offsets: read when drawn
+    assert corpus.items[2].token_ids == text_example("a bird, a", TOKENIZER).token_ids
+
+
+def test_image_and_pair_corpora_read_the_store_when_drawn(tmp_path, store):
+    from paddle_unimo.pretraining import LazyItems
+    images = load_corpus({"name": "images", "kind": "image", "regions": str(store.path), "objectives": ["region"],
+                          "ratio": 1.0}, TOKENIZER)
+    assert isinstance(images.items, LazyItems) and images.items.places == store.ids() == ["cat", "dog"]
+    for i, image_id in enumerate(store.ids()):
+        np.testing.assert_array_equal(images.items[i].features, store.get(image_id).features)
+    rows = [{"image_id": "dog", "caption": "a dog"}, {"image_id": "cat", "caption": "a cat on a mat",
+                                                      "negative_texts": [{"text": "a dog on a mat"}]}]
+    (tmp_path / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    pairs = load_corpus({"name": "pairs", "kind": "pair", "captions": "captions.jsonl", "regions": str(store.path),
+                         "objectives": ["cmcl"], "ratio": 1.0}, TOKENIZER, str(tmp_path))
+    assert isinstance(pairs.items, LazyItems) and pairs.items.places.tolist() == \
+        [[0, 1, -1], [len(json.dumps(rows[0])) + 1, 2, -1]]  # (offset, line, -1) of each checked row
+    example = pairs.items[1]
+    assert example.text_ids == TOKENIZER.encode("a cat on a mat") and example.image.image_id == "cat"
+    assert example.negative_texts == [TOKENIZER.encode("a dog on a mat")]
+    np.testing.assert_array_equal(example.image.features, store.get("cat").features)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     rng = np.random.default_rng(0)
@@ -116,7 +174,11 @@ def store(tmp_path_factory):
     ('{"image_id": "cat", "caption": "a", "positive_texts": [{"text": "a dog", "source": "retrieved"}]}',
      r"captions.jsonl:3: positive_texts holds captions of other images retrieved by TF-IDF, .* rebuild"),
     ('{"image_id": "cat", "caption": "   "}', r"captions.jsonl:3: caption '   ' has no token"),
-], ids=["json", "key", "image", "list", "old-retrieved", "empty"])
+    ('{"image_id": "cat", "caption": "a", "negative_texts": [{"text": 5}]}', r"captions.jsonl:3: text 5 is not a "
+     "string"),
+    ('{"image_id": "cat", "caption": "a", "positive_images": [{"image_id": "cow"}]}',
+     r"captions.jsonl:3: image id 'cow' is not in region store"),
+], ids=["json", "key", "image", "list", "old-retrieved", "empty", "text-type", "positive-image"])
 def test_read_captions_errors_name_file_and_line(tmp_path, store, line, message):
     good = {"image_id": "cat", "caption": "a cat on a mat", "positive_images": [{"image_id": "dog"}]}
     path = tmp_path / "captions.jsonl"
