@@ -275,16 +275,22 @@ def init_from_roberta(path: str, **config_overrides):
     """A ``UNIMOLMHeadModel`` whose encoder comes from a PaddleNLP RoBERTa-like folder (``model_type`` roberta
     or bert with the same layer names). Positions start at ``pad_token_id + 1`` for RoBERTa, 0 for BERT.
 
-    A ``max_position_embeddings`` override above the folder's grows its table (``grow_positions``). An
-    initialisation, not a load: the parts RoBERTa lacks (region embeddings, image pooler, the LM head's
-    transform) keep their fresh initialisation and are returned by name; every RoBERTa tensor must map onto a
-    parameter of the same shape, else the error lists them all. Returns (model, newly initialised names).
+    A ``max_position_embeddings`` override above the folder's grows its table (``grow_positions``). RoBERTa's single
+    token type (``type_vocab_size`` 1: a constant added to every position) is folded into the position table and
+    the model takes no token types, as the original English UNIMO (``type_vocab_size`` 0): the outputs are the
+    same, and the seq2seq objective's target type 1 has no row to miss. An initialisation, not a load: the parts
+    RoBERTa lacks (region embeddings, image pooler, the LM head's transform) keep their fresh initialisation and
+    are returned by name; every RoBERTa tensor must map onto a parameter of the same shape, else the error lists
+    them all. Returns (model, newly initialised names).
     """
     from .modeling import UNIMOLMHeadModel
     source = read_json(find_config(path), "model config")
     values = {k: source[k] for k in ROBERTA_CONFIG_KEYS if k in source}
     # RoBERTa numbers positions from padding_idx + 1; BERT-style models from 0
     values["position_start"] = values.get("pad_token_id", 1) + 1 if source.get("model_type") == "roberta" else 0
+    one_type = values.get("type_vocab_size") == 1
+    if one_type:
+        values["type_vocab_size"] = 0
     config = UNIMOConfig.from_dict({**values, **config_overrides}, source=path)
     model = UNIMOLMHeadModel(config)
     state, unknown = {}, []
@@ -297,6 +303,12 @@ def init_from_roberta(path: str, **config_overrides):
         state[target] = value
     if unknown:
         raise CheckpointError(f"{path}: tensors with no paddle_unimo name: {sorted(unknown)}")
+    types = "unimo.embeddings.token_type_embeddings.weight"
+    if one_type and types in state:  # word + position + type[0] = word + (position + type[0])
+        positions = "unimo.embeddings.position_embeddings.weight"
+        state[positions] = state[positions] + state.pop(types)[0]
+        logger.info("%s: RoBERTa's one token type folded into the position embeddings (no token types, as the "
+                    "English UNIMO)", path)
     if config.max_position_embeddings != values.get("max_position_embeddings", config.max_position_embeddings):
         state = grow_positions(state, config.max_position_embeddings, config.position_start, path)
     expected = model.state_dict()

@@ -336,6 +336,35 @@ def test_init_from_a_roberta_checkpoint(tmp_path):
                                rtol=0)
 
 
+def test_roberta_s_one_token_type_folds_into_the_positions(tmp_path):
+    """RoBERTa's type_vocab_size 1 (as roberta-base): the model takes no token types, as the English UNIMO, and gives
+    RoBERTa's outputs; the seq2seq objective's target type 1 then reads nothing (it used to index a missing row)."""
+    pnlp = pytest.importorskip("paddlenlp.transformers")
+    from paddle_unimo.checkpoint import init_from_roberta
+    paddle.seed(5)
+    ref = pnlp.RobertaModel(pnlp.RobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
+                                               num_attention_heads=4, intermediate_size=37,
+                                               max_position_embeddings=64, type_vocab_size=1, pad_token_id=1,
+                                               layer_norm_eps=1e-5))
+    ref.eval()
+    ref.save_pretrained(str(tmp_path))
+    model, _ = init_from_roberta(str(tmp_path), image_embedding_size=24, image_class_size=7, max_img_len=11,
+                                 max_position_embeddings=80)
+    model.eval()
+    assert model.config.type_vocab_size == 0 and "token_type" not in " ".join(model.state_dict())
+    ids = paddle.to_tensor([[0, 5, 6, 7, 8, 2], [0, 9, 10, 2, 1, 1]])
+    real = ids.numpy() != 1
+    positions = paddle.to_tensor(np.where(real, np.cumsum(real, axis=1) + 1, 1))
+    expected = ref(ids)[0].numpy()
+    for types in (paddle.zeros_like(ids), paddle.ones_like(ids)):
+        got = model.unimo(ids, types, position_ids=positions).numpy()
+        np.testing.assert_allclose(got[real], expected[real], atol=1e-5, rtol=0)
+    table = model.unimo.embeddings.position_embeddings.weight.numpy()
+    folded = ref.embeddings.position_embeddings.weight.numpy() + ref.embeddings.token_type_embeddings.weight.numpy()[0]
+    np.testing.assert_allclose(table[:64], folded, atol=1e-7, rtol=0)
+    np.testing.assert_allclose(table[64:80], folded[2:18], atol=1e-7, rtol=0)  # grown rows copy folded ones
+
+
 def test_failed_save_keeps_the_previous_weights(tmp_path, monkeypatch):
     from paddle_unimo import checkpoint
     model = UNIMOModel(get_preset("tiny"))
