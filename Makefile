@@ -147,17 +147,19 @@ convert-regions: $(STAMP)
 	$(PY) -m tools.convert_regions --format "$(FORMAT)" --input $(IN) --out "$(OUT)"
 
 # ---- pretraining. Default: the embedded mini corpus, the tiny preset, 2 processes on CPU (gloo).
-#      make pretrain [CONFIG=tasks/configs/pretrain_tiny.yaml] [NPROC=2] [OUT=out/pretrain] [MODEL=dir | VOCAB=dir]
-#      [O="..."]  (VOCAB: a tokenizer from make train-tokenizer, for a model from scratch)
-#      A GPU node: make pretrain CONFIG=my_pretrain.yaml NPROC=8 (see README for several nodes).
+#      make pretrain [CONFIG=file | SIZE=base|large] [DATA=corpora] [NPROC=2] [OUT=out/pretrain] [MODEL=dir | VOCAB=dir]
+#      [O="..."]  (VOCAB: a tokenizer from make train-tokenizer, for a model from scratch; DATA: {data} in the config)
+#      The paper's recipe on a GPU node: make pretrain SIZE=base MODEL=roberta-base DATA=corpora NPROC=8
+#      (tasks/configs/pretrain_base.yaml says how DATA is laid out; README for several nodes).
 NPROC ?= 2
-PRETRAIN_CONFIG = $(if $(filter command line environment,$(origin CONFIG)),$(CONFIG),tasks/configs/pretrain_tiny.yaml)
+PRETRAIN_CONFIG = $(if $(filter command line environment,$(origin CONFIG)),$(CONFIG),$(if $(filter command line \
+	environment,$(origin SIZE)),tasks/configs/pretrain_$(SIZE).yaml,tasks/configs/pretrain_tiny.yaml))
 PRETRAIN_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),out/pretrain)
 pretrain: $(STAMP)
-	$(PY) -m tasks.pretrain_mini --out "$(PRETRAIN_OUT)/mini"
+	$(if $(filter command line environment,$(origin SIZE)),,$(PY) -m tasks.pretrain_mini --out "$(PRETRAIN_OUT)/mini")
 	$(PY) -m paddle.distributed.launch --nproc_per_node $(NPROC) --log_dir "$(PRETRAIN_OUT)/launch" \
 		tasks/pretrain.py --config "$(PRETRAIN_CONFIG)" --out "$(PRETRAIN_OUT)" $(if $(MODEL),--model "$(MODEL)") \
-		$(if $(VOCAB),--vocab "$(VOCAB)") $(if $(NO_RESUME),--no-resume) $(OVERRIDES)
+		$(if $(VOCAB),--vocab "$(VOCAB)") $(if $(DATA),--data "$(DATA)") $(if $(NO_RESUME),--no-resume) $(OVERRIDES)
 
 # make train-tokenizer INPUT="corpus.txt more.txt.gz" TOKENIZER_OUT=dir [KIND=wordpiece|sentencepiece] [VOCAB_SIZE=8000]
 train-tokenizer: $(STAMP)

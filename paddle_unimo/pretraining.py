@@ -167,7 +167,7 @@ def line_index(path: str, fields: Sequence[str] = (), cache: Optional[str] = Non
             if isinstance(record.get(k), str) and record[k].strip():
                 flat.extend((offset, line_no, j))
     rows = np.frombuffer(flat, np.int64).reshape(-1, 3)
-    if saved is None:
+    if saved is None or not len(rows):  # an empty file: nothing to keep (the corpus check names it)
         return rows
     os.makedirs(cache, exist_ok=True)
     tmp = f"{saved}.{os.getpid()}.tmp"  # the processes of a node may build it at once: each its own file

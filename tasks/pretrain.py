@@ -4,11 +4,12 @@
     python -m paddle.distributed.launch --nproc_per_node 2 tasks/pretrain.py \
         --config tasks/configs/pretrain_tiny.yaml --out out/pretrain
 
-Corpus paths in the config are relative to the repository; ``{out}`` stands for ``--out``. ``--model DIR``
-starts from a checkpoint folder (e.g. one converted by tools/convert_checkpoint.py), or from the encoder of
-a PaddleNLP RoBERTa/BERT folder (its tokenizer, or ``--vocab``; regions and heads start fresh); ``--vocab DIR`` from
-scratch with a trained tokenizer (tools/train_tokenizer.py); with neither, from scratch with a character
-vocabulary built from the corpora. ``OUT`` gets ``checkpoint/`` (exact resume: run the same command again; a
+Corpus paths in the config are relative to the repository; ``{out}`` stands for ``--out``, ``{data}`` for
+``--data`` (``make pretrain DATA=``), and a text corpus path may be a glob (``{data}/text/*.txt``: its shards).
+``--model DIR`` starts from a checkpoint folder (e.g. one converted by tools/convert_checkpoint.py), or from the
+encoder of a PaddleNLP RoBERTa/BERT folder (its tokenizer, or ``--vocab``; regions and heads start fresh);
+``--vocab DIR`` from scratch with a trained tokenizer (tools/train_tokenizer.py); with neither, from scratch with a
+character vocabulary built from the corpora. ``OUT`` gets ``checkpoint/`` (exact resume: run the same command again; a
 folder holding another run's checkpoint is refused), ``best/`` (the model folder plus
 ``pretraining_heads.pdparams``), ``train.log``, ``vdl/`` (a scalar per objective), ``metrics.json`` (the
 loss curve of each objective) and ``index/`` (where each text line is, memory-mapped: a text corpus is read when
@@ -17,6 +18,7 @@ drawn, so it may be larger than the memory; see ``paddle_unimo.pretraining``).
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -48,8 +50,21 @@ class PretrainConfig:
             raise ConfigError(f"{join(where, 'corpora')}: no corpus given")
 
 
-def resolve(path: str, out: str) -> str:
-    return os.path.join(ROOT, path.format(out=out))
+def resolve(path: str, out: str, data: str = "", where: str = "") -> str:
+    """A config path: ``{out}`` the run's folder, ``{data}`` the ``--data`` folder; relative to the repository."""
+    if "{data}" in path and not data:
+        raise ConfigError(f"{where}: {path!r} reads {{data}}: give the corpora folder (DATA=, --data)")
+    return os.path.join(ROOT, path.replace("{out}", out).replace("{data}", data))
+
+
+def expand(pattern: str, where: str) -> List[str]:
+    """The files a text corpus path names: itself, or what a glob (``text/*.txt``: many shards) matches, sorted."""
+    if not glob.has_magic(pattern):
+        return [pattern]
+    found = sorted(glob.glob(pattern, recursive=True))
+    if not found:
+        raise DataError(f"{where}: {pattern}: no file matches")
+    return found
 
 
 def corpus_texts(cfg: PretrainConfig):
@@ -68,13 +83,14 @@ def corpus_texts(cfg: PretrainConfig):
 
 
 def roberta_init(args, cfg: PretrainConfig):
-    """The encoder from a RoBERTa/BERT folder; regions, the image pooler and the LM head start fresh. A
+    """The encoder from a RoBERTa/BERT folder; regions, the image pooler and the LM head start fresh (sized by the
+    ``image_*``/``max_img_len`` overrides, the visual objective by ``overlap_ratio``'s). A
     ``max_position_embeddings`` override above the folder's grows its position table."""
     from paddle_unimo import load_tokenizer
     from paddle_unimo.checkpoint import find_config, init_from_roberta
     from paddle_unimo.fileio import read_json
     tokenizer = load_tokenizer(args.vocab or args.model)
-    settings = {k: v for k, v in cfg.model.overrides.items() if k.startswith(("image_", "max_img"))}
+    settings = {k: v for k, v in cfg.model.overrides.items() if k.startswith(("image_", "max_img", "overlap_ratio"))}
     rows, trained = (cfg.model.overrides.get("max_position_embeddings"),
                      read_json(find_config(args.model), "model config").get("max_position_embeddings", 0))
     if rows is not None and rows > trained:
@@ -97,28 +113,32 @@ def pretrain(args) -> dict:
     from paddle_unimo.pretraining import Mixture, PretrainModel, load_corpus, objective_configs
     from paddle_unimo.training import Trainer
     cfg = load_config(args.config, args.override, PretrainConfig)
-    out = os.path.abspath(args.out)
+    out, data = os.path.abspath(args.out), os.path.abspath(args.data) if args.data else ""
     for i, spec in enumerate(cfg.corpora):
+        where = f"{args.config}: corpora[{i}]"
+        spec.paths = [f for p in spec.paths for f in expand(resolve(p, out, data, f"{where}.paths"), f"{where}.paths")]
         for key in ("regions", "captions"):
             if getattr(spec, key):
-                setattr(spec, key, resolve(getattr(spec, key), out))
+                setattr(spec, key, resolve(getattr(spec, key), out, data, f"{where}.{key}"))
                 if not os.path.exists(getattr(spec, key)):
-                    raise DataError(f"{args.config}: corpora[{i}].{key}: {getattr(spec, key)} not found "
-                                    "(the mini corpus is made by python -m tasks.pretrain_mini)")
+                    raise DataError(f"{where}.{key}: {getattr(spec, key)} not found"
+                                    + ("" if "mini" not in getattr(spec, key) else
+                                       " (the mini corpus is made by python -m tasks.pretrain_mini)"))
     if args.vocab:
         cfg.model.vocab_dir = args.vocab
     if args.model and model_type(args.model) in ("roberta", "bert"):
         model, tokenizer = roberta_init(args, cfg)
     else:
-        model, tokenizer = build_model(args.model, cfg.model, corpus_texts(cfg))
+        texts = () if args.model or cfg.model.vocab_dir else corpus_texts(cfg)  # a character vocabulary's
+        model, tokenizer = build_model(args.model, cfg.model, texts)
     check_region_stores(cfg, model.config, args.config)
-    corpora = [load_corpus(to_dict(spec), tokenizer, ROOT, chinese=cfg.chinese, cache=os.path.join(out, "index"))
-               for spec in cfg.corpora]
-    names = sorted({o for c in corpora for o in c.objectives})
+    names = sorted({o for spec in cfg.corpora for o in spec.objectives})
     objectives = longer_table_hint(lambda: objective_configs(names, cfg.objectives, tokenizer, model.config,
                                                              f"{args.config}: "))
+    corpora = [load_corpus(to_dict(spec), tokenizer, ROOT, chinese=cfg.chinese, cache=os.path.join(out, "index"))
+               for spec in cfg.corpora]  # after every check of the config: a failed start leaves OUT empty
     mixture = Mixture(corpora, objectives, cfg.train.batch_size, cfg.train.seed, dist.get_rank(), dist.get_world_size())
-    inputs = {f"{s.name}.{k}": resolve(p, out) for s in cfg.corpora
+    inputs = {f"{s.name}.{k}": p for s in cfg.corpora
               for k, p in [*((f"path{j}", q) for j, q in enumerate(s.paths)), ("regions", s.regions or ""),
                            ("captions", s.captions or "")] if p}
     run_id = fingerprint({**inputs, "model": args.model or f"preset {cfg.model.preset}", "vocab": args.vocab},
@@ -147,6 +167,7 @@ def execute(argv=None):
     parser.add_argument("--config", required=True)
     parser.add_argument("--model", help="start from this checkpoint folder")
     parser.add_argument("--vocab", help="start from scratch with this tokenizer folder")
+    parser.add_argument("--data", help="the corpora folder, {data} in the config's paths")
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument("--stop-after", type=int, default=-1, help="stop after N steps, as if killed (tests)")
     add_common_arguments(parser)

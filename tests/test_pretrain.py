@@ -102,3 +102,73 @@ def test_default_run_every_loss_decreases_and_is_logged(tmp_path):
     tags = set(LogReader(file_path=logs[0]).get_tags().get("scalar", []))
     assert {f"train/{n}_loss" for n in metrics["loss_curves"]} <= tags, tags
     assert metrics["nonfinite_skipped"] == 0
+
+
+def recipe_corpora(data, rng):
+    """A corpora folder laid out as tasks/configs/pretrain_base.yaml and pretrain_large.yaml read it: two text shards,
+    an image store and a pair store (2048-d features, 1601 class columns as the recipe's model), a captions file."""
+    import json
+    from paddle_unimo.data.regions import RegionRecord, RegionStore
+    words = "a the cat dog red blue ball box sits runs near under on big small".split()
+    (data / "text").mkdir(parents=True)
+    for shard in ("part-000.txt", "part-001.txt"):
+        (data / "text" / shard).write_text("".join(" ".join(rng.choice(words, 12)) + "\n" for _ in range(20)),
+                                           "utf-8")
+    for store, ids in (("images", [f"img{i}" for i in range(4)]), ("pairs", [f"pair{i}" for i in range(4)])):
+        records = []
+        for image_id in ids:
+            xy = rng.uniform(0, 300, (5, 2))
+            probs = rng.dirichlet(np.ones(1601), 5).astype(np.float32)
+            records.append(RegionRecord(image_id, 640, 480, np.concatenate([xy, xy + 50], 1).astype(np.float32),
+                                        rng.normal(size=(5, 2048)).astype(np.float32), probs))
+        RegionStore(data / "regions" / store).append(records)
+    (data / "pairs").mkdir()
+    rows = [{"image_id": f"pair{i}", "caption": f"a {words[3 + i]} near a box",
+             "negative_texts": [{"text": f"a {words[7 + i]} near a box"}]} for i in range(4)]
+    (data / "pairs" / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    return [line for f in sorted((data / "text").iterdir()) for line in f.read_text("utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("size, overlap", [("base", 0.4), ("large", 0.3)])
+def test_the_papers_recipe_runs_as_written_from_a_roberta_folder(tmp_path, size, overlap):
+    """``make pretrain SIZE=base|large MODEL=roberta DATA=corpora``: the recipe configs as written (512 tokens, 101
+    region rows, every objective on its corpus, fp16 logged as inactive on a CPU, the large one's accumulation and
+    recompute) from a small random RoBERTa folder (type_vocab_size 1, as roberta-base), 12 steps of micro-batches of
+    2 that draw every objective; the model keeps RoBERTa's sizes
+    and takes the recipe's region settings; a {data} path without DATA= and a glob matching nothing are errors."""
+    import json
+    pnlp = pytest.importorskip("paddlenlp.transformers")
+    from paddle_unimo import WordPieceTokenizer
+    from tasks.pretrain import execute
+    texts = recipe_corpora(tmp_path / "corpora", np.random.default_rng(0))
+    vocab = tmp_path / "vocab"
+    tokenizer = WordPieceTokenizer.build_char_vocab(texts + ["near box"], words=True)
+    tokenizer.save_pretrained(str(vocab))
+    paddle.seed(0)
+    roberta = tmp_path / "roberta"
+    pnlp.RobertaModel(pnlp.RobertaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=4, intermediate_size=37, max_position_embeddings=514,
+                                         type_vocab_size=1, pad_token_id=1)).save_pretrained(str(roberta))
+    out = tmp_path / "out"
+    config = os.path.join(ROOT, "tasks", "configs", f"pretrain_{size}.yaml")
+    argv = ["--config", config, "--out", str(out), "--model", str(roberta), "--vocab", str(vocab),
+            "-o", "train.max_steps=12", "-o", "train.batch_size=2", "-o", "train.progress=false",
+            "-o", "train.logging_steps=1"]
+    state = execute(argv + ["--data", str(tmp_path / "corpora")])
+    assert state["step"] == 12
+    metrics = json.loads((out / "metrics.json").read_text("utf-8"))
+    assert metrics["corpora"] == {"text": 40, "images": 4, "pairs": 4} and metrics["nonfinite_skipped"] == 0
+    assert sorted(metrics["loss_curves"]) == ["cmcl", "region", "seq2seq_lm", "span_mlm"]  # every objective ran
+    saved = json.loads((out / "best" / "config.json").read_text("utf-8"))
+    assert (saved["num_hidden_layers"], saved["hidden_size"], saved["max_position_embeddings"]) == (2, 32, 514)
+    assert (saved["image_embedding_size"], saved["image_class_size"], saved["overlap_ratio"]) == (2048, 1601, overlap)
+    assert len(list((out / "index").iterdir())) == 2  # one memory-mapped index per text shard
+    log = (out / "train.log").read_text("utf-8")
+    assert "mixed precision (O1 float16) requested but inactive: no float16 kernels on cpu" in log
+    with pytest.raises(SystemExit):
+        execute(argv[:2] + ["--out", str(tmp_path / "no_data")] + argv[4:])
+    assert "reads {data}: give the corpora folder (DATA=, --data)" in (tmp_path / "no_data" / "train.log").read_text()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        execute(argv[:2] + ["--out", str(tmp_path / "empty_out")] + argv[4:] + ["--data", str(tmp_path / "empty")])
+    assert "text/*.txt: no file matches" in (tmp_path / "empty_out" / "train.log").read_text()
