@@ -266,13 +266,18 @@ class GptBpeTokenizer(Tokenizer):
     family = "gpt2_bpe"
     FILES = ("vocab.txt", "encoder.json", "vocab.bpe")
 
+    ROBERTA_FILES = ("vocab.json", "merges.txt")
+    ROBERTA_SPECIALS = {"[CLS]": "<s>", "[PAD]": "<pad>", "[SEP]": "</s>", "[UNK]": "<unk>", "[MASK]": "<mask>"}
+
     def __init__(self, vocab_file: str, encoder_json_file: str, vocab_bpe_file: str):
-        self.files = (vocab_file, encoder_json_file, vocab_bpe_file)
-        self.vocab = read_vocab(vocab_file)
-        self.encoder: Dict[str, int] = read_json(encoder_json_file, "GPT-2 encoder.json")
+        self._setup(read_vocab(vocab_file), read_json(encoder_json_file, "GPT-2 encoder.json"), vocab_bpe_file,
+                    dict(zip(self.FILES, (vocab_file, encoder_json_file, vocab_bpe_file))))
+
+    def _setup(self, vocab: Dict[str, int], encoder: Dict[str, int], merges_file: str, files: Dict[str, str]):
+        """``encoder`` maps byte-level BPE pieces to ids whose decimal strings are the tokens of ``vocab``."""
+        self.files, self.vocab, self.encoder = files, vocab, encoder
         self.decoder = {i: t for t, i in self.encoder.items()}
-        merges = [tuple(line.split()) for where, line in read_text_lines(vocab_bpe_file)
-                  if not where.endswith(":1")]  # line 1 is the "#version" header
+        merges = [tuple(line.split()) for _, line in read_text_lines(merges_file) if not line.startswith("#version")]
         self.bpe_ranks = {pair: rank for rank, pair in enumerate(merges)}
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
@@ -282,6 +287,23 @@ class GptBpeTokenizer(Tokenizer):
     @classmethod
     def from_dir(cls, path: str, prefix: str = "") -> "GptBpeTokenizer":
         return cls(*(os.path.join(path, prefix + name) for name in cls.FILES))
+
+    @classmethod
+    def from_roberta_dir(cls, path: str) -> "GptBpeTokenizer":
+        """RoBERTa's ``vocab.json`` (BPE piece -> model id) and ``merges.txt``, as PaddleNLP's RobertaBPETokenizer
+        and Hugging Face save them: the same byte-level BPE as the original UNIMO's files, its ids already the
+        model's (the English UNIMO's dictionary is RoBERTa's), ``<s>``/``</s>``/... the special tokens."""
+        files = {name: os.path.join(path, name) for name in cls.ROBERTA_FILES}
+        encoder = read_json(files["vocab.json"], "RoBERTa vocab.json")
+        missing = [t for t in cls.ROBERTA_SPECIALS.values() if t not in encoder]
+        if missing:
+            raise DataError(f"{files['vocab.json']}: lacks RoBERTa's special tokens {missing}")
+        specials = set(cls.ROBERTA_SPECIALS.values())
+        vocab = {str(i): i for t, i in encoder.items() if t not in specials}
+        vocab.update({ours: encoder[theirs] for ours, theirs in cls.ROBERTA_SPECIALS.items()})
+        tokenizer = cls.__new__(cls)
+        tokenizer._setup(vocab, encoder, files["merges.txt"], files)
+        return tokenizer
 
     def _bpe(self, word: str) -> List[str]:
         if word in self._cache:
@@ -319,7 +341,7 @@ class GptBpeTokenizer(Tokenizer):
 
     def save_pretrained(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
-        for src, name in zip(self.files, self.FILES):
+        for name, src in self.files.items():
             if os.path.abspath(src) != os.path.abspath(os.path.join(path, name)):
                 atomic_save(os.path.join(path, name), lambda tmp, src=src: shutil.copyfile(src, tmp))
         write_json(os.path.join(path, TOKENIZER_CONFIG), {"tokenizer_class": "GptBpeTokenizer"})
@@ -379,7 +401,8 @@ def from_original_ids(tokenizer, ids: Sequence[int]) -> List[int]:
 def load_tokenizer(path: str) -> Tokenizer:
     """The tokenizer of a model folder: GPT-2 BPE if it has ``encoder.json`` (or ``<prefix>encoder.json`` with
     its vocab.txt and vocab.bpe of the same prefix, as the original release's ``model_files/dict`` has
-    ``unimo_en.*``), SentencePiece if it has ``spm.model``, else WordPiece ``*vocab.txt``. A bad tokenizer is a
+    ``unimo_en.*``) or RoBERTa's ``vocab.json`` and ``merges.txt``, SentencePiece if it has ``spm.model``, else
+    WordPiece ``*vocab.txt``. A bad tokenizer is a
     ``DataError`` naming the folder (or the file and line)."""
     try:
         return _load_tokenizer(path)
@@ -395,6 +418,8 @@ def _load_tokenizer(path: str) -> Tokenizer:
     encoders = sorted(n for n in os.listdir(path) if n.endswith("encoder.json"))
     if encoders:
         return GptBpeTokenizer.from_dir(path, prefix=encoders[0][:-len("encoder.json")])
+    if all(os.path.isfile(os.path.join(path, name)) for name in GptBpeTokenizer.ROBERTA_FILES):
+        return GptBpeTokenizer.from_roberta_dir(path)
     if os.path.isfile(os.path.join(path, SentencePieceTokenizer.MODEL_FILE)):
         return SentencePieceTokenizer.from_dir(path)
     candidates = ["vocab.txt"] + sorted(n for n in os.listdir(path) if n.endswith("vocab.txt"))
@@ -406,5 +431,5 @@ def _load_tokenizer(path: str) -> Tokenizer:
                 settings = read_json(cfg, "tokenizer config")
             return WordPieceTokenizer.from_vocab_file(os.path.join(path, name), settings.get("do_lower_case", True),
                                                       bool(settings.get("spaced", False)))
-    raise FileNotFoundError(f"{path}: no tokenizer files (vocab.txt, spm.model, or encoder.json + vocab.bpe + "
-                            "vocab.txt)")
+    raise FileNotFoundError(f"{path}: no tokenizer files (vocab.txt, spm.model, encoder.json + vocab.bpe + "
+                            "vocab.txt, or RoBERTa's vocab.json + merges.txt)")

@@ -75,6 +75,34 @@ def test_english_matches_gpt2_bpe_reference_and_round_trips(english):
         assert english.decode([english.cls_token_id] + ids + [english.mask_token_id]) == text
 
 
+def test_a_roberta_folder_tokenizes_as_the_original_dictionary(english, tmp_path):
+    """A PaddleNLP RoBERTa folder (``vocab.json`` + ``merges.txt``, written here by PaddleNLP's RobertaBPETokenizer from
+    the original dictionary's pieces and ids) loads as GPT-2 BPE with the same ids as the original UNIMO files and
+    as RobertaBPETokenizer, the same special ids, and saves as such a folder."""
+    pnlp = paddlenlp_transformers()
+    pieces = json.loads(shared_path("unimo_en", "unimo_en.encoder.json").read_text("utf-8"))
+    specials = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 50264}
+    vocab = {**{p: english.vocab[str(i)] for p, i in pieces.items() if str(i) in english.vocab}, **specials}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab), "utf-8")
+    merges = shared_path("unimo_en", "unimo_en.vocab.bpe")
+    ref = pnlp.RobertaBPETokenizer(str(tmp_path / "vocab.json"), str(merges))
+    folder = tmp_path / "roberta"
+    ref.save_pretrained(str(folder))
+    assert {"vocab.json", "merges.txt"} <= {p.name for p in folder.iterdir()}
+    ours = load_tokenizer(str(folder))
+    assert isinstance(ours, GptBpeTokenizer) and ours.vocab_size == 50265
+    assert (ours.cls_token_id, ours.pad_token_id, ours.sep_token_id, ours.unk_token_id, ours.mask_token_id) == \
+        (0, 1, 2, 3, 50264)
+    texts = english_texts()
+    for text in texts:
+        ids = ours.encode(text)
+        assert ids == english.encode(text) == ref.convert_tokens_to_ids(ref.tokenize(text))
+        assert ours.decode([ours.cls_token_id] + ids + [ours.mask_token_id]) == text
+    ours.save_pretrained(str(tmp_path / "saved"))
+    again = load_tokenizer(str(tmp_path / "saved"))
+    assert again.vocab == ours.vocab and again.encode(texts[0]) == ours.encode(texts[0])
+
+
 @pytest.fixture(scope="module")
 def chinese_vocab(tmp_path_factory):
     texts = chinese_texts()
