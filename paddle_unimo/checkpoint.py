@@ -262,6 +262,13 @@ ROBERTA_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_at
                        "type_vocab_size", "initializer_range", "pad_token_id")
 
 
+def as_float32(array: np.ndarray) -> np.ndarray:
+    """A weight as float32: ``paddle.load(return_numpy=True)`` gives bfloat16 as its uint16 bit patterns."""
+    if array.dtype == np.uint16:
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    return array.astype(np.float32)
+
+
 def roberta_to_paddle_name(name: str) -> str | None:
     name = name[len("roberta."):] if name.startswith("roberta.") else name
     for pattern, template in ROBERTA_NAME_RULES:
@@ -306,7 +313,7 @@ def init_from_roberta(path: str, **config_overrides):
     types = "unimo.embeddings.token_type_embeddings.weight"
     if one_type and types in state:  # word + position + type[0] = word + (position + type[0])
         positions = "unimo.embeddings.position_embeddings.weight"
-        state[positions] = state[positions] + state.pop(types)[0]
+        state[positions] = as_float32(state[positions]) + as_float32(state.pop(types))[0]
         logger.info("%s: RoBERTa's one token type folded into the position embeddings (no token types, as the "
                     "English UNIMO)", path)
     if config.max_position_embeddings != values.get("max_position_embeddings", config.max_position_embeddings):

@@ -363,6 +363,12 @@ def test_roberta_s_one_token_type_folds_into_the_positions(tmp_path):
     folded = ref.embeddings.position_embeddings.weight.numpy() + ref.embeddings.token_type_embeddings.weight.numpy()[0]
     np.testing.assert_allclose(table[:64], folded, atol=1e-7, rtol=0)
     np.testing.assert_allclose(table[64:80], folded[2:18], atol=1e-7, rtol=0)  # grown rows copy folded ones
+    weights = tmp_path / "model_state.pdparams"  # a bfloat16 checkpoint: numpy holds its bit patterns as uint16
+    paddle.save({k: v.astype("bfloat16") for k, v in paddle.load(str(weights)).items()}, str(weights))
+    half, _ = init_from_roberta(str(tmp_path), image_embedding_size=24, image_class_size=7, max_img_len=11)
+    position, kind = (w.astype("bfloat16").astype("float32").numpy()
+                      for w in (ref.embeddings.position_embeddings.weight, ref.embeddings.token_type_embeddings.weight))
+    np.testing.assert_array_equal(half.unimo.embeddings.position_embeddings.weight.numpy(), position + kind[0])
 
 
 def test_failed_save_keeps_the_previous_weights(tmp_path, monkeypatch):
