@@ -221,13 +221,14 @@ class EnglishGenerationTask:
                 raise DataError(f"{where}: an empty story or turn, or a turn that is not a text")
             return data.dialog_example(str(index), story, history, line=index)
         key = cfg.data.source_key
-        if isinstance(record, dict):
+        if isinstance(record, dict):  # as a JSON-lines file gives it (unstripped)
             if key not in record:
                 raise DataError(f"{where}: missing field {key!r} (has {sorted(record)}; data.source_key)")
-            record = record[key]
-        if not isinstance(record, str) or not record.strip():
-            raise DataError(f"{where}: expected a non-empty source text (or {{{key!r}: text}}), got {record!r:.60}")
-        source = record.strip()
+            source = record[key]
+        else:  # as a line of a line-aligned file (stripped)
+            source = record.strip() if isinstance(record, str) else record
+        if not isinstance(source, str) or not source.strip():
+            raise DataError(f"{where}: expected a non-empty source text (or {{{key!r}: text}}), got {source!r:.60}")
         return data.EnglishExample(str(index), source, None, line=index,
                                    segments=data.source_segments(where, source, cfg.data.source_separator))
 

@@ -169,7 +169,8 @@ class GlueTask:
             texts = [record] if isinstance(record, str) else record
             if not isinstance(texts, (list, tuple)) or len(texts) != count:
                 shape = "a text" if count == 1 else "a pair of texts [text_a, text_b]"
-                got = f"a list of {len(record)}" if isinstance(record, (list, tuple)) else type(record).__name__
+                got = f"a {type(record).__name__} of {len(record)}" if isinstance(record, (list, tuple)) else \
+                    type(record).__name__
                 raise DataError(f"{where}: {self.name} reads {shape} or a mapping of text_a"
                                 f"{'' if count == 1 else ' and text_b'}, got {got}")
         for text in texts:

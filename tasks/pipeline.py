@@ -9,7 +9,7 @@ for its models)::
     Pipeline("out/advertisegen/best", ["decode.decode_strategy=sampling", "decode.top_k=10"],
              num_return_sequences=3)(record)                    # -> 3 candidate copies (seed: null, new each call)
     Pipeline("out/glue_sst2/best")("a gripping film .")          # -> "1"
-    Pipeline("out/glue_mrpc/best")([("text a", "text b")])       # a pair task: pairs (or {"text_a", "text_b"})
+    Pipeline("out/glue_mrpc/best")(("text a", "text b"))         # a pair task: a pair (or {"text_a", "text_b"})
     Pipeline("out/cnn_dm/best")("(CNN) An article ...")          # the English generation tasks: a source text
     Pipeline("out/coqa/best")({"story": "...", "history": ["question 1", "answer 1", "question 2"]})
 
@@ -39,9 +39,9 @@ Record = Union[str, dict, tuple]
 
 
 class Pipeline:
-    """``Pipeline(folder)(records)``: predictions for one record (a mapping of the task's fields, or a text: see
-    the task's ``pipeline_example``) or a list of them; with ``num_return_sequences`` n > 1 (generation tasks),
-    each prediction is the list of a record's n best beams (beam search) or n samples (sampling)."""
+    """``Pipeline(folder)(records)``: predictions for one record (a mapping of the task's fields, a text, or a
+    tuple: see the task's ``pipeline_example``) or a list of them; with ``num_return_sequences`` n > 1
+    (generation tasks), each prediction is the list of a record's n best beams (beam search) or n samples."""
 
     def __init__(self, folder: str, overrides: Sequence[str] = (), config: Optional[str] = None,
                  num_return_sequences: int = 1):
@@ -78,9 +78,10 @@ class Pipeline:
         self.runner = self.task.bind(model, load_tokenizer(folder), self.config)
 
     def __call__(self, records: Union[Record, Sequence[Record]]) -> Union[str, List[str]]:
-        single = isinstance(records, (str, dict))
-        if not single and not isinstance(records, (list, tuple)):
-            raise DataError(f"expected a record (a text or a mapping) or a list of them, got {type(records).__name__}")
+        single = isinstance(records, (str, dict, tuple))  # a tuple is one record (a GLUE pair), a list a batch
+        if not single and not isinstance(records, list):
+            raise DataError(f"expected a record (a text, a mapping or a tuple) or a list of them, got "
+                            f"{type(records).__name__}")
         examples = [self.task.pipeline_example(r, i, self.config)
                     for i, r in enumerate([records] if single else records)]
         flat = self.runner.predict(examples) if examples else []

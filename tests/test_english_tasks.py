@@ -177,6 +177,7 @@ def test_a_glue_pipeline_predicts_what_finetune_wrote(glue_run, name):
     pairs = [[r["text_a"], r["text_b"]] for r in rows]
     assert classify(pairs) == classify([tuple(p) for p in pairs]) == expected
     assert [classify({"text_a": a, "text_b": b}) for a, b in pairs] == expected
+    assert [classify((a, b)) for a, b in pairs[:3]] == expected[:3]  # a tuple is one record
     if name == "mrpc":
         assert classify([{"#1 String": a, "#2 String": b} for a, b in pairs]) == expected
     else:  # STS-B: the scores as predict writes them, 4 decimals
@@ -486,7 +487,8 @@ def test_gigaword_style_headlines_from_the_ten_real_xsum_pairs(tmp_path):
     assert metrics["rougeL"] >= 90.0, metrics
     rows = read_jsonl(out / "predictions.jsonl")
     assert [r["target"] for r in rows] == [t for _, t in pairs]
-    # the model as a function (its task.yaml: the run's max_length 40): a source text gives its headline
+    # the model as a function (its task.yaml: the run's max_length 40): a source text gives its headline; a text is
+    # stripped as a line of a line-aligned file is, a mapping's field read as a JSON-lines file's
     from tasks.pipeline import Pipeline
     headline = Pipeline(str(out / "best"))
     assert headline.config.decode.max_length == 40
