@@ -23,7 +23,9 @@ from __future__ import annotations
 import array
 import hashlib
 import logging
+import operator
 import os
+import uuid
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
@@ -42,6 +44,7 @@ from .typed import ConfigError, bounded, from_dict, join
 
 logger = logging.getLogger(__name__)
 HEADS_FILE = "pretraining_heads.pdparams"
+INDEX_VERSION = 1  # the layout of the saved line indexes (part of their cache key)
 KIND_OBJECTIVES = {"text": {"span_mlm", "seq2seq_lm"}, "image": {"region"},
                    "pair": {"region", "cmcl", "span_mlm", "seq2seq_lm"}}
 
@@ -119,24 +122,50 @@ def _caption_row(where: str, row: dict) -> dict:
 
 class LazyItems(SequenceABC):
     """A corpus's items made when drawn: ``places[i]`` says where item i is (a row of offsets, an image id) and
-    ``make(place)`` reads it. An item ``make`` finds unusable (None: a text whose tokens are all dropped by the
-    tokenizer) is stood in for by the next usable one, with a warning naming its line."""
+    ``make(place)`` reads it -- or says, as a string, why that item cannot be used (a text whose tokens the
+    tokenizer all drops): the next usable item then stands in, and a warning names the unusable one once."""
 
-    def __init__(self, places: Sequence, make: Callable):
-        self.places, self.make = places, make
+    def __init__(self, name: str, places: Sequence, make: Callable):
+        self.name, self.places, self.make, self.unusable = name, places, make, set()
 
     def __len__(self) -> int:
         return len(self.places)
 
     def __getitem__(self, i):
-        n = len(self.places)
+        i, n = operator.index(i), len(self.places)
         if not -n <= i < n:
-            raise IndexError(f"item {i} of {n}")
+            raise IndexError(f"corpus {self.name!r}: item {i} of {n}")
         for k in range(n):
-            item = self.make(self.places[(int(i) + k) % n])
-            if item is not None:
+            j = (i + k) % n
+            item = self.make(self.places[j])
+            if not isinstance(item, str):
                 return item
-        raise fileio.DataError("no item of the corpus is usable: no text has a token")
+            if j not in self.unusable:
+                self.unusable.add(j)
+                logger.warning("corpus %r: %s; the next item stands in", self.name, item)
+        raise fileio.DataError(f"corpus {self.name!r}: no item is usable (no text has a token)")
+
+
+class IndexedFile:
+    """A text file read at the byte offsets of its index (``line_index``). A file that changed since it was
+    indexed (another size or time) is an error: its offsets would read other lines."""
+
+    def __init__(self, path: str):
+        self.path = path
+        info = os.stat(path)
+        self.stamp = (info.st_size, info.st_mtime_ns)
+
+    def line(self, offset: int, line_no: int) -> str:
+        info = os.stat(self.path)
+        if (info.st_size, info.st_mtime_ns) != self.stamp:
+            raise fileio.DataError(f"{self.path}: changed since this run indexed it; a corpus must not change "
+                                   "during a run (restart it: a changed file is indexed anew)")
+        return fileio.read_line_at(self.path, offset, line_no)
+
+
+def usable_fields(record: dict, fields: Sequence[str]) -> List[int]:
+    """The indices of the ``fields`` of a JSON-lines object that hold a non-blank string."""
+    return [j for j, k in enumerate(fields) if isinstance(record.get(k), str) and record[k].strip()]
 
 
 def line_index(path: str, fields: Sequence[str] = (), cache: Optional[str] = None,
@@ -145,14 +174,18 @@ def line_index(path: str, fields: Sequence[str] = (), cache: Optional[str] = Non
     JSON-lines file (``fields`` or ``check``: each line an object) each non-blank string ``fields[field]`` of each
     object, checked as ``read_text_lines`` checks them; ``check(file:line, object)`` checks each object further
     (its rows: field -1). With ``cache`` a folder and no ``check``, the rows are saved there, keyed by the file's
-    path, size and time and the fields, and memory-mapped: a second load, or another process, reads no text."""
+    path, size and time and the fields, and memory-mapped: a process that finds them there reads no text (the
+    processes of a node that start together each index a new file once)."""
     saved = None
     if cache and check is None:
         info = os.stat(path)
-        key = repr((os.path.abspath(path), info.st_size, info.st_mtime_ns, list(fields))).encode("utf-8")
-        saved = os.path.join(cache, f"lines-{hashlib.sha1(key).hexdigest()[:20]}.npy")
+        key = repr((INDEX_VERSION, os.path.abspath(path), info.st_size, info.st_mtime_ns, list(fields)))
+        saved = os.path.join(cache, f"lines-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:20]}.npy")
         if os.path.exists(saved):
-            return np.load(saved, mmap_mode="r")
+            try:
+                return np.load(saved, mmap_mode="r")
+            except (OSError, ValueError, EOFError) as e:  # a file cut short by a crash: index anew
+                logger.warning("%s: unreadable index of %s (%s); indexing it anew", saved, path, e)
     flat = array.array("q")  # 24 bytes a row while indexing
     for line_no, offset, text in fileio.text_lines_at(path):
         if not fields and check is None:
@@ -163,81 +196,82 @@ def line_index(path: str, fields: Sequence[str] = (), cache: Optional[str] = Non
         if check is not None:
             check(where, record)
             flat.extend((offset, line_no, -1))
-        for j, k in enumerate(fields):
-            if isinstance(record.get(k), str) and record[k].strip():
-                flat.extend((offset, line_no, j))
+        for j in usable_fields(record, fields):
+            flat.extend((offset, line_no, j))
     rows = np.frombuffer(flat, np.int64).reshape(-1, 3)
     if saved is None or not len(rows):  # an empty file: nothing to keep (the corpus check names it)
         return rows
     os.makedirs(cache, exist_ok=True)
-    tmp = f"{saved}.{os.getpid()}.tmp"  # the processes of a node may build it at once: each its own file
+    tmp = f"{saved}.{uuid.uuid4().hex}.tmp"  # processes (of several nodes, on a shared folder) may write it at once
     with open(tmp, "wb") as f:
         np.save(f, rows)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, saved)
     return np.load(saved, mmap_mode="r")
 
 
 def read_text_lines(path: str, fields: Sequence[str] = ()) -> List[str]:
     """The non-blank lines (stripped) of a text file, or the non-blank string ``fields`` of each object of a
-    JSON-lines file. A malformed line is a ``fileio.DataError`` naming ``file:line``."""
-    return [text_at(path, fields, row) for row in line_index(path, fields)]
+    JSON-lines file (the texts ``text_items`` draws). A malformed line is a ``fileio.DataError`` naming
+    ``file:line``."""
+    if not fields:
+        return [text.strip() for _, text in fileio.read_text_lines(path)]
+    return [record[fields[j]] for _, record in fileio.read_jsonl(path) for j in usable_fields(record, fields)]
 
 
-def text_at(path: str, fields: Sequence[str], row) -> str:
-    """The text of a ``line_index`` row."""
-    offset, line_no, j = (int(v) for v in row)
-    text = fileio.read_line_at(path, offset, line_no)
-    return text.strip() if j < 0 else fileio.parse_json_line(f"{path}:{line_no}", text)[fields[j]]
-
-
-def text_items(paths: Sequence[str], fields: Sequence[str], tokenizer, chinese: bool = False,
+def text_items(name: str, paths: Sequence[str], fields: Sequence[str], tokenizer, chinese: bool = False,
                cache: Optional[str] = None) -> LazyItems:
     """The ``TextExample``s of text files (``line_index``), tokenized when drawn."""
+    files = [IndexedFile(p) for p in paths]  # stamped before indexing: a change while indexing is seen too
     indexes = [line_index(p, fields, cache) for p in paths]
     ends = np.cumsum([len(x) for x in indexes])
 
     def make(i):
         f = int(np.searchsorted(ends, i, side="right"))
-        row = indexes[f][i - (ends[f - 1] if f else 0)]
-        example = text_example(text_at(paths[f], fields, row), tokenizer, chinese=chinese)
-        if example.token_ids:
-            return example
-        logger.warning("%s:%d: no token in this text; the next one stands in", paths[f], int(row[1]))
-        return None
-    return LazyItems(range(int(ends[-1]) if len(ends) else 0), make)
+        offset, line_no, j = (int(v) for v in indexes[f][i - (ends[f - 1] if f else 0)])
+        text = files[f].line(offset, line_no)
+        if j >= 0:
+            text = fileio.parse_json_line(f"{files[f].path}:{line_no}", text)[fields[j]]
+        example = text_example(text.strip() if j < 0 else text, tokenizer, chinese=chinese)
+        return example if example.token_ids else f"{files[f].path}:{line_no}: no token in this text"
+    return LazyItems(name, range(int(ends[-1]) if len(ends) else 0), make)
 
 
-def read_captions(path: str, store: RegionStore, tokenizer, chinese: bool = False) -> LazyItems:
+def read_captions(path: str, store: RegionStore, tokenizer, chinese: bool = False, name: str = "pairs") -> LazyItems:
     """CMCL examples of a captions file in ``tools/build_cmcl_data.py``'s format (``image_id``, ``caption``,
     ``positive_texts``/``negative_texts`` as ``{"text": ...}``, ``positive_images`` as ``{"image_id": ...}``),
     with the caption's word starts (``text_example``) for the text objectives, made when drawn. Every row is
     checked first: a malformed line, a missing key, a text that is no string or an image not in ``store`` is a
     ``fileio.DataError`` naming ``file:line``."""
+    source = IndexedFile(path)
     rows = line_index(path, check=lambda where, row: check_caption_row(where, row, store))
 
     def make(row):
         offset, line_no, _ = (int(v) for v in row)
         where = f"{path}:{line_no}"
-        record = _caption_row(where, fileio.parse_json_line(where, fileio.read_line_at(path, offset, line_no)))
+        record = _caption_row(where, fileio.parse_json_line(where, source.line(offset, line_no)))
         example = to_example(record, tokenizer, store)
         caption = text_example(record["caption"], tokenizer, chinese=chinese)
         if not caption.token_ids:
-            logger.warning("%s: no token in caption %r; the next row stands in", where, record["caption"])
-            return None
+            return f"{where}: no token in caption {record['caption']!r}"
         example.text_ids, example.word_starts = caption.token_ids, caption.word_starts
         return example
-    return LazyItems(rows, make)
+    return LazyItems(name, rows, make)
 
 
 def check_caption_row(where: str, row: dict, store: RegionStore) -> None:
     """A captions row ``read_captions`` can make an example of: keys, lists, texts and images; else a DataError."""
     row = _caption_row(where, row)
     texts = [row["caption"]] + [t["text"] for k in ("positive_texts", "negative_texts") for t in row[k]]
-    bad = next((t for t in texts if not isinstance(t, str)), None)
-    if bad is not None or not row["caption"].strip():
-        what = f"text {bad!r} is not a string" if bad is not None else f"caption {row['caption']!r} has no token"
-        raise fileio.DataError(f"{where}: {what}")
+    for text in texts:
+        if not isinstance(text, str):
+            raise fileio.DataError(f"{where}: text {text!r} is not a string")
+    if not row["caption"].strip():
+        raise fileio.DataError(f"{where}: caption {row['caption']!r} has no token")
     for image_id in [row["image_id"]] + [p["image_id"] for p in row["positive_images"]]:
+        if not isinstance(image_id, str):
+            raise fileio.DataError(f"{where}: image id {image_id!r} is not a string")
         if image_id not in store:
             try:
                 store.get(image_id)
@@ -245,9 +279,9 @@ def check_caption_row(where: str, row: dict, store: RegionStore) -> None:
                 raise fileio.DataError(f"{where}: {e.args[0] if e.args else e}") from None
 
 
-def store_items(store: RegionStore) -> LazyItems:
+def store_items(name: str, store: RegionStore) -> LazyItems:
     """The ``RegionRecord``s of a region store, read when drawn."""
-    return LazyItems(store.ids(), store.get)
+    return LazyItems(name, store.ids(), store.get)
 
 
 def load_corpus(spec: dict, tokenizer, root: str = "", chinese: bool = False, cache: Optional[str] = None) -> Corpus:
@@ -256,11 +290,11 @@ def load_corpus(spec: dict, tokenizer, root: str = "", chinese: bool = False, ca
     spec = corpus_spec(spec)
     path = lambda p: os.path.join(root, p)  # noqa: E731
     if spec.kind == "text":
-        items = text_items([path(p) for p in spec.paths], spec.fields, tokenizer, chinese, cache)
+        items = text_items(spec.name, [path(p) for p in spec.paths], spec.fields, tokenizer, chinese, cache)
     elif spec.kind == "image":
-        items = store_items(open_store(path(spec.regions)))
+        items = store_items(spec.name, open_store(path(spec.regions)))
     else:
-        items = read_captions(path(spec.captions), open_store(path(spec.regions)), tokenizer, chinese)
+        items = read_captions(path(spec.captions), open_store(path(spec.regions)), tokenizer, chinese, spec.name)
     if not len(items):
         sources = ", ".join(path(p) for p in spec.paths) if spec.kind == "text" else path(spec.regions)
         raise fileio.DataError(f"{sources}: corpus {spec.name!r} has no usable item"

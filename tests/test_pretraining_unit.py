@@ -1,6 +1,7 @@
 """pretraining.py in-process: the objective mixture, corpus checks, the readers, the objective configs and
 recompute on the pretraining model (tests/test_pretrain.py runs the whole thing end to end)."""
 import json
+import os
 from collections import Counter
 
 import numpy as np
@@ -110,9 +111,12 @@ def test_a_text_corpus_is_read_when_drawn_from_an_index_of_offsets(tmp_path, cap
         got = [corpus.items[i] for i in range(3)] + [corpus.items[-3]]
     want = [text_example(texts[i], TOKENIZER) for i in (0, 2, 2, 0)]  # item 1 has no token: item 2 stands in
     assert [(e.token_ids, e.word_starts) for e in got] == [(e.token_ids, e.word_starts) for e in want]
-    assert "plain.txt:3: no token in this text; the next one stands in" in caplog.text
+    assert caplog.text.count("plain.txt:3: no token in this text; the next item stands in") == 1  # warned once
+    assert corpus.items[np.int64(2)] is not None and corpus.items[-1].token_ids == want[2].token_ids
     with pytest.raises(IndexError):
         corpus.items[3]
+    with pytest.raises(TypeError):
+        corpus.items[1.5]
     cache = tmp_path / "index"
     (tmp_path / "more.jsonl").write_text('{"a": "a cat on a mat"}\n', encoding="utf-8")
     fields = load_corpus({**spec, "paths": ["rows.jsonl", "more.jsonl"], "fields": ["q", "a"]}, TOKENIZER,
@@ -126,9 +130,22 @@ def test_a_text_corpus_is_read_when_drawn_from_an_index_of_offsets(tmp_path, cap
                         cache=str(cache))
     assert sorted(p.name for p in cache.iterdir()) == saved  # the saved rows, memory-mapped
     assert [again.items[i].token_ids for i in range(3)] == [fields.items[i].token_ids for i in range(3)]
+    for name in saved:  # an index a crash cut short is built anew (a new file: the loaded ones keep their map)
+        (cache / "cut").write_bytes(b"\x93NUMPY")
+        os.replace(cache / "cut", cache / name)
+    with caplog.at_level("WARNING"):
+        rebuilt = load_corpus({**spec, "paths": ["rows.jsonl"], "fields": ["q", "a"]}, TOKENIZER, str(tmp_path),
+                              cache=str(cache))
+    assert "unreadable index" in caplog.text and len(rebuilt.items) == 3
+    assert [rebuilt.items[i].token_ids for i in range(3)] == [fields.items[i].token_ids for i in range(3)]
     data = plain.read_bytes()
-    plain.write_bytes(data.replace(b"two birds", b"a bird, a"))  # same length, same offsets: read when drawn
-    assert corpus.items[2].token_ids == text_example("a bird, a", TOKENIZER).token_ids
+    plain.write_bytes(data.replace(b"two birds", b"a bird, a"))  # same length: the text is read when drawn, and
+    with pytest.raises(DataError, match="plain.txt: changed since this run indexed it"):  # a change is seen
+        corpus.items[2]
+    (tmp_path / "blank.txt").write_text("\u200b\n\x00\n", encoding="utf-8")
+    useless = load_corpus({**spec, "name": "useless", "paths": ["blank.txt"]}, TOKENIZER, str(tmp_path))
+    with pytest.raises(DataError, match="corpus 'useless': no item is usable \\(no text has a token\\)"):
+        useless.items[0]
 
 
 def test_image_and_pair_corpora_read_the_store_when_drawn(tmp_path, store):
@@ -178,7 +195,12 @@ def store(tmp_path_factory):
      "string"),
     ('{"image_id": "cat", "caption": "a", "positive_images": [{"image_id": "cow"}]}',
      r"captions.jsonl:3: image id 'cow' is not in region store"),
-], ids=["json", "key", "image", "list", "old-retrieved", "empty", "text-type", "positive-image"])
+    ('{"image_id": "cat", "caption": "a", "positive_texts": [{"text": null}]}',
+     r"captions.jsonl:3: text None is not a string"),
+    ('{"image_id": "cat", "caption": null}', r"captions.jsonl:3: text None is not a string"),
+    ('{"image_id": ["cat"], "caption": "a"}', r"captions.jsonl:3: image id \['cat'\] is not a string"),
+], ids=["json", "key", "image", "list", "old-retrieved", "empty", "text-type", "positive-image", "null-text",
+        "null-caption", "list-id"])
 def test_read_captions_errors_name_file_and_line(tmp_path, store, line, message):
     good = {"image_id": "cat", "caption": "a cat on a mat", "positive_images": [{"image_id": "dog"}]}
     path = tmp_path / "captions.jsonl"

@@ -140,6 +140,8 @@ def test_get_reads_only_its_own_byte_range(tmp_path, rng, monkeypatch):
     (tmp_path / "shard-000001.bin").write_bytes(b"\0" * 10)  # truncated shard: a clear error
     with pytest.raises(IOError, match="truncated"):
         fresh.get("a")
+    with pytest.raises(ValueError, match="shard-000001.bin: 10 bytes, but its table holds .* truncated"):
+        RegionStore(tmp_path)  # and when the store opens
 
 
 @pytest.mark.parametrize("fail_on", ["shard-000002.bin", "shard-000002.json", "index.json"])

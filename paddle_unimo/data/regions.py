@@ -267,6 +267,10 @@ class RegionStore:
             if len(shard.ids) != entry["num_records"] or shard.nbytes != entry["bytes"]:
                 raise ValueError(f"{table_path}: {len(shard.ids)} records / {shard.nbytes} bytes, but {INDEX} "
                                  f"says {entry['num_records']} / {entry['bytes']}")
+            data = os.path.join(self.path, entry["name"] + ".bin")
+            if os.path.isfile(data) and os.path.getsize(data) < shard.nbytes:  # records are read when used: a
+                raise ValueError(f"{data}: {os.path.getsize(data)} bytes, but its table holds {shard.nbytes}; the "
+                                 "shard file is truncated")  # cut shard is named when the store opens
             self._add_shard(shard)
 
     def _add_shard(self, shard: _Shard) -> None:
@@ -397,4 +401,7 @@ def open_store(path: str) -> "RegionStore":
     if not os.path.isfile(os.path.join(path, INDEX)):
         raise DataError(f"{path}: not a region store (no {INDEX}); give a folder written by make extract-regions or "
                         "make convert-regions")
-    return RegionStore(path)
+    try:
+        return RegionStore(path)
+    except ValueError as e:  # a damaged store: its message names the file
+        raise DataError(str(e)) from None
