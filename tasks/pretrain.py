@@ -18,6 +18,7 @@ drawn, so it may be larger than the memory; see ``paddle_unimo.pretraining``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import os
 from collections import defaultdict
@@ -50,20 +51,23 @@ class PretrainConfig:
             raise ConfigError(f"{join(where, 'corpora')}: no corpus given")
 
 
-def resolve(path: str, out: str, data: str = "", where: str = "") -> str:
-    """A config path: ``{out}`` the run's folder, ``{data}`` the ``--data`` folder; relative to the repository."""
+def resolve(path: str, out: str, data: str = "", where: str = "", escape=lambda part: part) -> str:
+    """A config path: ``{out}`` the run's folder, ``{data}`` the ``--data`` folder; relative to the repository.
+    ``escape`` is applied to those folders (``glob.escape``: their names are no pattern)."""
     if "{data}" in path and not data:
         raise ConfigError(f"{where}: {path!r} reads {{data}}: give the corpora folder (DATA=, --data)")
-    return os.path.join(ROOT, path.replace("{out}", out).replace("{data}", data))
+    return os.path.join(escape(ROOT), path.replace("{out}", escape(out)).replace("{data}", escape(data)))
 
 
-def expand(pattern: str, where: str) -> List[str]:
-    """The files a text corpus path names: itself, or what a glob (``text/*.txt``: many shards) matches, sorted."""
-    if not glob.has_magic(pattern):
-        return [pattern]
-    found = sorted(glob.glob(pattern, recursive=True))
+def expand(path: str, out: str, data: str, where: str) -> List[str]:
+    """The files a text corpus path names: itself, or the files a glob in the config's path (``{data}/text/*.txt``:
+    the shards) matches, sorted."""
+    if not glob.has_magic(path):
+        return [resolve(path, out, data, where)]
+    pattern = resolve(path, out, data, where, glob.escape)
+    found = sorted(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
     if not found:
-        raise DataError(f"{where}: {pattern}: no file matches")
+        raise DataError(f"{where}: {resolve(path, out, data, where)}: no file matches")
     return found
 
 
@@ -108,15 +112,18 @@ def model_type(folder: str) -> str:
 
 
 def pretrain(args) -> dict:
+    import paddle
     import paddle.distributed as dist
     from paddle_unimo.objectives import get_objective
     from paddle_unimo.pretraining import Mixture, PretrainModel, load_corpus, objective_configs
     from paddle_unimo.training import Trainer
     cfg = load_config(args.config, args.override, PretrainConfig)
     out, data = os.path.abspath(args.out), os.path.abspath(args.data) if args.data else ""
+    # the run's identity: the corpora as written and (below) their files' digests, not where DATA or OUT now are
+    configured = {spec.name: dataclasses.replace(spec) for spec in cfg.corpora}
     for i, spec in enumerate(cfg.corpora):
         where = f"{args.config}: corpora[{i}]"
-        spec.paths = [f for p in spec.paths for f in expand(resolve(p, out, data, f"{where}.paths"), f"{where}.paths")]
+        spec.paths = [f for p in spec.paths for f in expand(p, out, data, f"{where}.paths")]
         for key in ("regions", "captions"):
             if getattr(spec, key):
                 setattr(spec, key, resolve(getattr(spec, key), out, data, f"{where}.{key}"))
@@ -126,6 +133,11 @@ def pretrain(args) -> dict:
                                        " (the mini corpus is made by python -m tasks.pretrain_mini)"))
     if args.vocab:
         cfg.model.vocab_dir = args.vocab
+    if not args.model and not cfg.model.vocab_dir and cfg.model.preset != "tiny":
+        raise ConfigError(f"{args.config}: model.preset {cfg.model.preset} from scratch needs a vocabulary: give "
+                          "MODEL= (e.g. a RoBERTa folder, the paper's start) or VOCAB= (make train-tokenizer); a "
+                          "character vocabulary of the corpora is for the tiny preset")
+    paddle.seed(cfg.train.seed)  # the parts a start draws (regions and heads beside RoBERTa, the pretraining heads)
     if args.model and model_type(args.model) in ("roberta", "bert"):
         model, tokenizer = roberta_init(args, cfg)
     else:
@@ -142,7 +154,7 @@ def pretrain(args) -> dict:
               for k, p in [*((f"path{j}", q) for j, q in enumerate(s.paths)), ("regions", s.regions or ""),
                            ("captions", s.captions or "")] if p}
     run_id = fingerprint({**inputs, "model": args.model or f"preset {cfg.model.preset}", "vocab": args.vocab},
-                         {"model": cfg.model, "corpora": {s.name: s for s in cfg.corpora},
+                         {"model": cfg.model, "corpora": configured,
                           "objectives": cfg.objectives, "train": cfg.train, "chinese": cfg.chinese},
                          skip={f"train.{k}" for k in cfg.train.RESUMABLE_CHANGES})
     trainer = Trainer(PretrainModel(model, names), cfg.train, [], mixture.make_batch, lambda m, batch: m(batch),

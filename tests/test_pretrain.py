@@ -134,13 +134,15 @@ def test_the_papers_recipe_runs_as_written_from_a_roberta_folder(tmp_path, size,
     """``make pretrain SIZE=base|large MODEL=roberta DATA=corpora``: the recipe configs as written (512 tokens, 101
     region rows, every objective on its corpus, fp16 logged as inactive on a CPU, the large one's accumulation and
     recompute) from a small random RoBERTa folder (type_vocab_size 1, as roberta-base), 12 steps of micro-batches of
-    2 that draw every objective; the model keeps RoBERTa's sizes
+    2 that draw every objective, stopped after 5 and resumed from a moved corpora folder to the parameters of an
+    uninterrupted run (objective heads first drawn after the checkpoint included); the model keeps RoBERTa's sizes
     and takes the recipe's region settings; a {data} path without DATA= and a glob matching nothing are errors."""
     import json
     pnlp = pytest.importorskip("paddlenlp.transformers")
     from paddle_unimo import WordPieceTokenizer
     from tasks.pretrain import execute
-    texts = recipe_corpora(tmp_path / "corpora", np.random.default_rng(0))
+    corpora = tmp_path / "corpora [v1]"  # a folder name that is a glob pattern: taken literally
+    texts = recipe_corpora(corpora, np.random.default_rng(0))
     vocab = tmp_path / "vocab"
     tokenizer = WordPieceTokenizer.build_char_vocab(texts + ["near box"], words=True)
     tokenizer.save_pretrained(str(vocab))
@@ -153,22 +155,35 @@ def test_the_papers_recipe_runs_as_written_from_a_roberta_folder(tmp_path, size,
     config = os.path.join(ROOT, "tasks", "configs", f"pretrain_{size}.yaml")
     argv = ["--config", config, "--out", str(out), "--model", str(roberta), "--vocab", str(vocab),
             "-o", "train.max_steps=12", "-o", "train.batch_size=2", "-o", "train.progress=false",
-            "-o", "train.logging_steps=1"]
-    state = execute(argv + ["--data", str(tmp_path / "corpora")])
-    assert state["step"] == 12
+            "-o", "train.logging_steps=1", "-o", "train.save_steps=5"]
+    assert execute(argv + ["--data", str(corpora), "--stop-after", "5"])["step"] == 5  # as if killed, then
+    moved = tmp_path / "moved"  # the corpora moved: the run resumes (its identity: the config and the files)
+    corpora.rename(moved)
+    state = execute(argv + ["--data", str(moved)])
+    assert state["step"] == 12 and "resumed from" in (out / "train.log").read_text("utf-8")
+    straight = tmp_path / "straight"  # exactly as a run that was not stopped, the heads first drawn after step 5 too
+    execute([a if a != str(out) else str(straight) for a in argv] + ["--data", str(moved)])
+    a, b = params(out), params(straight)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key].numpy(), b[key].numpy(), err_msg=key)
     metrics = json.loads((out / "metrics.json").read_text("utf-8"))
     assert metrics["corpora"] == {"text": 40, "images": 4, "pairs": 4} and metrics["nonfinite_skipped"] == 0
     assert sorted(metrics["loss_curves"]) == ["cmcl", "region", "seq2seq_lm", "span_mlm"]  # every objective ran
     saved = json.loads((out / "best" / "config.json").read_text("utf-8"))
     assert (saved["num_hidden_layers"], saved["hidden_size"], saved["max_position_embeddings"]) == (2, 32, 514)
     assert (saved["image_embedding_size"], saved["image_class_size"], saved["overlap_ratio"]) == (2048, 1601, overlap)
-    assert len(list((out / "index").iterdir())) == 2  # one memory-mapped index per text shard
+    assert len(list((out / "index").iterdir())) == 4  # one memory-mapped index per text shard and folder
     log = (out / "train.log").read_text("utf-8")
     assert "mixed precision (O1 float16) requested but inactive: no float16 kernels on cpu" in log
     with pytest.raises(SystemExit):
         execute(argv[:2] + ["--out", str(tmp_path / "no_data")] + argv[4:])
     assert "reads {data}: give the corpora folder (DATA=, --data)" in (tmp_path / "no_data" / "train.log").read_text()
-    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):  # from scratch, the recipe's preset needs a real vocabulary
+        execute(argv[:2] + ["--out", str(tmp_path / "no_vocab"), "--data", str(moved)])
+    assert f"model.preset unimo-{size}-en from scratch needs a vocabulary: give MODEL=" in \
+        (tmp_path / "no_vocab" / "train.log").read_text()
+    (tmp_path / "empty").mkdir()  # a glob that matches nothing
     with pytest.raises(SystemExit):
         execute(argv[:2] + ["--out", str(tmp_path / "empty_out")] + argv[4:] + ["--data", str(tmp_path / "empty")])
     assert "text/*.txt: no file matches" in (tmp_path / "empty_out" / "train.log").read_text()

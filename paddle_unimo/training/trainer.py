@@ -257,7 +257,27 @@ class Trainer:
         if problems:
             raise DataError(f"{source}: optimizer state does not match the model: " + "; ".join(problems[:10]) +
                             (f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""))
-        self.optimizer.set_state_dict(self._rename(state, to_structured=False))
+        self.optimizer.set_state_dict(self._rename(self.with_fresh_moments(state), to_structured=False))
+
+    def with_fresh_moments(self, state: dict) -> dict:
+        """``state`` plus, for each trainable parameter it has no moments of (not updated before the checkpoint: an
+        objective's head not drawn yet), the accumulators its first update creates -- zero moments, beta powers at
+        beta1 / beta2. Paddle's optimizer, once given a state, refuses to create any the state lacks."""
+        params = dict(self.model.named_parameters())
+        template = next((n for n in params if f"{n}_moment1_0" in state), None)
+        if template is None:
+            return state
+        suffixes = [k[len(template) + 1:] for k in state if k.startswith(template + "_") and hasattr(state[k], "shape")]
+        fresh = {}
+        for name, param in params.items():
+            if param.stop_gradient or f"{name}_moment1_0" in state:
+                continue
+            for suffix in suffixes:
+                like = state[f"{template}_{suffix}"]
+                beta = self.cfg.beta1 if "beta1_pow" in suffix else self.cfg.beta2 if "beta2_pow" in suffix else None
+                fresh[f"{name}_{suffix}"] = paddle.zeros(param.shape, like.dtype) if beta is None else \
+                    paddle.full(like.shape, beta, like.dtype)
+        return {**state, **fresh}
 
     def check_resumable(self) -> Optional[Tuple[str, dict]]:
         """The checkpoint folder to resume from and its trainer state (fingerprint removed), or None. Reads only
