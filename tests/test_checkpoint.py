@@ -304,16 +304,22 @@ def test_a_longer_position_table_is_grown_from_the_trained_rows(tmp_path, start)
         UNIMOLMHeadModel.from_pretrained(str(tmp_path), max_position_embeddings=30)
 
 
-def test_init_from_a_roberta_checkpoint(tmp_path):
+def small_roberta(folder, type_vocab_size: int, seed: int):
+    """A random PaddleNLP RobertaModel (64 positions, UNIMO's layer-norm epsilon) saved in ``folder``."""
     pnlp = pytest.importorskip("paddlenlp.transformers")
-    from paddle_unimo.checkpoint import init_from_roberta
-    paddle.seed(4)
+    paddle.seed(seed)
     ref = pnlp.RobertaModel(pnlp.RobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
                                                num_attention_heads=4, intermediate_size=37,
-                                               max_position_embeddings=64, type_vocab_size=2, pad_token_id=1,
-                                               layer_norm_eps=1e-5))
+                                               max_position_embeddings=64, type_vocab_size=type_vocab_size,
+                                               pad_token_id=1, layer_norm_eps=1e-5))
     ref.eval()
-    ref.save_pretrained(str(tmp_path))
+    ref.save_pretrained(str(folder))
+    return ref
+
+
+def test_init_from_a_roberta_checkpoint(tmp_path):
+    from paddle_unimo.checkpoint import init_from_roberta
+    ref = small_roberta(tmp_path, type_vocab_size=2, seed=4)
     model, fresh = init_from_roberta(str(tmp_path), image_embedding_size=24, image_class_size=7, max_img_len=11)
     model.eval()
     assert model.config.position_start == 2 and model.config.type_vocab_size == 2
@@ -339,15 +345,8 @@ def test_init_from_a_roberta_checkpoint(tmp_path):
 def test_roberta_s_one_token_type_folds_into_the_positions(tmp_path):
     """RoBERTa's type_vocab_size 1 (as roberta-base): the model takes no token types, as the English UNIMO, and gives
     RoBERTa's outputs; the seq2seq objective's target type 1 then reads nothing (it used to index a missing row)."""
-    pnlp = pytest.importorskip("paddlenlp.transformers")
     from paddle_unimo.checkpoint import init_from_roberta
-    paddle.seed(5)
-    ref = pnlp.RobertaModel(pnlp.RobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
-                                               num_attention_heads=4, intermediate_size=37,
-                                               max_position_embeddings=64, type_vocab_size=1, pad_token_id=1,
-                                               layer_norm_eps=1e-5))
-    ref.eval()
-    ref.save_pretrained(str(tmp_path))
+    ref = small_roberta(tmp_path, type_vocab_size=1, seed=5)
     model, _ = init_from_roberta(str(tmp_path), image_embedding_size=24, image_class_size=7, max_img_len=11,
                                  max_position_embeddings=80)
     model.eval()
