@@ -284,25 +284,26 @@ def load_generator(folder: str):
 FULL_HASH_LIMIT = 1 << 30  # files up to 1 GiB (data files, model weights) are hashed whole
 
 
-def digest(path: str) -> str:
+def digest(path: str, whole_limit: int = FULL_HASH_LIMIT) -> str:
     """sha256 of what a run reads: a file's bytes; for a folder (a model, a region store), every file's name and
-    bytes. A file above ``FULL_HASH_LIMIT`` (a region store's shards) is represented by its size, modification
-    time and first and last MiB, so resuming a run over a large store does not read all of it again."""
+    bytes. A file above ``whole_limit`` (a region store's shards; a pretraining text shard, whatever its size) is
+    represented by its size, modification time and first and last MiB, so resuming a run over a large store or
+    corpus does not read all of it again."""
     h = hashlib.sha256()
     if os.path.isdir(path):
         for folder, _, names in sorted(os.walk(path)):
             for name in sorted(names):
                 full = os.path.join(folder, name)
-                h.update(f"{os.path.relpath(full, path)}\0{digest(full)}\0".encode())
+                h.update(f"{os.path.relpath(full, path)}\0{digest(full, whole_limit)}\0".encode())
         return h.hexdigest()[:16]
     size = os.path.getsize(path)
     with open(path, "rb") as f:
-        if size <= FULL_HASH_LIMIT:
+        if size <= whole_limit:
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 h.update(chunk)
         else:
             h.update(f"{size}\0{os.stat(path).st_mtime_ns}\0".encode() + f.read(1 << 20))
-            f.seek(size - (1 << 20))
+            f.seek(max(0, size - (1 << 20)))
             h.update(f.read())
     return h.hexdigest()[:16]
 

@@ -33,8 +33,8 @@ from paddle_unimo.fileio import DataError, read_json, read_jsonl, write_json  # 
 from paddle_unimo.pretraining import CorpusSpec  # noqa: E402
 from paddle_unimo.training import TrainConfig  # noqa: E402
 from paddle_unimo.typed import ConfigError, bounded, join, to_dict  # noqa: E402
-from tasks.cli import (ROOT, ModelSection, add_common_arguments, build_model, fingerprint, load_config,  # noqa: E402
-                       longer_table_hint, run_command, setup_logging)
+from tasks.cli import (ROOT, ModelSection, add_common_arguments, build_model, digest, fingerprint,  # noqa: E402
+                       load_config, longer_table_hint, run_command, setup_logging)
 
 
 @dataclass
@@ -151,8 +151,8 @@ def pretrain(args) -> dict:
                for spec in cfg.corpora]  # after every check of the config: a failed start leaves OUT empty
     mixture = Mixture(corpora, objectives, cfg.train.batch_size, cfg.train.seed, dist.get_rank(), dist.get_world_size())
     inputs = {f"{s.name}.{k}": p for s in cfg.corpora
-              for k, p in [*((f"path{j}", q) for j, q in enumerate(s.paths)), ("regions", s.regions or ""),
-                           ("captions", s.captions or "")] if p}
+              for k, p in [*((f"path{j}", digest(q, whole_limit=0)) for j, q in enumerate(s.paths)),
+                           ("regions", s.regions or ""), ("captions", s.captions or "")] if p}  # text: stamped
     run_id = fingerprint({**inputs, "model": args.model or f"preset {cfg.model.preset}", "vocab": args.vocab},
                          {"model": cfg.model, "corpora": configured,
                           "objectives": cfg.objectives, "train": cfg.train, "chinese": cfg.chinese},
