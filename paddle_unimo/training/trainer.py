@@ -22,9 +22,10 @@ A checkpoint records the run's *fingerprint* (given by the caller: hashes of the
 started from, the settings that change the run). Resuming into a folder whose checkpoint has another
 fingerprint stops before the checkpoint is loaded or anything is written (``ResumeMismatch``), and loading
 is strict: a missing, unexpected or mis-shaped model tensor, and an unexpected or mis-shaped optimizer
-tensor, is an error (a parameter that was never updated has no moments yet, as in an uninterrupted run). The
-losses of the current logging window are part of the state, so a resumed run logs the same loss curve. Ctrl-C
-(or SIGTERM) finishes the current step, saves a checkpoint and raises ``Interrupted``.
+tensor, is an error (a parameter that was never updated has no moments yet, and gets the fresh ones of its
+first update after the resume, as in an uninterrupted run). The losses of the current logging window are part
+of the state, so a resumed run logs the same loss curve. Ctrl-C (or SIGTERM) finishes the current step, saves a
+checkpoint and raises ``Interrupted``.
 """
 from __future__ import annotations
 
