@@ -20,6 +20,7 @@ import paddle
 
 from .config import UNIMOConfig
 from .fileio import atomic_save, read_json
+from .legacy_io import widen_bfloat16
 
 logger = logging.getLogger(__name__)
 
@@ -264,9 +265,7 @@ ROBERTA_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_at
 
 def as_float32(array: np.ndarray) -> np.ndarray:
     """A weight as float32: ``paddle.load(return_numpy=True)`` gives bfloat16 as its uint16 bit patterns."""
-    if array.dtype == np.uint16:
-        return (array.astype(np.uint32) << 16).view(np.float32)
-    return array.astype(np.float32)
+    return widen_bfloat16(array) if array.dtype == np.uint16 else array.astype(np.float32)
 
 
 def roberta_to_paddle_name(name: str) -> str | None:

@@ -71,6 +71,11 @@ def read_dense_tensor(path: str) -> np.ndarray:
         raise LegacyFormatError(f"{path}: not a Paddle legacy dense-tensor file ({e})") from None
 
 
+def widen_bfloat16(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 values held as their uint16 bit patterns, as float32 (they are a float32's upper 16 bits)."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
 def _decode(buf: bytes) -> np.ndarray:
     pos = 0
     (version,) = struct.unpack_from("<I", buf, pos)
@@ -100,8 +105,8 @@ def _decode(buf: bytes) -> np.ndarray:
     count = int(np.prod(dims)) if dims else 1
     if len(buf) - pos != count * item:
         raise LegacyFormatError(f"data holds {len(buf) - pos} bytes, dims {dims} need {count * item}")
-    if dtype_code == BF16:  # widened to float32: the upper 16 bits of a float32
-        data = (np.frombuffer(buf, np.uint16, offset=pos).astype(np.uint32) << 16).view(np.float32)
+    if dtype_code == BF16:
+        data = widen_bfloat16(np.frombuffer(buf, np.uint16, offset=pos))
     else:
         data = np.frombuffer(buf, VAR_TYPE_DTYPES[dtype_code], offset=pos)
     return data.reshape(dims).copy()

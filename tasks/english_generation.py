@@ -212,8 +212,7 @@ class EnglishGenerationTask:
         question to answer. A bad one is a ``DataError`` naming the input."""
         where = f"input {index}"
         if self.dialog:
-            history = record.get("history") if isinstance(record, dict) else None
-            story = record.get("story") if isinstance(record, dict) else None
+            story, history = (record.get("story"), record.get("history")) if isinstance(record, dict) else (None, None)
             if not isinstance(story, str) or not isinstance(history, list) or not history:
                 raise DataError(f"{where}: {self.name} reads {{'story': passage, 'history': [question 1, answer 1, "
                                 "..., question]}} (the turns so far, ending with the question)")
