@@ -88,7 +88,7 @@ class CaptionTask(VLTask):
         return [VLExample(image, image, "", refs, line=n) for n, (image, refs) in enumerate(by_image.items(), 1)]
 
     @staticmethod
-    def texts(examples: Sequence[VLExample]) -> List[str]:
+    def texts(examples: Sequence[VLExample], cfg=None) -> List[str]:
         return [e.text for e in examples]
 
     def bind(self, model, tokenizer, cfg: CaptionConfig) -> "CaptionRunner":

@@ -232,7 +232,7 @@ class EnglishGenerationTask:
                                    segments=data.source_segments(where, source, cfg.data.source_separator))
 
     @staticmethod
-    def texts(examples) -> List[str]:
+    def texts(examples, cfg=None) -> List[str]:
         return [t for e in examples for t in (e.source, e.target, getattr(e, "knowledge", None))
                 if isinstance(t, str) and t]
 

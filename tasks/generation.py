@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
 from paddle_unimo.config import check_positions
-from paddle_unimo.data.seq2seq import (Example, Fields, Seq2SeqEncoder, decoding_batch, postprocess, read_examples,
-                                       record_example, training_batch)
+from paddle_unimo.data.seq2seq import (Example, Fields, Seq2SeqEncoder, decoding_batch, postprocess, prompted,
+                                       read_examples, record_example, template_fields, training_batch)
 from paddle_unimo.fileio import DataError
 from paddle_unimo.generation import DecodeConfig
 from paddle_unimo.training import TrainConfig
@@ -40,11 +40,20 @@ class Seq2SeqData:
     max_target_len: int = bounded(30, min=2)  # target tokens with its [CLS] and [MASK]
     max_title_len: int = bounded(0, min=0)  # title tokens with its [SEP]
     skip_bad: bool = False
+    # a prompt (paddle_unimo.data.seq2seq): the source as "答案：{title}[SEP]上下文：{source}", "" for none; a prefix of
+    # every target, taken off the predictions (its tokens count in max_target_len and decode.max_length)
+    source_template: str = ""
+    target_prefix: str = ""
 
     def validate(self, where: str) -> None:
         if self.max_seq_len <= self.max_target_len + self.max_title_len + 2:
             raise ConfigError(f"{where}.max_seq_len: {self.max_seq_len} leaves no room for the source after "
                               f"max_target_len {self.max_target_len} and max_title_len {self.max_title_len}")
+        if self.source_template:
+            try:
+                template_fields(self.source_template)
+            except ValueError as e:
+                raise ConfigError(f"{where}.source_template: {self.source_template!r}: {e}") from None
 
 
 @dataclass
@@ -128,9 +137,10 @@ class GenerationTask:
         return self.score(examples, predictions)
 
     @staticmethod
-    def texts(examples: Sequence[Example]) -> List[str]:
-        """The texts a character vocabulary is built from."""
-        return [t for e in examples for t in (e.source, e.title, e.target) if t]
+    def texts(examples: Sequence[Example], cfg: Optional[GenerationConfig] = None) -> List[str]:
+        """The texts a character vocabulary is built from: what is encoded, with ``cfg``'s prompt."""
+        prompt = (cfg.data.source_template, cfg.data.target_prefix) if cfg else ()
+        return [t for e in examples for t in prompted(e, *prompt) if t]
 
     def bind(self, model, tokenizer, cfg: GenerationConfig) -> "GenerationRunner":
         return GenerationRunner(self, model, tokenizer, cfg)
@@ -139,9 +149,12 @@ class GenerationTask:
     def load_model(folder: str):
         return load_generator(folder)
 
-    @staticmethod
-    def check(cfg: GenerationConfig, model_config, where: str) -> None:
+    def check(self, cfg: GenerationConfig, model_config, where: str) -> None:
         check_lengths(cfg, model_config, where)
+        template = cfg.data.source_template
+        if template and "title" in template_fields(template) and not self.fields.title:
+            raise ConfigError(f"{where}: data.source_template: {template!r} names {{title}}, which {self.name} has "
+                              f"none of (its fields: {self.fields.source} -> {self.fields.target})")
 
     @staticmethod
     def prediction_row(example: Example, prediction: str) -> dict:
@@ -179,7 +192,8 @@ class GenerationRunner:
         self.task, self.model, self.tokenizer, self.cfg = task, model, tokenizer, cfg
         data = cfg.data
         self.encoder = Seq2SeqEncoder(tokenizer, data.max_seq_len, data.max_target_len,
-                                      data.max_title_len if task.fields.title else 0)
+                                      data.max_title_len if task.fields.title else 0, data.source_template,
+                                      data.target_prefix)
         self._decoding = None  # decoder(self.model), made once for predictions with the bound model
 
     def report(self) -> dict:
@@ -204,7 +218,7 @@ class GenerationRunner:
             batch = decoding_batch(encoded[start:start + size], stepper.config.pad_token_id,
                                    stepper.config.position_start)
             ids, _ = generate(model, **{k: paddle.to_tensor(v) for k, v in batch.items()}, stepper=stepper, **settings)
-            outputs.extend(postprocess(self.tokenizer, row) for row in ids.numpy())
+            outputs.extend(postprocess(self.tokenizer, row, self.encoder.prefix_ids) for row in ids.numpy())
         return outputs
 
     def trainer(self, train_examples, dev_examples, out_dir: str, fingerprint: Optional[dict] = None):

@@ -179,7 +179,7 @@ class GlueTask:
         return GlueItem(str(index), texts[0], texts[1] if count == 2 else None, None, index, "input")
 
     @staticmethod
-    def texts(items: Sequence[GlueItem]) -> List[str]:
+    def texts(items: Sequence[GlueItem], cfg=None) -> List[str]:
         return [t for i in items for t in (i.text_a, i.text_b) if t is not None]
 
     def model_settings(self, cfg: GlueConfig, train, from_folder: bool) -> dict:

@@ -137,11 +137,11 @@ def finetune(args) -> dict:
             from paddle_unimo.fileio import DataError
             raise DataError(f"{path}: file not found (data.extra_dev names it; -o data.extra_dev=[] leaves it out)")
         extras.append((name, task.read(path, cfg, role="dev")[0]))
-    if not args.model and not cfg.model.vocab_dir and not task.texts(train):
+    if not args.model and not cfg.model.vocab_dir and not task.texts(train, cfg):
         raise ConfigError(f"{paths['train']}: no text to build a vocabulary from: the file holds token ids (the "
                           "original UNIMO TSV of GPT-2 BPE ids), which need MODEL= (a converted English UNIMO "
                           "folder, whose vocabulary they index)")
-    model, tokenizer = build_model(args.model, cfg.model, task.texts(train), task.model_class, task.vocabulary,
+    model, tokenizer = build_model(args.model, cfg.model, task.texts(train, cfg), task.model_class, task.vocabulary,
                                    **task.model_settings(cfg, train, from_folder=bool(args.model)))
     blame_overrides(lambda: longer_table_hint(lambda: task.check(cfg, model.config, config_path)), config_path,
                     args.override)

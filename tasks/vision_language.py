@@ -233,7 +233,7 @@ class VLTask(abc.ABC):
         return open_regions(cfg.data.regions, os.stat(index).st_mtime_ns if os.path.exists(index) else 0)
 
     @staticmethod
-    def texts(examples: Sequence[VLExample]) -> List[str]:
+    def texts(examples: Sequence[VLExample], cfg=None) -> List[str]:
         return [e.text for e in examples if e.text]
 
     def model_settings(self, cfg, train: Sequence[VLExample], from_folder: bool) -> Dict[str, Any]:

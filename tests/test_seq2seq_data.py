@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from paddle_unimo import WordPieceTokenizer
-from paddle_unimo.data.seq2seq import (Example, Fields, Seq2SeqEncoder, decoding_batch, postprocess, read_examples,
-                                       training_batch)
+from paddle_unimo.data.seq2seq import (Example, Fields, Seq2SeqEncoder, decoding_batch, postprocess, prompted,
+                                       read_examples, training_batch)
 from paddle_unimo.fileio import DataError
+from paddle_unimo.typed import ConfigError
 
 QG = Fields(source="context", title="answer", target="question", id="id")
 LCSTS = Fields(source="content", target="summary", id="id")
@@ -181,3 +182,93 @@ def test_truncations_count_each_input_set_once(tokenizer, caplog):
     assert enc.truncated["source"] == 2 + 3 + 2  # every encoding
     assert [r.getMessage().split(":")[0] for r in caplog.records] == ["training data", "decoding inputs",
                                                                      "decoding inputs"]
+
+
+# PaddleNLP's question-generation application (applications/question_generation, gen_utils.convert_example): its
+# --template 1 and 2 as the source texts and target prefixes it builds, and ours as config values.
+PADDLENLP_TEMPLATES = {
+    1: (lambda c, a, sep: "答案：" + a + sep + "上下文：" + c, "问题："),
+    2: (lambda c, a, sep: "答案：" + a + sep + "上下文：" + c, "在已知答案的前提下，问题："),
+    3: (lambda c, a, sep: "这是一个问题生成任务，根据提供的答案和上下文，来生成问题。" + a + sep + "上下文：" + c, "问题："),
+}
+OUR_TEMPLATES = {1: "答案：{title}[SEP]上下文：{source}", 2: "答案：{title}[SEP]上下文：{source}",
+                 3: "这是一个问题生成任务，根据提供的答案和上下文，来生成问题。{title}[SEP]上下文：{source}"}
+
+
+@pytest.mark.parametrize("template", sorted(PADDLENLP_TEMPLATES))
+def test_prompts_encode_as_paddlenlp_question_generation_templates(tmp_path, template):
+    """The ids of a source template and target prefix equal PaddleNLP's gen_encode of the texts its application
+    builds, over the demo data (long contexts truncated), with a vocabulary built by ours from the prompted texts."""
+    import os
+    from tasks.generation import GenerationTask
+    from tasks.dureader_qg import TASK
+    paddlenlp = pytest.importorskip("paddlenlp.transformers")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    examples, _ = read_examples(os.path.join(root, "tasks", "demo_data", "dureader_qg", "dev.json"), TASK.fields)
+    source_of, prefix = PADDLENLP_TEMPLATES[template]
+
+    class Data:
+        source_template, target_prefix = OUR_TEMPLATES[template], prefix
+    ours = WordPieceTokenizer.build_char_vocab(GenerationTask.texts(examples, type("Cfg", (), {"data": Data})))
+    ours.save_pretrained(str(tmp_path))
+    ref = paddlenlp.UNIMOTokenizer(str(tmp_path / "vocab.txt"))
+    enc = Seq2SeqEncoder(ours, max_seq_len=56, max_target_len=24, max_title_len=16,
+                         source_template=OUR_TEMPLATES[template], target_prefix=prefix)
+    for e in examples:
+        text = source_of(e.source, e.title, ref.sep_token)
+        for with_target in (True, False):
+            got = enc.encode(e, with_target)
+            expected = ref.gen_encode(text, target=prefix + e.target if with_target else None, max_seq_len=56,
+                                      max_target_len=24, max_title_len=16,
+                                      add_start_token_for_decoding=not with_target)["input_ids"]
+            assert got.source_ids + got.target_ids == expected, e.id
+    assert enc.truncated["source"] > 10  # some sources were cut, and cut as PaddleNLP cuts them
+    assert ours.unk_token_id not in enc.encode(examples[0]).source_ids  # the prompt's characters are in the vocabulary
+    assert enc.prefix_ids == ours.encode(prefix) and len(enc.prefix_ids) == len(prefix)
+
+
+def test_a_prompt_folds_the_title_only_when_it_names_it(tokenizer):
+    e = Example("1", "青石镇", "人口多少", title="三万")
+    assert prompted(e) == ("青石镇", "三万", "人口多少")
+    assert prompted(e, "{title}：{source}", "问") == ("三万：青石镇", None, "问人口多少")
+    assert prompted(e, "上下文{source}{{x}}") == ("上下文青石镇{x}", "三万", "人口多少")
+    assert prompted(Example("2", "镇", None), "{source}", "问")[2] is None  # decoding: no target
+
+
+def test_a_target_prefix_is_taken_off_predictions_only_when_they_start_with_it(tokenizer):
+    t = tokenizer
+    prefix = t.encode("人口")
+    assert postprocess(t, prefix + t.encode("多少") + [t.mask_token_id], prefix) == "多少"
+    assert postprocess(t, t.encode("多少人口") + [t.mask_token_id], prefix) == "多少人口"  # not at the start: kept
+    assert postprocess(t, prefix[:1] + t.encode("多少"), prefix) == "人多少"  # a part of it: kept
+    assert postprocess(t, prefix + [t.mask_token_id], prefix) == ""  # nothing after it
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.source_template=答案{answer}{source}", r"\{answer\}: a template names \{source\} and \{title\} only"),
+    ("data.source_template=答案{source:>9}", r"\{source:>9\}: a template names"),
+    ("data.source_template=答案{title}", "names no {source}"),
+    ("data.source_template=答案{source", "expected '}'"),
+])
+def test_a_bad_source_template_names_the_key(override, message):
+    import os
+    from tasks.cli import load_config
+    from tasks.dureader_qg import TASK
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(os.path.join(root, "tasks", "configs", "dureader_qg_tiny.yaml"), [override], TASK.config_class)
+    assert "data.source_template" in str(err.value)
+
+
+def test_a_title_in_the_template_of_a_task_without_one_is_refused():
+    import os
+    from paddle_unimo import UNIMOConfig
+    from tasks.advertisegen import TASK
+    from tasks.cli import load_config
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "tasks", "configs", "advertisegen_tiny.yaml")
+    cfg = load_config(path, ["data.source_template=商品：{source}"], TASK.config_class)
+    TASK.check(cfg, UNIMOConfig(), path)  # {source} alone is fine
+    cfg = load_config(path, ["data.source_template='{title}{source}'"], TASK.config_class)
+    with pytest.raises(ConfigError, match=r"names \{title\}, which advertisegen has none of"):
+        TASK.check(cfg, UNIMOConfig(), path)

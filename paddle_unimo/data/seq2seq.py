@@ -12,13 +12,24 @@ Encoding follows PaddleNLP's ``gen_encode``: ``[CLS] title [SEP] source [SEP]`` 
 [MASK]`` ([MASK] is the eos). Documented truncation: the title keeps ``max_title_len - 1`` tokens, the target
 ``max_target_len - 2``, and the source whatever is left of ``max_seq_len``; each truncation is counted and
 reported once per file as a warning.
+
+Prompts, as the ``--template`` of PaddleNLP's question-generation application (``applications/question_generation``):
+a source template, a format string of ``{source}`` and ``{title}`` (e.g. ``答案：{title}[SEP]上下文：{source}``),
+is the text encoded as the source; a title it names is then no segment of its own (nor cut at ``max_title_len``:
+the templated source is cut at its end, as PaddleNLP cuts it). Its text is tokenized as
+written, as PaddleNLP's templates are: a ``[SEP]`` in it is the characters ``[``, ``sep``, ``]`` there too (its
+tokenizer lower-cases before it looks for special tokens). A target prefix (``问题：``) is put before every
+training target and taken off a prediction that starts with its tokens (exactly those tokens; PaddleNLP's
+``remove_template`` strips a set of characters from both ends).
 """
 from __future__ import annotations
 
 import logging
 import os
+import string
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from functools import lru_cache
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -146,6 +157,34 @@ def read_records(path, parse, skip_bad: bool, first_line=None):
     return examples, report
 
 
+@lru_cache(maxsize=None)
+def template_fields(template: str) -> frozenset:
+    """The fields a source template names: ``{source}`` once or more, ``{title}`` optionally; anything else (another
+    name, a format spec, an unmatched brace) is a ``ValueError`` (``{{`` and ``}}`` are braces of the text)."""
+    names = set()
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if name not in ("source", "title") or spec or conversion:
+            raise ValueError(f"{{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}: a "
+                             "template names {source} and {title} only ({{ and }} are braces of the text)")
+        names.add(name)
+    if "source" not in names:
+        raise ValueError("names no {source}")
+    return frozenset(names)
+
+
+def prompted(example: Example, source_template: str = "",
+             target_prefix: str = "") -> Tuple[str, Optional[str], Optional[str]]:
+    """(source, title, target): the texts of an example as they are encoded (see the module docstring)."""
+    source, title, target = example.source, example.title, example.target
+    if source_template:
+        source = source_template.format(source=example.source, title=example.title or "")
+        if "title" in template_fields(source_template):
+            title = None
+    return source, title, None if target is None else target_prefix + target
+
+
 @dataclass
 class Encoded:
     source_ids: List[int]  # [CLS] title [SEP] source [SEP]
@@ -155,12 +194,15 @@ class Encoded:
 class Seq2SeqEncoder:
     """Token ids of examples, with counted truncation (see the module docstring)."""
 
-    def __init__(self, tokenizer, max_seq_len: int, max_target_len: int, max_title_len: int = 0):
+    def __init__(self, tokenizer, max_seq_len: int, max_target_len: int, max_title_len: int = 0,
+                 source_template: str = "", target_prefix: str = ""):
         if max_seq_len <= max_target_len + max_title_len + 2:
             raise ValueError(f"max_seq_len {max_seq_len} leaves no room for the source after max_target_len "
                              f"{max_target_len} and max_title_len {max_title_len}")
         self.tok = tokenizer
         self.max_seq_len, self.max_target_len, self.max_title_len = max_seq_len, max_target_len, max_title_len
+        self.source_template, self.target_prefix = source_template, target_prefix
+        self.prefix_ids = tokenizer.encode(target_prefix) if target_prefix else []  # taken off predictions
         self.truncated = {"source": 0, "title": 0, "target": 0}  # every encoding
         self.passes = PassCounts()  # per input set, its last pass (counted())
 
@@ -172,16 +214,17 @@ class Seq2SeqEncoder:
 
     def encode(self, example: Example, with_target: bool = True) -> Encoded:
         t = self.tok
+        source_text, title_text, target_text = prompted(example, self.source_template, self.target_prefix)
         title = []
-        if example.title is not None:
-            title = self._cut(t.encode(example.title), self.max_title_len - 1, "title") + [t.sep_token_id]
+        if title_text is not None:
+            title = self._cut(t.encode(title_text), self.max_title_len - 1, "title") + [t.sep_token_id]
         if with_target:
-            target = [t.cls_token_id] + self._cut(t.encode(example.target), self.max_target_len - 2, "target") \
+            target = [t.cls_token_id] + self._cut(t.encode(target_text), self.max_target_len - 2, "target") \
                 + [t.mask_token_id]
         else:
             target = [t.cls_token_id]
         room = self.max_seq_len - len(target) - len(title) - 2
-        source = self._cut(t.encode(example.source), room, "source")
+        source = self._cut(t.encode(source_text), room, "source")
         return Encoded([t.cls_token_id] + title + source + [t.sep_token_id], target)
 
     def encode_all(self, examples: Sequence[Example], with_target: bool = True, where: str = "") -> List[Encoded]:
@@ -229,11 +272,14 @@ def decoding_batch(items: Sequence[Encoded], pad_id: int, position_start: int) -
     return batch
 
 
-def postprocess(tokenizer, ids: Sequence[int]) -> str:
-    """Text of generated ids: stops at the eos, drops [UNK] and other special tokens, merges word pieces."""
+def postprocess(tokenizer, ids: Sequence[int], prefix_ids: Sequence[int] = ()) -> str:
+    """Text of generated ids: takes off ``prefix_ids`` when the ids start with them (a target prefix), stops at the
+    eos, drops [UNK] and other special tokens, merges word pieces."""
+    ids = [int(i) for i in ids]
+    if prefix_ids and ids[:len(prefix_ids)] == list(prefix_ids):
+        ids = ids[len(prefix_ids):]
     out = []
     for i in ids:
-        i = int(i)
         if i == tokenizer.eos_token_id:
             break
         if i not in tokenizer.special_ids:
