@@ -21,6 +21,7 @@ examples are drawn the same way and each process takes its slice of the global b
 from __future__ import annotations
 
 import array
+import contextlib
 import hashlib
 import logging
 import operator
@@ -174,18 +175,54 @@ def line_index(path: str, fields: Sequence[str] = (), cache: Optional[str] = Non
     JSON-lines file (``fields`` or ``check``: each line an object) each non-blank string ``fields[field]`` of each
     object, checked as ``read_text_lines`` checks them; ``check(file:line, object)`` checks each object further
     (its rows: field -1). With ``cache`` a folder and no ``check``, the rows are saved there, keyed by the file's
-    path, size and time and the fields, and memory-mapped: a process that finds them there reads no text (the
-    processes of a node that start together each index a new file once)."""
-    saved = None
-    if cache and check is None:
-        info = os.stat(path)
-        key = repr((INDEX_VERSION, os.path.abspath(path), info.st_size, info.st_mtime_ns, list(fields)))
-        saved = os.path.join(cache, f"lines-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:20]}.npy")
+    path, size and time and the fields, and memory-mapped: a process that finds them there reads no text. The
+    processes that start together take turns through the folder's ``.lock`` file: one indexes, the others then
+    read its rows (``flock``; where the folder's file system has no locks, each indexes the file itself)."""
+    if not cache or check is not None:
+        return _index_lines(path, fields, check)
+    info = os.stat(path)
+    key = repr((INDEX_VERSION, os.path.abspath(path), info.st_size, info.st_mtime_ns, list(fields)))
+    saved = os.path.join(cache, f"lines-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:20]}.npy")
+    os.makedirs(cache, exist_ok=True)
+    with _locked(os.path.join(cache, ".lock")):
         if os.path.exists(saved):
             try:
                 return np.load(saved, mmap_mode="r")
             except (OSError, ValueError, EOFError) as e:  # a file cut short by a crash: index anew
                 logger.warning("%s: unreadable index of %s (%s); indexing it anew", saved, path, e)
+        rows = _index_lines(path, fields, None)
+        if not len(rows):  # an empty file: nothing to keep (the corpus check names it)
+            return rows
+        tmp = f"{saved}.{uuid.uuid4().hex}.tmp"  # without locks, processes may write it at once
+        with open(tmp, "wb") as f:
+            np.save(f, rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, saved)
+        return np.load(saved, mmap_mode="r")
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+    """An exclusive ``flock`` on ``path`` (created if needed) while the block runs; none where locks are missing
+    (not POSIX, or a file system without them)."""
+    try:
+        import fcntl
+        handle = open(path, "a+b")
+    except (ImportError, OSError):
+        handle = None
+    if handle is None:
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as e:
+            logger.info("%s: no lock (%s); indexing without one", path, e)
+        yield  # closing the file releases the lock
+
+
+def _index_lines(path: str, fields: Sequence[str], check) -> np.ndarray:
     flat = array.array("q")  # 24 bytes a row while indexing
     for line_no, offset, text in fileio.text_lines_at(path):
         if not fields and check is None:
@@ -198,17 +235,7 @@ def line_index(path: str, fields: Sequence[str] = (), cache: Optional[str] = Non
             flat.extend((offset, line_no, -1))
         for j in usable_fields(record, fields):
             flat.extend((offset, line_no, j))
-    rows = np.frombuffer(flat, np.int64).reshape(-1, 3)
-    if saved is None or not len(rows):  # an empty file: nothing to keep (the corpus check names it)
-        return rows
-    os.makedirs(cache, exist_ok=True)
-    tmp = f"{saved}.{uuid.uuid4().hex}.tmp"  # processes (of several nodes, on a shared folder) may write it at once
-    with open(tmp, "wb") as f:
-        np.save(f, rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, saved)
-    return np.load(saved, mmap_mode="r")
+    return np.frombuffer(flat, np.int64).reshape(-1, 3)
 
 
 def read_text_lines(path: str, fields: Sequence[str] = ()) -> List[str]:

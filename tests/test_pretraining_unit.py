@@ -2,6 +2,7 @@
 recompute on the pretraining model (tests/test_pretrain.py runs the whole thing end to end)."""
 import json
 import os
+import time
 from collections import Counter
 
 import numpy as np
@@ -124,11 +125,11 @@ def test_a_text_corpus_is_read_when_drawn_from_an_index_of_offsets(tmp_path, cap
     assert [fields.items[i].token_ids for i in range(3)] == \
         [text_example(t, TOKENIZER).token_ids for t in ("a dog", "two cats", "a bird")]
     assert fields.items[3].token_ids == text_example("a cat on a mat", TOKENIZER).token_ids  # the second file
-    saved = sorted(p.name for p in cache.iterdir())
+    saved = sorted(p.name for p in cache.glob("*.npy"))
     assert len(saved) == 2 and all(n.startswith("lines-") and n.endswith(".npy") for n in saved)
     again = load_corpus({**spec, "paths": ["rows.jsonl"], "fields": ["q", "a"]}, TOKENIZER, str(tmp_path),
                         cache=str(cache))
-    assert sorted(p.name for p in cache.iterdir()) == saved  # the saved rows, memory-mapped
+    assert sorted(p.name for p in cache.glob("*.npy")) == saved  # the saved rows, memory-mapped
     assert [again.items[i].token_ids for i in range(3)] == [fields.items[i].token_ids for i in range(3)]
     for name in saved:  # an index a crash cut short is built anew (a new file: the loaded ones keep their map)
         (cache / "cut").write_bytes(b"\x93NUMPY")
@@ -146,6 +147,32 @@ def test_a_text_corpus_is_read_when_drawn_from_an_index_of_offsets(tmp_path, cap
     useless = load_corpus({**spec, "name": "useless", "paths": ["blank.txt"]}, TOKENIZER, str(tmp_path))
     with pytest.raises(DataError, match="corpus 'useless': no item is usable \\(no text has a token\\)"):
         useless.items[0]
+
+
+def _index_in_a_process(args):
+    from paddle_unimo import pretraining
+    path, cache, log = args
+    index = pretraining._index_lines
+
+    def slow(*a):  # every process would index the file if it did not wait for the one indexing it
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(0.5)
+        return index(*a)
+    pretraining._index_lines = slow
+    return pretraining.line_index(path, (), cache).tolist()
+
+
+def test_processes_starting_together_index_a_file_once(tmp_path):
+    import multiprocessing
+    from paddle_unimo.pretraining import line_index
+    path = tmp_path / "corpus.txt"
+    path.write_text("".join(f"line {i}\n" for i in range(500)), encoding="utf-8")
+    log = tmp_path / "indexed.log"
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        rows = pool.map(_index_in_a_process, [(str(path), str(tmp_path / "index"), str(log))] * 3)
+    assert len(log.read_text().split()) == 1  # one process indexed; the others read its rows
+    assert rows[0] == rows[1] == rows[2] == line_index(str(path)).tolist() and len(rows[0]) == 500
 
 
 def test_image_and_pair_corpora_read_the_store_when_drawn(tmp_path, store):
