@@ -164,6 +164,22 @@ def run_config_of(model_dir: Optional[str]) -> Optional[str]:
     return path if path and os.path.isfile(path) else None
 
 
+PROMPT_KEYS = ("source_template", "target_prefix")  # data settings a generation model learns its inputs with
+
+
+def warn_other_prompt(model_dir: str, config_path: str, config) -> None:
+    """Predicting with another config than the model folder's ``task.yaml``: a prompt that differs from the one the
+    model was trained with gives it inputs it never saw (and keeps or strips the wrong prefix); warn, naming it."""
+    own = run_config_of(model_dir)
+    if not own or os.path.abspath(own) == os.path.abspath(config_path):
+        return
+    trained = read_yaml(own).get("data") or {}
+    for key in PROMPT_KEYS:
+        if hasattr(config.data, key) and (trained.get(key) or "") != getattr(config.data, key):
+            logger.warning("%s: data.%s is %r, but %s was trained with %r (its %s): predictions will suffer",
+                           config_path, key, getattr(config.data, key), model_dir, trained.get(key) or "", own)
+
+
 def longer_table_hint(check: Callable[[], Any]):
     """``check()`` for a training command: a length beyond the model's position table
     (``config.PositionLimitError``) also says how to train a longer one."""

@@ -194,6 +194,13 @@ class GenerationRunner:
         self.encoder = Seq2SeqEncoder(tokenizer, data.max_seq_len, data.max_target_len,
                                       data.max_title_len if task.fields.title else 0, data.source_template,
                                       data.target_prefix)
+        prefix = len(self.encoder.prefix_ids)
+        limits = {"data.max_target_len": (data.max_target_len, data.max_target_len - 2),  # with [CLS] and [MASK]
+                  "decode.max_length": (cfg.decode.max_length, cfg.decode.max_length)}
+        for key, (value, room) in limits.items():
+            if prefix and prefix >= room:
+                raise ConfigError(f"data.target_prefix: {data.target_prefix!r} is {prefix} tokens, which leave no room "
+                                  f"for the target in {key} {value}")
         self._decoding = None  # decoder(self.model), made once for predictions with the bound model
 
     def report(self) -> dict:

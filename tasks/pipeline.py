@@ -32,7 +32,7 @@ from paddle_unimo.fileio import DataError  # noqa: E402
 from paddle_unimo.generation import DecodeConfig  # noqa: E402
 from paddle_unimo.typed import ConfigError  # noqa: E402
 
-from tasks.cli import load_config, run_config_of  # noqa: E402
+from tasks.cli import load_config, run_config_of, warn_other_prompt  # noqa: E402
 from tasks.registry import TASKS, get_task, task_of_config  # noqa: E402
 
 Record = Union[str, dict, tuple]
@@ -75,6 +75,7 @@ class Pipeline:
             DecodeConfig.validate(decode, "decode")
         model = self.task.load_model(folder)
         self.task.check(self.config, model.config, path)
+        warn_other_prompt(folder, path, self.config)
         self.runner = self.task.bind(model, load_tokenizer(folder), self.config)
 
     def __call__(self, records: Union[Record, Sequence[Record]]) -> Union[str, List[str]]:

@@ -27,7 +27,7 @@ from paddle_unimo import cpu_defaults
 cpu_defaults()  # before anything below imports paddle
 
 from tasks.cli import (ROOT, add_common_arguments, build_model, fingerprint, load_config,  # noqa: E402
-                       longer_table_hint, run_command, run_config_of, setup_logging,
+                       longer_table_hint, run_command, run_config_of, setup_logging, warn_other_prompt,
                        write_run_config)
 from tasks.registry import TASKS, get_task, task_of_config  # noqa: E402
 
@@ -205,6 +205,7 @@ def predict(args) -> dict:
             raise
         raise ConfigError(f"{e} -- with a model, predict reads the base config; a model fine-tuned from the tiny "
                           f"preset needs SIZE=tiny (--config tasks/configs/{task.name}_tiny.yaml)") from None
+    warn_other_prompt(args.model, config_path, cfg)
     runner = task.bind(model, load_tokenizer(args.model), cfg)
     examples = text_targets(runner, examples)
     predictions = runner.predict(examples)

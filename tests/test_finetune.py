@@ -368,7 +368,7 @@ def test_the_serve_command_starts_and_answers(demo_model, tmp_path):
             server.wait(timeout=30)
 
 
-def test_a_prompted_model_learns_the_prefix_and_predicts_without_it(tmp_path):
+def test_a_prompted_model_learns_the_prefix_and_predicts_without_it(tmp_path, caplog):
     """PaddleNLP's question-generation --template 1 as config: 8 memorised questions are generated after the target
     prefix, which the predictions leave out; predict and the pipeline read the prompt from the folder's task.yaml,
     and the vocabulary built from the data holds the prompt's characters."""
@@ -397,6 +397,11 @@ def test_a_prompted_model_learns_the_prefix_and_predicts_without_it(tmp_path):
     run.execute(["predict", "--model", str(out / "best"), "--out", str(pred), "--data", str(tmp_path)])
     assert predictions_of(pred) == targets
     assert Pipeline(str(out / "best"))([json.loads(line) for line in lines[:3]]) == targets[:3]
+    with caplog.at_level(logging.WARNING):  # the stock config has no prompt: predictions suffer, and it says so
+        run.execute(["predict", "--model", str(out / "best"), "--out", str(pred), "--data", str(tmp_path),
+                     "--config", CONFIG.format("dureader_qg")])
+    assert "data.source_template is '', but" in caplog.text and "data.target_prefix is '', but" in caplog.text
+    assert predictions_of(pred) != targets
 
 
 def test_skip_bad_trains_on_the_good_lines_and_lists_the_bad_ones(tmp_path):

@@ -242,6 +242,26 @@ def test_a_target_prefix_is_taken_off_predictions_only_when_they_start_with_it(t
     assert postprocess(t, t.encode("多少人口") + [t.mask_token_id], prefix) == "多少人口"  # not at the start: kept
     assert postprocess(t, prefix[:1] + t.encode("多少"), prefix) == "人多少"  # a part of it: kept
     assert postprocess(t, prefix + [t.mask_token_id], prefix) == ""  # nothing after it
+    chars = WordPieceTokenizer.build_char_vocab(["青石镇人口", "q"]).vocab
+    words = WordPieceTokenizer({**chars, "qq": len(chars)})  # "Q" + "QQ..." joined would be "qq", "##q"
+    enc = Seq2SeqEncoder(words, max_seq_len=16, max_target_len=8, target_prefix="Q")
+    target = enc.encode(Example("1", "青石镇", "QQ人口")).target_ids
+    assert target[1:-1] == enc.prefix_ids + words.encode("QQ人口") and enc.prefix_ids == [words.vocab["q"]]
+    assert postprocess(words, target[1:], enc.prefix_ids) == "qq人口"  # the prefix's own tokens come off
+
+
+@pytest.mark.parametrize("override, key", [("data.max_target_len=5", "data.max_target_len 5"),
+                                           ("decode.max_length=3", "decode.max_length 3")])
+def test_a_target_prefix_that_leaves_no_room_is_refused(tokenizer, override, key):
+    import os
+    from tasks.cli import load_config
+    from tasks.dureader_qg import TASK
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = load_config(os.path.join(root, "tasks", "configs", "dureader_qg_tiny.yaml"),
+                      ["data.target_prefix=人口多", override], TASK.config_class)
+    with pytest.raises(ConfigError, match=f"data.target_prefix: '人口多' is 3 tokens, which leave no room for the "
+                                          f"target in {key}"):
+        TASK.bind(None, tokenizer, cfg)
 
 
 @pytest.mark.parametrize("override, message", [

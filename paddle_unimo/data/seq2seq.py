@@ -17,10 +17,12 @@ Prompts, as the ``--template`` of PaddleNLP's question-generation application (`
 a source template, a format string of ``{source}`` and ``{title}`` (e.g. ``答案：{title}[SEP]上下文：{source}``),
 is the text encoded as the source; a title it names is then no segment of its own (nor cut at ``max_title_len``:
 the templated source is cut at its end, as PaddleNLP cuts it). Its text is tokenized as
-written, as PaddleNLP's templates are: a ``[SEP]`` in it is the characters ``[``, ``sep``, ``]`` there too (its
-tokenizer lower-cases before it looks for special tokens). A target prefix (``问题：``) is put before every
-training target and taken off a prediction that starts with its tokens (exactly those tokens; PaddleNLP's
-``remove_template`` strips a set of characters from both ends).
+written, as ``gen_encode`` tokenizes the application's templates: a ``[SEP]`` in it is the characters ``[``,
+``sep``, ``]`` there too (``gen_encode`` does not look for special tokens in its texts). A target prefix
+(``问题：``) is put before every training target, as the tokens of the prefix alone, and taken off a prediction
+that starts with exactly those tokens (PaddleNLP's ``remove_template`` strips a set of characters from both ends).
+``gen_encode`` tokenizes the joined text instead: the same tokens, but where a prefix ending in a letter or digit
+meets a target starting with one, whose word pieces could merge across the join.
 """
 from __future__ import annotations
 
@@ -214,13 +216,13 @@ class Seq2SeqEncoder:
 
     def encode(self, example: Example, with_target: bool = True) -> Encoded:
         t = self.tok
-        source_text, title_text, target_text = prompted(example, self.source_template, self.target_prefix)
+        source_text, title_text, _ = prompted(example, self.source_template)
         title = []
         if title_text is not None:
             title = self._cut(t.encode(title_text), self.max_title_len - 1, "title") + [t.sep_token_id]
         if with_target:
-            target = [t.cls_token_id] + self._cut(t.encode(target_text), self.max_target_len - 2, "target") \
-                + [t.mask_token_id]
+            target = self.prefix_ids + t.encode(example.target)
+            target = [t.cls_token_id] + self._cut(target, self.max_target_len - 2, "target") + [t.mask_token_id]
         else:
             target = [t.cls_token_id]
         room = self.max_seq_len - len(target) - len(title) - 2
