@@ -26,6 +26,7 @@ import hashlib
 import logging
 import operator
 import os
+import tempfile
 import uuid
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field
@@ -176,15 +177,15 @@ def line_index(path: str, fields: Sequence[str] = (), cache: Optional[str] = Non
     object, checked as ``read_text_lines`` checks them; ``check(file:line, object)`` checks each object further
     (its rows: field -1). With ``cache`` a folder and no ``check``, the rows are saved there, keyed by the file's
     path, size and time and the fields, and memory-mapped: a process that finds them there reads no text. The
-    processes that start together take turns through the folder's ``.lock`` file: one indexes, the others then
-    read its rows (``flock``; where the folder's file system has no locks, each indexes the file itself)."""
+    processes of a node that start together take turns through a lock file of the folder in the system's temporary
+    folder: one indexes, the others then read its rows (``flock``; without it, each indexes the file itself)."""
     if not cache or check is not None:
         return _index_lines(path, fields, check)
     info = os.stat(path)
     key = repr((INDEX_VERSION, os.path.abspath(path), info.st_size, info.st_mtime_ns, list(fields)))
     saved = os.path.join(cache, f"lines-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:20]}.npy")
-    os.makedirs(cache, exist_ok=True)
-    with _locked(os.path.join(cache, ".lock")):
+    lock = hashlib.sha1(os.path.abspath(cache).encode("utf-8")).hexdigest()[:20]
+    with _locked(os.path.join(tempfile.gettempdir(), f"paddle_unimo-index-{lock}.lock")):
         if os.path.exists(saved):
             try:
                 return np.load(saved, mmap_mode="r")
@@ -193,7 +194,8 @@ def line_index(path: str, fields: Sequence[str] = (), cache: Optional[str] = Non
         rows = _index_lines(path, fields, None)
         if not len(rows):  # an empty file: nothing to keep (the corpus check names it)
             return rows
-        tmp = f"{saved}.{uuid.uuid4().hex}.tmp"  # without locks, processes may write it at once
+        os.makedirs(cache, exist_ok=True)
+        tmp = f"{saved}.{uuid.uuid4().hex}.tmp"  # nodes sharing the folder may write it at once
         with open(tmp, "wb") as f:
             np.save(f, rows)
             f.flush()
