@@ -76,15 +76,17 @@ predict: $(STAMP)
 		$(if $(DATA),--data "$(DATA)") $(if $(INPUT),--input "$(INPUT)") $(REGIONS_ARG) $(OVERRIDES)
 
 # make serve [MODEL=$(OUT)/best or $(OUT)/inference] [PORT=8189] [HOST=127.0.0.1] [CANDIDATES=n] [CONFIG=file|SIZE=]
-#      [O="decode.num_beams=1"]: a 千言, GLUE or English generation model over HTTP (POST /predict {"inputs": [...]},
-#      GET /health; tasks/serve.py); CANDIDATES=n answers n per record (best beams, or samples with
-#      decode.decode_strategy=sampling).
+#      [O="decode.num_beams=1"] [REGIONS=store] [DETECTOR=weights.pdparams]: a 千言, GLUE, English generation,
+#      captioning, VQA or SNLI-VE model over HTTP (POST /predict {"inputs": [...]}, GET /health; tasks/serve.py);
+#      CANDIDATES=n answers n per record (best beams, or samples with decode.decode_strategy=sampling); DETECTOR
+#      lets records name image files, extracted as the store's images were.
 #      HOST and PORT are read from the command line only (some shells export HOST, the machine's name).
 serve: $(STAMP)
 	$(PY) -m tasks.serve --model "$(PREDICT_MODEL)" \
 		$(if $(filter command line,$(origin PORT)),--port $(PORT)) $(if $(filter command line,$(origin HOST)),--host $(HOST)) \
 		$(if $(filter command line environment,$(origin CONFIG) $(origin SIZE)),--config "$(CONFIG)") \
-		$(if $(CANDIDATES),--num-return-sequences $(CANDIDATES)) $(OVERRIDES)
+		$(if $(CANDIDATES),--num-return-sequences $(CANDIDATES)) $(REGIONS_ARG) \
+		$(if $(DETECTOR),--detector "$(DETECTOR)") $(OVERRIDES)
 
 # make evaluate [PRED=$(OUT)/predict/predictions.jsonl; flickr30k_retrieval: .../scores.npy; coco_caption also a
 #      COCO result file such as captions_results.json] [REFS=reference file; default: the dev file]

@@ -227,6 +227,7 @@ class RetrievalTask(VLTask):
     metric = "mean_recall"
     config_class = RetrievalConfig
     model_class_name = "UNIMOForRetrieval"
+    pipeline_example = None  # it ranks a set of captions against a set of images: make predict
 
     def read_file(self, path: str, cfg: RetrievalConfig, need_target: bool, role: str) -> List[VLExample]:
         from paddle_unimo.data.vl_annotations import read_caption_file

@@ -12,16 +12,23 @@ for its models)::
     Pipeline("out/glue_mrpc/best")(("text a", "text b"))         # a pair task: a pair (or {"text_a", "text_b"})
     Pipeline("out/cnn_dm/best")("(CNN) An article ...")          # the English generation tasks: a source text
     Pipeline("out/coqa/best")({"story": "...", "history": ["question 1", "answer 1", "question 2"]})
+    Pipeline("out/vqa/best")({"image": "COCO_val2014_000000391895.jpg", "question": "what is the man riding?"})
+    Pipeline("out/coco_caption/best", detector="vg_faster_rcnn.pdparams")("photos/beach.jpg")  # an image file
 
 The folder's ``task.yaml`` (``finetune`` writes it into ``best/``, ``make export`` copies it) names the task and
 holds the lengths and decoding settings the model was fine-tuned with; ``overrides`` change them as ``-o`` does
 (``["decode.num_beams=1"]``), ``config=`` gives another YAML (a folder fine-tuned before ``task.yaml`` existed).
 Inputs go through the task's own encoder, truncation and post-processing, so a call gives what ``make predict``
 writes for the same records. Served: the tasks with a ``pipeline_example`` (the 千言 generation tasks, GLUE, the
-English generation tasks); the vision-language tasks read region stores and predict with ``make predict``.
+English generation tasks, and of the vision-language tasks ``coco_caption``, ``vqa`` and ``snli_ve``).
+
+A vision-language record names its image: a name in the region store (``regions=``, default the run's
+``data.regions``), or, given ``detector=`` (the detector weights the store was extracted with, checked against its
+``extraction.json``), an image file, whose regions are extracted as the store's were.
 """
 from __future__ import annotations
 
+import os
 from typing import List, Optional, Sequence, Union
 
 from paddle_unimo import cpu_defaults
@@ -32,7 +39,7 @@ from paddle_unimo.fileio import DataError  # noqa: E402
 from paddle_unimo.generation import DecodeConfig  # noqa: E402
 from paddle_unimo.typed import ConfigError  # noqa: E402
 
-from tasks.cli import load_config, run_config_of, warn_other_prompt  # noqa: E402
+from tasks.cli import ROOT, load_config, run_config_of, warn_other_prompt  # noqa: E402
 from tasks.registry import TASKS, get_task, task_of_config  # noqa: E402
 
 Record = Union[str, dict, tuple]
@@ -44,7 +51,7 @@ class Pipeline:
     (generation tasks), each prediction is the list of a record's n best beams (beam search) or n samples."""
 
     def __init__(self, folder: str, overrides: Sequence[str] = (), config: Optional[str] = None,
-                 num_return_sequences: int = 1):
+                 num_return_sequences: int = 1, regions: Optional[str] = None, detector: Optional[str] = None):
         from paddle_unimo import load_tokenizer
         from paddle_unimo.checkpoint import find_config
         find_config(folder)  # a folder that is missing or no model folder says so first
@@ -54,12 +61,21 @@ class Pipeline:
                               "YAML (config=; --config, make CONFIG=: e.g. tasks/configs/<task>_tiny.yaml)")
         name = task_of_config(path)
         self.task = get_task(name)
-        if not hasattr(self.task, "pipeline_example"):
-            served = sorted(n for n, t in TASKS.items() if hasattr(t, "pipeline_example"))
-            raise ConfigError(f"{path}: task {name!r} reads region stores: it predicts with make predict (a pipeline "
-                              f"serves {', '.join(served)})")
+        if getattr(self.task, "pipeline_example", None) is None:
+            served = sorted(n for n, t in TASKS.items() if getattr(t, "pipeline_example", None))
+            raise ConfigError(f"{path}: task {name!r} ranks a set of captions against a set of images: it predicts "
+                              f"with make predict (a pipeline serves {', '.join(served)})")
         self.config = load_config(path, [overrides] if isinstance(overrides, str) else overrides,
                                   self.task.config_class)
+        self.reads_regions = hasattr(self.config.data, "regions")  # a vision-language task
+        if (regions or detector) and not self.reads_regions:
+            raise ConfigError(f"{'regions' if regions else 'detector'}=: task {name!r} reads no image regions")
+        if self.reads_regions:  # the data section's files, in the run's data folder (finetune saved it as default_dir)
+            for key in self.config.data.PATHS:
+                if getattr(self.config.data, key):
+                    setattr(self.config.data, key, os.path.join(ROOT, self.config.data.default_dir,
+                                                                getattr(self.config.data, key)))
+            self.config.data.regions = os.path.abspath(regions or self.config.data.regions)
         self.candidates = num_return_sequences
         if num_return_sequences != 1:  # the task's config allows one (a predictions file has a row per example)
             if not isinstance(num_return_sequences, int) or num_return_sequences < 1:
@@ -77,6 +93,13 @@ class Pipeline:
         self.task.check(self.config, model.config, path)
         warn_other_prompt(folder, path, self.config)
         self.runner = self.task.bind(model, load_tokenizer(folder), self.config)
+        self.extractor = None
+        if self.reads_regions:
+            from tasks.vision_language import GivenRegions
+            self.runner.regions = GivenRegions(self.runner.regions)
+            if detector is not None:
+                from tools.extract_regions import extractor_for_store
+                self.extractor = extractor_for_store(self.config.data.regions, detector)
 
     def __call__(self, records: Union[Record, Sequence[Record]]) -> Union[str, List[str]]:
         single = isinstance(records, (str, dict, tuple))  # a tuple is one record (a GLUE pair), a list a batch
@@ -85,7 +108,28 @@ class Pipeline:
                             f"{type(records).__name__}")
         examples = [self.task.pipeline_example(r, i, self.config)
                     for i, r in enumerate([records] if single else records)]
+        if self.reads_regions:
+            self._find_regions(examples)
         flat = self.runner.predict(examples) if examples else []
         n = self.candidates
         predictions = flat if n == 1 else [flat[i * n:(i + 1) * n] for i in range(len(examples))]
         return predictions[0] if single else predictions
+
+    def _find_regions(self, examples) -> None:
+        """Regions of the examples' images: an image file, with a detector, is extracted (this call's only);
+        else the name must be in the region store."""
+        from paddle_unimo.regions.detector import ImageError, read_image
+        regions = self.runner.regions
+        regions.given.clear()
+        for e in examples:
+            if self.extractor is not None and os.path.isfile(e.image):
+                if e.image not in regions.given:
+                    try:
+                        image, _ = read_image(e.image)
+                    except ImageError as err:
+                        raise DataError(f"input {e.line}: {e.image}: {err}") from None
+                    regions.given[e.image], _ = self.extractor.extract(image, e.image)
+            elif os.path.dirname(e.image) or e.image not in regions:  # a path is a file, not a name in the store
+                hint = ("give detector= (the weights the store was extracted with) to extract an image file"
+                        if self.extractor is None and os.path.isfile(e.image) else "name an image of the store")
+                raise DataError(f"input {e.line}: image {e.image!r} has no regions in {regions.path} ({hint})")

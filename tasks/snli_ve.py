@@ -51,6 +51,7 @@ class VETask(VLTask):
     metric = "accuracy"
     config_class = VEConfig
     model_class_name = "UNIMOForVisualEntailment"
+    pipeline_text = "hypothesis"
 
     def read_file(self, path: str, cfg: VEConfig, need_target: bool, role: str) -> List[VLExample]:
         return [VLExample(p.id, p.image, p.hypothesis, p.label, line=n) for n, p in enumerate(read_snli_ve(path), 1)]

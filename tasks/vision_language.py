@@ -130,6 +130,21 @@ class Regions:
         return collate_regions([self.get(i) for i in images], max_img_len)
 
 
+class GivenRegions(Regions):
+    """A run's region store with the records of images given in code before it (``tasks.pipeline``'s image files,
+    through its detector): ``given`` maps an image name to its ``RegionRecord``."""
+
+    def __init__(self, regions: Regions):  # shares the store, its cache and its key table
+        self.__dict__.update(regions.__dict__)
+        self.given: Dict[str, object] = {}
+
+    def key(self, image: str) -> Optional[str]:
+        return image if image in self.given else super().key(image)
+
+    def get(self, image: str):
+        return self.given[image] if image in self.given else super().get(image)
+
+
 @functools.lru_cache(maxsize=4)
 def open_regions(path: str, version: int) -> Regions:
     """One ``Regions`` per store folder and index version (a store that grew is opened again)."""
@@ -235,6 +250,26 @@ class VLTask(abc.ABC):
     @staticmethod
     def texts(examples: Sequence[VLExample], cfg=None) -> List[str]:
         return [e.text for e in examples if e.text]
+
+    pipeline_text: Optional[str] = None  # the pipeline record's text field (a question...); None: the image alone
+
+    def pipeline_example(self, record, index: int, cfg) -> VLExample:
+        """The example of ``tasks.pipeline``'s input ``index``: an image (a name in the region store, or an image
+        file when the pipeline has a detector), or for a task that reads a text too ``{"image": ..., <text>: ...}``
+        or a pair ``(image, text)`` (a tuple, or inside a batch a list); a bad one is a ``DataError`` naming it."""
+        text = self.pipeline_text
+        if text and isinstance(record, (tuple, list)) and len(record) == 2:
+            record = {"image": record[0], text: record[1]}
+        elif not text and isinstance(record, str):
+            record = {"image": record}
+        if not isinstance(record, dict):
+            shape = f"{{'image': ..., '{text}': ...}} or a pair (image, {text})" if text else "an image name or path"
+            raise DataError(f"input {index}: {self.name} reads {shape}, got {type(record).__name__}")
+        for name in ("image", text) if text else ("image",):
+            if not isinstance(record.get(name), str) or not record[name].strip():
+                raise DataError(f"input {index}: field '{name}' must be a non-empty string (the record has "
+                                f"{sorted(record)})")
+        return VLExample(str(index), record["image"], record[text] if text else "", line=index)
 
     def model_settings(self, cfg, train: Sequence[VLExample], from_folder: bool) -> Dict[str, Any]:
         """UNIMOConfig values the task needs (e.g. ``num_labels``); without a model folder also the store's

@@ -108,6 +108,7 @@ class VqaTask(VLTask):
     metric = "accuracy"
     config_class = VqaConfig
     model_class_name = "UNIMOForVQA"
+    pipeline_text = "question"
 
     def read_file(self, path: str, cfg: VqaConfig, need_target: bool, role: str) -> List[VLExample]:
         from paddle_unimo.data.vl_annotations import read_vqa

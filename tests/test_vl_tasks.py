@@ -378,6 +378,80 @@ def test_captions_predicted_through_the_export_equal_the_checkpoints(tmp_path):
     assert got["inference"]["bleu4"] == got["best"]["bleu4"] and got["best"]["examples"] > 0
 
 
+@pytest.mark.parametrize("name, text", [("snli_ve", "hypothesis"), ("vqa", "question")])
+def test_a_pipeline_answers_what_predict_writes_for_images_of_the_store(demo_runs, tmp_path, name, text):
+    """``Pipeline(best)`` reads the folder's task.yaml (the demo store) and gives, for records naming the store's
+    images by file name, the labels and answers ``predict`` writes for the dev file; a tuple is one record."""
+    from paddle_unimo.fileio import DataError
+    from tasks.pipeline import Pipeline
+    best = str(demo_runs[name] / "best")
+    run.execute(["predict", "--model", best, "--out", str(tmp_path / "pred")])
+    rows = read_jsonl(tmp_path / "pred" / "predictions.jsonl")
+    pipeline = Pipeline(best)
+    records = [{"image": r["image"], text: r["text"]} for r in rows]
+    assert pipeline(records) == [r["prediction"] for r in rows]
+    assert pipeline((rows[3]["image"], rows[3]["text"])) == rows[3]["prediction"]
+    examples = [pipeline.task.pipeline_example(r, i, pipeline.config) for i, r in enumerate(records)]
+    pipeline._find_regions(examples)  # the logits of the records equal those of the dev file's examples
+    task, runner, cfg = bound_runner(name, best)
+    dev, _ = task.read(os.path.join(DEMO, cfg.data.dev), cfg, role="dev")
+    want = runner.logits(dev)
+    assert want.std(axis=0).max() > 1e-3  # they depend on the example
+    np.testing.assert_allclose(pipeline.runner.logits(examples), want, rtol=0, atol=1e-6)
+    with pytest.raises(DataError, match=r"input 1: image 'nowhere.jpg' has no regions in .*regions \(name an image "
+                                        r"of the store\)"):
+        pipeline([(rows[0]["image"], rows[0]["text"]), ("nowhere.jpg", "a question")])
+    with pytest.raises(DataError, match=f"input 0: field '{text}' must be a non-empty string"):
+        pipeline({"image": rows[0]["image"]})
+    if name == "vqa":  # over HTTP, a record is a JSON pair [image, question]
+        import threading
+        import urllib.request
+        from tasks.serve import make_server
+        server = make_server(pipeline, best, "127.0.0.1", 0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        body = json.dumps({"inputs": [[r["image"], r["text"]] for r in rows[:5]]}).encode("utf-8")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/predict", body, 60) as answer:
+                assert json.loads(answer.read()) == {"predictions": [r["prediction"] for r in rows[:5]]}
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_pipeline_captions_image_files_through_the_stores_detector(tmp_path):
+    """With ``detector=`` an image file is extracted as the store was (its extraction.json, seeded random weights
+    here): the captions equal those ``predict`` writes from the store's regions of the same images. Without a
+    detector the store's names still work; other weights, or a retrieval model, are refused."""
+    from paddle_unimo.fileio import DataError
+    from paddle_unimo.typed import ConfigError
+    from tasks.pipeline import Pipeline
+    from tools import extract_regions
+    images = shared_path("images")
+    names = sorted(n for n in os.listdir(images) if n.endswith(".jpg"))
+    store = tmp_path / "data" / "regions"
+    small = ["--random-weights", "--seed", "3", "--short-side", "128", "--max-side", "160", "--proposals", "12"]
+    assert extract_regions.main(["--images", str(images), "--out", str(store)] + small) == 0
+    write_json(tmp_path / "data" / "captions.json", karpathy([(n, [f"photo {i} of a thing"]) for i, n in
+                                                              enumerate(names)]))
+    out = tmp_path / "caption"
+    settings = ["-o", "data.tags=none", "-o", "data.dev_splits=[train]", "-o", "train.progress=false"]
+    run.execute(["finetune", "--task", "coco_caption", "--data", str(tmp_path / "data"), "--out", str(out),
+                 "-o", "train.max_steps=30", *settings])
+    run.execute(["predict", "--model", str(out / "best"), "--out", str(tmp_path / "pred")])
+    want = {r["image"]: r["prediction"] for r in read_jsonl(tmp_path / "pred" / "predictions.jsonl")}
+    assert sorted(want) == names and len(set(want.values())) > 1  # captions that depend on the image
+    captioner = Pipeline(str(out / "best"), detector="random")
+    assert captioner([str(images / n) for n in names]) == [want[n] for n in names]
+    assert Pipeline(str(out / "best"))(names[:2]) == [want[n] for n in names[:2]]
+    with pytest.raises(DataError, match="give detector= \\(the weights the store was extracted with\\)"):
+        Pipeline(str(out / "best"))(str(images / names[0]))
+    (tmp_path / "other.pdparams").write_bytes(b"not these weights")
+    with pytest.raises(DataError, match="the store was extracted with --random-weights: give detector='random'"):
+        Pipeline(str(out / "best"), detector=str(tmp_path / "other.pdparams"))
+    with pytest.raises(ConfigError, match="regions=: task 'dureader_qg' reads no image regions"):
+        Pipeline(str(out / "best"), config=CONFIG.format("dureader_qg"), regions=str(store))
+
+
 @pytest.mark.parametrize("name", UNDERSTANDING)
 def test_predict_through_the_export_equals_the_checkpoint(demo_runs, tmp_path, name):
     """``predict --model OUT/inference`` runs the exported forward program (``tasks.cli.ExportedModel``): the

@@ -130,6 +130,35 @@ def check_settings(out: str, settings: dict) -> None:
     write_json(path, settings)
 
 
+def extractor_for_store(store: str, weights: str) -> RegionExtractor:
+    """A detector that extracts new images as the store ``store`` was extracted (``tasks.pipeline``'s image files):
+    the settings of its ``extraction.json``, and ``weights``, the .pdparams it recorded the sha256 of, or "random"
+    for a store of ``--random-weights`` (with its seed). A store without the file (converted from another
+    detector's features), or other weights, is a ``DataError``: regions of another detector would not be
+    comparable with the ones the model was fine-tuned on."""
+    import dataclasses
+    from paddle_unimo.fileio import DataError
+    path = os.path.join(store, "extraction.json")
+    if not os.path.isfile(path):
+        raise DataError(f"{store}: no extraction.json: its regions were not extracted here (a converted store?), so "
+                        "regions extracted now would not be comparable; give images of the store by name")
+    settings = read_json(path, "extraction settings")
+    known = {f.name for f in dataclasses.fields(ExtractorConfig)}
+    cfg = ExtractorConfig(**{k: v for k, v in settings.items() if k in known})
+    if (weights == "random") != bool(settings.get("random_weights")):
+        raise DataError(f"{path}: the store was extracted with "
+                        + ("--random-weights: give detector='random'" if settings.get("random_weights")
+                           else f"trained weights (sha256 {settings.get('weights_sha256')}): give them, not 'random'"))
+    if weights == "random":
+        return RegionExtractor(cfg, random_weights=True, seed=settings.get("seed") or 0)
+    if not os.path.isfile(weights):
+        raise DataError(f"{weights}: no such detector weights file")
+    if file_sha256(weights) != settings.get("weights_sha256"):
+        raise DataError(f"{weights}: not the weights {store} was extracted with (its sha256 "
+                        f"{settings.get('weights_sha256')}, in {path})")
+    return RegionExtractor(cfg, weights)
+
+
 def part_name(rank: int) -> str:
     return f"worker-{rank:02d}"
 
