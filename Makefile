@@ -79,7 +79,8 @@ predict: $(STAMP)
 #      [O="decode.num_beams=1"] [REGIONS=store] [DETECTOR=weights.pdparams]: a 千言, GLUE, English generation,
 #      captioning, VQA or SNLI-VE model over HTTP (POST /predict {"inputs": [...]}, GET /health; tasks/serve.py);
 #      CANDIDATES=n answers n per record (best beams, or samples with decode.decode_strategy=sampling); DETECTOR
-#      lets records name image files, extracted as the store's images were.
+#      (the store's weights; random for a store of RANDOM_WEIGHTS=1) lets records name image files on this
+#      machine, extracted as the store's images were: serve it to trusted clients only.
 #      HOST and PORT are read from the command line only (some shells export HOST, the machine's name).
 serve: $(STAMP)
 	$(PY) -m tasks.serve --model "$(PREDICT_MODEL)" \

@@ -76,6 +76,10 @@ class Pipeline:
                     setattr(self.config.data, key, os.path.join(ROOT, self.config.data.default_dir,
                                                                 getattr(self.config.data, key)))
             self.config.data.regions = os.path.abspath(regions or self.config.data.regions)
+            if detector is not None and getattr(self.config.data, "tags", None) == "file":
+                raise ConfigError(f"detector=: the model reads each image's object tags from data.tag_file "
+                                  f"({self.config.data.tag_file}), which has none for new image files; a model "
+                                  "fine-tuned with data.tags store (from the detector's classes) or none takes them")
         self.candidates = num_return_sequences
         if num_return_sequences != 1:  # the task's config allows one (a predictions file has a row per example)
             if not isinstance(num_return_sequences, int) or num_return_sequences < 1:
@@ -116,8 +120,10 @@ class Pipeline:
         return predictions[0] if single else predictions
 
     def _find_regions(self, examples) -> None:
-        """Regions of the examples' images: an image file, with a detector, is extracted (this call's only);
-        else the name must be in the region store."""
+        """Regions of the examples' images (not thread-safe: one call at a time, as the server decodes): with a
+        detector an image file is extracted (for this call only); else an image is a name of the store, exactly
+        or without its extension, or else, as in annotation files, by its image number -- but for a path or a
+        file here, which means that image, not the store's image of the same number."""
         from paddle_unimo.regions.detector import ImageError, read_image
         regions = self.runner.regions
         regions.given.clear()
@@ -129,7 +135,9 @@ class Pipeline:
                     except ImageError as err:
                         raise DataError(f"input {e.line}: {e.image}: {err}") from None
                     regions.given[e.image], _ = self.extractor.extract(image, e.image)
-            elif os.path.dirname(e.image) or e.image not in regions:  # a path is a file, not a name in the store
-                hint = ("give detector= (the weights the store was extracted with) to extract an image file"
-                        if self.extractor is None and os.path.isfile(e.image) else "name an image of the store")
+                continue
+            named = e.image in regions.store or os.path.splitext(e.image)[0] in regions.store
+            if not named and (os.path.dirname(e.image) or os.path.isfile(e.image) or e.image not in regions):
+                hint = ("no such image file" if self.extractor is not None else
+                        "name an image of the store, or give detector= to extract image files")
                 raise DataError(f"input {e.line}: image {e.image!r} has no regions in {regions.path} ({hint})")

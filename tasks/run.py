@@ -157,6 +157,8 @@ def finetune(args) -> dict:
     as_written = load_config(config_path, args.override, task.config_class)  # data paths not yet resolved
     if args.data:  # predict and evaluate then read the run's dev file by default
         as_written.data.default_dir = os.path.abspath(args.data)
+    if args.regions:  # and the run's region store
+        as_written.data.regions = os.path.abspath(args.regions)
     save_tokenizer = trainer.save_extra
     origin = args.model or f"preset {cfg.model.preset}"
     trainer.save_extra = lambda folder: (save_tokenizer(folder), write_run_config(folder, as_written, origin))

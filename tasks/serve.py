@@ -6,8 +6,9 @@
     -> {"predictions": ["青石镇有多少人口"]}
 
 ``POST /predict`` takes ``{"inputs": [record, ...]}`` (a record as ``tasks.pipeline`` takes it: a mapping of the
-task's fields, or a text -- for a GLUE pair task a list ``[text_a, text_b]``, for VQA ``[image, question]``; an
-image a name in the region store, or with ``--detector`` an image file on the server) and answers ``{"predictions":
+task's fields, or a text -- for a GLUE pair task a list ``[text_a, text_b]``, for VQA ``[image, question]``, for
+SNLI-VE ``[image, hypothesis]``; an image a name in the region store, or with ``--detector`` an image file on the
+server, which clients then choose: serve such a model to trusted clients only) and answers ``{"predictions":
 [...]}``, one per input (a list of candidates with ``--num-return-sequences``), as ``tasks.pipeline`` gives them:
 the model folder's ``task.yaml`` settings, ``-o`` on top. ``GET /health`` answers the task, the model folder and
 the decoding settings (null for a classifier). A bad request (not JSON, no ``inputs`` list, a record without a
@@ -178,7 +179,8 @@ def run(argv) -> None:
                         "samples with -o decode.decode_strategy=sampling)")
     parser.add_argument("--regions", help="vision-language tasks: the region store (default: the run's data.regions)")
     parser.add_argument("--detector", help="vision-language tasks: the detector weights the store was extracted with "
-                        "(its extraction.json), to take image files on this machine as well")
+                        "(its extraction.json; 'random' for a store of --random-weights), to take image files on "
+                        "this machine as well")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pipeline = Pipeline(args.model, args.override, args.config, args.num_return_sequences, args.regions,

@@ -399,7 +399,7 @@ def test_a_pipeline_answers_what_predict_writes_for_images_of_the_store(demo_run
     assert want.std(axis=0).max() > 1e-3  # they depend on the example
     np.testing.assert_allclose(pipeline.runner.logits(examples), want, rtol=0, atol=1e-6)
     with pytest.raises(DataError, match=r"input 1: image 'nowhere.jpg' has no regions in .*regions \(name an image "
-                                        r"of the store\)"):
+                                        r"of the store, or give detector= to extract image files\)"):
         pipeline([(rows[0]["image"], rows[0]["text"]), ("nowhere.jpg", "a question")])
     with pytest.raises(DataError, match=f"input 0: field '{text}' must be a non-empty string"):
         pipeline({"image": rows[0]["image"]})
@@ -418,7 +418,7 @@ def test_a_pipeline_answers_what_predict_writes_for_images_of_the_store(demo_run
             server.server_close()
 
 
-def test_a_pipeline_captions_image_files_through_the_stores_detector(tmp_path):
+def test_a_pipeline_captions_image_files_through_the_stores_detector(tmp_path, monkeypatch):
     """With ``detector=`` an image file is extracted as the store was (its extraction.json, seeded random weights
     here): the captions equal those ``predict`` writes from the store's regions of the same images. Without a
     detector the store's names still work; other weights, or a retrieval model, are refused."""
@@ -428,28 +428,46 @@ def test_a_pipeline_captions_image_files_through_the_stores_detector(tmp_path):
     from tools import extract_regions
     images = shared_path("images")
     names = sorted(n for n in os.listdir(images) if n.endswith(".jpg"))
-    store = tmp_path / "data" / "regions"
+    store = tmp_path / "store"  # not the data folder's regions/: task.yaml records the run's --regions
     small = ["--random-weights", "--seed", "3", "--short-side", "128", "--max-side", "160", "--proposals", "12"]
     assert extract_regions.main(["--images", str(images), "--out", str(store)] + small) == 0
+    (tmp_path / "data").mkdir()
     write_json(tmp_path / "data" / "captions.json", karpathy([(n, [f"photo {i} of a thing"]) for i, n in
                                                               enumerate(names)]))
     out = tmp_path / "caption"
     settings = ["-o", "data.tags=none", "-o", "data.dev_splits=[train]", "-o", "train.progress=false"]
-    run.execute(["finetune", "--task", "coco_caption", "--data", str(tmp_path / "data"), "--out", str(out),
-                 "-o", "train.max_steps=30", *settings])
+    run.execute(["finetune", "--task", "coco_caption", "--data", str(tmp_path / "data"), "--regions", str(store),
+                 "--out", str(out), "-o", "train.max_steps=30", *settings])
     run.execute(["predict", "--model", str(out / "best"), "--out", str(tmp_path / "pred")])
     want = {r["image"]: r["prediction"] for r in read_jsonl(tmp_path / "pred" / "predictions.jsonl")}
     assert sorted(want) == names and len(set(want.values())) > 1  # captions that depend on the image
     captioner = Pipeline(str(out / "best"), detector="random")
     assert captioner([str(images / n) for n in names]) == [want[n] for n in names]
     assert Pipeline(str(out / "best"))(names[:2]) == [want[n] for n in names[:2]]
-    with pytest.raises(DataError, match="give detector= \\(the weights the store was extracted with\\)"):
-        Pipeline(str(out / "best"))(str(images / names[0]))
+    by_name = Pipeline(str(out / "best"))
+    assert by_name("14439.jpg") == want["000000014439.jpg"]  # by its number, as annotation files name images
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(images / names[1], tmp_path / "IMG_14439.jpg")  # a file here means itself, not image 14439
+    for image in (str(images / names[0]), "IMG_14439.jpg"):
+        with pytest.raises(DataError, match=f"input 0: image '{image}' has no regions in {store} \\(name an image "
+                                            "of the store, or give detector= to extract image files\\)"):
+            by_name(image)
+    assert captioner("IMG_14439.jpg") == want[names[1]]
+    with pytest.raises(DataError, match="input 1: image 'nowhere.jpg' has no regions .* \\(no such image file\\)"):
+        captioner([str(images / names[0]), "nowhere.jpg"])
+    with pytest.raises(ConfigError, match="detector=: the model reads each image's object tags from data.tag_file"):
+        Pipeline(str(out / "best"), ["data.tags=file", "data.tag_file=tags.json"], detector="random")
     (tmp_path / "other.pdparams").write_bytes(b"not these weights")
     with pytest.raises(DataError, match="the store was extracted with --random-weights: give detector='random'"):
         Pipeline(str(out / "best"), detector=str(tmp_path / "other.pdparams"))
     with pytest.raises(ConfigError, match="regions=: task 'dureader_qg' reads no image regions"):
         Pipeline(str(out / "best"), config=CONFIG.format("dureader_qg"), regions=str(store))
+    settings = json.loads((store / "extraction.json").read_text("utf-8"))
+    del settings["pre_nms_top_n"]
+    (store / "extraction.json").write_text(json.dumps({**settings, "anchor": 3}), "utf-8")
+    with pytest.raises(DataError, match=r"extraction.json: written by another version \(missing \['pre_nms_top_n'\], "
+                                        r"unknown \['anchor'\]\)"):
+        Pipeline(str(out / "best"), detector="random")
 
 
 @pytest.mark.parametrize("name", UNDERSTANDING)

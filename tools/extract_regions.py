@@ -143,8 +143,17 @@ def extractor_for_store(store: str, weights: str) -> RegionExtractor:
         raise DataError(f"{store}: no extraction.json: its regions were not extracted here (a converted store?), so "
                         "regions extracted now would not be comparable; give images of the store by name")
     settings = read_json(path, "extraction settings")
-    known = {f.name for f in dataclasses.fields(ExtractorConfig)}
-    cfg = ExtractorConfig(**{k: v for k, v in settings.items() if k in known})
+    fields = {f.name for f in dataclasses.fields(ExtractorConfig)}
+    missing = sorted(fields - set(settings))
+    recorded = settings_of(argparse.Namespace(random_weights=True, seed=0, weights=None), ExtractorConfig())
+    unknown = sorted(set(settings) - set(recorded))
+    if missing or unknown:
+        raise DataError(f"{path}: written by another version (missing {missing}, unknown {unknown}): the images "
+                        "cannot be extracted with its settings for certain")
+    try:
+        cfg = ExtractorConfig(**{k: settings[k] for k in fields})
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{path}: {e}") from None
     if (weights == "random") != bool(settings.get("random_weights")):
         raise DataError(f"{path}: the store was extracted with "
                         + ("--random-weights: give detector='random'" if settings.get("random_weights")
