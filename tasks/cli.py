@@ -164,6 +164,21 @@ def run_config_of(model_dir: Optional[str]) -> Optional[str]:
     return path if path and os.path.isfile(path) else None
 
 
+def data_path(data_dir: Optional[str], cfg, name: str) -> str:
+    """A file or folder the data section names: in ``data_dir`` (``--data``), else in the config's ``default_dir``
+    (the bundled demo data, relative to the repository, or the folder a fine-tuned model's run read)."""
+    if not data_dir and not cfg.data.default_dir and not os.path.isabs(name):
+        raise ConfigError(f"{cfg.task} has no bundled data: give DATA=dir (--data), the folder holding {name}")
+    return os.path.join(data_dir or os.path.join(ROOT, cfg.data.default_dir), name)
+
+
+def resolve_data_paths(cfg, data_dir: Optional[str] = None) -> None:
+    """Makes the folders and files the data section names (its ``PATHS``: region stores, tag files) absolute."""
+    for key in getattr(cfg.data, "PATHS", ()):
+        if getattr(cfg.data, key):
+            setattr(cfg.data, key, os.path.abspath(data_path(data_dir, cfg, getattr(cfg.data, key))))
+
+
 PROMPT_KEYS = ("source_template", "target_prefix")  # data settings a generation model learns its inputs with
 
 

@@ -39,7 +39,7 @@ from paddle_unimo.fileio import DataError  # noqa: E402
 from paddle_unimo.generation import DecodeConfig  # noqa: E402
 from paddle_unimo.typed import ConfigError  # noqa: E402
 
-from tasks.cli import ROOT, load_config, run_config_of, warn_other_prompt  # noqa: E402
+from tasks.cli import load_config, resolve_data_paths, run_config_of, warn_other_prompt  # noqa: E402
 from tasks.registry import TASKS, get_task, task_of_config  # noqa: E402
 
 Record = Union[str, dict, tuple]
@@ -71,10 +71,7 @@ class Pipeline:
         if (regions or detector) and not self.reads_regions:
             raise ConfigError(f"{'regions' if regions else 'detector'}=: task {name!r} reads no image regions")
         if self.reads_regions:  # the data section's files, in the run's data folder (finetune saved it as default_dir)
-            for key in self.config.data.PATHS:
-                if getattr(self.config.data, key):
-                    setattr(self.config.data, key, os.path.join(ROOT, self.config.data.default_dir,
-                                                                getattr(self.config.data, key)))
+            resolve_data_paths(self.config)
             self.config.data.regions = os.path.abspath(regions or self.config.data.regions)
             if detector is not None and getattr(self.config.data, "tags", None) == "file":
                 raise ConfigError(f"detector=: the model reads each image's object tags from data.tag_file "

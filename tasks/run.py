@@ -26,9 +26,9 @@ from paddle_unimo import cpu_defaults
 
 cpu_defaults()  # before anything below imports paddle
 
-from tasks.cli import (ROOT, add_common_arguments, build_model, fingerprint, load_config,  # noqa: E402
-                       longer_table_hint, run_command, run_config_of, setup_logging, warn_other_prompt,
-                       write_run_config)
+from tasks.cli import (ROOT, add_common_arguments, build_model, data_path, fingerprint, load_config,  # noqa: E402
+                       longer_table_hint, resolve_data_paths, run_command, run_config_of, setup_logging,
+                       warn_other_prompt, write_run_config)
 from tasks.registry import TASKS, get_task, task_of_config  # noqa: E402
 
 logger = logging.getLogger("paddle_unimo")
@@ -58,9 +58,7 @@ def resolve_config(args):
     cfg = load_config(path, args.override, task.config_class)
     if getattr(args, "skip_bad", False):
         cfg.data.skip_bad = True
-    for key in getattr(cfg.data, "PATHS", ()):  # folders and files the data section names, in the data folder
-        if getattr(cfg.data, key):
-            setattr(cfg.data, key, os.path.abspath(data_file(args, cfg, getattr(cfg.data, key))))
+    resolve_data_paths(cfg, args.data)
     if hasattr(cfg.data, "regions"):  # the vision-language tasks' region store
         cfg.data.regions = os.path.abspath(args.regions) if args.regions else cfg.data.regions
     elif args.regions:
@@ -84,10 +82,7 @@ def blame_overrides(check, config_path: str, overrides) -> None:
 
 
 def data_file(args, cfg, name: str) -> str:
-    if not args.data and not cfg.data.default_dir and not os.path.isabs(name):
-        from paddle_unimo.typed import ConfigError
-        raise ConfigError(f"{cfg.task} has no bundled data: give DATA=dir (--data), the folder holding {name}")
-    return os.path.join(args.data or os.path.join(ROOT, cfg.data.default_dir), name)
+    return data_path(args.data, cfg, name)
 
 
 def write_skipped(out: str, reports) -> int:
