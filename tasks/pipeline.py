@@ -133,7 +133,7 @@ class Pipeline:
                         raise DataError(f"input {e.line}: {e.image}: {err}") from None
                     regions.given[e.image], _ = self.extractor.extract(image, e.image)
                 continue
-            named = e.image in regions.store or os.path.splitext(e.image)[0] in regions.store
+            named = regions.key(e.image, by_number=False) is not None
             if not named and (os.path.dirname(e.image) or os.path.isfile(e.image) or e.image not in regions):
                 hint = ("no such image file" if self.extractor is not None else
                         "name an image of the store, or give detector= to extract image files")

@@ -76,16 +76,18 @@ class Regions:
         self.by_number: Optional[Dict[str, str]] = None
         self.matched_by_number = False
 
-    def key(self, image: str) -> Optional[str]:
+    def key(self, image: str, by_number: bool = True) -> Optional[str]:
         """The store's key for an annotated image: the file name itself, else the same name without its
-        extension, else the one key with the same image number (``COCO_val2014_000000391895.jpg`` finds
-        ``391895.jpg``; the first such match is logged, as any name ending in that number matches); None when
-        there is none."""
+        extension, else (``by_number``) the one key with the same image number (``COCO_val2014_000000391895.jpg``
+        finds ``391895.jpg``; the first such match is logged, as any name ending in that number matches); None
+        when there is none."""
         if image in self.store:
             return image
         stem = os.path.splitext(image)[0]
         if stem in self.store:
             return stem
+        if not by_number:
+            return None
         if self.by_number is None:
             numbers = Counter(image_number(k) for k in self.store.ids())
             self.by_number = {image_number(k): k for k in self.store.ids() if numbers[image_number(k)] == 1}
@@ -138,8 +140,8 @@ class GivenRegions(Regions):
         self.__dict__.update(regions.__dict__)
         self.given: Dict[str, object] = {}
 
-    def key(self, image: str) -> Optional[str]:
-        return image if image in self.given else super().key(image)
+    def key(self, image: str, by_number: bool = True) -> Optional[str]:
+        return image if image in self.given else super().key(image, by_number)
 
     def get(self, image: str):
         return self.given[image] if image in self.given else super().get(image)
