@@ -14,6 +14,11 @@ image). ``eval.two_stage_k`` > 0 ranks first by the cosine of the separately poo
 trains) and scores with the cross-encoder only each caption's top k images and each image's top k captions,
 the other pairs ranked below them; with k >= the number of images and captions it equals full scoring.
 
+The pipeline (``tasks.pipeline``, ``make serve``) ranks for one record: a caption against images
+(``{"text": ..., "images": [...]}``; a caption alone against every image of the region store) or an image against
+captions (``{"image": ..., "texts": [...]}``), and answers the ``top`` (default 10) best, best first, with their
+scores: ``[{"image": ..., "score": ...}, ...]`` (``{"text": ..., "score": ...}``).
+
 Files: captions in the Karpathy split file (``dataset_flickr30k.json``), COCO caption annotations, a reference
 file or a folder of Flickr30k Entities sentences. ``predict`` writes ``scores.npy`` (captions x images) and
 ``scores_index.json`` (their ids), which ``evaluate --predictions .../scores.npy`` scores.
@@ -24,7 +29,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -67,6 +72,45 @@ class RetrievalConfig:
     data: RetrievalData = field(default_factory=RetrievalData)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: RetrievalEval = field(default_factory=RetrievalEval)
+
+
+@dataclass
+class RankQuery:
+    """A pipeline record: ``text`` ranked against the images ``candidates`` (None: every image of the region
+    store), or ``image`` against the captions ``candidates``; its ``top`` best are answered."""
+    line: int
+    text: Optional[str]
+    image: Optional[str]
+    candidates: Optional[List[str]]
+    top: int = 10
+
+
+def rank_query(record, index: int) -> RankQuery:
+    """The ``RankQuery`` of pipeline input ``index``: a caption (a text, or ``{"text", "images"?, "top"?}``) or an
+    image (``{"image", "texts", "top"?}``); a bad one is a ``DataError`` naming it and the record's keys."""
+    if isinstance(record, str):
+        record = {"text": record}
+    if not isinstance(record, dict):
+        raise DataError(f"input {index}: flickr30k_retrieval reads a caption or {{'text': ..., 'images': [...]}} "
+                        f"or {{'image': ..., 'texts': [...]}}, got {type(record).__name__}")
+    query, others = ("text", "images") if "text" in record else ("image", "texts")
+    unknown = sorted(set(record) - {query, others, "top"})
+    if unknown or query not in record:
+        raise DataError(f"input {index}: the record has {sorted(record)}; a retrieval record is {{'text': ..., "
+                        "'images': [...] (default: every image of the region store), 'top': n}} or {'image': ..., "
+                        "'texts': [...], 'top': n}")
+    candidates = record.get(others)
+    if query == "image" and candidates is None:
+        raise DataError(f"input {index}: an image is ranked against the captions of 'texts', which it lacks")
+    if candidates is not None and (not isinstance(candidates, list) or not candidates):
+        raise DataError(f"input {index}: '{others}' must be a non-empty list, got {candidates!r}")
+    for where, value in [(query, record[query])] + [(f"{others}[{i}]", c) for i, c in enumerate(candidates or [])]:
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"input {index}: '{where}' must be a non-empty string, got {value!r}")
+    top = record.get("top", 10)
+    if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+        raise DataError(f"input {index}: 'top' must be an integer >= 1, got {top!r}")
+    return RankQuery(index, record.get("text"), record.get("image"), candidates, top)
 
 
 def ranked(scores) -> np.ndarray:
@@ -182,17 +226,27 @@ class RetrievalRunner(VLRunner):
     def score_matrix(self, examples: Sequence[VLExample], model=None) -> np.ndarray:
         """(captions, images) scores; with ``eval.two_stage_k`` only the first stage's candidates are cross-scored
         (the rest keep -inf, below every scored pair)."""
+        return self.scores([self.encode(e.text) for e in examples], images_of(examples), model)
+
+    def scores(self, captions: List[List[int]], images: List[str], model=None, rows: bool = True,
+               columns: bool = True) -> np.ndarray:
+        """(T, I) scores of the encoded ``captions`` against ``images``; with ``eval.two_stage_k`` = k only the
+        pairs among each caption's (``rows``) and each image's (``columns``) k best by pooled cosine."""
         model = model or self.model
         model.eval()
-        captions, images = [self.encode(e.text) for e in examples], images_of(examples)
         k = self.cfg.eval.two_stage_k
         if k <= 0:
             pairs = [(t, i) for t in range(len(captions)) for i in range(len(images))]
         else:
+            if not hasattr(model, "pooled"):
+                raise ConfigError(f"eval.two_stage_k {k}: the first stage pools text and image apart, which an "
+                                  "export's forward program does not: score with the checkpoint (OUT/best), or k 0")
             cosine = self.pooled_cosine(captions, images, model)
             chosen = np.zeros(cosine.shape, bool)
-            np.put_along_axis(chosen, np.argsort(-cosine, axis=1, kind="stable")[:, :k], True, axis=1)
-            np.put_along_axis(chosen, np.argsort(-cosine, axis=0, kind="stable")[:k, :], True, axis=0)
+            if rows:
+                np.put_along_axis(chosen, np.argsort(-cosine, axis=1, kind="stable")[:, :k], True, axis=1)
+            if columns:
+                np.put_along_axis(chosen, np.argsort(-cosine, axis=0, kind="stable")[:k, :], True, axis=0)
             pairs = [(int(t), int(i)) for t, i in zip(*np.nonzero(chosen))]
         scores = self.cross_scores(captions, images, pairs, model, "score pairs")
         logger.info("scored %d caption-image pairs in %.1f s (%.1f pairs/s)%s", self.throughput["pairs"],
@@ -202,6 +256,22 @@ class RetrievalRunner(VLRunner):
     def predict(self, examples: Sequence[VLExample], model=None) -> List[np.ndarray]:
         """Each caption's row of scores over ``images_of(examples)``."""
         return list(self.score_matrix(examples, model))
+
+    def pipeline_predict(self, queries: Sequence[RankQuery]) -> List[List[dict]]:
+        """Each query's ``top`` best candidates, best first: ``{"image" or "text": candidate, "score": s}``, ``s``
+        the cross-encoder's score of the pair, as in ``scores.npy`` (with ``eval.two_stage_k`` = k, of the query's
+        k best candidates by pooled cosine only)."""
+        answers = []
+        for q in queries:
+            candidates = self.regions.store.ids() if q.candidates is None else q.candidates
+            if q.text is not None:
+                scores = self.scores([self.encode(q.text)], candidates, columns=False)[0]
+            else:
+                scores = self.scores([self.encode(c) for c in candidates], [q.image], rows=False)[:, 0]
+            best = [i for i in np.argsort(-scores, kind="stable")[:q.top] if np.isfinite(scores[i])]
+            kind = "image" if q.text is not None else "text"
+            answers.append([{kind: candidates[i], "score": float(scores[i])} for i in best])
+        return answers
 
     def report(self) -> dict:
         return {**super().report(), "scoring": getattr(self, "throughput", None)}
@@ -227,7 +297,15 @@ class RetrievalTask(VLTask):
     metric = "mean_recall"
     config_class = RetrievalConfig
     model_class_name = "UNIMOForRetrieval"
-    pipeline_example = None  # it ranks a set of captions against a set of images: make predict
+
+    @staticmethod
+    def pipeline_example(record, index: int, cfg: RetrievalConfig) -> RankQuery:
+        return rank_query(record, index)
+
+    @staticmethod
+    def pipeline_images(query: RankQuery) -> List[str]:
+        """The images of a query the pipeline finds regions for (a caption against the store's: none to find)."""
+        return [query.image] if query.image is not None else list(query.candidates or [])
 
     def read_file(self, path: str, cfg: RetrievalConfig, need_target: bool, role: str) -> List[VLExample]:
         from paddle_unimo.data.vl_annotations import read_caption_file

@@ -14,13 +14,13 @@ for its models)::
     Pipeline("out/coqa/best")({"story": "...", "history": ["question 1", "answer 1", "question 2"]})
     Pipeline("out/vqa/best")({"image": "COCO_val2014_000000391895.jpg", "question": "what is the man riding?"})
     Pipeline("out/coco_caption/best", detector="vg_faster_rcnn.pdparams")("photos/beach.jpg")  # an image file
+    Pipeline("out/flickr30k_retrieval/best")("a dog runs on the beach")  # the store's 10 best images, with scores
 
 The folder's ``task.yaml`` (``finetune`` writes it into ``best/``, ``make export`` copies it) names the task and
 holds the lengths and decoding settings the model was fine-tuned with; ``overrides`` change them as ``-o`` does
 (``["decode.num_beams=1"]``), ``config=`` gives another YAML (a folder fine-tuned before ``task.yaml`` existed).
 Inputs go through the task's own encoder, truncation and post-processing, so a call gives what ``make predict``
-writes for the same records. Served: the tasks with a ``pipeline_example`` (the 千言 generation tasks, GLUE, the
-English generation tasks, and of the vision-language tasks ``coco_caption``, ``vqa`` and ``snli_ve``).
+writes for the same records (retrieval ranks a record's candidates instead: see ``tasks.flickr30k_retrieval``).
 
 A vision-language record names its image: a name in the region store (``regions=``, default the run's
 ``data.regions``), or, given ``detector=`` (the detector weights the store was extracted with, checked against its
@@ -40,7 +40,7 @@ from paddle_unimo.generation import DecodeConfig  # noqa: E402
 from paddle_unimo.typed import ConfigError  # noqa: E402
 
 from tasks.cli import load_config, resolve_data_paths, run_config_of, warn_other_prompt  # noqa: E402
-from tasks.registry import TASKS, get_task, task_of_config  # noqa: E402
+from tasks.registry import get_task, task_of_config  # noqa: E402
 
 Record = Union[str, dict, tuple]
 
@@ -61,10 +61,6 @@ class Pipeline:
                               "YAML (config=; --config, make CONFIG=: e.g. tasks/configs/<task>_tiny.yaml)")
         name = task_of_config(path)
         self.task = get_task(name)
-        if getattr(self.task, "pipeline_example", None) is None:
-            served = sorted(n for n, t in TASKS.items() if getattr(t, "pipeline_example", None))
-            raise ConfigError(f"{path}: task {name!r} ranks a set of captions against a set of images: it predicts "
-                              f"with make predict (a pipeline serves {', '.join(served)})")
         self.config = load_config(path, [overrides] if isinstance(overrides, str) else overrides,
                                   self.task.config_class)
         self.reads_regions = hasattr(self.config.data, "regions")  # a vision-language task
@@ -111,7 +107,8 @@ class Pipeline:
                     for i, r in enumerate([records] if single else records)]
         if self.reads_regions:
             self._find_regions(examples)
-        flat = self.runner.predict(examples) if examples else []
+        predict = getattr(self.runner, "pipeline_predict", self.runner.predict)  # retrieval ranks instead
+        flat = predict(examples) if examples else []
         n = self.candidates
         predictions = flat if n == 1 else [flat[i * n:(i + 1) * n] for i in range(len(examples))]
         return predictions[0] if single else predictions
@@ -124,17 +121,17 @@ class Pipeline:
         from paddle_unimo.regions.detector import ImageError, read_image
         regions = self.runner.regions
         regions.given.clear()
-        for e in examples:
-            if self.extractor is not None and os.path.isfile(e.image):
-                if e.image not in regions.given:
+        for line, name in ((e.line, name) for e in examples for name in self.task.pipeline_images(e)):
+            if self.extractor is not None and os.path.isfile(name):
+                if name not in regions.given:
                     try:
-                        image, _ = read_image(e.image)
+                        image, _ = read_image(name)
                     except ImageError as err:
-                        raise DataError(f"input {e.line}: {e.image}: {err}") from None
-                    regions.given[e.image], _ = self.extractor.extract(image, e.image)
+                        raise DataError(f"input {line}: {name}: {err}") from None
+                    regions.given[name], _ = self.extractor.extract(image, name)
                 continue
-            named = regions.key(e.image, by_number=False) is not None
-            if not named and (os.path.dirname(e.image) or os.path.isfile(e.image) or e.image not in regions):
+            named = regions.key(name, by_number=False) is not None
+            if not named and (os.path.dirname(name) or os.path.isfile(name) or name not in regions):
                 hint = ("no such image file" if self.extractor is not None else
                         "name an image of the store, or give detector= to extract image files")
-                raise DataError(f"input {e.line}: image {e.image!r} has no regions in {regions.path} ({hint})")
+                raise DataError(f"input {line}: image {name!r} has no regions in {regions.path} ({hint})")

@@ -5,9 +5,9 @@ A task is one module in ``tasks/`` exposing ``TASK`` (``tasks/glue.py`` and ``ta
 (``texts``), ``bind(model, tokenizer, cfg)`` giving the batches, head/loss, decoding and trainer, its
 metric (``metric``, the key that chooses the best checkpoint; ``score``), ``load_model(folder)`` for a
 fine-tuned folder, ``check(cfg, model_config, where)`` for settings that depend on the model, and
-``prediction_row(example, prediction)`` for ``predictions.jsonl``; optionally ``pipeline_example(record, index,
-cfg)``, the example of a record given in code (``tasks.pipeline``, ``make serve``). Add a task by writing its
-module and listing it below.
+``prediction_row(example, prediction)`` for ``predictions.jsonl`` and ``pipeline_example(record, index, cfg)``,
+the example of a record given in code (``tasks.pipeline``, ``make serve``). Add a task by writing its module and
+listing it below.
 """
 from __future__ import annotations
 

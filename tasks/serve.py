@@ -7,16 +7,17 @@
 
 ``POST /predict`` takes ``{"inputs": [record, ...]}`` (a record as ``tasks.pipeline`` takes it: a mapping of the
 task's fields, or a text -- for a GLUE pair task a list ``[text_a, text_b]``, for VQA ``[image, question]``, for
-SNLI-VE ``[image, hypothesis]``; an image a name in the region store, or with ``--detector`` an image file on the
-server, which clients then choose: serve such a model to trusted clients only) and answers ``{"predictions":
-[...]}``, one per input (a list of candidates with ``--num-return-sequences``), as ``tasks.pipeline`` gives them:
-the model folder's ``task.yaml`` settings, ``-o`` on top. ``GET /health`` answers the task, the model folder and
-the decoding settings (null for a classifier). A bad request (not JSON, no ``inputs`` list, a record without a
-field, more than ``--max-inputs`` records) is a 400 with ``{"error": "..."}`` naming the input (411 without a
-Content-Length, 413 above 16 MiB, 405 for another method); an error while decoding is a 500 (and a traceback in
-the log). Connections are served in threads, requests decoded one at a time, each as batches of
-``decode.batch_size`` (a classifier's ``eval.batch_size``); the server listens on 127.0.0.1 unless ``--host`` says
-otherwise, and has no authentication. Ctrl-C or SIGTERM stops it.
+SNLI-VE ``[image, hypothesis]``, for retrieval ``{"text": ..., "images": [...]}`` or ``{"image": ..., "texts":
+[...]}``; an image a name in the region store, or with ``--detector`` an image file on the server, which clients
+then choose: serve such a model to trusted clients only) and answers ``{"predictions": [...]}``, one per input
+(a list of candidates with ``--num-return-sequences``), as ``tasks.pipeline`` gives them: the model folder's
+``task.yaml`` settings, ``-o`` on top. ``GET /health`` answers the task, the model folder and the decoding
+settings (null for a classifier). A bad request (not JSON, no ``inputs`` list, a record without a field, more
+than ``--max-inputs`` records) is a 400 with ``{"error": "..."}`` naming the input (411 without a Content-Length,
+413 above 16 MiB, 405 for another method); an error while decoding is a 500 (and a traceback in the log).
+Connections are served in threads, requests decoded one at a time, each as batches of ``decode.batch_size`` (a
+classifier's ``eval.batch_size``); the server listens on 127.0.0.1 unless ``--host`` says otherwise, and has no
+authentication. Ctrl-C or SIGTERM stops it.
 """
 from __future__ import annotations
 

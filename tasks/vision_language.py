@@ -273,6 +273,11 @@ class VLTask(abc.ABC):
                                 f"{sorted(record)})")
         return VLExample(str(index), record["image"], record[text] if text else "", line=index)
 
+    @staticmethod
+    def pipeline_images(example) -> List[str]:
+        """The images of a pipeline example, for which the pipeline finds regions."""
+        return [example.image]
+
     def model_settings(self, cfg, train: Sequence[VLExample], from_folder: bool) -> Dict[str, Any]:
         """UNIMOConfig values the task needs (e.g. ``num_labels``); without a model folder also the store's
         region feature size."""

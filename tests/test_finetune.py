@@ -245,11 +245,6 @@ def test_a_pipeline_names_what_is_wrong(demo_model, tmp_path):
     assert Pipeline(str(demo_model / "best"), "decode.num_beams=1").config.decode.num_beams == 1  # one -o as text
     with pytest.raises(ConfigError, match="greedy search finds one sequence per record"):
         Pipeline(str(demo_model / "best"), ["decode.decode_strategy=greedy_search"], num_return_sequences=2)
-    (tmp_path / "task.yaml").write_text("task: flickr30k_retrieval\n", "utf-8")
-    with pytest.raises(ConfigError, match="task 'flickr30k_retrieval' ranks a set of captions against a set of "
-                                          "images: it predicts with make predict \\(a pipeline serves advertisegen, "
-                                          "cnn_dm, coco_caption, coqa, dureader_qg, gigaword"):
-        Pipeline(str(tmp_path))
 
 
 def http(url, body=None):

@@ -418,6 +418,72 @@ def test_a_pipeline_answers_what_predict_writes_for_images_of_the_store(demo_run
             server.server_close()
 
 
+def test_a_retrieval_pipeline_ranks_with_the_scores_predict_writes(demo_runs, tmp_path):
+    """``Pipeline(best)`` of retrieval ranks a caption against images, an image against captions (the rows and
+    columns of predict's ``scores.npy``) and a caption alone against every image of the store; with two-stage
+    scoring the query's k best by pooled cosine."""
+    from paddle_unimo.fileio import DataError
+    from tasks.pipeline import Pipeline
+    best = str(demo_runs["flickr30k_retrieval"] / "best")
+    run.execute(["predict", "--model", best, "--out", str(tmp_path / "pred")])
+    scores = np.load(tmp_path / "pred" / "scores.npy")
+    index = json.loads((tmp_path / "pred" / "scores_index.json").read_text("utf-8"))
+    images = index["images"]
+    assert scores.shape == (24, 12) and scores.std(axis=1).min() > 1e-3  # the scores depend on the pair
+    task, runner, cfg = bound_runner("flickr30k_retrieval", best)
+    dev, _ = task.read(os.path.join(DEMO, cfg.data.dev), cfg, role="dev")
+    texts = {e.id: e.text for e in dev}
+    captions = [texts[c] for c in index["captions"]]
+    pipeline = Pipeline(best)
+
+    def check(answer, kind, names, want):
+        """``answer`` ranks ``names`` best first with the scores ``want``."""
+        got = {a[kind]: a["score"] for a in answer}
+        assert len(got) == len(answer) and [a["score"] for a in answer] == sorted(got.values(), reverse=True)
+        np.testing.assert_allclose([got[n] for n in names], want, rtol=0, atol=1e-5)
+
+    answers = pipeline([{"text": captions[t], "images": images, "top": 12} for t in range(0, 24, 5)])
+    for t, answer in zip(range(0, 24, 5), answers):
+        check(answer, "image", images, scores[t])
+    once = [captions.index(c) for c in dict.fromkeys(captions)]  # two dev captions are the same text
+    assert len(once) == 23
+    for i in (0, 7):
+        check(pipeline({"image": images[i], "texts": [captions[t] for t in once], "top": 30}), "text",
+              [captions[t] for t in once], scores[once, i])
+    assert len(pipeline({"image": images[3], "texts": captions})) == 10  # top: 10 by default
+    store = runner.regions.store.ids()
+    everywhere = pipeline(captions[0])  # the 60 images of the store, of which the 12 dev images are columns
+    assert len(store) == 60 and len(everywhere) == 10 and set(a["image"] for a in everywhere) <= set(store)
+    full = pipeline({"text": captions[0], "images": store, "top": 60})
+    check(everywhere, "image", [a["image"] for a in full[:10]], [a["score"] for a in full[:10]])
+    check(full, "image", images, scores[0])
+
+    cfg.eval.two_stage_k = 3  # the caption's 3 best images by pooled cosine, then the cross-encoder
+    cosine = runner.pooled_cosine([runner.encode(captions[4])], images, runner.model)[0]
+    first = [images[i] for i in np.argsort(-cosine, kind="stable")[:3]]
+    two_stage = Pipeline(best, ["eval.two_stage_k=3"])({"text": captions[4], "images": images})
+    assert sorted(a["image"] for a in two_stage) == sorted(first)
+    check(two_stage, "image", first, [scores[4, images.index(n)] for n in first])
+    from paddle_unimo.typed import ConfigError
+    from tools.export_model import run as export
+    exported = export(["--model", best, "--out", str(tmp_path / "inference")])
+    check(Pipeline(exported)({"text": captions[9], "images": images, "top": 12}), "image", images, scores[9])
+    with pytest.raises(ConfigError, match="eval.two_stage_k 3: the first stage pools text and image apart, which an "
+                                          "export's forward program does not"):
+        Pipeline(exported, ["eval.two_stage_k=3"])(captions[0])
+
+    for record, message in [({"text": "a dog", "image": images[0]}, r"input 0: the record has \['image', 'text'\]; "
+                             r"a retrieval record is \{'text': \.\.\., 'images': \[\.\.\.\] \(default: every"),
+                            ({"image": images[0]}, "input 0: an image is ranked against the captions of 'texts'"),
+                            ({"text": "a dog", "images": images[0]}, "input 0: 'images' must be a non-empty list"),
+                            ({"image": images[0], "texts": ["a", ""]}, r"input 0: 'texts\[1\]' must be a non-empty"),
+                            ({"text": "a dog", "top": 0}, "input 0: 'top' must be an integer >= 1, got 0"),
+                            ({"text": "a dog", "images": ["nowhere.jpg"]}, "input 0: image 'nowhere.jpg' has no "
+                             "regions in")]:
+        with pytest.raises(DataError, match=message):
+            pipeline(record)
+
+
 def test_a_pipeline_captions_image_files_through_the_stores_detector(tmp_path, monkeypatch):
     """With ``detector=`` an image file is extracted as the store was (its extraction.json, seeded random weights
     here): the captions equal those ``predict`` writes from the store's regions of the same images. Without a
