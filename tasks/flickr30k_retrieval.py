@@ -26,6 +26,7 @@ file or a folder of Flickr30k Entities sentences. ``predict`` writes ``scores.np
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -108,9 +109,13 @@ def rank_query(record, index: int) -> RankQuery:
         if not isinstance(value, str) or not value.strip():
             raise DataError(f"input {index}: '{where}' must be a non-empty string, got {value!r}")
     top = record.get("top", 10)
-    if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+    if not isinstance(top, numbers.Integral) or isinstance(top, bool) or top < 1:
         raise DataError(f"input {index}: 'top' must be an integer >= 1, got {top!r}")
     return RankQuery(index, record.get("text"), record.get("image"), candidates, top)
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
 
 
 def ranked(scores) -> np.ndarray:
@@ -133,6 +138,7 @@ class RetrievalRunner(VLRunner):
     def __init__(self, task, model, tokenizer, cfg: RetrievalConfig):
         super().__init__(task, model, tokenizer, cfg)
         self.trainer_ref = None
+        self.store_cache = None  # the pipeline's store images and their pooled vectors (store_images)
 
     # ---- training ---------------------------------------------------------------------------------------
     def negatives(self, index: int, rng, pool_size: int, excluded_image: str):
@@ -205,23 +211,39 @@ class RetrievalRunner(VLRunner):
 
     def pooled_cosine(self, captions: List[List[int]], images: List[str], model) -> np.ndarray:
         """(T, I) cosine of the text pooled alone and the image pooled alone."""
+        return self.text_vectors(captions, model) @ self.image_vectors(images, model).T
+
+    def pooling(self, model):
+        """``model``, for two-stage scoring, which pools text and image apart: an export's program does not."""
+        if not hasattr(model, "pooled"):
+            raise ConfigError(f"eval.two_stage_k {self.cfg.eval.two_stage_k}: the first stage pools text and image "
+                              "apart, which an export's forward program does not: score with the checkpoint "
+                              "(OUT/best), or k 0")
+        return model
+
+    def text_vectors(self, captions: List[List[int]], model) -> np.ndarray:
+        """(T, H) unit vectors of the captions pooled alone."""
         import paddle
         from paddle_unimo import masks
-        size, config = self.cfg.eval.batch_size, model.config
-        texts, pictures = [], []
+        model = self.pooling(model)
+        size, pad = self.cfg.eval.batch_size, model.config.pad_token_id
         with paddle.no_grad():
-            for start in range(0, len(captions), size):
-                ids = masks.pad_batch([np.asarray(c, "int64") for c in captions[start:start + size]],
-                                      config.pad_token_id)
-                texts.append(model.pooled(paddle.to_tensor(ids))[0].numpy())
-            for start in range(0, len(images), size):
-                regions = to_tensors(self.regions.batch(images[start:start + size], self.cfg.data.max_img_len))
-                pictures.append(model.pooled(region_feats=regions["region_feats"], region_locs=regions["region_locs"],
-                                             region_valid=regions["region_valid"])[1].numpy())
-        t, v = np.concatenate(texts), np.concatenate(pictures)
-        t /= np.linalg.norm(t, axis=1, keepdims=True).clip(1e-12)
-        v /= np.linalg.norm(v, axis=1, keepdims=True).clip(1e-12)
-        return t @ v.T
+            vectors = [model.pooled(paddle.to_tensor(masks.pad_batch(
+                [np.asarray(c, "int64") for c in captions[start:start + size]], pad)))[0].numpy()
+                for start in range(0, len(captions), size)]
+        return unit(np.concatenate(vectors))
+
+    def image_vectors(self, images: List[str], model) -> np.ndarray:
+        """(I, H) unit vectors of the images pooled alone."""
+        import paddle
+        model, vectors = self.pooling(model), []
+        with paddle.no_grad():
+            for start in range(0, len(images), self.cfg.eval.batch_size):
+                regions = to_tensors(self.regions.batch(images[start:start + self.cfg.eval.batch_size],
+                                                        self.cfg.data.max_img_len))
+                vectors.append(model.pooled(region_feats=regions["region_feats"], region_locs=regions["region_locs"],
+                                            region_valid=regions["region_valid"])[1].numpy())
+        return unit(np.concatenate(vectors))
 
     def score_matrix(self, examples: Sequence[VLExample], model=None) -> np.ndarray:
         """(captions, images) scores; with ``eval.two_stage_k`` only the first stage's candidates are cross-scored
@@ -229,19 +251,19 @@ class RetrievalRunner(VLRunner):
         return self.scores([self.encode(e.text) for e in examples], images_of(examples), model)
 
     def scores(self, captions: List[List[int]], images: List[str], model=None, rows: bool = True,
-               columns: bool = True) -> np.ndarray:
+               columns: bool = True, image_vectors: Optional[np.ndarray] = None) -> np.ndarray:
         """(T, I) scores of the encoded ``captions`` against ``images``; with ``eval.two_stage_k`` = k only the
-        pairs among each caption's (``rows``) and each image's (``columns``) k best by pooled cosine."""
+        pairs among each caption's (``rows``) and each image's (``columns``) k best by pooled cosine (the images'
+        pooled ``image_vectors`` when given)."""
         model = model or self.model
         model.eval()
         k = self.cfg.eval.two_stage_k
         if k <= 0:
             pairs = [(t, i) for t in range(len(captions)) for i in range(len(images))]
         else:
-            if not hasattr(model, "pooled"):
-                raise ConfigError(f"eval.two_stage_k {k}: the first stage pools text and image apart, which an "
-                                  "export's forward program does not: score with the checkpoint (OUT/best), or k 0")
-            cosine = self.pooled_cosine(captions, images, model)
+            if image_vectors is None:
+                image_vectors = self.image_vectors(images, model)
+            cosine = self.text_vectors(captions, model) @ image_vectors.T
             chosen = np.zeros(cosine.shape, bool)
             if rows:
                 np.put_along_axis(chosen, np.argsort(-cosine, axis=1, kind="stable")[:, :k], True, axis=1)
@@ -258,20 +280,35 @@ class RetrievalRunner(VLRunner):
         return list(self.score_matrix(examples, model))
 
     def pipeline_predict(self, queries: Sequence[RankQuery]) -> List[List[dict]]:
-        """Each query's ``top`` best candidates, best first: ``{"image" or "text": candidate, "score": s}``, ``s``
-        the cross-encoder's score of the pair, as in ``scores.npy`` (with ``eval.two_stage_k`` = k, of the query's
-        k best candidates by pooled cosine only)."""
+        """Each query's ``top`` best candidates, best first (each candidate as given, a repeated one as often):
+        ``{"image" or "text": candidate, "score": s}``, ``s`` the cross-encoder's score of the pair, as in
+        ``scores.npy`` (with ``eval.two_stage_k`` = k, of the query's k best candidates by pooled cosine only; the
+        store's images are pooled once, at the first search of the whole store)."""
         answers = []
         for q in queries:
-            candidates = self.regions.store.ids() if q.candidates is None else q.candidates
+            candidates, vectors = q.candidates, None
+            if candidates is None:
+                candidates, vectors = self.store_images()
             if q.text is not None:
-                scores = self.scores([self.encode(q.text)], candidates, columns=False)[0]
+                scores = self.scores([self.encode(q.text)], candidates, columns=False, image_vectors=vectors)[0]
             else:
                 scores = self.scores([self.encode(c) for c in candidates], [q.image], rows=False)[:, 0]
             best = [i for i in np.argsort(-scores, kind="stable")[:q.top] if np.isfinite(scores[i])]
             kind = "image" if q.text is not None else "text"
             answers.append([{kind: candidates[i], "score": float(scores[i])} for i in best])
         return answers
+
+    def store_images(self):
+        """The region store's images and, with two-stage scoring, their pooled vectors (computed once: the
+        pipeline's model does not change)."""
+        if self.store_cache is None:
+            images = self.regions.store.ids()
+            if not images:
+                raise DataError(f"{self.regions.path}: the region store has no images to search")
+            self.model.eval()
+            vectors = self.image_vectors(images, self.model) if self.cfg.eval.two_stage_k > 0 else None
+            self.store_cache = images, vectors
+        return self.store_cache
 
     def report(self) -> dict:
         return {**super().report(), "scoring": getattr(self, "throughput", None)}

@@ -29,7 +29,7 @@ A vision-language record names its image: a name in the region store (``regions=
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from paddle_unimo import cpu_defaults
 
@@ -98,7 +98,7 @@ class Pipeline:
                 from tools.extract_regions import extractor_for_store
                 self.extractor = extractor_for_store(self.config.data.regions, detector)
 
-    def __call__(self, records: Union[Record, Sequence[Record]]) -> Union[str, List[str]]:
+    def __call__(self, records: Union[Record, Sequence[Record]]) -> Any:  # a prediction, or a list of them
         single = isinstance(records, (str, dict, tuple))  # a tuple is one record (a GLUE pair), a list a batch
         if not single and not isinstance(records, list):
             raise DataError(f"expected a record (a text, a mapping or a tuple) or a list of them, got "

@@ -13,11 +13,11 @@ then choose: serve such a model to trusted clients only) and answers ``{"predict
 (a list of candidates with ``--num-return-sequences``), as ``tasks.pipeline`` gives them: the model folder's
 ``task.yaml`` settings, ``-o`` on top. ``GET /health`` answers the task, the model folder and the decoding
 settings (null for a classifier). A bad request (not JSON, no ``inputs`` list, a record without a field, more
-than ``--max-inputs`` records) is a 400 with ``{"error": "..."}`` naming the input (411 without a Content-Length,
-413 above 16 MiB, 405 for another method); an error while decoding is a 500 (and a traceback in the log).
-Connections are served in threads, requests decoded one at a time, each as batches of ``decode.batch_size`` (a
-classifier's ``eval.batch_size``); the server listens on 127.0.0.1 unless ``--host`` says otherwise, and has no
-authentication. Ctrl-C or SIGTERM stops it.
+than ``--max-inputs`` records, a retrieval record's candidates counted each) is a 400 with ``{"error": "..."}``
+naming the input (411 without a Content-Length, 413 above 16 MiB, 405 for another method); an error while
+decoding is a 500 (and a traceback in the log). Connections are served in threads, requests decoded one at a
+time, each as batches of ``decode.batch_size`` (a classifier's ``eval.batch_size``); the server listens on
+127.0.0.1 unless ``--host`` says otherwise, and has no authentication. Ctrl-C or SIGTERM stops it.
 """
 from __future__ import annotations
 
@@ -73,9 +73,17 @@ def parse_request(body: bytes, max_inputs: int) -> list:
     inputs = request.get("inputs") if isinstance(request, dict) else None
     if not isinstance(inputs, list):
         raise BadRequest('expected {"inputs": [record, ...]}')
-    if len(inputs) > max_inputs:
-        raise BadRequest(f"{len(inputs)} inputs; at most {max_inputs} per request (--max-inputs)")
+    count = sum(map(input_count, inputs))
+    if count > max_inputs:
+        raise BadRequest(f"{count} inputs; at most {max_inputs} per request (--max-inputs; a retrieval record "
+                         "counts its candidates)")
     return inputs
+
+
+def input_count(record) -> int:
+    """What a record counts toward ``--max-inputs``: 1, or a retrieval record's candidates (its images or texts)."""
+    candidates = record.get("images", record.get("texts")) if isinstance(record, dict) else None
+    return max(1, len(candidates)) if isinstance(candidates, list) else 1
 
 
 def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 256) -> ThreadingHTTPServer:
@@ -174,7 +182,8 @@ def run(argv) -> None:
                         "decode.num_beams=1; repeatable")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8189)
-    parser.add_argument("--max-inputs", type=positive, default=256, help="records per request")
+    parser.add_argument("--max-inputs", type=positive, default=256, help="records per request (a retrieval record counts its "
+                        "candidates)")
     parser.add_argument("--num-return-sequences", type=positive, default=1,
                         help="candidates per record (n > 1: each prediction is a list of n: the best beams, or "
                         "samples with -o decode.decode_strategy=sampling)")

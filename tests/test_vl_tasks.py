@@ -458,12 +458,24 @@ def test_a_retrieval_pipeline_ranks_with_the_scores_predict_writes(demo_runs, tm
     check(everywhere, "image", [a["image"] for a in full[:10]], [a["score"] for a in full[:10]])
     check(full, "image", images, scores[0])
 
-    cfg.eval.two_stage_k = 3  # the caption's 3 best images by pooled cosine, then the cross-encoder
-    cosine = runner.pooled_cosine([runner.encode(captions[4])], images, runner.model)[0]
-    first = [images[i] for i in np.argsort(-cosine, kind="stable")[:3]]
-    two_stage = Pipeline(best, ["eval.two_stage_k=3"])({"text": captions[4], "images": images})
-    assert sorted(a["image"] for a in two_stage) == sorted(first)
-    check(two_stage, "image", first, [scores[4, images.index(n)] for n in first])
+    cfg.eval.two_stage_k = 3  # the query's 3 best candidates by pooled cosine, then the cross-encoder
+    two_stage = Pipeline(best, ["eval.two_stage_k=3"])
+    cosine = runner.pooled_cosine([runner.encode(c) for c in captions], store, runner.model)
+    for t in (4, 11):  # the whole store, pooled once
+        first = [store[i] for i in np.argsort(-cosine[t], kind="stable")[:3]]
+        answer = two_stage(captions[t])
+        assert sorted(a["image"] for a in answer) == sorted(first)
+        want = {a["image"]: a["score"] for a in pipeline({"text": captions[t], "images": first})}  # cross-scored
+        check(answer, "image", first, [want[n] for n in first])
+    first = [images[i] for i in np.argsort(-cosine[4, [store.index(n) for n in images]], kind="stable")[:3]]
+    answer = two_stage({"text": captions[4], "images": images})
+    assert sorted(a["image"] for a in answer) == sorted(first)
+    check(answer, "image", first, [scores[4, images.index(n)] for n in first])
+    column = runner.pooled_cosine([runner.encode(captions[t]) for t in once], [images[5]], runner.model)[:, 0]
+    first = [captions[once[j]] for j in np.argsort(-column, kind="stable")[:3]]
+    answer = two_stage({"image": images[5], "texts": [captions[t] for t in once]})
+    assert sorted(a["text"] for a in answer) == sorted(first)
+    check(answer, "text", first, [scores[captions.index(c), 5] for c in first])
     from paddle_unimo.typed import ConfigError
     from tools.export_model import run as export
     exported = export(["--model", best, "--out", str(tmp_path / "inference")])
@@ -471,6 +483,26 @@ def test_a_retrieval_pipeline_ranks_with_the_scores_predict_writes(demo_runs, tm
     with pytest.raises(ConfigError, match="eval.two_stage_k 3: the first stage pools text and image apart, which an "
                                           "export's forward program does not"):
         Pipeline(exported, ["eval.two_stage_k=3"])(captions[0])
+
+    import threading
+    import urllib.error
+    import urllib.request
+    from tasks.serve import make_server
+    server = make_server(pipeline, best, "127.0.0.1", 0, max_inputs=13)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/predict"
+    try:  # over HTTP: the same answers; a record's candidates count toward --max-inputs
+        body = {"inputs": [captions[2], {"text": captions[3], "images": images, "top": 3}]}
+        with urllib.request.urlopen(url, json.dumps(body).encode("utf-8"), 60) as response:
+            assert json.loads(response.read()) == {"predictions": pipeline(body["inputs"])}
+        body["inputs"].append(captions[4])
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, json.dumps(body).encode("utf-8"), 60)
+        assert refused.value.code == 400 and "14 inputs; at most 13 per request (--max-inputs; a retrieval record" \
+            in json.loads(refused.value.read())["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
 
     for record, message in [({"text": "a dog", "image": images[0]}, r"input 0: the record has \['image', 'text'\]; "
                              r"a retrieval record is \{'text': \.\.\., 'images': \[\.\.\.\] \(default: every"),
