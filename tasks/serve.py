@@ -182,8 +182,8 @@ def run(argv) -> None:
                         "decode.num_beams=1; repeatable")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8189)
-    parser.add_argument("--max-inputs", type=positive, default=256, help="records per request (a retrieval record counts its "
-                        "candidates)")
+    parser.add_argument("--max-inputs", type=positive, default=256,
+                        help="records per request (a retrieval record counts its candidates)")
     parser.add_argument("--num-return-sequences", type=positive, default=1,
                         help="candidates per record (n > 1: each prediction is a list of n: the best beams, or "
                         "samples with -o decode.decode_strategy=sampling)")
