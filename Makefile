@@ -90,7 +90,7 @@ serve: $(STAMP)
 		$(if $(DETECTOR),--detector "$(DETECTOR)") $(OVERRIDES)
 
 # make evaluate [PRED=$(OUT)/predict/predictions.jsonl; flickr30k_retrieval: .../scores.npy; coco_caption also a
-#      COCO result file such as captions_results.json] [REFS=reference file; default: the dev file]
+#      COCO result file such as captions_results.json] [REFS=reference file; default: the file predict read]
 #      -> $(OUT)/predict/eval/metrics.json
 evaluate: $(STAMP)
 	$(PY) -m tasks.run evaluate --task $(TASK) --config "$(or $(OWN_CONFIG),$(CONFIG))" --out "$(OUT)/predict" \

@@ -125,7 +125,7 @@ class CaptionTask(VLTask):
         from paddle_unimo.metrics.caption import read_coco_references, read_coco_results
         from tasks.evaluation import read_predictions
         if path.endswith(".jsonl"):
-            predictions = {ident: text for _, ident, text in read_predictions(path)}
+            predictions = {ident: text for _, ident, text, _ in read_predictions(path)}
         else:
             predictions = read_coco_results(path)
         try:

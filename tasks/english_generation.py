@@ -297,7 +297,8 @@ COQA_SUBMISSION = "coqa_submission.json"
 
 
 def read_coqa_submission(path: str):
-    """``(where, example id, answer)`` of a CoQA submission ``[{"id": story id, "turn_id": int, "answer"}, ...]``."""
+    """``(where, example id, answer, {})`` of a CoQA submission ``[{"id": story id, "turn_id": int, "answer"},
+    ...]``."""
     from paddle_unimo.fileio import read_json
     data = read_json(path, "CoQA predictions file")
     if not isinstance(data, list) or not data:
@@ -306,7 +307,7 @@ def read_coqa_submission(path: str):
     for i, row in enumerate(data):
         if not (isinstance(row, dict) and isinstance(row.get("answer"), str) and "id" in row and "turn_id" in row):
             raise DataError(f"{path}: entry {i}: expected {{\"id\", \"turn_id\", \"answer\": str}}, got {row!r}"[:300])
-        rows.append((f"{path}: entry {i}", f"{row['id']}_{row['turn_id']}", row["answer"]))
+        rows.append((f"{path}: entry {i}", f"{row['id']}_{row['turn_id']}", row["answer"], {}))
     return rows
 
 

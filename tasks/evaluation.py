@@ -1,19 +1,25 @@
 """Reading a predictions file for ``evaluate`` and matching it to the references, refusing anything that would
 score a silent subset: an empty file, a line without a string ``prediction``, an id that is not among the
-references or that repeats, and references left without a prediction (how many, and which ids).
+references or that repeats, and references left without a prediction (how many, and which ids); and anything
+that would score predictions against another file's references: a row whose input (the source, texts or image
+``predict`` copies into it) differs from its reference's.
 
 The file is ``predictions.jsonl`` as ``predict`` writes it (``{"id", "prediction", ...}`` per line; rows marked
 ``skipped`` or ``blank`` stand for input lines that had no example and are passed over).
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from paddle_unimo.fileio import DataError, read_jsonl
 
 
-def read_predictions(path: str) -> List[Tuple[str, str, str]]:
-    """``(file:line, id, prediction)`` of every row that stands for an example."""
+INPUTS = ("source", "title", "text_a", "text_b", "text", "image")  # the example fields predict copies into a row
+
+
+def read_predictions(path: str) -> List[Tuple[str, str, str, Dict[str, object]]]:
+    """``(file:line, id, prediction, inputs)`` of every row that stands for an example; ``inputs`` are its
+    ``INPUTS`` fields (a benchmark's submission file has none: ``{}``)."""
     rows = []
     for where, row in read_jsonl(path):
         if row.get("skipped") or row.get("blank"):
@@ -24,22 +30,23 @@ def read_predictions(path: str) -> List[Tuple[str, str, str]]:
             raise DataError(f"{where}: field 'prediction' must be a string, got {type(row['prediction']).__name__}")
         if row.get("id") is None:
             raise DataError(f"{where}: missing field 'id' (the example's id, to match it to its reference)")
-        rows.append((where, str(row["id"]), row["prediction"]))
+        rows.append((where, str(row["id"]), row["prediction"], {k: row[k] for k in INPUTS if k in row}))
     if not rows:
         raise DataError(f"{path}: no predictions (the file is empty)")
     return rows
 
 
 def match_predictions(rows, references: Sequence, path: str, references_path: str):
-    """The references and their predictions, in reference order; every reference needs exactly one."""
+    """The references and their predictions, in reference order; every reference needs exactly one, of the same
+    input."""
     by_id, seen = {}, {}
-    for where, ident, prediction in rows:
+    for where, ident, prediction, _ in rows:
         if ident in seen:
             raise DataError(f"{where}: id {ident!r} repeats {seen[ident]}")
         seen[ident] = where
         by_id[ident] = prediction
-    known = {e.id for e in references}
-    extra = [(where, ident) for where, ident, _ in rows if ident not in known]
+    known = {e.id: e for e in references}
+    extra = [(where, ident) for where, ident, _, _ in rows if ident not in known]
     if extra:
         raise DataError(f"{extra[0][0]}: id {extra[0][1]!r} is not in the references {references_path} "
                         f"({len(extra)} such lines)")
@@ -49,4 +56,10 @@ def match_predictions(rows, references: Sequence, path: str, references_path: st
         raise DataError(f"{path}: {len(missing)} of {len(references)} references in {references_path} have no "
                         f"prediction (ids: {shown}); predictions of another file are scored against it with "
                         "REFS= (--references) or DATA=")
+    for where, ident, _, inputs in rows:
+        for name, value in inputs.items():
+            if hasattr(known[ident], name) and getattr(known[ident], name) != value:
+                raise DataError(f"{where}: its {name} is not that of id {ident!r} in the references "
+                                f"{references_path}: the predictions are of another file; REFS= (--references) "
+                                "names the file they were predicted for")
     return list(references), [by_id[e.id] for e in references]

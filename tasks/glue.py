@@ -215,7 +215,7 @@ class GlueTask:
         from tasks.evaluation import match_predictions, read_predictions
         references, _ = self.read(references_path, cfg)
         rows = read_predictions(path)
-        for where, _, prediction in rows:
+        for where, _, prediction, _ in rows:
             self.check_prediction(prediction, where)
         items, predictions = match_predictions(rows, references, path, references_path)
         return self.score(items, predictions)

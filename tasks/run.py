@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+from typing import Optional
 
 from paddle_unimo import cpu_defaults
 
@@ -209,7 +210,7 @@ def predict(args) -> dict:
     out = write_predictions(args.out, prediction_rows(examples, predictions, report, task.prediction_row))
     task.write_outputs(args.out, examples, predictions)
     result = {"task": task.name, "model": args.model, "config": config_path, "overrides": args.override,
-              "input": path, "predictions": out, "examples": len(examples),
+              "input": os.path.abspath(path), "predictions": out, "examples": len(examples),
               "skipped_lines": write_skipped(args.out, [report]), "skipped": report.skipped, **runner.report()}
     if all(e.target is not None and e.target != "" for e in examples):
         result.update(task.score(examples, predictions))
@@ -218,13 +219,30 @@ def predict(args) -> dict:
     return result
 
 
+def predicted_input(path: str, task: str) -> Optional[str]:
+    """The file ``predict`` read to write the predictions ``path`` (its metrics.json beside them), or None."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    written = record.get("predictions") if isinstance(record, dict) else None
+    if (record.get("task") == task and isinstance(record.get("input"), str) and isinstance(written, str)
+            and os.path.dirname(os.path.abspath(written)) == folder):
+        logger.info("references: %s, the file predict read for %s", record["input"], path)
+        return record["input"]
+    return None
+
+
 def evaluate(args) -> dict:
     """Scores a predictions file against the references; writes ``OUT/eval/metrics.json`` only."""
     from paddle_unimo.fileio import write_json
     from tasks.outputs import describe
     task, cfg, _ = resolve_config(args)
     path = args.predictions or os.path.join(args.out, "predictions.jsonl")
-    references_path = args.references or data_file(args, cfg, cfg.data.dev)
+    references_path = args.references or (not args.data and predicted_input(path, task.name)) or data_file(
+        args, cfg, cfg.data.dev)
     metrics = {**task.evaluate(path, references_path, cfg), "task": task.name, "predictions": path,
                "references": references_path}
     target = os.path.join(args.out, "eval", "metrics.json")
@@ -247,7 +265,8 @@ def execute(argv=None):
     parser.add_argument("--data", help="folder with the data.train / data.dev files; default: the bundled demo data")
     parser.add_argument("--input", help="predict: the file to generate for (default: the dev file)")
     parser.add_argument("--predictions", help="evaluate: predictions.jsonl (default: OUT/predictions.jsonl)")
-    parser.add_argument("--references", help="evaluate: the reference file (default: the dev file)")
+    parser.add_argument("--references", help="evaluate: the reference file (default: the file predict read for "
+                        "the predictions, named in the metrics.json beside them; else the dev file)")
     parser.add_argument("--regions", help="vision-language tasks: the region store folder (default: data.regions "
                         "in the data folder)")
     parser.add_argument("--skip-bad", action="store_true", help="skip bad input lines, listed in OUT/skipped.jsonl")

@@ -66,7 +66,7 @@ def answer_vocabulary(cfg: VqaConfig) -> Dict[str, int]:
 
 
 def read_submission(path: str):
-    """``(where, question id, answer)`` of a results file ``[{"question_id", "answer"}, ...]``."""
+    """``(where, question id, answer, {})`` of a results file ``[{"question_id", "answer"}, ...]``."""
     from paddle_unimo.fileio import read_json
     data = read_json(path, "VQA results file")
     if not isinstance(data, list) or not data:
@@ -76,7 +76,7 @@ def read_submission(path: str):
         where = f"{path}: entry {i}"
         if not isinstance(row, dict) or not isinstance(row.get("answer"), str) or "question_id" not in row:
             raise DataError(f"{where}: expected {{\"question_id\": int, \"answer\": str}}, got {row!r}"[:300])
-        rows.append((where, str(row["question_id"]), row["answer"]))
+        rows.append((where, str(row["question_id"]), row["answer"], {}))
     return rows
 
 

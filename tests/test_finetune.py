@@ -2,6 +2,7 @@
 import json
 import logging
 import os
+import shutil
 
 import numpy as np
 import paddle
@@ -181,6 +182,30 @@ def test_predict_and_evaluate_commands(demo_model, tmp_path):
     assert json.loads((out / "eval" / "metrics.json").read_text("utf-8"))["bleu4"] == again["bleu4"]
     finetuned = json.loads((demo_model / "metrics.json").read_text("utf-8"))
     assert finetuned["bleu4"] == pytest.approx(result["bleu4"])  # same model, same dev data, same decoding
+
+
+def test_evaluate_scores_predictions_against_the_file_they_were_predicted_for(demo_model, tmp_path, capsys):
+    """Predictions of another input file (ids: line numbers) are scored against that file, which predict's
+    metrics.json names, and refused against a file of other examples under the same ids."""
+    dev = os.path.join(ROOT, "tasks", "demo_data", "dureader_qg", "dev.json")
+    records = [{k: v for k, v in json.loads(line).items() if k != "id"} for line in open(dev, encoding="utf-8")]
+    for name, rows in (("in_order.json", records), ("reversed.json", records[::-1])):
+        (tmp_path / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    out = tmp_path / "pred"
+    config = ["--config", CONFIG.format("dureader_qg")]
+    predicted = run.execute(["predict", *config, "--model", str(demo_model / "best"), "--input",
+                             str(tmp_path / "reversed.json"), "--out", str(out)])
+    evaluated = run.execute(["evaluate", *config, "--out", str(out)])
+    assert evaluated["references"] == str(tmp_path / "reversed.json")
+    assert evaluated["bleu4"] == pytest.approx(predicted["bleu4"]) and predicted["examples"] == len(records) > 8
+    with pytest.raises(SystemExit):
+        run.execute(["evaluate", *config, "--out", str(out), "--references", str(tmp_path / "in_order.json")])
+    assert (f"error: {out}/predictions.jsonl:1: its source is not that of id '1' in the references "
+            f"{tmp_path}/in_order.json: the predictions are of another file; REFS=") in capsys.readouterr().err
+    (tmp_path / "data").mkdir()  # DATA= names the references' folder: its dev file
+    shutil.copyfile(tmp_path / "reversed.json", tmp_path / "data" / "dev.json")
+    assert run.execute(["evaluate", *config, "--out", str(out), "--data", str(tmp_path / "data")])["references"] \
+        == str(tmp_path / "data" / "dev.json")
 
 
 def test_a_pipeline_predicts_what_predict_writes(demo_model, tmp_path):
