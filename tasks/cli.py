@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -162,6 +163,28 @@ def run_config_of(model_dir: Optional[str]) -> Optional[str]:
     """A model folder's ``task.yaml`` (``write_run_config``), None when it has none (older folders)."""
     path = os.path.join(model_dir, RUN_CONFIG) if model_dir else None
     return path if path and os.path.isfile(path) else None
+
+
+def set_aside_earlier_run(out: str, outputs: Optional[Sequence[str]] = None) -> Optional[str]:
+    """A run starting over (not resuming) in a folder of an earlier run (its ``best/``, ``checkpoint/`` or
+    ``metrics.json``) moves that run's ``outputs`` (default: all but ``train.log``, which both append to) into
+    ``OUT/previous/<time>/``: ``best/``, the checkpoint, metrics, predictions, exports and VisualDL logs are then
+    this run's alone, and nothing is lost. Returns that folder, or None."""
+    from paddle_unimo.training.trainer import CHECKPOINT
+    if not any(os.path.exists(os.path.join(out, n)) for n in ("best", CHECKPOINT, "metrics.json")):
+        return None
+    names = [n for n in sorted(os.listdir(out)) if n not in ("train.log", "previous")
+             and (outputs is None or n in outputs)]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = os.path.join(out, "previous", stamp), 1
+    while os.path.exists(target):
+        n += 1
+        target = os.path.join(out, "previous", f"{stamp}-{n}")
+    os.makedirs(target)
+    for name in names:
+        os.replace(os.path.join(out, name), os.path.join(target, name))
+    logger.warning("%s: starting over; the earlier run's files (%s) are now in %s", out, ", ".join(names), target)
+    return target
 
 
 def data_path(data_dir: Optional[str], cfg, name: str) -> str:

@@ -34,7 +34,7 @@ from paddle_unimo.pretraining import CorpusSpec  # noqa: E402
 from paddle_unimo.training import TrainConfig  # noqa: E402
 from paddle_unimo.typed import ConfigError, bounded, join, to_dict  # noqa: E402
 from tasks.cli import (ROOT, ModelSection, add_common_arguments, build_model, digest, fingerprint,  # noqa: E402
-                       load_config, longer_table_hint, run_command, setup_logging)
+                       load_config, longer_table_hint, run_command, set_aside_earlier_run, setup_logging)
 
 
 @dataclass
@@ -162,6 +162,8 @@ def pretrain(args) -> dict:
                       count=lambda batch: get_objective(batch["objective"]).count(batch),
                       kind=lambda batch: batch["objective"], find_unused_parameters=True, tensor_inputs=False,
                       fingerprint=run_id)
+    if trainer.rank == 0 and (args.no_resume or trainer.check_resumable() is None):
+        set_aside_earlier_run(args.out, ("best", "checkpoint", "metrics.json", "vdl"))  # not its corpora ({out})
     state = trainer.train(resume=not args.no_resume, stop_after=args.stop_after)
     if trainer.rank == 0:
         curves = defaultdict(list)
@@ -180,7 +182,8 @@ def execute(argv=None):
     parser.add_argument("--model", help="start from this checkpoint folder")
     parser.add_argument("--vocab", help="start from scratch with this tokenizer folder")
     parser.add_argument("--data", help="the corpora folder, {data} in the config's paths")
-    parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument("--no-resume", action="store_true", help="ignore OUT/checkpoint and start again (best/, "
+                        "checkpoint/, metrics.json and vdl/ move to OUT/previous/<time>/)")
     parser.add_argument("--stop-after", type=int, default=-1, help="stop after N steps, as if killed (tests)")
     add_common_arguments(parser)
     args = parser.parse_args(argv)

@@ -28,8 +28,8 @@ from paddle_unimo import cpu_defaults
 cpu_defaults()  # before anything below imports paddle
 
 from tasks.cli import (ROOT, add_common_arguments, build_model, data_path, fingerprint, load_config,  # noqa: E402
-                       longer_table_hint, resolve_data_paths, run_command, run_config_of, setup_logging,
-                       warn_other_prompt, write_run_config)
+                       longer_table_hint, resolve_data_paths, run_command, run_config_of, set_aside_earlier_run,
+                       setup_logging, warn_other_prompt, write_run_config)
 from tasks.registry import TASKS, get_task, task_of_config  # noqa: E402
 
 logger = logging.getLogger("paddle_unimo")
@@ -158,6 +158,8 @@ def finetune(args) -> dict:
     save_tokenizer = trainer.save_extra
     origin = args.model or f"preset {cfg.model.preset}"
     trainer.save_extra = lambda folder: (save_tokenizer(folder), write_run_config(folder, as_written, origin))
+    if trainer.rank == 0 and (args.no_resume or trainer.check_resumable() is None):
+        set_aside_earlier_run(args.out)
     state = trainer.train(resume=not args.no_resume)
     if trainer.rank != 0:
         return state  # with several processes, rank 0 alone decodes and writes the outputs
@@ -270,7 +272,8 @@ def execute(argv=None):
     parser.add_argument("--regions", help="vision-language tasks: the region store folder (default: data.regions "
                         "in the data folder)")
     parser.add_argument("--skip-bad", action="store_true", help="skip bad input lines, listed in OUT/skipped.jsonl")
-    parser.add_argument("--no-resume", action="store_true", help="ignore OUT/checkpoint and start again")
+    parser.add_argument("--no-resume", action="store_true", help="ignore OUT/checkpoint and start again (the "
+                        "earlier run's files move to OUT/previous/<time>/)")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.out if args.command != "evaluate" else os.path.join(args.out, "eval"))

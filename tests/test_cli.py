@@ -114,14 +114,36 @@ def test_rerun_with_the_same_settings_resumes_and_changes_only_logging(finished,
     assert os.stat(copy / "metrics.json").st_mtime_ns != stamp
 
 
-def test_no_resume_starts_over_in_the_same_folder(finished, tmp_path):
+def test_no_resume_starts_over_in_the_same_folder(finished, tmp_path, monkeypatch):
+    """The earlier run's files move, unchanged, to OUT/previous/<time>/ before the new run writes anything: a
+    new run stopped before its first evaluation leaves no best/ or metrics of the earlier one in OUT."""
     data, out = finished
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
+    before = snapshot(copy)
+    assert {"best/task.yaml", "checkpoint/trainer_state.json", "metrics.json", "predictions.jsonl"} <= set(before)
     metrics = finetune(data, copy, "-o", "train.lr=0.01", "--no-resume")
     assert metrics["steps"] == 2
     state = json.loads((copy / "checkpoint" / "trainer_state.json").read_text("utf-8"))
     assert state["fingerprint"]["train.lr"] == 0.01
+    assert "lr: 0.01" in (copy / "best" / "task.yaml").read_text("utf-8")
+    (previous,) = (copy / "previous").iterdir()
+    assert snapshot(previous) == before
+    assert "the earlier run's files (best, checkpoint, metrics.json, predictions.jsonl" in \
+        (copy / "train.log").read_text("utf-8")
+
+    import signal
+    from paddle_unimo.training.trainer import Trainer
+    original = Trainer.accumulate_gradients
+
+    def interrupt(self, *args, **kwargs):  # Ctrl-C at the first step of the new run
+        signal.raise_signal(signal.SIGINT)
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(Trainer, "accumulate_gradients", interrupt)
+    with pytest.raises(SystemExit):
+        finetune(data, copy, "-o", "train.lr=0.02", "--no-resume")
+    assert sorted(os.listdir(copy)) == ["checkpoint", "previous", "train.log"]
+    assert len(os.listdir(copy / "previous")) == 2
 
 
 def test_resume_loading_is_strict(finished, tmp_path, capsys):

@@ -83,6 +83,13 @@ def test_a_killed_run_resumes_to_the_same_parameters(tmp_path):
     a, b = params(straight), params(resumed)
     for key in a:
         np.testing.assert_array_equal(a[key].numpy(), b[key].numpy(), err_msg=key)
+    # starting over moves the run's outputs aside, not its corpus ({out}/mini) or the corpus index
+    pretrain(resumed, *common, extra=["--no-resume", "--stop-after", "2"])
+    (previous,) = (resumed / "previous").iterdir()
+    assert sorted(os.listdir(previous)) == ["best", "checkpoint", "metrics.json", "vdl"]
+    assert sorted(os.listdir(resumed)) == ["checkpoint", "index", "metrics.json", "mini", "previous", "train.log"]
+    for key, value in params(previous).items():
+        np.testing.assert_array_equal(value.numpy(), b[key].numpy(), err_msg=key)
 
 
 def test_default_run_every_loss_decreases_and_is_logged(tmp_path):
