@@ -47,7 +47,7 @@ OUT ?= out/$(TASK)
 OVERRIDES = $(foreach o,$(O),-o $(o))
 REGIONS_ARG = $(if $(REGIONS),--regions "$(REGIONS)")
 # what predict writes that evaluate scores: retrieval's score matrix, every other task's predictions.jsonl
-PRED_FILE = $(if $(filter flickr30k_retrieval,$(TASK)),scores.npy,predictions.jsonl)
+PRED_FILE = $(if $(filter flickr30k_retrieval,$(RUN_TASK)),scores.npy,predictions.jsonl)
 
 demo: $(STAMP)
 	$(PY) -m tasks.demo --out $(if $(filter command line environment,$(origin OUT)),$(OUT),out/demo) \
@@ -66,12 +66,19 @@ finetune: $(STAMP)
 #      vqa_submission.json, flickr30k_retrieval scores.npy + scores_index.json); MODEL=$(OUT)/inference
 #      predicts with an export's programs (Paddle Inference; ONNX Runtime for FORMAT=onnx)
 #      The model folder's task.yaml (the settings it was fine-tuned with) is the config unless CONFIG= or SIZE= is
-#      given (evaluate: that of MODEL, or of OUT/best); older folders without one take tasks/configs/$(TASK)_$(SIZE).yaml.
-PREDICT_MODEL = $(or $(MODEL),$(OUT)/best)
+#      given (evaluate: that of MODEL, or of OUT/best), and its task the task unless TASK= is given; older folders
+#      without one take tasks/configs/$(TASK)_$(SIZE).yaml. With MODEL=<run>/best or <run>/inference and no OUT=,
+#      predict, evaluate and export work in <run>.
+PREDICT_MODEL = $(patsubst %/,%,$(or $(MODEL),$(OUT)/best))
 OWN_CONFIG = $(if $(filter command line environment,$(origin CONFIG) $(origin SIZE)),,$(shell test -f \
 	"$(PREDICT_MODEL)/task.yaml" && echo "$(PREDICT_MODEL)/task.yaml"))
+RUN_TASK = $(if $(filter command line environment,$(origin TASK)),$(TASK),$(or $(if $(OWN_CONFIG),$(shell sed -n \
+	's/^task: *//p' "$(OWN_CONFIG)")),$(TASK)))
+MODEL_RUN = $(if $(filter best inference,$(notdir $(patsubst %/,%,$(MODEL)))),$(patsubst %/,%,$(dir $(patsubst \
+	%/,%,$(MODEL)))))
+RUN_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),$(or $(MODEL_RUN),$(OUT)))
 predict: $(STAMP)
-	$(PY) -m tasks.run predict --task $(TASK) $(if $(OWN_CONFIG),,--config "$(CONFIG)") --out "$(OUT)/predict" \
+	$(PY) -m tasks.run predict --task $(RUN_TASK) $(if $(OWN_CONFIG),,--config "$(CONFIG)") --out "$(RUN_OUT)/predict" \
 		--model "$(PREDICT_MODEL)" \
 		$(if $(DATA),--data "$(DATA)") $(if $(INPUT),--input "$(INPUT)") $(REGIONS_ARG) $(OVERRIDES)
 
@@ -93,8 +100,8 @@ serve: $(STAMP)
 #      COCO result file such as captions_results.json] [REFS=reference file; default: the file predict read]
 #      -> $(OUT)/predict/eval/metrics.json
 evaluate: $(STAMP)
-	$(PY) -m tasks.run evaluate --task $(TASK) --config "$(or $(OWN_CONFIG),$(CONFIG))" --out "$(OUT)/predict" \
-		--predictions "$(or $(PRED),$(OUT)/predict/$(PRED_FILE))" $(if $(DATA),--data "$(DATA)") \
+	$(PY) -m tasks.run evaluate --task $(RUN_TASK) --config "$(or $(OWN_CONFIG),$(CONFIG))" --out "$(RUN_OUT)/predict" \
+		--predictions "$(or $(PRED),$(RUN_OUT)/predict/$(PRED_FILE))" $(if $(DATA),--data "$(DATA)") \
 		$(if $(REFS),--references "$(REFS)") $(REGIONS_ARG) $(OVERRIDES)
 
 # make sweep TASK=name GRID="train.lr=1e-5,2e-5 train.seed=1,2,3" [MODEL=dir] [DATA=dir] [OUT=dir] [O=...]
@@ -114,13 +121,14 @@ sweep: $(STAMP)
 #      FORMAT=onnx adds <program>.onnx and onnx.json (paddle_unimo/onnx_export.py; runs with onnxruntime); QUANT=int8
 #      then also <program>.int8.onnx, which OnnxStepper then runs.
 export: $(STAMP)
-	$(PY) -m tools.export_model --model "$(or $(MODEL),$(OUT)/best)" --out "$(OUT)/inference" \
+	$(PY) -m tools.export_model --model "$(PREDICT_MODEL)" --out "$(RUN_OUT)/inference" \
 		--format $(or $(FORMAT),paddle) $(if $(PRECISION),--precision $(PRECISION)) \
 		$(if $(QUANT),--quantize $(QUANT))
 
 # make convert PARAMS=unimo_base_en/params CONFIG=unimo_base_en.json OUT=models/unimo-base-en [DICT=model_files/dict]
 #      [ALLOW_UNUSED='cls_out_.*']  (parameter files to leave out, e.g. a fine-tuned model's task head)
 convert: $(STAMP)
+	$(if $(filter command line environment,$(origin CONFIG)),,$(error convert needs CONFIG=<the model's JSON config>))
 	$(PY) -m tools.convert_checkpoint --params "$(PARAMS)" --config "$(CONFIG)" --out "$(OUT)" \
 		$(if $(DICT),--dict-dir "$(DICT)") $(if $(ALLOW_UNUSED),--allow-unused '$(ALLOW_UNUSED)')
 

@@ -53,8 +53,8 @@ def resolve_config(args):
     name = task_of_config(path)
     if args.task and args.task != name:
         raise ConfigError(f"{path}: task: the config is for {name!r}, not --task {args.task!r}"
-                          + ("; the model was fine-tuned for it (--config FILE predicts with another task's "
-                             "settings)" if own else ""))
+                          + (f"; the model was fine-tuned for it: leave --task out (make: TASK={name} or no TASK), "
+                             "or give --config FILE to predict with another task's settings" if own else ""))
     task = get_task(name)
     cfg = load_config(path, args.override, task.config_class)
     if getattr(args, "skip_bad", False):

@@ -535,3 +535,45 @@ def test_a_written_run_config_reads_back_as_the_same_config(tmp_path, name):
     write_run_config(str(tmp_path), config, "preset tiny")
     again = load_config(str(tmp_path / "task.yaml"), (), type(config))
     assert again == config
+
+
+# ---- make's command lines --------------------------------------------------------------------------------------
+
+def make_command(*args) -> str:
+    """The command ``make -n args`` would run, as one line."""
+    import subprocess
+    out = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in os.environ.items() if k not in ("TASK", "OUT", "MODEL", "CONFIG")})
+    assert out.returncode == 0, out.stderr
+    return " ".join(out.stdout.replace("\\\n", " ").split())
+
+
+def test_make_follows_the_model_folder_for_its_task_and_outputs(tmp_path):
+    """With MODEL=<run>/best (or /inference) and no OUT=, predict, evaluate and export work in <run>; without
+    TASK= the task is that of the folder's task.yaml; TASK= and OUT= still choose."""
+    run_dir = tmp_path / "run"
+    (run_dir / "best").mkdir(parents=True)
+    (run_dir / "best" / "task.yaml").write_text("task: flickr30k_retrieval\nmodel: {}\n", "utf-8")
+    best = f"{run_dir}/best"
+    assert (f'tasks.run predict --task flickr30k_retrieval --out "{run_dir}/predict" --model "{best}"'
+            in make_command("predict", f"MODEL={best}"))
+    assert (f'tasks.run evaluate --task flickr30k_retrieval --config "{best}/task.yaml" --out "{run_dir}/predict" '
+            f'--predictions "{run_dir}/predict/scores.npy"' in make_command("evaluate", f"MODEL={best}/"))
+    assert (f'tools.export_model --model "{best}" --out "{run_dir}/inference"'
+            in make_command("export", f"MODEL={best}"))
+    assert f'--task flickr30k_retrieval --out "{run_dir}/predict" --model "{best}"' in make_command(
+        "predict", f"OUT={run_dir}")
+    assert '--task dureader_qg --out "other/predict"' in make_command("predict", f"MODEL={best}", "TASK=dureader_qg",
+                                                                      "OUT=other")
+    assert ('--task dureader_qg --config "tasks/configs/dureader_qg_base.yaml" --out "out/dureader_qg/predict" '
+            '--model "models/unimo"' in make_command("predict", "MODEL=models/unimo"))  # not a run folder
+
+
+def test_predicting_a_model_of_another_task_names_the_fix(finished, tmp_path, capsys):
+    _, out = finished
+    line = user_error(capsys, ["predict", "--task", "advertisegen", "--model", str(out / "best"), "--out",
+                               str(tmp_path / "pred")])
+    assert line.endswith("task: the config is for 'dureader_qg', not --task 'advertisegen'; the model was fine-tuned "
+                         "for it: leave --task out (make: TASK=dureader_qg or no TASK), or give --config FILE to "
+                         "predict with another task's settings"), line
+    assert os.listdir(tmp_path / "pred") == ["train.log"]  # the error, logged; nothing predicted
