@@ -100,6 +100,13 @@ def test_prediction_input_needs_no_target_and_lcsts_tsv(tmp_path):
     examples, report = read_examples(tsv, LCSTS, skip_bad=True)
     assert [(e.source, e.target) for e in examples] == [("正文一", "标题一"), ("正文二", "标题二")]
     assert report.skipped == [{"file": tsv, "line": 3, "reason": "expected 'summary<TAB>content', got 1 columns"}]
+    examples, _ = read_examples(tsv, LCSTS, need_target=False)  # a test file: the content alone
+    assert [(e.source, e.target, e.line) for e in examples] == [("正文一", "标题一", 1), ("正文二", "标题二", 2),
+                                                                 ("只有一列", None, 3)]
+    three = write_lines(tmp_path / "three.tsv", ["a\tb\tc"])
+    with pytest.raises(DataError, match=r"three.tsv:1: expected 'summary<TAB>content' \(or the content alone, to "
+                                        r"predict\), got 3 columns"):
+        read_examples(three, LCSTS, need_target=False)
     assert Example("1", "s", "t").line == 0  # built in code, not read from a file
 
 

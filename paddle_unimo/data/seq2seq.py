@@ -1,8 +1,9 @@
 """Seq2seq data for generation fine-tuning: readers of the 千言 files, encoding, and the training/decoding
 collators (PaddleNLP's 千言 baselines and ``UNIMOTokenizer.gen_encode``).
 
-Files are JSON lines, or the original LCSTS TSV ``summary<TAB>content``. A task names which fields are the
-source, the optional title and the target (DuReaderQG: context / answer / question).
+Files are JSON lines, or the original LCSTS TSV ``summary<TAB>content`` (to predict, the content alone may do).
+A task names which fields are the source, the optional title and the target (DuReaderQG: context / answer /
+question).
 
 Files are read through ``paddle_unimo.fileio`` (a UTF-8 byte order mark is accepted). Bad input names the
 file and line: malformed JSON, a missing field, an empty target, bytes that are not UTF-8. With ``skip_bad``
@@ -71,17 +72,21 @@ class ReadReport:
     skipped: List[Dict[str, object]] = field(default_factory=list)
 
 
-def _record(where: str, text: str, fields: Fields, tsv: bool) -> dict:
+def _record(where: str, text: str, fields: Fields, tsv: bool, need_target: bool) -> dict:
+    """A JSON line's record, or a TSV line's: ``summary<TAB>content``, or (predicting) the content alone."""
     if not tsv:
         return parse_json_line(where, text)
     parts = text.split("\t")
+    if len(parts) == 1 and not need_target:
+        return {fields.source: parts[0]}
     if len(parts) != 2:
-        raise DataError(f"{where}: expected 'summary<TAB>content', got {len(parts)} columns")
+        alone = "" if need_target else " (or the content alone, to predict)"
+        raise DataError(f"{where}: expected 'summary<TAB>content'{alone}, got {len(parts)} columns")
     return {fields.target: parts[0], fields.source: parts[1]}
 
 
 def _parse_line(where: str, text: str, fields: Fields, tsv: bool, need_target: bool, line_no: int) -> Example:
-    return record_example(where, _record(where, text, fields, tsv), fields, need_target, line_no)
+    return record_example(where, _record(where, text, fields, tsv, need_target), fields, need_target, line_no)
 
 
 def record_example(where: str, record: dict, fields: Fields, need_target: bool = False, line_no: int = 0) -> Example:
