@@ -54,7 +54,12 @@ class VETask(VLTask):
     pipeline_text = "hypothesis"
 
     def read_file(self, path: str, cfg: VEConfig, need_target: bool, role: str) -> List[VLExample]:
-        return [VLExample(p.id, p.image, p.hypothesis, p.label, line=n) for n, p in enumerate(read_snli_ve(path), 1)]
+        return self.read_lines(path, cfg, need_target, role)[0]
+
+    def read_lines(self, path: str, cfg: VEConfig, need_target: bool, role: str):
+        """A JSON-lines file: its bad lines skipped with ``data.skip_bad`` (listed in the report)."""
+        pairs, report = read_snli_ve(path, cfg.data.skip_bad)
+        return [VLExample(p.id, p.image, p.hypothesis, p.label, line=p.line) for p in pairs], report
 
     def model_settings(self, cfg, train, from_folder: bool) -> dict:
         return {**super().model_settings(cfg, train, from_folder), "num_labels": len(SNLI_VE_LABELS)}

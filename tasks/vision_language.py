@@ -227,12 +227,17 @@ class VLTask(abc.ABC):
         """``(examples, report)`` of an annotation file whose images all have regions (or, with
         ``data.skip_bad``, those examples left out and listed in the report). ``role`` "train" or "dev" picks the
         splits of a Karpathy split file."""
-        examples = self.read_file(path, cfg, need_target, role)
+        examples, report = self.read_lines(path, cfg, need_target, role)
         if not examples:
             raise DataError(f"{path}: no examples"
                             + (f" of the splits {self.splits(cfg, role)}" if path.endswith(".json") else ""))
-        report = report_for(path, examples)
         return self.regions(cfg).keep_present(examples, report, cfg.data.skip_bad), report
+
+    def read_lines(self, path: str, cfg, need_target: bool, role: str):
+        """``(examples, ReadReport)`` of an annotation file (a JSON-lines reader skips bad lines with
+        ``data.skip_bad``; a whole JSON file is read or refused as one)."""
+        examples = self.read_file(path, cfg, need_target, role)
+        return examples, report_for(path, examples)
 
     @abc.abstractmethod
     def read_file(self, path: str, cfg, need_target: bool, role: str) -> List[VLExample]:

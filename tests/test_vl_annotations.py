@@ -43,8 +43,8 @@ def test_flickr30k_entities_markup_is_stripped():
 
 
 def test_snli_ve_sample():
-    pairs = read_snli_ve(shared_path("snli_ve", "sample_pairs.jsonl"))
-    assert len(pairs) == 16
+    pairs, report = read_snli_ve(shared_path("snli_ve", "sample_pairs.jsonl"))
+    assert len(pairs) == 16 and [p.line for p in pairs] == list(range(1, 17)) and report.lines == 16
     assert Counter(p.label for p in pairs) == {"entailment": 6, "neutral": 6, "contradiction": 4}
     assert pairs[0] == EntailmentPair("2248275918.jpg", "A toddler sleeps outside.", "contradiction",
                                       "2248275918.jpg#2r1c")
@@ -151,9 +151,12 @@ def test_snli_ve_unknown_label_and_bom(tmp_path):
     path.write_text("\ufeff" + json.dumps(row) + "\n{oops\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"snli_ve_dev\.jsonl:2: malformed JSON"):
         read_snli_ve(path)
-    path.write_text("\ufeff" + json.dumps(row) + "\n", encoding="utf-8")
-    assert read_snli_ve(path) == [EntailmentPair("2248275918.jpg", "A child sits.", "entailment",
-                                                 "2248275918.jpg#0r1e")]
+    pairs, report = read_snli_ve(path, skip_bad=True)  # the bad line left out and listed
+    assert pairs == [EntailmentPair("2248275918.jpg", "A child sits.", "entailment", "2248275918.jpg#0r1e")]
+    assert report.skipped[0]["line"] == 2 and report.skipped[0]["reason"].startswith("malformed JSON")
+    path.write_text("\ufeff\n" + json.dumps(row) + "\n\n" + json.dumps(row) + "\n", encoding="utf-8")
+    pairs, report = read_snli_ve(path)  # blank lines keep their place: lines 2 and 4
+    assert [p.line for p in pairs] == [2, 4] and report.lines == 4
 
 
 def test_vqa_missing_annotation_and_missing_subtype(tmp_path):

@@ -418,6 +418,24 @@ def test_a_pipeline_answers_what_predict_writes_for_images_of_the_store(demo_run
             server.server_close()
 
 
+def test_snli_ve_predictions_keep_the_input_lines_with_blank_and_bad_ones(demo_runs, tmp_path):
+    """A blank line, a malformed one and one whose image has no regions each get their row at their own line
+    (skipped with --skip-bad, and listed), so predictions.txt never shifts against its input."""
+    dev = open(os.path.join(DEMO, "snli_ve_dev.jsonl"), encoding="utf-8").read().splitlines()
+    missing = json.dumps({**json.loads(dev[1]), "Flickr30K_ID": "nowhere"})
+    (tmp_path / "input.jsonl").write_text("\n".join([dev[0], "", "{oops", missing, dev[2]]) + "\n", "utf-8")
+    best = str(demo_runs["snli_ve"] / "best")
+    result = run.execute(["predict", "--model", best, "--input", str(tmp_path / "input.jsonl"), "--out",
+                          str(tmp_path / "pred"), "--skip-bad"])
+    rows = read_jsonl(tmp_path / "pred" / "predictions.jsonl")
+    assert [r["line"] for r in rows] == [1, 2, 3, 4, 5] and rows[1]["blank"] is True
+    assert rows[2]["skipped"].startswith("malformed JSON") and "nowhere.jpg" in rows[3]["skipped"]
+    assert [bool(r["prediction"]) for r in rows] == [True, False, False, False, True]
+    lines = (tmp_path / "pred" / "predictions.txt").read_text("utf-8").split("\n")
+    assert lines[:5] == [r["prediction"] for r in rows] and result["skipped_lines"] == 2
+    assert [s["line"] for s in read_jsonl(tmp_path / "pred" / "skipped.jsonl")] == [3, 4]
+
+
 def test_a_retrieval_pipeline_ranks_with_the_scores_predict_writes(demo_runs, tmp_path):
     """``Pipeline(best)`` of retrieval ranks a caption against images, an image against captions (the rows and
     columns of predict's ``scores.npy``) and a caption alone against every image of the store; with two-stage

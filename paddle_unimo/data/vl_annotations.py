@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional
 
-from ..fileio import DataError, read_json, read_jsonl, read_text_lines
+from ..fileio import DataError, parse_json_line, read_json, read_text_lines
 from ..metrics.vqa import NUM_ANSWERS
 
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
@@ -54,6 +54,7 @@ class EntailmentPair:
     hypothesis: str
     label: str
     id: str
+    line: int = field(default=0, compare=False)  # its line in the file
 
 
 @dataclass
@@ -170,17 +171,20 @@ def read_flickr30k_sentences(path, split: str = "") -> List[Caption]:
     return captions
 
 
-def read_snli_ve(path) -> List[EntailmentPair]:
-    """Pairs of an SNLI-VE JSON-lines file (image = ``<Flickr30K_ID>.jpg``, id = ``pairID``)."""
-    pairs = []
-    for where, row in read_jsonl(path):
-        label = _get(row, "gold_label", str, where)
-        if label not in SNLI_VE_LABELS:
-            raise DataError(f"{where}: gold_label {label!r} is not one of {list(SNLI_VE_LABELS)}")
-        image = _get(row, "Flickr30K_ID", (str, int), where)
-        pairs.append(EntailmentPair(f"{image}.jpg", _text(row, "sentence2", where), label,
-                                    _text(row, "pairID", where)))
-    return pairs
+def read_snli_ve(path, skip_bad: bool = False):
+    """``(pairs, ReadReport)`` of an SNLI-VE JSON-lines file (image = ``<Flickr30K_ID>.jpg``, id = ``pairID``);
+    a bad line is a ``DataError`` naming it, or with ``skip_bad`` an entry of the report."""
+    from .seq2seq import read_records
+    return read_records(os.fspath(path), snli_ve_pair, skip_bad)
+
+
+def snli_ve_pair(where: str, line: int, text: str) -> EntailmentPair:
+    row = parse_json_line(where, text)
+    label = _get(row, "gold_label", str, where)
+    if label not in SNLI_VE_LABELS:
+        raise DataError(f"{where}: gold_label {label!r} is not one of {list(SNLI_VE_LABELS)}")
+    image = _get(row, "Flickr30K_ID", (str, int), where)
+    return EntailmentPair(f"{image}.jpg", _text(row, "sentence2", where), label, _text(row, "pairID", where), line)
 
 
 def coco_image_name(subtype: str, image_id: int) -> str:
