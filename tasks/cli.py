@@ -419,10 +419,11 @@ def run_command(command: Callable[[], Any], debug: bool = False):
         raise SystemExit(130) from None
 
 
-def run_tool(run: Callable[[list], Any], argv: Optional[Sequence[str]] = None) -> int:
-    """``run(argv)`` of a ``tools`` script under ``run_command``: exit status 0, or one ``error:`` line and 2 for a
-    user's error; ``--debug`` anywhere on the command line shows the traceback instead."""
+def run_tool(run: Callable[[list], Any], argv: Optional[Sequence[str]] = None, status: bool = False) -> int:
+    """``run(argv)`` of a ``tools`` script under ``run_command``: exit status 0 (with ``status``, the int ``run``
+    returns), or one ``error:`` line and 2 for a user's error; ``--debug`` anywhere on the command line shows the
+    traceback instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    run_command(lambda: run([a for a in argv if a != "--debug"]), debug)
-    return 0
+    result = run_command(lambda: run([a for a in argv if a != "--debug"]), debug)
+    return result if status else 0

@@ -183,6 +183,36 @@ def test_weights_load_strictly(tmp_path):
 
 # ---- the tool ------------------------------------------------------------------------------------------
 
+def test_the_tools_user_errors_are_one_line_and_exit_status_2(tmp_path, capsys):
+    """A missing or empty image folder (subfolders are not searched), missing or unreadable weights and bad
+    settings stop the tool before it writes anything, each with one ``error:`` line and exit status 2."""
+    (tmp_path / "nested" / "sub").mkdir(parents=True)
+    picture = np.zeros((30, 40, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "nested" / "sub" / "a.jpg"), picture)
+    (tmp_path / "junk.pdparams").write_bytes(b"not a pickle")
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "one.jpg"), picture)
+    out = tmp_path / "out"
+    cases = [(["--images", str(tmp_path / "nowhere"), "--random-weights"], "no such folder or list file"),
+             (["--images", str(tmp_path / "nested"), "--random-weights"],
+              "no image files (.jpg, .jpeg, .png, .bmp, .webp, .tif, .tiff) in this folder; its subfolders are not"),
+             (["--images", str(tmp_path / "images"), "--weights", str(tmp_path / "none.pdparams")],
+              "none.pdparams: weights file not found"),
+             (["--images", str(tmp_path / "images"), "--weights", str(tmp_path / "junk.pdparams")],
+              "junk.pdparams: not a paddle weights file"),
+             (["--images", str(tmp_path / "images"), "--random-weights", "--min-boxes", "0"],
+              "extraction settings: need 1 <= min_boxes <= max_boxes")]
+    for argv, message in cases:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stopped:
+            extract_regions.main(argv + ["--out", str(out)])
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert stopped.value.code == 2 and len(errors) == 1 and message in errors[0], err
+        assert "Traceback" not in err and not out.exists()
+
+
+
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     images = shared_path("images")
@@ -220,8 +250,9 @@ def test_resumed_rerun_skips_finished_images_and_equals_first_run(first_run, tmp
     assert summary(capsys) == {"done": 3, "skipped": 2, "failed": 0}
     assert (out / "shard-000001.bin").read_bytes() == shard
     assert_same(records(out), records(reference))  # same seed: identical values, also across processes
-    with pytest.raises(SystemExit, match="other settings"):
+    with pytest.raises(SystemExit) as refused:
         extract_regions.main(["--images", str(images), "--out", str(out)] + SMALL + ["--conf", "0.3"])
+    assert refused.value.code == 2 and "was extracted with other settings" in capsys.readouterr().err
 
 
 def test_bad_images_are_converted_or_listed(tmp_path, capsys):

@@ -37,7 +37,8 @@ from typing import Optional
 
 import paddle_unimo
 from paddle_unimo.data.regions import RegionStore
-from paddle_unimo.fileio import atomic_write, read_json, read_text_lines, write_json
+from paddle_unimo.fileio import DataError, atomic_write, read_json, read_text_lines, write_json
+from paddle_unimo.typed import ConfigError
 # detector imports paddle inside its functions, so main's cpu_defaults() still comes first
 from paddle_unimo.regions.detector import ExtractorConfig, ImageError, RegionExtractor, describe, read_image
 
@@ -81,10 +82,13 @@ def parse_args(argv=None):
 
 
 def config_from_args(args) -> ExtractorConfig:
-    return ExtractorConfig(arch=args.arch, depth=args.depth, num_classes=args.num_classes,
-                           proposals=args.proposals, conf_threshold=args.conf, nms_iou=args.nms_iou,
-                           min_boxes=args.min_boxes, max_boxes=args.max_boxes, regress_boxes=args.regress_boxes,
-                           short_side=args.short_side, max_side=args.max_side)
+    try:
+        return ExtractorConfig(arch=args.arch, depth=args.depth, num_classes=args.num_classes,
+                               proposals=args.proposals, conf_threshold=args.conf, nms_iou=args.nms_iou,
+                               min_boxes=args.min_boxes, max_boxes=args.max_boxes, regress_boxes=args.regress_boxes,
+                               short_side=args.short_side, max_side=args.max_side)
+    except ValueError as e:
+        raise ConfigError(f"extraction settings: {e}") from None
 
 
 def list_images(source: str):
@@ -92,12 +96,17 @@ def list_images(source: str):
     if os.path.isdir(source):
         names = sorted(n for n in os.listdir(source) if not n.startswith(".") and n.lower().endswith(IMAGE_EXTS))
         paths = [os.path.join(source, n) for n in names]
+        if not paths:
+            raise DataError(f"--images {source}: no image files ({', '.join(IMAGE_EXTS)}) in this folder; its "
+                            "subfolders are not searched: give a list file of paths (one per line) instead")
     elif os.path.isfile(source):
         base = os.path.dirname(os.path.abspath(source))
         lines = [line.strip() for _, line in read_text_lines(source)]
         paths = [os.path.join(base, line) for line in lines if not line.startswith("#")]
+        if not paths:
+            raise DataError(f"--images {source}: the list file names no image")
     else:
-        raise SystemExit(f"--images {source}: no such folder or list file")
+        raise DataError(f"--images {source}: no such folder or list file")
     items, bad, seen = [], [], {}
     for path in paths:
         image_id = os.path.basename(path)
@@ -125,8 +134,8 @@ def check_settings(out: str, settings: dict) -> None:
         diff = {k: (old.get(k), v) for k, v in settings.items()
                 if k not in _NOT_COMPARED and old.get(k) != v}
         if diff:
-            raise SystemExit(f"{out} was extracted with other settings ({path}); use another --out. "
-                             f"Differences (stored, now): {diff}")
+            raise ConfigError(f"{out} was extracted with other settings ({path}); use another --out. "
+                              f"Differences (stored, now): {diff}")
     write_json(path, settings)
 
 
@@ -287,7 +296,7 @@ def worker_devices(nproc: int):
     if gpus == 0:
         return ["cpu"] * nproc
     if nproc > gpus:
-        raise SystemExit(f"--nproc {nproc}: only {gpus} GPUs are visible (CUDA_VISIBLE_DEVICES="
+        raise ConfigError(f"--nproc {nproc}: only {gpus} GPUs are visible (CUDA_VISIBLE_DEVICES="
                          f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); run one process per GPU")
     return [f"gpu:{rank}" for rank in range(nproc)]
 
@@ -405,7 +414,14 @@ def extract_in_workers(args, cfg: ExtractorConfig, items, bad) -> dict:
 
 
 def main(argv=None) -> int:
+    """The exit status: 0, 1 when no image could be extracted or a worker failed, 2 (one ``error:`` line) for a
+    user's error, 130 after Ctrl-C."""
     paddle_unimo.cpu_defaults()
+    from tasks.cli import run_tool
+    return run_tool(extract, argv, status=True)
+
+
+def extract(argv) -> int:
     args = parse_args(argv)
     if args.random_weights:
         loud_warning(RANDOM_WARNING)

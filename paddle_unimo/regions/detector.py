@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..data.regions import RegionRecord
+from ..fileio import DataError
 from . import paddledet_compat
 
 # paddledet's test-time NormalizeImage (ImageNet statistics, RGB in [0, 1]).
@@ -179,7 +180,12 @@ def load_weights(model, path: str) -> None:
     import paddle
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: weights file not found")
-    state = paddle.load(path)
+    try:
+        state = paddle.load(path)
+    except Exception as e:  # paddle.load raises ValueError, pickle and OS errors alike for a file it cannot read
+        raise DataError(f"{path}: not a paddle weights file ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise DataError(f"{path}: not a paddle state dict (holds a {type(state).__name__})")
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -188,7 +194,7 @@ def load_weights(model, path: str) -> None:
     problems = [f"{len(items)} {what} (first: {items[:8]})" for what, items in
                 (("missing", missing), ("unexpected", unexpected), ("shape mismatches", shapes)) if items]
     if problems:
-        raise ValueError(f"{path} does not fit this detector ({model.__class__.__name__}, "
+        raise DataError(f"{path} does not fit this detector ({model.__class__.__name__}, "
                          f"{len(own)} tensors): " + "; ".join(problems))
     model.set_state_dict(state)
 
