@@ -63,8 +63,11 @@ def parse_override(item: str):
         raise ConfigError(f"-o {item!r}: expected section.key=value")
     try:
         return key.split("."), yaml.safe_load(value)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"-o {item!r}: the value is not valid YAML ({e})") from None
+    except yaml.YAMLError as e:  # e.g. a text starting with { or [, which YAML reads as a mapping or a list
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"-o {item}: the value is not valid YAML ({problem}); a text YAML would read as other "
+                          f"syntax goes in quotes, -o '{key}=\"...\"' (through make O=, in a config file: "
+                          "CONFIG=)") from None
 
 
 def apply_overrides(config: dict, overrides: Sequence[str], known_sections: Sequence[str] = ()) -> dict:

@@ -267,6 +267,8 @@ def test_evaluate_refuses_broken_prediction_files(finished, tmp_path, capsys, co
     ("decode.beams=3", "decode: unknown key beams"),
     ("eval.max_example=3", "eval: unknown key max_example; known: batch_size, max_examples"),
     ("model.vocab=x", "model: unknown key vocab; known: overrides, preset, vocab_dir"),
+    ("data.source_template={title}：{source}", "the value is not valid YAML (expected '<document start>', but found "
+     "'<scalar>'); a text YAML would read as other syntax goes in quotes, -o 'data.source_template=\"...\"'"),
 ])
 def test_every_bad_setting_is_one_clear_error_before_training(tmp_path, capsys, override, expected):
     data = write_data(tmp_path / "data")
