@@ -243,6 +243,12 @@ def evaluate(args) -> dict:
     from tasks.outputs import describe
     task, cfg, _ = resolve_config(args)
     path = args.predictions or os.path.join(args.out, "predictions.jsonl")
+    if not os.path.exists(path) and not os.path.isabs(path) and os.path.exists(os.path.join(args.out, path)):
+        path = os.path.join(args.out, path)  # a file predict wrote there, named alone (PRED=vqa_submission.json)
+    if not os.path.exists(path):
+        from paddle_unimo.fileio import DataError
+        raise DataError(f"{path}: no predictions file" + ("" if args.predictions else
+                                                          " (make predict, or predict --out, writes it)"))
     references_path = args.references or (not args.data and predicted_input(path, task.name)) or data_file(
         args, cfg, cfg.data.dev)
     metrics = {**task.evaluate(path, references_path, cfg), "task": task.name, "predictions": path,

@@ -206,6 +206,13 @@ def test_evaluate_scores_predictions_against_the_file_they_were_predicted_for(de
     shutil.copyfile(tmp_path / "reversed.json", tmp_path / "data" / "dev.json")
     assert run.execute(["evaluate", *config, "--out", str(out), "--data", str(tmp_path / "data")])["references"] \
         == str(tmp_path / "data" / "dev.json")
+    assert not os.path.exists("predictions.jsonl")  # a name alone: the file predict wrote in --out
+    named = run.execute(["evaluate", *config, "--out", str(out), "--predictions", "predictions.jsonl"])
+    assert named["predictions"] == str(out / "predictions.jsonl") and named["bleu4"] == evaluated["bleu4"]
+    with pytest.raises(SystemExit):
+        run.execute(["evaluate", *config, "--out", str(tmp_path / "none")])
+    assert f"error: {tmp_path}/none/predictions.jsonl: no predictions file (make predict, or predict --out, " \
+        "writes it)" in capsys.readouterr().err
 
 
 def test_a_pipeline_predicts_what_predict_writes(demo_model, tmp_path):
