@@ -168,6 +168,20 @@ def run_config_of(model_dir: Optional[str]) -> Optional[str]:
     return path if path and os.path.isfile(path) else None
 
 
+def blame_overrides(check, config_path: str, overrides) -> None:
+    """``check()`` (checks of the config against the model); an error about a key that an ``-o`` set names that
+    ``-o``, not the config file, which may hold another value. Returns what ``check`` returns."""
+    try:
+        return check()
+    except ConfigError as e:
+        message = str(e)
+        for item in reversed(overrides or []):  # the last -o of a key is the one applied
+            key = item.partition("=")[0]
+            if message.startswith(f"{config_path}: {key}: "):
+                raise ConfigError(f"-o {item}: {message[len(config_path) + 2:]}") from None
+        raise
+
+
 def set_aside_earlier_run(out: str, outputs: Optional[Sequence[str]] = None) -> Optional[str]:
     """A run starting over (not resuming) in a folder of an earlier run (its ``best/``, ``checkpoint/`` or
     ``metrics.json``) moves that run's ``outputs`` (default: all but ``train.log``, which both append to) into

@@ -33,8 +33,9 @@ from paddle_unimo.fileio import DataError, read_json, read_jsonl, write_json  # 
 from paddle_unimo.pretraining import CorpusSpec  # noqa: E402
 from paddle_unimo.training import TrainConfig  # noqa: E402
 from paddle_unimo.typed import ConfigError, bounded, join, to_dict  # noqa: E402
-from tasks.cli import (ROOT, ModelSection, add_common_arguments, build_model, digest, fingerprint,  # noqa: E402
-                       load_config, longer_table_hint, run_command, set_aside_earlier_run, setup_logging)
+from tasks.cli import (ROOT, ModelSection, add_common_arguments, blame_overrides, build_model, digest,  # noqa: E402
+                       fingerprint, load_config, longer_table_hint, run_command, set_aside_earlier_run,
+                       setup_logging)
 
 
 @dataclass
@@ -145,8 +146,8 @@ def pretrain(args) -> dict:
         model, tokenizer = build_model(args.model, cfg.model, texts)
     check_region_stores(cfg, model.config, args.config)
     names = sorted({o for spec in cfg.corpora for o in spec.objectives})
-    objectives = longer_table_hint(lambda: objective_configs(names, cfg.objectives, tokenizer, model.config,
-                                                             f"{args.config}: "))
+    objectives = blame_overrides(lambda: longer_table_hint(lambda: objective_configs(
+        names, cfg.objectives, tokenizer, model.config, f"{args.config}: ")), args.config, args.override)
     corpora = [load_corpus(to_dict(spec), tokenizer, ROOT, chinese=cfg.chinese, cache=os.path.join(out, "index"))
                for spec in cfg.corpora]  # after every check of the config: a failed start leaves OUT empty
     mixture = Mixture(corpora, objectives, cfg.train.batch_size, cfg.train.seed, dist.get_rank(), dist.get_world_size())

@@ -27,9 +27,9 @@ from paddle_unimo import cpu_defaults
 
 cpu_defaults()  # before anything below imports paddle
 
-from tasks.cli import (ROOT, add_common_arguments, build_model, data_path, fingerprint, load_config,  # noqa: E402
-                       longer_table_hint, resolve_data_paths, run_command, run_config_of, set_aside_earlier_run,
-                       setup_logging, warn_other_prompt, write_run_config)
+from tasks.cli import (ROOT, add_common_arguments, blame_overrides, build_model, data_path, fingerprint,  # noqa: E402
+                       load_config, longer_table_hint, resolve_data_paths, run_command, run_config_of,
+                       set_aside_earlier_run, setup_logging, warn_other_prompt, write_run_config)
 from tasks.registry import TASKS, get_task, task_of_config  # noqa: E402
 
 logger = logging.getLogger("paddle_unimo")
@@ -65,21 +65,6 @@ def resolve_config(args):
     elif args.regions:
         raise ConfigError(f"--regions: task {name!r} reads no image regions")
     return task, cfg, path
-
-
-def blame_overrides(check, config_path: str, overrides) -> None:
-    """``check()`` (a task's checks against the model); an error about a key that an ``-o`` set names that ``-o``,
-    not the config file, which may hold another value."""
-    from paddle_unimo.typed import ConfigError
-    try:
-        check()
-    except ConfigError as e:
-        message = str(e)
-        for item in reversed(overrides or []):  # the last -o of a key is the one applied
-            key = item.partition("=")[0]
-            if message.startswith(f"{config_path}: {key}: "):
-                raise ConfigError(f"-o {item}: {message[len(config_path) + 2:]}") from None
-        raise
 
 
 def data_file(args, cfg, name: str) -> str:

@@ -367,7 +367,7 @@ def test_broken_config_types_through_every_command(finished, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["malformed", "directory", "not_utf8", "empty_file", "no_field", "config_type",
-                                  "unknown_key", "length"])
+                                  "unknown_key", "length", "override"])
 def test_broken_inputs_through_pretrain(tmp_path, capsys, case):
     config = yaml.safe_load(open(os.path.join(ROOT, "tasks", "configs", "pretrain_tiny.yaml"), encoding="utf-8"))
     corpus = tmp_path / "corpus.json"
@@ -379,7 +379,9 @@ def test_broken_inputs_through_pretrain(tmp_path, capsys, case):
                 "unknown_key": "corpora[0]: unknown key path; known:",
                 "empty_file": "corpus.json: corpus 'text' has no usable item",
                 "no_field": "corpus.json: corpus 'text' has no usable item (no non-blank text in the fields",
-                "length": "objectives.span_mlm.max_seq_len: 400 is above the model's 160 position embeddings"}[case]
+                "length": "objectives.span_mlm.max_seq_len: 400 is above the model's 160 position embeddings",
+                "override": "error: -o objectives.span_mlm.mask_ratio=2: objectives.span_mlm.mask_ratio: 2.0 is out "
+                            "of range"}[case]
     if case == "directory":
         corpus.mkdir()
     elif case == "empty_file":
@@ -398,8 +400,9 @@ def test_broken_inputs_through_pretrain(tmp_path, capsys, case):
     path = tmp_path / "pretrain.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), "utf-8")
     out = tmp_path / "out"
+    extra = ["-o", "objectives.span_mlm.mask_ratio=2"] if case == "override" else []
     line = user_error(capsys, ["--config", str(path), "--out", str(out), "-o", "train.max_steps=2",
-                               "-o", "train.progress=false"], main=pretrain_cli.execute)
+                               "-o", "train.progress=false", *extra], main=pretrain_cli.execute)
     assert expected in line, line
     assert snapshot(out) == {}
 
