@@ -37,12 +37,21 @@ def find_config(path: str) -> str:
     for name in CONFIG_NAMES:
         if os.path.isfile(os.path.join(path, name)):
             return os.path.join(path, name)
+    run, name = os.path.split(os.path.normpath(path))
     if not os.path.isdir(path):
+        if name == "inference" and os.path.isdir(os.path.join(run, "best")):
+            raise FileNotFoundError(f"{path}: no export yet (make export writes it from {os.path.join(run, 'best')})")
+        if name == "best" and os.path.isdir(os.path.join(run, "checkpoint")):
+            raise FileNotFoundError(f"{path}: the run has no best model yet (it is saved at the first evaluation): "
+                                    "run the same finetune command again to resume it")
         raise FileNotFoundError(f"{path}: no such model folder (a fine-tuned model is OUT/best once "
                                 "`make finetune` has run; a converted one is what `make convert` wrote)")
     if os.path.isfile(os.path.join(path, "best", CONFIG_NAMES[0])):
         raise FileNotFoundError(f"{path}: a fine-tuning run's folder, not a model folder: its model is "
                                 f"{os.path.join(path, 'best')}")
+    if os.path.isfile(os.path.join(path, "trainer_state.json")):
+        raise FileNotFoundError(f"{path}: a training checkpoint (to resume from), not a model folder: the run's "
+                                f"model is {os.path.join(run, 'best')}")
     raise FileNotFoundError(f"{path}: no {' or '.join(CONFIG_NAMES)} (is this a model folder?)")
 
 

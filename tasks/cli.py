@@ -168,7 +168,7 @@ def run_config_of(model_dir: Optional[str]) -> Optional[str]:
     return path if path and os.path.isfile(path) else None
 
 
-def blame_overrides(check, config_path: str, overrides) -> None:
+def blame_overrides(check, config_path: str, overrides):
     """``check()`` (checks of the config against the model); an error about a key that an ``-o`` set names that
     ``-o``, not the config file, which may hold another value. Returns what ``check`` returns."""
     try:
@@ -209,6 +209,8 @@ def data_path(data_dir: Optional[str], cfg, name: str) -> str:
     (the bundled demo data, relative to the repository, or the folder a fine-tuned model's run read)."""
     if not data_dir and not cfg.data.default_dir and not os.path.isabs(name):
         raise ConfigError(f"{cfg.task} has no bundled data: give DATA=dir (--data), the folder holding {name}")
+    if data_dir and not os.path.isdir(data_dir):
+        raise ConfigError(f"{data_dir}: no such data folder (DATA=, --data: the folder holding {name})")
     return os.path.join(data_dir or os.path.join(ROOT, cfg.data.default_dir), name)
 
 
@@ -288,10 +290,12 @@ def build_model(model_dir: Optional[str], section: ModelSection, texts: Sequence
         vocab_size=tokenizer.vocab_size, unk_token_id=tokenizer.unk_token_id, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.eos_token_id,
         mask_token_id=tokenizer.mask_token_id)
-    logger.info("no MODEL given: preset %s with a %d-token %s", section.preset, tokenizer.vocab_size,
-                f"vocabulary from {section.vocab_dir}" if section.vocab_dir
-                else f"{'word and character' if vocabulary == 'words' else 'character'} vocabulary from the "
-                     "training data")
+    logger.log(logging.INFO if section.preset == "tiny" else logging.WARNING,
+               "no MODEL given: preset %s with a %d-token %s, from random weights%s", section.preset,
+               tokenizer.vocab_size, f"vocabulary from {section.vocab_dir}" if section.vocab_dir
+               else f"{'word and character' if vocabulary == 'words' else 'character'} vocabulary from the "
+                    "training data", "" if section.preset == "tiny" else
+               " (a pretrained model is MODEL=, e.g. a folder of unimo-text-1.0 or a converted UNIMO)")
     paddle.seed(0)
     return model_class(config), tokenizer
 

@@ -169,6 +169,10 @@ class CaptionRunner(VLRunner):
     def __init__(self, task: CaptionTask, model, tokenizer, cfg: CaptionConfig):
         super().__init__(task, model, tokenizer, cfg)
         data = cfg.data
+        for key, needed in (("tag_file", data.tags == "file"), ("class_names", data.tags == "store")):
+            if needed and not os.path.isfile(getattr(data, key)):
+                raise DataError(f"{getattr(data, key)}: file not found (data.{key}, which data.tags: {data.tags} "
+                                "reads; -o data.tags=none captions without object tags)")
         self.tag_table = read_tag_file(data.tag_file) if data.tags == "file" else None
         self.class_names = read_class_names(data.class_names) if data.tags == "store" else None
 

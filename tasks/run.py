@@ -124,8 +124,15 @@ def finetune(args) -> dict:
                           "folder, whose vocabulary they index)")
     model, tokenizer = build_model(args.model, cfg.model, task.texts(train, cfg), task.model_class, task.vocabulary,
                                    **task.model_settings(cfg, train, from_folder=bool(args.model)))
-    blame_overrides(lambda: longer_table_hint(lambda: task.check(cfg, model.config, config_path)), config_path,
-                    args.override)
+    try:
+        blame_overrides(lambda: longer_table_hint(lambda: task.check(cfg, model.config, config_path)), config_path,
+                        args.override)
+    except ConfigError as e:
+        own = None if args.config else run_config_of(args.model)
+        if own is None:
+            raise
+        raise ConfigError(f"{e}; or go on with the settings {args.model} was fine-tuned with: --config {own} "
+                          f"(make: CONFIG={own})") from None
     runner = task.bind(model, tokenizer, cfg)
     dev, extras = text_targets(runner, dev), [(name, text_targets(runner, extra)) for name, extra in extras]
     sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "task"}
@@ -179,6 +186,8 @@ def predict(args) -> dict:
     task, cfg, config_path = resolve_config(args)
     if not args.model:
         raise ConfigError("predict needs --model (a folder written by finetune, e.g. OUT/best)")
+    from paddle_unimo.checkpoint import find_config
+    find_config(args.model)  # a missing model says so before the input is read
     path = args.input or data_file(args, cfg, cfg.data.dev)
     examples, report = task.read(path, cfg, need_target=False, role="dev")
     logger.info("%d examples from %s", len(examples), getattr(report, "path", path))

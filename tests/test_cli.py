@@ -6,6 +6,7 @@ no traceback, and no file of the output folder changed (``train.log`` excepted: 
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -228,10 +229,11 @@ def test_predict_skip_bad_keeps_one_output_line_per_input_line(finished, tmp_pat
     ('{"id": "0", "prediction": "a"}\n{"id": "0", "prediction": "b"}\n', "preds.jsonl:2: id '0' repeats"),
     ('{"id": "9", "prediction": "a"}\n', "preds.jsonl:1: id '9' is not in the references"),
     ('{"id": "0", "prediction": "a"\n', "preds.jsonl:1: malformed JSON"),
+    ("a\nb\n", "preds.txt: evaluate reads predictions.jsonl, whose ids match predictions to references"),
 ])
 def test_evaluate_refuses_broken_prediction_files(finished, tmp_path, capsys, content, expected):
     data, _ = finished
-    path = tmp_path / "preds.jsonl"
+    path = tmp_path / ("preds.txt" if "preds.txt" in expected else "preds.jsonl")
     path.write_text(content, "utf-8")
     line = user_error(capsys, ["evaluate", "--config", CONFIG, "--data", str(data), "--predictions", str(path),
                                "--out", str(tmp_path / "eval")])
@@ -342,6 +344,9 @@ def test_broken_inputs_through_finetune_and_predict(finished, tmp_path, capsys, 
     before = snapshot(out)
     line = user_error(capsys, ["finetune", "--config", CONFIG, "--data", str(folder), "--out", str(out), *FAST])
     assert expected in line, line
+    if re.match(r"train\.json:\d+: ", expected) and case != "not_utf8":  # a line's error: how to leave such lines out
+        assert line.endswith("(--skip-bad, or -o data.skip_bad=true, leaves such lines out and lists them in "
+                             "OUT/skipped.jsonl)"), line
     if case not in ("empty_target", "missing_field"):  # predict needs no target
         line = user_error(capsys, ["predict", "--config", CONFIG, "--model", str(finished[1] / "best"),
                                    "--input", str(folder / "train.json"), "--out", str(out), *FAST])
@@ -468,6 +473,18 @@ def test_a_model_folder_that_does_not_exist_says_so(tmp_path, capsys):
                                "--out", str(tmp_path / "pred")])
     assert f"{run_folder}: a fine-tuning run's folder, not a model folder: its model is {run_folder / 'best'}" \
         in line, line
+    (run_folder / "checkpoint").mkdir()
+    (run_folder / "checkpoint" / "trainer_state.json").write_text("{}", "utf-8")
+    for model, expected in [("checkpoint", "a training checkpoint (to resume from), not a model folder: the run's "
+                             f"model is {run_folder / 'best'}"),
+                            ("inference", f"no export yet (make export writes it from {run_folder / 'best'})")]:
+        line = user_error(capsys, ["predict", "--task", "dureader_qg", "--config", CONFIG, "--model",
+                                   str(run_folder / model), "--out", str(tmp_path / "pred")])
+        assert f"{run_folder / model}: {expected}" in line, line
+    shutil.rmtree(run_folder / "best")  # interrupted before its first evaluation
+    line = user_error(capsys, ["predict", "--task", "dureader_qg", "--config", CONFIG, "--model",
+                               str(run_folder / "best"), "--out", str(tmp_path / "pred")])
+    assert "the run has no best model yet (it is saved at the first evaluation): run the same finetune" in line
 
 
 def test_longer_sources_than_a_models_position_table_train_a_grown_table(finished, tmp_path, capsys):
@@ -484,6 +501,11 @@ def test_longer_sources_than_a_models_position_table_train_a_grown_table(finishe
     assert line == ("error: -o data.max_seq_len=240: data.max_seq_len: 240 is above the model's 160 position "
                     "embeddings (allowed: <= 160); or train a longer table: -o model.overrides.max_position_embeddings"
                     "=240 (a model folder's is grown from its trained rows)"), line
+    line = user_error(capsys, ["finetune", "--task", "dureader_qg", "--model", str(out / "best"), "--data", str(data),
+                               "--out", str(tmp_path / "refused")])  # the base config's lengths
+    own = out / "best" / "task.yaml"
+    assert "data.max_seq_len: 360 is above the model's 160" in line and line.endswith(
+        f"or go on with the settings {out / 'best'} was fine-tuned with: --config {own} (make: CONFIG={own})"), line
     grow = ["-o", "model.overrides.max_position_embeddings=240", "-o", "train.weight_decay=0.0"]
     run.execute(["finetune", "--out", str(tmp_path / "grown"), *argv, *grow])
     best = tmp_path / "grown" / "best"
@@ -582,3 +604,9 @@ def test_predicting_a_model_of_another_task_names_the_fix(finished, tmp_path, ca
                          "for it: leave --task out (make: TASK=dureader_qg or no TASK), or give --config FILE to "
                          "predict with another task's settings"), line
     assert os.listdir(tmp_path / "pred") == ["train.log"]  # the error, logged; nothing predicted
+
+
+def test_a_data_folder_that_does_not_exist_says_so(tmp_path, capsys):
+    line = user_error(capsys, ["finetune", "--config", CONFIG, "--data", str(tmp_path / "nope"), "--out",
+                               str(tmp_path / "out"), *FAST])
+    assert line == f"error: {tmp_path / 'nope'}: no such data folder (DATA=, --data: the folder holding train.json)"

@@ -270,6 +270,15 @@ def test_missing_regions_stop_the_run_or_are_skipped_with_skip_bad(tmp_path, cap
     assert {r["image"] for r in predictions[:15]} == {"2248275918.jpg"}
 
 
+def test_a_missing_tag_file_names_its_key_and_the_way_out(tmp_path, capsys):
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run.execute(["finetune", "--task", "coco_caption", "--out", str(tmp_path / "out"), "-o",
+                     "data.class_names=nowhere.txt"])
+    assert ("nowhere.txt: file not found (data.class_names, which data.tags: store reads; -o data.tags=none captions "
+            "without object tags)") in capsys.readouterr().err
+
+
 # ---- 6. evaluate against pycocoevalcap run directly ------------------------------------------------------------
 
 class _NoSpice:

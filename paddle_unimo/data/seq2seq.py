@@ -148,7 +148,8 @@ def read_records(path, parse, skip_bad: bool, first_line=None):
             examples.append(parse(where, report.lines, text))
         except DataError as e:
             if not skip_bad:
-                raise
+                raise DataError(f"{e} (--skip-bad, or -o data.skip_bad=true, leaves such lines out and lists them "
+                                "in OUT/skipped.jsonl)") from None
             message, prefix = str(e), f"{where}: "
             reason = message[len(prefix):] if message.startswith(prefix) else message
             report.skipped.append({"file": path, "line": report.lines, "reason": reason})
