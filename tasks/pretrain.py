@@ -1,4 +1,4 @@
-"""UNIMO pretraining: span MLM and seq2seq LM on text, region masking on images and image-text pairs, CMCL.
+r"""UNIMO pretraining: span MLM and seq2seq LM on text, region masking on images and image-text pairs, CMCL.
 
     python -m tasks.pretrain_mini --out out/pretrain/mini           # the embedded mini corpus
     python -m paddle.distributed.launch --nproc_per_node 2 tasks/pretrain.py \

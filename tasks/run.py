@@ -1,4 +1,4 @@
-"""Fine-tune, predict and evaluate any registered task (``tasks/registry.py``).
+r"""Fine-tune, predict and evaluate any registered task (``tasks/registry.py``).
 
     python -m tasks.run finetune --task dureader_qg --out out/dureader_qg
     python -m tasks.run finetune --config tasks/configs/dureader_qg_base.yaml --model unimo-text-1.0 \

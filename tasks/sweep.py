@@ -1,4 +1,4 @@
-"""A hyper-parameter grid over any registered task: one fine-tuning run per combination, then one table.
+r"""A hyper-parameter grid over any registered task: one fine-tuning run per combination, then one table.
 
     python -m tasks.sweep --task glue_sst2 --grid "train.lr=1e-5,2e-5,3e-5 train.seed=1,2,3" --out out/sweep_sst2 \
         [--config FILE] [--model DIR] [--data DIR] [-o key=value ...]

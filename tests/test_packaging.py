@@ -60,6 +60,20 @@ def test_every_tool_has_a_console_script_and_a_pasteable_docstring():
         assert "shared" not in doc, name
 
 
+def test_help_texts_keep_their_shell_line_continuations():
+    """A module docstring (argparse's description) with a command continued by a backslash is a raw string: in a
+    plain one the backslash and line end vanish, and --help prints the two lines as one with a run of spaces."""
+    joined = []
+    for path in sorted([*(ROOT / "tasks").glob("*.py"), *(ROOT / "tools").glob("*.py")]):
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source)
+        if not tree.body or not isinstance(tree.body[0], ast.Expr) or not isinstance(tree.body[0].value, ast.Constant):
+            continue
+        if "\\\n" in ast.get_source_segment(source, tree.body[0]) and "\\\n" not in tree.body[0].value.value:
+            joined.append(path.name)
+    assert joined == []
+
+
 @pytest.mark.parametrize("name", TOOLS)
 def test_tool_runs_as_a_module_without_importing_paddle_for_help(name, tmp_path):
     """``python -m tools.<name> --help`` works from the checkout; importing the tool leaves paddle unloaded,

@@ -1,4 +1,4 @@
-"""Build the CMCL positives, hard negatives and retrieved texts/images for a captions file (UNIMO paper §2.1).
+r"""Build the CMCL positives, hard negatives and retrieved texts/images for a captions file (UNIMO paper §2.1).
 
     python -m tools.build_cmcl_data --captions captions.jsonl --out cmcl.jsonl --paraphrases backtrans.tsv \
         --regions regions/coco --background first --negatives 4 --retrieved-texts 2 --retrieved-images 2 \

@@ -1,4 +1,4 @@
-"""Convert an original English UNIMO checkpoint into a paddle_unimo / PaddleNLP-layout model folder.
+r"""Convert an original English UNIMO checkpoint into a paddle_unimo / PaddleNLP-layout model folder.
 
     python -m tools.convert_checkpoint --params unimo_base_en/params --config unimo_base_en.json \
         --out models/unimo-base-en --dict-dir model_files/dict
