@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
+import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from paddle_unimo.typed import ConfigError, bounded, join, to_dict  # noqa: E402
 from tasks.cli import (ROOT, ModelSection, add_common_arguments, blame_overrides, build_model, digest,  # noqa: E402
                        fingerprint, load_config, longer_table_hint, run_command, set_aside_earlier_run,
                        setup_logging)
+
+logger = logging.getLogger("paddle_unimo")
 
 
 @dataclass
@@ -122,6 +125,10 @@ def pretrain(args) -> dict:
     out, data = os.path.abspath(args.out), os.path.abspath(args.data) if args.data else ""
     # the run's identity: the corpora as written and (below) their files' digests, not where DATA or OUT now are
     configured = {spec.name: dataclasses.replace(spec) for spec in cfg.corpora}
+    if data and not any("{data}" in p for spec in cfg.corpora for p in [*spec.paths, spec.regions or "",
+                                                                         spec.captions or ""]):
+        raise ConfigError(f"--data {args.data}: {args.config} reads no path from {{data}} (its corpora name their "
+                          "own files): leave DATA= out, or write the corpora's paths as {data}/...")
     for i, spec in enumerate(cfg.corpora):
         where = f"{args.config}: corpora[{i}]"
         spec.paths = [f for p in spec.paths for f in expand(p, out, data, f"{where}.paths")]
@@ -166,6 +173,9 @@ def pretrain(args) -> dict:
     if trainer.rank == 0 and (args.no_resume or trainer.check_resumable() is None):
         set_aside_earlier_run(args.out, ("best", "checkpoint", "metrics.json", "vdl"))  # not its corpora ({out})
     state = trainer.train(resume=not args.no_resume, stop_after=args.stop_after)
+    if trainer.started_at == state["step"]:
+        logger.info("%s: this run had finished (step %d): nothing left to train; --no-resume (make: NO_RESUME=1) "
+                    "starts over", args.out, state["step"])
     if trainer.rank == 0:
         curves = defaultdict(list)
         for step, name, loss in state.get("objective_losses", []):

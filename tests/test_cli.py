@@ -372,7 +372,7 @@ def test_broken_config_types_through_every_command(finished, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["malformed", "directory", "not_utf8", "empty_file", "no_field", "config_type",
-                                  "unknown_key", "length", "override"])
+                                  "unknown_key", "length", "override", "data_unused"])
 def test_broken_inputs_through_pretrain(tmp_path, capsys, case):
     config = yaml.safe_load(open(os.path.join(ROOT, "tasks", "configs", "pretrain_tiny.yaml"), encoding="utf-8"))
     corpus = tmp_path / "corpus.json"
@@ -386,7 +386,9 @@ def test_broken_inputs_through_pretrain(tmp_path, capsys, case):
                 "no_field": "corpus.json: corpus 'text' has no usable item (no non-blank text in the fields",
                 "length": "objectives.span_mlm.max_seq_len: 400 is above the model's 160 position embeddings",
                 "override": "error: -o objectives.span_mlm.mask_ratio=2: objectives.span_mlm.mask_ratio: 2.0 is out "
-                            "of range"}[case]
+                            "of range",
+                "data_unused": "pretrain.yaml reads no path from {data} (its corpora name their own files): leave "
+                               "DATA= out"}[case]
     if case == "directory":
         corpus.mkdir()
     elif case == "empty_file":
@@ -405,7 +407,8 @@ def test_broken_inputs_through_pretrain(tmp_path, capsys, case):
     path = tmp_path / "pretrain.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), "utf-8")
     out = tmp_path / "out"
-    extra = ["-o", "objectives.span_mlm.mask_ratio=2"] if case == "override" else []
+    extra = {"override": ["-o", "objectives.span_mlm.mask_ratio=2"], "data_unused": ["--data", str(tmp_path)]}.get(
+        case, [])
     line = user_error(capsys, ["--config", str(path), "--out", str(out), "-o", "train.max_steps=2",
                                "-o", "train.progress=false", *extra], main=pretrain_cli.execute)
     assert expected in line, line

@@ -83,6 +83,7 @@ def test_a_killed_run_resumes_to_the_same_parameters(tmp_path):
     a, b = params(straight), params(resumed)
     for key in a:
         np.testing.assert_array_equal(a[key].numpy(), b[key].numpy(), err_msg=key)
+    assert "this run had finished (step 8): nothing left to train" in pretrain(resumed, *common)
     # starting over moves the run's outputs aside, not its corpus ({out}/mini) or the corpus index
     pretrain(resumed, *common, extra=["--no-resume", "--stop-after", "2"])
     (previous,) = (resumed / "previous").iterdir()
