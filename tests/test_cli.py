@@ -196,7 +196,7 @@ def test_evaluate_never_touches_a_finetune_folders_results(finished, tmp_path):
     after = snapshot(copy)
     assert {k: v for k, v in after.items() if not k.startswith("eval")} == before
     finetuned = json.loads((copy / "metrics.json").read_text("utf-8"))
-    assert {"loss_curve", "steps", "best_eval_bleu4", "skipped_lines", "truncated"} <= set(finetuned)
+    assert {"loss_curve", "steps", "best_eval_bleu4", "best_step", "skipped_lines", "truncated"} <= set(finetuned)
     assert json.loads((copy / "eval" / "metrics.json").read_text("utf-8"))["bleu4"] == metrics["bleu4"]
     assert metrics["bleu4"] == pytest.approx(finetuned["bleu4"])  # the same predictions, scored again
 
@@ -613,3 +613,12 @@ def test_a_data_folder_that_does_not_exist_says_so(tmp_path, capsys):
     line = user_error(capsys, ["finetune", "--config", CONFIG, "--data", str(tmp_path / "nope"), "--out",
                                str(tmp_path / "out"), *FAST])
     assert line == f"error: {tmp_path / 'nope'}: no such data folder (DATA=, --data: the folder holding train.json)"
+
+
+def test_metrics_name_the_step_best_was_saved_at(tmp_path):
+    """A large learning rate: the best model is an early one, which predict and the metrics are of."""
+    data = write_data(tmp_path / "data")
+    metrics = finetune(data, tmp_path / "out", "-o", "train.eval_steps=1", "-o", "train.max_steps=4",
+                       "-o", "train.lr=0.2")
+    saved = re.findall(r"new best bleu4 \S+ at step (\d+)", (tmp_path / "out" / "train.log").read_text("utf-8"))
+    assert saved and metrics["best_step"] == int(saved[-1]) < metrics["steps"] == 4, saved
