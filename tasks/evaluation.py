@@ -25,7 +25,7 @@ def read_predictions(path: str) -> List[Tuple[str, str, str, Dict[str, object]]]
                         "(predict writes it beside predictions.txt)")
     rows = []
     for where, row in read_jsonl(path):
-        if row.get("skipped") or row.get("blank"):
+        if row.get("skipped") or row.get("blank") or row.get("header"):
             continue
         if "prediction" not in row:
             raise DataError(f"{where}: missing field 'prediction' (has {sorted(row)})")

@@ -11,12 +11,15 @@ from paddle_unimo.fileio import atomic_write
 
 def prediction_rows(examples: Sequence, predictions: Sequence, report, row: Callable) -> list:
     """One row per input line up to the file's last non-blank line, in order: ``row(example, prediction)``, or
-    an empty prediction with ``skipped`` (the reason) for a skipped line, or ``blank`` for a blank line.
-    ``examples`` carry their ``line``; ``report`` is the reader's (``skipped``, ``lines``)."""
+    an empty prediction with ``skipped`` (the reason) for a skipped line, ``header`` for a header row, or ``blank``
+    for a blank line. ``examples`` carry their ``line``; ``report`` is the reader's (``skipped``, ``lines``,
+    ``header``)."""
     rows = {e.line: row(e, p) for e, p in zip(examples, predictions)}
     for s in report.skipped:
         rows[s["line"]] = {"id": None, "line": s["line"], "prediction": "", "skipped": s["reason"]}
     last = max([report.lines, *rows])
+    if report.header:
+        rows[report.header] = {"id": None, "line": report.header, "prediction": "", "header": True}
     return [rows.get(n, {"id": None, "line": n, "prediction": "", "blank": True}) for n in range(1, last + 1)]
 
 

@@ -58,9 +58,9 @@ def read_jsonl(path):
 
 
 def example_rows(path):
-    """The rows of a predictions.jsonl that stand for examples (a GLUE header line has a ``blank`` row, which
+    """The rows of a predictions.jsonl that stand for examples (a GLUE header line has a ``header`` row, which
     keeps predictions.txt aligned with the input file's lines)."""
-    return [r for r in read_jsonl(path) if not r.get("blank") and not r.get("skipped")]
+    return [r for r in read_jsonl(path) if not r.get("header") and not r.get("blank") and not r.get("skipped")]
 
 
 def lines(path):
@@ -248,6 +248,8 @@ def test_glue_predict_on_a_test_file_writes_the_submission(glue_run, tmp_path):
     assert submission == ["index\tprediction"] + [f"{i}\t{label}" for i, (_, label) in enumerate(picked)]
     rows = example_rows(tmp_path / "pred" / "predictions.jsonl")
     assert [(r["id"], r["prediction"]) for r in rows] == [(str(i), label) for i, (_, label) in enumerate(picked)]
+    first = json.loads(lines(tmp_path / "pred" / "predictions.jsonl")[0])  # the test file's header row
+    assert first == {"id": None, "line": 1, "prediction": "", "header": True}
 
 
 @pytest.mark.parametrize("name, bad", [("sst2", "positive"), ("stsb", "n/a"), ("stsb", "nan")])

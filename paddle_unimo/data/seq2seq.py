@@ -65,10 +65,12 @@ class Example:
 @dataclass
 class ReadReport:
     """What ``read_examples`` did with a file: ``lines`` is the number of its last non-blank line, ``read``
-    the examples kept, ``skipped`` one ``{"file", "line", "reason"}`` per line left out with ``skip_bad``."""
+    the examples kept, ``skipped`` one ``{"file", "line", "reason"}`` per line left out with ``skip_bad``,
+    ``header`` the line of a header row (0: none)."""
     path: str
     read: int = 0
     lines: int = 0
+    header: int = 0
     skipped: List[Dict[str, object]] = field(default_factory=list)
 
 
@@ -142,7 +144,7 @@ def read_records(path, parse, skip_bad: bool, first_line=None):
         if first:
             first, header_parse = False, first_line(where, text)
             if header_parse is not None:
-                parse = header_parse
+                parse, report.header = header_parse, report.lines
                 continue
         try:
             examples.append(parse(where, report.lines, text))
