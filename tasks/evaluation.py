@@ -5,7 +5,7 @@ that would score predictions against another file's references: a row whose inpu
 ``predict`` copies into it) differs from its reference's.
 
 The file is ``predictions.jsonl`` as ``predict`` writes it (``{"id", "prediction", ...}`` per line; rows marked
-``skipped`` or ``blank`` stand for input lines that had no example and are passed over).
+``skipped``, ``header`` or ``blank`` stand for input lines that had no example and are passed over).
 """
 from __future__ import annotations
 
