@@ -74,8 +74,8 @@ OWN_CONFIG = $(if $(filter command line environment,$(origin CONFIG) $(origin SI
 	"$(PREDICT_MODEL)/task.yaml" && echo "$(PREDICT_MODEL)/task.yaml"))
 RUN_TASK = $(if $(filter command line environment,$(origin TASK)),$(TASK),$(or $(if $(OWN_CONFIG),$(shell sed -n \
 	's/^task: *//p' "$(OWN_CONFIG)")),$(TASK)))
-MODEL_RUN = $(if $(filter best inference,$(notdir $(patsubst %/,%,$(MODEL)))),$(patsubst %/,%,$(dir $(patsubst \
-	%/,%,$(MODEL)))))
+MODEL_RUN = $(if $(MODEL),$(shell m='$(MODEL)'; b="$$(basename "$$m")"; if [ "$$b" = best ] || \
+	[ "$$b" = inference ]; then dirname "$$m"; fi))
 RUN_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),$(or $(MODEL_RUN),$(OUT)))
 predict: $(STAMP)
 	$(PY) -m tasks.run predict --task $(RUN_TASK) $(if $(OWN_CONFIG),,--config "$(CONFIG)") --out "$(RUN_OUT)/predict" \
@@ -84,7 +84,8 @@ predict: $(STAMP)
 
 # make serve [MODEL=$(OUT)/best or $(OUT)/inference] [PORT=8189] [HOST=127.0.0.1] [CANDIDATES=n] [CONFIG=file|SIZE=]
 #      [O="decode.num_beams=1"] [REGIONS=store] [DETECTOR=weights.pdparams]: a 千言, GLUE, English generation,
-#      captioning, VQA or SNLI-VE model over HTTP (POST /predict {"inputs": [...]}, GET /health; tasks/serve.py);
+#      captioning, VQA, SNLI-VE or retrieval model over HTTP (POST /predict {"inputs": [...]}, GET /health;
+#      tasks/serve.py);
 #      CANDIDATES=n answers n per record (best beams, or samples with decode.decode_strategy=sampling); DETECTOR
 #      (the store's weights; random for a store of RANDOM_WEIGHTS=1) lets records name image files on this
 #      machine, extracted as the store's images were: serve it to trusted clients only.
@@ -97,7 +98,7 @@ serve: $(STAMP)
 		$(if $(DETECTOR),--detector "$(DETECTOR)") $(OVERRIDES)
 
 # make evaluate [PRED=$(OUT)/predict/predictions.jsonl; flickr30k_retrieval: .../scores.npy; coco_caption also a
-#      COCO result file such as captions_results.json] [REFS=reference file; default: the file predict read]
+#      COCO result file such as captions_results.json] [REFS=file; default: DATA's dev file, or the file predict read]
 #      -> $(OUT)/predict/eval/metrics.json
 evaluate: $(STAMP)
 	$(PY) -m tasks.run evaluate --task $(RUN_TASK) --config "$(or $(OWN_CONFIG),$(CONFIG))" --out "$(RUN_OUT)/predict" \

@@ -137,6 +137,8 @@ def images_of(examples: Sequence[VLExample]) -> List[str]:
 class RetrievalRunner(VLRunner):
     def __init__(self, task, model, tokenizer, cfg: RetrievalConfig):
         super().__init__(task, model, tokenizer, cfg)
+        if cfg.eval.two_stage_k > 0:
+            self.pooling(model)  # an export cannot: refused now, not at the first scoring
         self.trainer_ref = None
         self.store_cache = None  # the pipeline's store images and their pooled vectors (store_images)
 
@@ -297,6 +299,15 @@ class RetrievalRunner(VLRunner):
             kind = "image" if q.text is not None else "text"
             answers.append([{kind: candidates[i], "score": float(scores[i])} for i in best])
         return answers
+
+    def pipeline_cost(self, record) -> int:
+        """The caption-image pairs a pipeline record scores (serve counts them toward ``--max-inputs``): one per
+        candidate, or for a caption alone one per store image (with ``eval.two_stage_k`` = k, k)."""
+        candidates = record.get("images", record.get("texts")) if isinstance(record, dict) else None
+        if isinstance(candidates, list):
+            return max(1, len(candidates))
+        k, images = self.cfg.eval.two_stage_k, len(self.regions.store)
+        return min(k, images) if k > 0 else images
 
     def store_images(self):
         """The region store's images and, with two-stage scoring, their pooled vectors (computed once: the

@@ -40,7 +40,7 @@ def mean_loss_curve(history: Sequence[dict]) -> List[List[float]]:
 def describe(metrics: dict) -> str:
     """``key value`` for every top-level number of ``metrics`` (counts and steps left out; other integers, such as
     retrieval's numbers of captions and images, as integers)."""
-    skip = {"examples", "steps", "skipped_lines"}
+    skip = {"examples", "steps", "best_step", "skipped_lines"}
     return " ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.2f}" for k, v in metrics.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in skip
                     and not k.startswith("best_eval"))

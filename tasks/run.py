@@ -151,7 +151,9 @@ def finetune(args) -> dict:
     origin = args.model or f"preset {cfg.model.preset}"
     trainer.save_extra = lambda folder: (save_tokenizer(folder), write_run_config(folder, as_written, origin))
     if trainer.rank == 0 and (args.no_resume or trainer.check_resumable() is None):
-        set_aside_earlier_run(args.out)
+        inputs = [p for p in (args.model, args.data, *paths.values(),
+                              *(getattr(cfg.data, k) for k in getattr(cfg.data, "PATHS", ()))) if p]  # may be in OUT
+        set_aside_earlier_run(args.out, inputs=inputs)
     state = trainer.train(resume=not args.no_resume)
     if trainer.rank != 0:
         return state  # with several processes, rank 0 alone decodes and writes the outputs
@@ -207,7 +209,7 @@ def predict(args) -> dict:
     out = write_predictions(args.out, prediction_rows(examples, predictions, report, task.prediction_row))
     task.write_outputs(args.out, examples, predictions)
     result = {"task": task.name, "model": args.model, "config": config_path, "overrides": args.override,
-              "input": os.path.abspath(path), "predictions": out, "examples": len(examples),
+              "input": os.path.abspath(path), "predictions": os.path.abspath(out), "examples": len(examples),
               "skipped_lines": write_skipped(args.out, [report]), "skipped": report.skipped, **runner.report()}
     if all(e.target is not None and e.target != "" for e in examples):
         result.update(task.score(examples, predictions))
@@ -216,16 +218,19 @@ def predict(args) -> dict:
     return result
 
 
-def predicted_input(path: str, task: str) -> Optional[str]:
-    """The file ``predict`` read to write the predictions ``path`` (its metrics.json beside them), or None."""
+def predicted_input(path: str, task) -> Optional[str]:
+    """The file ``predict`` read to write the predictions ``path`` (its metrics.json beside them) when it had
+    targets (predict scored it: ``metric`` in its metrics), or None."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
         with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as f:
             record = json.load(f)
     except (OSError, ValueError):
         return None
-    written = record.get("predictions") if isinstance(record, dict) else None
-    if (record.get("task") == task and isinstance(record.get("input"), str) and isinstance(written, str)
+    if not isinstance(record, dict) or record.get("task") != task.name or task.metric not in record:
+        return None
+    written = record.get("predictions")
+    if (isinstance(record.get("input"), str) and isinstance(written, str)
             and os.path.dirname(os.path.abspath(written)) == folder):
         logger.info("references: %s, the file predict read for %s", record["input"], path)
         return record["input"]
@@ -244,7 +249,7 @@ def evaluate(args) -> dict:
         from paddle_unimo.fileio import DataError
         raise DataError(f"{path}: no predictions file" + ("" if args.predictions else
                                                           " (make predict, or predict --out, writes it)"))
-    references_path = args.references or (not args.data and predicted_input(path, task.name)) or data_file(
+    references_path = args.references or (not args.data and predicted_input(path, task)) or data_file(
         args, cfg, cfg.data.dev)
     metrics = {**task.evaluate(path, references_path, cfg), "task": task.name, "predictions": path,
                "references": references_path}
@@ -268,8 +273,9 @@ def execute(argv=None):
     parser.add_argument("--data", help="folder with the data.train / data.dev files; default: the bundled demo data")
     parser.add_argument("--input", help="predict: the file to generate for (default: the dev file)")
     parser.add_argument("--predictions", help="evaluate: predictions.jsonl (default: OUT/predictions.jsonl)")
-    parser.add_argument("--references", help="evaluate: the reference file (default: the file predict read for "
-                        "the predictions, named in the metrics.json beside them; else the dev file)")
+    parser.add_argument("--references", help="evaluate: the reference file (default: --data's dev file; else the "
+                        "file predict read for the predictions, named in the metrics.json beside them; else the "
+                        "config's dev file)")
     parser.add_argument("--regions", help="vision-language tasks: the region store folder (default: data.regions "
                         "in the data folder)")
     parser.add_argument("--skip-bad", action="store_true", help="skip bad input lines, listed in OUT/skipped.jsonl")

@@ -13,7 +13,7 @@ then choose: serve such a model to trusted clients only) and answers ``{"predict
 (a list of candidates with ``--num-return-sequences``), as ``tasks.pipeline`` gives them: the model folder's
 ``task.yaml`` settings, ``-o`` on top. ``GET /health`` answers the task, the model folder and the decoding
 settings (null for a classifier). A bad request (not JSON, no ``inputs`` list, a record without a field, more
-than ``--max-inputs`` records, a retrieval record's candidates counted each) is a 400 with ``{"error": "..."}``
+than ``--max-inputs`` records, a retrieval record counting the pairs it scores) is a 400 with ``{"error": "..."}``
 naming the input (411 without a Content-Length, 413 above 16 MiB, 405 for another method); an error while
 decoding is a 500 (and a traceback in the log). Connections are served in threads, requests decoded one at a
 time, each as batches of ``decode.batch_size`` (a classifier's ``eval.batch_size``); the server listens on
@@ -64,8 +64,9 @@ def body_size(headers) -> int:
     return int(value)
 
 
-def parse_request(body: bytes, max_inputs: int) -> list:
-    """The ``inputs`` of a ``/predict`` body; ``BadRequest`` says what is wrong with it."""
+def parse_request(body: bytes, max_inputs: int, cost=lambda record: 1) -> list:
+    """The ``inputs`` of a ``/predict`` body, each counting ``cost(record)`` toward ``max_inputs``; ``BadRequest``
+    says what is wrong with it."""
     try:
         request = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
@@ -73,17 +74,11 @@ def parse_request(body: bytes, max_inputs: int) -> list:
     inputs = request.get("inputs") if isinstance(request, dict) else None
     if not isinstance(inputs, list):
         raise BadRequest('expected {"inputs": [record, ...]}')
-    count = sum(map(input_count, inputs))
+    count = sum(map(cost, inputs))
     if count > max_inputs:
         raise BadRequest(f"{count} inputs; at most {max_inputs} per request (--max-inputs; a retrieval record "
-                         "counts its candidates)")
+                         "counts the pairs it scores)")
     return inputs
-
-
-def input_count(record) -> int:
-    """What a record counts toward ``--max-inputs``: 1, or a retrieval record's candidates (its images or texts)."""
-    candidates = record.get("images", record.get("texts")) if isinstance(record, dict) else None
-    return max(1, len(candidates)) if isinstance(candidates, list) else 1
 
 
 def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 256) -> ThreadingHTTPServer:
@@ -92,6 +87,7 @@ def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 25
     decode = getattr(pipeline.config, "decode", None)  # a classifier has none
     health = {"task": pipeline.task.name, "model": model, "decode": decode and dict(vars(decode))}
     decoding = threading.Lock()
+    cost = getattr(pipeline.runner, "pipeline_cost", lambda record: 1)  # retrieval: the pairs a record scores
 
     class Handler(BaseHTTPRequestHandler):
         timeout = TIMEOUT
@@ -144,7 +140,7 @@ def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 25
                 if size > MAX_BODY:
                     self.discard(min(size, 4 * MAX_BODY))  # so that the client, still sending, sees the answer
                     raise BadRequest(f"a body of {size} bytes; at most {MAX_BODY}", 413)
-                inputs = parse_request(self.rfile.read(size), max_inputs)
+                inputs = parse_request(self.rfile.read(size), max_inputs, cost)
                 with decoding:
                     predictions = pipeline(inputs)
             except BadRequest as e:
@@ -183,7 +179,7 @@ def run(argv) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8189)
     parser.add_argument("--max-inputs", type=positive, default=256,
-                        help="records per request (a retrieval record counts its candidates)")
+                        help="records per request (a retrieval record counts the pairs it scores)")
     parser.add_argument("--num-return-sequences", type=positive, default=1,
                         help="candidates per record (n > 1: each prediction is a list of n: the best beams, or "
                         "samples with -o decode.decode_strategy=sampling)")

@@ -597,6 +597,7 @@ def test_make_follows_the_model_folder_for_its_task_and_outputs(tmp_path):
                                                                       "OUT=other")
     assert ('--task dureader_qg --config "tasks/configs/dureader_qg_base.yaml" --out "out/dureader_qg/predict" '
             '--model "models/unimo"' in make_command("predict", "MODEL=models/unimo"))  # not a run folder
+    assert '--out "out/my run/predict" --model "out/my run/best"' in make_command("predict", "MODEL=out/my run/best/")
 
 
 def test_predicting_a_model_of_another_task_names_the_fix(finished, tmp_path, capsys):
@@ -622,3 +623,19 @@ def test_metrics_name_the_step_best_was_saved_at(tmp_path):
                        "-o", "train.lr=0.2")
     saved = re.findall(r"new best bleu4 \S+ at step (\d+)", (tmp_path / "out" / "train.log").read_text("utf-8"))
     assert saved and metrics["best_step"] == int(saved[-1]) < metrics["steps"] == 4, saved
+
+
+def test_starting_over_leaves_the_runs_own_inputs_in_out(finished, tmp_path):
+    """A model and data kept in OUT (fine-tuning OUT/best again, a data folder inside OUT) are the new run's
+    inputs: they stay where it reads them; the rest of the earlier run moves aside."""
+    data, out = finished
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    shutil.copytree(data, copy / "data")
+    (copy / "train.rank1.log").write_text("a second process's log\n", "utf-8")
+    finetune(copy / "data", copy, "--model", str(copy / "best"), "--no-resume")
+    (previous,) = (copy / "previous").iterdir()
+    assert "best" not in os.listdir(previous) and "data" not in os.listdir(previous)
+    assert {"checkpoint", "metrics.json", "predictions.jsonl"} <= set(os.listdir(previous))
+    assert {"best", "data", "train.rank1.log"} <= set(os.listdir(copy))
+    assert "starting from" in (copy / "best" / "task.yaml").read_text("utf-8")

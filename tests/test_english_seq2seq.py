@@ -268,7 +268,8 @@ def test_original_tsv_ids_equal_plain_text(tmp_path, gpt2):
     (tmp_path / "test.tsv").write_text("src\ttgt\n" + "".join(f"{ids(s)}\t{ids(t)}\n" for s, t in pairs))
     text_examples, _ = E.read_line_aligned(*E.line_aligned_paths(tmp_path, "test"))
     tsv_examples, report = E.read_unimo_tsv(tmp_path / "test.tsv")
-    assert report.read == 2 and tsv_examples[0].pretokenized and tsv_examples[0].segments[0][:2] == [464, 3797]
+    assert report.read == 2 and report.header == 1 and [e.line for e in tsv_examples] == [2, 3]
+    assert tsv_examples[0].pretokenized and tsv_examples[0].segments[0][:2] == [464, 3797]
     enc = E.OriginalSeq2SeqEncoder(gpt2, max_src_len=12, max_tgt_len=6)
     for build in (E.original_training_batch, E.original_decoding_batch):
         a, b = (build(enc.encode_all(x), gpt2.pad_token_id) for x in (text_examples, tsv_examples))

@@ -485,8 +485,7 @@ def test_a_retrieval_pipeline_ranks_with_the_scores_predict_writes(demo_runs, tm
     check(everywhere, "image", [a["image"] for a in full[:10]], [a["score"] for a in full[:10]])
     check(full, "image", images, scores[0])
 
-    cfg.eval.two_stage_k = 3  # the query's 3 best candidates by pooled cosine, then the cross-encoder
-    two_stage = Pipeline(best, ["eval.two_stage_k=3"])
+    two_stage = Pipeline(best, ["eval.two_stage_k=3"])  # the query's 3 best by pooled cosine, then cross-scored
     cosine = runner.pooled_cosine([runner.encode(c) for c in captions], store, runner.model)
     for t in (4, 11):  # the whole store, pooled once
         first = [store[i] for i in np.argsort(-cosine[t], kind="stable")[:3]]
@@ -518,15 +517,19 @@ def test_a_retrieval_pipeline_ranks_with_the_scores_predict_writes(demo_runs, tm
     server = make_server(pipeline, best, "127.0.0.1", 0, max_inputs=13)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/predict"
-    try:  # over HTTP: the same answers; a record's candidates count toward --max-inputs
-        body = {"inputs": [captions[2], {"text": captions[3], "images": images, "top": 3}]}
+    try:  # over HTTP: the same answers; a record counts the pairs it scores toward --max-inputs
+        body = {"inputs": [{"text": captions[2], "images": images[:1]}, {"text": captions[3], "images": images,
+                                                                         "top": 3}]}
         with urllib.request.urlopen(url, json.dumps(body).encode("utf-8"), 60) as response:
             assert json.loads(response.read()) == {"predictions": pipeline(body["inputs"])}
-        body["inputs"].append(captions[4])
+        body["inputs"].append({"image": images[1], "texts": [captions[4]]})
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(url, json.dumps(body).encode("utf-8"), 60)
         assert refused.value.code == 400 and "14 inputs; at most 13 per request (--max-inputs; a retrieval record" \
             in json.loads(refused.value.read())["error"]
+        with pytest.raises(urllib.error.HTTPError) as refused:  # a caption alone scores every store image
+            urllib.request.urlopen(url, json.dumps({"inputs": [captions[0]]}).encode("utf-8"), 60)
+        assert "60 inputs; at most 13" in json.loads(refused.value.read())["error"]
     finally:
         server.shutdown()
         server.server_close()

@@ -253,7 +253,8 @@ def read_unimo_tsv(path, pretokenized: bool = True, dialog: bool = False, need_t
     sources = [i for i, name in enumerate(columns) if name not in ("tgt", "knowledge")]
     if not sources or (need_target and "tgt" not in columns):
         raise DataError(f"{header_where}: header {columns} needs a 'tgt' column and a source column")
-    report, examples = ReadReport(path, lines=int(header_where.rpartition(":")[2])), []
+    header_line = int(header_where.rpartition(":")[2])
+    report, examples = ReadReport(path, lines=header_line, header=header_line), []
     for where, text in lines:
         report.lines = int(where.rpartition(":")[2])
         try:
