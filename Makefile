@@ -176,6 +176,8 @@ pretrain: $(STAMP)
 
 # make train-tokenizer INPUT="corpus.txt more.txt.gz" TOKENIZER_OUT=dir [KIND=wordpiece|sentencepiece] [VOCAB_SIZE=8000]
 train-tokenizer: $(STAMP)
+	$(if $(TOKENIZER_OUT),,$(error train-tokenizer needs TOKENIZER_OUT=<a new folder for the tokenizer>))
+	$(if $(INPUT),,$(error train-tokenizer needs INPUT="<corpus files>"))
 	$(PY) -m tools.train_tokenizer --input $(INPUT) --out "$(TOKENIZER_OUT)" --kind $(or $(KIND),wordpiece) \
 		--vocab-size $(or $(VOCAB_SIZE),8000)
 

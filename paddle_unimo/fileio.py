@@ -151,9 +151,17 @@ def atomic_dir(path):
     """Yields a new temporary folder beside ``path``; on success it replaces ``path`` (the old folder stays
     whole, as ``path.old``, until the new one is in place), on failure it is removed and ``path`` is untouched.
 
-    The temporary folder is made with ``os.mkdir`` so it gets the usual mode (umask), not mkdtemp's 0700.
+    The temporary folder is made with ``os.mkdir`` so it gets the usual mode (umask), not mkdtemp's 0700. An
+    empty path, the current folder or a folder holding it is refused (a ``DataError``): replacing it would take the
+    working folder with it.
     """
+    if not os.fspath(path):
+        raise DataError("an output folder must be named (got an empty path)")
     path = os.path.abspath(os.fspath(path))
+    here = os.path.abspath(os.getcwd())
+    if os.path.commonpath([path, here]) == path:
+        raise DataError(f"{path}: the current folder or one holding it cannot be replaced by an output folder; "
+                        "name a folder of its own")
     parent, name = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.tmp")

@@ -155,6 +155,22 @@ def test_failed_run_keeps_the_previous_output(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["good.txt", "vocab"]
 
 
+def test_the_working_folder_is_never_an_output_folder(tmp_path, monkeypatch):
+    """An empty --out (make train-tokenizer without TOKENIZER_OUT), '.' or a folder holding the working folder
+    would be replaced, with everything in it: refused before anything is trained."""
+    good = tmp_path / "good.txt"
+    good.write_text("hello world\n你好\n", encoding="utf-8")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "precious.txt").write_text("keep me", encoding="utf-8")
+    monkeypatch.chdir(work)
+    for out, message in [("", "an output folder must be named"), (".", "the current folder or one holding it"),
+                         (str(tmp_path), "the current folder or one holding it")]:
+        with pytest.raises(DataError, match=message):
+            train_tokenizer.run(["--input", str(good), "--out", out, "--overwrite"])
+    assert (work / "precious.txt").read_text(encoding="utf-8") == "keep me" and os.listdir(work) == ["precious.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["good.txt", "work"]
+
 
 def test_sentencepiece_words_are_whole_masking_units(tmp_path):
     from paddle_unimo.objectives import text_example
