@@ -15,6 +15,7 @@ Initialisation from scratch follows the original UNIMO (see ``UNIMOPretrainedMod
 """
 from __future__ import annotations
 
+import contextlib
 from typing import List, NamedTuple, Optional, Tuple
 
 import paddle
@@ -268,6 +269,21 @@ class _LinearFunction(paddle.autograd.PyLayer):
                 paddle.matmul(ones, grad_rows).reshape([-1]))
 
 
+_PADDLE_LINEAR = [0]  # > 0 inside ``paddle_linear()``
+
+
+@contextlib.contextmanager
+def paddle_linear():
+    """Linear layers by paddle's own ops inside, not ``_LinearFunction``: ``paddle.grad`` towards one input (the
+    perturbation of adversarial training) asks a PyLayer for no gradient of the others (the parameters), which
+    its backward, computing all three, cannot tell. Graphs recorded inside differentiate as usual otherwise."""
+    _PADDLE_LINEAR[0] += 1
+    try:
+        yield
+    finally:
+        _PADDLE_LINEAR[0] -= 1
+
+
 def _linear(layer: nn.Linear, x, packed: Optional[PackedWeight] = None, relu: bool = False):
     """``layer(x)``, then relu with ``relu``: against ``packed``, the weight packed (``packed_layer_weights``), when
     given; by ``_LinearFunction`` when training eagerly on CPU (where mixed precision is never on) and every input
@@ -278,7 +294,8 @@ def _linear(layer: nn.Linear, x, packed: Optional[PackedWeight] = None, relu: bo
         y = packed_linear(x, packed, layer.bias)
         return (F.relu_ if paddle.in_dynamic_mode() else F.relu)(y) if relu else y  # (a program has no in-place)
     if (layer.training and paddle.in_dynamic_mode() and x.place.is_cpu_place() and layer.bias is not None
-            and not (x.stop_gradient or layer.weight.stop_gradient or layer.bias.stop_gradient)):
+            and not (x.stop_gradient or layer.weight.stop_gradient or layer.bias.stop_gradient)
+            and not _PADDLE_LINEAR[0]):
         return _LinearFunction.apply(x, layer.weight, layer.bias, relu)
     if layer.bias is not None and paddle.in_dynamic_mode() and not paddle.is_grad_enabled():
         return add_bias_(paddle.matmul(x, layer.weight), layer.bias, relu)

@@ -270,6 +270,17 @@ def test_missing_regions_stop_the_run_or_are_skipped_with_skip_bad(tmp_path, cap
     assert {r["image"] for r in predictions[:15]} == {"2248275918.jpg"}
 
 
+def test_adversarial_fine_tuning_runs_through_the_cli(tmp_path):
+    """train_adv on the CPU's training path (the linear layers' PyLayer): the perturbed steps add to the loss."""
+    losses = {}
+    for steps in (0, 2):
+        metrics = run.execute(["finetune", "--task", "snli_ve", "--out", str(tmp_path / str(steps)), "-o",
+                               "train.max_steps=2", "-o", "train.logging_steps=1", "-o", "train.progress=false",
+                               "-o", f"train_adv.steps={steps}"])
+        losses[steps] = [loss for _, loss in metrics["loss_curve"]]
+    assert len(losses[2]) == 2 and losses[2][0] > losses[0][0]
+
+
 def test_a_missing_tag_file_names_its_key_and_the_way_out(tmp_path, capsys):
     capsys.readouterr()
     with pytest.raises(SystemExit):

@@ -34,6 +34,7 @@ from typing import Callable
 import paddle
 import paddle.nn.functional as F
 
+from ..modeling import paddle_linear
 from ..typed import bounded
 
 
@@ -101,7 +102,8 @@ def adversarial_loss(cfg: AdversarialConfig, forward: Callable, loss_of: Callabl
     for _ in range(cfg.steps):
         for i, (kind, mask, delta) in enumerate(modalities):
             delta.stop_gradient = False
-            logits = forward(delta, region_feats) if kind == "text" else forward(None, region_feats + delta)
+            with paddle_linear():  # paddle.grad below asks for the delta's gradient alone
+                logits = forward(delta, region_feats) if kind == "text" else forward(None, region_feats + delta)
             adv = loss_of(logits)
             total = total + adv / cfg.steps + cfg.kl_weight * symmetric_kl(clean, logits)
             grad, = paddle.grad(adv, delta, retain_graph=True)
