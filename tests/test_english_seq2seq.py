@@ -359,7 +359,7 @@ def test_squad_qg_grouping():
 
 
 @pytest.mark.slow  # two METEOR Java runs: about 40 s on a 2-core machine
-def test_squad_qg_scores_hand_example():
+def test_squad_qg_scores_hand_example(monkeypatch):
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.rouge.rouge import Rouge
     preds = ["which nfl team represented the afc at super bowl 50 ?", "where did super bowl 50 take place ?"]
@@ -374,3 +374,7 @@ def test_squad_qg_scores_hand_example():
     perfect = M.squad_qg_scores(refs, sources, refs)
     assert perfect["bleu4"] == pytest.approx(100.0) and perfect["rougeL"] == pytest.approx(100.0)
     assert perfect["meteor"] > 99.0
+    monkeypatch.setattr(M.shutil, "which", lambda name: None)  # no Java: METEOR reported skipped, never filled in
+    without = M.squad_qg_scores(preds, sources, refs)
+    assert "meteor" not in without and "Java is not installed" in without["skipped"]["meteor"]
+    assert {k: without[k] for k in ("bleu4", "rougeL")} == {k: scores[k] for k in ("bleu4", "rougeL")}

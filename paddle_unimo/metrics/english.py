@@ -207,12 +207,16 @@ def squad_qg_bleu4(predictions: Sequence[str], sources: Sequence[str], reference
 
 def squad_qg_scores(predictions: Sequence[str], sources: Sequence[str],
                     references: Sequence[str]) -> Dict[str, float]:
-    """BLEU-4, METEOR, ROUGE-L x100 (keys ``bleu4``, ``meteor``, ``rougeL``) as UniLM's QG evaluation."""
-    if shutil.which("java") is None:
-        raise RuntimeError("squad_qg_scores needs Java (`java` not on PATH) for pycocoevalcap's METEOR")
+    """BLEU-4, METEOR, ROUGE-L x100 (keys ``bleu4``, ``meteor``, ``rougeL``) as UniLM's QG evaluation; without
+    Java (`java` not on PATH), METEOR is not computed and its reason is under ``skipped``."""
     from pycocoevalcap.rouge.rouge import Rouge
-    from .caption import meteor_score
     gts, res = squad_qg_groups(predictions, sources, references)
-    scores = {"bleu4": _bleu4(gts, res), "meteor": meteor_score(gts, res)}
+    scores: Dict[str, object] = {"bleu4": _bleu4(gts, res)}
+    if shutil.which("java") is None:
+        scores["skipped"] = {"meteor": "Java is not installed (`java` not on PATH), which pycocoevalcap's METEOR "
+                                       "runs in"}
+    else:
+        from .caption import meteor_score
+        scores["meteor"] = meteor_score(gts, res)
     scores["rougeL"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
     return scores
