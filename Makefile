@@ -34,8 +34,8 @@ test-all: $(STAMP)
 	$(PY) -m pytest -m ""
 
 # ---- tasks (tasks/registry.py): make finetune TASK=name [MODEL=dir] [DATA=dir] [REGIONS=store] [OUT=dir]
-#      [O="train.lr=3e-5 decode.num_beams=4"] [NO_RESUME=1: start over in OUT]; without MODEL the tiny preset and
-#      the bundled demo data.
+#      [O="train.lr=3e-5 decode.num_beams=4"] [NO_RESUME=1: start over in OUT] [VOCAB=dir: a tokenizer from make
+#      train-tokenizer, for a model without MODEL]; without MODEL the tiny preset and the bundled demo data.
 #      TASK: dureader_qg|advertisegen|lcsts_new (千言 generation), coco_caption|flickr30k_retrieval|snli_ve|vqa
 #      (vision-language; REGIONS= is their region store, by default data.regions inside the data folder),
 #      glue_cola|glue_sst2|glue_mrpc|glue_stsb|glue_qqp|glue_mnli|glue_qnli|glue_rte|glue_wnli and
@@ -60,7 +60,8 @@ demo-vl: $(STAMP)
 
 finetune: $(STAMP)
 	$(PY) -m tasks.run finetune --task $(TASK) --config $(CONFIG) --out "$(OUT)" $(if $(MODEL),--model "$(MODEL)") \
-		$(if $(DATA),--data "$(DATA)") $(REGIONS_ARG) $(if $(NO_RESUME),--no-resume) $(OVERRIDES)
+		$(if $(DATA),--data "$(DATA)") $(REGIONS_ARG) $(if $(NO_RESUME),--no-resume) \
+		$(if $(VOCAB),-o "model.vocab_dir=$(VOCAB)") $(OVERRIDES)
 
 # make predict [MODEL=$(OUT)/best] [INPUT=file] -> $(OUT)/predict (coco_caption adds captions_results.json, vqa
 #      vqa_submission.json, flickr30k_retrieval scores.npy + scores_index.json); MODEL=$(OUT)/inference
@@ -156,6 +157,8 @@ benchmark-regions: $(STAMP)
 
 # make convert-regions FORMAT=bottom_up_tsv|unimo_caption|unimo_retrieval|unimo_ve IN="files or folders" OUT=store
 convert-regions: $(STAMP)
+	$(if $(filter command line environment,$(origin OUT)),,$(error convert-regions needs OUT=<store folder>))
+	$(if $(IN),,$(error convert-regions needs IN="<files or folders>"))
 	$(PY) -m tools.convert_regions --format "$(FORMAT)" --input $(IN) --out "$(OUT)"
 
 # ---- pretraining. Default: the embedded mini corpus, the tiny preset, 2 processes on CPU (gloo).
