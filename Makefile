@@ -110,7 +110,7 @@ evaluate: $(STAMP)
 #      -> one run folder per combination under $(OUT)/sweep, resumable; the table in $(OUT)/sweep/sweep.tsv
 sweep: $(STAMP)
 	$(PY) -m tasks.sweep --task $(TASK) --config $(CONFIG) --grid "$(GRID)" --out "$(OUT)/sweep" \
-		$(if $(MODEL),--model "$(MODEL)") $(if $(DATA),--data "$(DATA)") $(OVERRIDES)
+		$(if $(MODEL),--model "$(MODEL)") $(if $(DATA),--data "$(DATA)") $(if $(NO_RESUME),--no-resume) $(OVERRIDES)
 
 # make export [MODEL=$(OUT)/best] [FORMAT=paddle|kernels|onnx] [PRECISION=bfloat16] [QUANT=int8|int8_w7] -> $(OUT)/inference
 #      (Paddle Inference: prefill/step .json + .pdiparams, and prefill_regions for a captioning model; retrieval,

@@ -18,6 +18,7 @@ import argparse
 import itertools
 import os
 import statistics
+import sys
 from typing import Dict, List, Sequence, Tuple
 
 from paddle_unimo import cpu_defaults
@@ -27,7 +28,7 @@ cpu_defaults()  # before anything below imports paddle
 from paddle_unimo.fileio import atomic_write, write_json  # noqa: E402
 from paddle_unimo.typed import ConfigError  # noqa: E402
 from tasks import run  # noqa: E402
-from tasks.cli import add_common_arguments, run_command  # noqa: E402
+from tasks.cli import ROOT, add_common_arguments, load_config, run_command  # noqa: E402
 from tasks.registry import get_task  # noqa: E402
 
 SEED = "train.seed"
@@ -79,13 +80,24 @@ def execute(argv=None) -> dict:
     parser.add_argument("--config")
     parser.add_argument("--model")
     parser.add_argument("--data")
+    parser.add_argument("--no-resume", action="store_true", help="start every combination over (its earlier "
+                        "files move to <run>/previous/<time>/)")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     grid = parse_grid(args.grid)
-    metric = get_task(args.task).metric
+    task = get_task(args.task)
+    metric = task.metric
+    size = "base" if args.model else "tiny"
+    config = args.config or os.path.join(ROOT, "tasks", "configs", f"{args.task}_{size}.yaml")
+    for key, values in grid:  # a key or value the config refuses stops the sweep before any run
+        for value in values:
+            try:
+                load_config(config, [f"{key}={value}"], task.config_class)
+            except ConfigError as e:
+                raise ConfigError(f"--grid {key}={value}: {e}") from None
     base = ["finetune", "--task", args.task, *(["--config", args.config] if args.config else []),
             *(["--model", args.model] if args.model else []), *(["--data", args.data] if args.data else []),
-            *(x for o in args.override for x in ("-o", o))]
+            *(["--no-resume"] if args.no_resume else []), *(x for o in args.override for x in ("-o", o))]
     rows = []
     for combo in combinations(grid):
         folder = os.path.join(args.out, run_name(combo))
@@ -110,7 +122,8 @@ def execute(argv=None) -> dict:
 
 
 def main(argv=None) -> int:
-    run_command(lambda: execute(argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    run_command(lambda: execute(argv), "--debug" in argv)
     return 0
 
 

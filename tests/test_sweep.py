@@ -60,3 +60,14 @@ def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch, capsys):
         {run: stamps[run] for run in kept}  # the two finished runs untouched, the others written anew
     assert [r["best"] for r in again["runs"]] == [r["best"] for r in first["runs"]]  # seeded: the same scores
     assert (out / "sweep.tsv").read_text("utf-8").startswith("run\tbest accuracy\n")
+    # --no-resume, which the refusal above names, starts every combination over: the other setting is taken
+    started = sweep.execute([*ARGS, "--out", str(out), "-o", "train.batch_size=3", "--no-resume"])
+    assert len(started["runs"]) == 4 and all(len(os.listdir(out / r["run"] / "previous")) == 1 for r in started["runs"])
+
+
+def test_a_grid_key_the_config_refuses_stops_the_sweep_first(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        sweep.main(["--task", "snli_ve", "--grid", "train.lr=1e-3 train.lerning_rate=1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "error: --grid train.lerning_rate=1: -o train.lerning_rate=1: train: unknown key lerning_rate" in err, err
+    assert os.listdir(tmp_path) == []  # no run folder made
