@@ -378,17 +378,24 @@ class Trainer:
             per_kind[k] = per_kind.get(k, 0.0) + n
         share = {k: kinds.count(k) / len(kinds) for k in per_kind}
         sums = dict.fromkeys(per_kind, 0.0)  # per kind: this process's loss x items
-        for micro, batch, count, k in zip(micros, batches, counts, kinds):
-            paddle.seed(self.cfg.seed * 1_000_003 + micro)  # dropout depends only on the position: exact resume
-            autocast = paddle.amp.auto_cast(level=self.cfg.amp_level, dtype=self.cfg.amp_dtype) if self.amp \
-                else contextlib.nullcontext()
-            with autocast:
-                if self.tensor_inputs:
-                    batch = {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
-                out = self.loss_fn(self.train_model, batch)
-            loss = out["loss"] * (count * share[k] / max(per_kind[k], 1.0) * self.world)
-            (self.scaler.scale(loss) if self.scaler else loss).backward()
-            sums[k] += float(out["loss"]) * count
+        # recompute runs a layer's forward again inside backward, which DataParallel's gradient hooks take for a
+        # second use of its parameters ("has been ready before"): then the gradients are averaged by hand
+        by_hand = self.world > 1 and self.cfg.recompute
+        with self.train_model.no_sync() if by_hand else contextlib.nullcontext():
+            for micro, batch, count, k in zip(micros, batches, counts, kinds):
+                paddle.seed(self.cfg.seed * 1_000_003 + micro)  # dropout depends only on the position: exact resume
+                autocast = paddle.amp.auto_cast(level=self.cfg.amp_level, dtype=self.cfg.amp_dtype) if self.amp \
+                    else contextlib.nullcontext()
+                with autocast:
+                    if self.tensor_inputs:
+                        batch = {k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+                    out = self.loss_fn(self.train_model, batch)
+                loss = out["loss"] * (count * share[k] / max(per_kind[k], 1.0) * self.world)
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+                sums[k] += float(out["loss"]) * count
+        if by_hand:  # the mean over processes, as DataParallel's
+            from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients
+            fused_allreduce_gradients(list(self.model.parameters()), None)
         self.state["micro"] = micros[-1] + 1
         totals = np.asarray(list(sums.values()), np.float64)
         if self.world > 1:  # over every process's items, as one process on the whole batch logs them
