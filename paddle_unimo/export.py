@@ -479,8 +479,9 @@ class InferenceForward:
         if (region_feats is not None) != self.reads_regions:
             raise ValueError("this forward program reads image regions: give region_feats and region_locs"
                              if self.reads_regions else "this forward program (a text classifier) reads no regions")
+        mask = _tensor(attention_mask)  # any form the model takes, as prefill_mask reads it: bool/int or float
         feeds = dict(input_ids=input_ids, position_ids=position_ids,
-                     attention_mask=_numpy(attention_mask).astype(bool),
+                     attention_mask=masks.may_attend_bool(mask, num_queries=mask.shape[-1]).numpy(),
                      token_type_ids=np.zeros_like(input_ids) if token_type_ids is None else token_type_ids)
         if self.reads_regions:
             region_valid = np.ones(_numpy(region_feats).shape[:2], bool) if region_valid is None else region_valid

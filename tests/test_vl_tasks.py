@@ -375,9 +375,14 @@ def test_exported_forward_program_equals_the_dynamic_model(demo_runs, tmp_path, 
     runner.model.eval()
     with paddle.no_grad():
         want = runner.model(**model_inputs(to_tensors(batch))).numpy()
-    got = InferenceForward(out, num_threads=1)(**model_inputs(batch))
+    forward = InferenceForward(out, num_threads=1)
+    got = forward(**model_inputs(batch))
     assert got.shape == want.shape and np.abs(want).max() > 0
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    # the other mask forms the model takes: PaddleNLP's additive float mask, a head axis
+    additive = np.where(batch["attention_mask"], 0.0, -1e4).astype("float32")
+    for mask in (additive, batch["attention_mask"][:, None]):
+        np.testing.assert_allclose(forward(**{**model_inputs(batch), "attention_mask": mask}), want, rtol=0, atol=1e-5)
 
 
 def test_captions_predicted_through_the_export_equal_the_checkpoints(tmp_path):
