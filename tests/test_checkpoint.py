@@ -220,6 +220,19 @@ def test_allow_unused_leaves_a_named_head_out_and_errors_are_one_line(original_c
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "no_dict" in err and "unimo_en.vocab.txt" in err and "\n" not in err
     assert not (tmp_path / "c").exists()
+    # a folder that holds something (another model) is never written into
+    with pytest.raises(FileExistsError, match="exists and is not empty: converting into it would mix"):
+        convert_checkpoint.run(args + ["--out", str(tmp_path / "b"), "--allow-unused", "cls_out_.*"])
+
+
+def test_a_dictionary_larger_than_the_models_vocabulary_is_refused(original_checkpoint, tmp_path):
+    from conftest import shared_path
+    from paddle_unimo.fileio import DataError
+    params, folder, config = original_checkpoint
+    with pytest.raises(DataError, match=r"unimo_en: 50265 tokens, but .* has vocab_size 99: the dictionary of another"):
+        convert_checkpoint.run(["--params", str(folder), "--config", str(config), "--out", str(tmp_path / "a"),
+                                "--dict-dir", str(shared_path("unimo_en"))])
+    assert not (tmp_path / "a").exists()
 
 
 def test_name_map_covers_every_parameter_once():

@@ -38,9 +38,16 @@ def convert(params: str, config_path: str, out: str, dict_dir: str | None = None
     from paddle_unimo.modeling import (UNIMOForRetrieval, UNIMOForSequenceClassification, UNIMOForVisualEntailment,
                                        UNIMOLMHeadModel, UNIMOModel)
 
+    from paddle_unimo.fileio import DataError, atomic_dir
+    if os.path.isfile(out) or (os.path.isdir(out) and os.listdir(out)):
+        raise FileExistsError(f"{out} exists and is not empty: converting into it would mix two models' files; "
+                              "give a new folder")
     config = UNIMOConfig.from_original_json(config_path)
     # the tokenizer first, so that a bad --dict-dir fails before anything is written
     tokenizer = GptBpeTokenizer.from_dir(dict_dir, prefix="unimo_en.") if dict_dir else None
+    if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
+        raise DataError(f"--dict-dir {dict_dir}: {tokenizer.vocab_size} tokens, but {config_path} has vocab_size "
+                        f"{config.vocab_size}: the dictionary of another model")
     state, skipped, origins = map_original_state(read_param_dir(params), params, allow_unused)
     if "match_fc.weight" in state:  # a model fine-tuned on retrieval
         model_class = UNIMOForRetrieval
@@ -61,9 +68,10 @@ def convert(params: str, config_path: str, out: str, dict_dir: str | None = None
         state = {k[len("unimo."):]: v for k, v in state.items()}
         origins = {k[len("unimo."):]: v for k, v in origins.items()}
     set_state(model, state, params, optional=[TIED_ALIAS], origins=origins)
-    model.save_pretrained(out)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out)
+    with atomic_dir(out) as tmp:  # the folder appears whole, or not at all
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
     print(f"converted {len(state)} tensors from {params} into {out} "
           f"({model_class.__name__}); left out {len(skipped)} files (optimizer state, --allow-unused)")
     return model
