@@ -113,6 +113,7 @@ sweep: $(STAMP)
 		$(if $(MODEL),--model "$(MODEL)") $(if $(DATA),--data "$(DATA)") $(if $(NO_RESUME),--no-resume) $(OVERRIDES)
 
 # make export [MODEL=$(OUT)/best] [FORMAT=paddle|kernels|onnx] [PRECISION=bfloat16] [QUANT=int8|int8_w7] -> $(OUT)/inference
+#      (PRECISION and QUANT with FORMAT=kernels, QUANT=int8 also with FORMAT=onnx; an understanding model: paddle|onnx)
 #      (Paddle Inference: prefill/step .json + .pdiparams, and prefill_regions for a captioning model; retrieval,
 #      snli_ve and vqa models: one forward.json + .pdiparams). FORMAT=kernels: the decoding programs on
 #      paddle_unimo's CPU kernels (as fast as dynamic decoding on CPU; they need paddle_unimo where they run);
@@ -134,8 +135,9 @@ convert: $(STAMP)
 	$(PY) -m tools.convert_checkpoint --params "$(PARAMS)" --config "$(CONFIG)" --out "$(OUT)" \
 		$(if $(DICT),--dict-dir "$(DICT)") $(if $(ALLOW_UNUSED),--allow-unused '$(ALLOW_UNUSED)')
 
+# make benchmark [ARGS="--layers 2 --new-tokens 8"] (tools/benchmark_cpu.py --help)
 benchmark: $(STAMP)
-	$(PY) -m tools.benchmark_cpu
+	$(PY) -m tools.benchmark_cpu $(ARGS)
 
 # ---- image regions (bottom-up-attention style, PaddleDetection Faster R-CNN) into a region store:
 #      make extract-regions IMAGES=dir OUT=dir [WEIGHTS=file.pdparams | RANDOM_WEIGHTS=1] [ARCH=c4|fpn]

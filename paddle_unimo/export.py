@@ -93,6 +93,7 @@ from .fileio import atomic_dir, read_json, write_json
 from .generation import DecodeState, StepCache, check_inputs, check_regions, last_row_keys
 from .generation import to_numpy as _numpy, to_tensor as _tensor
 from .modeling import DecodingCache, packed_layer_weights
+from .typed import ConfigError
 
 PROGRAMS = ("prefill", "step")
 REGION_PROGRAM = "prefill_regions"  # exported only for configs with regions
@@ -264,8 +265,8 @@ def _write_export(model, folder: str, tokenizer, cpu_kernels: bool, panel_dtype:
     text_only = isinstance(model, UNIMOForSequenceClassification)
     if isinstance(model, UNIMOPairModel):
         if cpu_kernels:
-            raise ValueError(f"cpu_kernels: {type(model).__name__} is an understanding model; the CPU kernels "
-                             "run the decoding programs only")
+            raise ConfigError(f"cpu_kernels: {type(model).__name__} is an understanding model; the CPU kernels "
+                              "run the decoding programs only (export it with the paddle or onnx format)")
         specs = {FORWARD_PROGRAM: specs["prefill" if text_only else REGION_PROGRAM]}
     # paddle.jit.save refuses a feed that no output depends on: keep the unused token-type inputs of a model
     # without token types (English UNIMO) so that both families take the same inputs. region_valid is always
@@ -415,13 +416,19 @@ def dynamic_mode_threads() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else cpu_count()
 
 
+class KernelsUnavailable(RuntimeError, ConfigError):
+    """An export of the CPU kernels where they are turned off or could not be built."""
+
+
 def _load_kernels(folder: str) -> None:
     """Registers this package's CPU operators, which an export with ``cpu_kernels`` runs, before its programs are
     loaded."""
     from .cpu_kernels import kernels
     if kernels() is None:
-        raise RuntimeError(f"{folder} was exported with cpu_kernels: its programs run paddle_unimo's CPU operators, "
-                           "which could not be built here (see the warning above; a C++ compiler is needed)")
+        why = ("which PADDLE_UNIMO_CPU_KERNELS=0 turns off: unset it" if os.environ.get("PADDLE_UNIMO_CPU_KERNELS")
+               == "0" else "which could not be built here (see the warning above; a C++ compiler is needed)")
+        raise KernelsUnavailable(f"{folder} was exported with cpu_kernels: its programs run paddle_unimo's CPU "
+                                 f"operators, {why}")
 
 
 class Program:

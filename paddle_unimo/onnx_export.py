@@ -55,6 +55,7 @@ import numpy as np
 import paddle
 
 from .export import CPU_KERNELS, MANIFEST, InferenceForward, InferenceStepper
+from .typed import MissingPackage
 from .fileio import atomic_save, atomic_write, read_json, write_json
 
 ONNX_MANIFEST = "onnx.json"
@@ -77,10 +78,10 @@ def require(module: str, purpose: str):
     except ImportError as error:
         missing = (error.name or module).split(".")[0]
         if missing == module.split(".")[0]:
-            raise ImportError(f"{purpose} needs the {missing} package, which is not installed: "
-                              f"pip install {missing}") from error
-        raise ImportError(f"{purpose} needs {module}, which needs the {missing} package, which is not installed: "
-                          f"pip install {missing}") from error
+            raise MissingPackage(f"{purpose} needs the {missing} package, which is not installed: "
+                                 f"pip install {missing}") from error
+        raise MissingPackage(f"{purpose} needs {module}, which needs the {missing} package, which is not "
+                             f"installed: pip install {missing}") from error
 
 
 def program_names(manifest: dict) -> List[str]:

@@ -25,6 +25,10 @@ class ConfigError(DataError):
     """A config value of the wrong type, out of range, or a key the config does not have."""
 
 
+class MissingPackage(ImportError):
+    """An optional package a chosen feature needs is not installed; the message says what to install."""
+
+
 def join(where: str, key) -> str:
     """The place of ``key`` inside ``where``: ``file.yaml: train`` + ``lr`` -> ``file.yaml: train.lr``; a
     ``where`` ending in ':' (a file) takes the key after a space: ``file.yaml:`` + ``train`` -> ``file.yaml: train``."""

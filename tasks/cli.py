@@ -22,11 +22,12 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import yaml
 
 from paddle_unimo.fileio import DataError
-from paddle_unimo.typed import ConfigError, bounded, from_dict, to_dict
+from paddle_unimo.typed import ConfigError, MissingPackage, bounded, from_dict, to_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 logger = logging.getLogger("paddle_unimo")
-USER_ERRORS = (DataError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+USER_ERRORS = (DataError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError,
+               MissingPackage)
 
 
 @dataclass

@@ -169,6 +169,12 @@ def positive(text: str) -> int:
     return int(text)
 
 
+def port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0: any free one)")
+    return int(text)
+
+
 def run(argv) -> None:
     from tasks.pipeline import Pipeline
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,7 +183,7 @@ def run(argv) -> None:
     parser.add_argument("-o", "--override", action="append", default=[], help="section.key=value, e.g. "
                         "decode.num_beams=1; repeatable")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=8189)
+    parser.add_argument("--port", type=port, default=8189)
     parser.add_argument("--max-inputs", type=positive, default=256,
                         help="records per request (a retrieval record counts the pairs it scores)")
     parser.add_argument("--num-return-sequences", type=positive, default=1,

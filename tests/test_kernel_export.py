@@ -146,6 +146,9 @@ def test_a_kernel_export_is_refused_where_it_cannot_run(exported, monkeypatch):
     monkeypatch.setattr(cpu_kernels, "kernels", lambda: None)
     with pytest.raises(RuntimeError, match="exported with cpu_kernels.*could not be built"):
         InferenceStepper(stepper.folder)
+    monkeypatch.setenv("PADDLE_UNIMO_CPU_KERNELS", "0")  # turned off, not missing: the message says so
+    with pytest.raises(RuntimeError, match="CPU operators, which PADDLE_UNIMO_CPU_KERNELS=0 turns off: unset it"):
+        InferenceStepper(stepper.folder)
 
 
 def test_a_kernel_export_without_the_reordering_table_is_refused(exported, tmp_path):

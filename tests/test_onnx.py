@@ -208,6 +208,17 @@ def test_missing_packages_are_named_when_used_not_at_import(tmp_path):
     assert len(lines) == 3, lines
     assert "pip install onnxruntime" in lines[0]
     assert "pip install paddle2onnx" in lines[1] and "pip install paddle2onnx" in lines[2]
+    # on the command line: one error line and exit status 2, as every user error
+    folder = tmp_path / "inference"
+    code = ("import sys\nfor name in ('onnxruntime', 'paddle2onnx', 'onnx'):\n    sys.modules[name] = None\n"
+            "from tools import export_model\nsys.exit(export_model.main(sys.argv[1:]))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code, "--model", str(folder), "--out", str(tmp_path / "again"),
+                             "--format", "onnx"], cwd=root, capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=root), timeout=300)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and len(errors) == 1 and "pip install paddle2onnx" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # ---- int8 ------------------------------------------------------------------------------------------------------
