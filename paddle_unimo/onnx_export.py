@@ -243,6 +243,9 @@ class OnnxProgram:
         ort = require("onnxruntime", "running an ONNX export")
         path = os.path.join(folder, name + (INT8_SUFFIX if int8 else ".onnx"))
         if not os.path.isfile(path):
+            if read_json(os.path.join(folder, MANIFEST), "export manifest").get(CPU_KERNELS):
+                raise FileNotFoundError(f"{path} not found: {folder} was exported with cpu_kernels, which ONNX has "
+                                        "not; export the model again with --format onnx (make export FORMAT=onnx)")
             how = (", quantize='int8') or `python -m tools.export_model ... --format onnx --quantize int8`" if int8
                    else ") or `python -m tools.export_model ... --format onnx`")
             raise FileNotFoundError(f"{path} not found: convert the export first with "

@@ -4,6 +4,7 @@ the same scores, bit for bit -- for text and for captioning; the step writes its
 to it; the programs share one parameter file; what cannot run them says so. In bfloat16 or int8 (``panel_dtype``)
 the panels hold the rounded or quantized weights: the export decodes as the stepper of that type, which decodes as
 the float32 panels of the weights they hold."""
+import importlib.util
 import os
 
 import numpy as np
@@ -143,6 +144,11 @@ def test_a_kernel_export_is_refused_where_it_cannot_run(exported, monkeypatch):
     with pytest.raises(ValueError, match="cpu_kernels.*ONNX has not"):
         export_onnx(stepper.folder)
     assert not [n for n in os.listdir(stepper.folder) if "onnx" in n]
+    if importlib.util.find_spec("onnxruntime") is not None:
+        from paddle_unimo.onnx_export import OnnxStepper
+        with pytest.raises(FileNotFoundError, match="exported with cpu_kernels, which ONNX has not; export the model "
+                                                    "again with --format onnx"):
+            OnnxStepper(stepper.folder)
     monkeypatch.setattr(cpu_kernels, "kernels", lambda: None)
     with pytest.raises(RuntimeError, match="exported with cpu_kernels.*could not be built"):
         InferenceStepper(stepper.folder)
