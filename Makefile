@@ -158,10 +158,11 @@ benchmark-regions: $(STAMP)
 	$(PY) -m tools.benchmark_regions --images "$(IMAGES)"
 
 # make convert-regions FORMAT=bottom_up_tsv|unimo_caption|unimo_retrieval|unimo_ve IN="files or folders" OUT=store
+#      [ARGS="--hw ..."] (tools/convert_regions.py --help)
 convert-regions: $(STAMP)
 	$(if $(filter command line environment,$(origin OUT)),,$(error convert-regions needs OUT=<store folder>))
 	$(if $(IN),,$(error convert-regions needs IN="<files or folders>"))
-	$(PY) -m tools.convert_regions --format "$(FORMAT)" --input $(IN) --out "$(OUT)"
+	$(PY) -m tools.convert_regions --format "$(FORMAT)" --input $(IN) --out "$(OUT)" $(ARGS)
 
 # ---- pretraining. Default: the embedded mini corpus, the tiny preset, 2 processes on CPU (gloo).
 #      make pretrain [CONFIG=file | SIZE=base|large] [DATA=corpora] [NPROC=2] [OUT=out/pretrain] [MODEL=dir | VOCAB=dir]
@@ -180,11 +181,12 @@ pretrain: $(STAMP)
 		$(if $(VOCAB),--vocab "$(VOCAB)") $(if $(DATA),--data "$(DATA)") $(if $(NO_RESUME),--no-resume) $(OVERRIDES)
 
 # make train-tokenizer INPUT="corpus.txt more.txt.gz" TOKENIZER_OUT=dir [KIND=wordpiece|sentencepiece] [VOCAB_SIZE=8000]
+#      [ARGS="--overwrite --skip-bad ..."] (tools/train_tokenizer.py --help)
 train-tokenizer: $(STAMP)
 	$(if $(TOKENIZER_OUT),,$(error train-tokenizer needs TOKENIZER_OUT=<a new folder for the tokenizer>))
 	$(if $(INPUT),,$(error train-tokenizer needs INPUT="<corpus files>"))
 	$(PY) -m tools.train_tokenizer --input $(INPUT) --out "$(TOKENIZER_OUT)" --kind $(or $(KIND),wordpiece) \
-		--vocab-size $(or $(VOCAB_SIZE),8000)
+		--vocab-size $(or $(VOCAB_SIZE),8000) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
