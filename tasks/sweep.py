@@ -34,17 +34,29 @@ from tasks.registry import get_task  # noqa: E402
 SEED = "train.seed"
 
 
+def split_values(text: str) -> List[str]:
+    """``"1,2"`` -> ``["1", "2"]``; a comma inside brackets belongs to its value (a YAML list: ``[1,2],[3]``)."""
+    values, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            values.append(text[start:i])
+            start = i + 1
+    return values + [text[start:]]
+
+
 def parse_grid(text: str) -> List[Tuple[str, List[str]]]:
-    """``"a.b=1,2 c.d=x"`` -> ``[("a.b", ["1", "2"]), ("c.d", ["x"])]``; every key once, every value list non-empty."""
+    """``"a.b=1,2 c.d=x"`` -> ``[("a.b", ["1", "2"]), ("c.d", ["x"])]``; every key once, every value list non-empty;
+    a list value in brackets (``train.lr_decay_epochs=[1,2],[3]``)."""
     grid, seen = [], set()
     for item in text.split():
         key, sep, values = item.partition("=")
-        if not sep or not key or not values or any(not v for v in values.split(",")):
+        if not sep or not key or not values or any(not v for v in split_values(values)):
             raise ConfigError(f"--grid: {item!r} is not section.key=value1,value2,...")
         if key in seen:
             raise ConfigError(f"--grid: {key} is given twice")
         seen.add(key)
-        grid.append((key, values.split(",")))
+        grid.append((key, split_values(values)))
     if not grid:
         raise ConfigError("--grid: no settings (e.g. --grid \"train.lr=1e-5,2e-5 train.seed=1,2\")")
     return grid

@@ -211,3 +211,14 @@ def test_cpu_defaults_keep_freed_memory_unless_the_user_tuned_malloc(tmp_path):
     glibc = json.loads(out.stdout.splitlines()[-1])
     assert glibc["kept"] is False
     assert ours < 100 and ours * 10 < max(glibc["faults"], 1000), (ours, glibc)
+
+
+def test_the_benchmark_refuses_sizes_it_cannot_run(capsys):
+    from tools import benchmark_cpu
+    assert benchmark_cpu.parse_args(["--layers", "2", "--beams", "2"]).layers == 2
+    for argv, message in [(["--layers", "0"], "--layers: '0' is not an integer >= 1"),
+                          (["--beams", "1"], "--beams: '1' is not an integer >= 2"),
+                          (["--repeats", "-1"], "--repeats: '-1' is not an integer >= 1")]:
+        with pytest.raises(SystemExit):
+            benchmark_cpu.parse_args(argv)
+        assert message in capsys.readouterr().err

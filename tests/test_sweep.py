@@ -17,7 +17,9 @@ def test_grid_parsing_and_refusals():
     assert sweep.parse_grid("train.lr=1e-5,2e-5 train.seed=1") == [("train.lr", ["1e-5", "2e-5"]),
                                                                    ("train.seed", ["1"])]
     assert sweep.combinations([("a", ["1", "2"]), ("b", ["x"])]) == [{"a": "1", "b": "x"}, {"a": "2", "b": "x"}]
-    for bad in ("", "train.lr", "train.lr=", "train.lr=1,,2", "a=1 a=2"):
+    assert sweep.parse_grid("train.lr_decay_epochs=[1,2],[3] train.seed=1") == [
+        ("train.lr_decay_epochs", ["[1,2]", "[3]"]), ("train.seed", ["1"])]  # a list value keeps its commas
+    for bad in ("", "train.lr", "train.lr=", "train.lr=1,,2", "a=1 a=2", "a=[1,2],"):
         with pytest.raises(ConfigError):
             sweep.parse_grid(bad)
 

@@ -56,14 +56,23 @@ def row(figure: str, ours: float, reference: float, note: str = "", unit: str = 
     ROWS.append((figure, f"{ours:.3f} {unit}", f"{reference:.3f} {unit}", f"x{reference / ours:.2f}", note))
 
 
+def at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        if not text.lstrip("-").isdigit() or int(text) < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {low}")
+        return int(text)
+    return parse
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--src-len", type=int, default=96)
-    parser.add_argument("--new-tokens", type=int, default=20)
-    parser.add_argument("--beams", type=int, default=6)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--layers", type=at_least(1), default=12)
+    parser.add_argument("--batch", type=at_least(1), default=4)
+    parser.add_argument("--src-len", type=at_least(1), default=96)
+    parser.add_argument("--new-tokens", type=at_least(1), default=20)
+    parser.add_argument("--beams", type=at_least(2), default=6, help="beam search's beams (>= 2)")
+    parser.add_argument("--repeats", type=at_least(1), default=3)
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-export", action="store_true")
     parser.add_argument("--profile", action="store_true", help="split one beam decoding's time")
