@@ -28,6 +28,7 @@ from __future__ import annotations
 import gzip
 import heapq
 import io
+import sys
 from collections import Counter
 from typing import Dict, Iterable, Iterator, Sequence, Tuple
 
@@ -182,7 +183,9 @@ def train_sentencepiece(lines: Iterable[str], vocab_size: int, model_type: str =
             raise errors[0] from None
         if not seen[0]:
             raise DataError("no lines to train a SentencePiece model on (empty corpus?)") from None
-        raise
+        reason = str(sys.exc_info()[1]).strip().splitlines()[-1]
+        raise DataError(f"SentencePiece cannot train a {model_type} vocabulary of {vocab_size} pieces on this corpus "
+                        f"({reason}); try another --vocab-size") from None
     tokenizer = SentencePieceTokenizer(model.getvalue())
     first = [tokenizer.sp.id_to_piece(i) for i in range(len(SPECIAL_TOKENS))]
     if first != list(SPECIAL_TOKENS):

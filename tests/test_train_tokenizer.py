@@ -155,6 +155,16 @@ def test_failed_run_keeps_the_previous_output(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["good.txt", "vocab"]
 
 
+def test_a_sentencepiece_vocabulary_too_small_for_the_corpus_is_a_user_error(tmp_path):
+    good = tmp_path / "good.txt"
+    good.write_text("hello world\nanother line here\n" * 20, encoding="utf-8")
+    with pytest.raises(DataError, match=r"SentencePiece cannot train a unigram vocabulary of 6 pieces on this corpus "
+                                        r"\(.*Vocabulary size is smaller than required_chars.*\); try another"):
+        train_tokenizer.run(["--input", str(good), "--out", str(tmp_path / "sp"), "--kind", "sentencepiece",
+                             "--vocab-size", "6"])
+    assert sorted(os.listdir(tmp_path)) == ["good.txt"]
+
+
 def test_the_working_folder_is_never_an_output_folder(tmp_path, monkeypatch):
     """An empty --out (make train-tokenizer without TOKENIZER_OUT), '.' or a folder holding the working folder
     would be replaced, with everything in it: refused before anything is trained."""
