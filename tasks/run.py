@@ -35,6 +35,11 @@ from tasks.registry import TASKS, get_task, task_of_config  # noqa: E402
 logger = logging.getLogger("paddle_unimo")
 
 
+def default_config(task: str, model: Optional[str]) -> str:
+    """A task's YAML when none is given: the tiny preset's, or with a model folder the base one's."""
+    return os.path.join(ROOT, "tasks", "configs", f"{task}_{'base' if model else 'tiny'}.yaml")
+
+
 def resolve_config(args):
     """The task and its typed config: from ``--config``, or the task's default YAML for ``--task``."""
     from paddle_unimo.typed import ConfigError
@@ -47,8 +52,7 @@ def resolve_config(args):
     if path is None:
         if not args.task:
             raise ConfigError("give --task NAME or --config FILE")
-        size = "base" if getattr(args, "model", None) else "tiny"
-        path = os.path.join(ROOT, "tasks", "configs", f"{args.task}_{size}.yaml")
+        path = default_config(args.task, getattr(args, "model", None))
     logger.info("config: %s", path)
     name = task_of_config(path)
     if args.task and args.task != name:

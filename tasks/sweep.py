@@ -28,7 +28,7 @@ cpu_defaults()  # before anything below imports paddle
 from paddle_unimo.fileio import atomic_write, write_json  # noqa: E402
 from paddle_unimo.typed import ConfigError  # noqa: E402
 from tasks import run  # noqa: E402
-from tasks.cli import ROOT, add_common_arguments, load_config, run_command  # noqa: E402
+from tasks.cli import add_common_arguments, load_config, run_command  # noqa: E402
 from tasks.registry import get_task  # noqa: E402
 
 SEED = "train.seed"
@@ -99,8 +99,7 @@ def execute(argv=None) -> dict:
     grid = parse_grid(args.grid)
     task = get_task(args.task)
     metric = task.metric
-    size = "base" if args.model else "tiny"
-    config = args.config or os.path.join(ROOT, "tasks", "configs", f"{args.task}_{size}.yaml")
+    config = args.config or run.default_config(args.task, args.model)
     for key, values in grid:  # a key or value the config refuses stops the sweep before any run
         for value in values:
             try:
