@@ -65,7 +65,8 @@ finetune: $(STAMP)
 
 # make predict [MODEL=$(OUT)/best] [INPUT=file] -> $(OUT)/predict (coco_caption adds captions_results.json, vqa
 #      vqa_submission.json, flickr30k_retrieval scores.npy + scores_index.json); MODEL=$(OUT)/inference
-#      predicts with an export's programs (Paddle Inference; ONNX Runtime for FORMAT=onnx)
+#      predicts with an export's programs (Paddle Inference; ONNX Runtime for FORMAT=onnx, its int8 programs after
+#      QUANT=int8; RUNTIME=paddle|onnx|onnx_fp32 chooses, here and for make serve)
 #      The model folder's task.yaml (the settings it was fine-tuned with) is the config unless CONFIG= or SIZE= is
 #      given (evaluate: that of MODEL, or of OUT/best), and its task the task unless TASK= is given; older folders
 #      without one take tasks/configs/$(TASK)_$(SIZE).yaml. With MODEL=<run>/best or <run>/inference and no OUT=,
@@ -81,7 +82,8 @@ RUN_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),$(or $(MO
 predict: $(STAMP)
 	$(PY) -m tasks.run predict --task $(RUN_TASK) $(if $(OWN_CONFIG),,--config "$(CONFIG)") --out "$(RUN_OUT)/predict" \
 		--model "$(PREDICT_MODEL)" \
-		$(if $(DATA),--data "$(DATA)") $(if $(INPUT),--input "$(INPUT)") $(REGIONS_ARG) $(OVERRIDES)
+		$(if $(DATA),--data "$(DATA)") $(if $(INPUT),--input "$(INPUT)") $(if $(RUNTIME),--runtime $(RUNTIME)) \
+		$(REGIONS_ARG) $(OVERRIDES)
 
 # make serve [MODEL=$(OUT)/best or $(OUT)/inference] [PORT=8189] [HOST=127.0.0.1] [CANDIDATES=n] [CONFIG=file|SIZE=]
 #      [O="decode.num_beams=1"] [REGIONS=store] [DETECTOR=weights.pdparams]: a 千言, GLUE, English generation,
@@ -96,7 +98,7 @@ serve: $(STAMP)
 		$(if $(filter command line,$(origin PORT)),--port $(PORT)) $(if $(filter command line,$(origin HOST)),--host $(HOST)) \
 		$(if $(filter command line environment,$(origin CONFIG) $(origin SIZE)),--config "$(CONFIG)") \
 		$(if $(CANDIDATES),--num-return-sequences $(CANDIDATES)) $(REGIONS_ARG) \
-		$(if $(DETECTOR),--detector "$(DETECTOR)") $(OVERRIDES)
+		$(if $(DETECTOR),--detector "$(DETECTOR)") $(if $(RUNTIME),--runtime $(RUNTIME)) $(OVERRIDES)
 
 # make evaluate [PRED=$(OUT)/predict/predictions.jsonl; flickr30k_retrieval: .../scores.npy; coco_caption also a
 #      COCO result file such as captions_results.json] [REFS=file; default: DATA's dev file, or the file predict read]

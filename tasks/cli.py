@@ -310,20 +310,50 @@ def build_model(model_dir: Optional[str], section: ModelSection, texts: Sequence
     return model_class(config), tokenizer
 
 
+RUNTIMES = {"paddle": "Paddle Inference", "onnx": "ONNX Runtime, its int8 programs where the export has them",
+            "onnx_fp32": "ONNX Runtime, its float32 programs"}
+
+
+def export_runtime(folder: str, runtime: Optional[str]) -> str:
+    """Which programs of the export ``folder`` run (``RUNTIMES``): ``runtime`` (make ``RUNTIME=``, ``--runtime``),
+    or by default ONNX Runtime for a folder converted to ONNX (``FORMAT=onnx``), else Paddle Inference."""
+    from paddle_unimo.onnx_export import is_converted
+    if runtime is None:
+        return "onnx" if is_converted(folder) else "paddle"
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime {runtime!r}: allowed {', '.join(RUNTIMES)}")
+    if runtime != "paddle" and not is_converted(folder):
+        raise ConfigError(f"runtime {runtime}: {folder} has no ONNX programs (make export FORMAT=onnx writes them)")
+    return runtime
+
+
+def add_runtime_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runtime", choices=list(RUNTIMES), help="with an export folder as the model: the programs "
+                        "to run (default: ONNX Runtime for an export converted to ONNX, its int8 programs where it "
+                        "has them; else Paddle Inference)")
+
+
+def refuse_runtime(folder: str, runtime: Optional[str]) -> None:
+    if runtime is not None:
+        raise ConfigError(f"runtime {runtime}: {folder} is a model folder, not an export; a runtime chooses the "
+                          "programs of an export folder (make export, then MODEL=<run>/inference)")
+
+
 class ExportedModel:
     """An understanding model's export (``make export``: its ``forward`` program) standing in for the model in
     ``predict``: called with the model's keyword tensors, it returns the logits as a tensor. The program runs on
-    Paddle Inference (``export.InferenceForward``), or on ONNX Runtime for a folder converted to ONNX
-    (``FORMAT=onnx``: ``onnx_export.OnnxForward``, its int8 program where it has one)."""
+    Paddle Inference (``export.InferenceForward``), or on ONNX Runtime (``onnx_export.OnnxForward``) as
+    ``export_runtime`` chooses."""
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, runtime: Optional[str] = None):
         from paddle_unimo.export import InferenceForward
-        from paddle_unimo.onnx_export import OnnxForward, is_converted
-        if is_converted(folder):
-            self.program = OnnxForward(folder)
-            self.runtime = f"ONNX Runtime, {'int8' if self.program.int8 else 'float32'} program"
-        else:
+        from paddle_unimo.onnx_export import OnnxForward
+        runtime = export_runtime(folder, runtime)
+        if runtime == "paddle":
             self.program, self.runtime = InferenceForward(folder), "Paddle Inference"
+        else:
+            self.program = OnnxForward(folder, int8=False if runtime == "onnx_fp32" else None)
+            self.runtime = f"ONNX Runtime, {'int8' if self.program.int8 else 'float32'} program"
         self.config = self.program.config
 
     def eval(self) -> "ExportedModel":  # an export has no training mode
@@ -335,33 +365,35 @@ class ExportedModel:
         return paddle.to_tensor(self.program(**arrays))
 
 
-def load_model_or_export(folder: str, model_class):
-    """``model_class`` from a checkpoint folder (``OUT/best``), or an export folder's ``ExportedModel``."""
+def load_model_or_export(folder: str, model_class, runtime: Optional[str] = None):
+    """``model_class`` from a checkpoint folder (``OUT/best``), or an export folder's ``ExportedModel`` on
+    ``runtime`` (``export_runtime``)."""
     from paddle_unimo.export import is_export
     if not is_export(folder):
+        refuse_runtime(folder, runtime)
         return model_class.from_pretrained(folder)
-    model = ExportedModel(folder)
+    model = ExportedModel(folder, runtime)
     logger.info("%s is an export: predicting with its forward program (%s)", folder, model.runtime)
     return model
 
 
-def load_generator(folder: str):
+def load_generator(folder: str, runtime: Optional[str] = None):
     """The fine-tuned LM head model of a ``best/`` folder, or the stepper of an export folder: decoding then runs
-    the exported programs, in their precision (``make export QUANT=int8`` decodes in int8), on ONNX Runtime for an
-    export converted to ONNX (``FORMAT=onnx``: ``onnx_export.OnnxStepper``, its int8 programs where it has them),
-    else on Paddle Inference (``export.InferenceStepper``)."""
+    the exported programs, in their precision (``make export QUANT=int8`` decodes in int8), on Paddle Inference
+    (``export.InferenceStepper``) or ONNX Runtime (``onnx_export.OnnxStepper``) as ``export_runtime`` chooses."""
     from paddle_unimo import UNIMOLMHeadModel
     from paddle_unimo.export import InferenceStepper, is_export
-    from paddle_unimo.onnx_export import OnnxStepper, is_converted
+    from paddle_unimo.onnx_export import OnnxStepper
     if not is_export(folder):
+        refuse_runtime(folder, runtime)
         return UNIMOLMHeadModel.from_pretrained(folder)
-    if is_converted(folder):
-        stepper = OnnxStepper(folder)
-        how = f"ONNX Runtime, {'int8' if stepper.int8 else 'float32'} programs"
-    else:
+    if export_runtime(folder, runtime) == "paddle":
         stepper = InferenceStepper(folder)
         how = "Paddle Inference, " + (f"CPU kernels, {stepper.panel_dtype} weights" if stepper.cpu_kernels
                                       else "paddle's operators")
+    else:
+        stepper = OnnxStepper(folder, int8=False if runtime == "onnx_fp32" else None)
+        how = f"ONNX Runtime, {'int8' if stepper.int8 else 'float32'} programs"
     logger.info("%s is an export: decoding with its programs (%s)", folder, how)
     return stepper
 

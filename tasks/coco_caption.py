@@ -95,10 +95,10 @@ class CaptionTask(VLTask):
         return CaptionRunner(self, model, tokenizer, cfg)
 
     @staticmethod
-    def load_model(folder: str):
+    def load_model(folder: str, runtime: str | None = None):
         """The captioning model of a ``best/`` folder, or the stepper of its export (``cli.load_generator``)."""
         from tasks.cli import load_generator
-        return load_generator(folder)
+        return load_generator(folder, runtime)
 
     def check(self, cfg: CaptionConfig, model_config, where: str) -> None:
         super().check(cfg, model_config, where)

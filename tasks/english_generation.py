@@ -244,8 +244,8 @@ class EnglishGenerationTask:
         return EnglishRunner(self, model, tokenizer, cfg)
 
     @staticmethod
-    def load_model(folder: str):
-        return load_generator(folder)
+    def load_model(folder: str, runtime: str | None = None):
+        return load_generator(folder, runtime)
 
     @staticmethod
     def check(cfg, model_config, where: str) -> None:

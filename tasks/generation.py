@@ -146,8 +146,8 @@ class GenerationTask:
         return GenerationRunner(self, model, tokenizer, cfg)
 
     @staticmethod
-    def load_model(folder: str):
-        return load_generator(folder)
+    def load_model(folder: str, runtime: str | None = None):
+        return load_generator(folder, runtime)
 
     def check(self, cfg: GenerationConfig, model_config, where: str) -> None:
         check_lengths(cfg, model_config, where)

@@ -188,9 +188,9 @@ class GlueTask:
     def bind(self, model, tokenizer, cfg: GlueConfig) -> GlueRunner:
         return GlueRunner(self, model, tokenizer, cfg)
 
-    def load_model(self, folder: str):
+    def load_model(self, folder: str, runtime: str | None = None):
         from tasks.cli import load_model_or_export
-        return load_model_or_export(folder, self.model_class)
+        return load_model_or_export(folder, self.model_class, runtime)
 
     def check(self, cfg: GlueConfig, model_config, where: str) -> None:
         if not model_config.has_regions:

@@ -25,6 +25,9 @@ writes for the same records (retrieval ranks a record's candidates instead: see 
 A vision-language record names its image: a name in the region store (``regions=``, default the run's
 ``data.regions``), or, given ``detector=`` (the detector weights the store was extracted with, checked against its
 ``extraction.json``), an image file, whose regions are extracted as the store's were.
+
+An export folder runs on Paddle Inference, or on ONNX Runtime when it was converted (``FORMAT=onnx``);
+``runtime="paddle"``, ``"onnx"`` or ``"onnx_fp32"`` chooses (``tasks.cli.export_runtime``).
 """
 from __future__ import annotations
 
@@ -51,7 +54,8 @@ class Pipeline:
     (generation tasks), each prediction is the list of a record's n best beams (beam search) or n samples."""
 
     def __init__(self, folder: str, overrides: Sequence[str] = (), config: Optional[str] = None,
-                 num_return_sequences: int = 1, regions: Optional[str] = None, detector: Optional[str] = None):
+                 num_return_sequences: int = 1, regions: Optional[str] = None, detector: Optional[str] = None,
+                 runtime: Optional[str] = None):
         from paddle_unimo import load_tokenizer
         from paddle_unimo.checkpoint import find_config
         find_config(folder)  # a folder that is missing or no model folder says so first
@@ -86,7 +90,7 @@ class Pipeline:
                                   "record; use decode.decode_strategy=beam_search or sampling")
             decode.num_return_sequences = num_return_sequences
             DecodeConfig.validate(decode, "decode")
-        model = self.task.load_model(folder)
+        model = self.task.load_model(folder, runtime)
         self.task.check(self.config, model.config, path)
         warn_other_prompt(folder, path, self.config)
         self.runner = self.task.bind(model, load_tokenizer(folder), self.config)

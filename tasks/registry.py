@@ -3,8 +3,8 @@
 A task is one module in ``tasks/`` exposing ``TASK`` (``tasks/glue.py`` and ``tasks/english_generation.py``: ``TASKS``, several), an object that declares its typed config class
 (``config_class``, the YAML files' schema), its reader (``read``), the texts of a character vocabulary
 (``texts``), ``bind(model, tokenizer, cfg)`` giving the batches, head/loss, decoding and trainer, its
-metric (``metric``, the key that chooses the best checkpoint; ``score``), ``load_model(folder)`` for a
-fine-tuned folder, ``check(cfg, model_config, where)`` for settings that depend on the model, and
+metric (``metric``, the key that chooses the best checkpoint; ``score``), ``load_model(folder, runtime)`` for a
+fine-tuned folder or its export, ``check(cfg, model_config, where)`` for settings that depend on the model, and
 ``prediction_row(example, prediction)`` for ``predictions.jsonl`` and ``pipeline_example(record, index, cfg)``,
 the example of a record given in code (``tasks.pipeline``, ``make serve``). Add a task by writing its module and
 listing it below.

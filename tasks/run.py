@@ -27,9 +27,9 @@ from paddle_unimo import cpu_defaults
 
 cpu_defaults()  # before anything below imports paddle
 
-from tasks.cli import (ROOT, add_common_arguments, blame_overrides, build_model, data_path, fingerprint,  # noqa: E402
-                       load_config, longer_table_hint, resolve_data_paths, run_command, run_config_of,
-                       set_aside_earlier_run, setup_logging, warn_other_prompt, write_run_config)
+from tasks.cli import (ROOT, add_common_arguments, add_runtime_argument, blame_overrides, build_model,  # noqa: E402
+                       data_path, fingerprint, load_config, longer_table_hint, resolve_data_paths, run_command,
+                       run_config_of, set_aside_earlier_run, setup_logging, warn_other_prompt, write_run_config)
 from tasks.registry import TASKS, get_task, task_of_config  # noqa: E402
 
 logger = logging.getLogger("paddle_unimo")
@@ -198,7 +198,7 @@ def predict(args) -> dict:
     path = args.input or data_file(args, cfg, cfg.data.dev)
     examples, report = task.read(path, cfg, need_target=False, role="dev")
     logger.info("%d examples from %s", len(examples), getattr(report, "path", path))
-    model = task.load_model(args.model)
+    model = task.load_model(args.model, args.runtime)
     try:
         blame_overrides(lambda: task.check(cfg, model.config, config_path), config_path, args.override)
     except ConfigError as e:
@@ -282,11 +282,14 @@ def execute(argv=None):
                         "config's dev file)")
     parser.add_argument("--regions", help="vision-language tasks: the region store folder (default: data.regions "
                         "in the data folder)")
+    add_runtime_argument(parser)  # predict
     parser.add_argument("--skip-bad", action="store_true", help="skip bad input lines, listed in OUT/skipped.jsonl")
     parser.add_argument("--no-resume", action="store_true", help="ignore OUT/checkpoint and start again (the "
                         "earlier run's files move to OUT/previous/<time>/)")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
+    if args.runtime and args.command != "predict":
+        parser.error(f"--runtime: predict only (an export folder's programs), not {args.command}")
     setup_logging(args.out if args.command != "evaluate" else os.path.join(args.out, "eval"))
     return run_command(lambda: COMMANDS[args.command](args), args.debug)
 

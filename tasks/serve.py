@@ -37,7 +37,7 @@ cpu_defaults()  # before anything below imports paddle
 from paddle_unimo.fileio import DataError  # noqa: E402
 from paddle_unimo.typed import ConfigError  # noqa: E402
 
-from tasks.cli import run_tool  # noqa: E402
+from tasks.cli import add_runtime_argument, run_tool  # noqa: E402
 
 logger = logging.getLogger("paddle_unimo")
 MAX_BODY = 16 << 20  # bytes of one request
@@ -193,10 +193,11 @@ def run(argv) -> None:
     parser.add_argument("--detector", help="vision-language tasks: the detector weights the store was extracted with "
                         "(its extraction.json; 'random' for a store of --random-weights), to take image files on "
                         "this machine as well")
+    add_runtime_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pipeline = Pipeline(args.model, args.override, args.config, args.num_return_sequences, args.regions,
-                        args.detector)
+                        args.detector, args.runtime)
     try:
         server = make_server(pipeline, args.model, args.host, args.port, args.max_inputs)
     except OSError as e:

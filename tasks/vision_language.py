@@ -288,9 +288,9 @@ class VLTask(abc.ABC):
         region feature size."""
         return {} if from_folder else {"image_embedding_size": self.regions(cfg).store.feature_dim}
 
-    def load_model(self, folder: str):
+    def load_model(self, folder: str, runtime: str | None = None):
         from tasks.cli import load_model_or_export
-        return load_model_or_export(folder, self.model_class)
+        return load_model_or_export(folder, self.model_class, runtime)
 
     def check(self, cfg, model_config, where: str) -> None:
         if not model_config.has_regions:

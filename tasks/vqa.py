@@ -122,9 +122,9 @@ class VqaTask(VLTask):
     def model_settings(self, cfg: VqaConfig, train, from_folder: bool) -> dict:
         return {**super().model_settings(cfg, train, from_folder), "num_labels": len(answer_vocabulary(cfg))}
 
-    def load_model(self, folder: str):
+    def load_model(self, folder: str, runtime: str | None = None):
         from paddle_unimo.metrics.vqa import load_answer_vocabulary
-        model = super().load_model(folder)
+        model = super().load_model(folder, runtime)
         path = os.path.join(folder, VOCABULARY)
         if os.path.exists(path):
             model.answer_vocabulary = load_answer_vocabulary(path)

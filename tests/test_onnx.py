@@ -20,7 +20,9 @@ from paddle_unimo.generation import generate
 from paddle_unimo.modeling import UNIMOForRetrieval
 from paddle_unimo.onnx_export import (OnnxForward, OnnxProgram, OnnxStepper, export_onnx, map_outputs,
                                       program_names)
+from paddle_unimo.typed import ConfigError
 
+from tasks.cli import ExportedModel, load_generator
 from test_caption_decoding import SEP, start_inputs
 from test_export import BEAM, SOURCES, assert_decodes_as_dynamic_mode, left_padded, make_model
 from tools import export_model as export_tool
@@ -166,6 +168,11 @@ def test_forward_program_of_an_understanding_model(onnx_runtime, tmp_path):
         np.testing.assert_allclose(got, program(**batch)["logits"], atol=1e-5)
         np.testing.assert_allclose(got, want, atol=1e-5)
         np.testing.assert_array_equal(OnnxForward(folder, num_threads=1)(**batch), got)
+        for runtime, name in ((None, "ONNX Runtime, float32 program"), ("paddle", "Paddle Inference")):
+            exported = ExportedModel(folder, runtime)  # as predict runs an export, on the runtime it is given
+            assert exported.runtime == name
+            tensors = {k: paddle.to_tensor(v) for k, v in batch.items()}
+            np.testing.assert_allclose(exported(**tensors).numpy(), want, atol=1e-5)
 
 
 def test_tool_exports_onnx_and_the_stepper_needs_it(onnx_runtime, tmp_path):
@@ -371,3 +378,26 @@ def test_missing_quantization_package_is_named_before_anything_is_written(onnx_r
         pytest.skip(out.strip())
     lines = out.strip().splitlines()
     assert len(lines) == 2 and all("pip install ml_dtypes" in line for line in lines), out
+
+
+def test_runtime_chooses_the_programs_of_a_converted_export(quantized, tmp_path):
+    """An export converted with int8 programs decodes in int8 by default; ``runtime`` runs its float32 ONNX
+    programs or its Paddle programs instead (both: dynamic mode's ids), and is refused where it cannot apply."""
+    model, folder, _ = quantized
+    default, onnx_fp32, inference = (load_generator(folder, r) for r in (None, "onnx_fp32", "paddle"))
+    assert isinstance(default, OnnxStepper) and default.int8
+    assert isinstance(onnx_fp32, OnnxStepper) and not onnx_fp32.int8
+    assert not isinstance(inference, OnnxStepper) and isinstance(inference, InferenceStepper)
+    assert load_generator(folder, "onnx").int8
+    for stepper in (onnx_fp32, inference):
+        assert_decodes_as_dynamic_mode(model, stepper, {})
+    plain = export_model(model, tmp_path / "inference")
+    with pytest.raises(ConfigError, match="has no ONNX programs.*FORMAT=onnx"):
+        load_generator(plain, "onnx_fp32")
+    assert type(load_generator(plain, "paddle")) is InferenceStepper
+    with pytest.raises(ConfigError, match="'gpu': allowed paddle, onnx, onnx_fp32"):
+        load_generator(folder, "gpu")
+    model.save_pretrained(str(tmp_path / "best"))
+    with pytest.raises(ConfigError, match="not an export"):
+        load_generator(str(tmp_path / "best"), "paddle")
+
