@@ -357,6 +357,35 @@ def test_tool_rejects_bad_input(tmp_path):
     assert not list((tmp_path / "not_a_store").iterdir())  # nothing written there
 
 
+def test_rows_hold_each_text_once_and_never_the_caption(tmp_path):
+    """Paraphrases repeated, a corpus text that is the caption or a paraphrase again, a retrieved caption that is
+    also a paraphrase: each text once, the caption never, and a text that is a positive is no negative."""
+    captions = [{"image_id": "1", "caption_id": "c0", "caption": "a dog runs on the grass"},
+                {"image_id": "2", "caption_id": "c1", "caption": "a brown dog runs on the green grass"},
+                {"image_id": "3", "caption_id": "c2", "caption": "a red car parked on the street"}]
+    paraphrases = {"c0": ["a brown dog runs on the green grass", "a dog is running on grass",
+                          "a dog is running on grass", "a dog runs on the grass"]}
+    corpus = ["a dog runs on the grass", "a dog is running on grass", "dogs like running on grass"]
+    rows = records.build_rows(captions, 3, 2, 0, paraphrases, corpus=corpus, corpus_texts=3)
+    for row in rows:
+        positives = [p["text"] for p in row["positive_texts"]]
+        negatives = [n["text"] for n in row["negative_texts"]]
+        assert len(set(positives)) == len(positives) and len(set(negatives)) == len(negatives)
+        assert row["caption"] not in positives + negatives and not set(positives) & set(negatives)
+    assert [(p["text"], p["source"]) for p in rows[0]["positive_texts"]] == [
+        ("a brown dog runs on the green grass", "paraphrase"), ("a dog is running on grass", "paraphrase"),
+        ("dogs like running on grass", "corpus")]
+    assert not [n for n in rows[0]["negative_texts"] if n["kind"] == "retrieved" and n["caption_id"] == "c1"]
+    # c1's nearest caption (c0's) is also its nearest corpus text: a positive of c1, so not a negative
+    assert ("a dog runs on the grass", "corpus") in [(p["text"], p["source"]) for p in rows[1]["positive_texts"]]
+    assert [n["caption_id"] for n in rows[1]["negative_texts"] if n["kind"] == "retrieved"] == ["c2"]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match=f"^{empty}: no captions"):
+        build_cmcl_data.run(["--captions", str(empty), "--out", str(tmp_path / "o.jsonl")])
+    assert not (tmp_path / "o.jsonl").exists()
+
+
 def test_rows_become_cmcl_examples_and_a_batch(tmp_path):
     captions, _ = _captions_file(tmp_path)
     store = RegionStore(tmp_path / "regions")

@@ -14,7 +14,8 @@ Output row (``build_rows``; one per caption, in input order)::
 The three lists are exactly ``objectives.cmcl.CMCLExample``'s ``positive_texts`` (X+ sentence rewrites and X^T
 texts retrieved from a text corpus), ``positive_images`` (X^I) and ``negative_texts`` (X-: the phrase- and
 word-level rewrites, then the captions of other images retrieved by TF-IDF, which the paper takes as sentence-level
-hard negatives: similar to the caption, but not a description of its image). Texts are stored as text, not token
+hard negatives: similar to the caption, but not a description of its image). A text is in a row once, never the
+caption's own words, and a positive is no negative. Texts are stored as text, not token
 ids, so one file serves any tokenizer; ``to_example`` tokenizes them and reads the images from a ``RegionStore``
 when a batch is built.
 """
@@ -41,7 +42,8 @@ def _as_id(value, name: str, where: str) -> str:
 
 def read_captions(path) -> List[Dict[str, str]]:
     """The captions file; ``DataError`` naming ``file:line`` on bad JSON, a missing or empty field, a
-    duplicate caption_id. Blank lines are skipped, a UTF-8 byte order mark is accepted."""
+    duplicate caption_id, and naming the file when it holds no caption. Blank lines are skipped, a UTF-8 byte
+    order mark is accepted."""
     rows, first_seen = [], {}
     for where, obj in read_jsonl(path):
         missing = [k for k in _FIELDS if k not in obj]
@@ -57,6 +59,8 @@ def read_captions(path) -> List[Dict[str, str]]:
         if seen != line_no:
             raise DataError(f"{where}: caption_id {row['caption_id']!r} repeats line {seen}")
         rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: no captions (expected JSON lines {{{', '.join(map(repr, _FIELDS))}}})")
     return rows
 
 
@@ -92,16 +96,28 @@ def build_rows(captions: Sequence[Dict[str, str]], negatives: int, retrieved_tex
     related = nearest_corpus_texts(texts, corpus, corpus_texts)
     rows = []
     for c, near, found in zip(captions, similar, related):
-        positives = [{"text": p, "source": "paraphrase"} for p in paraphrases.get(c["caption_id"], [])
-                     if p != c["caption"]]
+        positives = [{"text": p, "source": "paraphrase"} for p in paraphrases.get(c["caption_id"], [])]
         positives += [{"text": corpus[j], "source": "corpus", "score": round(score, 6)} for j, score in found]
+        positives = _distinct(positives, {c["caption"]})
         hard = [{"text": captions[j]["caption"], "kind": "retrieved", "caption_id": captions[j]["caption_id"],
-                 "image_id": captions[j]["image_id"], "score": round(score, 6)} for j, score in near
-                if captions[j]["caption"] != c["caption"]]  # the same words for another image: not a negative
+                 "image_id": captions[j]["image_id"], "score": round(score, 6)} for j, score in near]
         rows.append({**c, "positive_texts": positives,
                      "positive_images": list(image_neighbours.get(c["image_id"], [])),
-                     "negative_texts": _negatives(c, negatives, seed) + hard})
+                     "negative_texts": _distinct(_negatives(c, negatives, seed) + hard,
+                                                 {c["caption"], *(p["text"] for p in positives)})})
     return rows
+
+
+def _distinct(items: List[dict], taken: set) -> List[dict]:
+    """``items`` whose text is not in ``taken`` and not that of an earlier item: a positive or negative the
+    caption itself is no contrast (the same words for another image are no negative), and a text twice would
+    weigh double in the loss; a text that is both a positive and a negative stays a positive."""
+    out, taken = [], set(taken)
+    for item in items:
+        if item["text"] not in taken:
+            taken.add(item["text"])
+            out.append(item)
+    return out
 
 
 def summarize(rows: Sequence[dict]) -> dict:
