@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -139,11 +140,25 @@ def atomic_write(path, data: Union[str, bytes, Iterable[Union[str, bytes]]]) -> 
 
 
 def write_json(path, obj, indent: int = 1) -> None:
-    atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=indent))
+    """``obj`` as JSON, atomically. JSON has no NaN or infinity: a non-finite number (an undefined metric, e.g.
+    the Pearson correlation of constant predictions) is written as null, so every JSON reader reads the file."""
+    atomic_write(path, json.dumps(finite_or_none(obj), ensure_ascii=False, indent=indent, allow_nan=False))
+
+
+def finite_or_none(obj):
+    """``obj`` with every non-finite float (in dicts, lists and tuples) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
 
 
 def write_jsonl(path, rows: Iterable[dict]) -> None:
-    atomic_write(path, (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    """One JSON object a line, atomically; non-finite numbers as null (``write_json``)."""
+    atomic_write(path, (json.dumps(finite_or_none(row), ensure_ascii=False, allow_nan=False) + "\n" for row in rows))
 
 
 @contextlib.contextmanager

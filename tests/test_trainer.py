@@ -191,3 +191,35 @@ def test_a_checkpoint_of_an_older_version_is_named_as_such(tmp_path):
     with pytest.raises(ResumeMismatch, match=r"train.lr_decay_epochs: \(none\) -> \[\]\); settings this checkpoint "
                                              r"predates, from a later paddle_unimo: train.lr_decay_epochs; run with"):
         newer.train()
+
+
+def test_an_undefined_metric_is_never_the_best(tmp_path):
+    """Dev scores nan, 5, nan, 7, nan, 6 (a regressor whose correlation is undefined at some steps): best/ holds the
+    model of the first nan until a score exists, then the step-4 model; trainer_state.json is valid JSON (null)."""
+    import json
+    import os
+    scores = [float("nan"), 5.0, float("nan"), 7.0, float("nan"), 6.0]
+    saved = {}
+
+    def evaluate(m):
+        step = trainer.state["step"]
+        saved[step] = {k: v.numpy().copy() for k, v in m.state_dict().items()}
+        return {"pearson": scores[step - 1]}
+
+    def loss_fn(m, batch):
+        return {"loss": m(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], batch["attention_mask"],
+                          labels=batch["labels"])[0]}
+
+    cfg = TrainConfig(max_steps=6, batch_size=2, lr=1e-2, progress=False, eval_steps=1, save_steps=1)
+    trainer = Trainer(tiny_model(), cfg, list(range(8)), lm_batch, loss_fn, str(tmp_path), evaluate=evaluate,
+                      metric="pearson", greater_is_better=True)
+    best_at = []
+    for stop in range(1, 7):
+        state = trainer.train(resume=True, stop_after=stop)
+        best = paddle.load(str(tmp_path / "best" / "model_state.pdparams"))
+        best_at.append(next(s for s, params in saved.items()
+                            if all(np.array_equal(params[k], best[k].numpy()) for k in params)))
+    assert best_at == [1, 2, 2, 4, 4, 4] and state["best"] == 7.0
+    with open(os.path.join(tmp_path, "checkpoint", "trainer_state.json")) as f:
+        history = json.load(f, parse_constant=lambda name: pytest.fail(f"{name} in trainer_state.json"))["history"]
+    assert [h["pearson"] for h in history if "pearson" in h] == [None, 5.0, None, 7.0, None, 6.0]

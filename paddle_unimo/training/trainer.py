@@ -327,8 +327,17 @@ class Trainer:
                 self.save_extra(tmp)
 
     def save_best(self, metrics: Dict[str, float]) -> None:
+        """Keeps the model as ``best/`` when its metric beats the best so far. An undefined metric (None or NaN:
+        e.g. the correlation of a regressor that predicts a constant) is never a best; it is kept only while the
+        run has no model at all, so that a run always ends with one."""
         value = metrics[self.metric]
         best = self.state["best"]
+        if value is None or math.isnan(value):
+            logger.warning("%s is undefined at step %d (%s): not a best checkpoint", self.metric, self.state["step"],
+                           value)
+            if best is None and not os.path.isdir(os.path.join(self.out_dir, BEST)):
+                self.save_model(BEST)
+            return
         if best is not None and (value <= best if self.greater else value >= best):
             return
         self.state["best"] = value
