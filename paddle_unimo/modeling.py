@@ -26,6 +26,7 @@ from . import masks
 from .cpu_kernels import (LayerNorm, PackedWeight, add_bias_, attention, attention_runs, dense, dropout, pack_weight,
                           packed_linear, relu_grad, softmax, softmax_dropout, step_attention, step_layer)
 from .config import REGION_LOCATION_SIZE, UNIMOConfig
+from .typed import ConfigError
 
 KVCache = List[Tuple[paddle.Tensor, paddle.Tensor]]  # per layer (k, v), each (B, nh, T, hd)
 
@@ -600,8 +601,10 @@ class UNIMOPairModel(UNIMOPretrainedModel):
 
     def __init__(self, config: UNIMOConfig):
         super().__init__(config)
-        if not config.has_regions:
-            raise ValueError(f"{type(self).__name__} reads image regions: the model needs image_embedding_size > 0")
+        if not config.has_regions:  # a user's choice of model: one error line on the command line
+            raise ConfigError(f"{type(self).__name__} reads the pooled text and image outputs of the English UNIMO, "
+                              "which a model without region embeddings (image_embedding_size 0, e.g. unimo-text-1.0 "
+                              "or a text-only fine-tuned folder) lacks")
         self.unimo = UNIMOModel(config)
         self.head_dropout = Dropout(config.hidden_dropout_prob)
 

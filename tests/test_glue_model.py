@@ -4,9 +4,12 @@ import json
 
 import numpy as np
 import paddle
+import pytest
 
+from paddle_unimo import get_preset
 from paddle_unimo.checkpoint import load_any
 from paddle_unimo.modeling import UNIMOForSequenceClassification
+from paddle_unimo.typed import ConfigError
 from tools import convert_checkpoint
 
 from test_checkpoint import original_encoder_shapes, save_legacy
@@ -54,3 +57,9 @@ def test_stsb_from_the_mnli_model_replaces_the_head(tmp_path, caplog):
     assert list(stsb.classifier.weight.shape) == [SMALL_ORIGINAL_CONFIG["hidden_size"], 1]
     assert "replaced by a new one" in caplog.text
     np.testing.assert_array_equal(stsb.unimo.text_pooler.weight.numpy(), params["pooled_fc_text.w_0"])
+
+
+def test_a_model_without_region_embeddings_is_a_config_error():
+    """The CLI prints a ConfigError as one line (a text-only model folder or image_embedding_size=0)."""
+    with pytest.raises(ConfigError, match="without region embeddings"):
+        UNIMOForSequenceClassification(get_preset("tiny", image_embedding_size=0, num_labels=2))
