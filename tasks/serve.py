@@ -68,7 +68,7 @@ def parse_request(body: bytes, max_inputs: int, cost=lambda record: 1) -> list:
     """The ``inputs`` of a ``/predict`` body, each counting ``cost(record)`` toward ``max_inputs``; ``BadRequest``
     says what is wrong with it."""
     try:
-        request = json.loads(body.decode("utf-8"))
+        request = json.loads(body.decode("utf-8-sig"))  # a byte order mark is allowed, as in data files
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise BadRequest(f"the body is not UTF-8 JSON ({type(e).__name__}: {e})") from None
     inputs = request.get("inputs") if isinstance(request, dict) else None
@@ -94,16 +94,25 @@ def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 25
 
         def answer(self, status: int, payload: dict, headers: Optional[dict] = None) -> None:
             data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            if status >= 400:
-                self.send_header("Connection", "close")
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                if status >= 400:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client left before its answer
                 self.close_connection = True
-            self.end_headers()
-            self.wfile.write(data)
+                logger.info("%s left before the %d answer", self.address_string(), status)
+
+        def send_error(self, code, message=None, explain=None):
+            """http.server's own refusals (a malformed request line, an unknown method) in JSON, as ours."""
+            self.answer(code, {"error": message or self.responses.get(code, ("",))[0]})
 
         def discard(self, size: int) -> None:
             while size > 0:
@@ -115,7 +124,7 @@ def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 25
         def route(self, method: str) -> bool:
             """True when ``method`` on this path is served; else answers 404 (no such path) or 405."""
             allowed = ROUTES.get(urlsplit(self.path).path)
-            if allowed == method:
+            if allowed == method or (method, allowed) == ("HEAD", "GET"):
                 return True
             if allowed is None:
                 self.answer(404, {"error": f"no {self.path}; GET /health, POST /predict"})
@@ -124,8 +133,10 @@ def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 25
             return False
 
         def do_GET(self):  # noqa: N802 (http.server's name)
-            if self.route("GET"):
+            if self.route(self.command):
                 self.answer(200, health)
+
+        do_HEAD = do_GET  # noqa: N815 (the headers of GET's answer)
 
         def do_PUT(self):  # noqa: N802
             self.route("PUT")
@@ -140,9 +151,15 @@ def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 25
                 if size > MAX_BODY:
                     self.discard(min(size, 4 * MAX_BODY))  # so that the client, still sending, sees the answer
                     raise BadRequest(f"a body of {size} bytes; at most {MAX_BODY}", 413)
-                inputs = parse_request(self.rfile.read(size), max_inputs, cost)
+                body = self.rfile.read(size)
+                if len(body) < size:
+                    raise BadRequest(f"the body ended after {len(body)} of the {size} bytes of its Content-Length")
+                inputs = parse_request(body, max_inputs, cost)
                 with decoding:
                     predictions = pipeline(inputs)
+            except TimeoutError:
+                self.answer(408, {"error": f"the body did not arrive within {TIMEOUT} s"})
+                return
             except BadRequest as e:
                 self.answer(e.status, {"error": str(e)})
                 return

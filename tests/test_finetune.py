@@ -307,11 +307,26 @@ def raw_request(port, method, path, length="0"):
         connection.close()
 
 
-def test_the_server_answers_what_the_pipeline_gives_and_names_bad_requests(demo_model):
+def exchange(port, data: bytes, half_close: bool = True):
+    """(status, JSON answer or None) of the raw bytes ``data`` sent on a new connection (``half_close``: then the
+    client stops sending)."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
+        connection.sendall(data)
+        if half_close:
+            connection.shutdown(socket.SHUT_WR)
+        reply = connection.makefile("rb").read()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body) if body else None
+
+
+def test_the_server_answers_what_the_pipeline_gives_and_names_bad_requests(demo_model, monkeypatch):
     import socket
     import threading
+    from tasks import serve
     from tasks.pipeline import Pipeline
     from tasks.serve import make_server
+    monkeypatch.setattr(serve, "TIMEOUT", 3)
     pipeline = Pipeline(str(demo_model / "best"))
     dev = os.path.join(ROOT, "tasks", "demo_data", "dureader_qg", "dev.json")
     records = [json.loads(line) for line in open(dev, encoding="utf-8")][:6]
@@ -347,6 +362,15 @@ def test_the_server_answers_what_the_pipeline_gives_and_names_bad_requests(demo_
             silent.close()
         status, answer = http(url + "/predict", json.dumps({"inputs": records[:2]}).encode())  # still serving
         assert status == 200 and answer["predictions"] == pipeline(records[:2])
+        port = server.server_address[1]
+        short = b"POST /predict HTTP/1.1\r\nContent-Length: 100\r\n\r\n" + b'{"inputs": []}'
+        assert exchange(port, short) == (400, {"error": "the body ended after 14 of the 100 bytes of its "
+                                                        "Content-Length"})
+        assert exchange(port, short, half_close=False) == (408, {"error": "the body did not arrive within 3 s"})
+        assert exchange(port, b"BREW /health HTTP/1.1\r\n\r\n") == (501, {"error": "Unsupported method ('BREW')"})
+        assert exchange(port, b"HEAD /health HTTP/1.1\r\n\r\n") == (200, None)
+        body = json.dumps({"inputs": records[:1]}, ensure_ascii=False).encode("utf-8")
+        assert http(url + "/predict", b"\xef\xbb\xbf" + body) == (200, {"predictions": pipeline(records[:1])})
     finally:
         server.shutdown()
         server.server_close()
