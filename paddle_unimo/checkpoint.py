@@ -19,7 +19,7 @@ import numpy as np
 import paddle
 
 from .config import UNIMOConfig
-from .fileio import atomic_save, read_json
+from .fileio import DataError, atomic_save, read_json
 from .legacy_io import widen_bfloat16
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,21 @@ def load_state(path: str) -> Dict[str, np.ndarray]:
     weights = os.path.join(path, WEIGHTS_NAME) if os.path.isdir(path) else path
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"{weights}: weights file not found")
-    return {k: np.asarray(v) for k, v in paddle.load(weights, return_numpy=True).items()}
+    return {k: np.asarray(v) for k, v in read_paddle_file(weights, return_numpy=True).items()}
+
+
+def read_paddle_file(path: str, **options) -> dict:
+    """``paddle.load(path, **options)`` of a state dict (weights, an optimizer's state); a file it cannot read
+    (truncated by a full disk or an interrupted copy, or not paddle's) is a ``DataError`` naming it."""
+    try:
+        state = paddle.load(path, **options)
+    except Exception as e:  # paddle.load raises ValueError, pickle and OS errors alike for a file it cannot read
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise DataError(f"{path}: not a readable paddle state file, truncated or damaged? ({type(e).__name__}: "
+                        f"{reason})") from None
+    if not isinstance(state, dict):
+        raise DataError(f"{path}: not a paddle state dict (holds a {type(state).__name__})")
+    return state
 
 
 def check_state(model: paddle.nn.Layer, state: Mapping[str, np.ndarray], source: str,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import errno
 import hashlib
 import logging
 import os
@@ -28,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 logger = logging.getLogger("paddle_unimo")
 USER_ERRORS = (DataError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError,
                MissingPackage)
+MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # a full disk, a quota, a read-only folder: one line too
 
 
 @dataclass
@@ -450,11 +452,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show a traceback for every error")
 
 
-def report(level: int, message: str) -> None:
-    """``message`` once on stderr and into the run's train.log (when logging to one is set up)."""
+def report(level: int, message: str, to_log: bool = True) -> None:
+    """``message`` once on stderr and (``to_log``) into the run's train.log, when logging to one is set up."""
     print(message, file=sys.stderr)
     record = logger.makeRecord(logger.name, level, __file__, 0, message, None, None)
-    for handler in logging.getLogger().handlers:
+    for handler in logging.getLogger().handlers if to_log else ():
         if getattr(handler, "paddle_unimo_run", False):
             handler.handle(record)
 
@@ -465,11 +467,12 @@ def run_command(command: Callable[[], Any], debug: bool = False):
     from paddle_unimo.checkpoint import CheckpointError
     try:
         return command()
-    except (*USER_ERRORS, CheckpointError) as e:
-        if debug:
+    except (*USER_ERRORS, CheckpointError, OSError) as e:
+        if debug or (isinstance(e, OSError) and not isinstance(e, USER_ERRORS) and e.errno not in MACHINE_ERRNOS):
             raise
         message = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else str(e)
-        report(logging.ERROR, f"error: {message}")
+        machine = isinstance(e, OSError) and e.errno in MACHINE_ERRNOS
+        report(logging.ERROR, f"error: {message}", to_log=not machine)  # train.log may be what cannot be written
         raise SystemExit(2) from None
     except KeyboardInterrupt as e:
         if debug:

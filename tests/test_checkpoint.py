@@ -10,6 +10,7 @@ from paddle.base import core
 
 from paddle_unimo import UNIMOLMHeadModel, UNIMOModel, get_preset, masks
 from paddle_unimo.checkpoint import CheckpointError, original_to_paddle_name
+from paddle_unimo.fileio import DataError
 from paddle_unimo.legacy_io import LegacyFormatError, read_dense_tensor
 
 from tools import convert_checkpoint
@@ -287,6 +288,10 @@ def test_save_load_round_trip_and_base_model_from_lm_folder(tmp_path):
     np.testing.assert_array_equal(again(ids).numpy(), model(ids).numpy())
     base = UNIMOModel.from_pretrained(str(tmp_path))
     np.testing.assert_array_equal(base(ids).numpy(), model.unimo(ids).numpy())
+    weights = tmp_path / "model_state.pdparams"  # a copy cut short (a full disk, an interrupted transfer)
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(DataError, match=f"^{weights}: not a readable paddle state file, truncated or damaged"):
+        UNIMOLMHeadModel.from_pretrained(str(tmp_path))
 
 
 @pytest.mark.parametrize("start", [0, 2])

@@ -433,6 +433,19 @@ def test_the_real_command_prints_one_line_and_exits_2(tmp_path):
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
+def test_a_full_disk_or_read_only_folder_is_one_line_other_os_errors_a_traceback(capsys):
+    import errno
+    from tasks.cli import run_command
+    for number, text in ((errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")):
+        def fail():
+            raise OSError(number, text, "/runs/a/train.log")
+        with pytest.raises(SystemExit) as stop:
+            run_command(fail)
+        assert stop.value.code == 2 and capsys.readouterr().err == f"error: /runs/a/train.log: {text}\n"
+    with pytest.raises(OSError, match="Input/output error"):
+        run_command(lambda: (_ for _ in ()).throw(OSError(errno.EIO, "Input/output error")))
+
+
 def test_malformed_model_config_names_the_file(finished, tmp_path, capsys):
     model = tmp_path / "model"
     shutil.copytree(finished[1] / "best", model)

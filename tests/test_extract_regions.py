@@ -199,7 +199,7 @@ def test_the_tools_user_errors_are_one_line_and_exit_status_2(tmp_path, capsys):
              (["--images", str(tmp_path / "images"), "--weights", str(tmp_path / "none.pdparams")],
               "none.pdparams: weights file not found"),
              (["--images", str(tmp_path / "images"), "--weights", str(tmp_path / "junk.pdparams")],
-              "junk.pdparams: not a paddle weights file"),
+              "junk.pdparams: not a readable paddle state file"),
              (["--images", str(tmp_path / "images"), "--random-weights", "--min-boxes", "0"],
               "extraction settings: need 1 <= min_boxes <= max_boxes")]
     for argv, message in cases:

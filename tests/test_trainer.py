@@ -223,3 +223,23 @@ def test_an_undefined_metric_is_never_the_best(tmp_path):
     with open(os.path.join(tmp_path, "checkpoint", "trainer_state.json")) as f:
         history = json.load(f, parse_constant=lambda name: pytest.fail(f"{name} in trainer_state.json"))["history"]
     assert [h["pearson"] for h in history if "pearson" in h] == [None, 5.0, None, 7.0, None, 6.0]
+
+
+def test_a_damaged_checkpoint_file_is_named(tmp_path):
+    """A checkpoint file cut short (a full disk while copying a run) stops the resume with its name, not paddle's
+    traceback."""
+    from paddle_unimo.fileio import DataError
+
+    def loss_fn(m, batch):
+        return {"loss": m(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], batch["attention_mask"],
+                          labels=batch["labels"])[0]}
+
+    cfg = TrainConfig(max_steps=2, batch_size=2, lr=1e-2, progress=False, save_steps=1)
+    Trainer(tiny_model(), cfg, list(range(8)), lm_batch, loss_fn, str(tmp_path)).train(resume=True, stop_after=1)
+    for name in ("optimizer.pdopt", "model_state.pdparams"):
+        path = tmp_path / "checkpoint" / name
+        kept = path.read_bytes()
+        path.write_bytes(kept[:len(kept) // 2])
+        with pytest.raises(DataError, match=f"^{path}: not a readable paddle state file"):
+            Trainer(tiny_model(), cfg, list(range(8)), lm_batch, loss_fn, str(tmp_path)).train(resume=True)
+        path.write_bytes(kept)

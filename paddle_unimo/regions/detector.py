@@ -177,15 +177,10 @@ def _zero_residual_gamma(model) -> None:
 
 def load_weights(model, path: str) -> None:
     """Strict load: every model tensor present with its shape, no tensor of the file left unused."""
-    import paddle
+    from ..checkpoint import read_paddle_file
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: weights file not found")
-    try:
-        state = paddle.load(path)
-    except Exception as e:  # paddle.load raises ValueError, pickle and OS errors alike for a file it cannot read
-        raise DataError(f"{path}: not a paddle weights file ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict):
-        raise DataError(f"{path}: not a paddle state dict (holds a {type(state).__name__})")
+    state = read_paddle_file(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -42,7 +42,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from ..checkpoint import WEIGHTS_NAME, load_state, set_state
+from ..checkpoint import WEIGHTS_NAME, load_state, read_paddle_file, set_state
 from ..fileio import DataError, atomic_dir, read_json, recover_dir, write_json
 from ..typed import ConfigError, bounded, from_dict
 
@@ -312,7 +312,7 @@ class Trainer:
         path, state = found
         set_state(self.model, load_state(path), os.path.join(path, WEIGHTS_NAME))
         optimizer_file = os.path.join(path, "optimizer.pdopt")
-        self.load_optimizer_state(paddle.load(optimizer_file), optimizer_file)
+        self.load_optimizer_state(read_paddle_file(optimizer_file), optimizer_file)
         self.state = state
         logger.info("resumed from %s at step %d", path, self.state["step"])
         return True
