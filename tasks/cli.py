@@ -185,13 +185,14 @@ def blame_overrides(check, config_path: str, overrides):
         raise
 
 
-def set_aside_earlier_run(out: str, outputs: Optional[Sequence[str]] = None, inputs: Sequence[str] = ()):
+def set_aside_earlier_run(out: str, outputs: Optional[Sequence[str]] = None, inputs: Sequence[str] = (),
+                          keep: Sequence[str] = ()):
     """A run starting over (not resuming) in a folder of an earlier run (its ``best/``, ``checkpoint/`` or
     ``metrics.json``) moves that run's ``outputs`` (default: everything but the logs, ``train.log`` and
-    ``train.rank<N>.log``, which the new run appends to, and what holds one of the run's ``inputs``: a model,
-    data or region store kept in OUT) into ``OUT/previous/<time>/``: ``best/``, the checkpoint, metrics,
-    predictions, exports and VisualDL logs are then this run's alone, and nothing is lost. Returns that folder, or
-    None."""
+    ``train.rank<N>.log``, which the new run appends to, the entries named in ``keep``, and what holds one of the
+    run's ``inputs``: a model, data or region store kept in OUT) into ``OUT/previous/<time>/``: ``best/``, the
+    checkpoint, metrics, predictions, exports and VisualDL logs are then this run's alone, and nothing is lost.
+    Returns that folder, or None."""
     from paddle_unimo.training.trainer import CHECKPOINT
     if not any(os.path.exists(os.path.join(out, n)) for n in ("best", CHECKPOINT, "metrics.json")):
         return None
@@ -201,7 +202,7 @@ def set_aside_earlier_run(out: str, outputs: Optional[Sequence[str]] = None, inp
         entry = os.path.realpath(os.path.join(out, name))
         return any(os.path.commonpath([entry, p]) == entry for p in used)
     names = [n for n in sorted(os.listdir(out)) if not re.fullmatch(r"train(\.rank\d+)?\.log|previous", n)
-             and (outputs is None or n in outputs) and not holds_input(n)]
+             and (outputs is None or n in outputs) and n not in keep and not holds_input(n)]
     if not names:
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -212,7 +213,7 @@ def set_aside_earlier_run(out: str, outputs: Optional[Sequence[str]] = None, inp
     os.makedirs(target)
     for name in names:
         os.replace(os.path.join(out, name), os.path.join(target, name))
-    logger.warning("%s: starting over; the earlier run's files (%s) are now in %s", out, ", ".join(names), target)
+    logger.warning("%s: the earlier run's files (%s) are now in %s", out, ", ".join(names), target)
     return target
 
 

@@ -210,6 +210,9 @@ def predict(args) -> dict:
     runner = task.bind(model, load_tokenizer(args.model), cfg)
     examples = text_targets(runner, examples)
     predictions = runner.predict(examples)
+    # an earlier prediction's files (and its eval/) would sit beside this one's: they move to OUT/previous/<time>/
+    set_aside_earlier_run(args.out, inputs=[path, args.model], keep=("best", "checkpoint", "inference", "vdl",
+                                                                     "predict", "sweep"))  # a run folder's own
     out = write_predictions(args.out, prediction_rows(examples, predictions, report, task.prediction_row))
     task.write_outputs(args.out, examples, predictions)
     result = {"task": task.name, "model": args.model, "config": config_path, "overrides": args.override,

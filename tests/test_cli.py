@@ -652,3 +652,30 @@ def test_starting_over_leaves_the_runs_own_inputs_in_out(finished, tmp_path):
     assert {"checkpoint", "metrics.json", "predictions.jsonl"} <= set(os.listdir(previous))
     assert {"best", "data", "train.rank1.log"} <= set(os.listdir(copy))
     assert "starting from" in (copy / "best" / "task.yaml").read_text("utf-8")
+
+
+def test_predicting_again_sets_the_earlier_predictions_and_their_scores_aside(finished, tmp_path):
+    """A second predict into the same folder moves the first one's files (and evaluate's eval/) into
+    previous/<time>/, so no file of the folder describes other predictions; predicting into the fine-tuning run's
+    own folder keeps its best/ and checkpoint/ where they are."""
+    data, out = finished
+    pred = tmp_path / "predict"
+    run.execute(["predict", "--model", str(out / "best"), "--data", str(data), "--out", str(pred)])
+    run.execute(["evaluate", "--model", str(out / "best"), "--predictions", str(pred / "predictions.jsonl"),
+                 "--out", str(pred), "--task", "dureader_qg"])
+    first = snapshot(pred)
+    assert "eval/metrics.json" in first and "predictions.txt" in first
+    two = tmp_path / "two.json"
+    two.write_text("\n".join(record(i) for i in (7, 8)) + "\n", "utf-8")
+    run.execute(["predict", "--model", str(out / "best"), "--input", str(two), "--out", str(pred)])
+    (earlier,) = (pred / "previous").iterdir()
+    assert snapshot(earlier) == first  # moved whole, unchanged
+    now = snapshot(pred)
+    assert not any(k.startswith("eval") for k in now)
+    assert len((pred / "predictions.jsonl").read_text("utf-8").splitlines()) == 2
+    run_copy = tmp_path / "run"
+    shutil.copytree(out, run_copy)
+    run.execute(["predict", "--model", str(run_copy / "best"), "--input", str(two), "--out", str(run_copy)])
+    assert {"best", "checkpoint"} <= {p.name for p in run_copy.iterdir()}
+    (moved,) = (run_copy / "previous").iterdir()
+    assert "metrics.json" in {p.name for p in moved.iterdir()} and not (moved / "best").exists()
