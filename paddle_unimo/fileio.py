@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import uuid
 from typing import Callable, Iterable, Iterator, Tuple, Union
@@ -201,6 +202,43 @@ def atomic_dir(path):
     if had_old:
         shutil.rmtree(old, ignore_errors=True)
     _fsync_dir(parent)
+
+
+LOCK_NAME = ".lock"
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # atomic_dir's temporary folders
+
+
+@contextlib.contextmanager
+def folder_lock(path):
+    """Holds ``path/.lock`` (an exclusive ``flock``) for the block: a second run into the same output folder stops
+    with a ``DataError`` naming the process that holds it. The system releases the lock when that process ends,
+    even when it is killed. Holding it, removes the temporary folders of ``atomic_dir`` that a killed process left
+    in ``path`` (a checkpoint cut short), which no running process can be writing then."""
+    import fcntl
+    import sys
+    import time
+    path = os.fspath(path)
+    os.makedirs(path, exist_ok=True)
+    f = open(os.path.join(path, LOCK_NAME), "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise DataError(f"{path}: in use by {holder}; wait for it to end (or stop it), or choose another "
+                            "output folder") from None
+        f.seek(0)
+        f.truncate()
+        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
+        f.write(f"process {os.getpid()} ({command[:200]}), since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        for name in os.listdir(path):
+            if _TEMPORARY.fullmatch(name) and os.path.isdir(os.path.join(path, name)):
+                shutil.rmtree(os.path.join(path, name), ignore_errors=True)
+        yield
+    finally:
+        f.close()
 
 
 def recover_dir(path) -> str:

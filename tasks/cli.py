@@ -9,6 +9,7 @@ command to resume`` and exits with status 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import errno
 import hashlib
@@ -152,6 +153,18 @@ def setup_logging(out_dir: str) -> None:
     root.addHandler(handler)
 
 
+@contextlib.contextmanager
+def output_folder(out: str):
+    """The command's hold on its output folder (``fileio.folder_lock``): two runs into one OUT would mix their
+    files. Taken by the first process of a launched run, which alone writes there."""
+    from paddle_unimo.fileio import folder_lock
+    if int(os.environ.get("PADDLE_TRAINER_ID", "0") or 0) != 0:
+        yield
+        return
+    with folder_lock(out):
+        yield
+
+
 RUN_CONFIG = "task.yaml"  # the config a model folder was fine-tuned with (finetune writes it into best/)
 
 
@@ -201,7 +214,7 @@ def set_aside_earlier_run(out: str, outputs: Optional[Sequence[str]] = None, inp
     def holds_input(name: str) -> bool:
         entry = os.path.realpath(os.path.join(out, name))
         return any(os.path.commonpath([entry, p]) == entry for p in used)
-    names = [n for n in sorted(os.listdir(out)) if not re.fullmatch(r"train(\.rank\d+)?\.log|previous", n)
+    names = [n for n in sorted(os.listdir(out)) if not re.fullmatch(r"train(\.rank\d+)?\.log|previous|\.lock", n)
              and (outputs is None or n in outputs) and n not in keep and not holds_input(n)]
     if not names:
         return None

@@ -35,7 +35,7 @@ from paddle_unimo.pretraining import CorpusSpec  # noqa: E402
 from paddle_unimo.training import TrainConfig  # noqa: E402
 from paddle_unimo.typed import ConfigError, bounded, join, to_dict  # noqa: E402
 from tasks.cli import (ROOT, ModelSection, add_common_arguments, blame_overrides, build_model, digest,  # noqa: E402
-                       fingerprint, load_config, longer_table_hint, run_command, set_aside_earlier_run,
+                       fingerprint, load_config, longer_table_hint, output_folder, run_command, set_aside_earlier_run,
                        setup_logging)
 
 logger = logging.getLogger("paddle_unimo")
@@ -199,7 +199,11 @@ def execute(argv=None):
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.out)
-    return run_command(lambda: pretrain(args), args.debug)
+
+    def command():
+        with output_folder(args.out):
+            return pretrain(args)
+    return run_command(command, args.debug)
 
 
 def check_region_stores(cfg, model_config, where: str) -> None:

@@ -28,8 +28,9 @@ from paddle_unimo import cpu_defaults
 cpu_defaults()  # before anything below imports paddle
 
 from tasks.cli import (ROOT, add_common_arguments, add_runtime_argument, blame_overrides, build_model,  # noqa: E402
-                       data_path, fingerprint, load_config, longer_table_hint, resolve_data_paths, run_command,
-                       run_config_of, set_aside_earlier_run, setup_logging, warn_other_prompt, write_run_config)
+                       data_path, fingerprint, load_config, longer_table_hint, output_folder, resolve_data_paths,
+                       run_command, run_config_of, set_aside_earlier_run, setup_logging, warn_other_prompt,
+                       write_run_config)
 from tasks.registry import TASKS, get_task, task_of_config  # noqa: E402
 
 logger = logging.getLogger("paddle_unimo")
@@ -294,7 +295,13 @@ def execute(argv=None):
     if args.runtime and args.command != "predict":
         parser.error(f"--runtime: predict only (an export folder's programs), not {args.command}")
     setup_logging(args.out if args.command != "evaluate" else os.path.join(args.out, "eval"))
-    return run_command(lambda: COMMANDS[args.command](args), args.debug)
+
+    def command():
+        if args.command == "evaluate":  # writes OUT/eval only
+            return COMMANDS[args.command](args)
+        with output_folder(args.out):
+            return COMMANDS[args.command](args)
+    return run_command(command, args.debug)
 
 
 def main(argv=None) -> int:

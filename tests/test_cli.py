@@ -39,12 +39,12 @@ def write_data(folder, train_lines=None, dev_lines=None):
 
 
 def snapshot(folder):
-    """Every file of ``folder`` but train.log, with the sha256 of its bytes."""
+    """Every file of ``folder`` but train.log and the output folder's lock file, with the sha256 of its bytes."""
     out = {}
     for base, _, names in os.walk(folder):
         for name in names:
             path = os.path.join(base, name)
-            if name != "train.log":
+            if name not in ("train.log", ".lock"):
                 out[os.path.relpath(path, folder)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
     return out
 
@@ -143,7 +143,7 @@ def test_no_resume_starts_over_in_the_same_folder(finished, tmp_path, monkeypatc
     monkeypatch.setattr(Trainer, "accumulate_gradients", interrupt)
     with pytest.raises(SystemExit):
         finetune(data, copy, "-o", "train.lr=0.02", "--no-resume")
-    assert sorted(os.listdir(copy)) == ["checkpoint", "previous", "train.log"]
+    assert sorted(os.listdir(copy)) == [".lock", "checkpoint", "previous", "train.log"]
     assert len(os.listdir(copy / "previous")) == 2
 
 
@@ -620,7 +620,7 @@ def test_predicting_a_model_of_another_task_names_the_fix(finished, tmp_path, ca
     assert line.endswith("task: the config is for 'dureader_qg', not --task 'advertisegen'; the model was fine-tuned "
                          "for it: leave --task out (make: TASK=dureader_qg or no TASK), or give --config FILE to "
                          "predict with another task's settings"), line
-    assert os.listdir(tmp_path / "pred") == ["train.log"]  # the error, logged; nothing predicted
+    assert sorted(os.listdir(tmp_path / "pred")) == [".lock", "train.log"]  # the error, logged; nothing predicted
 
 
 def test_a_data_folder_that_does_not_exist_says_so(tmp_path, capsys):
@@ -679,3 +679,32 @@ def test_predicting_again_sets_the_earlier_predictions_and_their_scores_aside(fi
     assert {"best", "checkpoint"} <= {p.name for p in run_copy.iterdir()}
     (moved,) = (run_copy / "previous").iterdir()
     assert "metrics.json" in {p.name for p in moved.iterdir()} and not (moved / "best").exists()
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_and_a_killed_saves_leftovers_go(finished, tmp_path, capsys):
+    """Another process holding OUT (a run still going, or its orphaned workers) stops the command before it
+    touches anything; once it has ended, the hidden temporary folder a killed checkpoint save left is removed."""
+    data, out = finished
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom paddle_unimo.fileio import folder_lock\n"
+                               "with folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)",
+                               str(copy)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        leftover = copy / ".checkpoint.0123456789ab.tmp"  # as if the holder had been killed while saving
+        leftover.mkdir()
+        (leftover / "model_state.pdparams").write_bytes(b"half")
+        before = snapshot(copy)
+        for command in (["finetune", "--config", CONFIG, "--data", str(data), *FAST, "--no-resume"],
+                        ["predict", "--model", str(out / "best"), "--data", str(data)]):
+            error = user_error(capsys, [*command, "--out", str(copy)])
+            assert error.startswith(f"error: {copy}: in use by process {holder.pid} (-c {copy}), since ") and \
+                "choose another output folder" in error, error
+        assert snapshot(copy) == before and leftover.is_dir()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    finetune(data, copy, "--no-resume")
+    assert not leftover.exists() and (copy / ".lock").is_file()
+    assert not any(p.name == ".lock" for moved in (copy / "previous").iterdir() for p in moved.iterdir())

@@ -88,7 +88,8 @@ def test_a_killed_run_resumes_to_the_same_parameters(tmp_path):
     pretrain(resumed, *common, extra=["--no-resume", "--stop-after", "2"])
     (previous,) = (resumed / "previous").iterdir()
     assert sorted(os.listdir(previous)) == ["best", "checkpoint", "metrics.json", "vdl"]
-    assert sorted(os.listdir(resumed)) == ["checkpoint", "index", "metrics.json", "mini", "previous", "train.log"]
+    assert sorted(os.listdir(resumed)) == [".lock", "checkpoint", "index", "metrics.json", "mini", "previous",
+                                           "train.log"]
     for key, value in params(previous).items():
         np.testing.assert_array_equal(value.numpy(), b[key].numpy(), err_msg=key)
 
