@@ -179,6 +179,7 @@ PRETRAIN_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),out/
 RECIPES = tasks/configs/pretrain_base.yaml tasks/configs/pretrain_large.yaml  # the paper's: no mini corpus
 pretrain: $(STAMP)
 	$(if $(filter $(PRETRAIN_CONFIG),$(RECIPES)),,$(PY) -m tasks.pretrain_mini --out "$(PRETRAIN_OUT)/mini")
+	PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" \
 	$(PY) -m paddle.distributed.launch --nproc_per_node $(NPROC) --log_dir "$(PRETRAIN_OUT)/launch" \
 		tasks/pretrain.py --config "$(PRETRAIN_CONFIG)" --out "$(PRETRAIN_OUT)" $(if $(MODEL),--model "$(MODEL)") \
 		$(if $(VOCAB),--vocab "$(VOCAB)") $(if $(DATA),--data "$(DATA)") $(if $(NO_RESUME),--no-resume) $(OVERRIDES)
