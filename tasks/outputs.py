@@ -6,7 +6,18 @@ import json
 import os
 from typing import Callable, List, Sequence
 
-from paddle_unimo.fileio import atomic_write
+from paddle_unimo.fileio import DataError, atomic_write
+
+
+def check_unique_ids(examples: Sequence, path: str) -> None:
+    """Each example's id once in the file to predict for: a row of predictions.jsonl names its example by id, and
+    evaluate matches it to its reference by that id."""
+    seen = {}
+    for e in examples:
+        if e.id in seen:
+            raise DataError(f"{path}:{e.line}: id {e.id!r} repeats line {seen[e.id]} (a prediction is matched to "
+                            "its reference by id: give each example its own)")
+        seen[e.id] = e.line
 
 
 def prediction_rows(examples: Sequence, predictions: Sequence, report, row: Callable) -> list:

@@ -708,3 +708,20 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_a_killed_saves_leftove
     finetune(data, copy, "--no-resume")
     assert not leftover.exists() and (copy / ".lock").is_file()
     assert not any(p.name == ".lock" for moved in (copy / "previous").iterdir() for p in moved.iterdir())
+
+
+def test_an_id_twice_in_the_file_to_predict_for_is_named_before_decoding(finished, tmp_path, capsys):
+    """evaluate matches predictions to references by id: a file with an id twice could be predicted but never
+    scored, so predict (and finetune, for its dev file) refuses it at once, naming both lines."""
+    data, out = finished
+    twice = tmp_path / "twice.json"
+    twice.write_text("\n".join([record(1), record(2), record(1, answer="5万")]) + "\n", "utf-8")
+    line = user_error(capsys, ["predict", "--model", str(out / "best"), "--input", str(twice),
+                               "--out", str(tmp_path / "pred")])
+    assert line == f"error: {twice}:3: id '1' repeats line 1 (a prediction is matched to its reference by id: " \
+                   "give each example its own)"
+    assert not (tmp_path / "pred" / "predictions.jsonl").exists()
+    dev = write_data(tmp_path / "data", dev_lines=[record(1), record(2), record(2)])
+    line = user_error(capsys, ["finetune", "--config", CONFIG, "--data", str(dev), "--out", str(tmp_path / "ft"),
+                               *FAST])
+    assert line.startswith(f"error: {dev / 'dev.json'}:3: id '2' repeats line 2")
