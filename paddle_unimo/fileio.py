@@ -65,13 +65,16 @@ def _decode_line(raw: bytes, path: str, line_no: int, offset: int) -> str:
 
 def parse_json_line(where: str, text: str, kind: type = dict):
     """One JSON value of a JSON-lines file; a ``DataError`` naming ``where`` when malformed or not ``kind``."""
+    lines_hint = " (a JSON-lines file holds one JSON object per line, not one JSON document over several lines)"
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"{where}: malformed JSON ({e.msg}, column {e.colno})") from None
+        document = text.strip() in ("[", "{", "[{")  # the start of a pretty-printed JSON document
+        raise DataError(f"{where}: malformed JSON ({e.msg}{' ' if e.msg.endswith(' at') else ', '}column "
+                        f"{e.colno}){lines_hint if document else ''}") from None
     if kind is not None and not isinstance(value, kind):
         raise DataError(f"{where}: expected a JSON {'object' if kind is dict else kind.__name__}, "
-                        f"got {type(value).__name__}")
+                        f"got {type(value).__name__}{lines_hint if kind is dict and isinstance(value, list) else ''}")
     return value
 
 

@@ -28,7 +28,10 @@ GOOD = json.dumps({"context": "青石镇人口3万", "answer": "3万", "question
     ('{"context": "a", "question": "q"}', "missing field 'answer'"),
     ('{"context": "a", "answer": "b", "question": "  "}', "empty target 'question'"),
     ('{"context": "a", "answer": "b", "question": 5}', "field 'question' must be a string"),
-    ('[1, 2]', "expected a JSON object"),
+    ('[1, 2]', "expected a JSON object, got list (a JSON-lines file holds one JSON object per line"),
+    ('{"context": "a', "malformed JSON (Unterminated string starting at column 13)"),
+    ('[', "malformed JSON (Expecting value, column 2) (a JSON-lines file holds one JSON object per line, not one "
+          "JSON document over several lines)"),
 ])
 def test_bad_lines_name_file_and_line(tmp_path, bad, message):
     path = write_lines(tmp_path / "train.json", [GOOD, "", bad, GOOD])
