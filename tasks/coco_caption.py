@@ -288,7 +288,7 @@ class CaptionRunner(VLRunner):
             model.eval()
             return {"bleu4": bleu4(self.predict(dev, model), [list(e.target) for e in dev])}
         return self.make_trainer(encoded, self.make_batch, self.loss, out_dir, evaluate if dev else None,
-                                 fingerprint, count=lambda batch: len(batch["labels"]))
+                                 fingerprint, count=lambda batch: len(batch["labels"]), unit="tok")
 
 
 TASK = CaptionTask()

@@ -116,7 +116,7 @@ class GlueRunner:
         return Trainer(self.model, self.cfg.train, self.encode_all(train_items, "training data"), self.make_batch,
                        self.loss, out_dir, evaluate=evaluate if dev else None, metric=metric, greater_is_better=True,
                        save_extra=self.tokenizer.save_pretrained, count=lambda batch: len(batch["input_ids"]),
-                       fingerprint=fingerprint)
+                       unit="ex", fingerprint=fingerprint)
 
 
 class GlueTask:

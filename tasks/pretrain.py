@@ -167,7 +167,7 @@ def pretrain(args) -> dict:
                          skip={f"train.{k}" for k in cfg.train.RESUMABLE_CHANGES})
     trainer = Trainer(PretrainModel(model, names), cfg.train, [], mixture.make_batch, lambda m, batch: m(batch),
                       args.out, save_extra=tokenizer.save_pretrained, sampler=mixture,
-                      count=lambda batch: get_objective(batch["objective"]).count(batch),
+                      count=lambda batch: get_objective(batch["objective"]).count(batch), unit="items",
                       kind=lambda batch: batch["objective"], find_unused_parameters=True, tensor_inputs=False,
                       fingerprint=run_id)
     if trainer.rank == 0 and (args.no_resume or trainer.check_resumable() is None):

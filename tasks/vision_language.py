@@ -339,12 +339,12 @@ class VLRunner:
                           config.position_start)
 
     def make_trainer(self, encoded, make_batch, loss_fn, out_dir: str, evaluate, fingerprint: Optional[dict],
-                     count=lambda batch: len(batch["input_ids"])):
+                     count=lambda batch: len(batch["input_ids"]), unit: str = "ex"):
         from paddle_unimo.training import Trainer
         return Trainer(self.model, self.cfg.train, encoded, make_batch, loss_fn, out_dir, evaluate=evaluate,
                        metric=self.task.metric, greater_is_better=True,
                        save_extra=lambda folder: self.task.save_extra(self, folder), count=count,
-                       fingerprint=fingerprint)
+                       fingerprint=fingerprint, unit=unit)
 
     def dev_subset(self, dev: Sequence[VLExample]) -> Sequence[VLExample]:
         limit = self.cfg.eval.max_examples

@@ -1,4 +1,6 @@
 """Trainer details: non-finite steps are skipped and counted; Ctrl-C stops after a step with a checkpoint."""
+import re
+
 import numpy as np
 import paddle
 import pytest
@@ -243,3 +245,18 @@ def test_a_damaged_checkpoint_file_is_named(tmp_path):
         with pytest.raises(DataError, match=f"^{path}: not a readable paddle state file"):
             Trainer(tiny_model(), cfg, list(range(8)), lm_batch, loss_fn, str(tmp_path)).train(resume=True)
         path.write_bytes(kept)
+
+
+def test_the_rate_is_logged_in_the_unit_count_counts(tmp_path, caplog):
+    import logging
+
+    def loss_fn(m, batch):
+        return {"loss": m(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], batch["attention_mask"],
+                          labels=batch["labels"])[0]}
+
+    cfg = TrainConfig(max_steps=2, batch_size=2, lr=1e-2, progress=False, logging_steps=1)
+    with caplog.at_level(logging.INFO, logger="paddle_unimo"):
+        Trainer(tiny_model(), cfg, list(range(8)), lm_batch, loss_fn, str(tmp_path),
+                count=lambda batch: len(batch["input_ids"]), unit="ex").train()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert len(lines) == 2 and all(re.search(r" \d+ ex/s$", line) for line in lines), lines

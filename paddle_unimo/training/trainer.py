@@ -149,10 +149,11 @@ class Trainer:
                  greater_is_better: bool = False, save_extra: Optional[Callable[[str], None]] = None,
                  count: Callable[[dict], int] = lambda batch: 1, sampler: Optional[Callable[[int], object]] = None,
                  find_unused_parameters: bool = False, tensor_inputs: bool = True, fingerprint: Optional[dict] = None,
-                 kind: Optional[Callable[[dict], str]] = None):
+                 kind: Optional[Callable[[dict], str]] = None, unit: str = "tok"):
         self.fingerprint = dict(fingerprint or {})  # what the run came from; a resume must match it
         self.cfg, self.examples, self.make_batch, self.loss_fn = cfg, list(examples), make_batch, loss_fn
         self.count, self.sampler = count, sampler
+        self.unit = unit  # what ``count`` counts, for the log's rate: "tok" (target tokens), "ex" (examples), ...
         self.kind = kind  # a micro-batch's loss kind (pretraining: its objective), see accumulate_gradients
         self.tensor_inputs = tensor_inputs  # False: loss_fn gets the numpy batch (objectives convert it themselves)
         self.out_dir, self.evaluate, self.metric, self.greater = out_dir, evaluate, metric, greater_is_better
@@ -472,13 +473,13 @@ class Trainer:
         rate = tokens / max(seconds, 1e-9)
         lr = self.optimizer.get_lr()
         self.state["history"].append({"step": step, "loss": mean_loss, "lr": lr})
-        self.log_scalars({"train/loss": mean_loss, "train/lr": lr, "train/tokens_per_s": rate,
+        self.log_scalars({"train/loss": mean_loss, "train/lr": lr, f"train/{self.unit}_per_s": rate,
                           **{f"train/{n}_loss": float(np.mean(v)) for n, v in objectives.items()}})
         self.state.setdefault("objective_losses", []).extend(
             [step, n, float(np.mean(v))] for n, v in sorted(objectives.items()))
-        logger.info("step %d/%d loss %.4f lr %.3g %.0f tok/s", step, self.total_steps, mean_loss, lr, rate)
+        logger.info("step %d/%d loss %.4f lr %.3g %.0f %s/s", step, self.total_steps, mean_loss, lr, rate, self.unit)
         if bar:
-            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
+            bar.set_postfix({"loss": f"{mean_loss:.4f}", "lr": f"{lr:.2e}", f"{self.unit}/s": f"{rate:.0f}"})
 
     def evaluate_and_save(self, step: int) -> None:
         cfg = self.cfg
