@@ -35,7 +35,7 @@ from typing import Callable, List, Sequence
 
 from paddle_unimo.config import check_positions
 from paddle_unimo.data import english_seq2seq as data
-from paddle_unimo.fileio import DataError
+from paddle_unimo.fileio import DataError, read_text_lines
 from paddle_unimo.training import TrainConfig
 from paddle_unimo.typed import bounded
 
@@ -80,6 +80,13 @@ def read_any(path: str, cfg: EnglishGenerationConfig, need_target: bool, dialog:
             return data.read_coqa(path)
         pair = data.pair_of_source_file(path)
         if pair is None:
+            first = next(((where, text) for where, text in read_text_lines(path) if text.strip()), None)
+            if first is not None and not first[1].lstrip().startswith("{"):
+                raise DataError(f"{first[0]}: not a JSON line ({{\"{cfg.data.source_key}\": ..., "
+                                f"\"{cfg.data.target_key}\": ...}}); a file of one text a line is read by its name, "
+                                "as the source of a line-aligned pair (test.src, test.source, src-test.txt or "
+                                "test.pa.tok.txt, its target beside it if any), and CNN/DM's .story files through "
+                                "their folder: <folder>/<split>, beside url_lists/")
             return data.read_jsonl_pairs(path, cfg.data.source_key, cfg.data.target_key, need_target=need_target,
                                          skip_bad=skip, separator=separator)
         return data.read_line_aligned(*pair, need_target=need_target, skip_bad=skip, separator=separator)

@@ -54,14 +54,16 @@ def test_squad_qg_line_aligned():
 def test_line_aligned_mismatch_and_blank_lines(tmp_path):
     (tmp_path / "train.src").write_text("a b\nc d\ne f\n")
     (tmp_path / "train.tgt").write_text("x\ny\n\n\n")
-    with pytest.raises(DataError, match=r"train\.src has 3 lines but .*train\.tgt has 2"):
+    with pytest.raises(DataError, match=r"train\.src has 3 lines but .*train\.tgt has 2 \(up to its last non-blank "
+                                        r"line\): the files are not line-aligned; .*train\.tgt:3 is missing or blank"):
         E.read_line_aligned(*E.line_aligned_paths(tmp_path, "train"))
     (tmp_path / "train.tgt").write_text("x\n\nz\n")
-    with pytest.raises(DataError, match=r"train\.src:2: empty target \(.*train\.tgt:2\) line"):
+    with pytest.raises(DataError, match=r"train\.src:2: empty target line \(.*train\.tgt:2\)$"):
         E.read_line_aligned(tmp_path / "train.src", tmp_path / "train.tgt")
     examples, report = E.read_line_aligned(tmp_path / "train.src", tmp_path / "train.tgt", skip_bad=True)
     assert [e.target for e in examples] == ["x", "z"] and report.skipped[0]["line"] == 2
-    with pytest.raises(DataError, match=r"tried test\.src, test\.source, src-test\.txt"):
+    with pytest.raises(DataError, match=r"tried test\.src, test\.source, src-test\.txt.*; the folder has the split "
+                                        r"train: -o data\.dev=<split>"):
         E.line_aligned_paths(tmp_path, "test")
     with pytest.raises(DataError, match=r"train\.tgt: the target side of a line-aligned pair: give its source file "
                                         r"train\.src"):
@@ -184,6 +186,10 @@ def test_unilm_squad_qg_lines_give_paragraph_and_answer_segments(tmp_path, gpt2)
     examples, report = E.read_line_aligned(tmp_path / "bad.pa.tok.txt", tmp_path / "bad.q.tok.txt", skip_bad=True,
                                            separator=" [SEP] ")
     assert len(examples) == 1 and [s["line"] for s in report.skipped] == [2, 3]
+    (tmp_path / "plain.txt").write_text("\n".join(s for s, _ in pairs) + "\n", "utf-8")  # text lines, named otherwise
+    with pytest.raises(DataError, match=r"plain\.txt:1: not a JSON line \(\{\"src\": \.\.\., \"tgt\": \.\.\.\}\); a file "
+                                        r"of one text a line is read by its name.*test\.src"):
+        read_any(str(tmp_path / "plain.txt"), cfg, need_target=False, dialog=False)
     (tmp_path / "qg.jsonl").write_text("".join(json.dumps({"src": s, "tgt": q}) + "\n" for s, q in pairs), "utf-8")
     examples, _ = E.read_jsonl_pairs(tmp_path / "qg.jsonl", separator=" [SEP] ")
     assert examples[3].segments == [items[3]["context"].strip(), items[3]["answers"]["text"][0]]

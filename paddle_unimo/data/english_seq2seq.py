@@ -125,14 +125,21 @@ def source_segments(where: str, source: str, separator: str = "") -> List[str]:
     return segments
 
 
-def _partner(path, side: int) -> Optional[str]:
-    """The other file of a line-aligned pair when ``path`` is named as its source (``side`` 0) or target (1)."""
-    folder, name = os.path.split(os.fspath(path))
+def _named_as(name: str, side: int) -> Optional[Tuple[Tuple[str, str], str]]:
+    """(the naming of ``LINE_ALIGNED_NAMES``, the split) when the file ``name`` is named as the source (``side`` 0)
+    or target (1) of a line-aligned pair (``dev.src``: (("{}.src", "{}.tgt"), "dev")), else None."""
     for names in LINE_ALIGNED_NAMES:
         prefix, suffix = names[side].split("{}")
         if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix):
-            return os.path.join(folder, names[1 - side].format(name[len(prefix):len(name) - len(suffix)]))
+            return names, name[len(prefix):len(name) - len(suffix)]
     return None
+
+
+def _partner(path, side: int) -> Optional[str]:
+    """The other file of a line-aligned pair when ``path`` is named as its source (``side`` 0) or target (1)."""
+    folder, name = os.path.split(os.fspath(path))
+    named = _named_as(name, side)
+    return None if named is None else os.path.join(folder, named[0][1 - side].format(named[1]))
 
 
 def pair_of_source_file(path) -> Optional[Tuple[str, Optional[str]]]:
@@ -159,7 +166,13 @@ def line_aligned_paths(folder, split: str) -> Tuple[str, Optional[str]]:
         if os.path.isfile(os.path.join(folder, src)):
             tgt_path = os.path.join(folder, tgt)
             return os.path.join(folder, src), tgt_path if os.path.isfile(tgt_path) else None
-    raise DataError(f"{folder}: no source file for split '{split}' (tried {', '.join(p[0] for p in pairs)})")
+    here = os.path.abspath(folder or ".")
+    names = os.listdir(here) if os.path.isdir(here) else []
+    found = sorted({named[1] for named in (_named_as(name, 0) for name in names) if named})
+    raise DataError(f"{here}: no source file for split '{split}' (tried {', '.join(p[0] for p in pairs)})"
+                    + (f"; the folder has the split{'s' * (len(found) > 1)} {', '.join(found)}: -o data.dev=<split> "
+                       "(or data.train=) chooses, and UniLM's releases name the validation split dev" if found else ""))
+
 
 
 def _numbered_lines(path: str) -> Tuple[Dict[int, str], int]:
@@ -185,16 +198,18 @@ def read_line_aligned(source_path, target_path=None, need_target: bool = True, s
     sources, n_src = _numbered_lines(source_path)
     targets, n_tgt = _numbered_lines(target_path) if target_path is not None else ({}, n_src)
     if n_src != n_tgt:
-        raise DataError(f"{source_path} has {n_src} lines but {os.fspath(target_path)} has {n_tgt}: "
-                        "the files are not line-aligned")
+        shorter = os.fspath(target_path) if n_tgt < n_src else source_path
+        raise DataError(f"{source_path} has {n_src} lines but {os.fspath(target_path)} has {n_tgt} (up to its last "
+                        f"non-blank line): the files are not line-aligned; {shorter}:{min(n_src, n_tgt) + 1} is "
+                        "missing or blank")
     if not n_src:
         raise DataError(f"{source_path}: empty file (no non-blank line)")
     report, examples = ReadReport(source_path, lines=n_src), []
     for line in range(1, n_src + 1):
         source, target, where = sources.get(line), targets.get(line), f"{source_path}:{line}"
         if source is None or (target is None and target_path is not None):
-            what = "source" if source is None else f"target ({os.fspath(target_path)}:{line})"
-            _report_bad(report, DataError(f"{where}: empty {what} line"), where, skip_bad)
+            what = "source line" if source is None else f"target line ({os.fspath(target_path)}:{line})"
+            _report_bad(report, DataError(f"{where}: empty {what}"), where, skip_bad)
             continue
         try:
             segments = source_segments(where, source, separator)
