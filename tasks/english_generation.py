@@ -222,7 +222,7 @@ class EnglishGenerationTask:
             story, history = (record.get("story"), record.get("history")) if isinstance(record, dict) else (None, None)
             if not isinstance(story, str) or not isinstance(history, list) or not history:
                 raise DataError(f"{where}: {self.name} reads {{'story': passage, 'history': [question 1, answer 1, "
-                                "..., question]}} (the turns so far, ending with the question)")
+                                "..., question]} (the turns so far, ending with the question)")
             if not story.strip() or not all(isinstance(t, str) and t.strip() for t in history):
                 raise DataError(f"{where}: an empty story or turn, or a turn that is not a text")
             return data.dialog_example(str(index), story, history, line=index)

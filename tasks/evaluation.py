@@ -20,9 +20,9 @@ INPUTS = ("source", "title", "text_a", "text_b", "text", "image")  # the example
 def read_predictions(path: str) -> List[Tuple[str, str, str, Dict[str, object]]]:
     """``(file:line, id, prediction, inputs)`` of every row that stands for an example; ``inputs`` are its
     ``INPUTS`` fields (a benchmark's submission file has none: ``{}``)."""
-    if path.endswith(".txt"):
+    if path.endswith((".txt", ".tsv")):  # predictions.txt, a GLUE submission file
         raise DataError(f"{path}: evaluate reads predictions.jsonl, whose ids match predictions to references "
-                        "(predict writes it beside predictions.txt)")
+                        "(predict writes it beside predictions.txt and a benchmark's submission file)")
     rows = []
     for where, row in read_jsonl(path):
         if row.get("skipped") or row.get("blank") or row.get("header"):

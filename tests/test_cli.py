@@ -230,10 +230,11 @@ def test_predict_skip_bad_keeps_one_output_line_per_input_line(finished, tmp_pat
     ('{"id": "9", "prediction": "a"}\n', "preds.jsonl:1: id '9' is not in the references"),
     ('{"id": "0", "prediction": "a"\n', "preds.jsonl:1: malformed JSON"),
     ("a\nb\n", "preds.txt: evaluate reads predictions.jsonl, whose ids match predictions to references"),
+    ("index\tprediction\n0\ta\n", "preds.tsv: evaluate reads predictions.jsonl, whose ids match predictions"),
 ])
 def test_evaluate_refuses_broken_prediction_files(finished, tmp_path, capsys, content, expected):
     data, _ = finished
-    path = tmp_path / ("preds.txt" if "preds.txt" in expected else "preds.jsonl")
+    path = tmp_path / next((n for n in ("preds.txt", "preds.tsv") if n in expected), "preds.jsonl")
     path.write_text(content, "utf-8")
     line = user_error(capsys, ["evaluate", "--config", CONFIG, "--data", str(data), "--predictions", str(path),
                                "--out", str(tmp_path / "eval")])

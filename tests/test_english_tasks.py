@@ -194,8 +194,9 @@ def test_a_glue_pipeline_names_what_is_wrong_and_serves(glue_run):
     rows = example_rows(out / "predictions.jsonl")
     pairs = [[r["text_a"], r["text_b"]] for r in rows]
     mrpc = Pipeline(str(out / "best"))
-    for records, error in [("one text", re.escape("input 0: glue_mrpc reads a pair of texts [text_a, text_b] or a "
-                                                  "mapping of text_a and text_b, got str")),
+    for records, error in [("one text", re.escape("input 0: glue_mrpc reads a pair of texts (text_a, text_b): in "
+                                                  "Python a tuple (a list is a batch of records) or a mapping of "
+                                                  "text_a and text_b, got str")),
                            ([pairs[0], pairs[0][:1]], "input 1: glue_mrpc reads a pair .*, got a list of 1"),
                            ([{"text_a": "x"}], "input 0: missing field 'text_b' \\(has \\['text_a'\\]\\)"),
                            ([["x", " "]], "input 0: expected a non-empty text, got ' '")]:
@@ -250,6 +251,10 @@ def test_glue_predict_on_a_test_file_writes_the_submission(glue_run, tmp_path):
     assert [(r["id"], r["prediction"]) for r in rows] == [(str(i), label) for i, (_, label) in enumerate(picked)]
     first = json.loads(lines(tmp_path / "pred" / "predictions.jsonl")[0])  # the test file's header row
     assert first == {"id": None, "line": 1, "prediction": "", "header": True}
+    renamed = tmp_path / "batch_0412.tsv"  # the test layout under another name: read as a test file too
+    shutil.copy(test, renamed)
+    predict("glue_sst2", out / "best", data, tmp_path / "again", "--input", str(renamed))
+    assert lines(tmp_path / "again" / "SST-2.tsv") == submission
 
 
 @pytest.mark.parametrize("name, bad", [("sst2", "positive"), ("stsb", "n/a"), ("stsb", "nan")])
@@ -467,7 +472,8 @@ def test_coqa_memorises_the_twelve_real_turns_and_evaluates_its_predictions(tmp_
     turns = [t["input_text"] for q, a in zip(story["questions"], story["answers"]) for t in (q, a)]
     records = [{"story": story["story"], "history": turns[:2 * k + 1]} for k in range(12)]
     assert Pipeline(str(out / "inference"))(records) == answers["best"]
-    with pytest.raises(DataError, match="input 0: coqa reads {'story': passage, 'history': \\[question 1"):
+    with pytest.raises(DataError, match="input 0: coqa reads {'story': passage, 'history': \\[question 1, answer 1, "
+                                        "\\.\\.\\., question\\]} \\(the turns"):
         Pipeline(str(out / "best"))("a question?")
 
 
