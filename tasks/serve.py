@@ -199,13 +199,14 @@ def run(argv) -> None:
     parser.add_argument("--config", help="the task YAML (default: the folder's task.yaml)")
     parser.add_argument("-o", "--override", action="append", default=[], help="section.key=value, e.g. "
                         "decode.num_beams=1; repeatable")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=port, default=8189)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this "
+                        "machine only; 0.0.0.0: every interface)")
+    parser.add_argument("--port", type=port, default=8189, help="port to listen on (default 8189; 0: any free one)")
     parser.add_argument("--max-inputs", type=positive, default=256,
-                        help="records per request (a retrieval record counts the pairs it scores)")
+                        help="records per request (default 256; a retrieval record counts the pairs it scores)")
     parser.add_argument("--num-return-sequences", type=positive, default=1,
-                        help="candidates per record (n > 1: each prediction is a list of n: the best beams, or "
-                        "samples with -o decode.decode_strategy=sampling)")
+                        help="candidates per record (default 1; n > 1: each prediction is a list of n: the best "
+                        "beams, or samples with -o decode.decode_strategy=sampling)")
     parser.add_argument("--regions", help="vision-language tasks: the region store (default: the run's data.regions)")
     parser.add_argument("--detector", help="vision-language tasks: the detector weights the store was extracted with "
                         "(its extraction.json; 'random' for a store of --random-weights), to take image files on "

@@ -67,14 +67,16 @@ def at_least(low: int):
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", type=at_least(1), default=12)
-    parser.add_argument("--batch", type=at_least(1), default=4)
-    parser.add_argument("--src-len", type=at_least(1), default=96)
-    parser.add_argument("--new-tokens", type=at_least(1), default=20)
-    parser.add_argument("--beams", type=at_least(2), default=6, help="beam search's beams (>= 2)")
-    parser.add_argument("--repeats", type=at_least(1), default=3)
-    parser.add_argument("--skip-train", action="store_true")
-    parser.add_argument("--skip-export", action="store_true")
+    parser.add_argument("--layers", type=at_least(1), default=12, help="transformer layers (default 12, the "
+                        "unimo-text-1.0 shape)")
+    parser.add_argument("--batch", type=at_least(1), default=4, help="sources decoded together (default 4)")
+    parser.add_argument("--src-len", type=at_least(1), default=96, help="tokens of each source (default 96)")
+    parser.add_argument("--new-tokens", type=at_least(1), default=20, help="tokens generated (default 20)")
+    parser.add_argument("--beams", type=at_least(2), default=6, help="beam search's beams (>= 2, default 6)")
+    parser.add_argument("--repeats", type=at_least(1), default=3, help="timed runs of each row; the fastest "
+                        "counts (default 3)")
+    parser.add_argument("--skip-train", action="store_true", help="leave out the training-step rows")
+    parser.add_argument("--skip-export", action="store_true", help="leave out the exported (and ONNX) rows")
     parser.add_argument("--profile", action="store_true", help="split one beam decoding's time")
     parser.add_argument("--rss", choices=("ours", "paddlenlp"), help=argparse.SUPPRESS)  # a child process
     return parser.parse_args(argv)

@@ -72,7 +72,8 @@ def parse_args(argv=None):
     p.add_argument("--max-side", type=int, default=d.max_side)
     p.add_argument("--flush-every", type=int, default=8, help="images per append to the store")
     p.add_argument("--nproc", type=int, default=1,
-                   help="worker processes: one per GPU, or sharing the CPU cores (see above)")
+                   help="worker processes: one per GPU, or sharing the CPU cores (the description above says how "
+                        "the work is split and merged)")
     args = p.parse_args(argv)
     if bool(args.weights) == args.random_weights:
         p.error("give exactly one of --weights FILE.pdparams or --random-weights")
