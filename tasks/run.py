@@ -54,6 +54,11 @@ def resolve_config(args):
         if not args.task:
             raise ConfigError("give --task NAME or --config FILE")
         path = default_config(args.task, getattr(args, "model", None))
+    if args.task and not os.path.exists(path):
+        configs = os.path.join(ROOT, "tasks", "configs")
+        own_files = sorted(n for n in os.listdir(configs) if n.startswith(args.task + "_") and n.endswith(".yaml"))
+        raise ConfigError(f"{path}: no such config; tasks/configs has {', '.join(own_files) or f'none for {args.task}'}"
+                          ": give one with --config (make: CONFIG=file, or SIZE=tiny|base|large)")
     logger.info("config: %s", path)
     name = task_of_config(path)
     if args.task and args.task != name:

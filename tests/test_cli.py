@@ -447,6 +447,15 @@ def test_a_full_disk_or_read_only_folder_is_one_line_other_os_errors_a_traceback
         run_command(lambda: (_ for _ in ()).throw(OSError(errno.EIO, "Input/output error")))
 
 
+def test_a_missing_config_lists_the_tasks_configs(tmp_path, capsys):
+    """make builds CONFIG from TASK and SIZE: a task without that size's YAML (a new task with only a tiny one)."""
+    missing = os.path.join(ROOT, "tasks", "configs", "dureader_qg_huge.yaml")
+    line = user_error(capsys, ["finetune", "--task", "dureader_qg", "--config", missing, "--out", str(tmp_path)])
+    assert line == f"error: {missing}: no such config; tasks/configs has dureader_qg_base.yaml, " \
+                   "dureader_qg_large.yaml, dureader_qg_tiny.yaml: give one with --config (make: CONFIG=file, or " \
+                   "SIZE=tiny|base|large)"
+
+
 def test_malformed_model_config_names_the_file(finished, tmp_path, capsys):
     model = tmp_path / "model"
     shutil.copytree(finished[1] / "best", model)
