@@ -235,18 +235,23 @@ def predict(args) -> dict:
 
 def predicted_input(path: str, task) -> Optional[str]:
     """The file ``predict`` read to write the predictions ``path`` (its metrics.json beside them) when it had
-    targets (predict scored it: ``metric`` in its metrics), or None."""
+    targets (predict scored it: ``metric`` in its metrics), or None; a ``DataError`` when that file had none."""
+    from paddle_unimo.fileio import DataError
     folder = os.path.dirname(os.path.abspath(path))
     try:
         with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as f:
             record = json.load(f)
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("task") != task.name or task.metric not in record:
+    if not isinstance(record, dict) or record.get("task") != task.name:
         return None
     written = record.get("predictions")
     if (isinstance(record.get("input"), str) and isinstance(written, str)
             and os.path.dirname(os.path.abspath(written)) == folder):
+        if task.metric not in record:
+            raise DataError(f"{path}: predicted for {record['input']}, which holds no targets to score them "
+                            "against: the references are REFS= (--references), a file of the same examples with "
+                            "their targets")
         logger.info("references: %s, the file predict read for %s", record["input"], path)
         return record["input"]
     return None
@@ -254,20 +259,26 @@ def predicted_input(path: str, task) -> Optional[str]:
 
 def evaluate(args) -> dict:
     """Scores a predictions file against the references; writes ``OUT/eval/metrics.json`` only."""
-    from paddle_unimo.fileio import write_json
+    from paddle_unimo.data.seq2seq import SKIP_HINT
+    from paddle_unimo.fileio import DataError, write_json
     from tasks.outputs import describe
     task, cfg, _ = resolve_config(args)
     path = args.predictions or os.path.join(args.out, "predictions.jsonl")
     if not os.path.exists(path) and not os.path.isabs(path) and os.path.exists(os.path.join(args.out, path)):
         path = os.path.join(args.out, path)  # a file predict wrote there, named alone (PRED=vqa_submission.json)
     if not os.path.exists(path):
-        from paddle_unimo.fileio import DataError
         raise DataError(f"{path}: no predictions file" + ("" if args.predictions else
                                                           " (make predict, or predict --out, writes it)"))
     references_path = args.references or (not args.data and predicted_input(path, task)) or data_file(
         args, cfg, cfg.data.dev)
-    metrics = {**task.evaluate(path, references_path, cfg), "task": task.name, "predictions": path,
-               "references": references_path}
+    try:
+        scores = task.evaluate(path, references_path, cfg)
+    except DataError as e:  # a line of the references: skipping it would score a subset, not the fix
+        if not str(e).startswith(os.fspath(references_path)) or not str(e).endswith(SKIP_HINT):
+            raise
+        raise DataError(str(e)[:-len(SKIP_HINT)] + " (a line of the references, which need the targets: REFS=, "
+                        "--references, names them)") from None
+    metrics = {**scores, "task": task.name, "predictions": path, "references": references_path}
     target = os.path.join(args.out, "eval", "metrics.json")
     write_json(target, metrics)
     logger.info("%s: %s -> %s", path, describe(metrics), target)

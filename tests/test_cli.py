@@ -735,3 +735,22 @@ def test_an_id_twice_in_the_file_to_predict_for_is_named_before_decoding(finishe
     line = user_error(capsys, ["finetune", "--config", CONFIG, "--data", str(dev), "--out", str(tmp_path / "ft"),
                                *FAST])
     assert line.startswith(f"error: {dev / 'dev.json'}:3: id '2' repeats line 2")
+
+
+def test_evaluate_without_references_says_which_file_to_give(finished, tmp_path, capsys):
+    """Predictions of a file without targets, evaluated as they are: the references are what is missing (not an id
+    of another file); references without their targets: the line, with no --skip-bad hint."""
+    data, out = finished
+    inputs = tmp_path / "new.json"
+    inputs.write_text("\n".join(record(i, question=False) for i in (3, 4)) + "\n", "utf-8")
+    pred = tmp_path / "pred"
+    run.execute(["predict", "--model", str(out / "best"), "--input", str(inputs), "--out", str(pred)])
+    line = user_error(capsys, ["evaluate", "--model", str(out / "best"), "--task", "dureader_qg", "--out", str(pred),
+                               "--predictions", str(pred / "predictions.jsonl")])
+    assert line == f"error: {pred / 'predictions.jsonl'}: predicted for {inputs}, which holds no targets to score " \
+                   "them against: the references are REFS= (--references), a file of the same examples with their " \
+                   "targets"
+    line = user_error(capsys, ["evaluate", "--task", "dureader_qg", "--out", str(pred), "--predictions",
+                               str(pred / "predictions.jsonl"), "--references", str(inputs)])
+    assert line.startswith(f"error: {inputs}:1: missing field 'question'") and "skip-bad" not in line
+    assert line.endswith("(a line of the references, which need the targets: REFS=, --references, names them)")

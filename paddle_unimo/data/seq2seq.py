@@ -129,6 +129,9 @@ def read_examples(path: str, fields: Fields, need_target: bool = True, skip_bad:
                         skip_bad)
 
 
+SKIP_HINT = " (--skip-bad, or -o data.skip_bad=true, leaves such lines out and lists them in OUT/skipped.jsonl)"
+
+
 def read_records(path, parse, skip_bad: bool, first_line=None):
     """The reading loop of the line-based readers: ``parse(where, line_no, text)`` -> an example for every
     non-blank line; a ``DataError`` from it stops the read, or with ``skip_bad`` becomes an entry of the report.
@@ -150,8 +153,7 @@ def read_records(path, parse, skip_bad: bool, first_line=None):
             examples.append(parse(where, report.lines, text))
         except DataError as e:
             if not skip_bad:
-                raise DataError(f"{e} (--skip-bad, or -o data.skip_bad=true, leaves such lines out and lists them "
-                                "in OUT/skipped.jsonl)") from None
+                raise DataError(f"{e}{SKIP_HINT}") from None
             message, prefix = str(e), f"{where}: "
             reason = message[len(prefix):] if message.startswith(prefix) else message
             report.skipped.append({"file": path, "line": report.lines, "reason": reason})
