@@ -149,15 +149,18 @@ class GlueTask:
         split = self.split_of(path, role)
         try:
             examples, report = glue_data.read_glue_file(path, self.spec, split, cfg.data.skip_bad)
-        except DataError as error:  # a file to predict for in the test layout, under another name than test.tsv
-            test = next(s for s in self.spec.files if s.startswith("test"))
+        except DataError as error:  # a file to predict for in a test layout, under another name than test.tsv
             if need_target or split.startswith("test") or os.path.basename(path) in self.spec.files.values():
                 raise
-            try:
-                examples, report = glue_data.read_glue_file(path, self.spec, test, cfg.data.skip_bad)
-            except DataError:
+            for test in (s for s in self.spec.files if s.startswith("test")):
+                try:
+                    examples, report = glue_data.read_glue_file(path, self.spec, test, cfg.data.skip_bad)
+                    split = test
+                    break
+                except DataError:
+                    continue
+            else:
                 raise error from None
-            split = test
         if need_target and split.startswith("test"):
             raise ConfigError(f"{path}: a test file has no labels; fine-tuning and evaluation need train/dev files")
         return [GlueItem(e.id, e.text_a, e.text_b, e.label, e.line, split) for e in examples], report

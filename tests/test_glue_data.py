@@ -425,3 +425,21 @@ def test_original_tsv_with_the_english_tokenizer_encodes_as_the_original_reader(
         ours, theirs = encode_example(a, "sst2", tok, 64), encode_example(b, "sst2", tok, 64)
         assert ours.input_ids == theirs.input_ids == [tok.cls_token_id, *(tok.vocab[t] for t in gpt2), tok.sep_token_id]
         assert ours.input_ids[1:-1] != [int(t) for t in gpt2]  # the model ids are not the GPT-2 ids
+
+
+def test_the_diagnostic_set_is_an_mnli_test_split_with_its_own_layout(tmp_path):
+    """GLUE's diagnostic/diagnostic.tsv (index, sentence1, sentence2), predicted by the MNLI model: AX.tsv."""
+    from tasks.glue import GlueTask as CliTask
+    path = tmp_path / "diagnostic.tsv"
+    path.write_text("index\tsentence1\tsentence2\n0\tThe cat sat.\tA cat sat.\n1\tNo one came.\tSomeone came.\n",
+                    "utf-8")
+    examples, report = read_glue(path, "mnli", "test_ax")
+    assert [(e.id, e.text_a, e.text_b, e.label) for e in examples] == [
+        ("0", "The cat sat.", "A cat sat.", None), ("1", "No one came.", "Someone came.", None)]
+    assert report.header == 1
+    with pytest.raises(DataError, match="not a MNLI test file"):
+        read_glue(path, "mnli", "test_matched")  # the test files' many columns
+    assert CliTask("mnli").split_of(str(path), "dev") == "test_ax"
+    written = write_submission(tmp_path / "out", "mnli", ["0", "1"], ["entailment", "contradiction"], "test_ax")
+    assert written.endswith("AX.tsv")
+    assert open(written).read() == "index\tprediction\n0\tentailment\n1\tcontradiction\n"

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -77,6 +77,7 @@ class GlueTask:
     test: Layout
     labels: Optional[Tuple[str, ...]]  # label names in class-index order; None: regression (STS-B)
     submissions: Dict[str, str]  # test split -> submission file name
+    layouts: Dict[str, Layout] = field(default_factory=dict)  # a split of its own layout (MNLI's test_ax)
 
     @property
     def is_regression(self) -> bool:
@@ -92,9 +93,13 @@ def _task(name, folder, labelled, test, labels, mnli=False) -> GlueTask:
         files = {"train": "train.tsv", "dev_matched": "dev_matched.tsv", "dev_mismatched": "dev_mismatched.tsv",
                  "test_matched": "test_matched.tsv", "test_mismatched": "test_mismatched.tsv"}
         subs = {"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"}
+        # GLUE's diagnostic set (diagnostic/diagnostic.tsv), predicted by the MNLI model: the AX row of a submission
+        files["test_ax"], subs["test_ax"] = "diagnostic.tsv", "AX.tsv"
+        layouts = {"test_ax": Layout(("index", "sentence1", "sentence2"), "sentence1", "sentence2", index="index")}
     else:
         files, subs = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}, {"test": f"{folder}.tsv"}
-    return GlueTask(name, folder, files, labelled, test, labels, subs)
+        layouts = {}
+    return GlueTask(name, folder, files, labelled, test, labels, subs, layouts)
 
 
 BINARY = ("0", "1")
@@ -145,9 +150,11 @@ def glue_path(data_dir, task: Union[str, GlueTask], split: str) -> str:
 
 
 def _is_test(split: str) -> bool:
-    if split in ("train", "dev", "test", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched"):
+    if split in ("train", "dev", "test", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched",
+                 "test_ax"):
         return split.startswith("test")
-    raise ValueError(f"split must be train, dev or test (MNLI: also dev_/test_matched/mismatched), got {split!r}")
+    raise ValueError(f"split must be train, dev or test (MNLI: also dev_/test_matched/mismatched, test_ax), got "
+                     f"{split!r}")
 
 
 @dataclass
@@ -201,7 +208,7 @@ def read_glue(path, task: Union[str, GlueTask], split: str = "train",
               skip_bad: bool = False) -> Tuple[List[GlueExample], ReadReport]:
     """Examples of a GLUE TSV of ``task`` (``split`` train/dev: labelled, test: not) and the ``ReadReport``."""
     spec, test = get_task(task), _is_test(split)
-    layout = spec.test if test else spec.labelled
+    layout = spec.layouts.get(split) or (spec.test if test else spec.labelled)
     kind = f"{spec.folder} {'test' if test else 'train/dev'}"
 
     def make_parse(col: Dict[str, Optional[int]], width: int):
@@ -386,7 +393,8 @@ def _prediction_text(spec: GlueTask, value) -> str:
 
 def write_submission(out_dir, task: Union[str, GlueTask], ids: Sequence, predictions: Sequence,
                      split: str = "test") -> str:
-    """Writes GLUE's ``<task>.tsv`` (MNLI: ``MNLI-m.tsv`` for test_matched, ``MNLI-mm.tsv`` for test_mismatched)
+    """Writes GLUE's ``<task>.tsv`` (MNLI: ``MNLI-m.tsv`` for test_matched, ``MNLI-mm.tsv`` for test_mismatched,
+    ``AX.tsv`` for test_ax, GLUE's diagnostic set)
     into ``out_dir`` atomically and returns its path. ``predictions`` are class indices or label names (STS-B:
     scores, clipped to [0, 5] and written with 3 decimals), one per id, in the test file's order."""
     spec = get_task(task)
