@@ -111,6 +111,13 @@ def test_prediction_input_needs_no_target_and_lcsts_tsv(tmp_path):
                                         r"predict\), got 3 columns"):
         read_examples(three, LCSTS, need_target=False)
     assert Example("1", "s", "t").line == 0  # built in code, not read from a file
+    headed = write_lines(tmp_path / "headed.tsv", ["summary\tcontent", "标题一\t正文一"])
+    examples, report = read_examples(headed, LCSTS)  # the header row is no example
+    assert [(e.source, e.target, e.line) for e in examples] == [("正文一", "标题一", 2)] and report.header == 1
+    qg_tsv = write_lines(tmp_path / "qg.tsv", ["问题\t上下文"])
+    with pytest.raises(DataError, match=r"qg.tsv:1: a .tsv file holds 'target<TAB>source' lines, which have no "
+                                        r"'answer': this task reads JSON lines"):
+        read_examples(qg_tsv, QG)
 
 
 @pytest.fixture()

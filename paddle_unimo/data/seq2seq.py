@@ -78,6 +78,9 @@ def _record(where: str, text: str, fields: Fields, tsv: bool, need_target: bool)
     """A JSON line's record, or a TSV line's: ``summary<TAB>content``, or (predicting) the content alone."""
     if not tsv:
         return parse_json_line(where, text)
+    if fields.title:
+        raise DataError(f"{where}: a .tsv file holds 'target<TAB>source' lines, which have no '{fields.title}': "
+                        "this task reads JSON lines")
     parts = text.split("\t")
     if len(parts) == 1 and not need_target:
         return {fields.source: parts[0]}
@@ -116,7 +119,8 @@ def record_example(where: str, record: dict, fields: Fields, need_target: bool =
 
 
 def read_examples(path: str, fields: Fields, need_target: bool = True, skip_bad: bool = False):
-    """Reads a JSONL (or LCSTS ``.tsv``) file; returns (examples, ReadReport).
+    """Reads a JSONL (or LCSTS ``.tsv``, whose first line may be the header ``summary<TAB>content``) file; returns
+    (examples, ReadReport).
 
     A bad record (malformed JSON, a missing, non-string or empty field, a wrong column count) is a
     ``DataError`` starting ``file:line: ``, or with ``skip_bad`` an entry of ``ReadReport.skipped``. Bytes that
@@ -125,8 +129,14 @@ def read_examples(path: str, fields: Fields, need_target: bool = True, skip_bad:
     a non-blank line and a file without one usable example are ``DataError`` naming the file.
     """
     tsv = os.fspath(path).lower().endswith(".tsv")
-    return read_records(path, lambda where, line_no, text: _parse_line(where, text, fields, tsv, need_target, line_no),
-                        skip_bad)
+
+    def parse(where, line_no, text):
+        return _parse_line(where, text, fields, tsv, need_target, line_no)
+
+    def header(where, text):  # a TSV's first line naming its columns (summary<TAB>content) is no example
+        names = [part.strip().lower() for part in text.split("\t")]
+        return parse if names in ([fields.target, fields.source], [fields.source]) else None
+    return read_records(path, parse, skip_bad, header if tsv else None)
 
 
 SKIP_HINT = " (--skip-bad, or -o data.skip_bad=true, leaves such lines out and lists them in OUT/skipped.jsonl)"
