@@ -187,8 +187,8 @@ def test_unilm_squad_qg_lines_give_paragraph_and_answer_segments(tmp_path, gpt2)
                                            separator=" [SEP] ")
     assert len(examples) == 1 and [s["line"] for s in report.skipped] == [2, 3]
     (tmp_path / "plain.txt").write_text("\n".join(s for s, _ in pairs) + "\n", "utf-8")  # text lines, named otherwise
-    with pytest.raises(DataError, match=r"plain\.txt:1: not a JSON line \(\{\"src\": \.\.\., \"tgt\": \.\.\.\}\); a file "
-                                        r"of one text a line is read by its name.*test\.src"):
+    with pytest.raises(DataError, match=r"plain\.txt:1: not a JSON line \(\{\"src\": \.\.\., \"tgt\": \.\.\.\}\); "
+                                        r"a file of one text a line is read by its name.*test\.src"):
         read_any(str(tmp_path / "plain.txt"), cfg, need_target=False, dialog=False)
     (tmp_path / "qg.jsonl").write_text("".join(json.dumps({"src": s, "tgt": q}) + "\n" for s, q in pairs), "utf-8")
     examples, _ = E.read_jsonl_pairs(tmp_path / "qg.jsonl", separator=" [SEP] ")
