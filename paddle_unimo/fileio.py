@@ -208,15 +208,15 @@ def atomic_dir(path):
 
 
 LOCK_NAME = ".lock"
-_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # atomic_dir's temporary folders
 
 
 @contextlib.contextmanager
-def folder_lock(path):
+def folder_lock(path, leftovers: Iterable[str] = ()):
     """Holds ``path/.lock`` (an exclusive ``flock``) for the block: a second run into the same output folder stops
     with a ``DataError`` naming the process that holds it. The system releases the lock when that process ends,
-    even when it is killed. Holding it, removes the temporary folders of ``atomic_dir`` that a killed process left
-    in ``path`` (a checkpoint cut short), which no running process can be writing then."""
+    even when it is killed. Holding it, removes the temporary folders ``atomic_dir`` left for the folders named in
+    ``leftovers`` (``path/<name>``) when a process writing them was killed: a checkpoint cut short, which only a
+    holder of the lock writes, so no running process is writing it then."""
     import fcntl
     import sys
     import time
@@ -236,8 +236,9 @@ def folder_lock(path):
         command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
         f.write(f"process {os.getpid()} ({command[:200]}), since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         f.flush()
-        for name in os.listdir(path):
-            if _TEMPORARY.fullmatch(name) and os.path.isdir(os.path.join(path, name)):
+        pattern = re.compile(r"\.(%s)\.[0-9a-f]{12}\.tmp" % "|".join(map(re.escape, leftovers)))
+        for name in os.listdir(path) if leftovers else ():
+            if pattern.fullmatch(name) and os.path.isdir(os.path.join(path, name)):
                 shutil.rmtree(os.path.join(path, name), ignore_errors=True)
         yield
     finally:

@@ -156,12 +156,14 @@ def setup_logging(out_dir: str) -> None:
 @contextlib.contextmanager
 def output_folder(out: str):
     """The command's hold on its output folder (``fileio.folder_lock``): two runs into one OUT would mix their
-    files. Taken by the first process of a launched run, which alone writes there."""
+    files. Taken by the first process of a launched run, which alone writes there; it removes what a killed run
+    left of a checkpoint or best/ being saved."""
     from paddle_unimo.fileio import folder_lock
+    from paddle_unimo.training.trainer import BEST, CHECKPOINT
     if int(os.environ.get("PADDLE_TRAINER_ID", "0") or 0) != 0:
         yield
         return
-    with folder_lock(out):
+    with folder_lock(out, leftovers=(CHECKPOINT, BEST)):
         yield
 
 

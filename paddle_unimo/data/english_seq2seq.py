@@ -174,7 +174,6 @@ def line_aligned_paths(folder, split: str) -> Tuple[str, Optional[str]]:
                        "(or data.train=) chooses, and UniLM's releases name the validation split dev" if found else ""))
 
 
-
 def _numbered_lines(path: str) -> Tuple[Dict[int, str], int]:
     lines = {int(where.rpartition(":")[2]): text.strip() for where, text in read_text_lines(path)}
     return lines, max(lines, default=0)
