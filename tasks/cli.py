@@ -204,7 +204,8 @@ def set_aside_earlier_run(out: str, outputs: Optional[Sequence[str]] = None, inp
                           keep: Sequence[str] = ()):
     """A run starting over (not resuming) in a folder of an earlier run (its ``best/``, ``checkpoint/`` or
     ``metrics.json``) moves that run's ``outputs`` (default: everything but the logs, ``train.log`` and
-    ``train.rank<N>.log``, which the new run appends to, the entries named in ``keep``, and what holds one of the
+    ``train.rank<N>.log``, which the new run appends to, hidden entries (the folder's lock, a folder being written
+    by ``atomic_dir``), the entries named in ``keep``, and what holds one of the
     run's ``inputs``: a model, data or region store kept in OUT) into ``OUT/previous/<time>/``: ``best/``, the
     checkpoint, metrics, predictions, exports and VisualDL logs are then this run's alone, and nothing is lost.
     Returns that folder, or None."""
@@ -216,7 +217,7 @@ def set_aside_earlier_run(out: str, outputs: Optional[Sequence[str]] = None, inp
     def holds_input(name: str) -> bool:
         entry = os.path.realpath(os.path.join(out, name))
         return any(os.path.commonpath([entry, p]) == entry for p in used)
-    names = [n for n in sorted(os.listdir(out)) if not re.fullmatch(r"train(\.rank\d+)?\.log|previous|\.lock", n)
+    names = [n for n in sorted(os.listdir(out)) if not re.fullmatch(r"train(\.rank\d+)?\.log|previous|\..*", n)
              and (outputs is None or n in outputs) and n not in keep and not holds_input(n)]
     if not names:
         return None
