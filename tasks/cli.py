@@ -200,12 +200,11 @@ def blame_overrides(check, config_path: str, overrides):
         raise
 
 
-def set_aside_earlier_run(out: str, outputs: Optional[Sequence[str]] = None, inputs: Sequence[str] = (),
-                          keep: Sequence[str] = ()):
+def set_aside_earlier_run(out: str, outputs: Optional[Sequence[str]] = None, inputs: Sequence[str] = ()):
     """A run starting over (not resuming) in a folder of an earlier run (its ``best/``, ``checkpoint/`` or
     ``metrics.json``) moves that run's ``outputs`` (default: everything but the logs, ``train.log`` and
     ``train.rank<N>.log``, which the new run appends to, hidden entries (the folder's lock, a folder being written
-    by ``atomic_dir``), the entries named in ``keep``, and what holds one of the
+    by ``atomic_dir``), and what holds one of the
     run's ``inputs``: a model, data or region store kept in OUT) into ``OUT/previous/<time>/``: ``best/``, the
     checkpoint, metrics, predictions, exports and VisualDL logs are then this run's alone, and nothing is lost.
     Returns that folder, or None."""
@@ -218,7 +217,7 @@ def set_aside_earlier_run(out: str, outputs: Optional[Sequence[str]] = None, inp
         entry = os.path.realpath(os.path.join(out, name))
         return any(os.path.commonpath([entry, p]) == entry for p in used)
     names = [n for n in sorted(os.listdir(out)) if not re.fullmatch(r"train(\.rank\d+)?\.log|previous|\..*", n)
-             and (outputs is None or n in outputs) and n not in keep and not holds_input(n)]
+             and (outputs is None or n in outputs) and not holds_input(n)]
     if not names:
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")

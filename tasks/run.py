@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Optional
+from typing import List, Optional
 
 from paddle_unimo import cpu_defaults
 
@@ -219,18 +219,36 @@ def predict(args) -> dict:
     examples = text_targets(runner, examples)
     predictions = runner.predict(examples)
     # an earlier prediction's files (and its eval/) would sit beside this one's: they move to OUT/previous/<time>/
-    set_aside_earlier_run(args.out, inputs=[path, args.model], keep=("best", "checkpoint", "inference", "vdl",
-                                                                     "predict", "sweep"))  # a run folder's own
+    set_aside_earlier_run(args.out, earlier_prediction(args.out), inputs=[path, args.model])
+    before = set(os.listdir(args.out))
     out = write_predictions(args.out, prediction_rows(examples, predictions, report, task.prediction_row))
     task.write_outputs(args.out, examples, predictions)
     result = {"task": task.name, "model": args.model, "config": config_path, "overrides": args.override,
               "input": os.path.abspath(path), "predictions": os.path.abspath(out), "examples": len(examples),
               "skipped_lines": write_skipped(args.out, [report]), "skipped": report.skipped, **runner.report()}
+    result["outputs"] = sorted(set(os.listdir(args.out)) - before | {"predictions.jsonl", "predictions.txt"})
     if all(e.target is not None and e.target != "" for e in examples):
         result.update(task.score(examples, predictions))
     write_json(os.path.join(args.out, "metrics.json"), result)
     logger.info("%d predictions -> %s %s", len(predictions), out, describe(result))
     return result
+
+
+PREDICT_FILES = ("predictions.jsonl", "predictions.txt", "metrics.json", "skipped.jsonl", "eval")
+
+
+def earlier_prediction(out: str) -> List[str]:
+    """The files of an earlier ``predict`` in ``out``: those its metrics.json lists (``outputs``, with the
+    metrics and evaluate's ``eval/``), else (an older predict's, or a fine-tuning run's folder) ``PREDICT_FILES``,
+    which this one writes over. Nothing else of the folder: it may be a model's, or hold the data."""
+    try:
+        with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        record = None
+    listed = record.get("outputs") if isinstance(record, dict) else None
+    names = [*listed, "metrics.json", "eval"] if isinstance(listed, list) else PREDICT_FILES
+    return [n for n in names if isinstance(n, str) and os.sep not in n and os.path.lexists(os.path.join(out, n))]
 
 
 def predicted_input(path: str, task) -> Optional[str]:

@@ -689,6 +689,15 @@ def test_predicting_again_sets_the_earlier_predictions_and_their_scores_aside(fi
     assert {"best", "checkpoint"} <= {p.name for p in run_copy.iterdir()}
     (moved,) = (run_copy / "previous").iterdir()
     assert "metrics.json" in {p.name for p in moved.iterdir()} and not (moved / "best").exists()
+    model = tmp_path / "model"  # predictions written into the model's own folder, twice: only they move
+    shutil.copytree(out / "best", model)
+    files = sorted(p.name for p in model.iterdir())
+    for _ in range(3):
+        run.execute(["predict", "--model", str(model), "--input", str(two), "--out", str(model)])
+    assert sorted(p.name for p in model.iterdir()) == sorted(files + [".lock", "metrics.json", "predictions.jsonl",
+                                                                       "predictions.txt", "previous", "train.log"])
+    assert all(sorted(p.name for p in moved.iterdir()) == ["metrics.json", "predictions.jsonl", "predictions.txt"]
+               for moved in (model / "previous").iterdir())
 
 
 def test_a_second_run_into_a_folder_in_use_is_refused_and_a_killed_saves_leftovers_go(finished, tmp_path, capsys):
