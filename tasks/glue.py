@@ -149,21 +149,32 @@ class GlueTask:
         split = self.split_of(path, role)
         try:
             examples, report = glue_data.read_glue_file(path, self.spec, split, cfg.data.skip_bad)
-        except DataError as error:  # a file to predict for in a test layout, under another name than test.tsv
+        except glue_data.LayoutError as error:  # a file to predict for in a test layout, not named test.tsv
             if need_target or split.startswith("test") or os.path.basename(path) in self.spec.files.values():
                 raise
-            for test in (s for s in self.spec.files if s.startswith("test")):
-                try:
-                    examples, report = glue_data.read_glue_file(path, self.spec, test, cfg.data.skip_bad)
-                    split = test
-                    break
-                except DataError:
-                    continue
-            else:
-                raise error from None
+            split, (examples, report) = self.read_as_test(path, cfg, error)
         if need_target and split.startswith("test"):
             raise ConfigError(f"{path}: a test file has no labels; fine-tuning and evaluation need train/dev files")
         return [GlueItem(e.id, e.text_a, e.text_b, e.label, e.line, split) for e in examples], report
+
+    def read_as_test(self, path: str, cfg: GlueConfig, error: DataError):
+        """(split, read) of a file whose first line is the layout of a test split alone; else ``error``, or (MNLI's
+        matched and mismatched test files share theirs) an error asking for the file's official name."""
+        fits = []
+        for test in (s for s in self.spec.files if s.startswith("test")):
+            try:
+                fits.append((test, glue_data.read_glue_file(path, self.spec, test, cfg.data.skip_bad)))
+            except glue_data.LayoutError:
+                continue
+        if not fits:
+            raise error
+        width = {t: len((self.spec.layouts.get(t) or self.spec.test).header or ()) for t, _ in fits}
+        fits = [f for f in fits if width[f[0]] == max(width.values())]  # a header may hold more columns than used
+        if len(fits) > 1:
+            raise DataError(f"{path}: the layout of {self.spec.folder}'s test files "
+                            f"{', '.join(self.spec.files[t] for t, _ in fits)}; its submission depends on which: "
+                            "name it so")
+        return fits[0]
 
     def pipeline_example(self, record, index: int, cfg: GlueConfig) -> GlueItem:
         """The item of ``tasks.pipeline``'s input ``index``: a text (a one-sentence task: CoLA, SST-2), a pair of

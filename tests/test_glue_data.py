@@ -443,3 +443,24 @@ def test_the_diagnostic_set_is_an_mnli_test_split_with_its_own_layout(tmp_path):
     written = write_submission(tmp_path / "out", "mnli", ["0", "1"], ["entailment", "contradiction"], "test_ax")
     assert written.endswith("AX.tsv")
     assert open(written).read() == "index\tprediction\n0\tentailment\n1\tcontradiction\n"
+
+
+def test_a_file_to_predict_for_is_read_as_a_test_file_only_when_its_layout_says_so(tmp_path):
+    """A labelled file with a bad line stays a labelled file (its error, not a silent test read); MNLI's two test
+    files share one layout, so a renamed one must say which it is (its submission file depends on it)."""
+    from types import SimpleNamespace
+    from tasks.glue import GlueTask as CliTask
+    cfg = SimpleNamespace(data=SimpleNamespace(skip_bad=False))
+    rte = tmp_path / "my_dev.tsv"
+    rte.write_text("index\tsentence1\tsentence2\tlabel\n0\tA.\tB.\tentailment\n1\tC.\tD.\tnot_entailmnet\n", "utf-8")
+    with pytest.raises(DataError, match=r"my_dev.tsv:3: .*not_entailmnet"):
+        CliTask("rte").read(str(rte), cfg, need_target=False)
+    renamed = tmp_path / "mm.tsv"
+    renamed.write_text("\t".join(MNLI_HEAD) + "\n" + "\t".join(MNLI_ROW) + "\n", "utf-8")
+    with pytest.raises(DataError, match=r"mm.tsv: the layout of MNLI's test files test_matched.tsv, "
+                                        r"test_mismatched.tsv; its submission depends on which: name it so"):
+        CliTask("mnli").read(str(renamed), cfg, need_target=False)
+    named = tmp_path / "test_mismatched.tsv"
+    named.write_bytes(renamed.read_bytes())
+    items, _ = CliTask("mnli").read(str(named), cfg, need_target=False)
+    assert [(i.id, i.split) for i in items] == [("7", "test_mismatched")]

@@ -149,6 +149,10 @@ def glue_path(data_dir, task: Union[str, GlueTask], split: str) -> str:
     return os.path.join(os.fspath(data_dir), spec.folder, spec.files[split])
 
 
+class LayoutError(DataError):
+    """A file's first line is not the layout of the split it is read as (its header, or its column count)."""
+
+
 def _is_test(split: str) -> bool:
     if split in ("train", "dev", "test", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched",
                  "test_ax"):
@@ -228,7 +232,7 @@ def read_glue(path, task: Union[str, GlueTask], split: str = "train",
 
         def check_first(where, text):
             if len(text.split("\t")) != layout.width:
-                raise DataError(f"{where}: not a {kind} file: expected {layout.width} tab-separated columns "
+                raise LayoutError(f"{where}: not a {kind} file: expected {layout.width} tab-separated columns "
                                 f"without a header (source, label, original label, sentence), got "
                                 f"{len(text.split(chr(9)))}: {text[:80]!r}")
             return None
@@ -239,7 +243,7 @@ def read_glue(path, task: Union[str, GlueTask], split: str = "train",
             header = text.split("\t")
             missing = [c for c in layout.header if c not in header]
             if missing:
-                raise DataError(f"{where}: not a {kind} file: expected a header with the columns "
+                raise LayoutError(f"{where}: not a {kind} file: expected a header with the columns "
                                 f"{list(layout.header)}, got {header[:12]} (missing {missing})")
             return make_parse({n: None if getattr(layout, n) is None else header.index(getattr(layout, n))
                                for n in names}, len(header))
