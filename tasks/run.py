@@ -183,7 +183,8 @@ def finetune(args) -> dict:
                    predictions=write_predictions(args.out, prediction_rows(dev, predictions, dev_report,
                                                                            task.prediction_row)))
     metrics[f"best_eval_{task.metric}"] = metrics.pop("best_eval")
-    metrics["best_step"] = next((h["step"] for h in state["history"] if h.get(task.metric) == state["best"]), None)
+    metrics["best_step"] = None if state["best"] is None else next(
+        (h["step"] for h in state["history"] if h.get(task.metric) == state["best"]), None)
     for name, extra in extras:
         metrics[os.path.splitext(name)[0]] = task.score(extra, runner.predict(extra, best))
     task.write_outputs(args.out, dev, predictions)

@@ -19,7 +19,7 @@ import itertools
 import os
 import statistics
 import sys
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from paddle_unimo import cpu_defaults
 
@@ -71,16 +71,22 @@ def run_name(combo: Dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in combo.items()).replace(os.sep, "_")
 
 
-def summary(values: Sequence[float]) -> Dict[str, float]:
-    return {"max": max(values), "min": min(values), "median": statistics.median(values),
-            "mean": statistics.fmean(values), "runs": len(values)}
+def summary(values: Sequence[Optional[float]]) -> Dict[str, Optional[float]]:
+    """Max, min, median and mean of the runs' best scores; a run whose score was never defined (None: e.g. the
+    correlation of a regressor that predicts a constant) is counted under ``undefined``, not in the statistics."""
+    defined = [v for v in values if v is not None]
+    stats = {"max": max(defined), "min": min(defined), "median": statistics.median(defined),
+             "mean": statistics.fmean(defined)} if defined else dict.fromkeys(("max", "min", "median", "mean"))
+    return {**stats, "runs": len(values), "undefined": len(values) - len(defined)}
 
 
 def table(rows: List[dict], groups: List[dict], metric: str) -> str:
-    lines = [f"run\tbest {metric}"] + [f"{r['run']}\t{r['best']:.2f}" for r in rows]
-    lines += ["", "setting\tmax\tmin\tmedian\tmean\truns"]
-    lines += [f"{g['setting']}\t{g['max']:.2f}\t{g['min']:.2f}\t{g['median']:.2f}\t{g['mean']:.2f}\t{g['runs']}"
-              for g in groups]
+    def cell(value):
+        return "n/a" if value is None else f"{value:.2f}"
+    lines = [f"run\tbest {metric}"] + [f"{r['run']}\t{cell(r['best'])}" for r in rows]
+    lines += ["", "setting\tmax\tmin\tmedian\tmean\truns\tundefined"]
+    lines += ["\t".join([g["setting"], *(cell(g[k]) for k in ("max", "min", "median", "mean")), str(g["runs"]),
+                         str(g["undefined"])]) for g in groups]
     return "\n".join(lines) + "\n"
 
 
@@ -115,7 +121,8 @@ def execute(argv=None) -> dict:
         done = os.path.join(folder, "metrics.json")
         # a finished run returns its metrics.json; one of other settings or data is refused, naming the difference
         metrics = run.execute([*base, "--out", folder, *(x for k, v in combo.items() for x in ("-o", f"{k}={v}"))])
-        rows.append({"run": run_name(combo), "settings": combo, "best": float(metrics[f"best_eval_{metric}"]),
+        best = metrics[f"best_eval_{metric}"]  # None when no evaluation gave a score
+        rows.append({"run": run_name(combo), "settings": combo, "best": None if best is None else float(best),
                      "metrics": done})
     groups = {}
     for row in rows:

@@ -40,7 +40,8 @@ def test_sweep_runs_resumes_and_summarises(tmp_path, monkeypatch, capsys):
     for group in first["summary"][:2]:
         values = by_lr[group["setting"].split("=")[1]]
         assert group == {"setting": group["setting"], "max": max(values), "min": min(values),
-                         "median": statistics.median(values), "mean": statistics.fmean(values), "runs": 2}
+                         "median": statistics.median(values), "mean": statistics.fmean(values), "runs": 2,
+                         "undefined": 0}
     assert first["summary"][2]["setting"] == "(whole grid)" and first["summary"][2]["runs"] == 4
     calls.clear()  # a finished grid: each run returns its metrics.json, untouched
     stamps = {row["run"]: os.stat(row["metrics"]).st_mtime_ns for row in first["runs"]}
@@ -73,3 +74,16 @@ def test_a_grid_key_the_config_refuses_stops_the_sweep_first(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error: --grid train.lerning_rate=1: -o train.lerning_rate=1: train: unknown key lerning_rate" in err, err
     assert os.listdir(tmp_path) == []  # no run folder made
+
+
+def test_runs_without_a_score_are_counted_not_summarised():
+    """A run whose dev metric was never defined (best None: STS-B's Pearson of constant predictions) is
+    n/a in the table and counted apart; the statistics are of the others."""
+    groups = [{"setting": "lr=1", **sweep.summary([None, 2.0, 4.0])}, {"setting": "lr=2", **sweep.summary([None])}]
+    assert groups[0] == {"setting": "lr=1", "max": 4.0, "min": 2.0, "median": 3.0, "mean": 3.0, "runs": 3,
+                         "undefined": 1}
+    assert groups[1]["max"] is None and groups[1]["undefined"] == 1
+    rows = [{"run": "a", "best": None}, {"run": "b", "best": 2.0}]
+    assert sweep.table(rows, groups, "pearson").splitlines() == [
+        "run\tbest pearson", "a\tn/a", "b\t2.00", "", "setting\tmax\tmin\tmedian\tmean\truns\tundefined",
+        "lr=1\t4.00\t2.00\t3.00\t3.00\t3\t1", "lr=2\tn/a\tn/a\tn/a\tn/a\t1\t1"]

@@ -225,6 +225,11 @@ def test_an_undefined_metric_is_never_the_best(tmp_path):
     with open(os.path.join(tmp_path, "checkpoint", "trainer_state.json")) as f:
         history = json.load(f, parse_constant=lambda name: pytest.fail(f"{name} in trainer_state.json"))["history"]
     assert [h["pearson"] for h in history if "pearson" in h] == [None, 5.0, None, 7.0, None, 6.0]
+    scores[:] = [float("nan")] * 6  # never a score: no best, but the run still ends with a model
+    saved.clear()
+    trainer = Trainer(tiny_model(), cfg, list(range(8)), lm_batch, loss_fn, str(tmp_path / "never"),
+                      evaluate=evaluate, metric="pearson", greater_is_better=True)
+    assert trainer.train()["best"] is None and (tmp_path / "never" / "best" / "model_state.pdparams").is_file()
 
 
 def test_a_damaged_checkpoint_file_is_named(tmp_path):
