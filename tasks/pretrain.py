@@ -198,9 +198,8 @@ def execute(argv=None):
     parser.add_argument("--stop-after", type=int, default=-1, help="stop after N steps, as if killed (tests)")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
-    setup_logging(args.out)
-
     def command():
+        setup_logging(args.out)  # inside: an OUT that cannot be written is one error line
         with output_folder(args.out):
             return pretrain(args)
     return run_command(command, args.debug)

@@ -331,9 +331,8 @@ def execute(argv=None):
     args = parser.parse_args(argv)
     if args.runtime and args.command != "predict":
         parser.error(f"--runtime: predict only (an export folder's programs), not {args.command}")
-    setup_logging(args.out if args.command != "evaluate" else os.path.join(args.out, "eval"))
-
-    def command():
+    def command():  # a folder that cannot be written (read-only, full) is one error line, train.log included
+        setup_logging(args.out if args.command != "evaluate" else os.path.join(args.out, "eval"))
         if args.command == "evaluate":  # writes OUT/eval only
             return COMMANDS[args.command](args)
         with output_folder(args.out):

@@ -447,6 +447,18 @@ def test_a_full_disk_or_read_only_folder_is_one_line_other_os_errors_a_traceback
         run_command(lambda: (_ for _ in ()).throw(OSError(errno.EIO, "Input/output error")))
 
 
+def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    """Opening OUT/train.log is the first write of a command: a read-only folder fails there, as one line."""
+    import errno
+    import logging
+
+    def read_only(filename, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", filename)
+    monkeypatch.setattr(logging, "FileHandler", read_only)
+    line = user_error(capsys, ["finetune", "--config", CONFIG, "--out", str(tmp_path / "run"), *FAST])
+    assert line == f"error: {tmp_path / 'run' / 'train.log'}: Read-only file system"
+
+
 def test_a_missing_config_lists_the_tasks_configs(tmp_path, capsys):
     """make builds CONFIG from TASK and SIZE: a task without that size's YAML (a new task with only a tiny one)."""
     missing = os.path.join(ROOT, "tasks", "configs", "dureader_qg_huge.yaml")
