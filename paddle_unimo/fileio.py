@@ -183,7 +183,7 @@ def atomic_dir(path):
                         "name a folder of its own")
     parent, name = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.tmp")  # _TEMPORARY
     os.mkdir(tmp)
     try:
         yield tmp
@@ -208,6 +208,7 @@ def atomic_dir(path):
 
 
 LOCK_NAME = ".lock"
+_TEMPORARY = re.compile(r"\.(.+)\.[0-9a-f]{12}\.tmp")  # atomic_dir's temporary folder for the folder group(1)
 
 
 @contextlib.contextmanager
@@ -224,6 +225,7 @@ def folder_lock(path, leftovers: Iterable[str] = ()):
     os.makedirs(path, exist_ok=True)
     f = open(os.path.join(path, LOCK_NAME), "a+", encoding="utf-8")
     try:
+        locked = True
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -231,15 +233,20 @@ def folder_lock(path, leftovers: Iterable[str] = ()):
             holder = f.read().strip() or "another process"
             raise DataError(f"{path}: in use by {holder}; wait for it to end (or stop it), or choose another "
                             "output folder") from None
-        f.seek(0)
-        f.truncate()
-        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
-        f.write(f"process {os.getpid()} ({command[:200]}), since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        f.flush()
-        pattern = re.compile(r"\.(%s)\.[0-9a-f]{12}\.tmp" % "|".join(map(re.escape, leftovers)))
-        for name in os.listdir(path) if leftovers else ():
-            if pattern.fullmatch(name) and os.path.isdir(os.path.join(path, name)):
-                shutil.rmtree(os.path.join(path, name), ignore_errors=True)
+        except OSError as e:  # a file system without flock (some NFS, Lustre or FUSE mounts)
+            import logging
+            logging.getLogger(__name__).warning("%s: cannot be locked (%s): nothing stops a second run into it",
+                                                path, e.strerror or e)
+            locked = False
+        if locked:
+            f.seek(0)
+            f.truncate()
+            command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
+            f.write(f"process {os.getpid()} ({command[:200]}), since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            f.flush()
+            for name in os.listdir(path):
+                if (match := _TEMPORARY.fullmatch(name)) and match.group(1) in leftovers:
+                    shutil.rmtree(os.path.join(path, name), ignore_errors=True)
         yield
     finally:
         f.close()

@@ -743,6 +743,20 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_a_killed_saves_leftove
     assert not any(p.name == ".lock" for moved in (copy / "previous").iterdir() for p in moved.iterdir())
 
 
+def test_a_file_system_without_flock_runs_unlocked_with_a_warning(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+    from paddle_unimo.fileio import folder_lock
+
+    def unsupported(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "flock", unsupported)
+    ran = []
+    with folder_lock(tmp_path / "out"):
+        ran.append(True)
+    assert ran == [True] and "cannot be locked (No locks available)" in caplog.text
+
+
 def test_an_id_twice_in_the_file_to_predict_for_is_named_before_decoding(finished, tmp_path, capsys):
     """evaluate matches predictions to references by id: a file with an id twice could be predicted but never
     scored, so predict (and finetune, for its dev file) refuses it at once, naming both lines."""
