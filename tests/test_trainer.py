@@ -265,3 +265,17 @@ def test_the_rate_is_logged_in_the_unit_count_counts(tmp_path, caplog):
                 count=lambda batch: len(batch["input_ids"]), unit="ex").train()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
     assert len(lines) == 2 and all(re.search(r" \d+ ex/s$", line) for line in lines), lines
+
+
+def test_a_setting_of_infinity_resumes(tmp_path):
+    """trainer_state.json writes a non-finite setting as null; the run it came from still resumes."""
+    def loss_fn(m, batch):
+        return {"loss": m(batch["input_ids"], batch["token_type_ids"], batch["position_ids"], batch["attention_mask"],
+                          labels=batch["labels"])[0]}
+
+    cfg = TrainConfig(max_steps=2, batch_size=2, lr=1e-2, progress=False, save_steps=1)
+    run = {"train.grad_clip": float("inf"), "train.lr": 0.01}
+    Trainer(tiny_model(), cfg, list(range(8)), lm_batch, loss_fn, str(tmp_path), fingerprint=run).train(
+        stop_after=1)
+    state = Trainer(tiny_model(), cfg, list(range(8)), lm_batch, loss_fn, str(tmp_path), fingerprint=run).train()
+    assert state["step"] == 2

@@ -43,7 +43,7 @@ import paddle
 import paddle.distributed as dist
 
 from ..checkpoint import WEIGHTS_NAME, load_state, read_paddle_file, set_state
-from ..fileio import DataError, atomic_dir, read_json, recover_dir, write_json
+from ..fileio import DataError, atomic_dir, finite_or_none, read_json, recover_dir, write_json
 from ..typed import ConfigError, bounded, from_dict
 
 logger = logging.getLogger(__name__)
@@ -150,7 +150,8 @@ class Trainer:
                  count: Callable[[dict], int] = lambda batch: 1, sampler: Optional[Callable[[int], object]] = None,
                  find_unused_parameters: bool = False, tensor_inputs: bool = True, fingerprint: Optional[dict] = None,
                  kind: Optional[Callable[[dict], str]] = None, unit: str = "tok"):
-        self.fingerprint = dict(fingerprint or {})  # what the run came from; a resume must match it
+        # what the run came from; a resume must match it (as trainer_state.json holds it: inf, nan as null)
+        self.fingerprint = finite_or_none(dict(fingerprint or {}))
         self.cfg, self.examples, self.make_batch, self.loss_fn = cfg, list(examples), make_batch, loss_fn
         self.count, self.sampler = count, sampler
         self.unit = unit  # what ``count`` counts, for the log's rate: "tok" (target tokens), "ex" (examples), ...
