@@ -80,8 +80,8 @@ def read_any(path: str, cfg: EnglishGenerationConfig, need_target: bool, dialog:
             return data.read_coqa(path)
         pair = data.pair_of_source_file(path)
         if pair is None:
-            first = next(((where, text) for where, text in read_text_lines(path) if text.strip()), None)
-            if first is not None and not first[1].lstrip().startswith("{"):
+            first = None if skip else next(((where, text) for where, text in read_text_lines(path)), None)
+            if first is not None and not first[1].lstrip().startswith("{"):  # (--skip-bad skips such a line)
                 raise DataError(f"{first[0]}: not a JSON line ({{\"{cfg.data.source_key}\": ..., "
                                 f"\"{cfg.data.target_key}\": ...}}); a file of one text a line is read by its name, "
                                 "as the source of a line-aligned pair (test.src, test.source, src-test.txt or "

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Dict, List, Sequence, Tuple
 
 from paddle_unimo.fileio import DataError, read_jsonl
+from tasks.outputs import repeated_id
 
 
 INPUTS = ("source", "title", "text_a", "text_b", "text", "image")  # the example fields predict copies into a row
@@ -42,6 +43,9 @@ def read_predictions(path: str) -> List[Tuple[str, str, str, Dict[str, object]]]
 def match_predictions(rows, references: Sequence, path: str, references_path: str):
     """The references and their predictions, in reference order; every reference needs exactly one, of the same
     input."""
+    repeated = repeated_id(references, references_path)
+    if repeated:
+        raise DataError(f"{repeated}: the references must name each example once, as the predictions do")
     by_id, seen = {}, {}
     for where, ident, prediction, _ in rows:
         if ident in seen:

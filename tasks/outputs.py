@@ -3,21 +3,31 @@ summary of the metrics."""
 from __future__ import annotations
 
 import json
+import logging
 import os
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
-from paddle_unimo.fileio import DataError, atomic_write
+from paddle_unimo.fileio import atomic_write
 
 
-def check_unique_ids(examples: Sequence, path: str) -> None:
-    """Each example's id once in the file to predict for: a row of predictions.jsonl names its example by id, and
-    evaluate matches it to its reference by that id."""
+def repeated_id(examples: Sequence, path: str) -> Optional[str]:
+    """``file:line: id 'x' repeats line n`` for the first example whose id an earlier one has, else None: a row of
+    predictions.jsonl names its example by id, and evaluate matches it to its reference by that id."""
     seen = {}
     for e in examples:
         if e.id in seen:
-            raise DataError(f"{path}:{e.line}: id {e.id!r} repeats line {seen[e.id]} (a prediction is matched to "
-                            "its reference by id: give each example its own)")
+            return f"{path}:{e.line}: id {e.id!r} repeats line {seen[e.id]}"
         seen[e.id] = e.line
+    return None
+
+
+def warn_repeated_ids(examples: Sequence, path: str) -> None:
+    """A warning when ids repeat in a file to predict for: its predictions are written, but evaluate cannot match
+    them to references by id."""
+    repeated = repeated_id(examples, path)
+    if repeated:
+        logging.getLogger("paddle_unimo").warning("%s: evaluate cannot match these predictions to references by id "
+                                                  "(give each example its own)", repeated)
 
 
 def prediction_rows(examples: Sequence, predictions: Sequence, report, row: Callable) -> list:

@@ -114,12 +114,12 @@ def text_targets(runner, examples):
 def finetune(args) -> dict:
     from paddle_unimo.fileio import write_json
     from paddle_unimo.typed import ConfigError
-    from tasks.outputs import check_unique_ids, describe, mean_loss_curve, prediction_rows, write_predictions
+    from tasks.outputs import describe, mean_loss_curve, prediction_rows, warn_repeated_ids, write_predictions
     task, cfg, config_path = resolve_config(args)
     paths = {"train": data_file(args, cfg, cfg.data.train), "dev": data_file(args, cfg, cfg.data.dev)}
     train, train_report = task.read(paths["train"], cfg, role="train")
     dev, dev_report = task.read(paths["dev"], cfg, role="dev")
-    check_unique_ids(dev, paths["dev"])
+    warn_repeated_ids(dev, paths["dev"])
     logger.info("train: %d examples from %s; dev: %d from %s", len(train),  # the files a split name resolved to
                 getattr(train_report, "path", paths["train"]), len(dev), getattr(dev_report, "path", paths["dev"]))
     extras = []  # e.g. MNLI's mismatched dev set, read now: a bad one fails early
@@ -197,7 +197,7 @@ def predict(args) -> dict:
     from paddle_unimo import load_tokenizer
     from paddle_unimo.fileio import write_json
     from paddle_unimo.typed import ConfigError
-    from tasks.outputs import check_unique_ids, describe, prediction_rows, write_predictions
+    from tasks.outputs import describe, prediction_rows, warn_repeated_ids, write_predictions
     task, cfg, config_path = resolve_config(args)
     if not args.model:
         raise ConfigError("predict needs --model (a folder written by finetune, e.g. OUT/best)")
@@ -205,7 +205,7 @@ def predict(args) -> dict:
     find_config(args.model)  # a missing model says so before the input is read
     path = args.input or data_file(args, cfg, cfg.data.dev)
     examples, report = task.read(path, cfg, need_target=False, role="dev")
-    check_unique_ids(examples, getattr(report, "path", path))
+    warn_repeated_ids(examples, getattr(report, "path", path))
     logger.info("%d examples from %s", len(examples), getattr(report, "path", path))
     model = task.load_model(args.model, args.runtime)
     try:

@@ -757,21 +757,22 @@ def test_a_file_system_without_flock_runs_unlocked_with_a_warning(tmp_path, monk
     assert ran == [True] and "cannot be locked (No locks available)" in caplog.text
 
 
-def test_an_id_twice_in_the_file_to_predict_for_is_named_before_decoding(finished, tmp_path, capsys):
-    """evaluate matches predictions to references by id: a file with an id twice could be predicted but never
-    scored, so predict (and finetune, for its dev file) refuses it at once, naming both lines."""
+def test_an_id_twice_in_the_file_to_predict_for_is_a_warning_and_in_the_references_an_error(finished, tmp_path,
+                                                                                          capsys, caplog):
+    """evaluate matches predictions to references by id: predict still writes the predictions of a file with an id
+    twice (one per line) and warns that they cannot be evaluated; references with an id twice are an error."""
     data, out = finished
     twice = tmp_path / "twice.json"
     twice.write_text("\n".join([record(1), record(2), record(1, answer="5万")]) + "\n", "utf-8")
-    line = user_error(capsys, ["predict", "--model", str(out / "best"), "--input", str(twice),
-                               "--out", str(tmp_path / "pred")])
-    assert line == f"error: {twice}:3: id '1' repeats line 1 (a prediction is matched to its reference by id: " \
-                   "give each example its own)"
-    assert not (tmp_path / "pred" / "predictions.jsonl").exists()
-    dev = write_data(tmp_path / "data", dev_lines=[record(1), record(2), record(2)])
-    line = user_error(capsys, ["finetune", "--config", CONFIG, "--data", str(dev), "--out", str(tmp_path / "ft"),
-                               *FAST])
-    assert line.startswith(f"error: {dev / 'dev.json'}:3: id '2' repeats line 2")
+    result = run.execute(["predict", "--model", str(out / "best"), "--input", str(twice), "--out",
+                          str(tmp_path / "pred")])
+    assert result["examples"] == 3 and len((tmp_path / "pred" / "predictions.txt").read_text().splitlines()) == 3
+    assert f"{twice}:3: id '1' repeats line 1: evaluate cannot match these predictions to references by id" \
+        in caplog.text
+    line = user_error(capsys, ["evaluate", "--task", "dureader_qg", "--out", str(tmp_path / "pred"), "--predictions",
+                               str(tmp_path / "pred" / "predictions.jsonl"), "--references", str(twice)])
+    assert line == f"error: {twice}:3: id '1' repeats line 1: the references must name each example once, as the " \
+                   "predictions do"
 
 
 def test_evaluate_without_references_says_which_file_to_give(finished, tmp_path, capsys):
