@@ -68,12 +68,12 @@ finetune: $(STAMP)
 #      predicts with an export's programs (Paddle Inference; ONNX Runtime for FORMAT=onnx, its int8 programs after
 #      QUANT=int8; RUNTIME=paddle|onnx|onnx_fp32 chooses, here and for make serve)
 #      The model folder's task.yaml (the settings it was fine-tuned with) is the config unless CONFIG= or SIZE= is
-#      given (evaluate: that of MODEL, or of OUT/best), and its task the task unless TASK= is given on the command
-#      line (a TASK exported in the shell does not override it); older folders without one take
-#      tasks/configs/$(TASK)_$(SIZE).yaml. With MODEL=<run>/best or <run>/inference and no OUT=, predict, evaluate
-#      and export work in <run>.
+#      given (evaluate: that of MODEL, or of OUT/best), and its task the task unless TASK= is given, each on the
+#      command line (a TASK, CONFIG or SIZE exported in the shell does not override them); older folders without
+#      one take tasks/configs/$(TASK)_$(SIZE).yaml. With MODEL=<run>/best or <run>/inference and no OUT=, predict,
+#      evaluate and export work in <run>.
 PREDICT_MODEL = $(patsubst %/,%,$(or $(MODEL),$(OUT)/best))
-OWN_CONFIG = $(if $(filter command line environment,$(origin CONFIG) $(origin SIZE)),,$(shell test -f \
+OWN_CONFIG = $(if $(filter command line,$(origin CONFIG) $(origin SIZE)),,$(shell test -f \
 	"$(PREDICT_MODEL)/task.yaml" && echo "$(PREDICT_MODEL)/task.yaml"))
 RUN_TASK = $(if $(filter command line,$(origin TASK)),$(TASK),$(or $(if $(OWN_CONFIG),$(shell sed -n \
 	's/^task: *//p' "$(OWN_CONFIG)")),$(TASK)))
@@ -97,7 +97,7 @@ predict: $(STAMP)
 serve: $(STAMP)
 	$(PY) -m tasks.serve --model "$(PREDICT_MODEL)" \
 		$(if $(filter command line,$(origin PORT)),--port $(PORT)) $(if $(filter command line,$(origin HOST)),--host $(HOST)) \
-		$(if $(filter command line environment,$(origin CONFIG) $(origin SIZE)),--config "$(CONFIG)") \
+		$(if $(filter command line,$(origin CONFIG) $(origin SIZE)),--config "$(CONFIG)") \
 		$(if $(CANDIDATES),--num-return-sequences $(CANDIDATES)) $(REGIONS_ARG) \
 		$(if $(DETECTOR),--detector "$(DETECTOR)") $(if $(RUNTIME),--runtime $(RUNTIME)) $(OVERRIDES)
 

@@ -67,6 +67,8 @@ def read_paddle_file(path: str, **options) -> dict:
     (truncated by a full disk or an interrupted copy, or not paddle's) is a ``DataError`` naming it."""
     try:
         state = paddle.load(path, **options)
+    except MemoryError:
+        raise
     except Exception as e:  # paddle.load raises ValueError, pickle and OS errors alike for a file it cannot read
         reason = (str(e).strip().splitlines() or [""])[0][:200]
         raise DataError(f"{path}: not a readable paddle state file, truncated or damaged? ({type(e).__name__}: "

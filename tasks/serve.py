@@ -151,15 +151,15 @@ def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 25
                 if size > MAX_BODY:
                     self.discard(min(size, 4 * MAX_BODY))  # so that the client, still sending, sees the answer
                     raise BadRequest(f"a body of {size} bytes; at most {MAX_BODY}", 413)
-                body = self.rfile.read(size)
+                try:
+                    body = self.rfile.read(size)
+                except TimeoutError:
+                    raise BadRequest(f"the body did not arrive within {TIMEOUT} s", 408) from None
                 if len(body) < size:
                     raise BadRequest(f"the body ended after {len(body)} of the {size} bytes of its Content-Length")
                 inputs = parse_request(body, max_inputs, cost)
                 with decoding:
                     predictions = pipeline(inputs)
-            except TimeoutError:
-                self.answer(408, {"error": f"the body did not arrive within {TIMEOUT} s"})
-                return
             except BadRequest as e:
                 self.answer(e.status, {"error": str(e)})
                 return

@@ -474,7 +474,8 @@ class Trainer:
         rate = tokens / max(seconds, 1e-9)
         lr = self.optimizer.get_lr()
         self.state["history"].append({"step": step, "loss": mean_loss, "lr": lr})
-        self.log_scalars({"train/loss": mean_loss, "train/lr": lr, f"train/{self.unit}_per_s": rate,
+        self.log_scalars({"train/loss": mean_loss, "train/lr": lr,
+                          f"train/{'tokens' if self.unit == 'tok' else self.unit}_per_s": rate,
                           **{f"train/{n}_loss": float(np.mean(v)) for n, v in objectives.items()}})
         self.state.setdefault("objective_losses", []).extend(
             [step, n, float(np.mean(v))] for n, v in sorted(objectives.items()))
