@@ -73,8 +73,9 @@ def main(argv=None):
         lines.append(json.dumps({"image_id": record.image_id, "caption_id": f"{record.image_id}-0",
                                  **caption(rng, classes, colours)}))
     store.append(records, skip_existing=True)
-    path = os.path.join(args.out, "captions.jsonl")
-    atomic_write(path, "\n".join(lines) + "\n")
+    path, text = os.path.join(args.out, "captions.jsonl"), "\n".join(lines) + "\n"
+    if not os.path.isfile(path) or open(path, encoding="utf-8").read() != text:  # as it is: a run may be reading it
+        atomic_write(path, text)
     print(f"mini corpus: {len(store)} images with regions in {store.path if hasattr(store, 'path') else args.out}, "
           f"{len(lines)} captions in {path}")
 

@@ -409,3 +409,13 @@ def test_a_pair_corpus_trains_the_text_objectives(tmp_path, store):
     assert seen == set(names)
     with pytest.raises(ConfigError, match="a image corpus cannot train"):
         CorpusSpec.validate(CorpusSpec("i", "image", ["span_mlm"], 1.0, regions="r"), "corpus 'i':")
+
+
+def test_the_mini_corpus_made_again_leaves_its_files_as_they_are(tmp_path, capsys):
+    """make pretrain makes the mini corpus before each run: made again, its files keep their times, so a run
+    reading them (another make pretrain into the same folder) is not stopped as if its corpus had changed."""
+    from tasks import pretrain_mini
+    pretrain_mini.main(["--out", str(tmp_path), "--images", "6"])
+    stamps = {p: os.stat(p).st_mtime_ns for p in map(str, tmp_path.rglob("*")) if os.path.isfile(p)}
+    pretrain_mini.main(["--out", str(tmp_path), "--images", "6"])
+    assert {p: os.stat(p).st_mtime_ns for p in stamps} == stamps and len(stamps) >= 3
