@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import uuid
-from typing import Callable, Iterable, Iterator, Tuple, Union
+from typing import Callable, Iterable, Iterator, Optional, Tuple, Union
 
 BOM = "\ufeff"
 
@@ -250,6 +250,23 @@ def folder_lock(path, leftovers: Iterable[str] = ()):
         yield
     finally:
         f.close()
+
+
+def lock_holder(path) -> Optional[str]:
+    """Who holds ``path``'s ``folder_lock`` (``process <pid> (<command>), since <time>``), or None when no process
+    does (or the folder has no lock file)."""
+    import fcntl
+    lock = os.path.join(os.fspath(path), LOCK_NAME)
+    if not os.path.isfile(lock):
+        return None
+    with open(lock, encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f.read().strip() or "another process"
+        except OSError:  # no flock here: nothing can be known
+            return None
+    return None
 
 
 def recover_dir(path) -> str:

@@ -220,6 +220,12 @@ def set_aside_earlier_run(out: str, outputs: Optional[Sequence[str]] = None, inp
              and (outputs is None or n in outputs) and not holds_input(n)]
     if not names:
         return None
+    from paddle_unimo.fileio import lock_holder
+    for name in names:  # a folder another command is writing into (predict's OUT/predict) must stay
+        holder = lock_holder(os.path.join(out, name)) if os.path.isdir(os.path.join(out, name)) else None
+        if holder:
+            raise DataError(f"{os.path.join(out, name)}: in use by {holder}; starting over would move it: wait for "
+                            "it to end (or stop it)")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target, n = os.path.join(out, "previous", stamp), 1
     while os.path.exists(target):

@@ -743,6 +743,28 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_a_killed_saves_leftove
     assert not any(p.name == ".lock" for moved in (copy / "previous").iterdir() for p in moved.iterdir())
 
 
+def test_starting_over_leaves_a_subfolder_in_use_and_says_so(finished, tmp_path, capsys):
+    """A predict still writing into OUT/predict: finetune --no-resume into OUT stops, moving nothing."""
+    data, out = finished
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    (copy / "predict").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom paddle_unimo.fileio import folder_lock\n"
+                               "with folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)",
+                               str(copy / "predict")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        before = snapshot(copy)
+        line = user_error(capsys, ["finetune", "--config", CONFIG, "--data", str(data), *FAST, "--no-resume", "--out",
+                                   str(copy)])
+        assert line.startswith(f"error: {copy / 'predict'}: in use by process {holder.pid} (-c ") and \
+            line.endswith("starting over would move it: wait for it to end (or stop it)"), line
+        assert snapshot(copy) == before and not (copy / "previous").exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
 def test_a_file_system_without_flock_runs_unlocked_with_a_warning(tmp_path, monkeypatch, caplog):
     import errno
     import fcntl
