@@ -19,7 +19,7 @@ import numpy as np
 import paddle
 
 from .config import UNIMOConfig
-from .fileio import DataError, atomic_save, read_json
+from .fileio import DataError, atomic_save, first_line, read_json
 from .legacy_io import widen_bfloat16
 
 logger = logging.getLogger(__name__)
@@ -70,9 +70,8 @@ def read_paddle_file(path: str, **options) -> dict:
     except MemoryError:
         raise
     except Exception as e:  # paddle.load raises ValueError, pickle and OS errors alike for a file it cannot read
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
         raise DataError(f"{path}: not a readable paddle state file, truncated or damaged? ({type(e).__name__}: "
-                        f"{reason})") from None
+                        f"{first_line(e)})") from None
     if not isinstance(state, dict):
         raise DataError(f"{path}: not a paddle state dict (holds a {type(state).__name__})")
     return state

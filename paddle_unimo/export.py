@@ -89,7 +89,7 @@ from paddle.static import InputSpec
 from . import cpu_count, masks
 from .config import REGION_LOCATION_SIZE, UNIMOConfig
 from .cpu_kernels import PackedWeight, pack_weight, slot_tensor
-from .fileio import atomic_dir, read_json, write_json
+from .fileio import DataError, atomic_dir, first_line, read_json, write_json
 from .generation import DecodeState, StepCache, check_inputs, check_regions, last_row_keys
 from .generation import to_numpy as _numpy, to_tensor as _tensor
 from .modeling import DecodingCache, packed_layer_weights
@@ -445,7 +445,11 @@ class Program:
         config.set_cpu_math_library_num_threads(num_threads)
         config.disable_glog_info()
         self.name = name
-        self.predictor = paddle.inference.create_predictor(config)
+        try:
+            self.predictor = paddle.inference.create_predictor(config)
+        except Exception as e:  # a file cut short, or not an export: paddle's own error, one line of it
+            raise DataError(f"{os.path.join(folder, name)}.json/.pdiparams: Paddle Inference cannot load them "
+                            f"({type(e).__name__}: {first_line(e)}); damaged? make export writes them again") from e
         self.inputs = self.predictor.get_input_names()
         # made once: getting the step's ~50 handles anew took 0.35 ms a step (unimo-text-1.0)
         self.input_handles = {name: self.predictor.get_input_handle(name) for name in self.inputs}

@@ -23,6 +23,12 @@ class DataError(ValueError):
     """Bad input data or configuration; the message starts with ``file:line`` (or ``file``) and says what."""
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first non-blank line of an error's message, at most ``limit`` characters: a library's own error (paddle's
+    run several lines with a C++ trace) inside one line of ours."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")[:limit]
+
+
 def read_text_lines(path) -> Iterator[Tuple[str, str]]:
     """``(file:line, text)`` for every non-blank line of a UTF-8 file, without its line ending; a leading byte
     order mark is dropped. Bytes that are not UTF-8 are a ``DataError`` naming the line."""

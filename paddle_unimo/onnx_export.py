@@ -55,8 +55,8 @@ import numpy as np
 import paddle
 
 from .export import CPU_KERNELS, MANIFEST, InferenceForward, InferenceStepper
+from .fileio import DataError, atomic_save, atomic_write, first_line, read_json, write_json
 from .typed import MissingPackage
-from .fileio import atomic_save, atomic_write, read_json, write_json
 
 ONNX_MANIFEST = "onnx.json"
 OPSET = 17  # paddle2onnx raises it by itself when an operator needs a newer one
@@ -256,7 +256,11 @@ class OnnxProgram:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # not the warnings about paddle2onnx's unused constants
         self.name, self.path = name, path
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # a file cut short, or not ONNX
+            raise DataError(f"{path}: ONNX Runtime cannot load it ({type(e).__name__}: {first_line(e)}); damaged? "
+                            "make export FORMAT=onnx writes it again") from e
         graph_inputs = self.session.get_inputs()
         self.inputs = [i.name for i in graph_inputs]
         self.dtypes = {i.name: _ORT_DTYPES.get(i.type) for i in graph_inputs}

@@ -6,6 +6,7 @@ weights, give logits close to the fp32 programs' and decode mostly the same toke
 Needs onnxruntime (and, for int8, onnxruntime.quantization, which imports ml_dtypes); without them these tests
 skip, or fail when PADDLE_UNIMO_REQUIRE_ONNX=1 (CI)."""
 import os
+import re
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ import pytest
 
 from paddle_unimo import get_preset, masks
 from paddle_unimo.export import InferenceStepper, Program, export_model
-from paddle_unimo.fileio import read_json
+from paddle_unimo.fileio import DataError, read_json
 from paddle_unimo.generation import generate
 from paddle_unimo.modeling import UNIMOForRetrieval
 from paddle_unimo.onnx_export import (OnnxForward, OnnxProgram, OnnxStepper, export_onnx, map_outputs,
@@ -187,6 +188,14 @@ def test_tool_exports_onnx_and_the_stepper_needs_it(onnx_runtime, tmp_path):
     b = left_padded(SOURCES[:2])
     ids, _ = generate(None, **b, max_length=6, stepper=OnnxStepper(str(out)))
     np.testing.assert_array_equal(ids.numpy(), generate(model, **b, max_length=6)[0].numpy())
+    for damaged, stepper, message in ((out / "step.onnx", OnnxStepper, "ONNX Runtime cannot load it"),
+                                      (out / "step.pdiparams", InferenceStepper,  # shared with the prefill
+                                       ".json/.pdiparams: Paddle Inference cannot load them")):
+        kept = damaged.read_bytes()  # a copy cut short: one error naming the file, not the runtime's traceback
+        damaged.write_bytes(kept[:len(kept) // 3])
+        with pytest.raises(DataError, match=f"{out}.*{re.escape(message)} .*damaged\\? make export"):
+            stepper(str(out))
+        damaged.write_bytes(kept)
 
 
 def import_errors(tmp_path, hidden, calls, first="") -> str:
