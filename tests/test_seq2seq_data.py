@@ -114,6 +114,10 @@ def test_prediction_input_needs_no_target_and_lcsts_tsv(tmp_path):
     headed = write_lines(tmp_path / "headed.tsv", ["summary\tcontent", "标题一\t正文一"])
     examples, report = read_examples(headed, LCSTS)  # the header row is no example
     assert [(e.source, e.target, e.line) for e in examples] == [("正文一", "标题一", 2)] and report.header == 1
+    swapped = write_lines(tmp_path / "swapped.tsv", ["content\tsummary", "正文一\t标题一"])
+    with pytest.raises(DataError, match=r"swapped.tsv:1: the header names content<TAB>summary; the columns are read "
+                                        r"as summary<TAB>content: swap them"):
+        read_examples(swapped, LCSTS)
     qg_tsv = write_lines(tmp_path / "qg.tsv", ["问题\t上下文"])
     with pytest.raises(DataError, match=r"qg.tsv:1: a .tsv file holds 'target<TAB>source' lines, which have no "
                                         r"'answer': this task reads JSON lines"):

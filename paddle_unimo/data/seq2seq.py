@@ -135,6 +135,9 @@ def read_examples(path: str, fields: Fields, need_target: bool = True, skip_bad:
 
     def header(where, text):  # a TSV's first line naming its columns (summary<TAB>content) is no example
         names = [part.strip().lower() for part in text.split("\t")]
+        if names == [fields.source, fields.target]:
+            raise DataError(f"{where}: the header names {fields.source}<TAB>{fields.target}; the columns are read as "
+                            f"{fields.target}<TAB>{fields.source}: swap them")
         return parse if names in ([fields.target, fields.source], [fields.source]) else None
     return read_records(path, parse, skip_bad, header if tsv else None)
 
