@@ -419,6 +419,7 @@ def load_generator(folder: str, runtime: Optional[str] = None):
         stepper = OnnxStepper(folder, int8=False if runtime == "onnx_fp32" else None)
         how = f"ONNX Runtime, {'int8' if stepper.int8 else 'float32'} programs"
     logger.info("%s is an export: decoding with its programs (%s)", folder, how)
+    stepper.runtime = how  # predict's metrics.json records it
     return stepper
 
 

@@ -198,9 +198,9 @@ def execute(argv=None):
     parser.add_argument("--stop-after", type=int, default=-1, help="stop after N steps, as if killed (tests)")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
-    def command():
-        setup_logging(args.out)  # inside: an OUT that cannot be written is one error line
-        with output_folder(args.out):
+    def command():  # inside: an OUT that cannot be written is one error line
+        with output_folder(args.out):  # first: a command refused there writes nothing into the running one's log
+            setup_logging(args.out)
             return pretrain(args)
     return run_command(command, args.debug)
 

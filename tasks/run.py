@@ -227,6 +227,8 @@ def predict(args) -> dict:
     result = {"task": task.name, "model": args.model, "config": config_path, "overrides": args.override,
               "input": os.path.abspath(path), "predictions": os.path.abspath(out), "examples": len(examples),
               "skipped_lines": write_skipped(args.out, [report]), "skipped": report.skipped, **runner.report()}
+    if getattr(model, "runtime", None):  # an export: which of its programs ran
+        result["runtime"] = model.runtime
     result["outputs"] = sorted(set(os.listdir(args.out)) - before | {"predictions.jsonl", "predictions.txt"})
     if all(e.target is not None and e.target != "" for e in examples):
         result.update(task.score(examples, predictions))
@@ -332,10 +334,11 @@ def execute(argv=None):
     if args.runtime and args.command != "predict":
         parser.error(f"--runtime: predict only (an export folder's programs), not {args.command}")
     def command():  # a folder that cannot be written (read-only, full) is one error line, train.log included
-        setup_logging(args.out if args.command != "evaluate" else os.path.join(args.out, "eval"))
         if args.command == "evaluate":  # writes OUT/eval only
+            setup_logging(os.path.join(args.out, "eval"))
             return COMMANDS[args.command](args)
-        with output_folder(args.out):
+        with output_folder(args.out):  # first: a command refused there writes nothing into the running one's log
+            setup_logging(args.out)
             return COMMANDS[args.command](args)
     return run_command(command, args.debug)
 

@@ -733,6 +733,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_a_killed_saves_leftove
             assert error.startswith(f"error: {copy}: in use by process {holder.pid} (-c {copy}), since ") and \
                 "choose another output folder" in error, error
         assert snapshot(copy) == before and leftover.is_dir()
+        assert "in use by" not in (copy / "train.log").read_text("utf-8")  # the running run's log, left alone
     finally:
         holder.kill()
         holder.wait(timeout=30)

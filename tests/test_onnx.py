@@ -396,6 +396,7 @@ def test_runtime_chooses_the_programs_of_a_converted_export(quantized, tmp_path)
     default, onnx_fp32, inference = (load_generator(folder, r) for r in (None, "onnx_fp32", "paddle"))
     assert isinstance(default, OnnxStepper) and default.int8
     assert isinstance(onnx_fp32, OnnxStepper) and not onnx_fp32.int8
+    assert (default.runtime, onnx_fp32.runtime) == ("ONNX Runtime, int8 programs", "ONNX Runtime, float32 programs")
     assert not isinstance(inference, OnnxStepper) and isinstance(inference, InferenceStepper)
     assert load_generator(folder, "onnx").int8
     for stepper in (onnx_fp32, inference):
