@@ -204,9 +204,9 @@ def set_aside_earlier_run(out: str, outputs: Optional[Sequence[str]] = None, inp
     """A run starting over (not resuming) in a folder of an earlier run (its ``best/``, ``checkpoint/`` or
     ``metrics.json``) moves that run's ``outputs`` (default: everything but the logs, ``train.log`` and
     ``train.rank<N>.log``, which the new run appends to, hidden entries (the folder's lock, a folder being written
-    by ``atomic_dir``), and what holds one of the
-    run's ``inputs``: a model, data or region store kept in OUT) into ``OUT/previous/<time>/``: ``best/``, the
-    checkpoint, metrics, predictions, exports and VisualDL logs are then this run's alone, and nothing is lost.
+    by ``atomic_dir``), and what holds one of the run's ``inputs``: a model, data or region store kept in OUT) into
+    ``OUT/previous/<time>/``: ``best/``, the checkpoint, metrics, predictions, exports and VisualDL logs are then
+    this run's alone, and nothing is lost. A subfolder another command holds (``fileio.folder_lock``) stops it.
     Returns that folder, or None."""
     from paddle_unimo.training.trainer import CHECKPOINT
     if not any(os.path.exists(os.path.join(out, n)) for n in ("best", CHECKPOINT, "metrics.json")):

@@ -229,7 +229,7 @@ def predict(args) -> dict:
               "skipped_lines": write_skipped(args.out, [report]), "skipped": report.skipped, **runner.report()}
     if getattr(model, "runtime", None):  # an export: which of its programs ran
         result["runtime"] = model.runtime
-    result["outputs"] = sorted(set(os.listdir(args.out)) - before | {"predictions.jsonl", "predictions.txt"})
+    result["outputs"] = sorted((set(os.listdir(args.out)) - before) | {"predictions.jsonl", "predictions.txt"})
     if all(e.target is not None and e.target != "" for e in examples):
         result.update(task.score(examples, predictions))
     write_json(os.path.join(args.out, "metrics.json"), result)
@@ -333,6 +333,7 @@ def execute(argv=None):
     args = parser.parse_args(argv)
     if args.runtime and args.command != "predict":
         parser.error(f"--runtime: predict only (an export folder's programs), not {args.command}")
+
     def command():  # a folder that cannot be written (read-only, full) is one error line, train.log included
         if args.command == "evaluate":  # writes OUT/eval only
             setup_logging(os.path.join(args.out, "eval"))
