@@ -38,6 +38,8 @@ def find_config(path: str) -> str:
         if os.path.isfile(os.path.join(path, name)):
             return os.path.join(path, name)
     run, name = os.path.split(os.path.normpath(path))
+    if os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: a file; a model is the folder holding its config and weights ({run})")
     if not os.path.isdir(path):
         if name == "inference" and os.path.isdir(os.path.join(run, "best")):
             raise FileNotFoundError(f"{path}: no export yet (make export writes it from {os.path.join(run, 'best')})")

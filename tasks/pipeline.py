@@ -91,6 +91,7 @@ class Pipeline:
             decode.num_return_sequences = num_return_sequences
             DecodeConfig.validate(decode, "decode")
         model = self.task.load_model(folder, runtime)
+        self.runtime = getattr(model, "runtime", None)  # an export's: which of its programs run
         self.task.check(self.config, model.config, path)
         warn_other_prompt(folder, path, self.config)
         self.runner = self.task.bind(model, load_tokenizer(folder), self.config)

@@ -85,7 +85,8 @@ def make_server(pipeline, model: str, host: str, port: int, max_inputs: int = 25
     """A server answering ``/predict`` and ``/health`` with ``pipeline``: connections are served in threads (a
     slow or silent client holds only its own, for ``TIMEOUT`` seconds at most), decoding one request at a time."""
     decode = getattr(pipeline.config, "decode", None)  # a classifier has none
-    health = {"task": pipeline.task.name, "model": model, "decode": decode and dict(vars(decode))}
+    health = {"task": pipeline.task.name, "model": model, "decode": decode and dict(vars(decode)),
+              **({"runtime": pipeline.runtime} if pipeline.runtime else {})}
     decoding = threading.Lock()
     cost = getattr(pipeline.runner, "pipeline_cost", lambda record: 1)  # retrieval: the pairs a record scores
 

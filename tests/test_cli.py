@@ -511,6 +511,12 @@ def test_a_model_folder_that_does_not_exist_says_so(tmp_path, capsys):
                                "--out", str(tmp_path / "pred")])
     assert f"{run_folder}: a fine-tuning run's folder, not a model folder: its model is {run_folder / 'best'}" \
         in line, line
+    weights = run_folder / "best" / "model_state.pdparams"  # the weights file given for the folder
+    weights.write_bytes(b"")
+    line = user_error(capsys, ["predict", "--task", "dureader_qg", "--config", CONFIG, "--model", str(weights),
+                               "--out", str(tmp_path / "pred")])
+    assert line == f"error: {weights}: a file; a model is the folder holding its config and weights " \
+                   f"({run_folder / 'best'})"
     (run_folder / "checkpoint").mkdir()
     (run_folder / "checkpoint" / "trainer_state.json").write_text("{}", "utf-8")
     for model, expected in [("checkpoint", "a training checkpoint (to resume from), not a model folder: the run's "

@@ -400,6 +400,7 @@ def test_the_serve_command_starts_and_answers(demo_model, tmp_path):
                 assert server.poll() is None and time.time() < deadline, (tmp_path / "serve.log").read_text()
                 time.sleep(0.5)
         assert status == 200 and health["decode"]["num_return_sequences"] == 2
+        assert health["runtime"] == "Paddle Inference, paddle's operators"  # the export's programs that run
         record = {"context": "青石镇位于河谷，人口约3万。", "answer": "3万"}
         status, answer = http(f"http://127.0.0.1:{port}/predict", json.dumps({"inputs": [record]}).encode())
         from tasks.pipeline import Pipeline
