@@ -61,8 +61,8 @@ def match_predictions(rows, references: Sequence, path: str, references_path: st
     if missing:
         shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
         raise DataError(f"{path}: {len(missing)} of {len(references)} references in {references_path} have no "
-                        f"prediction (ids: {shown}); predictions of another file are scored against it with "
-                        "REFS= (--references) or DATA=")
+                        f"prediction (ids: {shown}); the references are the file the predictions were made for, "
+                        "with its targets (REFS=, --references, or DATA=)")
     for where, ident, _, inputs in rows:
         for name, value in inputs.items():
             if hasattr(known[ident], name) and getattr(known[ident], name) != value:

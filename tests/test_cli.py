@@ -223,7 +223,8 @@ def test_predict_skip_bad_keeps_one_output_line_per_input_line(finished, tmp_pat
 @pytest.mark.parametrize("content, expected", [
     ("", "no predictions (the file is empty)"),
     ('{"id": "0", "prediction": "a"}\n{"id": "1", "prediction": "b"}\n',
-     "1 of 3 references in {data}/dev.json have no prediction (ids: 2); predictions of another file"),
+     "1 of 3 references in {data}/dev.json have no prediction (ids: 2); the references are the file the "
+     "predictions were made for"),
     ('{"id": "0", "prediction": "a"}\n{"id": "1"}\n', "preds.jsonl:2: missing field 'prediction'"),
     ('{"id": "0", "prediction": 5}\n', "preds.jsonl:1: field 'prediction' must be a string, got int"),
     ('{"id": "0", "prediction": "a"}\n{"id": "0", "prediction": "b"}\n', "preds.jsonl:2: id '0' repeats"),
