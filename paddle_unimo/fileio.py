@@ -69,9 +69,12 @@ def _decode_line(raw: bytes, path: str, line_no: int, offset: int) -> str:
     return text.rstrip("\r\n")
 
 
+JSON_LINES_HINT = " (a JSON-lines file holds one JSON object per line, not one JSON document)"
+
+
 def parse_json_line(where: str, text: str, kind: type = dict):
     """One JSON value of a JSON-lines file; a ``DataError`` naming ``where`` when malformed or not ``kind``."""
-    lines_hint = " (a JSON-lines file holds one JSON object per line, not one JSON document over several lines)"
+    lines_hint = JSON_LINES_HINT
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:

@@ -31,13 +31,14 @@ GOOD = json.dumps({"context": "青石镇人口3万", "answer": "3万", "question
     ('[1, 2]', "expected a JSON object, got list (a JSON-lines file holds one JSON object per line"),
     ('{"context": "a', "malformed JSON (Unterminated string starting at column 13)"),
     ('[', "malformed JSON (Expecting value, column 2) (a JSON-lines file holds one JSON object per line, not one "
-          "JSON document over several lines)"),
+          "JSON document)"),
 ])
 def test_bad_lines_name_file_and_line(tmp_path, bad, message):
     path = write_lines(tmp_path / "train.json", [GOOD, "", bad, GOOD])
     with pytest.raises(DataError) as err:
         read_examples(path, QG)
     assert str(err.value).startswith(f"{path}:3: ") and message in str(err.value)
+    assert ("--skip-bad" in str(err.value)) != ("JSON document" in str(err.value))  # a document's lines: no skip
     examples, report = read_examples(path, QG, skip_bad=True)
     assert [(e.id, e.title, e.line) for e in examples] == [("7", "3万", 1), ("7", "3万", 4)]
     (skip,) = report.skipped

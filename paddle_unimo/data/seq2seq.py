@@ -37,7 +37,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import masks
-from ..fileio import DataError, parse_json_line, read_text_lines
+from ..fileio import JSON_LINES_HINT, DataError, parse_json_line, read_text_lines
 from . import PassCounts
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,8 @@ def read_records(path, parse, skip_bad: bool, first_line=None):
             examples.append(parse(where, report.lines, text))
         except DataError as e:
             if not skip_bad:
-                raise DataError(f"{e}{SKIP_HINT}") from None
+                # (not for a JSON document, whose lines skipped would leave nothing)
+                raise DataError(f"{e}{'' if JSON_LINES_HINT in str(e) else SKIP_HINT}") from None
             message, prefix = str(e), f"{where}: "
             reason = message[len(prefix):] if message.startswith(prefix) else message
             report.skipped.append({"file": path, "line": report.lines, "reason": reason})
