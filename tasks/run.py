@@ -237,6 +237,16 @@ def predict(args) -> dict:
     return result
 
 
+def folder_metrics(folder: str) -> Optional[dict]:
+    """A folder's metrics.json (an earlier predict's, or a run's), None when it has none it can read."""
+    try:
+        with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 PREDICT_FILES = ("predictions.jsonl", "predictions.txt", "metrics.json", "skipped.jsonl", "eval")
 
 
@@ -244,12 +254,8 @@ def earlier_prediction(out: str) -> List[str]:
     """The files of an earlier ``predict`` in ``out``: those its metrics.json lists (``outputs``, with the
     metrics and evaluate's ``eval/``), else (an older predict's, or a fine-tuning run's folder) ``PREDICT_FILES``,
     which this one writes over. Nothing else of the folder: it may be a model's, or hold the data."""
-    try:
-        with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        record = None
-    listed = record.get("outputs") if isinstance(record, dict) else None
+    record = folder_metrics(out)
+    listed = record.get("outputs") if record else None
     names = [*listed, "metrics.json", "eval"] if isinstance(listed, list) else PREDICT_FILES
     return [n for n in names if isinstance(n, str) and os.sep not in n and os.path.lexists(os.path.join(out, n))]
 
@@ -259,12 +265,8 @@ def predicted_input(path: str, task) -> Optional[str]:
     targets (predict scored it: ``metric`` in its metrics), or None; a ``DataError`` when that file had none."""
     from paddle_unimo.fileio import DataError
     folder = os.path.dirname(os.path.abspath(path))
-    try:
-        with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("task") != task.name:
+    record = folder_metrics(folder)
+    if not record or record.get("task") != task.name:
         return None
     written = record.get("predictions")
     if (isinstance(record.get("input"), str) and isinstance(written, str)
